@@ -1,0 +1,3 @@
+from dlrmprof.cli import main
+
+main()

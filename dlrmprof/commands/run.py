@@ -1,0 +1,3 @@
+"""`dlrmprof` commands of this area (see dlrmprof/cli.py)."""
+
+COMMANDS: list = []
