@@ -1,0 +1,289 @@
+"""numba CPU kernels (parallel over bags / samples / row blocks with `prange`).
+
+Inputs are numpy arrays already validated by `dlrmprof.kernels`.  Every kernel is
+`cache=True`, so a child process of a SIMD sweep compiles once per ISA setting.
+
+The SIMD sweep of the profiler runs these in child processes with different
+`NUMBA_CPU_NAME` / `NUMBA_CPU_FEATURES`; `numba_asm(op)` returns the assembly that the
+current process generates, so it can count xmm / ymm / zmm registers.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+# reductions (dot products) only vectorize when LLVM may reassociate
+_FAST = dict(_OPTS, fastmath={"reassoc", "contract", "nsz", "arcp"})
+
+# below this many gathered elements (nnz * D) the parallel launch costs more than it saves
+PARALLEL_MIN_WORK = 1 << 15
+
+
+class BadIndexError(IndexError):
+    pass
+
+
+def _alloc(shape, dtype):
+    """Output allocation (uninitialised; tests swap in a NaN-poisoned allocator)."""
+    return np.empty(shape, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- embedding bag
+
+@njit(**_OPTS)
+def _eb_bag(weight, indices, offsets, psw, mean, b, out):
+    """Pool bag b into out[b]; returns the number of out-of-range indices (skipped)."""
+    R, D = weight.shape
+    s = offsets[b]
+    e = offsets[b + 1]
+    for k in range(D):
+        out[b, k] = 0.0
+    bad = 0
+    for p in range(s, e):
+        idx = indices[p]
+        if idx < 0 or idx >= R:
+            bad += 1
+            continue
+        if psw is None:
+            for k in range(D):
+                out[b, k] += weight[idx, k]
+        else:
+            w = psw[p]
+            for k in range(D):
+                out[b, k] += w * weight[idx, k]
+    if mean and e > s:
+        inv = 1.0 / (e - s)
+        for k in range(D):
+            out[b, k] *= inv
+    if e < s:
+        bad += 1
+    return bad
+
+
+@njit(parallel=True, **_OPTS)
+def _eb_fwd_par(weight, indices, offsets, psw, mean, out):
+    B = offsets.shape[0] - 1
+    bad = 0
+    for b in prange(B):
+        bad += _eb_bag(weight, indices, offsets, psw, mean, b, out)
+    return bad
+
+
+@njit(**_OPTS)
+def _eb_fwd_ser(weight, indices, offsets, psw, mean, out):
+    B = offsets.shape[0] - 1
+    bad = 0
+    for b in range(B):
+        bad += _eb_bag(weight, indices, offsets, psw, mean, b, out)
+    return bad
+
+
+@njit(**_OPTS)
+def _check_bags(indices, offsets, R):
+    """Number of out-of-range indices plus decreasing offsets (0 means all valid)."""
+    bad = 0
+    for p in range(indices.shape[0]):
+        idx = indices[p]
+        if idx < 0 or idx >= R:
+            bad += 1
+    for b in range(offsets.shape[0] - 1):
+        if offsets[b + 1] < offsets[b]:
+            bad += 1
+    return bad
+
+
+@njit(parallel=True, **_OPTS)
+def _eb_sgd_par(weight, indices, offsets, grad, psw, mean, lr, nparts):
+    """Fused SGD.  Rows are partitioned among threads by `row % nparts`: each part scans all
+    lookups and updates only its own rows, so no two threads ever write the same row."""
+    B = offsets.shape[0] - 1
+    D = weight.shape[1]
+    for t in prange(nparts):
+        for b in range(B):
+            s = offsets[b]
+            e = offsets[b + 1]
+            if e <= s:
+                continue
+            scale = lr / (e - s) if mean else lr
+            for p in range(s, e):
+                idx = indices[p]
+                if idx % nparts != t:
+                    continue
+                c = scale if psw is None else scale * psw[p]
+                for k in range(D):
+                    weight[idx, k] -= c * grad[b, k]
+
+
+# ----------------------------------------------------------------------------- interaction
+
+@njit(parallel=True, **_FAST)
+def _interaction(dense, pooled, out, zero):
+    B, T, D = pooled.shape
+    for b in prange(B):
+        for k in range(D):
+            out[b, k] = dense[b, k]
+        o = D
+        for i in range(1, T + 1):
+            for j in range(i):
+                s = zero
+                if j == 0:
+                    for k in range(D):
+                        s += pooled[b, i - 1, k] * dense[b, k]
+                else:
+                    for k in range(D):
+                        s += pooled[b, i - 1, k] * pooled[b, j - 1, k]
+                out[b, o] = s
+                o += 1
+
+
+@njit(parallel=True, **_FAST)
+def _interaction_bwd(dense, pooled, g, gd, gp):
+    B, T, D = pooled.shape
+    for b in prange(B):
+        for k in range(D):
+            gd[b, k] = g[b, k]
+        for i in range(T):
+            for k in range(D):
+                gp[b, i, k] = 0.0
+        o = D
+        for i in range(1, T + 1):
+            for j in range(i):
+                c = g[b, o]
+                o += 1
+                if j == 0:
+                    for k in range(D):
+                        gp[b, i - 1, k] += c * dense[b, k]
+                        gd[b, k] += c * pooled[b, i - 1, k]
+                else:
+                    for k in range(D):
+                        gp[b, i - 1, k] += c * pooled[b, j - 1, k]
+                        gp[b, j - 1, k] += c * pooled[b, i - 1, k]
+
+
+# ---------------------------------------------------------------------------------- linear
+
+_GEMM_MB = 4      # rows of A per block (their accumulators stay in L1)
+_GEMM_NB = 256    # columns of the output per block (contiguous, vectorized inner loop)
+
+
+@njit(parallel=True, **_FAST)
+def _gemm(A, Bm, out):
+    """out = A @ Bm, axpy form: the inner loop runs over contiguous output columns, so it
+    vectorizes at whatever SIMD width the target allows, without reassociating sums."""
+    M, K = A.shape
+    N = Bm.shape[1]
+    nmb = (M + _GEMM_MB - 1) // _GEMM_MB
+    for mb in prange(nmb):
+        m0 = mb * _GEMM_MB
+        m1 = min(m0 + _GEMM_MB, M)
+        for n0 in range(0, N, _GEMM_NB):
+            n1 = min(n0 + _GEMM_NB, N)
+            for m in range(m0, m1):
+                for n in range(n0, n1):
+                    out[m, n] = 0.0
+            for k in range(K):
+                for m in range(m0, m1):
+                    a = A[m, k]
+                    for n in range(n0, n1):
+                        out[m, n] += a * Bm[k, n]
+
+
+@njit(**_FAST)
+def _add_bias(y, bias):
+    M, N = y.shape
+    for m in range(M):
+        for n in range(N):
+            y[m, n] += bias[n]
+
+
+# ------------------------------------------------------------------------------ entry points
+
+def _raise_bad(bad):
+    raise BadIndexError(f"{bad} out-of-range indices or decreasing offsets")
+
+
+def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
+    B, D = offsets.shape[0] - 1, weight.shape[1]
+    out = _alloc((B, D), weight.dtype)
+    work = indices.shape[0] * D
+    kern = _eb_fwd_par if work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1 else _eb_fwd_ser
+    bad = kern(weight, indices, offsets, per_sample_weights, mode == "mean", out)
+    if bad:
+        _raise_bad(bad)
+    return out
+
+
+def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sample_weights):
+    bad = _check_bags(indices, offsets, weight.shape[0])
+    if bad:
+        _raise_bad(bad)   # nothing was written: all-or-nothing
+    work = indices.shape[0] * weight.shape[1]
+    nparts = numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+    _eb_sgd_par(weight, indices, offsets, grad_output, per_sample_weights, mode == "mean",
+                weight.dtype.type(lr), nparts)
+
+
+def interaction(dense, pooled):
+    B, T, D = pooled.shape
+    out = _alloc((B, D + (T + 1) * T // 2), dense.dtype)
+    _interaction(dense, pooled, out, dense.dtype.type(0))
+    return out
+
+
+def interaction_backward(dense, pooled, grad_out):
+    gd = _alloc(dense.shape, dense.dtype)
+    gp = _alloc(pooled.shape, pooled.dtype)
+    _interaction_bwd(dense, pooled, np.ascontiguousarray(grad_out), gd, gp)
+    return gd, gp
+
+
+def linear(x, weight, bias):
+    out = _alloc((x.shape[0], weight.shape[0]), x.dtype)
+    _gemm(x, np.ascontiguousarray(weight.T), out)
+    if bias is not None:
+        _add_bias(out, bias)
+    return out
+
+
+def linear_backward(x, weight, grad_out):
+    g = np.ascontiguousarray(grad_out)
+    grad_x = _alloc(x.shape, x.dtype)
+    _gemm(g, weight, grad_x)
+    grad_w = _alloc(weight.shape, weight.dtype)
+    _gemm(np.ascontiguousarray(g.T), x, grad_w)
+    return grad_x, grad_w, g.sum(axis=0, dtype=np.float64).astype(weight.dtype)
+
+
+# ------------------------------------------------------------------------- assembly access
+
+def _asm_targets():
+    f32, i64, b1 = numba.float32, numba.int64, numba.boolean
+    f2 = numba.types.Array(f32, 2, "C")
+    f3 = numba.types.Array(f32, 3, "C")
+    i1 = numba.types.Array(i64, 1, "C")
+    none = numba.types.none
+    return {
+        "embedding_bag": (_eb_fwd_par, (f2, i1, i1, none, b1, f2)),
+        "embedding_bag_sgd": (_eb_sgd_par, (f2, i1, i1, f2, none, b1, f32, i64)),
+        "interaction": (_interaction, (f2, f3, f2, f32)),
+        "interaction_backward": (_interaction_bwd, (f2, f3, f2, f2, f3)),
+        "linear": (_gemm, (f2, f2, f2)),
+        "linear_backward": (_gemm, (f2, f2, f2)),
+    }
+
+
+ASM_OPS = ("embedding_bag", "embedding_bag_sgd", "interaction", "interaction_backward",
+           "linear", "linear_backward")
+
+
+def numba_asm(op):
+    """Assembly (text) of the numba CPU kernel behind `op`, float32 / int64 signature, as
+    compiled by this process (so it reflects NUMBA_CPU_NAME / NUMBA_CPU_FEATURES)."""
+    disp, sig = _asm_targets()[op]
+    # a cached dispatcher may hold only object code: compile an uncached twin for the text
+    opts = {k: v for k, v in disp.targetoptions.items() if k != "nopython"}
+    twin = njit(sig, **{**opts, "cache": False})(disp.py_func)
+    return "\n".join(twin.inspect_asm().values())

@@ -1,0 +1,303 @@
+"""Every kernel backend against the float64 numpy reference, on fresh random inputs."""
+
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from dlrmprof import kernels
+from dlrmprof.errors import UserError
+from dlrmprof.kernels import numba_cpu, reference
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """numba outputs start as NaN: a kernel that forgets to write an element fails."""
+    monkeypatch.setattr(numba_cpu, "_alloc", lambda shape, dtype: np.full(shape, np.nan, dtype))
+
+
+@pytest.fixture
+def rng(request):
+    # fresh inputs per test, reproducible from the test name when a failure needs replaying
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+def _bags(rng, R, B, max_len, idx_dtype=np.int64):
+    """Random jagged bags with empty bags at the start, middle and end, and a bag that
+    repeats one row."""
+    lengths = rng.integers(0, max_len + 1, size=B)
+    lengths[0] = 0
+    lengths[B // 2] = 0
+    lengths[-1] = 0
+    lengths[1] = max(lengths[1], 3)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(idx_dtype)
+    indices = rng.integers(0, R, size=int(offsets[-1])).astype(idx_dtype)
+    s = int(offsets[1])
+    indices[s:s + 3] = indices[s]          # repeated row inside one bag
+    indices[-1] = indices[s]               # ... and across bags
+    return indices, offsets
+
+
+def _cpu_backends(op):
+    return [b for b in kernels.backends(op) if b != "numba-cuda"]
+
+
+def _tol(x):
+    return dict(rtol=2e-5, atol=2e-5 * max(1.0, float(np.abs(x).max(initial=0.0))))
+
+
+# ---------------------------------------------------------------------------- embedding bag
+
+CASES = [  # (R, B, max_len, D)
+    (40, 33, 6, 1), (40, 33, 6, 3), (200, 65, 9, 17), (1000, 64, 20, 64),
+    (5000, 600, 25, 16),   # large enough to take the parallel path
+]
+
+
+@pytest.mark.parametrize("backend", _cpu_backends("embedding_bag"))
+@pytest.mark.parametrize("R,B,max_len,D", CASES)
+@pytest.mark.parametrize("idx_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("mode", ["sum", "mean"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_embedding_bag_matches_reference(rng, backend, R, B, max_len, D, idx_dtype, mode,
+                                         weighted):
+    weight = rng.standard_normal((R, D)).astype(np.float32)
+    indices, offsets = _bags(rng, R, B, max_len, idx_dtype)
+    psw = rng.standard_normal(len(indices)).astype(np.float32) if weighted else None
+    want = reference.embedding_bag(weight.astype(np.float64), indices, offsets, mode,
+                                   None if psw is None else psw.astype(np.float64))
+    got = kernels.embedding_bag(weight, indices, offsets, mode=mode, per_sample_weights=psw,
+                                backend=backend)
+    assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (B, D)
+    np.testing.assert_allclose(got, want, **_tol(want))
+    empty = np.flatnonzero(np.diff(offsets) == 0)
+    assert len(empty) >= 3 and np.all(got[empty] == 0)
+
+
+@pytest.mark.parametrize("backend", _cpu_backends("embedding_bag"))
+def test_embedding_bag_torch_in_torch_out(rng, backend):
+    weight = torch.from_numpy(rng.standard_normal((50, 8)).astype(np.float32))
+    indices, offsets = _bags(rng, 50, 10, 5)
+    got = kernels.embedding_bag(weight, torch.from_numpy(indices), torch.from_numpy(offsets),
+                                backend=backend)
+    assert isinstance(got, torch.Tensor) and got.shape == (10, 8)
+    want = reference.embedding_bag(weight.numpy().astype(np.float64), indices, offsets, "sum",
+                                   None)
+    np.testing.assert_allclose(got.numpy(), want, **_tol(want))
+
+
+def test_embedding_bag_numba_zero_copy_of_torch_weight(rng):
+    weight = torch.from_numpy(rng.standard_normal((30, 4)).astype(np.float32))
+    indices, offsets = np.array([5, 5]), np.array([0, 2])
+    weight[5] = 1.5   # the numba view sees writes made through torch
+    got = kernels.embedding_bag(weight, indices, offsets, backend="numba")
+    np.testing.assert_array_equal(got.numpy(), np.full((1, 4), 3.0, np.float32))
+
+
+# ------------------------------------------------------------------------------ fused SGD
+
+@pytest.mark.parametrize("backend", _cpu_backends("embedding_bag_sgd"))
+@pytest.mark.parametrize("R,B,max_len,D", CASES)
+@pytest.mark.parametrize("idx_dtype", [np.int32, np.int64])
+@pytest.mark.parametrize("mode,weighted", [("sum", False), ("mean", False), ("sum", True),
+                                           ("mean", True)])
+def test_embedding_bag_sgd_matches_reference(rng, backend, R, B, max_len, D, idx_dtype, mode,
+                                             weighted):
+    weight = rng.standard_normal((R, D)).astype(np.float32)
+    indices, offsets = _bags(rng, R, B, max_len, idx_dtype)
+    psw = rng.standard_normal(len(indices)).astype(np.float32) if weighted else None
+    grad = rng.standard_normal((B, D)).astype(np.float32)
+    lr = 0.37
+    want = weight.astype(np.float64)
+    reference.embedding_bag_sgd(want, indices, offsets, grad, lr, mode,
+                                None if psw is None else psw.astype(np.float64))
+    got = weight.copy()
+    assert kernels.embedding_bag_sgd(got, indices, offsets, grad, lr, mode=mode,
+                                     per_sample_weights=psw, backend=backend) is None
+    np.testing.assert_allclose(got, want, **_tol(want))
+    untouched = np.setdiff1d(np.arange(R), indices)
+    np.testing.assert_array_equal(got[untouched], weight[untouched])
+    assert np.bincount(indices).max() >= 4   # the repeated-row case really was exercised
+
+
+@pytest.mark.parametrize("backend", _cpu_backends("embedding_bag_sgd"))
+def test_embedding_bag_sgd_updates_torch_weight_in_place(rng, backend):
+    weight = torch.zeros((10, 3))
+    indices, offsets = torch.tensor([2, 2, 7]), torch.tensor([0, 2, 3])
+    grad = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.0, 1.0]])
+    kernels.embedding_bag_sgd(weight, indices, offsets, grad, 0.5, backend=backend)
+    want = torch.zeros((10, 3))
+    want[2] = -0.5 * 2 * grad[0]
+    want[7] = -0.5 * grad[1]
+    torch.testing.assert_close(weight, want)
+
+
+# ----------------------------------------------------------------------------- interaction
+
+@pytest.mark.parametrize("backend", _cpu_backends("interaction"))
+@pytest.mark.parametrize("B,T,D", [(1, 1, 1), (7, 3, 3), (33, 26, 16), (128, 8, 17)])
+def test_interaction_matches_reference(rng, backend, B, T, D):
+    dense = rng.standard_normal((B, D)).astype(np.float32)
+    pooled = rng.standard_normal((B, T, D)).astype(np.float32)
+    want = reference.interaction(dense.astype(np.float64), pooled.astype(np.float64))
+    got = kernels.interaction(dense, pooled, backend=backend)
+    assert got.shape == (B, D + (T + 1) * T // 2) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, **_tol(want))
+    g = rng.standard_normal(got.shape).astype(np.float32)
+    want_d, want_p = reference.interaction_backward(dense.astype(np.float64),
+                                                    pooled.astype(np.float64), g)
+    got_d, got_p = kernels.interaction_backward(dense, pooled, g, backend=backend)
+    np.testing.assert_allclose(got_d, want_d, **_tol(want_d))
+    np.testing.assert_allclose(got_p, want_p, **_tol(want_p))
+
+
+def test_interaction_layout_by_hand():
+    dense = np.array([[1.0, 0.0]])
+    pooled = np.array([[[2.0, 1.0], [0.0, 3.0]]])   # z0=(1,0) z1=(2,1) z2=(0,3)
+    got = kernels.interaction(dense, pooled, backend="numba")
+    # dense, then (1,0)=2, (2,0)=0, (2,1)=3
+    np.testing.assert_allclose(got, [[1.0, 0.0, 2.0, 0.0, 3.0]])
+
+
+def test_interaction_backward_is_the_gradient(rng):
+    """The reference backward agrees with torch autograd through the torch forward."""
+    dense = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    pooled = torch.randn(5, 3, 4, dtype=torch.float64, requires_grad=True)
+    out = kernels.interaction(dense, pooled, backend="torch")
+    g = torch.from_numpy(rng.standard_normal(tuple(out.shape)))
+    out.backward(g)
+    gd, gp = reference.interaction_backward(dense.detach().numpy(), pooled.detach().numpy(),
+                                            g.numpy())
+    np.testing.assert_allclose(gd, dense.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(gp, pooled.grad.numpy(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------- linear
+
+@pytest.mark.parametrize("backend", _cpu_backends("linear"))
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (5, 13, 3), (130, 64, 300), (9, 517, 17)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_matches_reference(rng, backend, M, K, N, bias):
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((N, K)).astype(np.float32)
+    b = rng.standard_normal(N).astype(np.float32) if bias else None
+    want = reference.linear(x.astype(np.float64), w.astype(np.float64),
+                            None if b is None else b.astype(np.float64))
+    got = kernels.linear(x, w, b, backend=backend)
+    assert got.shape == (M, N) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    g = rng.standard_normal((M, N)).astype(np.float32)
+    wants = reference.linear_backward(x.astype(np.float64), w.astype(np.float64), g)
+    for got_i, want_i in zip(kernels.linear_backward(x, w, g, backend=backend), wants):
+        np.testing.assert_allclose(got_i, want_i, rtol=1e-4, atol=1e-4 * np.sqrt(max(M, N)))
+
+
+def test_linear_torch_bf16(rng):
+    x = torch.from_numpy(rng.standard_normal((64, 128)).astype(np.float32))
+    w = torch.from_numpy(rng.standard_normal((32, 128)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(32).astype(np.float32))
+    got = kernels.linear(x.bfloat16(), w.bfloat16(), b.bfloat16(), backend="torch")
+    assert got.dtype == torch.bfloat16
+    want = reference.linear(x.bfloat16().double().numpy(), w.bfloat16().double().numpy(),
+                            b.bfloat16().double().numpy())
+    np.testing.assert_allclose(got.double().numpy(), want, rtol=0.02, atol=0.5)
+    with pytest.raises(UserError, match="bfloat16"):
+        kernels.linear(x.bfloat16(), w.bfloat16(), b.bfloat16(), backend="numba")
+
+
+# ------------------------------------------------------------------------------ bad input
+
+def test_unknown_and_unavailable_backends():
+    w, i, o = np.zeros((3, 2), np.float32), np.array([1]), np.array([0, 1])
+    with pytest.raises(UserError, match="unknown kernel backend 'fbgemm'"):
+        kernels.embedding_bag(w, i, o, backend="fbgemm")
+    with pytest.raises(UserError, match="has no linear kernel"):
+        kernels.linear(w, w, None, backend="numba-cuda")
+    with pytest.raises(UserError, match="unknown kernel op"):
+        kernels.backends("conv2d")
+    if "numba-cuda" not in kernels.backends("embedding_bag"):
+        with pytest.raises(UserError, match="'numba-cuda' is not available"):
+            kernels.embedding_bag(w, i, o, backend="numba-cuda")
+
+
+@pytest.mark.parametrize("backend", _cpu_backends("embedding_bag"))
+def test_out_of_range_index_raises_and_sgd_writes_nothing(backend):
+    w = np.ones((4, 2), np.float32)
+    for bad in (4, -1):
+        i, o = np.array([0, bad, 1]), np.array([0, 1, 3])
+        with pytest.raises((IndexError, RuntimeError)):
+            kernels.embedding_bag(w, i, o, backend=backend)
+        if backend != "torch":   # torch's index_add_ checks too, but may have written first
+            with pytest.raises(IndexError):
+                kernels.embedding_bag_sgd(w, i, o, np.ones((2, 2), np.float32), 1.0,
+                                          backend=backend)
+            np.testing.assert_array_equal(w, 1.0)
+
+
+def test_shape_errors_are_clear():
+    w, i = np.zeros((3, 2), np.float32), np.array([1, 2])
+    with pytest.raises(ValueError, match="start at 0 and end at len"):
+        kernels.embedding_bag(w, i, np.array([0, 1]))
+    with pytest.raises(ValueError, match="mode must be"):
+        kernels.embedding_bag(w, i, np.array([0, 2]), mode="max")
+    with pytest.raises(ValueError, match="grad_output must be"):
+        kernels.embedding_bag_sgd(w, i, np.array([0, 2]), np.zeros((2, 2), np.float32), 0.1)
+    with pytest.raises(ValueError, match="per_sample_weights"):
+        kernels.embedding_bag(w, i, np.array([0, 2]), per_sample_weights=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="disagree"):
+        kernels.interaction(np.zeros((2, 3)), np.zeros((2, 4, 5)))
+
+
+# -------------------------------------------------------------------------------- cost model
+
+def test_cost_embedding_bag_by_hand():
+    c = kernels.cost("embedding_bag", batch=2, dim=4, nnz=5)
+    # rows 5*4*4 + indices 5*8 + offsets 3*8 ; output 2*4*4 ; one add per gathered element
+    assert (c.bytes_read, c.bytes_written, c.flops) == (144, 32, 20)
+    assert c.bytes == 176
+    assert kernels.cost("embedding_bag", batch=2, dim=4, pooling=2.5) == c
+    d = kernels.cost("embedding_bag", batch=2, dim=4, nnz=5, distinct_rows=2)
+    assert d.bytes_read == 144 - 3 * 16
+    s = kernels.cost("embedding_bag_sgd", batch=2, dim=4, nnz=5)
+    assert (s.bytes_read, s.bytes_written, s.flops) == (144 + 32, 80, 40)
+
+
+def test_cost_interaction_linear_mlp_by_hand():
+    c = kernels.cost("interaction", batch=3, tables=2, dim=4)
+    # Z is 3*3*4 floats in; out 3*(4+3) floats; 3 pairs * 4 mul-adds per sample
+    assert (c.bytes_read, c.bytes_written, c.flops) == (144, 84, 72)
+    lin = kernels.cost("linear", batch=2, in_features=3, out_features=4)
+    assert (lin.bytes_read, lin.bytes_written, lin.flops) == ((6 + 12 + 4) * 4, 32, 56)
+    mlp = kernels.cost("mlp", batch=2, sizes=[3, 4, 1])
+    assert mlp == lin + kernels.cost("linear", batch=2, in_features=4, out_features=1)
+    assert lin.intensity == pytest.approx(56 / 120)
+
+
+def test_cost_bad_arguments():
+    with pytest.raises(UserError, match="unknown op"):
+        kernels.cost("conv", batch=1)
+    with pytest.raises(UserError, match="missing shape argument 'dim'"):
+        kernels.cost("embedding_bag", batch=1, nnz=2)
+    with pytest.raises(UserError, match="unknown shape argument"):
+        kernels.cost("linear", batch=1, in_features=2, out_features=3, color=1)
+
+
+# ------------------------------------------------------------------------------ assembly
+
+def test_numba_asm_follows_the_cpu_target():
+    """The default target uses AVX registers; NUMBA_CPU_NAME=generic (child process) none."""
+    code = ("from dlrmprof import kernels; a = kernels.numba_asm('linear'); "
+            "print(sum(a.count(r) for r in ('%ymm', '%zmm')), a.count('%xmm'))")
+    env = dict(os.environ, NUMBA_CPU_NAME="generic", NUMBA_CACHE_DIR=os.environ.get(
+        "NUMBA_CACHE_DIR", ""))
+    env = {k: v for k, v in env.items() if v != ""}
+    generic = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, timeout=120, check=True).stdout.split()
+    assert int(generic[0]) == 0 and int(generic[1]) > 0
+    host = kernels.numba_asm("linear")
+    if "avx2" in open("/proc/cpuinfo").read():
+        assert host.count("%ymm") + host.count("%zmm") > 0
