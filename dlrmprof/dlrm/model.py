@@ -1,0 +1,316 @@
+"""DLRM as four parts wired together (the TorchRec shape): SparseArch, DenseArch,
+InteractionArch, OverArch, connected by `DLRM`.  The loss and optimizer live in the training
+wrapper (`dlrmprof.dlrm.train.DLRMTrain`), not here.
+
+Shapes (B batch, F dense features, T tables, D embedding dim)::
+
+    dense [B, F] --DenseArch (bottom MLP, ReLU)--> x [B, D] -------------------+
+    sparse: per table t, bags (indices_t, offsets_t [B+1])                     |
+        --SparseArch (embedding bag, sum)--> pooled [B, T, D] ----------------+--> InteractionArch
+    --> [B, D + T(T+1)/2] --OverArch (top MLP, ReLU between layers)--> logit [B] --sigmoid--> p
+
+Embedding tables are *not* autograd parameters: training treats them as a sparse update.
+`SparseArch.forward` fills a preallocated `pooled` buffer (a leaf tensor that requires grad
+in training); after `loss.backward()` its gradient goes to `SparseArch.sgd_update`, which
+applies the kernels' fused `embedding_bag_sgd` to the touched rows of each table.
+
+Kernel backends (chosen by name, never silently replaced):
+
+    device  backend      embedding bag fwd / sparse SGD       interaction
+    cpu     numba        dlrmprof.kernels numba               numba (custom autograd fn)
+    cpu     torch        dlrmprof.kernels torch                torch (autograd through bmm)
+    cuda    torch        dlrmprof.kernels torch                torch
+    cuda    numba-cuda   dlrmprof.kernels numba-cuda           torch
+
+The MLPs are torch `nn.Linear` layers (the kernels' torch GEMM) on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dlrmprof import kernels
+from dlrmprof.dlrm.config import DLRMConfig, TableConfig
+from dlrmprof.errors import UserError
+
+BACKENDS = {"cpu": ("numba", "torch"), "cuda": ("torch", "numba-cuda")}
+
+
+def check_backend(device: str, backend: str) -> None:
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    if backend not in BACKENDS[kind]:
+        raise UserError(f"unknown backend {backend!r} for --device {kind}: choose "
+                        f"{' or '.join(BACKENDS[kind])}")
+
+
+class _NullOp:
+    __slots__ = ()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NULL_OP = _NullOp()
+
+
+class NullTimer:
+    """Stands in for `dlrmprof.profile.timers.OpTimer` when nothing is timed."""
+
+    def op(self, name: str):
+        return _NULL_OP
+
+    def add(self, name: str, seconds: float) -> None:
+        pass
+
+
+NULL_TIMER = NullTimer()
+
+
+class SparseArch(nn.Module):
+    """Embedding tables pooled per bag: per table (indices, offsets) -> pooled [B, T, D].
+
+    Weights are float32 buffers (in `state_dict`), initialised uniform(-1/sqrt(R), 1/sqrt(R))
+    as in the DLRM reference.  `backend` names the embedding-bag kernels.
+    """
+
+    def __init__(self, tables: Sequence[TableConfig], backend: str = "numba",
+                 device: str | torch.device = "cpu", generator: torch.Generator | None = None):
+        super().__init__()
+        if not tables:
+            raise UserError("SparseArch needs at least one table")
+        dims = {t.dim for t in tables}
+        if len(dims) != 1:
+            raise UserError(f"SparseArch: all tables must share one dim for the dot "
+                            f"interaction, got {sorted(dims)}")
+        check_backend(str(device), backend)
+        self.tables = tuple(tables)
+        self.backend = backend
+        self.device = torch.device(device)
+        self.dim = tables[0].dim
+        self.names = tuple(t.name for t in tables)
+        self.modes = tuple(t.pooling for t in tables)
+        self.op_names = tuple(f"emb.{n}" for n in self.names)
+        self.upd_names = tuple(f"emb_update.{n}" for n in self.names)
+        for i, t in enumerate(tables):
+            w = torch.empty(t.rows, t.dim, dtype=torch.float32)
+            bound = 1.0 / math.sqrt(t.rows)
+            w.uniform_(-bound, bound, generator=generator)
+            self.register_buffer(f"weight_{i}", w.to(self.device), persistent=True)
+        self._refresh_views()
+        self._pooled: torch.Tensor | None = None
+
+    def _refresh_views(self) -> None:
+        self.weights = [getattr(self, f"weight_{i}") for i in range(len(self.tables))]
+        self._np = [w.numpy() for w in self.weights] if self.backend == "numba" else None
+
+    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda() keep the numpy views in sync
+        out = super()._apply(fn, *args, **kwargs)
+        self._refresh_views()
+        self._pooled = None
+        return out
+
+    @property
+    def num_tables(self) -> int:
+        return len(self.tables)
+
+    def pooled_buffer(self, batch: int, requires_grad: bool) -> torch.Tensor:
+        """The [B, T, D] output buffer, reused across iterations of the same batch size."""
+        p = self._pooled
+        if p is None or p.shape[0] != batch:
+            p = torch.empty(batch, self.num_tables, self.dim, dtype=torch.float32,
+                            device=self.device)
+            self._pooled = p
+        p.grad = None
+        p.requires_grad_(requires_grad)
+        return p
+
+    def forward(self, indices: Sequence, offsets: Sequence, batch: int,
+                requires_grad: bool = False, timer=NULL_TIMER) -> torch.Tensor:
+        """Pool every table: per table t, bags `indices[t]` / `offsets[t]` (B+1 entries).
+
+        Index arrays are numpy (CPU) or torch tensors on the model's device, as produced
+        by `dlrmprof.dlrm.data.Batch.sparse_for`.
+        """
+        pooled = self.pooled_buffer(batch, requires_grad)
+        eb = kernels.embedding_bag
+        backend = self.backend
+        if self._np is not None:
+            out = pooled.detach().numpy()
+            for t in range(len(self.weights)):
+                with timer.op(self.op_names[t]):
+                    out[:, t, :] = eb(self._np[t], indices[t], offsets[t], mode=self.modes[t],
+                                      backend=backend)
+        else:
+            with torch.no_grad():
+                dst = pooled.detach()
+                for t in range(len(self.weights)):
+                    with timer.op(self.op_names[t]):
+                        dst[:, t, :] = eb(self.weights[t], indices[t], offsets[t],
+                                          mode=self.modes[t], backend=backend)
+        return pooled
+
+    @torch.no_grad()
+    def sgd_update(self, indices: Sequence, offsets: Sequence, grad_pooled: torch.Tensor,
+                   lr: float, timer=NULL_TIMER) -> None:
+        """Sparse SGD on the touched rows: weight[i] -= lr * d(loss)/d(pooled bag)."""
+        g = grad_pooled.transpose(0, 1).contiguous()  # [T, B, D]: one contiguous slab per table
+        sgd = kernels.embedding_bag_sgd
+        backend = self.backend
+        if self._np is not None:
+            gn = g.numpy()
+            for t in range(len(self.weights)):
+                with timer.op(self.upd_names[t]):
+                    sgd(self._np[t], indices[t], offsets[t], gn[t], lr, mode=self.modes[t],
+                        backend=backend)
+        else:
+            for t in range(len(self.weights)):
+                with timer.op(self.upd_names[t]):
+                    sgd(self.weights[t], indices[t], offsets[t], g[t], lr, mode=self.modes[t],
+                        backend=backend)
+
+
+class DenseArch(nn.Module):
+    """Bottom MLP: F-...-D with ReLU after every layer (as the DLRM reference)."""
+
+    def __init__(self, layers: Sequence[int], generator: torch.Generator | None = None):
+        super().__init__()
+        self.layers = tuple(layers)
+        self.mlp = _mlp(layers, last_relu=True, generator=generator)
+
+    def forward(self, dense: torch.Tensor) -> torch.Tensor:
+        return self.mlp(dense)
+
+
+class _NumbaInteraction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dense, pooled):
+        d = dense.detach().numpy()
+        p = pooled.detach().numpy()
+        ctx.save_for_backward(dense, pooled)
+        return torch.from_numpy(kernels.interaction(d, p, backend="numba"))
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        dense, pooled = ctx.saved_tensors
+        gd, gp = kernels.interaction_backward(dense.detach().numpy(), pooled.detach().numpy(),
+                                              grad_out.contiguous().numpy(), backend="numba")
+        return torch.from_numpy(gd), torch.from_numpy(gp)
+
+
+class InteractionArch(nn.Module):
+    """Dot interaction: [x, lower triangle of Z Z^T], Z = [x; pooled] -> [B, D + T(T+1)/2]."""
+
+    def __init__(self, num_tables: int, dim: int, backend: str = "torch"):
+        super().__init__()
+        if backend not in ("numba", "torch"):
+            raise UserError(f"unknown interaction backend {backend!r} (numba or torch)")
+        self.num_tables = num_tables
+        self.dim = dim
+        self.backend = backend
+        self.out_features = dim + (num_tables + 1) * num_tables // 2
+
+    def forward(self, dense: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        if self.backend == "numba":
+            return _NumbaInteraction.apply(dense, pooled)
+        return kernels.interaction(dense, pooled, backend="torch")
+
+
+class OverArch(nn.Module):
+    """Top MLP: ReLU between layers, none after the last (a logit); `predict` adds the
+    sigmoid that gives the click probability."""
+
+    def __init__(self, layers: Sequence[int], generator: torch.Generator | None = None):
+        super().__init__()
+        if layers[-1] != 1:
+            raise UserError(f"OverArch must end in one logit, got layers {list(layers)}")
+        self.layers = tuple(layers)
+        self.mlp = _mlp(layers, last_relu=False, generator=generator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x).squeeze(1)
+
+    @staticmethod
+    def predict(logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+def _mlp(layers: Sequence[int], last_relu: bool, generator) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
+        lin = nn.Linear(n_in, n_out)
+        with torch.no_grad():  # DLRM reference init: N(0, sqrt(2/(m+n))), bias N(0, sqrt(1/m))
+            lin.weight.normal_(0.0, math.sqrt(2.0 / (n_in + n_out)), generator=generator)
+            lin.bias.normal_(0.0, math.sqrt(1.0 / n_out), generator=generator)
+        mods.append(lin)
+        if last_relu or i < len(layers) - 2:
+            mods.append(nn.ReLU())
+    return nn.Sequential(*mods)
+
+
+class DLRM(nn.Module):
+    """Wires the four arches; checks their dimensions agree at construction."""
+
+    def __init__(self, sparse_arch: SparseArch, dense_arch: DenseArch,
+                 interaction_arch: InteractionArch, over_arch: OverArch):
+        super().__init__()
+        D = sparse_arch.dim
+        if dense_arch.layers[-1] != D:
+            raise UserError(f"DLRM: bottom MLP ends at {dense_arch.layers[-1]} but the "
+                            f"embeddings have dim {D}")
+        if interaction_arch.num_tables != sparse_arch.num_tables or interaction_arch.dim != D:
+            raise UserError(f"DLRM: interaction built for {interaction_arch.num_tables} tables x "
+                            f"dim {interaction_arch.dim}, sparse arch has "
+                            f"{sparse_arch.num_tables} x {D}")
+        if over_arch.layers[0] != interaction_arch.out_features:
+            raise UserError(f"DLRM: top MLP input is {over_arch.layers[0]} but the interaction "
+                            f"gives {interaction_arch.out_features} = {D} + "
+                            f"{sparse_arch.num_tables + 1}*{sparse_arch.num_tables}/2")
+        self.sparse_arch = sparse_arch
+        self.dense_arch = dense_arch
+        self.interaction_arch = interaction_arch
+        self.over_arch = over_arch
+
+    @property
+    def device(self) -> torch.device:
+        return self.sparse_arch.device
+
+    @property
+    def backend(self) -> str:
+        return self.sparse_arch.backend
+
+    def forward(self, dense: torch.Tensor, indices: Sequence, offsets: Sequence,
+                requires_grad: bool = False, timer=NULL_TIMER):
+        """-> (logits [B], pooled [B, T, D]); `pooled` is kept for the sparse update."""
+        with timer.op("emb"):
+            pooled = self.sparse_arch(indices, offsets, dense.shape[0], requires_grad, timer)
+        with timer.op("bottom_mlp"):
+            x = self.dense_arch(dense)
+        with timer.op("interaction"):
+            z = self.interaction_arch(x, pooled)
+        with timer.op("top_mlp"):
+            logits = self.over_arch(z)
+        return logits, pooled
+
+
+def build_dlrm(config: DLRMConfig, backend: str = "numba", device: str = "cpu",
+               seed: int = 0) -> DLRM:
+    """Build the DLRM of `config` (tables as configured) with a seeded generator."""
+    check_backend(device, backend)
+    gen = torch.Generator().manual_seed(int(seed))
+    sparse = SparseArch(config.tables, backend=backend, device=device, generator=gen)
+    dense = DenseArch(config.bottom_mlp, generator=gen)
+    inter = InteractionArch(config.num_tables, config.embedding_dim,
+                            backend="numba" if backend == "numba" else "torch")
+    over = OverArch(config.top_layers, generator=gen)
+    model = DLRM(sparse, dense, inter, over)
+    model.dense_arch.to(device)
+    model.over_arch.to(device)
+    return model
+

@@ -1,0 +1,210 @@
+"""Training wrapper (loss + optimizers), inference step, the timed loop and click metrics.
+
+`DLRMTrain` owns what `DLRM` does not: the BCE loss (on logits, numerically stable), SGD on the
+dense parameters (torch autograd), and the sparse embedding update (the kernels' fused
+`embedding_bag_sgd` on the rows each batch touched, timed as its own op ``emb_update``).
+
+Op names recorded on the timer (per iteration)::
+
+    data                    the data source's next_batch (loading, cutting, synthesis)
+    to_device               numpy -> torch tensors on the model's device
+    emb, emb.<table>        embedding-bag forward, all tables and each table
+    bottom_mlp, interaction, top_mlp, loss
+    backward                loss.backward(): MLPs, interaction, grad of the pooled embeddings
+    optimizer               SGD step on the dense parameters
+    emb_update, emb_update.<table>   fused sparse SGD of the embedding tables
+    step                    the whole model step (everything but `data`)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from dlrmprof.dlrm.data import Batch
+from dlrmprof.dlrm.model import DLRM, NULL_TIMER
+
+
+class DLRMTrain:
+    """BCE loss and SGD (lr from the config) around a `DLRM`."""
+
+    def __init__(self, model: DLRM, lr: float):
+        self.model = model
+        self.lr = float(lr)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        foreach = model.device.type == "cuda" or None
+        self.opt = torch.optim.SGD(self.params, lr=self.lr, foreach=foreach)
+        self._cuda = model.device.type == "cuda"
+        self._numpy_sparse = model.backend == "numba"
+
+    # -- inputs --------------------------------------------------------------------------
+    def inputs(self, batch: Batch):
+        """(dense, labels, indices, offsets) in the form the model's backend takes."""
+        dense = torch.from_numpy(batch.dense)
+        labels = torch.from_numpy(batch.labels)
+        if self._numpy_sparse:
+            return dense, labels, batch.indices, batch.offsets
+        idx = [torch.from_numpy(i) for i in batch.indices]
+        off = [torch.from_numpy(o) for o in batch.offsets]
+        if self._cuda:
+            dev = self.model.device
+            dense = dense.to(dev, non_blocking=True)
+            labels = labels.to(dev, non_blocking=True)
+            idx = [i.to(dev, non_blocking=True) for i in idx]
+            off = [o.to(dev, non_blocking=True) for o in off]
+        return dense, labels, idx, off
+
+    # -- steps ---------------------------------------------------------------------------
+    def train_step(self, batch: Batch, timer=NULL_TIMER) -> tuple[torch.Tensor, torch.Tensor]:
+        """One SGD step; returns (loss, logits), both detached."""
+        model = self.model
+        with timer.op("to_device"):
+            dense, labels, idx, off = self.inputs(batch)
+        logits, pooled = model(dense, idx, off, requires_grad=True, timer=timer)
+        with timer.op("loss"):
+            loss = self.loss_fn(logits, labels)
+        with timer.op("backward"):
+            loss.backward()
+        with timer.op("optimizer"):
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        with timer.op("emb_update"):
+            model.sparse_arch.sgd_update(idx, off, pooled.grad, self.lr, timer)
+        return loss.detach(), logits.detach()
+
+    @torch.no_grad()
+    def infer_step(self, batch: Batch, timer=NULL_TIMER) -> torch.Tensor:
+        """Click probabilities [B] (no gradients)."""
+        with timer.op("to_device"):
+            dense, _, idx, off = self.inputs(batch)
+        logits, _ = self.model(dense, idx, off, requires_grad=False, timer=timer)
+        with timer.op("sigmoid"):
+            return self.model.over_arch.predict(logits)
+
+    @torch.no_grad()
+    def evaluate(self, data, batch_size: int = 1024) -> dict:
+        """Logloss, accuracy and ROC AUC of the model on `data` (a CriteoData)."""
+        n = data.labels.shape[0]
+        probs = np.empty(n, np.float64)
+        for s in range(0, n, batch_size):
+            b = data.batch(slice(s, min(n, s + batch_size)))
+            probs[s:s + b.size] = self.infer_step(b).double().cpu().numpy()
+        return click_metrics(data.labels, probs)
+
+
+# -- metrics ---------------------------------------------------------------------------------
+def logloss(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> float:
+    p = np.clip(np.asarray(p, np.float64), eps, 1 - eps)
+    y = np.asarray(y, np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((np.asarray(p) >= 0.5) == (np.asarray(y) >= 0.5)))
+
+
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U, ties get average ranks); None if one class."""
+    y = np.asarray(y) >= 0.5
+    p = np.asarray(p, np.float64)
+    n_pos = int(y.sum())
+    n_neg = y.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(p, kind="mergesort")
+    ps = p[order]
+    ranks = np.empty(len(p), np.float64)
+    # average rank (1-based) of every run of equal scores
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    ends = np.r_[starts[1:], len(ps)]
+    avg = (starts + ends + 1) / 2.0
+    ranks[order] = np.repeat(avg, ends - starts)
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def click_metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    return {"logloss": logloss(y, p), "accuracy": accuracy(y, p), "auc": roc_auc(y, p),
+            "n": int(len(y)), "positive_rate": float(np.mean(np.asarray(y) >= 0.5))}
+
+
+def base_rate_metrics(train_labels: np.ndarray, test_labels: np.ndarray) -> dict:
+    """The predictor that always says the training click rate."""
+    rate = float(np.mean(train_labels))
+    p = np.full(len(test_labels), rate)
+    m = click_metrics(test_labels, p)
+    m["auc"] = 0.5
+    m["rate"] = rate
+    return m
+
+
+# -- the timed loop --------------------------------------------------------------------------
+@dataclass
+class LoopResult:
+    mode: str
+    iters: int
+    warmup: int
+    batch_size: int
+    wall_s: float                 # sum of timed iterations (data loading + model step)
+    losses: list[float] = field(default_factory=list)     # per timed training step
+    curve: list[dict] = field(default_factory=list)       # evaluations, when asked
+
+
+def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, timer,
+             progress: Callable[[int], None] | None = None,
+             evaluate: Callable[[int, list[float]], dict] | None = None,
+             eval_every: int = 0) -> LoopResult:
+    """Warm up (untimed), then `iters` timed iterations of data loading + model step.
+
+    `evaluate(step, recent_train_losses)` runs between iterations (outside the timing) every
+    `eval_every` steps when given; its dicts form `LoopResult.curve`.
+    """
+    train = mode == "train"
+    step_fn = trainer.train_step if train else trainer.infer_step
+    sync = torch.cuda.synchronize if trainer.model.device.type == "cuda" else None
+    recent: list[float] = []
+    result = LoopResult(mode, iters, warmup, source.B, 0.0)
+    step_no = 0
+
+    def one(tm, record: bool) -> None:
+        nonlocal step_no
+        with tm.op("data"):
+            batch = source.next_batch()
+        with tm.op("step"):
+            out = step_fn(batch, tm)
+        if train:
+            loss = float(out[0])
+            recent.append(loss)
+            if record:
+                result.losses.append(loss)
+        step_no += 1
+
+    for _ in range(warmup):
+        one(NULL_TIMER, False)
+        if evaluate is not None and eval_every and step_no % eval_every == 0:
+            result.curve.append(evaluate(step_no, recent))
+            recent = []
+    if sync is not None:
+        sync()
+    timer.reset()
+    for _ in range(iters):
+        timer.begin_iteration()
+        one(timer, True)
+        timer.end_iteration()
+        if progress is not None:
+            progress(1)
+        if evaluate is not None and eval_every and step_no % eval_every == 0:
+            result.curve.append(evaluate(step_no, recent))
+            recent = []
+    timer.finish()
+    if evaluate is not None and eval_every and step_no % eval_every != 0:
+        result.curve.append(evaluate(step_no, recent))
+    result.wall_s = float(sum(timer.iter_wall))
+    return result
+
+
