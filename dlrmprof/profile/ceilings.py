@@ -369,7 +369,7 @@ def probe(fp: dict, *, full: bool = False, threads: list[int] | None = None,
         "tool_version": __version__, "threads": threads, "source": "measured",
         "versions": {k: sw.get(k) for k in ("torch", "numba", "llvmlite", "numpy")},
         "stream": stream, "random": rnd, "gemm": gemm, "cuda": cuda,
-        "sizes": sz, "probe_s": time.perf_counter() - t0,
+        "sizes": sz, "llc_bytes": llc, "probe_s": time.perf_counter() - t0,
     }
     result["roofs"] = summarize(result)
     return result

@@ -1,0 +1,159 @@
+"""Roofline verdicts: why each op runs as fast as it does on this host.
+
+For an ops row (see `dlrmprof.profile.report`) with ``bytes`` and ``flops`` (counted, from the
+kernels' cost model) and a measured median time, against the host's measured ceilings
+(`dlrmprof.profile.ceilings`):
+
+* arithmetic intensity ``I = flops / bytes``;
+* achieved GB/s (*effective*: every byte the cost model counts, i.e. every lookup as if from
+  DRAM, FBGEMM's convention; it can exceed the hardware when lookups hit in cache) and GFLOP/s;
+* *estimated DRAM* GB/s, when a cache study gives the op's predicted DRAM bytes (lookups that hit
+  in cache removed); this one must not exceed the streaming roof (``dram_exceeds_roof`` flags it);
+* the memory roof: **random-access** (independent random cache-line reads) for gathers
+  (embedding kinds) whose rows come from DRAM, else **stream** (STREAM-style bandwidth);
+  a gather counts as from DRAM when the cache study predicts >= half its row bytes from DRAM,
+  or, without a cache study, when its table bytes (``shape.rows * shape.row_bytes``) exceed the
+  last-level cache;
+* attainable GFLOP/s = min(compute roof, I x memory roof); the **governing roof** is whichever is
+  lower (``"stream"``, ``"random"`` or ``"compute"``); verdict ``memory-bound`` (stream),
+  ``latency-bound`` (random), ``compute-bound`` (compute);
+* ``percent_of_roof`` = achieved GFLOP/s / attainable GFLOP/s x 100 (equivalently achieved GB/s
+  over the memory roof for memory-side ops).  Ops without bytes or flops get verdict None and a
+  ``reason``.
+
+Public entry points: `verdicts(ops_rows, ceilings, cache=None, threads=None)` -> list of dicts,
+and `section(...)` -> the report's ``roofline`` section.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from dlrmprof.profile.ceilings import roofs_for
+
+RANDOM_KINDS = ("embedding_bag", "embedding_bag_sgd")
+VERDICTS = {"stream": "memory-bound", "random": "latency-bound", "compute": "compute-bound"}
+
+
+def _is_random(row: Mapping) -> bool:
+    kind = row.get("kind") or ""
+    if kind in RANDOM_KINDS:
+        return True
+    return kind == "" and str(row.get("name", "")).startswith("emb.")
+
+
+def _llc(ceilings: Mapping, host: Mapping | None) -> int | None:
+    if host:
+        from dlrmprof.profile.host import data_caches
+        dc = data_caches(host.get("caches", []))
+        if dc:
+            return int(dc[-1]["size_bytes"])
+    return ceilings.get("llc_bytes")
+
+
+def _table_bytes(row: Mapping) -> int | None:
+    shape = row.get("shape") or {}
+    if shape.get("table_bytes"):
+        return int(shape["table_bytes"])
+    rows = shape.get("rows")
+    rb = shape.get("row_bytes") or (shape.get("D", 0) * shape.get("elem_bytes", 4)
+                                    if shape.get("D") else None)
+    if rows and rb:
+        return int(rows * rb)
+    return None
+
+
+def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
+                llc_bytes: int | None = None) -> dict:
+    """One op row against one set of roofs (`ceilings.roofs_for(...)`)."""
+    t = (row.get("time") or {}).get("median")
+    out: dict[str, Any] = {"name": row.get("name"), "phase": row.get("phase"),
+                           "kind": row.get("kind"), "device": row.get("device"),
+                           "backend": row.get("backend"), "time_s": t,
+                           "bytes": row.get("bytes"), "flops": row.get("flops"),
+                           "threads": roofs.get("threads")}
+    b, f = row.get("bytes"), row.get("flops")
+    if not t or t <= 0 or not b or f is None:
+        out.update(verdict=None, reason="no measured time" if not t else
+                   "no byte/FLOP counts from the cost model")
+        return out
+    dtype = (row.get("shape") or {}).get("dtype") or row.get("dtype") or "fp32"
+    compute = roofs["bf16_gflops"] if str(dtype) in ("bf16", "bfloat16") else roofs["fp32_gflops"]
+    intensity = f / b
+    ach_gbs = b / t / 1e9
+    ach_gflops = f / t / 1e9
+    out.update(intensity=intensity, achieved_gbs=ach_gbs, achieved_gflops=ach_gflops,
+               compute_roof_gflops=compute, compute_roof=f"{dtype} GEMM")
+
+    # memory roof: random-access for gathers that come from DRAM, else streaming
+    memroof, mem_gbs, why = "stream", roofs["stream_gbs"], "streaming access"
+    dram_frac = None
+    if cache and cache.get("dram_bytes") is not None and cache.get("row_bytes_total"):
+        dram_frac = cache["dram_bytes"] / cache["row_bytes_total"]
+    if _is_random(row) and roofs.get("random_gbs"):
+        tb = _table_bytes(row)
+        if dram_frac is not None:
+            from_dram = dram_frac >= 0.5
+            why = (f"gather; cache simulation predicts {dram_frac:.0%} of row bytes from DRAM")
+        elif tb is not None and llc_bytes:
+            from_dram = tb > llc_bytes
+            why = (f"gather over {tb / 2**20:.1f} MiB of table "
+                   f"{'>' if from_dram else '<='} LLC {llc_bytes / 2**20:.0f} MiB")
+        else:
+            from_dram = True
+            why = "gather; table size unknown, assumed to exceed the caches"
+        if from_dram:
+            memroof, mem_gbs = "random", roofs["random_gbs"]
+    mem_attainable = intensity * mem_gbs
+    if mem_attainable < compute:
+        governing, attainable = memroof, mem_attainable
+    else:
+        governing, attainable, why = "compute", compute, (
+            f"intensity {intensity:.1f} FLOP/B above the ridge {compute / mem_gbs:.1f}")
+    out.update(memory_roof=memroof, memory_roof_gbs=mem_gbs, ridge_intensity=compute / mem_gbs,
+               attainable_gflops=attainable, governing_roof=governing,
+               verdict=VERDICTS[governing], why=why,
+               percent_of_roof=100.0 * ach_gflops / attainable if attainable else None,
+               percent_of_stream=100.0 * ach_gbs / roofs["stream_gbs"])
+    if cache and cache.get("dram_bytes") is not None:
+        dram_gbs = cache["dram_bytes"] / t / 1e9
+        out.update(dram_bytes_est=cache["dram_bytes"], dram_gbs_est=dram_gbs,
+                   dram_fraction_est=dram_frac,
+                   percent_of_roof_dram=100.0 * dram_gbs / mem_gbs,
+                   dram_exceeds_roof=dram_gbs > 1.05 * roofs["stream_gbs"])
+    out["sources"] = {"time": "measured", "bytes": "counted", "flops": "counted",
+                      "roofs": "measured",
+                      **({"dram_bytes_est": "simulated"} if cache and
+                         cache.get("dram_bytes") is not None else {})}
+    return out
+
+
+def verdicts(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
+             threads: int | None = None, host: Mapping | None = None) -> list[dict]:
+    """Verdict dicts for every op row, in order.
+
+    ``cache``: optional ``{op name: {"dram_bytes": predicted DRAM bytes, "row_bytes_total":
+    bytes of all looked-up rows}}`` (what `cachesim.simulate_op` returns per op).
+    ``threads``: the thread count the ops ran with (picks the matching roofs; default: the
+    most threads measured).  ``host``: the fingerprint, for the LLC size.
+    """
+    llc = _llc(ceilings, host)
+    out = []
+    for row in ops_rows:
+        dev = str(row.get("device") or "cpu")
+        try:
+            roofs = roofs_for(ceilings, threads, device=dev)
+        except KeyError as exc:
+            out.append({"name": row.get("name"), "phase": row.get("phase"), "verdict": None,
+                        "reason": str(exc.args[0])})
+            continue
+        out.append(verdict_for(row, roofs, cache=(cache or {}).get(row.get("name")),
+                               llc_bytes=llc))
+    return out
+
+
+def section(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
+            threads: int | None = None, host: Mapping | None = None) -> dict:
+    """The report's ``roofline`` section: rows plus the roofs used."""
+    return {"rows": verdicts(ops_rows, ceilings, cache=cache, threads=threads, host=host),
+            "roofs": roofs_for(ceilings, threads), "source": "measured roofs, counted work"}

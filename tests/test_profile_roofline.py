@@ -1,0 +1,83 @@
+import pytest
+
+from dlrmprof.profile import roofline
+from dlrmprof.profile.report import op_row
+
+ROOFS = {"stream_gbs": 20.0, "stream_read_gbs": 15.0, "random_gbs": 5.0,
+         "random_ns_per_line": 12.8, "latency_ns": 120.0, "fp32_gflops": 100.0,
+         "bf16_gflops": 300.0}
+CEIL = {"roofs": {"1": ROOFS, "2": {k: 2 * v for k, v in ROOFS.items()}},
+        "llc_bytes": 32 << 20}
+
+
+def emb(name, rows, t=1e-3, nbytes=10_000_000, flops=2_000_000):
+    return op_row(name, kind="embedding_bag", phase="forward", device="cpu", backend="numba",
+                  samples=[t], bytes=nbytes, flops=flops, shape={"rows": rows, "row_bytes": 64})
+
+
+def test_big_table_gather_is_latency_bound():
+    (v,) = roofline.verdicts([emb("emb.C3", 10_000_000)], CEIL, threads=1)
+    assert v["verdict"] == "latency-bound" and v["governing_roof"] == "random"
+    assert v["achieved_gbs"] == pytest.approx(10.0)
+    assert v["intensity"] == pytest.approx(0.2)
+    # attainable = 0.2 FLOP/B * 5 GB/s = 1 GFLOP/s; achieved 2 GFLOP/s -> 200 % (effective
+    # bandwidth counts every lookup as DRAM traffic and may exceed the roof)
+    assert v["percent_of_roof"] == pytest.approx(200.0)
+
+
+def test_small_table_gather_is_memory_bound_on_stream_roof():
+    (v,) = roofline.verdicts([emb("emb.C9", 1000)], CEIL, threads=1)
+    assert v["verdict"] == "memory-bound" and v["memory_roof_gbs"] == 20.0
+    assert v["percent_of_roof"] == pytest.approx(50.0)
+
+
+def test_large_mlp_is_compute_bound_and_threads_pick_roofs():
+    # linear 2048 x 512 -> 256: intensity ~79 FLOP/B, far above the ridge (5 FLOP/B)
+    fl = 2 * 2048 * 512 * 256
+    by = (2048 * 512 + 512 * 256 + 2048 * 256) * 4
+    row = op_row("top_mlp.0", kind="linear", phase="forward", device="cpu", backend="torch",
+                 samples=[fl / 80e9], bytes=by, flops=fl)
+    (v1,) = roofline.verdicts([row], CEIL, threads=1)
+    (v2,) = roofline.verdicts([row], CEIL, threads=2)
+    assert v1["verdict"] == "compute-bound" and v1["governing_roof"] == "compute"
+    assert v1["percent_of_roof"] == pytest.approx(80.0)
+    assert v2["percent_of_roof"] == pytest.approx(40.0) and v2["threads"] == 2
+
+
+def test_bf16_uses_bf16_roof():
+    row = op_row("top_mlp", kind="mlp", phase="forward", device="cpu", backend="torch",
+                 samples=[1.0], bytes=1000, flops=150_000_000_000, shape={"dtype": "bf16"})
+    (v,) = roofline.verdicts([row], CEIL, threads=1)
+    assert v["compute_roof_gflops"] == 300.0 and v["percent_of_roof"] == pytest.approx(50.0)
+
+
+def test_dram_estimate_from_cache_study():
+    rows = [emb("emb.C3", 10_000_000)]
+    cache = {"emb.C3": {"dram_bytes": 1_000_000, "row_bytes_total": 8_000_000}}
+    (v,) = roofline.verdicts(rows, CEIL, cache=cache, threads=1)
+    # only 12.5 % of row bytes from DRAM: the gather is served by caches -> stream roof
+    assert v["verdict"] == "memory-bound"
+    assert v["dram_gbs_est"] == pytest.approx(1.0) and not v["dram_exceeds_roof"]
+    assert v["sources"]["dram_bytes_est"] == "simulated"
+    cache = {"emb.C3": {"dram_bytes": 7_000_000, "row_bytes_total": 8_000_000}}
+    (v,) = roofline.verdicts(rows, CEIL, cache=cache, threads=1)
+    assert v["verdict"] == "latency-bound"
+
+
+def test_op_without_costs():
+    row = op_row("loss", kind="loss", phase="forward", device="cpu", backend="torch",
+                 samples=[1e-5])
+    (v,) = roofline.verdicts([row], CEIL)
+    assert v["verdict"] is None and "cost model" in v["reason"]
+
+
+def test_cuda_row_without_cuda_ceilings():
+    row = op_row("top_mlp", kind="mlp", phase="forward", device="cuda", backend="torch",
+                 samples=[1e-3], bytes=10, flops=10)
+    (v,) = roofline.verdicts([row], CEIL)
+    assert v["verdict"] is None and "CUDA" in v["reason"]
+
+
+def test_section():
+    sec = roofline.section([emb("emb.C3", 10_000_000)], CEIL, threads=1)
+    assert sec["roofs"]["threads"] == 1 and len(sec["rows"]) == 1
