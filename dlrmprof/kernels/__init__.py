@@ -152,7 +152,13 @@ def _convert(backend: str, arrays: dict) -> dict:
         return {k: _to_numpy(v, backend, k) for k, v in arrays.items()}
     if want == "torch":
         return {k: _to_torch(v) for k, v in arrays.items()}
-    return arrays  # numba-cuda converts itself (device arrays, copies)
+    # numba-cuda: torch CUDA tensors stay (zero-copy views); with any tensor present the
+    # numpy arrays join it on its device; all-numpy inputs are copied in and out
+    like = next((v for v in arrays.values() if _is_torch(v)), None)
+    if like is None:
+        return arrays
+    return {k: (v if v is None or _is_torch(v) else _to_torch(v, like.device))
+            for k, v in arrays.items()}
 
 
 def _back(result, like_torch: bool):
