@@ -1,3 +1,250 @@
-"""`dlrmprof` commands of this area (see dlrmprof/cli.py)."""
+"""`dlrmprof gen-trace`, `trace-stats`, `export-trace` (see dlrmprof/cli.py).
 
-COMMANDS: list = []
+Thin: parse options, call `dlrmprof.tracegen`, print.  numba/torch load inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from dlrmprof.errors import UserError
+
+SOURCES = ("kaggle", "terabyte", "index", "tbe")
+
+
+def _progress_bar(total: int | None, desc: str, unit: str = "B"):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
+                disable=None if sys.stderr.isatty() else True, file=sys.stderr)
+
+
+def _fmt_share(x: float) -> str:
+    return f"{100 * x:5.1f}%"
+
+
+def _table_lines(rows: list[dict]) -> list[str]:
+    lines = [f"{'table':<8} {'rows':>9} {'accesses':>10} {'distinct':>9} {'src dist':>9} "
+             f"{'MRC MAE':>8} {'dist ratio':>10} {'top10 src':>9} {'top10 syn':>9} {'hist TV':>7}"]
+    for r in rows:
+        f = r.get("fidelity")
+        if f:
+            tail = (f"{f['mrc_mae']:8.4f} {f['distinct_ratio']:10.3f} "
+                    f"{_fmt_share(f['top10_share_source']):>9} "
+                    f"{_fmt_share(f['top10_share_synthetic']):>9} {f['hist_tv_distance']:7.3f}")
+        else:
+            tail = f"{'-':>8} {'-':>10} {'-':>9} {'-':>9} {'-':>7}"
+        lines.append(f"{r['name']:<8} {r['rows']:>9} {r['accesses']:>10} {r['distinct']:>9} "
+                     f"{r['source_distinct']:>9} {tail}")
+    fids = [r["fidelity"] for r in rows if r.get("fidelity")]
+    if fids:
+        import numpy as np
+
+        maes = [f["mrc_mae"] for f in fids]
+        ratios = [f["distinct_ratio"] for f in fids]
+        lines.append(f"fidelity over {len(fids)} tables: MRC MAE mean {np.mean(maes):.4f}, "
+                     f"worst {np.max(maes):.4f}; distinct ratio {min(ratios):.3f}..{max(ratios):.3f}")
+    return lines
+
+
+def _json_doc(trace, out: str | None) -> dict:
+    tables = []
+    for t, row in enumerate(trace.summary_rows()):
+        prof = trace.profiles[t]
+        sizes, hr = prof.mrc()
+        entry = {"name": row["name"], "rows": row["rows"], "accesses": row["accesses"],
+                 "distinct": row["distinct"], "source_accesses": row["source_accesses"],
+                 "source_distinct": row["source_distinct"],
+                 "source_mrc": {"sizes": sizes.tolist(), "hit_rate": hr.tolist()}}
+        f = row.get("fidelity")
+        if f:
+            entry["synthetic_mrc"] = {"sizes": f["sizes"], "hit_rate": f["synthetic_hit_rate"]}
+            entry["fidelity"] = {k: f[k] for k in (
+                "mrc_mae", "mrc_max_error", "distinct_ratio", "top10_share_source",
+                "top10_share_synthetic", "top1pct_share_source", "top1pct_share_synthetic",
+                "hist_tv_distance")}
+        if "shards" in prof.extra:
+            entry["shards"] = prof.extra["shards"]
+        tables.append(entry)
+    return {"tables": tables, "out": out, "num_samples": trace.num_samples,
+            "source": trace.header.get("source"), "seed": trace.header.get("seed"),
+            "generator": trace.header.get("generator"), "digest": trace.digest}
+
+
+def _plot(trace, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dlrmprof.fsutil import atomic_path
+
+    T = len(trace.tables)
+    cols = min(6, T)
+    rws = -(-T // cols)
+    fig, axes = plt.subplots(rws, cols, figsize=(3 * cols, 2.4 * rws), squeeze=False)
+    fid = trace.header.get("fidelity", {})
+    for t, meta in enumerate(trace.tables):
+        ax = axes[t // cols][t % cols]
+        sizes, hr = trace.profiles[t].mrc()
+        ax.plot(sizes, 1 - hr, "o-", ms=3, label="source")
+        f = fid.get(meta.name)
+        if f:
+            ax.plot(f["sizes"], 1 - __import__("numpy").array(f["synthetic_hit_rate"]), "x--",
+                    ms=3, label="synthetic")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(0, 1)
+        ax.set_title(meta.name, fontsize=9)
+        ax.tick_params(labelsize=7)
+    for t in range(T, rws * cols):
+        axes[t // cols][t % cols].axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.supxlabel("LRU cache size (entries)")
+    fig.supylabel("miss ratio")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- gen-trace
+@click.command("gen-trace")
+@click.option("--from", "source", type=click.Choice(SOURCES), required=True,
+              help="Kind of input stream.")
+@click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
+              help="Input file (repeat for several Terabyte day files; gzip is detected). "
+                   "Default for kaggle: the bundled 1,999-row Criteo sample.")
+@click.option("--out", default="traces/locality.npz", show_default=True,
+              type=click.Path(dir_okay=False), help="Trace file to write.")
+@click.option("--length", type=click.IntRange(min=1), default=None,
+              help="Samples (bags per table) to synthesize; default: the source's.")
+@click.option("--table-rows", type=click.IntRange(min=1), default=None,
+              help="Rows per table. Criteo: raw values are reduced modulo N while reading "
+                   "(like DLRM's --max-ind-range; this merges values and changes locality). "
+                   "Other sources: synthetic ids drawn from N rows.")
+@click.option("--tables", default=None, help="Criteo tables to keep, e.g. C3,C12 (default all).")
+@click.option("--max-rows", type=click.IntRange(min=1), default=None,
+              help="Read at most this many rows (lines / accesses).")
+@click.option("--sample-rate", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Also estimate each MRC by SHARDS spatial sampling at this rate and store "
+                   "its measured error against the exact pass.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the synthesizer: same seed, same bytes.")
+@click.option("--windows", type=click.IntRange(min=1, max=4096), default=None,
+              help="Profile windows per table (default 32).")
+@click.option("--hot", "hot", type=click.IntRange(min=0, max=4096), default=None,
+              help="Hottest ids per table kept as per-window counts (default 16).")
+@click.option("--profile-only", is_flag=True, help="Store profiles only (run synthesizes).")
+@click.option("--strict", is_flag=True, help="Fail on the first malformed input line.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Tables processed in parallel processes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+              help="Write source vs synthetic miss-ratio curves to this PNG.")
+def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_rate, seed,
+              windows, hot, profile_only, strict, jobs, as_json, plot):
+    """Capture per-table locality from a real index stream and write a synthetic trace.
+
+    \b
+    Examples:
+      dlrmprof gen-trace --from kaggle                       # bundled real sample
+      dlrmprof gen-trace --from kaggle --input train.txt --max-rows 1000000 --jobs 2
+      dlrmprof gen-trace --from terabyte --input day_0.gz --input day_1.gz --tables C3,C12
+      dlrmprof gen-trace --from index --input ids.npy --length 100000 --table-rows 1000000
+      dlrmprof gen-trace --from tbe --input requests.pt --json
+    """
+    from dlrmprof.tracegen import generate, profile as _prof, readers
+
+    windows = windows or _prof.DEFAULT_WINDOWS
+    hot = _prof.DEFAULT_HOT if hot is None else hot
+    notes = []
+    info = readers.SourceInfo(kind=source, files=[str(p) for p in inputs],
+                              table_rows_cap=table_rows)
+    if source in ("kaggle", "terabyte"):
+        paths = list(inputs)
+        if not paths:
+            if source == "terabyte":
+                raise UserError("--from terabyte: expected --input day_N file(s)")
+            paths = [str(readers.BUNDLED_SAMPLE)]
+            info.bundled_sample = True
+            info.files = ["<bundled>/criteo_kaggle_train_head2k.txt"]
+            notes.append("no --input: using the bundled real Criteo Kaggle sample "
+                         "(first 1,999 rows of train.txt; see dlrmprof/data/NOTICE)")
+        reader = readers.read_criteo(paths, max_rows=max_rows, tables=tables,
+                                     table_rows=table_rows, strict=strict)
+        bar = _progress_bar(reader.total_bytes, "reading")
+        reader.progress = bar.update
+        try:
+            profiles = generate.profiles_from_criteo(reader, windows=windows, hot=hot, jobs=jobs,
+                                                      sample_rate=sample_rate)
+        finally:
+            bar.close()
+        info.rows_read = reader.rows_read
+        info.malformed = reader.malformed
+        info.malformed_examples = [str(m) for m in reader.malformed_examples]
+        if reader.rows_read == 0:
+            raise UserError(f"{paths[0]}: expected at least one well-formed Criteo row, got none"
+                            + (f" ({reader.malformed} malformed lines)" if reader.malformed else ""))
+        if table_rows is not None:
+            notes.append(f"--table-rows {table_rows}: raw values reduced modulo {table_rows} "
+                         "while reading; merged values change locality")
+        table_rows_synth = None
+    else:
+        if len(inputs) != 1:
+            raise UserError(f"--from {source}: expected exactly one --input file, "
+                            f"got {len(inputs)}")
+        if tables is not None:
+            raise UserError(f"--tables applies to Criteo input, not --from {source}")
+        if source == "index":
+            streams = readers.read_index(inputs[0], max_rows=max_rows)
+        else:
+            streams = readers.read_tbe(inputs[0])
+        info.rows_read = int(sum(len(s.ids) for s in streams))
+        profiles = generate.profiles_from_streams(streams, windows=windows, hot=hot, jobs=jobs,
+                                                  sample_rate=sample_rate)
+        table_rows_synth = table_rows
+    if sample_rate is not None:
+        notes.append(f"SHARDS sampling at rate {sample_rate}: estimated MRC and its error "
+                     "against the exact pass stored per table")
+    info.notes = notes
+    trace = generate.synthesize_trace(profiles, source=info.to_json(), num_samples=length,
+                                      table_rows=table_rows_synth, seed=seed,
+                                      compute_fidelity=True, jobs=jobs,
+                                      keep_indices=not profile_only)
+    if profile_only:
+        # fidelity still measured (on a synthesized copy) so the file says how well it works
+        full = generate.synthesize_trace(profiles, source=info.to_json(), num_samples=length,
+                                         table_rows=table_rows_synth, seed=seed, jobs=jobs)
+        trace.header["fidelity"] = full.header["fidelity"]
+    digest = trace.save(out)
+    if plot:
+        _plot(trace, plot)
+    if as_json:
+        doc = _json_doc(trace, out)
+        doc["digest"] = digest
+        doc["notes"] = notes
+        click.echo(json.dumps(doc, indent=1))
+        return
+    for n in notes:
+        click.echo(f"note: {n}")
+    if info.malformed:
+        click.echo(f"malformed lines skipped: {info.malformed} (first: "
+                   + "; ".join(info.malformed_examples[:3]) + ")")
+    click.echo(f"read {info.rows_read} rows from {', '.join(info.files)}; "
+               f"{len(trace.tables)} tables, {trace.num_samples} samples")
+    summary = trace.summary_rows()
+    if profile_only:
+        for r, f in zip(summary, trace.tables):
+            r["fidelity"] = trace.header["fidelity"].get(f.name)
+    for line in _table_lines(summary):
+        click.echo(line)
+    click.echo(f"kept: {generate.KEPT}")
+    click.echo(f"wrote {out} ({'profile only' if profile_only else 'indices + profiles'}, "
+               f"sha256 {digest[:16]}...)" + (f"; plot {plot}" if plot else ""))
+
+
+COMMANDS = [gen_trace]

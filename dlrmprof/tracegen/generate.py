@@ -1,0 +1,168 @@
+"""The gen-trace pipeline: streams -> profiles -> synthetic trace (+ fidelity).
+
+Criteo input is spilled per table to temporary int32/int64 files while it streams in, so the
+reading side keeps bounded memory whatever the file length and each table is then profiled
+on its own (tables are independent: `jobs` > 1 profiles and synthesizes them in parallel
+processes).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.fidelity import fidelity as _fidelity
+from dlrmprof.tracegen.profile import DEFAULT_HOT, DEFAULT_WINDOWS, LocalityProfile, build_profile
+from dlrmprof.tracegen.readers import TableStream
+from dlrmprof.tracegen.synth import synthesize_bags
+from dlrmprof.tracegen.tracefile import TableMeta, Trace, header_for
+
+MODEL = "hot-ids-irm+tail-lru-stack/windowed"
+KEPT = ("per window: exact access counts of the K hottest ids (independent-reference model "
+        "inside the window), exact count of first touches (the distinct count is kept), "
+        "histogram of reuse distances among the other ids (LRU stack model, "
+        "exact below 256, 16 bins per power of two above); pooling-factor histogram")
+
+
+# ------------------------------------------------------------------ profiling
+def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityProfile:
+    dist = _reuse.reuse_distances(ids)
+    prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=hot, dist=dist)
+    if sample_rate is not None:
+        prof.extra["shards"] = shards_error(ids, sample_rate, prof)
+    return prof
+
+
+def shards_error(ids: np.ndarray, rate: float, prof: LocalityProfile, seed: int = 0) -> dict:
+    """SHARDS estimate of the MRC at `rate` and its error against the exact one."""
+    hist, cold, _ = _reuse.shards_histogram(ids, rate, seed)
+    sizes = _reuse.mrc_sizes(prof.distinct)
+    est = _reuse.hit_rates(hist, cold, sizes)
+    exact = prof.mrc(sizes)[1]
+    return {"rate": float(rate), "mrc_mae_vs_exact": float(np.abs(est - exact).mean()),
+            "mrc_max_error_vs_exact": float(np.abs(est - exact).max()),
+            "sizes": sizes.tolist(), "estimated_hit_rate": est.tolist()}
+
+
+def _profile_spilled(args) -> LocalityProfile:
+    path, name, n, rows, windows, hot, sample_rate = args
+    ids = np.fromfile(path, dtype=np.int64, count=n)
+    return _profile(name, ids, None, rows, windows, hot, sample_rate)
+
+
+def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int = DEFAULT_HOT,
+                         jobs: int = 1, on_rows: Callable[[int], None] | None = None,
+                         sample_rate: float | None = None) -> list[LocalityProfile]:
+    """Consume a `read_criteo` reader; one profile per table (pooling factor 1)."""
+    names = reader.table_names
+    with tempfile.TemporaryDirectory(prefix="dlrmprof-spill-") as tmp:
+        files = [open(Path(tmp) / f"{i}.bin", "wb") for i in range(len(names))]
+        try:
+            for chunk in reader:
+                sp = chunk.sparse
+                for i, fh in enumerate(files):
+                    np.ascontiguousarray(sp[:, i], dtype=np.int64).tofile(fh)
+                if on_rows:
+                    on_rows(sp.shape[0])
+        finally:
+            for fh in files:
+                fh.close()
+        n = reader.rows_read
+        if n == 0:
+            return []
+        distinct = reader.table_distinct
+        tasks = [(str(Path(tmp) / f"{i}.bin"), names[i], n,
+                  reader.table_rows or max(distinct[i], 1), windows, hot, sample_rate)
+                 for i in range(len(names))]
+        return _map(_profile_spilled, tasks, jobs)
+
+
+def profiles_from_streams(streams: list[TableStream], windows: int = DEFAULT_WINDOWS,
+                          hot: int = DEFAULT_HOT, jobs: int = 1,
+                          sample_rate: float | None = None) -> list[LocalityProfile]:
+    return _map(_profile_stream_task, [(s, windows, hot, sample_rate) for s in streams], jobs)
+
+
+def _profile_stream_task(args):
+    s, windows, hot, sample_rate = args
+    return _profile(s.name, s.ids, s.lengths, s.rows, windows, hot, sample_rate)
+
+
+def _map(fn, tasks, jobs):
+    if jobs <= 1 or len(tasks) <= 1:
+        return [fn(t) for t in tasks]
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as ex:
+        return list(ex.map(fn, tasks))
+
+
+# ------------------------------------------------------------------ synthesis
+def _synth_task(args):
+    prof, B, rows, ss, with_fidelity = args
+    ids, offs, facts = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
+    fid = None
+    if with_fidelity:
+        fid = _fidelity(prof, ids)
+        fid.update(facts)
+    distinct = int(np.unique(ids).size) if ids.size else 0
+    return ids, offs, fid, distinct
+
+
+def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
+                     table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
+                     jobs: int = 1, keep_indices: bool = True) -> Trace:
+    """A trace with synthetic indices for every table (or profile-only if not keep_indices)."""
+    if not profiles:
+        raise ValueError("no tables to synthesize")
+    B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
+    seqs = np.random.SeedSequence(int(seed)).spawn(len(profiles))
+    tasks = []
+    for p, ss in zip(profiles, seqs):
+        rows = int(table_rows) if table_rows is not None else p.rows
+        tasks.append((p, B, rows, ss, compute_fidelity))
+    results = _map(_synth_task, tasks, jobs)
+    metas, fids, idx_parts, off_parts = [], {}, [], []
+    base = 0
+    for p, (ids, offs, fid, distinct), task in zip(profiles, results, tasks):
+        rows = task[2]
+        metas.append(TableMeta(name=p.name, rows=rows, accesses=int(ids.size), distinct=distinct))
+        if fid is not None:
+            fids[p.name] = fid
+        idx_parts.append(ids)
+        off_parts.append(offs[:-1] + base)
+        base += int(ids.size)
+    indices = np.concatenate(idx_parts).astype(np.int64)
+    offsets = np.concatenate(off_parts + [np.array([base], dtype=np.int64)])
+    generator = {"model": MODEL, "kept": KEPT,
+                 "windows": [p.num_windows for p in profiles],
+                 "hot_ids": [p.hot_k for p in profiles],
+                 "num_samples": int(B), "table_rows": table_rows,
+                 "length_scaling": "window counts (hot accesses, first touches) scale with "
+                                   "length: distinct ids grow linearly with --length; reuse "
+                                   "distance histograms are kept as they are",
+                 "rows_scaling": "ids are a random injection into the table's rows; with "
+                                 "fewer rows than the source's distinct ids, new ids stop at "
+                                 "rows and first touches reuse the least recently used id"}
+    if not keep_indices:
+        metas = [TableMeta(p.name, m.rows, p.accesses, p.distinct) for p, m in zip(profiles, metas)]
+        header = header_for(metas, profiles, B, source, int(seed), generator, fids, False)
+        return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
+    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
+    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
+                 indices=indices, offsets=offsets)
+
+
+def synthesize(profile: LocalityProfile, num_samples: int | None = None, rows: int | None = None,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """One table: (indices, offsets [B+1]) synthesized from its profile."""
+    ids, offs, _ = synthesize_bags(profile, num_samples=num_samples, rows=rows, seed=seed)
+    return ids, offs
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))

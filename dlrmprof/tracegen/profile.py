@@ -1,0 +1,203 @@
+"""Per-table locality profile: what a synthetic trace is made from (never raw IDs).
+
+A `LocalityProfile` holds, for one table:
+
+* counts: accesses, distinct ids, bags (samples), the pooling-factor (bag length) histogram;
+* the reuse-distance histogram of all accesses (exact for distances < 256, 16 log-spaced
+  bins per power of two beyond; cold = first touches counted apart) -> the exact LRU
+  miss-ratio curve at every power-of-two cache size;
+* a popularity summary: the access counts of the most popular ids (sorted, no ids);
+* the generator's model, per window of the stream (W windows of equal access count):
+  - the K hottest ids ("hot set") as access counts per window (an independent-reference
+    model inside each window),
+  - the other ids ("tail") as an LRU stack model: per window, the number of tail first
+    touches (the cold schedule, so the distinct count is kept exactly) and the histogram of
+    tail reuse distances measured among tail ids only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from dlrmprof.tracegen import reuse as _reuse
+
+DEFAULT_WINDOWS = 32
+DEFAULT_HOT = 16
+TOP_COUNTS = 1024
+
+
+@dataclass(frozen=True, eq=False)
+class LocalityProfile:
+    name: str
+    rows: int                      # rows of the table (ids are < rows)
+    accesses: int
+    distinct: int
+    num_bags: int
+    bag_len_values: np.ndarray     # int64 [L]   pooling factors seen
+    bag_len_counts: np.ndarray     # int64 [L]   how many bags had each
+    hist: np.ndarray               # int64 [nbins] warm reuse distances of all accesses (binned)
+    cold: int                      # first touches (= distinct)
+    top_counts: np.ndarray         # int64 [<=1024] access counts of the most popular ids, desc
+    window_size: int               # accesses per window (the last may be shorter)
+    hot_win: np.ndarray            # int64 [K, W] accesses of hot id k in window w
+    tail_cold: np.ndarray          # int64 [W] tail first touches per window
+    tail_hist: np.ndarray          # int64 [W, nbins_t] tail-only reuse distances per window
+    extra: dict = field(default_factory=dict)   # free-form JSON-able facts (e.g. sampling)
+
+    # -------------------------------------------------------------- derived figures
+    @property
+    def num_windows(self) -> int:
+        return int(self.tail_cold.shape[0])
+
+    @property
+    def hot_k(self) -> int:
+        return int(self.hot_win.shape[0])
+
+    def mrc(self, sizes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(cache sizes, LRU hit rate) from the histogram; sizes default 2^0..2^k."""
+        if sizes is None:
+            sizes = _reuse.mrc_sizes(self.distinct)
+        return sizes, _reuse.hit_rates(self.hist, self.cold, sizes)
+
+    def top_share(self, n: int) -> float:
+        if self.accesses == 0:
+            return 0.0
+        return float(self.top_counts[:n].sum()) / self.accesses
+
+    def summary(self) -> dict:
+        return {"name": self.name, "rows": self.rows, "accesses": self.accesses,
+                "distinct": self.distinct, "bags": self.num_bags,
+                "windows": self.num_windows, "hot_ids": self.hot_k,
+                "top10_share": self.top_share(10),
+                "top1pct_share": self.top_share(max(1, self.distinct // 100))}
+
+    # -------------------------------------------------------------- (de)serialisation
+    ARRAYS = ("bag_len_values", "bag_len_counts", "hist", "top_counts", "hot_win", "tail_cold",
+              "tail_hist")
+    SCALARS = ("name", "rows", "accesses", "distinct", "num_bags", "cold", "window_size",
+               "extra")
+
+    def to_arrays(self, prefix: str) -> tuple[dict, dict]:
+        """(arrays named prefix + field, JSON-able scalars)."""
+        arrays = {prefix + a: np.ascontiguousarray(getattr(self, a), dtype=np.int64)
+                  for a in self.ARRAYS}
+        scalars = {s: getattr(self, s) for s in self.SCALARS}
+        return arrays, scalars
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, prefix: str, scalars: dict) -> "LocalityProfile":
+        kw = {a: np.asarray(arrays[prefix + a], dtype=np.int64) for a in cls.ARRAYS}
+        for s in cls.SCALARS:
+            kw[s] = scalars[s]
+        return cls(**kw)
+
+    def validate(self, where: str = "profile") -> None:
+        """Raise ValueError (the caller turns it into a UserError with the file name)."""
+        def need(cond, what):
+            if not cond:
+                raise ValueError(f"{where}: {what}")
+        need(self.rows >= 1, "rows >= 1")
+        need(0 <= self.distinct <= self.accesses, "0 <= distinct <= accesses")
+        need(self.distinct <= self.rows or self.rows == 0, "distinct <= rows")
+        need(self.bag_len_values.ndim == 1 and self.bag_len_values.shape == self.bag_len_counts.shape,
+             "bag_len_values and bag_len_counts of equal 1-D shape")
+        need((self.bag_len_values >= 0).all() and (self.bag_len_counts >= 0).all(),
+             "non-negative bag lengths and counts")
+        need(int(self.bag_len_counts.sum()) == self.num_bags, "bag length counts summing to bags")
+        need(int((self.bag_len_values * self.bag_len_counts).sum()) == self.accesses,
+             "bag lengths summing to accesses")
+        need(self.hist.ndim == 1 and (self.hist >= 0).all(), "a non-negative 1-D histogram")
+        need(int(self.hist.sum()) + self.cold == self.accesses,
+             "histogram + cold == accesses")
+        need(self.cold == self.distinct, "cold == distinct")
+        W = self.num_windows
+        need(self.tail_cold.ndim == 1 and W >= 1, "at least one window")
+        need(self.hot_win.ndim == 2 and self.hot_win.shape[1] == W, "hot_win of shape [K, W]")
+        need(self.tail_hist.ndim == 2 and self.tail_hist.shape[0] == W, "tail_hist of shape [W, n]")
+        need((self.hot_win >= 0).all() and (self.tail_cold >= 0).all()
+             and (self.tail_hist >= 0).all(), "non-negative window counts")
+        per_win = self.hot_win.sum(axis=0) + self.tail_cold + self.tail_hist.sum(axis=1)
+        need(int(per_win.sum()) == self.accesses, "window counts summing to accesses")
+        need(self.hot_k + int(self.tail_cold.sum()) == self.distinct,
+             "hot ids + tail first touches == distinct")
+        need(self.window_size >= 1, "window_size >= 1")
+
+
+# ------------------------------------------------------------------ building a profile
+def _pooling(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    vals, counts = np.unique(np.asarray(lengths, dtype=np.int64), return_counts=True)
+    return vals.astype(np.int64), counts.astype(np.int64)
+
+
+def build_profile(name: str, ids: np.ndarray, lengths: np.ndarray | None = None,
+                  rows: int | None = None, windows: int = DEFAULT_WINDOWS,
+                  hot: int = DEFAULT_HOT, dist: np.ndarray | None = None) -> LocalityProfile:
+    """Profile one table's access stream (ids dense, >= 0).  `dist` may pass precomputed
+    reuse distances of `ids`."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    n = int(ids.shape[0])
+    if lengths is None:
+        lengths = np.ones(n, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if int(lengths.sum()) != n:
+        raise ValueError("bag lengths must sum to the number of accesses")
+    if dist is None:
+        dist = _reuse.reuse_distances(ids)
+    hist, cold = _reuse.histogram(dist)
+    counts = np.bincount(ids) if n else np.zeros(0, dtype=np.int64)
+    distinct = int(cold)
+    order = np.argsort(-counts, kind="stable")
+    top = counts[order[: min(TOP_COUNTS, distinct)]].astype(np.int64)
+    k = min(int(hot), distinct)
+    hot_ids = order[:k]
+    W = max(1, min(int(windows), n))
+    wsize = max(1, -(-n // W))
+    W = max(1, -(-n // wsize))
+    win_of = np.arange(n, dtype=np.int64) // wsize
+    # hot ids: accesses per window
+    hot_rank = np.full(counts.shape[0], -1, dtype=np.int64)
+    hot_rank[hot_ids] = np.arange(k)
+    r = hot_rank[ids] if n else np.zeros(0, dtype=np.int64)
+    is_hot = r >= 0
+    hot_win = np.zeros((k, W), dtype=np.int64)
+    if k:
+        np.add.at(hot_win, (r[is_hot], win_of[is_hot]), 1)
+    # tail: reuse distances among tail ids only
+    tail_ids = ids[~is_hot]
+    tail_win = win_of[~is_hot]
+    tdist = _reuse.reuse_distances(tail_ids) if tail_ids.size else np.zeros(0, dtype=np.int64)
+    tail_cold = np.bincount(tail_win[tdist < 0], minlength=W).astype(np.int64)
+    warm = tdist >= 0
+    tbins = np.zeros(0, dtype=np.int64)
+    if warm.any():
+        tbins = _bins(tdist[warm])
+        nb = int(tbins.max()) + 1
+    else:
+        nb = 0
+    tail_hist = np.zeros((W, nb), dtype=np.int64)
+    if nb:
+        np.add.at(tail_hist, (tail_win[warm], tbins), 1)
+    bl_vals, bl_counts = _pooling(lengths)
+    return LocalityProfile(
+        name=str(name), rows=int(rows if rows is not None else (int(ids.max()) + 1 if n else 1)),
+        accesses=n, distinct=distinct, num_bags=int(lengths.shape[0]),
+        bag_len_values=bl_vals, bag_len_counts=bl_counts, hist=hist, cold=int(cold),
+        top_counts=top, window_size=int(wsize), hot_win=hot_win, tail_cold=tail_cold,
+        tail_hist=tail_hist, extra={})
+
+
+def _bins(d: np.ndarray) -> np.ndarray:
+    out = np.empty(d.shape[0], dtype=np.int64)
+    _bins_nb(np.ascontiguousarray(d, dtype=np.int64), out)
+    return out
+
+
+from numba import njit  # noqa: E402
+
+
+@njit(cache=True)
+def _bins_nb(d, out):
+    for i in range(d.shape[0]):
+        out[i] = _reuse.dist_bin(d[i])

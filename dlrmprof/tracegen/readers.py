@@ -1,0 +1,498 @@
+"""Readers of real embedding index streams.
+
+* `read_criteo`: Criteo Kaggle / Terabyte TSV (label, I1..I13, C1..C26), plain or gzip, one
+  or several files, streamed in blocks with bounded memory whatever the file size.
+* `read_index`: one stream per table from `.npy` (1-D integers), text (one integer per line)
+  or `.npz` (several named 1-D integer arrays, one table each).
+* `read_tbe`: FBGEMM/TorchRec request tensors `indices`, `offsets` (T*B+1) and/or `lengths`
+  from `.pt` (torch.load(weights_only=True)) or `.npz`.
+
+Library code: nothing here prints; progress is reported through an optional callback.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from dlrmprof.errors import UserError, input_error
+from dlrmprof.tracegen import _criteo_parse as cp
+
+CRITEO_TABLES = tuple(f"C{i}" for i in range(1, 27))
+BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "criteo_kaggle_train_head2k.txt"
+
+_ERR_TEXT = {
+    cp.ERR_FIELDS: "40 tab-separated fields (label, I1..I13, C1..C26)",
+    cp.ERR_LABEL: "an integer label",
+    cp.ERR_DENSE: "an integer or an empty field",
+    cp.ERR_HEX: "1-8 hex digits or an empty field",
+}
+
+
+def _field_name(index: int) -> str:
+    if index == 0:
+        return "label"
+    if index <= cp.N_DENSE:
+        return f"I{index}"
+    if index < cp.N_FIELDS:
+        return f"C{index - cp.N_DENSE}"
+    return f"#{index + 1}"
+
+
+@dataclass
+class CriteoChunk:
+    labels: np.ndarray      # float32 [n]
+    dense: np.ndarray       # float32 [n, 13], missing = 0
+    sparse: np.ndarray      # int64 [n, T] dense per-table ids
+    first_line: int         # 1-based line number (in `file`) of the chunk's first row
+    file: str
+
+
+@dataclass
+class Malformed:
+    file: str
+    line: int
+    field: str
+    expected: str
+    got: str
+
+    def __str__(self) -> str:
+        return str(input_error(self.file, self.expected, line=self.line, field=self.field,
+                               got=self.got))
+
+
+def parse_tables(spec: str | Sequence[str] | None) -> list[str] | None:
+    """'C3,C12' or ['C3', 'C12'] -> ['C3', 'C12'] (validated), None -> None (all)."""
+    if spec is None:
+        return None
+    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    for name in names:
+        if name not in CRITEO_TABLES:
+            raise UserError(f"--tables: expected names among C1..C26, got {name!r}")
+    if len(set(names)) != len(names):
+        raise UserError(f"--tables: a table is named twice in {','.join(names)}")
+    if not names:
+        raise UserError("--tables: expected at least one table name")
+    return names
+
+
+class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_criteo(...)`)
+    """Stream Criteo TSV rows as chunks of labels, dense values and dense per-table ids.
+
+    ``for chunk in read_criteo(paths, max_rows=None, tables=None, table_rows=None,
+    strict=False)`` yields `CriteoChunk`s.  Categorical values (8 hex digits) are mapped per
+    table to dense ids 0, 1, 2, ... in order of first appearance, consistently across chunks
+    and files; an empty field (missing) is its own id.  With `table_rows` the raw value is
+    first reduced modulo `table_rows` (like DLRM's --max-ind-range; missing hashes too), so
+    ids stay below `table_rows` -- this merges values and changes locality.
+
+    After (or during) iteration:
+      ``rows_read``         rows returned so far
+      ``table_names``       the tables, in column order of ``chunk.sparse``
+      ``table_distinct``    per-table number of distinct ids (= the rows a table needs)
+      ``malformed``         number of malformed lines skipped
+      ``malformed_examples``  the first few as `Malformed` (file, line, field, expected, got)
+      ``bytes_read``        uncompressed bytes consumed
+    With ``strict=True`` the first malformed line raises `UserError` instead.
+    Memory is bounded by the block size and the per-table maps (O(distinct values)).
+    """
+
+    BLOCK_BYTES = 1 << 23
+    MAX_EXAMPLES = 5
+
+    def __init__(self, paths, max_rows: int | None = None, tables=None,
+                 table_rows: int | None = None, strict: bool = False,
+                 progress: Callable[[int], None] | None = None, block_bytes: int | None = None):
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise UserError("no input file given")
+        for p in self.paths:
+            _check_file(p)
+        self.max_rows = None if max_rows is None else int(max_rows)
+        if self.max_rows is not None and self.max_rows < 1:
+            raise UserError(f"--max-rows: expected a positive integer, got {max_rows}")
+        self.table_names = parse_tables(tables) or list(CRITEO_TABLES)
+        self._cols = np.array([CRITEO_TABLES.index(n) for n in self.table_names], dtype=np.int64)
+        if table_rows is not None and int(table_rows) < 1:
+            raise UserError(f"--table-rows: expected a positive integer, got {table_rows}")
+        self.table_rows = None if table_rows is None else int(table_rows)
+        self.strict = strict
+        self.progress = progress
+        self.block_bytes = int(block_bytes or self.BLOCK_BYTES)
+        self.rows_read = 0
+        self.malformed = 0
+        self.malformed_examples: list[Malformed] = []
+        self.bytes_read = 0
+        self._counts = np.zeros(len(self.table_names), dtype=np.int64)
+        self._keys = np.zeros(1 << 16, dtype=np.int64)
+        self._vals = np.full(1 << 16, -1, dtype=np.int64)
+        self._started = False
+
+    @property
+    def table_distinct(self) -> list[int]:
+        return [int(c) for c in self._counts]
+
+    @property
+    def total_bytes(self) -> int | None:
+        """Size on disk of all inputs (compressed size for gzip)."""
+        return sum(p.stat().st_size for p in self.paths)
+
+    def __iter__(self) -> Iterator[CriteoChunk]:
+        if self._started:
+            raise RuntimeError("read_criteo can be iterated once")
+        self._started = True
+        for path in self.paths:
+            yield from self._read_file(path)
+            if self.max_rows is not None and self.rows_read >= self.max_rows:
+                return
+
+    # ------------------------------------------------------------------ internals
+    def _map(self, cats: np.ndarray) -> np.ndarray:
+        out = np.empty((cats.shape[0], len(self._cols)), dtype=np.int64)
+        done = 0
+        while done < cats.shape[0]:
+            done += cp.map_tables(cats[done:], self._cols, self.table_rows or 0, self._keys,
+                                  self._vals, self._counts, out[done:])
+            if done < cats.shape[0]:
+                size = self._keys.shape[0] * 2
+                nkeys = np.zeros(size, dtype=np.int64)
+                nvals = np.full(size, -1, dtype=np.int64)
+                cp.rehash_tables(self._keys, self._vals, nkeys, nvals)
+                self._keys, self._vals = nkeys, nvals
+        return out
+
+    def _read_file(self, path: Path) -> Iterator[CriteoChunk]:
+        is_gz = _is_gzip(path)
+        opener = gzip.open if is_gz else open
+        block = self.block_bytes
+        # rows per block: at least 20 bytes per row
+        cap_rows = block // 20 + 1
+        labels = np.empty(cap_rows, dtype=np.float32)
+        dense = np.empty((cap_rows, cp.N_DENSE), dtype=np.float32)
+        cats = np.empty((cap_rows, cp.N_SPARSE), dtype=np.int64)
+        err_line = np.empty(self.MAX_EXAMPLES, dtype=np.int64)
+        err_code = np.empty(self.MAX_EXAMPLES, dtype=np.int64)
+        err_field = np.empty(self.MAX_EXAMPLES, dtype=np.int64)
+        line_no = 1                     # 1-based number of the next line to parse
+        carry = b""
+        disk_pos = 0
+        with opener(path, "rb") as fh:
+            eof = False
+            while not eof:
+                try:
+                    data = fh.read(block)
+                except (EOFError, OSError, zlib.error) as exc:
+                    raise input_error(path, "a complete gzip stream",
+                                      got=f"a damaged or truncated file ({exc})") from None
+                if not data:
+                    eof = True
+                    if not carry:
+                        break
+                    data = b"\n"                       # last line without a newline
+                else:
+                    self.bytes_read += len(data)
+                    if self.progress:
+                        disk = fh.fileobj.tell() if is_gz else disk_pos + len(data)
+                        self.progress(disk - disk_pos)
+                        disk_pos = disk
+                buf = np.frombuffer(carry + data, dtype=np.uint8)
+                pos = 0
+                while True:
+                    left = None if self.max_rows is None else self.max_rows - self.rows_read
+                    if left is not None and left <= 0:
+                        return
+                    max_rows = cap_rows if left is None else min(cap_rows, left)
+                    new_pos, rows, lines, nerr = cp.parse_block(
+                        buf, pos, len(buf), labels, dense, cats, max_rows, err_line, err_code,
+                        err_field, self.strict)
+                    if nerr:
+                        self._record_errors(path, buf, pos, line_no, nerr, err_line, err_code,
+                                            err_field)
+                    if rows:
+                        self.rows_read += rows
+                        first = line_no  # first line of this parse call; rows may skip bad lines
+                        yield CriteoChunk(labels=labels[:rows].copy(), dense=dense[:rows].copy(),
+                                          sparse=self._map(cats[:rows]), first_line=first,
+                                          file=str(path))
+                    line_no += lines
+                    pos = new_pos
+                    if rows < max_rows or pos >= len(buf):
+                        break
+                carry = bytes(buf[pos:])
+                if len(carry) > 1 << 26:
+                    raise input_error(path, "lines shorter than 64 MiB", line=line_no,
+                                      got="a longer line (is this a Criteo TSV file?)")
+
+    def _record_errors(self, path, buf, block_start, line_no, nerr, err_line, err_code, err_field):
+        n = min(nerr, len(err_line))
+        for i in range(n):
+            line = line_no + int(err_line[i])
+            field_idx = int(err_field[i])
+            code = int(err_code[i])
+            got = _field_text(buf, block_start, int(err_line[i]), field_idx, code)
+            bad = Malformed(str(path), line, _field_name(field_idx), _ERR_TEXT[code], got)
+            if self.strict:
+                raise UserError(str(bad))
+            if len(self.malformed_examples) < self.MAX_EXAMPLES:
+                self.malformed_examples.append(bad)
+        self.malformed += nerr
+
+
+def _field_text(buf: np.ndarray, start: int, line_index: int, field_idx: int, code: int) -> str:
+    """Text shown as 'got ...' for a malformed line (a short excerpt, never the whole line)."""
+    raw = bytes(buf[start:])
+    lines = raw.split(b"\n", line_index + 1)
+    line = lines[line_index].rstrip(b"\r") if line_index < len(lines) else b""
+    fields = line.split(b"\t")
+    if code == cp.ERR_FIELDS:
+        return f"{len(fields)} fields"
+    text = fields[field_idx].decode("utf-8", "replace") if field_idx < len(fields) else ""
+    if len(text) > 24:
+        text = text[:21] + "..."
+    return repr(text)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise input_error(path, "an existing file", got="no such file")
+    if path.is_dir():
+        raise input_error(path, "a file", got="a directory")
+    if path.stat().st_size == 0:
+        raise input_error(path, "a non-empty file", got="an empty file")
+
+
+# ---------------------------------------------------------------------------- streams
+@dataclass
+class TableStream:
+    """One table's access stream: ids (dense, >= 0) in access order and bag lengths."""
+    name: str
+    ids: np.ndarray               # int64 [accesses]
+    lengths: np.ndarray           # int64 [bags]; sum == len(ids)
+    rows: int                     # rows the table needs (> max id)
+
+
+@dataclass
+class SourceInfo:
+    kind: str
+    files: list[str]
+    rows_read: int = 0
+    malformed: int = 0
+    malformed_examples: list[str] = field(default_factory=list)
+    bundled_sample: bool = False
+    table_rows_cap: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "files": self.files, "rows_read": self.rows_read,
+                "malformed_lines": self.malformed,
+                "malformed_examples": self.malformed_examples,
+                "bundled_sample": self.bundled_sample, "table_rows_cap": self.table_rows_cap,
+                "notes": self.notes}
+
+
+def _int_stream(path: Path, arr: np.ndarray, what: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 1:
+        raise input_error(path, "a 1-D array of integers", field=what,
+                          got=f"a {arr.ndim}-D array of shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "iu":
+        raise input_error(path, "a 1-D array of integers", field=what, got=f"dtype {arr.dtype}")
+    if arr.size == 0:
+        raise input_error(path, "at least one index", field=what, got="an empty array")
+    arr = arr.astype(np.int64, copy=False)
+    if int(arr.min()) < 0:
+        i = int(np.argmax(arr < 0))
+        raise input_error(path, "non-negative indices", field=what,
+                          got=f"{int(arr[i])} at position {i}")
+    return arr
+
+
+def _load_npz(path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
+        raise input_error(path, "a readable .npz archive", got=f"{type(exc).__name__}: {exc}") \
+            from None
+    except Exception as exc:   # zipfile.BadZipFile and friends
+        raise input_error(path, "a readable .npz archive", got=f"{type(exc).__name__}: {exc}") \
+            from None
+
+
+def read_index(path, max_rows: int | None = None) -> list[TableStream]:
+    """Index streams, one table each: .npy (1-D ints), .npz (named 1-D ints), text (one per line).
+
+    Each access is its own bag (pooling factor 1).  Ids are remapped densely in order of
+    first appearance (the source's values are never kept).
+    """
+    from dlrmprof.tracegen.reuse import DenseMap
+
+    path = Path(path)
+    _check_file(path)
+    suffix = path.suffix.lower()
+    arrays: list[tuple[str, np.ndarray]] = []
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise input_error(path, "a readable .npy array", got=f"{exc}") from None
+        arrays.append((path.stem, _int_stream(path, arr, "array")))
+    elif suffix == ".npz":
+        data = _load_npz(path)
+        if not data:
+            raise input_error(path, "at least one named 1-D integer array", got="an empty archive")
+        for name, arr in data.items():
+            arrays.append((name, _int_stream(path, arr, name)))
+    else:
+        arrays.append((path.stem, _read_text_ints(path, max_rows)))
+    out = []
+    for name, arr in arrays:
+        if max_rows is not None:
+            arr = arr[: int(max_rows)]
+        ids = DenseMap(min(arr.size, 1 << 22) * 2).map(arr)
+        out.append(TableStream(name=name, ids=ids, lengths=np.ones(ids.size, dtype=np.int64),
+                               rows=int(ids.max()) + 1))
+    return out
+
+
+def _read_text_ints(path: Path, max_rows: int | None) -> np.ndarray:
+    vals = []
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if max_rows is not None and len(vals) >= max_rows:
+                break
+            s = raw.strip()
+            if not s:
+                continue
+            try:
+                v = int(s)
+            except ValueError:
+                txt = s[:24].decode("utf-8", "replace")
+                raise input_error(path, "one non-negative integer per line", line=lineno,
+                                  got=repr(txt)) from None
+            if v < 0 or v >= 1 << 63:
+                raise input_error(path, "one non-negative integer per line", line=lineno,
+                                  got=str(v))
+            vals.append(v)
+    if not vals:
+        raise input_error(path, "at least one integer", got="no integers")
+    return np.array(vals, dtype=np.int64)
+
+
+def read_tbe(path) -> list[TableStream]:
+    """FBGEMM TBE requests: `indices`, `offsets` (T*B+1, starting at 0, monotone, ending at
+    len(indices)) and/or `lengths` (T*B); optional `T` (tables) or `B` (batch size)."""
+    from dlrmprof.tracegen.reuse import DenseMap
+
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".npz":
+        data = _load_npz(path)
+    else:
+        data = _load_pt(path)
+    if "indices" not in data:
+        raise input_error(path, "an 'indices' tensor", got=f"keys {sorted(data)}")
+    indices = _int_stream(path, data["indices"], "indices")
+    offsets = data.get("offsets")
+    lengths = data.get("lengths")
+    if offsets is None and lengths is None:
+        raise input_error(path, "an 'offsets' or a 'lengths' tensor", got=f"keys {sorted(data)}")
+    if offsets is not None:
+        offsets = np.asarray(offsets)
+        if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or offsets.size < 2:
+            raise input_error(path, "1-D integer offsets with T*B+1 >= 2 entries",
+                              field="offsets", got=f"shape {offsets.shape} dtype {offsets.dtype}")
+        offsets = offsets.astype(np.int64)
+        if offsets[0] != 0:
+            raise input_error(path, "offsets starting at 0", field="offsets",
+                              got=str(int(offsets[0])))
+        dif = np.diff(offsets)
+        if (dif < 0).any():
+            i = int(np.argmax(dif < 0))
+            raise input_error(path, "non-decreasing offsets", field=f"offsets[{i + 1}]",
+                              got=f"{int(offsets[i + 1])} after {int(offsets[i])}")
+        if offsets[-1] != indices.size:
+            raise input_error(path, f"offsets ending at len(indices) = {indices.size}",
+                              field="offsets[-1]", got=str(int(offsets[-1])))
+        lens = dif
+        if lengths is not None:
+            lengths = np.asarray(lengths).astype(np.int64).ravel()
+            if lengths.shape != lens.shape or not (lengths == lens).all():
+                raise input_error(path, "lengths equal to the differences of offsets",
+                                  field="lengths", got="a mismatch")
+    else:
+        lens = np.asarray(lengths)
+        if lens.dtype.kind not in "iu" or (lens < 0).any():
+            raise input_error(path, "non-negative integer lengths", field="lengths",
+                              got=f"dtype {lens.dtype}")
+        lens = lens.astype(np.int64).ravel()
+        if lens.sum() != indices.size:
+            raise input_error(path, f"lengths summing to len(indices) = {indices.size}",
+                              field="lengths", got=str(int(lens.sum())))
+    nbags = lens.size
+    T = _scalar(data.get("T"))
+    B = _scalar(data.get("B"))
+    if T is None and B is None:
+        T = 1
+    if T is None:
+        T = nbags // B if B else 0
+    if T < 1 or nbags % T != 0:
+        raise input_error(path, f"T*B bags with T = {T}", field="offsets",
+                          got=f"{nbags} bags")
+    B = nbags // T
+    names = data.get("table_names")
+    bounds = np.concatenate([[0], np.cumsum(lens)])
+    out = []
+    for t in range(T):
+        lo, hi = bounds[t * B], bounds[(t + 1) * B]
+        arr = indices[lo:hi]
+        tl = lens[t * B:(t + 1) * B]
+        ids = DenseMap(max(arr.size, 1) * 2).map(arr) if arr.size else arr
+        name = str(names[t]) if names is not None and t < len(names) else f"t{t}"
+        out.append(TableStream(name=name, ids=ids, lengths=tl.copy(),
+                               rows=int(ids.max()) + 1 if ids.size else 1))
+    return out
+
+
+def _scalar(x) -> int | None:
+    if x is None:
+        return None
+    a = np.asarray(x)
+    if a.size != 1:
+        return None
+    return int(a.reshape(()))
+
+
+def _load_pt(path: Path) -> dict:
+    import torch
+
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # torch raises many types for bad pickles/zips
+        raise input_error(path, "a torch file loadable with weights_only=True",
+                          got=f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}") from None
+    if isinstance(obj, (tuple, list)) and len(obj) >= 2:
+        obj = {"indices": obj[0], "offsets": obj[1]}
+    if not isinstance(obj, dict):
+        raise input_error(path, "a dict of tensors (indices, offsets/lengths)",
+                          got=type(obj).__name__)
+    out = {}
+    for k, v in obj.items():
+        if isinstance(v, torch.Tensor):
+            out[str(k)] = v.numpy()
+        elif isinstance(v, (int, list, tuple)):
+            out[str(k)] = np.asarray(v)
+    return out

@@ -1,0 +1,421 @@
+"""Exact LRU reuse (stack) distances, miss-ratio curves and SHARDS sampling.
+
+Reuse distance of an access = number of distinct *other* IDs touched since the previous access
+to the same ID (-1 for a first touch).  An LRU cache of C entries hits exactly the accesses
+with distance < C, so the distance histogram gives the whole miss-ratio curve.
+
+Algorithm (Bennett-Kruskal / Olken): every ID sits on the time slot of its last access; a
+Fenwick tree counts the occupied slots, and the distance of an access is the number of
+occupied slots after the ID's previous slot.  Two things keep it fast:
+
+* the time axis is compacted: when the slots run out, the occupied ones (one per distinct ID)
+  are renumbered 0..D-1 and the tree is rebuilt, so the tree holds O(distinct) counters and
+  stays in cache whatever the stream length;
+* the range count and the move (unmark the old slot, mark the new one) only walk the part of
+  the tree between the two slots, so the many short distances of skewed streams cost
+  O(log distance), not O(log N).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+# ---------------------------------------------------------------- distance histogram bins
+# Exact bins for distances < 2**EXACT_BITS, then SUB_BITS sub-bins per power of two.  Bin
+# boundaries fall on every power of two, so hit rates at cache sizes 2**j are exact.
+EXACT_BITS = 8
+SUB_BITS = 4
+MAX_BINS = (1 << EXACT_BITS) + (64 - EXACT_BITS) * (1 << SUB_BITS)
+
+
+@njit(cache=True)
+def dist_bin(d):
+    if d < (1 << EXACT_BITS):
+        return d
+    k = 63
+    while (d >> k) == 0:
+        k -= 1
+    sub = (d >> (k - SUB_BITS)) & ((1 << SUB_BITS) - 1)
+    return (1 << EXACT_BITS) + (k - EXACT_BITS) * (1 << SUB_BITS) + sub
+
+
+def bin_edges(nbins: int) -> np.ndarray:
+    """Lower edge of each bin (and one past the last): bin i holds distances in [e[i], e[i+1])."""
+    edges = np.empty(nbins + 1, dtype=np.int64)
+    for i in range(nbins + 1):
+        if i < (1 << EXACT_BITS):
+            edges[i] = i
+        else:
+            j = i - (1 << EXACT_BITS)
+            k = EXACT_BITS + j // (1 << SUB_BITS)
+            sub = j % (1 << SUB_BITS)
+            edges[i] = ((1 << SUB_BITS) + sub) << (k - SUB_BITS)
+    return edges
+
+
+@njit(cache=True)
+def _bin_counts(dist, nbins):
+    hist = np.zeros(nbins, dtype=np.int64)
+    cold = 0
+    for i in range(dist.shape[0]):
+        d = dist[i]
+        if d < 0:
+            cold += 1
+        else:
+            hist[dist_bin(d)] += 1
+    return hist, cold
+
+
+def histogram(dist: np.ndarray) -> tuple[np.ndarray, int]:
+    """(binned histogram of warm distances, trimmed; cold count)."""
+    dist = np.asarray(dist, dtype=np.int64)
+    hist, cold = _bin_counts(dist, MAX_BINS)
+    nz = np.flatnonzero(hist)
+    n = int(nz[-1]) + 1 if nz.size else 0
+    return hist[:n].copy(), int(cold)
+
+
+# ---------------------------------------------------------------- the Fenwick pass
+@intrinsic
+def _popcnt(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _pc(x):
+    return np.int64(_popcnt(np.uint64(x)))
+
+
+@njit(cache=True)
+def _rebuild(bits, tree, d):
+    """Slots 1..d occupied (slot s = bit s & 63 of word s >> 6); Fenwick tree over words."""
+    nw = bits.shape[0]
+    for w in range(nw):
+        lo = w * 64
+        hi = lo + 64
+        # slots lo..hi-1 occupied where 1 <= s <= d
+        a = lo if lo > 1 else 1
+        b = hi - 1 if hi - 1 < d else d
+        word = np.uint64(0)
+        if b >= a:
+            n = b - a + 1
+            if n == 64:
+                word = ~np.uint64(0)
+            else:
+                word = ((np.uint64(1) << np.uint64(n)) - np.uint64(1)) << np.uint64(a - lo)
+        bits[w] = word
+    for i in range(1, nw + 1):
+        tree[i] = 0
+    for i in range(1, nw + 1):
+        tree[i] += _pc(bits[i - 1])
+        j = i + (i & (-i))
+        if j <= nw:
+            tree[j] += tree[i]
+
+
+@njit(cache=True)
+def _compact(last, bits):
+    """Renumber occupied slots to 1..D in time order (ranks); returns D."""
+    nw = bits.shape[0]
+    cum = np.empty(nw + 1, dtype=np.int64)
+    cum[0] = 0
+    for w in range(nw):
+        cum[w + 1] = cum[w] + _pc(bits[w])
+    for x in range(last.shape[0]):
+        s = np.int64(last[x])
+        if s > 0:
+            w = s >> 6
+            below = bits[w] & ((np.uint64(1) << np.uint64(s & 63)) - np.uint64(1))
+            last[x] = cum[w] + _pc(below) + 1
+    return cum[nw]
+
+
+@njit(cache=True)
+def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
+    """Process ids[start:] until slot `cap` is used.  Returns (next index, t, d)."""
+    n = ids.shape[0]
+    nw = bits.shape[0]
+    one = np.uint64(1)
+    i = start
+    while i < n:
+        if t >= cap:
+            break
+        x = ids[i]
+        s = np.int64(last[x])
+        wt = t >> 6
+        if s == 0:
+            out[i] = -1
+            d += 1
+            j = wt + 1
+            while j <= nw:
+                tree[j] += 1
+                j += j & (-j)
+        else:
+            ws = s >> 6
+            if ws == wt:
+                m = bits[ws] >> np.uint64(s & 63) >> one
+                m &= (one << np.uint64(t - s - 1)) - one
+                r = _pc(m)
+                bits[ws] &= ~(one << np.uint64(s & 63))
+            else:
+                r = _pc(bits[ws] >> np.uint64(s & 63) >> one)
+                r += _pc(bits[wt] & ((one << np.uint64(t & 63)) - one))
+                # whole words ws+1 .. wt-1 (1-based Fenwick index = word + 1)
+                # prefix(wt) - prefix(ws + 1): both walks stop at their common prefix
+                a = wt
+                b = ws + 1
+                while a > b:
+                    r += tree[a]
+                    a &= a - 1
+                while b > a:
+                    r -= tree[b]
+                    b &= b - 1
+                bits[ws] &= ~(one << np.uint64(s & 63))
+                j = ws + 1
+                while j < wt + 1:
+                    tree[j] -= 1
+                    j += j & (-j)
+                stop = j
+                j = wt + 1
+                while j < stop and j <= nw:
+                    tree[j] += 1
+                    j += j & (-j)
+            out[i] = r
+        bits[wt] |= one << np.uint64(t & 63)
+        last[x] = t
+        t += 1
+        i += 1
+    return i, t, d
+
+
+class ReuseState:
+    """Streaming reuse-distance state for one ID stream (IDs dense, >= 0).
+
+    Memory is O(distinct IDs): each ID's last slot (int32), an occupancy bitmap of the slots
+    and a Fenwick tree over its 64-bit words.  Feed chunks with `feed`.
+    """
+
+    MIN_CAP = 1 << 14
+
+    def __init__(self, id_bound: int = 1024):
+        self.last = np.zeros(max(int(id_bound), 1), dtype=np.int32)   # 0 = never seen
+        self._alloc(self._cap_for(0))
+        self.t = 1
+        self.d = 0
+
+    def _cap_for(self, d: int) -> int:
+        # at least half the slots free after a compaction, and compactions (which scan the
+        # id table) no more often than every len(last) accesses: amortised O(1)
+        cap = max(self.MIN_CAP, 2 * d + 64, 2 * self.last.shape[0])
+        return ((cap + 63) // 64) * 64
+
+    def _alloc(self, cap: int) -> None:
+        if cap >= 2 ** 31 - 1:
+            raise MemoryError("reuse-distance state: more than 2^30 distinct ids")
+        self.cap = cap
+        self.bits = np.zeros(cap // 64, dtype=np.uint64)
+        self.tree = np.zeros(cap // 64 + 1, dtype=np.int32)
+
+    @property
+    def distinct(self) -> int:
+        return self.d
+
+    def _grow_ids(self, bound: int) -> None:
+        size = self.last.shape[0]
+        while size < bound:
+            size *= 2
+        grown = np.zeros(size, dtype=np.int32)
+        grown[: self.last.shape[0]] = self.last
+        self.last = grown
+
+    def _make_room(self) -> None:
+        d = int(_compact(self.last, self.bits))
+        cap = self._cap_for(d)
+        if cap > self.cap:
+            self._alloc(cap)
+        _rebuild(self.bits, self.tree, d)
+        self.t = d + 1
+        self.d = d
+
+    def feed(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if out is None:
+            out = np.empty(ids.shape[0], dtype=np.int64)
+        if ids.size:
+            top = int(ids.max()) + 1
+            if top > self.last.shape[0]:
+                self._grow_ids(top)
+        i = 0
+        while i < ids.shape[0]:
+            i, self.t, self.d = _rd_run(ids, i, out, self.last, self.bits, self.tree,
+                                        self.cap, self.t, self.d)
+            if i < ids.shape[0]:
+                self._make_room()
+        return out
+
+
+# ---------------------------------------------------------------- dense remapping
+@njit(cache=True)
+def _hash_remap(x, keys, vals, out, n):
+    """Open addressing map int64 -> dense id; returns (next index, n); stops when half full."""
+    mask = keys.shape[0] - 1
+    limit = keys.shape[0] // 2
+    for i in range(x.shape[0]):
+        k = x[i]
+        h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
+        p = np.int64(h) & mask
+        while True:
+            v = vals[p]
+            if v < 0:
+                if n >= limit:
+                    return i, n
+                keys[p] = k
+                vals[p] = n
+                out[i] = n
+                n += 1
+                break
+            if keys[p] == k:
+                out[i] = v
+                break
+            p = (p + 1) & mask
+    return x.shape[0], n
+
+
+@njit(cache=True)
+def _rehash(keys, vals, nkeys, nvals):
+    mask = nkeys.shape[0] - 1
+    for q in range(keys.shape[0]):
+        if vals[q] >= 0:
+            k = keys[q]
+            h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
+            p = np.int64(h) & mask
+            while nvals[p] >= 0:
+                p = (p + 1) & mask
+            nkeys[p] = k
+            nvals[p] = vals[q]
+
+
+class DenseMap:
+    """Map arbitrary int64 keys to dense ids 0,1,2,... in order of first appearance."""
+
+    def __init__(self, capacity: int = 1 << 12):
+        size = 1 << max(12, int(capacity - 1).bit_length())
+        self.keys = np.zeros(size, dtype=np.int64)
+        self.vals = np.full(size, -1, dtype=np.int64)
+        self.n = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def map(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.int64)
+        out = np.empty(x.shape[0], dtype=np.int64)
+        i = 0
+        while True:
+            done, self.n = _hash_remap(x[i:], self.keys, self.vals, out[i:], self.n)
+            i += done
+            if i >= x.shape[0]:
+                return out
+            size = self.keys.shape[0] * 2
+            nkeys = np.zeros(size, dtype=np.int64)
+            nvals = np.full(size, -1, dtype=np.int64)
+            _rehash(self.keys, self.vals, nkeys, nvals)
+            self.keys, self.vals = nkeys, nvals
+
+
+def dense_ids(ids: np.ndarray) -> np.ndarray:
+    """Dense ids in first-appearance order (identity-cheap when ids are already small)."""
+    ids = np.asarray(ids)
+    if ids.dtype.kind not in "iu":
+        raise TypeError(f"ids must be integers, got {ids.dtype}")
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if ids.size == 0:
+        return ids
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo >= 0 and hi < max(4 * ids.size, 1 << 16):
+        return ids       # small non-negative ids: used as they are (the state is sized to them)
+    return DenseMap(min(ids.size, 1 << 24) * 2).map(ids)
+
+
+def reuse_distances(ids) -> np.ndarray:
+    """Exact LRU reuse distance of every access: int64, -1 for a first touch.
+
+    Distance = number of distinct *other* IDs touched since the previous access to the same
+    ID, so an LRU cache of C entries hits exactly the accesses with distance < C.
+    """
+    ids = dense_ids(np.asarray(ids))
+    if ids.size == 0:
+        return np.empty(0, dtype=np.int64)
+    state = ReuseState(int(ids.max()) + 1)
+    # size the tree for the whole stream up front: no regrowth
+    return state.feed(ids)
+
+
+# ---------------------------------------------------------------- miss-ratio curves
+def mrc_sizes(distinct: int) -> np.ndarray:
+    """Cache sizes 2^0 .. 2^k, k the smallest with 2^k >= distinct."""
+    k = max(0, int(max(distinct, 1) - 1).bit_length())
+    return (1 << np.arange(k + 1, dtype=np.int64))
+
+
+def hit_rates(hist: np.ndarray, cold: int, sizes: np.ndarray) -> np.ndarray:
+    """LRU hit rate at each cache size from a binned distance histogram (exact at 2^j)."""
+    hist = np.asarray(hist, dtype=np.int64)
+    total = int(hist.sum()) + int(cold)
+    if total == 0:
+        return np.zeros(len(sizes))
+    edges = bin_edges(len(hist))
+    cum = np.concatenate([[0], np.cumsum(hist)])
+    out = np.empty(len(sizes))
+    for i, c in enumerate(np.asarray(sizes, dtype=np.int64)):
+        # bins entirely below c; for sizes not on an edge interpolate inside the bin
+        j = int(np.searchsorted(edges, c, side="right")) - 1
+        if j >= len(hist):
+            h = cum[-1]
+        else:
+            lo, hi = edges[j], edges[j + 1]
+            h = cum[j] + hist[j] * (c - lo) / (hi - lo)
+        out[i] = h / total
+    return out
+
+
+# ---------------------------------------------------------------- SHARDS sampling
+def shards_sample_mask(ids: np.ndarray, rate: float, seed: int = 0) -> np.ndarray:
+    """Spatial sampling: keep every access whose ID hashes below rate * 2^32."""
+    ids = np.asarray(ids, dtype=np.int64).view(np.uint64)
+    salt = np.uint64((seed * 0x632BE59BD9B4E019 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        h = (ids ^ salt) * np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(31)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(29)
+    return (h & np.uint64(0xFFFFFFFF)) < np.uint64(int(rate * (1 << 32)))
+
+
+def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0) -> tuple[np.ndarray, int, int]:
+    """SHARDS estimate of the distance histogram: (hist, cold, accesses) scaled to the full
+    stream (distances divided... multiplied by 1/rate, counts by 1/rate)."""
+    ids = np.asarray(ids)
+    mask = shards_sample_mask(ids, rate, seed)
+    sub = ids[mask]
+    dist = reuse_distances(sub)
+    warm = dist[dist >= 0]
+    scaled = np.floor(warm / rate).astype(np.int64)
+    hist, _ = histogram(scaled)
+    cold = int((dist < 0).sum())
+    # counts scaled back to the full stream's access count
+    total = ids.shape[0]
+    sampled = sub.shape[0]
+    if sampled == 0:
+        return np.zeros(0, dtype=np.int64), total, total
+    factor = total / sampled
+    hist = np.round(hist * factor).astype(np.int64)
+    cold = int(round(cold * factor))
+    return hist, cold, total

@@ -1,0 +1,338 @@
+"""Synthesize a table's access stream from its `LocalityProfile`.
+
+Model (see profile.py for what is stored):
+
+* the stream is cut into the profile's W windows (stretched or shrunk to the requested
+  length); inside window w the position of every event is random, but the number of each
+  kind of event is the source's (scaled by length ratio):
+  - an access to hot id k (the K most popular ids, independent-reference model per window),
+  - a tail first touch (the cold schedule: keeps the distinct count exact),
+  - a tail re-access: a reuse distance d drawn from the window's tail histogram (among tail
+    ids only); the id at depth d of a virtual LRU stack of tail ids is taken and moved to
+    the top.  A draw deeper than the stack so far is redrawn (up to 8 times) and then
+    clamped to the bottom, so early windows do not turn into extra first touches;
+* the virtual stack is an occupancy bitmap over time slots with a Fenwick tree over its
+  words (order statistics by binary lifting): O(log N) per access, time axis compacted to
+  O(distinct) so it stays in cache;
+* ids are fresh: the i-th new id is mapped through a seeded random sample of the table's
+  rows (a random injection), never a source value.  Same seed -> same bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.profile import LocalityProfile
+from dlrmprof.tracegen.reuse import _pc
+
+
+@njit(cache=True, inline="always")
+def _next(state):
+    state[0] += np.uint64(0x9E3779B97F4A7C15)
+    z = state[0]
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _uniform(state):
+    return np.float64(_next(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, inline="always")
+def _below(state, n):
+    """Uniform integer in [0, n)."""
+    return np.int64(_uniform(state) * n)
+
+
+@njit(cache=True)
+def _select(word, k):
+    """Slot offset (0..63) of the k-th (1-based) set bit of word."""
+    off = 0
+    while True:
+        c = _pc(word & np.uint64(0xFF))
+        if k <= c:
+            break
+        k -= c
+        word >>= np.uint64(8)
+        off += 8
+    while True:
+        if word & np.uint64(1):
+            k -= 1
+            if k == 0:
+                return off
+        word >>= np.uint64(1)
+        off += 1
+
+
+@njit(cache=True)
+def _rebuild_stack(owner, last, used, cap):
+    """Compact occupied slots (owner >= 0) of 1..used to 1..D; new bitmap + tree."""
+    d = 0
+    for s in range(1, used + 1):
+        o = owner[s]
+        if o >= 0:
+            d += 1
+            owner[d] = o
+            last[o] = d
+    for s in range(d + 1, used + 1):
+        owner[s] = -1
+    nw = cap // 64
+    bits = np.zeros(nw, dtype=np.uint64)
+    tree = np.zeros(nw + 1, dtype=np.int32)
+    for s in range(1, d + 1):
+        bits[s >> 6] |= np.uint64(1) << np.uint64(s & 63)
+    for i in range(1, nw + 1):
+        tree[i] += _pc(bits[i - 1])
+        j = i + (i & (-i))
+        if j <= nw:
+            tree[j] += tree[i]
+    return d, bits, tree
+
+
+@njit(cache=True)
+def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed, max_ids):
+    """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped)."""
+    out = np.empty(n_out, dtype=np.int64)
+    state = np.empty(1, dtype=np.uint64)
+    state[0] = np.uint64(seed)
+    K = hot_cnt.shape[0]
+    W = cold_cnt.shape[0]
+    nb = cdf.shape[1]
+    hot_gid = np.full(K, -1, dtype=np.int64)
+    rem_hot = np.zeros(K, dtype=np.int64)
+    cap = 1 << 14
+    owner = np.full(cap + 1, -1, dtype=np.int64)
+    last = np.zeros(max(n_out, 1), dtype=np.int64)
+    nw = cap // 64
+    bits = np.zeros(nw, dtype=np.uint64)
+    tree = np.zeros(nw + 1, dtype=np.int32)
+    t = 1
+    D = 0
+    items = 0
+    extra_cold = 0
+    clamped = 0
+    one = np.uint64(1)
+    for w in range(W):
+        tot_hot = 0
+        for k in range(K):
+            rem_hot[k] = hot_cnt[k, w]
+            tot_hot += rem_hot[k]
+        rem_cold = cold_cnt[w]
+        lo = bounds[w]
+        hi = bounds[w + 1]
+        rem_warm = (hi - lo) - tot_hot - rem_cold
+        wcdf = cdf[w]
+        wtot = wcdf[nb - 1] if nb > 0 else 0
+        if wtot == 0:
+            wcdf = fallback_cdf
+            wtot = fallback_cdf[nb - 1] if nb > 0 else 0
+        for pos in range(lo, hi):
+            if t >= cap:
+                used = t - 1
+                # grow when less than half the slots would be free
+                live = 0
+                for s in range(1, used + 1):
+                    if owner[s] >= 0:
+                        live += 1
+                if 2 * live + 64 > cap:
+                    ncap = cap
+                    while 2 * live + 64 > ncap:
+                        ncap *= 2
+                    nowner = np.full(ncap + 1, -1, dtype=np.int64)
+                    nowner[: used + 1] = owner[: used + 1]
+                    owner = nowner
+                    cap = ncap
+                D, bits, tree = _rebuild_stack(owner, last, used, cap)
+                nw = cap // 64
+                t = D + 1
+            remaining = tot_hot + rem_cold + rem_warm
+            x = _below(state, remaining)
+            if x < tot_hot:
+                k = 0
+                acc = rem_hot[0]
+                while acc <= x:
+                    k += 1
+                    acc += rem_hot[k]
+                rem_hot[k] -= 1
+                tot_hot -= 1
+                if hot_gid[k] < 0:
+                    if items < max_ids:
+                        hot_gid[k] = items
+                        items += 1
+                    else:
+                        hot_gid[k] = _below(state, max_ids)
+                out[pos] = hot_gid[k]
+                continue
+            cold = x < tot_hot + rem_cold
+            if cold:
+                rem_cold -= 1
+            else:
+                rem_warm -= 1
+            if not cold and (D == 0 or wtot == 0):
+                cold = True
+                extra_cold += 1
+            if cold and items >= max_ids:
+                if D == 0:
+                    out[pos] = _below(state, max_ids)
+                    continue
+                cold = False           # table full: reuse the least recently used tail id
+                d = D - 1
+            elif not cold:
+                # draw a tail reuse distance; redraw when deeper than the stack so far
+                d = D
+                for _try in range(8):
+                    u = _below(state, wtot)
+                    a = 0
+                    b = nb - 1
+                    while a < b:
+                        m = (a + b) >> 1
+                        if wcdf[m] > u:
+                            b = m
+                        else:
+                            a = m + 1
+                    lo_e = edges[a]
+                    width = edges[a + 1] - lo_e
+                    d = lo_e + (_below(state, width) if width > 1 else 0)
+                    if d < D:
+                        break
+                if d >= D:
+                    d = D - 1
+                    clamped += 1
+            wt = t >> 6
+            if cold:
+                g = items
+                items += 1
+                D += 1
+                j = wt + 1
+                while j <= nw:
+                    tree[j] += 1
+                    j += j & (-j)
+            else:
+                # slot of the item at depth d: scan back a few words, else Fenwick descent
+                s = -1
+                rem = d
+                cw = wt
+                mask = bits[cw] & ((one << np.uint64(t & 63)) - one)
+                for _scan in range(4):
+                    c = _pc(mask)
+                    if rem < c:
+                        s = cw * 64 + _select(mask, c - rem)
+                        break
+                    rem -= c
+                    cw -= 1
+                    if cw < 0:
+                        break
+                    mask = bits[cw]
+                if s < 0:
+                    k = D - d          # 1-based rank from the oldest
+                    p = 0
+                    step = 1
+                    while step * 2 <= nw:
+                        step *= 2
+                    while step > 0:
+                        if p + step <= nw and tree[p + step] < k:
+                            p += step
+                            k -= tree[p]
+                        step >>= 1
+                    s = p * 64 + _select(bits[p], k)
+                g = owner[s]
+                owner[s] = -1
+                ws = s >> 6
+                bits[ws] &= ~(one << np.uint64(s & 63))
+                if ws != wt:
+                    j = ws + 1
+                    while j < wt + 1:
+                        tree[j] -= 1
+                        j += j & (-j)
+                    stop = j
+                    j = wt + 1
+                    while j < stop and j <= nw:
+                        tree[j] += 1
+                        j += j & (-j)
+            bits[wt] |= one << np.uint64(t & 63)
+            owner[t] = g
+            last[g] = t
+            t += 1
+            out[pos] = g
+    return out, items, extra_cold, clamped
+
+
+def _scale_counts(counts: np.ndarray, factor: float) -> np.ndarray:
+    return np.floor(np.asarray(counts, dtype=np.float64) * factor + 0.5).astype(np.int64)
+
+
+def synthesize_stream(profile: LocalityProfile, length: int | None = None,
+                      rows: int | None = None, seed: int | np.random.SeedSequence = 0
+                      ) -> tuple[np.ndarray, dict]:
+    """Synthesize `length` accesses (default: the source's) for one table.
+
+    Returns (ids in [0, rows), facts) where facts counts redraws that had to be clamped and
+    first touches that had to be added.
+    """
+    n_src = profile.accesses
+    n = n_src if length is None else int(length)
+    rows = profile.rows if rows is None else int(rows)
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    rng = np.random.default_rng(ss)
+    if n == 0 or n_src == 0:
+        return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
+    W = profile.num_windows
+    factor = n / n_src
+    # window boundaries in the synthetic stream, proportional to the source's
+    src_bounds = np.minimum(np.arange(W + 1, dtype=np.int64) * profile.window_size, n_src)
+    bounds = np.floor(src_bounds * factor + 0.5).astype(np.int64)
+    bounds[-1] = n
+    win_len = np.diff(bounds)
+    hot = _scale_counts(profile.hot_win, factor)
+    cold = _scale_counts(profile.tail_cold, factor)
+    # make every window's counts fit its length (rounding)
+    for w in range(W):
+        over = hot[:, w].sum() + cold[w] - win_len[w]
+        while over > 0:
+            if cold[w] > 0:
+                cold[w] -= 1
+            else:
+                hot[int(np.argmax(hot[:, w])), w] -= 1
+            over -= 1
+    th = np.asarray(profile.tail_hist, dtype=np.int64)
+    nb = th.shape[1]
+    cdf = np.cumsum(th, axis=1) if nb else np.zeros((W, 0), dtype=np.int64)
+    fallback = cdf.sum(axis=0) if nb else np.zeros(0, dtype=np.int64)
+    edges = _reuse.bin_edges(nb)
+    core_seed = int(rng.integers(0, 2 ** 63))
+    stream, items, extra, clamped = _synth_core(
+        n, bounds, np.ascontiguousarray(hot), np.ascontiguousarray(cold),
+        np.ascontiguousarray(cdf), edges, np.ascontiguousarray(fallback), core_seed, rows)
+    # fresh ids: a seeded random injection of item numbers into the table's rows
+    mapping = rng.choice(rows, size=max(items, 1), replace=False) if items <= rows else None
+    if mapping is None:   # cannot happen: items are capped at rows
+        raise AssertionError("more synthetic ids than rows")
+    ids = mapping[stream]
+    return ids.astype(np.int64), {"extra_cold": int(extra), "clamped": int(clamped),
+                                  "items": int(items)}
+
+
+def synthesize_bags(profile: LocalityProfile, num_samples: int | None = None,
+                    rows: int | None = None, seed=0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(indices, offsets [B+1], facts) for one table: bag lengths drawn from the pooling
+    histogram (all equal when the source's were), then the access stream cut into bags."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    bag_ss, stream_ss = ss.spawn(2)
+    B = profile.num_bags if num_samples is None else int(num_samples)
+    vals, counts = profile.bag_len_values, profile.bag_len_counts
+    if len(vals) == 1:
+        lengths = np.full(B, int(vals[0]), dtype=np.int64)
+    elif B == profile.num_bags:
+        lengths = np.repeat(vals, counts)
+        np.random.default_rng(bag_ss).shuffle(lengths)
+    else:
+        p = counts / counts.sum()
+        lengths = np.random.default_rng(bag_ss).choice(vals, size=B, p=p).astype(np.int64)
+    offsets = np.zeros(B + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids, facts = synthesize_stream(profile, length=int(offsets[-1]), rows=rows, seed=stream_ss)
+    return ids, offsets, facts

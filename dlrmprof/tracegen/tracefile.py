@@ -1,0 +1,302 @@
+"""The trace file: a self-describing, versioned `.npz` (see docs/formats.md).
+
+::
+
+    header    0-d str array: JSON {format: "dlrmprof-trace", version, num_samples, tables,
+              source, seed, generator, fidelity, tool_version, has_indices}
+    indices   int64 [nnz]      all tables concatenated table-major     (absent if profile-only)
+    offsets   int64 [T*B+1]    bag b of table t = indices[offsets[t*B+b] : offsets[t*B+b+1]]
+    p{t}_{f}  int64 arrays     table t's LocalityProfile field f (hist, top_counts, ...)
+
+    jagged layout (FBGEMM TBE), T=2 tables, B=3 samples:
+      offsets  0   1   3   4 | 5   6   7
+      indices [a | b  c | d  | e | f | g]
+               t0b0 t0b1 t0b2 t1b0 t1b1 t1b2
+
+Arrays are written without pickle, into a zip whose member timestamps are fixed, so the same
+content gives the same bytes; the file is written under a temporary name and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import zipfile
+import zlib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from dlrmprof import __version__
+from dlrmprof.errors import UserError, input_error
+from dlrmprof.fsutil import atomic_path
+from dlrmprof.tracegen.profile import LocalityProfile
+
+FORMAT = "dlrmprof-trace"
+# Schema history:
+#   1 (dlrmprof 0.1): header JSON + indices/offsets (TBE layout) + per-table profile arrays
+#     p{t}_{field}; profile model = hot ids per window + tail LRU stack with cold schedule.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    name: str
+    rows: int
+    accesses: int        # accesses in this file's indices (source accesses if profile-only)
+    distinct: int        # distinct ids in this file's indices (source distinct if profile-only)
+
+
+@dataclass(frozen=True, eq=False)
+class Trace:
+    num_samples: int
+    tables: tuple
+    profiles: tuple
+    header: dict
+    indices: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+    path: str | None = field(default=None, compare=False)
+
+    @property
+    def has_indices(self) -> bool:
+        return self.indices is not None
+
+    @property
+    def num_tables(self) -> int:
+        return len(self.tables)
+
+    def table_bags(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices_t, offsets_t) of table t, offsets rebased to 0 (B+1 entries)."""
+        if not self.has_indices:
+            raise UserError(f"{self.path or 'trace'}: profile-only trace has no indices "
+                            "(call materialize() first)")
+        B = self.num_samples
+        off = self.offsets[t * B:(t + 1) * B + 1]
+        return self.indices[off[0]:off[-1]], off - off[0]
+
+    @property
+    def digest(self) -> str:
+        return content_digest(self.header, self.indices, self.offsets)
+
+    def materialize(self, num_samples: int | None = None, seed: int = 0) -> "Trace":
+        """This trace if it has indices for `num_samples` (default: its own); otherwise a new
+        trace synthesized from the profiles (deterministic in `seed`)."""
+        B = self.num_samples if num_samples is None else int(num_samples)
+        if self.has_indices and B == self.num_samples:
+            return self
+        from dlrmprof.tracegen.generate import synthesize_trace
+
+        return synthesize_trace(list(self.profiles), source=self.header.get("source", {}),
+                                num_samples=B, seed=seed, compute_fidelity=False)
+
+    # -------------------------------------------------------------- save / load
+    def save(self, path) -> str:
+        """Write atomically; returns the content digest."""
+        self.validate()
+        arrays = {}
+        for t, p in enumerate(self.profiles):
+            arr, _ = p.to_arrays(f"p{t}_")
+            arrays.update(arr)
+        if self.has_indices:
+            arrays["indices"] = np.ascontiguousarray(self.indices, dtype=np.int64)
+            arrays["offsets"] = np.ascontiguousarray(self.offsets, dtype=np.int64)
+        header = dict(self.header)
+        header["digest"] = self.digest
+        with atomic_path(path) as tmp:
+            _write_npz(tmp, header, arrays)
+        return header["digest"]
+
+    @classmethod
+    def load(cls, path) -> "Trace":
+        """Read and validate everything; `UserError` naming the file on any problem."""
+        path = Path(path)
+        if not path.exists():
+            raise input_error(path, "an existing trace file", got="no such file")
+        if path.is_dir() or path.stat().st_size == 0:
+            raise input_error(path, "a dlrmprof trace file (.npz)",
+                              got="a directory" if path.is_dir() else "an empty file")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "header" not in z.files:
+                    raise input_error(path, "a 'header' entry (dlrmprof trace .npz)",
+                                      got=f"entries {sorted(z.files)[:5]}")
+                header = _parse_header(path, z["header"])
+                arrays = {k: z[k] for k in z.files if k != "header"}
+        except UserError:
+            raise
+        except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, KeyError) as exc:
+            raise input_error(path, "a complete dlrmprof trace file (.npz zip archive)",
+                              got=f"a damaged or truncated file ({type(exc).__name__}: "
+                                  f"{str(exc)[:80]})") from None
+        return _from_parts(path, header, arrays)
+
+    def validate(self) -> None:
+        _validate(self, self.path or "<trace>")
+
+    def summary_rows(self) -> list[dict]:
+        rows = []
+        fid = self.header.get("fidelity", {})
+        for t, meta in enumerate(self.tables):
+            p = self.profiles[t]
+            row = {"name": meta.name, "rows": meta.rows, "accesses": meta.accesses,
+                   "distinct": meta.distinct, "source_accesses": p.accesses,
+                   "source_distinct": p.distinct}
+            if meta.name in fid:
+                row["fidelity"] = fid[meta.name]
+            rows.append(row)
+        return rows
+
+
+# ------------------------------------------------------------------ helpers
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+def content_digest(header: dict, indices, offsets) -> str:
+    h = hashlib.sha256()
+    if indices is not None:
+        h.update(np.ascontiguousarray(indices, dtype="<i8").tobytes())
+        h.update(np.ascontiguousarray(offsets, dtype="<i8").tobytes())
+    h.update(_canonical({k: v for k, v in header.items() if k != "digest"}))
+    return h.hexdigest()
+
+
+def _write_npz(path: Path, header: dict, arrays: dict) -> None:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        items = [("header", np.array(json.dumps(header, sort_keys=True)))]
+        items += sorted(arrays.items())
+        for name, arr in items:
+            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+            # profiles are small and mostly zeros: deflate them; indices stay stored (fast)
+            info.compress_type = (zipfile.ZIP_STORED if name in ("indices", "offsets")
+                                  else zipfile.ZIP_DEFLATED)
+            with zf.open(info, "w", force_zip64=True) as fh:
+                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
+
+
+def _parse_header(path: Path, arr: np.ndarray) -> dict:
+    if arr.ndim != 0 or arr.dtype.kind != "U":
+        raise input_error(path, "a 0-d string 'header'", field="header",
+                          got=f"shape {arr.shape} dtype {arr.dtype}")
+    try:
+        header = json.loads(str(arr))
+    except json.JSONDecodeError as exc:
+        raise input_error(path, "JSON", field="header", got=f"invalid JSON ({exc.msg})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise input_error(path, f"format {FORMAT!r}", field="header.format",
+                          got=repr(header.get("format") if isinstance(header, dict) else header))
+    version = header.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise input_error(path, "an integer version >= 1", field="header.version",
+                          got=repr(version))
+    if version > SCHEMA_VERSION:
+        raise input_error(path, f"trace format version <= {SCHEMA_VERSION} (this is dlrmprof "
+                                f"{__version__}; upgrade dlrmprof to read it)",
+                          field="header.version", got=str(version))
+    return _upgrade(header)
+
+
+def _upgrade(header: dict) -> dict:
+    """Step-by-step upgraders for older versions (none yet: version 1 is the first)."""
+    return header
+
+
+def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
+    def bad(expected, fld=None, got=None):
+        return input_error(path, expected, field=fld, got=got)
+
+    tables_h = header.get("tables")
+    if not isinstance(tables_h, list) or not tables_h:
+        raise bad("a non-empty list", "header.tables", repr(tables_h)[:40])
+    B = header.get("num_samples")
+    if not isinstance(B, int) or B < 0:
+        raise bad("a non-negative integer", "header.num_samples", repr(B))
+    profiles = []
+    metas = []
+    for t, th in enumerate(tables_h):
+        try:
+            scal = th["profile"]
+            prof = LocalityProfile.from_arrays(arrays, f"p{t}_", scal)
+            metas.append(TableMeta(name=str(th["name"]), rows=int(th["rows"]),
+                                   accesses=int(th["accesses"]), distinct=int(th["distinct"])))
+        except KeyError as exc:
+            raise bad("every table's profile entries", f"tables[{t}]",
+                      f"missing {exc.args[0]!r}") from None
+        except (TypeError, ValueError) as exc:
+            raise bad("a well-formed table entry", f"tables[{t}]", str(exc)[:80]) from None
+        profiles.append(prof)
+    has = bool(header.get("has_indices", "indices" in arrays))
+    indices = offsets = None
+    if has:
+        if "indices" not in arrays or "offsets" not in arrays:
+            raise bad("'indices' and 'offsets' arrays", "indices", "missing")
+        indices, offsets = arrays["indices"], arrays["offsets"]
+    trace = Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
+                  indices=indices, offsets=offsets, path=str(path))
+    _validate(trace, str(path))
+    stored = header.get("digest")
+    if stored is not None and stored != trace.digest:
+        raise bad("content matching the stored digest", "header.digest",
+                  "a different content (file modified or damaged)")
+    return trace
+
+
+def _validate(trace: Trace, where: str) -> None:
+    def bad(expected, fld=None, got=None):
+        raise input_error(where, expected, field=fld, got=got)
+
+    T = len(trace.tables)
+    B = trace.num_samples
+    if len(trace.profiles) != T:
+        bad(f"{T} profiles", "profiles", str(len(trace.profiles)))
+    for t, (meta, prof) in enumerate(zip(trace.tables, trace.profiles)):
+        try:
+            prof.validate(f"table {meta.name}")
+        except ValueError as exc:
+            bad("a consistent locality profile", f"p{t}", str(exc))
+        if meta.rows < 1:
+            bad("rows >= 1", f"tables[{t}].rows", str(meta.rows))
+    if not trace.has_indices:
+        return
+    idx, off = trace.indices, trace.offsets
+    if idx.ndim != 1 or idx.dtype != np.int64:
+        bad("1-D int64", "indices", f"shape {idx.shape} dtype {idx.dtype}")
+    if off.ndim != 1 or off.dtype != np.int64:
+        bad("1-D int64", "offsets", f"shape {off.shape} dtype {off.dtype}")
+    if off.shape[0] != T * B + 1:
+        bad(f"T*B+1 = {T * B + 1} offsets", "offsets", str(off.shape[0]))
+    if off[0] != 0:
+        bad("offsets starting at 0", "offsets[0]", str(int(off[0])))
+    d = np.diff(off)
+    if (d < 0).any():
+        i = int(np.argmax(d < 0))
+        bad("non-decreasing offsets", f"offsets[{i + 1}]", f"{int(off[i + 1])} after {int(off[i])}")
+    if off[-1] != idx.shape[0]:
+        bad(f"offsets ending at len(indices) = {idx.shape[0]}", "offsets[-1]", str(int(off[-1])))
+    for t, meta in enumerate(trace.tables):
+        seg = idx[off[t * B]:off[(t + 1) * B]]
+        if seg.size:
+            lo, hi = int(seg.min()), int(seg.max())
+            if lo < 0 or hi >= meta.rows:
+                badv = lo if lo < 0 else hi
+                bad(f"indices in [0, {meta.rows}) for table {meta.name}", "indices",
+                    str(badv))
+        if seg.size != meta.accesses:
+            bad(f"{meta.accesses} accesses for table {meta.name} (header)", "offsets",
+                str(seg.size))
+
+
+def header_for(tables: list[TableMeta], profiles: list[LocalityProfile], num_samples: int,
+               source: dict, seed, generator: dict, fidelity: dict, has_indices: bool) -> dict:
+    tabs = []
+    for meta, p in zip(tables, profiles):
+        _, scal = p.to_arrays("")
+        tabs.append({"name": meta.name, "rows": meta.rows, "accesses": meta.accesses,
+                     "distinct": meta.distinct, "source_accesses": p.accesses,
+                     "source_distinct": p.distinct, "profile": scal})
+    return {"format": FORMAT, "version": SCHEMA_VERSION, "num_samples": int(num_samples),
+            "tables": tabs, "source": source, "seed": seed, "generator": generator,
+            "fidelity": fidelity, "tool_version": __version__, "has_indices": bool(has_indices)}
