@@ -53,3 +53,50 @@ def host_cmd(probe: bool, refresh: bool, full: bool, as_json: bool) -> None:
 
 
 COMMANDS: list = [host_cmd]
+
+
+@click.command("sweep")
+@click.option("--min-size", default="16K", show_default=True, help="Smallest table size.")
+@click.option("--max-size", default=None, help="Largest table size (default: 4x the last-level "
+              "cache).  Must fit in available memory.")
+@click.option("--per-octave", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Points per doubling of the size.")
+@click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True)
+@click.option("--dim", type=click.IntRange(1, None), default=16, show_default=True,
+              help="Row width (float32 elements) of the gathered table.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result as JSON to this file.")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also plot the GB/s curves with the cache sizes marked.")
+def sweep_cmd(min_size, max_size, per_octave, threads, dim, as_json, out, png) -> None:
+    """Working-set sweep: gather and streaming-read GB/s from L1-sized tables to beyond the
+    last-level cache, with the knees matched to the reported cache sizes.
+
+    \b
+      dlrmprof sweep
+      dlrmprof sweep --max-size 512M --per-octave 2 --png sweep.png
+    """
+    from dlrmprof.fsutil import atomic_write_text
+    from dlrmprof.profile import host, sweep
+
+    lo = sweep.parse_bytes(min_size, what="--min-size")
+    hi = sweep.parse_bytes(max_size, what="--max-size") if max_size else None
+    fp = host.collect(gpu=False, counters=False)
+    if hi is not None:
+        sweep.check_memory(hi, (fp.get("memory") or {}).get("available_bytes"))
+        if hi < lo:
+            raise UserError(f"--max-size {max_size} is smaller than --min-size {min_size}")
+    res = sweep.run_sweep(fp, min_size=lo, max_size=hi, per_octave=per_octave,
+                          threads=threads, dim=dim,
+                          progress=None if as_json else _progress)
+    res["host_id"] = fp["host_id"]
+    if out:
+        atomic_write_text(out, json.dumps(res, indent=1))
+    if png:
+        from dlrmprof.profile import render
+        render.plot_sweep(res, png)
+    click.echo(json.dumps(res, indent=1) if as_json else sweep.summary(res))
+
+
+COMMANDS.append(sweep_cmd)

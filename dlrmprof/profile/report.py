@@ -20,8 +20,11 @@ Sections (every one optional except `host` and `ops`; an absent section is an em
 ``end_to_end``  e.g. ``{"samples_per_s": x, "time": {time stats}, "source": "measured"}``.
 ``noise``       contamination: ``{"flagged": n, "dropped": n, "retaken": n, "spread": {...}}``.
 ``roofline``    ``{"rows": roofline.verdicts(ops, ceilings, cache), "roofs": {...}}``.
-``cache``       ``{"counters": counters.measure(...), "simulation": {...}, "mrc": {...}}``.
-``simd``        `dlrmprof.profile.simd.sweep()` result.
+``cache``       ``{"counters": counters.availability() or counters.measure(fn),
+                "simulation": {op name: cachesim.simulate_op(...)} (or cachesim.simulate_trace),
+                "mrc": {table: {"sizes_bytes": [...], "hit_rates": [...]}} (trace's own MRC),
+                "sweep": sweep.run_sweep(...) (optional)}``.
+``simd``        `dlrmprof.profile.simd.run_simd()` result (levels, ops, held, statement).
 ``training``    loss curve etc. when ``mode == "train"``.
 
 An ``ops`` row (a dict; `op_row()` builds one and `validate_op_row()` checks one)
