@@ -1,3 +1,164 @@
-"""`dlrmprof` commands of this area (see dlrmprof/cli.py)."""
+"""`dlrmprof run`: profile a DLRM fed by a trace (or real Criteo rows) on this host."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import click
+
+from dlrmprof.errors import UserError
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s >= 1e-1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def _table(report, verdicts: dict) -> list[str]:
+    lines = [f"  {'op':<22} {'phase':<9} {'median':>10} {'p10..p90':>21} {'flag':>4} "
+             f"{'GB/s':>7} {'GFLOP/s':>8}  verdict"]
+    per_table = [r for r in report.ops if r["name"].startswith("emb.") and r["name"] != "emb.all"]
+    shown = [r for r in report.ops if r not in per_table]
+    for r in shown:
+        t = r["time"]
+        med = t["median"]
+        gbs = f"{r['bytes'] / med / 1e9:7.2f}" if r.get("bytes") and med > 0 else f"{'':>7}"
+        gfl = f"{r['flops'] / med / 1e9:8.2f}" if r.get("flops") and med > 0 else f"{'':>8}"
+        v = verdicts.get((r["name"], r["phase"]))
+        vtxt = ""
+        if v and v.get("verdict"):
+            pct = v.get("percent_of_roof")
+            vtxt = v["verdict"] + (f" ({pct:.0f}% of roof)" if isinstance(pct, (int, float))
+                                   else "")
+        lines.append(f"  {r['name']:<22} {r['phase']:<9} {_fmt_s(med):>10} "
+                     f"{_fmt_s(t['p10']) + '..' + _fmt_s(t['p90']):>21} {t['flagged']:>4} "
+                     f"{gbs} {gfl}  {vtxt}")
+    if per_table:
+        fwd = sorted((r for r in per_table if r["phase"] == "forward"),
+                     key=lambda r: -r["time"]["median"])
+        if fwd:
+            top = ", ".join(f"{r['name'][4:]} {_fmt_s(r['time']['median'])} "
+                            f"({r['shape'].get('rows')} rows)" for r in fwd[:4])
+            lines.append(f"  per table (forward, slowest first): {top}; all {len(fwd)} tables "
+                         f"in the report")
+    return lines
+
+
+@click.command("run")
+@click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda",
+              help="Where the model runs; cuda needs a visible GPU.")
+@click.option("--trace", "trace", type=click.Path(dir_okay=False), default=None,
+              help="Trace file from gen-trace (default traces/locality.npz for --data trace).")
+@click.option("--data", type=click.Choice(["trace", "kaggle", "random"]), default="trace",
+              show_default=True,
+              help="trace: indices from the trace (synthetic dense/labels); kaggle: real Criteo "
+                   "rows (bundled sample unless --input); random: uniform indices.")
+@click.option("--mode", type=click.Choice(["train", "infer"]), default="train",
+              show_default=True)
+@click.option("--backend", default=None,
+              help="Kernel backend: numba or torch on cpu (default numba); torch or numba-cuda "
+                   "on cuda (default torch).")
+@click.option("--config", "config", default="kaggle", show_default=True,
+              help="Preset (kaggle, terabyte, tiny) or a YAML file.")
+@click.option("--max-rows", type=int, default=None, help="Cap every table at N rows.")
+@click.option("--batch-size", type=int, default=None, help="Default: the config's (128).")
+@click.option("--iters", type=int, default=100, show_default=True, help="Timed iterations.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="Untimed iterations.")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="torch and numba threads.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seeds model init, synthetic dense features/labels, random indices.")
+@click.option("--out", type=click.Path(), default=None,
+              help="Report path (default reports/<host_id>/<time>-<config>-<device>-<backend>"
+                   ".json); a training plot goes beside it.")
+@click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
+              help="Criteo TSV file(s) for --data kaggle (default: the bundled sample).")
+@click.option("--input-rows", type=int, default=None, help="Read at most N Criteo rows.")
+@click.option("--test-fraction", type=float, default=0.2, show_default=True,
+              help="--data kaggle: last fraction of the rows held out for evaluation.")
+@click.option("--eval-every", type=int, default=None,
+              help="--data kaggle --mode train: evaluate every N steps (default: 20 points).")
+@click.option("--roofline/--no-roofline", default=True, show_default=True,
+              help="Verdicts against this host's measured ceilings (probed once, cached).")
+@click.option("--cache-study/--no-cache-study", default=True, show_default=True,
+              help="Simulate the trace's embedding rows through this host's caches.")
+def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters, warmup,
+        threads, seed, out, inputs, input_rows, test_fraction, eval_every, roofline,
+        cache_study):
+    """Profile a DLRM on this host: per-op time, bytes, FLOPs, verdicts, samples/s.
+
+    Warm-up, then timed iterations; per op (embedding bag per table and all tables, bottom
+    MLP, interaction, top MLP, loss, backward, optimizer and the sparse embedding update) the
+    median and spread, end-to-end samples/s with data loading shown separately, and the
+    other processes' CPU use while timing.  Writes a JSON report atomically.
+
+    \b
+      dlrmprof gen-trace --from kaggle
+      dlrmprof run --device cpu --trace traces/locality.npz
+      dlrmprof run --data kaggle --mode train --iters 300 --out reports/kaggle.json
+      dlrmprof run --config kaggle --max-rows 1000000 --data random --mode infer
+      dlrmprof run --device cuda --backend numba-cuda --trace traces/locality.npz
+    """
+    from dlrmprof.dlrm.runner import RunOptions, execute, prepare
+
+    opts = RunOptions(device=device, trace=trace, data=data, mode=mode, backend=backend,
+                      config=config, max_rows=max_rows, batch_size=batch_size, iters=iters,
+                      warmup=warmup, threads=threads, seed=seed, out=out, input=tuple(inputs),
+                      input_rows=input_rows, test_fraction=test_fraction, eval_every=eval_every,
+                      roofline=roofline, cache_study=cache_study)
+    prep = prepare(opts)
+    click.echo(prep.config.describe())
+    if data == "kaggle":
+        info = prep.trace_info
+        click.echo(f"data: {info['rows']} Criteo rows from {info['path']}"
+                   f"{' (the bundled sample)' if info['bundled'] else ''}: {info['train_rows']} "
+                   f"train, {info['test_rows']} test; {info['malformed']} malformed lines skipped")
+    elif prep.trace is not None:
+        info = prep.trace_info
+        click.echo(f"trace: {info['path']} ({info['num_samples']} samples"
+                   f"{', synthesized from its profiles' if info['materialized'] else ''}), "
+                   f"sha256 {info['digest'][:16]}...")
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=iters, desc=f"{mode} {prep.backend}", unit="it", leave=False,
+               disable=None)
+    try:
+        result = execute(prep, progress=bar.update, say=lambda s: click.echo(s, err=True))
+    finally:
+        bar.close()
+    rep = result.report
+    verdicts = {(v.get("name"), v.get("phase")): v
+                for v in (rep.roofline.get("rows") or [])}
+    click.echo("\n".join(_table(rep, verdicts)))
+    e2e = rep.end_to_end
+    click.echo(f"end to end: {e2e['samples_per_s']:,.0f} samples/s (data loading + model); "
+               f"model only {e2e['model_samples_per_s']:,.0f} samples/s; data loading "
+               f"{e2e['data_fraction']:.1%} of the time")
+    nz = rep.noise
+    if nz.get("windows"):
+        click.echo(f"noise: other processes used {nz['other_cores_mean']:.2f} cores on average "
+                   f"(max {nz['other_cores_max']:.2f}) of {nz['cpus']}; "
+                   f"{nz['contaminated_windows']}/{nz['windows']} windows contaminated, "
+                   f"{nz['flagged']} op samples flagged")
+    tr = rep.training
+    if tr.get("test"):
+        t, b = tr["test"], tr["base_rate"]
+        auc = "n/a" if t["auc"] is None else f"{t['auc']:.3f}"
+        click.echo(f"held-out test ({t['n']} rows): logloss {t['logloss']:.4f} vs base rate "
+                   f"{b['logloss']:.4f}; accuracy {t['accuracy']:.3f} vs {b['accuracy']:.3f}; "
+                   f"ROC AUC {auc} vs 0.5")
+        if result.png is not None:
+            click.echo(f"wrote {result.png}")
+    elif tr.get("losses"):
+        click.echo(f"training loss {tr['first_loss']:.4f} -> {tr['last_loss']:.4f} "
+                   f"({tr.get('note', '')})")
+    click.echo(f"wrote {result.summary['out']}")
+
+
+COMMANDS = [run]
+
+__all__ = ["COMMANDS", "UserError"]

@@ -235,12 +235,15 @@ def bundled_criteo_sample() -> Path:
 
 
 def load_criteo(paths: Sequence[str | Path], max_rows: int | None = None,
-                table_rows: Sequence[int] | None = None) -> CriteoData:
-    """Read Criteo TSV rows with the trace toolkit's reader (dense -> log(1 + max(x, 0)))."""
+                table_rows: int | None = None) -> CriteoData:
+    """Read Criteo TSV rows with the trace toolkit's reader (dense -> log(1 + max(x, 0))).
+
+    `table_rows` caps every table (the reader reduces raw values modulo it, like DLRM's
+    --max-ind-range); each table then needs as many rows as it saw distinct IDs.
+    """
     from dlrmprof.tracegen.readers import read_criteo
 
-    reader = read_criteo([str(p) for p in paths], max_rows=max_rows,
-                         table_rows=None if table_rows is None else list(table_rows))
+    reader = read_criteo([str(p) for p in paths], max_rows=max_rows, table_rows=table_rows)
     dense, sparse, labels = [], [], []
     for chunk in reader:
         dense.append(np.log1p(np.maximum(chunk.dense, 0)).astype(np.float32))
@@ -249,15 +252,9 @@ def load_criteo(paths: Sequence[str | Path], max_rows: int | None = None,
     where = ", ".join(map(str, paths))
     if not labels:
         raise UserError(f"{where}: no Criteo rows read")
-    sp = np.concatenate(sparse)
-    rows = getattr(reader, "table_rows", None)
-    if rows is None:
-        rows = (sp.max(axis=0) + 1).tolist()
-    malformed = getattr(reader, "malformed", 0)
-    if not isinstance(malformed, int):
-        malformed = int(getattr(malformed, "count", 0) or 0)
-    return CriteoData(np.concatenate(dense), sp, np.concatenate(labels),
-                      [int(r) for r in rows], where, malformed)
+    return CriteoData(np.concatenate(dense), np.concatenate(sparse), np.concatenate(labels),
+                      [max(1, int(r)) for r in reader.table_distinct], where,
+                      int(reader.malformed))
 
 
 class KaggleSource:

@@ -18,7 +18,6 @@ Op names recorded on the timer (per iteration)::
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -38,8 +37,7 @@ class DLRMTrain:
         self.lr = float(lr)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.params = [p for p in model.parameters() if p.requires_grad]
-        foreach = model.device.type == "cuda" or None
-        self.opt = torch.optim.SGD(self.params, lr=self.lr, foreach=foreach)
+        self.opt = torch.optim.SGD(self.params, lr=self.lr, foreach=True)
         self._cuda = model.device.type == "cuda"
         self._numpy_sparse = model.backend == "numba"
 
@@ -152,6 +150,7 @@ class LoopResult:
     batch_size: int
     wall_s: float                 # sum of timed iterations (data loading + model step)
     losses: list[float] = field(default_factory=list)     # per timed training step
+    nnz_mean: list[float] = field(default_factory=list)   # mean lookups per table per batch
     curve: list[dict] = field(default_factory=list)       # evaluations, when asked
 
 
@@ -170,11 +169,15 @@ def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, 
     recent: list[float] = []
     result = LoopResult(mode, iters, warmup, source.B, 0.0)
     step_no = 0
+    nnz_sum: np.ndarray | None = None
 
     def one(tm, record: bool) -> None:
-        nonlocal step_no
+        nonlocal step_no, nnz_sum
         with tm.op("data"):
             batch = source.next_batch()
+        if record:
+            n = np.fromiter((i.shape[0] for i in batch.indices), np.int64, len(batch.indices))
+            nnz_sum = n if nnz_sum is None else nnz_sum + n
         with tm.op("step"):
             out = step_fn(batch, tm)
         if train:
@@ -205,6 +208,7 @@ def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, 
     if evaluate is not None and eval_every and step_no % eval_every != 0:
         result.curve.append(evaluate(step_no, recent))
     result.wall_s = float(sum(timer.iter_wall))
+    result.nnz_mean = [] if nnz_sum is None else (nnz_sum / iters).tolist()
     return result
 
 
