@@ -247,4 +247,82 @@ def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_
                f"sha256 {digest[:16]}...)" + (f"; plot {plot}" if plot else ""))
 
 
-COMMANDS = [gen_trace]
+
+
+# ---------------------------------------------------------------------------- trace-stats
+@click.command("trace-stats")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def trace_stats(file, as_json):
+    """Summarize an existing trace file: per-table counts, MRC and stored fidelity.
+
+    \b
+    Examples:
+      dlrmprof trace-stats traces/locality.npz
+      dlrmprof trace-stats traces/locality.npz --json
+    """
+    from dlrmprof.tracegen import Trace
+
+    trace = Trace.load(file)
+    if as_json:
+        click.echo(json.dumps(_json_doc(trace, None) | {"file": file}, indent=1))
+        return
+    h = trace.header
+    src = h.get("source", {})
+    click.echo(f"{file}: {h['format']} v{h['version']}, {len(trace.tables)} tables, "
+               f"{trace.num_samples} samples, "
+               f"{'indices + profiles' if trace.has_indices else 'profile only'}, "
+               f"seed {h.get('seed')}, tool {h.get('tool_version')}")
+    click.echo(f"source: {src.get('kind')} {', '.join(src.get('files', []))} "
+               f"({src.get('rows_read')} rows, {src.get('malformed_lines', 0)} malformed)")
+    for line in _table_lines(trace.summary_rows()):
+        click.echo(line)
+    click.echo(f"sha256 {trace.digest}")
+
+
+# ---------------------------------------------------------------------------- export-trace
+@click.command("export-trace")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--to", "fmt", type=click.Choice(["oracle-general", "tbe", "mrc-hist"]),
+              required=True, help="Target format.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--obj-size", type=click.IntRange(min=1, max=2**32 - 1), default=1,
+              show_default=True, help="oracle-general: bytes per object (1 = sizes in rows).")
+@click.option("--bins", type=click.IntRange(min=1), default=100, show_default=True,
+              help="mrc-hist: bins over load factors 0..1.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="mrc-hist: samples per batch for expected_lookups.")
+@click.option("--length", type=click.IntRange(min=1), default=None,
+              help="Samples to synthesize first when FILE is profile-only (default: source's).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for synthesizing a profile-only FILE.")
+def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
+    """Export a trace: libCacheSim oracleGeneral, FBGEMM TBE requests (.pt), TorchRec-style
+    mrc_hist_counts (.pt, or .json by suffix).
+
+    \b
+    Examples:
+      dlrmprof export-trace traces/locality.npz --to oracle-general --out traces/locality.oracleGeneral.bin
+      dlrmprof export-trace traces/locality.npz --to tbe --out traces/requests.pt
+      dlrmprof export-trace traces/locality.npz --to mrc-hist --out traces/mrc_hist.pt
+    """
+    from dlrmprof.tracegen import Trace, export
+
+    trace = Trace.load(file)
+    if not trace.has_indices or length is not None:
+        trace = trace.materialize(num_samples=length, seed=seed)
+    if fmt == "oracle-general":
+        n = export.oracle_general(trace, out, obj_size=obj_size)
+        click.echo(f"wrote {out}: {n} oracleGeneral records (24 bytes each; obj_id = "
+                   f"table << 40 | row, obj_size {obj_size})")
+    elif fmt == "tbe":
+        export.tbe_requests(trace, out)
+        click.echo(f"wrote {out}: TBE requests, T={len(trace.tables)} B={trace.num_samples}, "
+                   f"{trace.indices.size} indices")
+    else:
+        stats = export.mrc_hist(trace, bins=bins, batch_size=batch_size)
+        export.save_mrc_hist(stats, out)
+        click.echo(f"wrote {out}: mrc_hist_counts ({bins} bins) for {len(stats)} tables")
+
+
+COMMANDS = [gen_trace, trace_stats, export_trace]
