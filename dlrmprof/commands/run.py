@@ -85,9 +85,13 @@ def _table(report, verdicts: dict) -> list[str]:
               help="Verdicts against this host's measured ceilings (probed once, cached).")
 @click.option("--cache-study/--no-cache-study", default=True, show_default=True,
               help="Simulate the trace's embedding rows through this host's caches.")
+@click.option("--simd/--no-simd", default=False, show_default=True,
+              help="Add the SIMD-width study (a child process per ISA level; slow).")
+@click.option("--render/--no-render", default=True, show_default=True,
+              help="Write a Markdown summary and PNG plots beside the report.")
 def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters, warmup,
         threads, seed, out, inputs, input_rows, test_fraction, eval_every, roofline,
-        cache_study):
+        cache_study, simd, render):
     """Profile a DLRM on this host: per-op time, bytes, FLOPs, verdicts, samples/s.
 
     Warm-up, then timed iterations; per op (embedding bag per table and all tables, bottom
@@ -108,7 +112,7 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
                       config=config, max_rows=max_rows, batch_size=batch_size, iters=iters,
                       warmup=warmup, threads=threads, seed=seed, out=out, input=tuple(inputs),
                       input_rows=input_rows, test_fraction=test_fraction, eval_every=eval_every,
-                      roofline=roofline, cache_study=cache_study)
+                      roofline=roofline, cache_study=cache_study, simd=simd, render=render)
     prep = prepare(opts)
     click.echo(prep.config.describe())
     if data == "kaggle":
@@ -157,6 +161,8 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
         click.echo(f"training loss {tr['first_loss']:.4f} -> {tr['last_loss']:.4f} "
                    f"({tr.get('note', '')})")
     click.echo(f"wrote {result.summary['out']}")
+    for p in result.summary.get("rendered", []):
+        click.echo(f"wrote {p}")
 
 
 COMMANDS = [run]

@@ -47,6 +47,8 @@ class RunOptions:
     eval_every: int | None = None
     roofline: bool = True                # measured ceilings (cached per host) + verdicts
     cache_study: bool = True             # simulate the trace's rows through this host's caches
+    simd: bool = False                   # the SIMD-width study (child process per ISA level)
+    render: bool = True                  # Markdown + PNGs beside the report
 
 
 @dataclass
@@ -383,6 +385,13 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
                                     noise=noise, training=training)
     if opts.roofline:
         sections.update(_roofline(rows, fp, prep, say))
+    if opts.simd:
+        from dlrmprof.profile.simd import run_simd
+
+        say("SIMD-width study (one child process per ISA level)")
+        sections["simd"] = run_simd(fp, ceilings=sections.get("ceilings"),
+                                    threads=opts.threads, quick=True,
+                                    progress=lambda m: say(f"  simd: {m}"))
     report = Report.new(fp, rows, **sections)
     out = prep.out or report.default_path("reports")
     prep.out = Path(out)
@@ -391,7 +400,13 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
         plot_training(loop.curve, training["base_rate"], png)
         report = report.replace(training=dict(training, plot=str(png)))
     report.save(out)
-    summary = {"out": str(out), "end_to_end": end_to_end, "noise": noise, "training": training}
+    rendered: list[Path] = []
+    if opts.render:
+        from dlrmprof.profile.render import render_report
+
+        rendered = list(render_report(report, out))
+    summary = {"out": str(out), "end_to_end": end_to_end, "noise": noise, "training": training,
+               "rendered": [str(p) for p in rendered]}
     return RunResult(report, loop, summary, png)
 
 
@@ -416,17 +431,21 @@ def _roofline(rows, fp, prep: Prepared, say) -> dict:
 
 
 def _cache_study(prep: Prepared, fp, say) -> dict | None:
-    """Simulate the trace's embedding rows through this host's caches (profiler's cachesim)."""
-    try:
-        from dlrmprof.profile import cachesim
-    except ImportError:
+    """Simulate the trace's embedding rows through this host's caches (the profiler's
+    `cachesim.simulate_trace`: every table's whole index stream, per table and all tables)."""
+    from dlrmprof.profile import cachesim
+
+    caches = fp.get("caches") or []
+    if not caches:
         return None
-    if not hasattr(cachesim, "simulate_trace"):
-        return None
-    say("simulating the trace's rows through this host's caches")
-    sim = cachesim.simulate_trace(prep.trace, fp.get("caches", []), dim=prep.config.embedding_dim)
-    per_op = sim.get("per_op") if isinstance(sim, dict) else None
-    return {"section": {"simulation": sim, "source": "simulated"}, "per_op": per_op}
+    say("simulating the trace's embedding rows through this host's caches")
+    sim = cachesim.simulate_trace(prep.trace, caches, dim=prep.config.embedding_dim)
+    from dlrmprof.profile import counters
+
+    section = {"simulation": sim, "source": "simulated",
+               "counters": fp.get("counters") or counters.availability(),
+               "note": "whole trace, every table's rows laid out one after another"}
+    return {"section": section, "per_op": sim}
 
 
 def plot_training(curve: list[dict], base: dict, path: Path) -> None:
