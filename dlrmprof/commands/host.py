@@ -100,3 +100,66 @@ def sweep_cmd(min_size, max_size, per_octave, threads, dim, as_json, out, png) -
 
 
 COMMANDS.append(sweep_cmd)
+
+
+@click.command("simd")
+@click.option("--level", "levels", multiple=True, metavar="LEVEL",
+              help="numba ISA level (repeatable): scalar, sse4.2, avx2, avx512-256, avx512. "
+                   "Default: every level this host can run.")
+@click.option("--torch-level", "torch_levels", multiple=True, metavar="LEVEL",
+              help="torch knob set (repeatable): baseline, avx2, avx512.  Default: all this "
+                   "host can run.")
+@click.option("--no-torch", is_flag=True, help="Skip the torch knob study.")
+@click.option("--threads", type=click.IntRange(1, None), default=1, show_default=True)
+@click.option("--quick", is_flag=True, help="Smaller problem sizes (a faster, noisier study).")
+@click.option("--no-probe", is_flag=True, help="Do not probe ceilings if none are cached "
+              "(verdicts are then left out).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the result as JSON to this file.")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also plot speed-up bars.")
+@click.option("--host-root", default="/", hidden=True,
+              help="Read CPU flags from a canned /proc tree (tests).")
+def simd_cmd(levels, torch_levels, no_torch, threads, quick, no_probe, as_json, out, png,
+             host_root) -> None:
+    """SIMD-width sensitivity: the same kernels at each ISA level, one child process per
+    level, the level verified from the generated assembly; torch's ISA knobs per op.
+
+    \b
+      dlrmprof simd
+      dlrmprof simd --level scalar --level avx512 --no-torch --quick
+    """
+    from dlrmprof.fsutil import atomic_write_text
+    from dlrmprof.profile import ceilings, host, render, simd
+
+    fp = host.collect(host_root, gpu=False, counters=False)
+    flags, arch = fp["cpu"].get("flags", []), fp["cpu"].get("arch")
+    # refuse impossible levels before measuring anything
+    simd.check_levels(levels, flags, arch=arch)
+    simd.check_levels(torch_levels, flags, torch=True, arch=arch)
+    if host_root != "/":
+        raise UserError("--host-root only checks levels against a canned host; "
+                        "measurements need the live host")
+    c = ceilings.load_cached(fp["host_id"])
+    if c is None and not no_probe:
+        c, _ = ceilings.load_or_probe(fp, progress=None if as_json else _progress)
+    res = simd.run_simd(fp, levels=list(levels) or None,
+                        torch_levels=() if no_torch else (list(torch_levels) or None),
+                        ceilings=c, threads=threads, quick=quick,
+                        progress=None if as_json else _progress)
+    res["host_id"] = fp["host_id"]
+    if out:
+        atomic_write_text(out, json.dumps(res, indent=1))
+    if png:
+        render.plot_simd(res, png)
+    if as_json:
+        click.echo(json.dumps(res, indent=1))
+        return
+    click.echo(render.simd_markdown(res))
+    if res.get("torch"):
+        click.echo("\ntorch knobs (speed-up over the narrowest knob set):\n")
+        click.echo(render.simd_markdown(res["torch"]))
+
+
+COMMANDS.append(simd_cmd)

@@ -229,6 +229,8 @@ def markdown(report) -> str:
     simd = report.simd or {}
     if simd.get("ops"):
         out += ["", "## SIMD-width sensitivity", "", simd_markdown(simd)]
+        if simd.get("torch"):
+            out += ["", "torch ISA knobs:", "", simd_markdown(simd["torch"])]
     noise_ = report.noise or {}
     if noise_:
         out += ["", "## Noise", "", ", ".join(f"{k}: {v}" for k, v in noise_.items()
@@ -247,12 +249,17 @@ def simd_markdown(simd: Mapping) -> str:
             cells.append(f"{c['time_s'] * 1e3:.3f} ms ({c['speedup']:.2f}x)"
                          if c.get("time_s") else (c.get("error") or "-"))
         lines.append(f"| {o['op']} | {o.get('verdict') or '-'} | " + " | ".join(cells) + " |")
-    lv_lines = [f"- {lv['name']}: xmm {lv.get('asm', {}).get('xmm', '?')}, ymm "
-                f"{lv.get('asm', {}).get('ymm', '?')}, zmm {lv.get('asm', {}).get('zmm', '?')} "
-                f"({'verified' if lv.get('verified') else 'NOT verified'})"
-                for lv in simd.get("levels") or []]
+    lv_lines = []
+    for lv in simd.get("levels") or []:
+        what = (f"xmm {lv['asm']['xmm']}, ymm {lv['asm']['ymm']}, zmm {lv['asm']['zmm']}, "
+                f"packed FP ops {lv['asm'].get('packed_fp', '?')}" if "asm" in lv else
+                ", ".join(f"{k} {v}" for k, v in (lv.get("verify") or {}).items()))
+        status = "verified" if lv.get("verified") else "NOT verified"
+        lv_lines.append(f"- {lv['name']}: {what} ({status}: expected {lv.get('expect', '?')})")
     held = simd.get("held")
-    return "\n".join(lines + ["", "Vector registers in the generated code:"] + lv_lines + [
+    if "held" not in simd:   # a sub-study (torch) rendered on its own
+        return "\n".join(lines + ["", "Levels:"] + lv_lines)
+    return "\n".join(lines + ["", "Levels (from the generated code):"] + lv_lines + [
         "", f"Expectation (memory/latency-bound ops insensitive, compute-bound ones sensitive): "
             f"{'held' if held else 'did not hold' if held is False else 'not decided'}"
             f"{': ' + simd['statement'] if simd.get('statement') else ''}"])
