@@ -161,9 +161,7 @@ def build_profile(name: str, ids: np.ndarray, lengths: np.ndarray | None = None,
     hot_rank[hot_ids] = np.arange(k)
     r = hot_rank[ids] if n else np.zeros(0, dtype=np.int64)
     is_hot = r >= 0
-    hot_win = np.zeros((k, W), dtype=np.int64)
-    if k:
-        np.add.at(hot_win, (r[is_hot], win_of[is_hot]), 1)
+    hot_win = np.bincount(r[is_hot] * W + win_of[is_hot], minlength=k * W).reshape(k, W)
     # tail: reuse distances among tail ids only
     tail_ids = ids[~is_hot]
     tail_win = win_of[~is_hot]
@@ -176,9 +174,8 @@ def build_profile(name: str, ids: np.ndarray, lengths: np.ndarray | None = None,
         nb = int(tbins.max()) + 1
     else:
         nb = 0
-    tail_hist = np.zeros((W, nb), dtype=np.int64)
-    if nb:
-        np.add.at(tail_hist, (tail_win[warm], tbins), 1)
+    tail_hist = np.bincount(tail_win[warm] * nb + tbins, minlength=W * nb).reshape(W, nb) \
+        if nb else np.zeros((W, 0), dtype=np.int64)
     bl_vals, bl_counts = _pooling(lengths)
     return LocalityProfile(
         name=str(name), rows=int(rows if rows is not None else (int(ids.max()) + 1 if n else 1)),

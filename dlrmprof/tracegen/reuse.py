@@ -19,7 +19,9 @@ occupied slots after the ID's previous slot.  Two things keep it fast:
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 # ---------------------------------------------------------------- distance histogram bins
@@ -88,6 +90,28 @@ def _popcnt(typingctx, x):
     return sig, codegen
 
 
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Software prefetch of arr[idx] (llvm.prefetch: read, high locality)."""
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]],
+                                       wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                          ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
+
+
+PREFETCH_AHEAD = 32
+
+
 @njit(cache=True, inline="always")
 def _pc(x):
     return np.int64(_popcnt(np.uint64(x)))
@@ -147,6 +171,8 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
     while i < n:
         if t >= cap:
             break
+        if i + PREFETCH_AHEAD < n:
+            _prefetch(last, ids[i + PREFETCH_AHEAD])
         x = ids[i]
         s = np.int64(last[x])
         wt = t >> 6
@@ -384,6 +410,17 @@ def hit_rates(hist: np.ndarray, cold: int, sizes: np.ndarray) -> np.ndarray:
             h = cum[j] + hist[j] * (c - lo) / (hi - lo)
         out[i] = h / total
     return out
+
+
+def exact_hit_rates(dist: np.ndarray, sizes) -> np.ndarray:
+    """LRU hit rate at any cache sizes, exactly, from per-access distances (O(N + distinct))."""
+    dist = np.asarray(dist, dtype=np.int64)
+    if dist.size == 0:
+        return np.zeros(len(sizes))
+    counts = np.bincount(dist[dist >= 0]) if (dist >= 0).any() else np.zeros(1, dtype=np.int64)
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    idx = np.minimum(np.asarray(sizes, dtype=np.int64), len(counts))
+    return cum[idx] / dist.size
 
 
 # ---------------------------------------------------------------- SHARDS sampling

@@ -69,7 +69,7 @@ def _select(word, k):
 
 
 @njit(cache=True)
-def _rebuild_stack(owner, last, used, cap):
+def _rebuild_stack(owner, used, cap):
     """Compact occupied slots (owner >= 0) of 1..used to 1..D; new bitmap + tree."""
     d = 0
     for s in range(1, used + 1):
@@ -77,7 +77,6 @@ def _rebuild_stack(owner, last, used, cap):
         if o >= 0:
             d += 1
             owner[d] = o
-            last[o] = d
     for s in range(d + 1, used + 1):
         owner[s] = -1
     nw = cap // 64
@@ -95,6 +94,7 @@ def _rebuild_stack(owner, last, used, cap):
 
 @njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed, max_ids):
+    # cap is a power of two times 64, so nw is a power of two: the descent needs no bound check
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped)."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.empty(1, dtype=np.uint64)
@@ -106,7 +106,6 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
     rem_hot = np.zeros(K, dtype=np.int64)
     cap = 1 << 14
     owner = np.full(cap + 1, -1, dtype=np.int64)
-    last = np.zeros(max(n_out, 1), dtype=np.int64)
     nw = cap // 64
     bits = np.zeros(nw, dtype=np.uint64)
     tree = np.zeros(nw + 1, dtype=np.int32)
@@ -130,6 +129,16 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
         if wtot == 0:
             wcdf = fallback_cdf
             wtot = fallback_cdf[nb - 1] if nb > 0 else 0
+        # guide table: guide[j] = first bin whose cdf exceeds j * wtot / G
+        G = 1024
+        guide = np.zeros(G + 1, dtype=np.int64)
+        if wtot > 0:
+            b = 0
+            for j in range(G + 1):
+                thr = (j * wtot) // G
+                while b < nb - 1 and wcdf[b] <= thr:
+                    b += 1
+                guide[j] = b
         for pos in range(lo, hi):
             if t >= cap:
                 used = t - 1
@@ -146,7 +155,7 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                     nowner[: used + 1] = owner[: used + 1]
                     owner = nowner
                     cap = ncap
-                D, bits, tree = _rebuild_stack(owner, last, used, cap)
+                D, bits, tree = _rebuild_stack(owner, used, cap)
                 nw = cap // 64
                 t = D + 1
             remaining = tot_hot + rem_cold + rem_warm
@@ -186,14 +195,9 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                 d = D
                 for _try in range(8):
                     u = _below(state, wtot)
-                    a = 0
-                    b = nb - 1
-                    while a < b:
-                        m = (a + b) >> 1
-                        if wcdf[m] > u:
-                            b = m
-                        else:
-                            a = m + 1
+                    a = guide[(u * G) // wtot]
+                    while wcdf[a] <= u:
+                        a += 1
                     lo_e = edges[a]
                     width = edges[a + 1] - lo_e
                     d = lo_e + (_below(state, width) if width > 1 else 0)
@@ -230,13 +234,12 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                 if s < 0:
                     k = D - d          # 1-based rank from the oldest
                     p = 0
-                    step = 1
-                    while step * 2 <= nw:
-                        step *= 2
+                    step = nw
                     while step > 0:
-                        if p + step <= nw and tree[p + step] < k:
-                            p += step
-                            k -= tree[p]
+                        v = tree[p + step]
+                        c = v < k
+                        p += step * c
+                        k -= v * c
                         step >>= 1
                     s = p * 64 + _select(bits[p], k)
                 g = owner[s]
@@ -255,7 +258,6 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                         j += j & (-j)
             bits[wt] |= one << np.uint64(t & 63)
             owner[t] = g
-            last[g] = t
             t += 1
             out[pos] = g
     return out, items, extra_cold, clamped
