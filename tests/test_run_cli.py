@@ -10,7 +10,7 @@ from dlrmprof.cli import cli
 from dlrmprof.profile.report import Report
 from dlrmprof.tracegen import build_profile, synthesize_trace
 
-FAST = ["--no-roofline", "--no-cache-study", "--iters", "4", "--warmup", "1"]
+FAST = ["--no-roofline", "--no-cache-study", "--no-render", "--iters", "4", "--warmup", "1"]
 
 
 def _trace(path, rows=(64, 100, 257, 1000), num_samples=64, seed=0):
@@ -94,6 +94,7 @@ def test_kaggle_training_learns_and_plots(tmp_path):
     assert [c["step"] for c in tr["curve"]] == [30, 60]
     png = tmp_path / "k.training.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Operators" in (tmp_path / "k.md").read_text()  # rendered beside the report
     assert "held-out test (400 rows)" in res.output
 
 
