@@ -10,9 +10,13 @@ current process generates, so it can count xmm / ymm / zmm registers.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import literally, njit, prange
+
+from dlrmprof.kernels._simd import prefetch, vadd, vfma, vload, vscale, vstore, vzero
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
@@ -79,6 +83,100 @@ def _eb_fwd_ser(weight, indices, offsets, psw, mean, out):
     for b in range(B):
         bad += _eb_bag(weight, indices, offsets, psw, mean, b, out)
     return bad
+
+
+# D-specialised forward: the bag's sum is one <D x float> register value (see _simd), and
+# rows `pf_dist` lookups ahead are prefetched (`pf_lines` = 0: none, 1: first cache line,
+# 2: every line of the row).  D is a literal (compile-time) argument: one cached
+# specialisation per D.
+
+SPECIALISED_MAX_D = 1024
+
+
+def specialised(weight):
+    """Whether the D-specialised path takes this table."""
+    D = weight.shape[1]
+    return (weight.flags.c_contiguous and weight.dtype in (np.float32, np.float64)
+            and 0 < D <= SPECIALISED_MAX_D and D % 4 == 0)
+
+
+@njit(**_OPTS)
+def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_lines, D):
+    D = literally(D)
+    R = weight.shape[0]
+    line = 64 // weight.itemsize
+    bad = 0
+    p_end = offsets[b1]
+    for b in range(b0, b1):
+        s = offsets[b]
+        e = offsets[b + 1]
+        if e < s:
+            bad += 1
+        acc = vzero(weight, D)
+        for p in range(s, e):
+            if pf_lines > 0:
+                q = p + pf_dist
+                if q < p_end:
+                    i2 = indices[q]
+                    if i2 >= 0 and i2 < R:
+                        prefetch(weight, i2, 0)
+                        if pf_lines > 1:
+                            for c in range(line, D, line):
+                                prefetch(weight, i2, c)
+                            prefetch(weight, i2, D - 1)
+            idx = indices[p]
+            if idx < 0 or idx >= R:
+                bad += 1
+                continue
+            if psw is None:
+                acc = vadd(acc, vload(weight, idx, 0, D))
+            else:
+                acc = vfma(acc, vload(weight, idx, 0, D), psw[p])
+        if mean and e > s:
+            acc = vscale(acc, 1.0 / (e - s))
+        vstore(out, b, 0, acc)
+    return bad
+
+
+@njit(parallel=True, **_OPTS)
+def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_lines, D):
+    D = literally(D)
+    B = offsets.shape[0] - 1
+    bad = 0
+    for t in prange(nparts):   # static chunks of consecutive bags, one per thread
+        bad += _eb_vec_range(weight, indices, offsets, psw, mean, out, t * B // nparts,
+                             (t + 1) * B // nparts, pf_dist, pf_lines, D)
+    return bad
+
+
+@functools.lru_cache(maxsize=None)
+def _eb_vec_kernels(D):
+    """(serial, parallel) entry points for dimension D.  D is a closure constant, so the
+    calls below pass a literal and the kernels above compile (and cache) once per D; a plain
+    Python call with `literally` would re-dispatch on every call."""
+
+    @njit(**_OPTS)
+    def eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_lines):
+        return _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist,
+                             pf_lines, D)
+
+    @njit(**_OPTS)
+    def eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_lines):
+        return _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist,
+                           pf_lines, D)
+
+    return eb_vec_ser, eb_vec_par
+
+
+# prefetch settings by D, measured on the development host (benchmarks/bench_embedding_bag.py
+# --tune): (distance in lookups, lines)
+PREFETCH = {16: (16, 1), 32: (16, 1), 64: (16, 2), 128: (8, 2)}
+
+
+def _prefetch_for(D):
+    if D in PREFETCH:
+        return PREFETCH[D]
+    return (16, 1) if D <= 32 else (8, 2)
 
 
 @njit(**_OPTS)
@@ -209,8 +307,19 @@ def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
     B, D = offsets.shape[0] - 1, weight.shape[1]
     out = _alloc((B, D), weight.dtype)
     work = indices.shape[0] * D
-    kern = _eb_fwd_par if work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1 else _eb_fwd_ser
-    bad = kern(weight, indices, offsets, per_sample_weights, mode == "mean", out)
+    threads = numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+    if specialised(weight):
+        pf_dist, pf_lines = _prefetch_for(D)
+        ser, par = _eb_vec_kernels(D)
+        if threads > 1:
+            bad = par(weight, indices, offsets, per_sample_weights, mode == "mean", out,
+                      threads, pf_dist, pf_lines)
+        else:
+            bad = ser(weight, indices, offsets, per_sample_weights, mode == "mean", out, 0, B,
+                      pf_dist, pf_lines)
+    else:
+        kern = _eb_fwd_par if threads > 1 else _eb_fwd_ser
+        bad = kern(weight, indices, offsets, per_sample_weights, mode == "mean", out)
     if bad:
         _raise_bad(bad)
     return out

@@ -1,0 +1,166 @@
+"""numba embedding-bag forward (dlrmprof.kernels, backend="numba") vs torch's
+F.embedding_bag, over tables R x D, pooling L, index distributions and thread counts.
+
+    python benchmarks/bench_embedding_bag.py            # full sweep (R up to 1e7: 5 GB table)
+    python benchmarks/bench_embedding_bag.py --quick    # R in {1e4, 1e6}, D in {16, 128}
+
+Every cell: results checked against torch first; then numba and torch calls are interleaved
+(alternating which goes first), each call on its own batch cut from a pool of indices larger
+than the L3 cache (so repeated batches do not warm the cache for the other side), and the
+medians are compared.  GB/s is effective: every looked-up row counted (nnz * D * 4 bytes).
+"others" is the CPU time other processes used during the cell, in cores (this machine is
+shared: a cell with others near a full core is contaminated, mostly at 2 threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+
+import numba
+import numpy as np
+import psutil
+import torch
+import torch.nn.functional as F
+
+from dlrmprof import kernels
+
+B = 2048
+L3_BYTES = 32 << 20
+
+
+def zipf_ids(rng, n, R, a=1.1):
+    """Zipf(a) ranks truncated to [1, R] (rejection), scattered over the table by a fixed
+    bijection so hot rows are not neighbours in memory."""
+    out = np.empty(n, dtype=np.int64)
+    filled = 0
+    while filled < n:
+        x = rng.zipf(a, size=2 * (n - filled))
+        x = x[x <= R]
+        take = min(len(x), n - filled)
+        out[filled:filled + take] = x[:take]
+        filled += take
+    mult = 2654435761
+    while np.gcd(mult, R) != 1:
+        mult += 2
+    return ((out - 1) * mult) % R
+
+
+def index_pool(rng, R, D, L, dist):
+    """Enough batches that one sweep through them touches >= 4x L3 of rows."""
+    per_batch = B * L
+    nbatches = int(np.clip(np.ceil(4 * L3_BYTES / (per_batch * D * 4)), 8, 512))
+    n = nbatches * per_batch
+    ids = rng.integers(0, R, size=n) if dist == "uniform" else zipf_ids(rng, n, R)
+    offsets = np.arange(0, per_batch + 1, L, dtype=np.int64)
+    return ids.reshape(nbatches, per_batch), offsets
+
+
+def time_cell(weight_np, weight_t, pool, offsets, threads, seconds):
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+    offsets_t = torch.from_numpy(offsets)
+    pool_t = torch.from_numpy(pool)
+    nb = pool.shape[0]
+
+    def run_numba(i):
+        return kernels.embedding_bag(weight_np, pool[i], offsets, backend="numba")
+
+    def run_torch(i):
+        return F.embedding_bag(pool_t[i], weight_t, offsets_t, mode="sum",
+                               include_last_offset=True)
+
+    got, want = run_numba(0), run_torch(0).numpy()
+    if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+        raise SystemExit(f"numba result differs from torch: max err {np.abs(got - want).max()}")
+    for i in range(min(nb, 4)):  # warm-up both
+        run_numba(i), run_torch(i)
+    samples = {"numba": [], "torch": []}
+    me = psutil.Process()
+    cpu0, mine0, t_start = psutil.cpu_times(), me.cpu_times(), time.perf_counter()
+    k = 0
+    while time.perf_counter() - t_start < seconds or len(samples["numba"]) < 5:
+        order = (("numba", run_numba), ("torch", run_torch))
+        if k % 2:
+            order = order[::-1]
+        for j, (name, fn) in enumerate(order):
+            i = (2 * k + j) % nb
+            t0 = time.perf_counter_ns()
+            fn(i)
+            samples[name].append(time.perf_counter_ns() - t0)
+        k += 1
+    wall = time.perf_counter() - t_start
+    cpu1, mine1 = psutil.cpu_times(), me.cpu_times()
+    busy = lambda c: c.user + c.system + getattr(c, "nice", 0) + getattr(c, "irq", 0) + \
+        getattr(c, "softirq", 0)
+    others = (busy(cpu1) - busy(cpu0) - (mine1.user + mine1.system - mine0.user - mine0.system))
+    return ({n: float(np.median(v)) * 1e-9 for n, v in samples.items()},
+            max(0.0, others / wall))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="reduced sweep")
+    ap.add_argument("--rows", type=float, nargs="*", help="override R values")
+    ap.add_argument("--dims", type=int, nargs="*", help="override D values")
+    ap.add_argument("--pooling", type=int, nargs="*", help="override L values")
+    ap.add_argument("--dists", nargs="*", choices=["uniform", "zipf"])
+    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
+    dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
+    pools = args.pooling or [1, 20]
+    dists = args.dists or ["uniform", "zipf"]
+    seconds = args.seconds or (0.25 if args.quick else 0.5)
+    rng = np.random.default_rng(args.seed)
+
+    print(f"B={B}  numba {numba.__version__} "
+          f"torch {torch.__version__}  cells: R={rows} D={dims} L={pools} {dists} "
+          f"threads={args.threads}", flush=True)
+    hdr = (f"{'R':>9} {'D':>4} {'L':>3} {'dist':>7} {'thr':>3} {'table':>8} {'where':>5} "
+           f"{'numba us':>9} {'torch us':>9} {'numba GB/s':>10} {'torch GB/s':>10} "
+           f"{'ratio':>6} {'others':>6}")
+    print(hdr)
+    results = []
+    for R in rows:
+        for D in dims:
+            table_bytes = R * D * 4
+            where = "DRAM" if table_bytes >= 4 * L3_BYTES else "cache"
+            weight = rng.random((R, D), dtype=np.float32)
+            weight_t = torch.from_numpy(weight)
+            for L in pools:
+                for dist in dists:
+                    pool, offsets = index_pool(rng, R, D, L, dist)
+                    for thr in args.threads:
+                        med, others = time_cell(weight, weight_t, pool, offsets, thr, seconds)
+                        gb = B * L * D * 4 / 1e9
+                        ratio = med["torch"] / med["numba"]
+                        results.append((R, D, L, dist, thr, where, ratio, others))
+                        print(f"{R:>9.0e} {D:>4} {L:>3} {dist:>7} {thr:>3} "
+                              f"{table_bytes / 2**20:>6.0f}MB {where:>5} "
+                              f"{med['numba'] * 1e6:>9.1f} {med['torch'] * 1e6:>9.1f} "
+                              f"{gb / med['numba']:>10.2f} {gb / med['torch']:>10.2f} "
+                              f"{ratio:>5.2f}x {others:>6.2f}"
+                              f"{'  !' if others > 0.5 else ''}", flush=True)
+                    del pool
+            del weight, weight_t
+            gc.collect()
+    ratios = np.array([r[6] for r in results])
+    dram = np.array([r[6] for r in results if r[5] == "DRAM"])
+    worst = results[int(np.argmin(ratios))]
+    print(f"\nratio numba/torch speed: geomean {np.exp(np.log(ratios).mean()):.2f}x, "
+          f"worst {worst[6]:.2f}x at R={worst[0]:.0e} D={worst[1]} L={worst[2]} {worst[3]} "
+          f"{worst[4]} thr; cells >= 1.0x: {(ratios >= 1.0).sum()}/{len(ratios)}")
+    if len(dram):
+        print(f"DRAM cells (table >= 4x L3): geomean {np.exp(np.log(dram).mean()):.2f}x, "
+              f"min {dram.min():.2f}x, cells >= 1.3x: {(dram >= 1.3).sum()}/{len(dram)}")
+    print("('!' = other processes used > 0.5 core during the cell: contaminated)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

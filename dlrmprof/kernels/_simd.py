@@ -1,0 +1,158 @@
+"""Tiny numba extension: fixed-length vectors held in registers, and software prefetch.
+
+`Vec(dtype, n)` is an LLVM ``<n x dtype>`` value.  A kernel specialised for an embedding
+dimension D keeps one bag's running sum as a single ``<D x float>`` value, so LLVM keeps it
+in (D / 16) zmm or (D / 8) ymm registers, whatever the target's width, and every row is
+added with full-width loads, no loop, no aliasing question between the table and the output.
+The vector length must be a compile-time constant (a literal int: a closure constant).
+
+`prefetch(arr, i, j)` issues ``llvm.prefetch`` (read, high locality, data) for the address of
+``arr[i, j]``; it never faults, so a prefetch of a bad address is harmless.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.core.datamodel import models, register_default
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+
+class Vec(types.Type):
+    def __init__(self, dtype, count):
+        self.dtype = dtype
+        self.count = count
+        super().__init__(name=f"Vec({dtype} x {count})")
+
+
+@register_default(Vec)
+class _VecModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        elem = dmm.lookup(fe_type.dtype).get_value_type()
+        super().__init__(dmm, fe_type, ir.VectorType(elem, fe_type.count))
+
+
+def _literal_count(count):
+    if not isinstance(count, types.IntegerLiteral) or count.literal_value <= 0:
+        raise TypingError(f"vector length must be a positive literal int, got {count}")
+    return count.literal_value
+
+
+def _item_pointer(context, builder, sig, args):
+    """Pointer to arr[i, j] for (arr, i, j, ...) arguments of any integer types."""
+    aryty, ity, jty = sig.args[:3]
+    i = context.cast(builder, args[1], ity, types.intp)
+    j = context.cast(builder, args[2], jty, types.intp)
+    ary = context.make_array(aryty)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [i, j], wraparound=False)
+
+
+def _check_2d_float(arr):
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and isinstance(arr.dtype, types.Float)):
+        raise TypingError(f"expected a 2-D float array, got {arr}")
+
+
+@intrinsic
+def vzero(typingctx, arr, count):
+    """<count x arr.dtype> of zeros."""
+    _check_2d_float(arr)
+    vt = Vec(arr.dtype, _literal_count(count))
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(context.get_value_type(sig.return_type), None)
+    return vt(arr, count), codegen
+
+
+@intrinsic
+def vload(typingctx, arr, i, j, count):
+    """arr[i, j:j+count] as a vector (the row must be contiguous: C layout)."""
+    _check_2d_float(arr)
+    if arr.layout != "C":
+        raise TypingError("vload needs a C-contiguous array")
+    vt = Vec(arr.dtype, _literal_count(count))
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        vty = context.get_value_type(sig.return_type)
+        ptr = builder.bitcast(ptr, vty.as_pointer())
+        return builder.load(ptr, align=context.get_abi_sizeof(vty.element))
+    return vt(arr, i, j, count), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, i, j, vec):
+    """arr[i, j:j+n] = vec."""
+    _check_2d_float(arr)
+    if not isinstance(vec, Vec) or vec.dtype != arr.dtype or arr.layout != "C":
+        raise TypingError(f"vstore of {vec} into {arr}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        vty = context.get_value_type(sig.args[3])
+        ptr = builder.bitcast(ptr, vty.as_pointer())
+        builder.store(args[3], ptr, align=context.get_abi_sizeof(vty.element))
+        return context.get_dummy_value()
+    return types.void(arr, i, j, vec), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    if not (isinstance(a, Vec) and a == b):
+        raise TypingError(f"vadd of {a} and {b}")
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return a(a, b), codegen
+
+
+def _splat(context, builder, vty, scalar_ty, scalar, target_dtype):
+    s = context.cast(builder, scalar, scalar_ty, target_dtype)
+    vec = ir.Constant(vty, None)
+    vec = builder.insert_element(vec, s, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(vec, ir.Constant(vty, None),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), vty.count), None))
+
+
+@intrinsic
+def vfma(typingctx, acc, x, s):
+    """acc + x * s (s a scalar, broadcast)."""
+    if not (isinstance(acc, Vec) and acc == x and isinstance(s, (types.Float, types.Integer))):
+        raise TypingError(f"vfma of {acc}, {x}, {s}")
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.args[0])
+        sv = _splat(context, builder, vty, sig.args[2], args[2], sig.args[0].dtype)
+        return builder.fadd(args[0], builder.fmul(args[1], sv))
+    return acc(acc, x, s), codegen
+
+
+@intrinsic
+def vscale(typingctx, x, s):
+    """x * s (s a scalar, broadcast)."""
+    if not (isinstance(x, Vec) and isinstance(s, (types.Float, types.Integer))):
+        raise TypingError(f"vscale of {x}, {s}")
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.args[0])
+        sv = _splat(context, builder, vty, sig.args[1], args[1], sig.args[0].dtype)
+        return builder.fmul(args[0], sv)
+    return x(x, s), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, i, j):
+    """Software prefetch of &arr[i, j] (no fault, no effect on results)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        raise TypingError(f"prefetch needs a 2-D array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.bitcast(ptr, i8p)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.void(arr, i, j), codegen
