@@ -311,7 +311,9 @@ class Report:
         except UnicodeDecodeError:
             raise UserError(f"{path}: not a dlrmprof report (not UTF-8 text)") from None
         except json.JSONDecodeError as exc:
-            what = ("truncated JSON" if exc.pos >= len(raw.rstrip()) - 1
+            # the parser ran off the end (or into an unclosed string): the file was cut short
+            end = len(raw.decode("utf-8", "replace").rstrip())
+            what = ("truncated JSON" if exc.pos >= end - 1 or exc.msg.startswith("Unterminated")
                     else "corrupt JSON")
             raise UserError(f"{path}:{exc.lineno}: {what}: {exc.msg} (column {exc.colno})") \
                 from None
