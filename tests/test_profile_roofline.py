@@ -81,3 +81,11 @@ def test_cuda_row_without_cuda_ceilings():
 def test_section():
     sec = roofline.section([emb("emb.C3", 10_000_000)], CEIL, threads=1)
     assert sec["roofs"]["threads"] == 1 and len(sec["rows"]) == 1
+
+
+def test_llc_resident_table_ignores_single_pass_cold_misses():
+    # 1000 rows x 64 B fit in the LLC: a short trace's compulsory misses do not make it
+    # latency-bound (the table stays resident across iterations)
+    cache = {"emb.C9": {"dram_bytes": 900_000, "row_bytes_total": 1_000_000}}
+    (v,) = roofline.verdicts([emb("emb.C9", 1000)], CEIL, cache=cache, threads=1)
+    assert v["verdict"] == "memory-bound" and "cache-resident" in v["why"]

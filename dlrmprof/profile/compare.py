@@ -21,9 +21,13 @@ from typing import Any, Sequence
 from dlrmprof.errors import UserError
 from dlrmprof.profile.report import Report
 
-MAY_DIFFER = frozenset({"device", "backend", "threads", "simd", "simd_level", "isa",
-                        "num_threads", "out", "output", "report", "report_dir", "chrome_trace",
-                        "host", "label", "repeats", "warmup", "noise_budget_s", "torch_knobs"})
+# config keys (at any depth: "run.threads" counts as "threads") that may differ between the
+# reports of one comparison; the trace *path* may differ too (its digest is compared instead)
+MAY_DIFFER = frozenset({"device", "backend", "threads", "torch_threads", "simd", "simd_level",
+                        "isa", "num_threads", "out", "output", "report", "report_dir",
+                        "chrome_trace", "host", "label", "repeats", "warmup", "iters",
+                        "noise_budget_s", "torch_knobs", "trace", "render", "roofline",
+                        "cache_study"})
 
 # host facts shown in the header: (label, getter)
 _FACTS = (
@@ -46,6 +50,7 @@ _FACTS = (
     ("device", lambda r: r.config.get("device")),
     ("backend", lambda r: r.config.get("backend")),
     ("threads", lambda r: r.config.get("threads")),
+    ("iterations", lambda r: (r.config.get("run") or {}).get("iters")),
     ("SIMD level", lambda r: r.config.get("simd_level") or r.config.get("simd")),
     ("stream GB/s", lambda r: _round((r.roofline or {}).get("roofs", {}).get("stream_gbs"))),
     ("random GB/s", lambda r: _round((r.roofline or {}).get("roofs", {}).get("random_gbs"))),
@@ -77,10 +82,13 @@ def check_compatible(reports: Sequence[Report], names: Sequence[str], force: boo
                      ) -> list[str]:
     """Mismatches between configs (and trace digests); UserError unless `force`."""
     base = reports[0]
-    bflat = {k: v for k, v in _flat(base.config).items() if k.split(".")[0] not in MAY_DIFFER}
+    def comparable(cfg: dict) -> dict:
+        return {k: v for k, v in _flat(cfg).items()
+                if not MAY_DIFFER.intersection(k.split("."))}
+    bflat = comparable(base.config)
     problems = []
     for r, name in zip(reports[1:], names[1:]):
-        flat = {k: v for k, v in _flat(r.config).items() if k.split(".")[0] not in MAY_DIFFER}
+        flat = comparable(r.config)
         for key in sorted(set(bflat) | set(flat)):
             if bflat.get(key) != flat.get(key):
                 problems.append(f"config {key}: {bflat.get(key)!r} in {names[0]} vs "

@@ -11,9 +11,9 @@ kernels' cost model) and a measured median time, against the host's measured cei
   in cache removed); this one must not exceed the streaming roof (``dram_exceeds_roof`` flags it);
 * the memory roof: **random-access** (independent random cache-line reads) for gathers
   (embedding kinds) whose rows come from DRAM, else **stream** (STREAM-style bandwidth);
-  a gather counts as from DRAM when the cache study predicts >= half its row bytes from DRAM,
-  or, without a cache study, when its table bytes (``shape.rows * shape.row_bytes``) exceed the
-  last-level cache;
+  a gather whose table (``shape.rows * shape.row_bytes``) fits in the last-level cache is
+  cache-resident (stream roof); a larger one counts as from DRAM when the cache study predicts
+  >= half its row bytes from DRAM, or, without a cache study, always;
 * attainable GFLOP/s = min(compute roof, I x memory roof); the **governing roof** is whichever is
   lower (``"stream"``, ``"random"`` or ``"compute"``); verdict ``memory-bound`` (stream),
   ``latency-bound`` (random), ``compute-bound`` (compute);
@@ -92,13 +92,19 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
         dram_frac = cache["dram_bytes"] / cache["row_bytes_total"]
     if _is_random(row) and roofs.get("random_gbs"):
         tb = _table_bytes(row)
-        if dram_frac is not None:
+        if tb is not None and llc_bytes and tb <= llc_bytes:
+            # the whole table fits in the LLC: it stays resident across iterations, whatever
+            # a single pass's compulsory misses say
+            from_dram = False
+            why = (f"gather over {tb / 2**20:.2f} MiB of table <= LLC "
+                   f"{llc_bytes / 2**20:.0f} MiB (cache-resident)")
+        elif dram_frac is not None:
             from_dram = dram_frac >= 0.5
-            why = (f"gather; cache simulation predicts {dram_frac:.0%} of row bytes from DRAM")
+            why = f"gather; cache simulation predicts {dram_frac:.0%} of row bytes from DRAM"
         elif tb is not None and llc_bytes:
-            from_dram = tb > llc_bytes
-            why = (f"gather over {tb / 2**20:.1f} MiB of table "
-                   f"{'>' if from_dram else '<='} LLC {llc_bytes / 2**20:.0f} MiB")
+            from_dram = True
+            why = (f"gather over {tb / 2**20:.1f} MiB of table > LLC "
+                   f"{llc_bytes / 2**20:.0f} MiB")
         else:
             from_dram = True
             why = "gather; table size unknown, assumed to exceed the caches"
