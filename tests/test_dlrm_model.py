@@ -128,3 +128,22 @@ def test_same_seed_same_model():
         assert ka == kb and torch.equal(va, vb)
     c = build_dlrm(cfg, "torch", seed=5)
     assert not torch.equal(a.sparse_arch.weights[0], c.sparse_arch.weights[0])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["torch", "numba-cuda"])
+def test_cuda_training_follows_the_cpu_trajectory(backend):
+    cfg = load_config("tiny")
+    cpu = DLRMTrain(build_dlrm(cfg, "torch", "cpu", seed=3), cfg.lr)
+    gpu = DLRMTrain(build_dlrm(cfg, backend, "cuda", seed=3), cfg.lr)
+    assert gpu.model.sparse_arch.weights[0].device.type == "cuda"
+    a = np.array([float(cpu.train_step(b)[0]) for b in _batches(cfg, 7, 30)])
+    b = np.array([float(gpu.train_step(b)[0]) for b in _batches(cfg, 7, 30)])
+    assert np.max(np.abs(a - b) / np.abs(a)) <= 1e-3
+    p = gpu.infer_step(_source(cfg, 1).next_batch())
+    assert p.device.type == "cuda" and bool(((p > 0) & (p < 1)).all())
+
+
+def _batches(cfg, seed, n):
+    src = _source(cfg, seed)
+    return [src.next_batch() for _ in range(n)]

@@ -171,3 +171,51 @@ def test_output_not_writable(tiny_trace, tmp_path):
 def test_missing_default_trace(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert "gen-trace" in _error(_run("--config", "tiny", *FAST))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["torch", "numba-cuda"])
+def test_run_on_cuda_times_with_events(tiny_trace, tmp_path, backend):
+    out = tmp_path / "g.json"
+    res = _run("--device", "cuda", "--backend", backend, "--trace", tiny_trace, "--config",
+               "tiny", "--batch-size", "16", "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    emb = rep.op("emb.C1")
+    assert emb["device"] == "cuda" and emb["timer"] == "cuda-events"
+    assert emb["backend"] == backend
+    assert rep.op("data", "data")["timer"] == "perf_counter"
+
+
+def test_random_data_uses_the_trace_tables(tiny_trace, tmp_path):
+    out = tmp_path / "r.json"
+    res = _run("--data", "random", "--trace", tiny_trace, "--config", "tiny", "--mode", "infer",
+               "--batch-size", "16", "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    assert rep.config["source"]["kind"] == "random"
+    assert rep.config["source"]["bag_lengths"] == "from the trace"
+    assert rep.op("emb.C3")["shape"]["rows"] == 257
+
+
+def test_report_carries_roofline_verdicts_and_cache_study(tiny_trace, tmp_path, monkeypatch):
+    from dlrmprof.profile import ceilings
+    roofs = {"stream_gbs": 20.0, "stream_read_gbs": 12.0, "random_gbs": 2.0,
+             "random_ns_per_line": 30.0, "latency_ns": 100.0, "fp32_gflops": 100.0,
+             "bf16_gflops": 300.0}
+    fake = {"roofs": {"1": roofs, "2": roofs}, "threads": [1, 2], "source": "measured",
+            "llc_bytes": 32 << 20, "note": "canned for the test"}
+    monkeypatch.setattr(ceilings, "load_or_probe", lambda fp, **kw: (fake, True))
+    monkeypatch.setattr(ceilings, "load_cached", lambda host_id: fake)
+    out = tmp_path / "v.json"
+    res = _run("--trace", tiny_trace, "--config", "tiny", "--batch-size", "16", "--iters", "3",
+               "--warmup", "1", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    rows = {(r["name"], r["phase"]): r for r in rep.roofline["rows"]}
+    assert rows[("top_mlp", "forward")]["verdict"] in ("compute-bound", "memory-bound")
+    assert rows[("emb.C4", "forward")]["verdict"] is not None
+    assert "emb.all" in rep.cache["simulation"] and rep.cache["source"] == "simulated"
+    assert rep.ceilings["note"] == "canned for the test"
+    assert (tmp_path / "v.md").exists() and (tmp_path / "v.roofline.png").exists()
+    assert "verdict" in res.output and "-bound" in res.output

@@ -63,7 +63,7 @@ _NULL_OP = _NullOp()
 class NullTimer:
     """Stands in for `dlrmprof.profile.timers.OpTimer` when nothing is timed."""
 
-    def op(self, name: str):
+    def op(self, name: str, host: bool = False):
         return _NULL_OP
 
     def add(self, name: str, seconds: float) -> None:

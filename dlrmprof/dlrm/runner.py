@@ -276,7 +276,7 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float]) -> tuple[list[dict], d
                            samples=samples, bytes=None if cost is None else cost.bytes,
                            flops=None if cost is None else cost.flops, kind=kind, shape=shape,
                            flagged=n_bad, dropped_contaminated=was_dropped,
-                           timer=timer.method))
+                           timer=timer.method_of(name)))
     return rows, dropped
 
 

@@ -173,7 +173,7 @@ def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, 
 
     def one(tm, record: bool) -> None:
         nonlocal step_no, nnz_sum
-        with tm.op("data"):
+        with tm.op("data", host=True):
             batch = source.next_batch()
         if record:
             n = np.fromiter((i.shape[0] for i in batch.indices), np.int64, len(batch.indices))

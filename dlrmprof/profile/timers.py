@@ -188,13 +188,17 @@ class OpTimer:
         self._iter_t0 = 0.0
         self.noise = NoiseMonitor(threads, window_s=window_s) if noise else None
 
-    def op(self, name: str) -> _CpuOp:
-        """Context manager timing one execution of `name`."""
+    def op(self, name: str, host: bool = False) -> _CpuOp:
+        """Context manager timing one execution of `name`.  `host=True`: host-side work
+        (data loading) timed with perf_counter even on a CUDA device."""
         o = self._ops.get(name)
         if o is None:
-            o = (_CudaOp if self.cuda else _CpuOp)(self, name)
+            o = (_CudaOp if self.cuda and not host else _CpuOp)(self, name)
             self._ops[name] = o
         return o
+
+    def method_of(self, name: str) -> str:
+        return "cuda-events" if isinstance(self._ops.get(name), _CudaOp) else "perf_counter"
 
     def add(self, name: str, seconds: float) -> None:
         """Record a sample measured elsewhere (e.g. the sum of the per-table ops)."""

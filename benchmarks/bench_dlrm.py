@@ -1,0 +1,256 @@
+"""DLRM step throughput: dlrmprof's model against a plain torch DLRM, in the same run.
+
+    python benchmarks/bench_dlrm.py [--iters 40] [--repeats 5] [--max-rows 1000000]
+
+Setting (issue #3): the `kaggle` preset (sparse dim 16, bottom 13-512-256-64-16, top
+367-512-256-1), tables capped at 1M rows, batch 128, 1 thread (torch and numba).
+
+Variants, interleaved round-robin so that the machine's noise hits them alike:
+
+* ``baseline``: a DLRM written plainly, as the reference `dlrm_s_pytorch.py` does it:
+  `nn.EmbeddingBag(mode="sum", sparse=True)` per table, `nn.Sequential` MLPs, interaction by
+  `bmm` with the lower-triangle indices rebuilt each call, sigmoid + `BCELoss`,
+  `torch.optim.SGD` over dense and sparse gradients;
+* ``numba`` / ``torch``: `dlrmprof.dlrm` (DLRM + DLRMTrain) with that kernel backend;
+* ``mlp-only``: the bottom and top MLPs alone (same shapes, interaction output replaced by a
+  constant input): the GEMM floor of a training step on this host, for scale.
+
+Model-only figures time the step on pre-cut batches; the end-to-end figure includes cutting
+each batch from a trace file (`TraceSource`: indices from the trace, synthetic dense/labels).
+The trace is synthesized with the trace toolkit from the locality of the bundled Criteo
+sample, with each table's rows set to the capped Kaggle cardinality.
+
+Reported: samples/s per variant (median over repeats), the ratio to the baseline (median of
+per-repeat ratios), other processes' CPU use while measuring, and the issue's absolute targets
+(23k train model-only, 8k train end-to-end, 55k inference, all at 1 thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from dlrmprof.dlrm.config import load_config  # noqa: E402
+from dlrmprof.dlrm.data import TraceSource  # noqa: E402
+from dlrmprof.dlrm.model import build_dlrm  # noqa: E402
+from dlrmprof.dlrm.train import DLRMTrain  # noqa: E402
+from dlrmprof.profile.timers import NoiseMonitor  # noqa: E402
+
+TARGETS = {"train_model": 23_000, "train_e2e": 8_000, "infer": 55_000}
+
+
+# -- the plain baseline (reference-script style) ---------------------------------------------
+class PlainDLRM(nn.Module):
+    def __init__(self, cfg, seed):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.embs = nn.ModuleList()
+        for t in cfg.tables:
+            e = nn.EmbeddingBag(t.rows, t.dim, mode="sum", sparse=True)
+            b = 1.0 / np.sqrt(t.rows)
+            with torch.no_grad():
+                e.weight.uniform_(-b, b, generator=g)
+            self.embs.append(e)
+        self.bot = self._mlp(cfg.bottom_mlp, sigmoid_last=False)
+        self.top = self._mlp(cfg.top_layers, sigmoid_last=True)
+
+    @staticmethod
+    def _mlp(sizes, sigmoid_last):
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+            last = i == len(sizes) - 2
+            layers.append(nn.Sigmoid() if (last and sigmoid_last) else nn.ReLU())
+        return nn.Sequential(*layers)
+
+    def interact(self, x, ly):
+        (batch_size, d) = x.shape
+        T = torch.cat([x] + ly, dim=1).view((batch_size, -1, d))
+        Z = torch.bmm(T, torch.transpose(T, 1, 2))
+        _, ni, nj = Z.shape
+        li = torch.tensor([i for i in range(ni) for j in range(i)])
+        lj = torch.tensor([j for i in range(nj) for j in range(i)])
+        return torch.cat([x, Z[:, li, lj]], dim=1)
+
+    def forward(self, dense, idx, off):
+        x = self.bot(dense)
+        ly = [e(i, o) for e, i, o in zip(self.embs, idx, off)]
+        return self.top(self.interact(x, ly)).squeeze(1)
+
+
+def plain_inputs(batch):
+    return (torch.from_numpy(batch.dense), [torch.from_numpy(i) for i in batch.indices],
+            [torch.from_numpy(o[:-1]) for o in batch.offsets], torch.from_numpy(batch.labels))
+
+
+# -- the trace -------------------------------------------------------------------------------
+def kaggle_trace(cfg, num_samples, seed, path):
+    from dlrmprof.dlrm.data import bundled_criteo_sample
+    from dlrmprof.tracegen import Trace, synthesize_trace
+    from dlrmprof.tracegen.generate import profiles_from_criteo
+    from dlrmprof.tracegen.readers import read_criteo
+
+    profiles = profiles_from_criteo(read_criteo([bundled_criteo_sample()]))
+    profiles = [dataclasses.replace(p, rows=t.rows) for p, t in zip(profiles, cfg.tables)]
+    tr = synthesize_trace(profiles, source={"kind": "kaggle-sample", "note": "bench_dlrm"},
+                          num_samples=num_samples, seed=seed, compute_fidelity=False)
+    tr.save(path)
+    return Trace.load(path)
+
+
+# -- timing ----------------------------------------------------------------------------------
+def timed(fn, n, monitor):
+    monitor.reset()
+    monitor.mark(0)
+    t0 = time.perf_counter()
+    for k in range(n):
+        fn(k)
+    dt = time.perf_counter() - t0
+    monitor.mark(n, force=True)
+    other = monitor.windows[-1].other_cores if monitor.windows else float("nan")
+    return dt, other
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iters", type=int, default=40)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--max-rows", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    import numba
+    numba.set_num_threads(args.threads)
+    cfg = load_config("kaggle", max_rows=args.max_rows, batch_size=args.batch_size)
+    B, n = cfg.batch_size, args.iters
+    print(f"kaggle preset, tables capped at {args.max_rows} rows "
+          f"({sum(t.nbytes for t in cfg.tables) / 2**20:.0f} MiB), batch {B}, "
+          f"{args.threads} thread(s); {n} iterations x {args.repeats} repeats, interleaved")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        trace = kaggle_trace(cfg, num_samples=B * n, seed=args.seed,
+                             path=os.path.join(tmp, "bench.npz"))
+        print(f"trace: {trace.num_samples} samples synthesized from the bundled sample's "
+              f"locality ({time.perf_counter() - t0:.1f} s)")
+    cfg = cfg.with_trace_rows([t.rows for t in trace.tables])
+    rows = [t.rows for t in cfg.tables]
+    names = [t.name for t in cfg.tables]
+    src = TraceSource(trace, B, cfg.dense_features, rows, names, seed=args.seed)
+    batches = [src.next_batch() for _ in range(n)]
+    batches = [dataclasses.replace(b, dense=b.dense.copy(), labels=b.labels.copy())
+               for b in batches]  # TraceSource reuses two buffers
+
+    ours = {be: DLRMTrain(build_dlrm(cfg, backend=be, seed=args.seed), cfg.lr)
+            for be in ("numba", "torch")}
+    plain = PlainDLRM(cfg, args.seed)
+    plain_opt = torch.optim.SGD(plain.parameters(), lr=cfg.lr)
+    plain_loss = nn.BCELoss()
+    plain_in = [plain_inputs(b) for b in batches]
+
+    def plain_train(k):
+        dense, idx, off, y = plain_in[k]
+        p = plain(dense, idx, off)
+        loss = plain_loss(p, y)
+        plain_opt.zero_grad()
+        loss.backward()
+        plain_opt.step()
+
+    def plain_infer(k):
+        dense, idx, off, _ = plain_in[k]
+        with torch.no_grad():
+            plain(dense, idx, off)
+
+    bot = nn.Sequential(*[m for m in PlainDLRM._mlp(cfg.bottom_mlp, False)])
+    top = nn.Sequential(*[m for m in PlainDLRM._mlp(cfg.top_layers, False)][:-1])
+    mlp_params = list(bot.parameters()) + list(top.parameters())
+    zconst = torch.randn(B, cfg.top_input - cfg.embedding_dim)
+    bce = nn.BCEWithLogitsLoss()
+
+    def mlp_train(k):
+        dense, _, _, y = plain_in[k]
+        x = bot(dense)
+        loss = bce(top(torch.cat([x, zconst], 1)).squeeze(1), y)
+        loss.backward()
+        with torch.no_grad():
+            torch._foreach_add_(mlp_params, [p.grad for p in mlp_params], alpha=-cfg.lr)
+        for p in mlp_params:
+            p.grad = None
+
+    def mlp_infer(k):
+        dense = plain_in[k][0]
+        with torch.no_grad():
+            top(torch.cat([bot(dense), zconst], 1))
+
+    e2e_src = {be: TraceSource(trace, B, cfg.dense_features, rows, names, seed=args.seed)
+               for be in ours}
+
+    variants = {
+        ("train", "baseline"): plain_train,
+        ("train", "mlp-only"): mlp_train,
+        ("infer", "baseline"): plain_infer,
+        ("infer", "mlp-only"): mlp_infer,
+    }
+    for be, tr in ours.items():
+        variants[("train", be)] = (lambda tr: lambda k: tr.train_step(batches[k]))(tr)
+        variants[("infer", be)] = (lambda tr: lambda k: tr.infer_step(batches[k]))(tr)
+        variants[("train-e2e", be)] = (lambda tr, s: lambda k: tr.train_step(s.next_batch()))(
+            tr, e2e_src[be])
+        variants[("infer-e2e", be)] = (lambda tr, s: lambda k: tr.infer_step(s.next_batch()))(
+            tr, e2e_src[be])
+
+    monitor = NoiseMonitor(threads=args.threads, window_s=0.0)
+    for fn in variants.values():  # warm-up: JIT, allocator, caches
+        for k in range(min(5, n)):
+            fn(k)
+    rates = {k: [] for k in variants}
+    others = {k: [] for k in variants}
+    for rep in range(args.repeats):
+        for key, fn in variants.items():
+            dt, other = timed(fn, n, monitor)
+            rates[key].append(n * B / dt)
+            others[key].append(other)
+        print(f"  repeat {rep + 1}/{args.repeats} done", file=sys.stderr)
+
+    def ratio(a, b):
+        return float(np.median(np.array(rates[a]) / np.array(rates[b])))
+
+    print(f"\n{'mode':<10} {'variant':<9} {'samples/s':>10} {'min..max':>17} "
+          f"{'x baseline':>10} {'others (cores)':>15}")
+    for key in sorted(variants, key=lambda k: (k[0], k[1])):
+        r = np.array(rates[key])
+        mode = key[0].split("-")[0]
+        base = (mode, "baseline")
+        x = f"{ratio(key, base):10.2f}" if key != base else f"{'1.00':>10}"
+        print(f"{key[0]:<10} {key[1]:<9} {np.median(r):10,.0f} "
+              f"{r.min():8,.0f}..{r.max():<8,.0f} {x} {np.mean(others[key]):15.2f}")
+
+    print("\ntargets (issue #3, 1 thread):")
+    for be in ours:
+        for label, key, target in (("train model-only", ("train", be), TARGETS["train_model"]),
+                                   ("train end-to-end", ("train-e2e", be), TARGETS["train_e2e"]),
+                                   ("inference", ("infer", be), TARGETS["infer"])):
+            got = float(np.median(rates[key]))
+            print(f"  {be:<6} {label:<17} {got:9,.0f} samples/s vs {target:,}: "
+                  f"{'met' if got >= target else 'NOT met'} ({got / target:.2f}x)")
+    floor_t = float(np.median(rates[("train", "mlp-only")]))
+    floor_i = float(np.median(rates[("infer", "mlp-only")]))
+    print(f"  for scale: the MLPs alone reach {floor_t:,.0f} (train) and {floor_i:,.0f} "
+          f"(infer) samples/s on this host in this run")
+
+
+if __name__ == "__main__":
+    main()
