@@ -89,3 +89,13 @@ def test_llc_resident_table_ignores_single_pass_cold_misses():
     cache = {"emb.C9": {"dram_bytes": 900_000, "row_bytes_total": 1_000_000}}
     (v,) = roofline.verdicts([emb("emb.C9", 1000)], CEIL, cache=cache, threads=1)
     assert v["verdict"] == "memory-bound" and "cache-resident" in v["why"]
+
+
+def test_above_roof_is_flagged():
+    row = op_row("top_mlp", kind="mlp", phase="forward", device="cpu", backend="torch",
+                 samples=[1.0], bytes=1000, flops=120_000_000_000)
+    (v,) = roofline.verdicts([row], CEIL, threads=1)
+    assert v["percent_of_roof"] == pytest.approx(120.0)
+    assert v["exceeds_roof"] and "re-probe" in v["note"]
+    (v,) = roofline.verdicts([emb("emb.C9", 1000)], CEIL, threads=1)
+    assert not v["exceeds_roof"] and "note" not in v

@@ -208,6 +208,9 @@ def markdown(report) -> str:
                    f"{_num(v.get('achieved_gbs'))} | {_num(v.get('dram_gbs_est'))} | "
                    f"{_num(v.get('achieved_gflops'))} | {_num(v.get('intensity'))} | "
                    f"{v.get('verdict') or '-'} | {_num(v.get('percent_of_roof'), '.0f')} |")
+    notes = [f"{v['name']} ({v.get('phase')}): {v['note']}" for v in rows if v.get("note")]
+    if notes:
+        out += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     out += ["", "Sources: times measured; bytes and FLOPs counted (cost model); DRAM estimate "
             "simulated (cache study); roofs measured on this host."]
     sim = (report.cache or {}).get("simulation") or {}

@@ -121,6 +121,17 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
                verdict=VERDICTS[governing], why=why,
                percent_of_roof=100.0 * ach_gflops / attainable if attainable else None,
                percent_of_stream=100.0 * ach_gbs / roofs["stream_gbs"])
+    # above a measured roof: for compute and streaming roofs this means the ceiling was
+    # under-measured (e.g. probed while other processes held the cores); for the random roof
+    # it means lookups hit in cache more than the roof assumes (effective bandwidth)
+    pct = out["percent_of_roof"]
+    out["exceeds_roof"] = bool(pct is not None and pct > 105.0)
+    if out["exceeds_roof"]:
+        out["note"] = ("achieved exceeds the measured " + governing + " roof: " + (
+            "lookups hit in cache more than a random-access roof assumes"
+            if governing == "random" else
+            "the ceiling was probably measured under contention; re-probe with "
+            "`dlrmprof host --probe --refresh` on a quiet machine"))
     if cache and cache.get("dram_bytes") is not None:
         dram_gbs = cache["dram_bytes"] / t / 1e9
         out.update(dram_bytes_est=cache["dram_bytes"], dram_gbs_est=dram_gbs,
