@@ -148,6 +148,8 @@ def _to_torch(x, device=None):
 
 def _convert(backend: str, arrays: dict) -> dict:
     want = _WANTS[backend]
+    if want == "numpy" and all(v is None or type(v) is np.ndarray for v in arrays.values()):
+        return arrays
     if want == "numpy":
         return {k: _to_numpy(v, backend, k) for k, v in arrays.items()}
     if want == "torch":
@@ -178,44 +180,57 @@ def _ndim(x):
     return len(x.shape)
 
 
-def _check(cond: bool, msg: str):
+def _check(cond: bool, msg):
+    """Raise ValueError(msg()) unless cond (the message is only formatted on failure)."""
     if not cond:
-        raise ValueError(msg)
+        raise ValueError(msg())
 
 
 def _is_float(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind == "f"
     if _is_torch(x):
         return x.is_floating_point()
-    return np.issubdtype(x.dtype, np.floating)
+    return np.asarray(x).dtype.kind == "f"
 
 
 def _is_int(x) -> bool:
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind in "iu"
     if _is_torch(x):
-        return not x.is_floating_point() and not x.is_complex() and x.dtype != sys.modules["torch"].bool
-    return np.issubdtype(x.dtype, np.integer)
+        torch = sys.modules["torch"]
+        return not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    return np.asarray(x).dtype.kind in "iu"
 
 
 def _check_bags(op, weight, indices, offsets, mode, per_sample_weights):
-    _check(mode in ("sum", "mean"), f"{op}: mode must be 'sum' or 'mean', got {mode!r}")
+    if (type(weight) is np.ndarray and type(indices) is np.ndarray
+            and type(offsets) is np.ndarray and per_sample_weights is None
+            and mode in ("sum", "mean") and weight.ndim == 2 and weight.dtype.kind == "f"
+            and indices.ndim == 1 and indices.dtype.kind in "iu" and offsets.ndim == 1
+            and offsets.dtype.kind in "iu" and offsets.shape[0] >= 1
+            and offsets[0] == 0 and offsets[-1] == indices.shape[0]):
+        return  # the common all-numpy case, checked without building messages
+    _check(mode in ("sum", "mean"), lambda: f"{op}: mode must be 'sum' or 'mean', got {mode!r}")
     _check(_ndim(weight) == 2 and _is_float(weight),
-           f"{op}: weight must be a 2-D float array [R, D], got shape {tuple(weight.shape)} "
+           lambda: f"{op}: weight must be a 2-D float array [R, D], got shape {tuple(weight.shape)} "
            f"dtype {weight.dtype}")
     _check(_ndim(indices) == 1 and _is_int(indices),
-           f"{op}: indices must be a 1-D integer array, got shape {tuple(indices.shape)} "
+           lambda: f"{op}: indices must be a 1-D integer array, got shape {tuple(indices.shape)} "
            f"dtype {indices.dtype}")
     _check(_ndim(offsets) == 1 and _is_int(offsets) and offsets.shape[0] >= 1,
-           f"{op}: offsets must be a 1-D integer array of B+1 entries, got shape "
+           lambda: f"{op}: offsets must be a 1-D integer array of B+1 entries, got shape "
            f"{tuple(offsets.shape)} dtype {offsets.dtype}")
     if per_sample_weights is not None:
         _check(_ndim(per_sample_weights) == 1 and _is_float(per_sample_weights)
                and per_sample_weights.shape[0] == indices.shape[0],
-               f"{op}: per_sample_weights must be 1-D float with one entry per index "
+               lambda: f"{op}: per_sample_weights must be 1-D float with one entry per index "
                f"({indices.shape[0]}), got shape {tuple(per_sample_weights.shape)}")
     on_cpu = not _is_torch(offsets) or offsets.device.type == "cpu"
     if on_cpu:  # reading offsets on a GPU would synchronise every call
         first, last = int(offsets[0]), int(offsets[-1])
         _check(first == 0 and last == indices.shape[0],
-               f"{op}: offsets must start at 0 and end at len(indices)={indices.shape[0]}, "
+               lambda: f"{op}: offsets must start at 0 and end at len(indices)={indices.shape[0]}, "
                f"got {first} .. {last}")
 
 
@@ -241,7 +256,7 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode="sum",
     _check_bags("embedding_bag_sgd", weight, indices, offsets, mode, per_sample_weights)
     B, D = offsets.shape[0] - 1, weight.shape[1]
     _check(tuple(grad_output.shape) == (B, D),
-           f"embedding_bag_sgd: grad_output must be [B, D] = [{B}, {D}], got "
+           lambda: f"embedding_bag_sgd: grad_output must be [B, D] = [{B}, {D}], got "
            f"{tuple(grad_output.shape)}")
     a = _convert(backend, dict(weight=weight, indices=indices, offsets=offsets,
                                grad_output=grad_output, per_sample_weights=per_sample_weights))
@@ -254,10 +269,10 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode="sum",
 
 def _check_interaction(op, dense, pooled):
     _check(_ndim(dense) == 2 and _ndim(pooled) == 3 and _is_float(dense) and _is_float(pooled),
-           f"{op}: dense must be [B, D] and pooled [B, T, D] float arrays, got "
+           lambda: f"{op}: dense must be [B, D] and pooled [B, T, D] float arrays, got "
            f"{tuple(dense.shape)} and {tuple(pooled.shape)}")
     _check(pooled.shape[0] == dense.shape[0] and pooled.shape[2] == dense.shape[1],
-           f"{op}: dense {tuple(dense.shape)} and pooled {tuple(pooled.shape)} disagree on B or D")
+           lambda: f"{op}: dense {tuple(dense.shape)} and pooled {tuple(pooled.shape)} disagree on B or D")
 
 
 def interaction(dense, pooled, backend="numba"):
@@ -277,7 +292,7 @@ def interaction_backward(dense, pooled, grad_out, backend="numba"):
     _check_interaction("interaction_backward", dense, pooled)
     B, T, D = pooled.shape
     _check(tuple(grad_out.shape) == (B, D + (T + 1) * T // 2),
-           f"interaction_backward: grad_out must be [{B}, {D + (T + 1) * T // 2}], got "
+           lambda: f"interaction_backward: grad_out must be [{B}, {D + (T + 1) * T // 2}], got "
            f"{tuple(grad_out.shape)}")
     a = _convert(backend, dict(dense=dense, pooled=pooled, grad_out=grad_out))
     if _WANTS[backend] == "numpy":
@@ -287,10 +302,10 @@ def interaction_backward(dense, pooled, grad_out, backend="numba"):
 
 def _check_linear(op, x, weight):
     _check(_ndim(x) == 2 and _ndim(weight) == 2 and _is_float(x) and _is_float(weight),
-           f"{op}: x must be [M, K] and weight [N, K] float arrays, got {tuple(x.shape)} and "
+           lambda: f"{op}: x must be [M, K] and weight [N, K] float arrays, got {tuple(x.shape)} and "
            f"{tuple(weight.shape)}")
     _check(x.shape[1] == weight.shape[1],
-           f"{op}: x has {x.shape[1]} features but weight expects {weight.shape[1]}")
+           lambda: f"{op}: x has {x.shape[1]} features but weight expects {weight.shape[1]}")
 
 
 def linear(x, weight, bias=None, backend="torch"):
@@ -299,7 +314,7 @@ def linear(x, weight, bias=None, backend="torch"):
     _check_linear("linear", x, weight)
     if bias is not None:
         _check(tuple(bias.shape) == (weight.shape[0],),
-               f"linear: bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
+               lambda: f"linear: bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
     a = _convert(backend, dict(x=x, weight=weight, bias=bias))
     if _WANTS[backend] == "numpy":
         a = {k: (None if v is None else np.ascontiguousarray(v)) for k, v in a.items()}
@@ -311,7 +326,7 @@ def linear_backward(x, weight, grad_out, backend="torch"):
     fn = _impl("linear_backward", backend)
     _check_linear("linear_backward", x, weight)
     _check(tuple(grad_out.shape) == (x.shape[0], weight.shape[0]),
-           f"linear_backward: grad_out must be [{x.shape[0]}, {weight.shape[0]}], got "
+           lambda: f"linear_backward: grad_out must be [{x.shape[0]}, {weight.shape[0]}], got "
            f"{tuple(grad_out.shape)}")
     a = _convert(backend, dict(x=x, weight=weight, grad_out=grad_out))
     if _WANTS[backend] == "numpy":

@@ -142,9 +142,21 @@ def vscale(typingctx, x, s):
 
 @intrinsic
 def prefetch(typingctx, arr, i, j):
-    """Software prefetch of &arr[i, j] (no fault, no effect on results)."""
+    """Software prefetch of &arr[i, j] into L1 (prefetcht0; no fault, no effect on results)."""
     if not (isinstance(arr, types.Array) and arr.ndim == 2):
         raise TypingError(f"prefetch needs a 2-D array, got {arr}")
+    return _prefetch_sig(arr, i, j, 3)
+
+
+@intrinsic
+def prefetch_l2(typingctx, arr, i, j):
+    """Software prefetch of &arr[i, j] into L2 (prefetcht1 on x86)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2):
+        raise TypingError(f"prefetch needs a 2-D array, got {arr}")
+    return _prefetch_sig(arr, i, j, 2)
+
+
+def _prefetch_sig(arr, i, j, locality):
 
     def codegen(context, builder, sig, args):
         ptr = _item_pointer(context, builder, sig, args)
@@ -153,6 +165,6 @@ def prefetch(typingctx, arr, i, j):
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        builder.call(fn, [ptr, i32(0), i32(locality), i32(1)])
         return context.get_dummy_value()
     return types.void(arr, i, j), codegen

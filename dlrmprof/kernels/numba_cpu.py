@@ -16,14 +16,14 @@ import numba
 import numpy as np
 from numba import literally, njit, prange
 
-from dlrmprof.kernels._simd import prefetch, vadd, vfma, vload, vscale, vstore, vzero
+from dlrmprof.kernels._simd import prefetch, prefetch_l2, vadd, vfma, vload, vscale, vstore, vzero
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
 _FAST = dict(_OPTS, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
 # below this many gathered elements (nnz * D) the parallel launch costs more than it saves
-PARALLEL_MIN_WORK = 1 << 15
+PARALLEL_MIN_WORK = 1 << 16
 
 
 class BadIndexError(IndexError):
@@ -86,8 +86,8 @@ def _eb_fwd_ser(weight, indices, offsets, psw, mean, out):
 
 
 # D-specialised forward: the bag's sum is one <D x float> register value (see _simd), and
-# rows `pf_dist` lookups ahead are prefetched (`pf_lines` = 0: none, 1: first cache line,
-# 2: every line of the row).  D is a literal (compile-time) argument: one cached
+# every cache line of the row `pf_dist` lookups ahead is prefetched (`pf_level` 0: none,
+# 1: into L1, 2: into L2).  D is a literal (compile-time) argument: one cached
 # specialisation per D.
 
 SPECIALISED_MAX_D = 1024
@@ -101,7 +101,7 @@ def specialised(weight):
 
 
 @njit(**_OPTS)
-def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_lines, D):
+def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, D):
     D = literally(D)
     R = weight.shape[0]
     line = 64 // weight.itemsize
@@ -114,14 +114,18 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
             bad += 1
         acc = vzero(weight, D)
         for p in range(s, e):
-            if pf_lines > 0:
+            if pf_level > 0:
                 q = p + pf_dist
                 if q < p_end:
                     i2 = indices[q]
                     if i2 >= 0 and i2 < R:
-                        prefetch(weight, i2, 0)
-                        if pf_lines > 1:
-                            for c in range(line, D, line):
+                        # rows need not start on a line: the last element may be one more
+                        if pf_level == 2:
+                            for c in range(0, D, line):
+                                prefetch_l2(weight, i2, c)
+                            prefetch_l2(weight, i2, D - 1)
+                        else:
+                            for c in range(0, D, line):
                                 prefetch(weight, i2, c)
                             prefetch(weight, i2, D - 1)
             idx = indices[p]
@@ -139,13 +143,13 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
 
 
 @njit(parallel=True, **_OPTS)
-def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_lines, D):
+def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, D):
     D = literally(D)
     B = offsets.shape[0] - 1
     bad = 0
     for t in prange(nparts):   # static chunks of consecutive bags, one per thread
         bad += _eb_vec_range(weight, indices, offsets, psw, mean, out, t * B // nparts,
-                             (t + 1) * B // nparts, pf_dist, pf_lines, D)
+                             (t + 1) * B // nparts, pf_dist, pf_level, D)
     return bad
 
 
@@ -156,27 +160,55 @@ def _eb_vec_kernels(D):
     Python call with `literally` would re-dispatch on every call."""
 
     @njit(**_OPTS)
-    def eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_lines):
+    def eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level):
         return _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist,
-                             pf_lines, D)
+                             pf_level, D)
 
     @njit(**_OPTS)
-    def eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_lines):
+    def eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level):
         return _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist,
-                           pf_lines, D)
+                           pf_level, D)
 
     return eb_vec_ser, eb_vec_par
 
 
-# prefetch settings by D, measured on the development host (benchmarks/bench_embedding_bag.py
-# --tune): (distance in lookups, lines)
-PREFETCH = {16: (16, 1), 32: (16, 1), 64: (16, 2), 128: (8, 2)}
+def _l2_bytes(default=1 << 20):
+    """Per-core L2 size from sysfs (the level-2 data/unified cache of cpu0)."""
+    import glob
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(f"{d}/level") as f:
+                level = int(f.read())
+            with open(f"{d}/type") as f:
+                kind = f.read().strip()
+            with open(f"{d}/size") as f:
+                size = f.read().strip()
+        except (OSError, ValueError):
+            continue
+        if level == 2 and kind in ("Unified", "Data"):
+            mult = {"K": 1 << 10, "M": 1 << 20}.get(size[-1:], 1)
+            try:
+                return int(size.rstrip("KM")) * mult
+            except ValueError:
+                break
+    return default
 
 
-def _prefetch_for(D):
-    if D in PREFETCH:
-        return PREFETCH[D]
-    return (16, 1) if D <= 32 else (8, 2)
+L2_BYTES = _l2_bytes()
+
+
+def prefetch_plan(table_bytes, D, itemsize):
+    """(distance in lookups, level) of the software prefetch for a table.
+
+    Measured on the development host (Zen 4, benchmarks/bench_embedding_bag.py): a table that
+    fits in L2 gains nothing (prefetch is pure overhead); beyond it, prefetching every line of
+    the row into L2 (prefetcht1) ~30-60 rows ahead gave 1.5-2.8x from DRAM where prefetching
+    into L1 (prefetcht0) gave 1.0-1.4x: L1 has few miss buffers.  Nearer rows for wider D keep
+    the number of lines in flight about constant."""
+    if table_bytes <= L2_BYTES:
+        return 0, 0
+    lines = D * itemsize // 64 + 1
+    return max(8, min(64, 256 // lines)), 2
 
 
 @njit(**_OPTS)
@@ -306,17 +338,16 @@ def _raise_bad(bad):
 def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
     B, D = offsets.shape[0] - 1, weight.shape[1]
     out = _alloc((B, D), weight.dtype)
-    work = indices.shape[0] * D
-    threads = numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+    threads = numba.get_num_threads() if indices.shape[0] * D >= PARALLEL_MIN_WORK else 1
     if specialised(weight):
-        pf_dist, pf_lines = _prefetch_for(D)
+        pf_dist, pf_level = prefetch_plan(weight.nbytes, D, weight.itemsize)
         ser, par = _eb_vec_kernels(D)
         if threads > 1:
             bad = par(weight, indices, offsets, per_sample_weights, mode == "mean", out,
-                      threads, pf_dist, pf_lines)
+                      threads, pf_dist, pf_level)
         else:
             bad = ser(weight, indices, offsets, per_sample_weights, mode == "mean", out, 0, B,
-                      pf_dist, pf_lines)
+                      pf_dist, pf_level)
     else:
         kern = _eb_fwd_par if threads > 1 else _eb_fwd_ser
         bad = kern(weight, indices, offsets, per_sample_weights, mode == "mean", out)
