@@ -87,3 +87,20 @@ def test_live_host_is_typed():
         assert fp["counters"]["reason"]
     assert host.collect(gpu=False)["host_id"] == fp["host_id"]
     assert "host " in host.summary(fp)
+
+
+def test_counters_degrade_with_reason(monkeypatch):
+    from dlrmprof.profile import counters
+    monkeypatch.setattr(counters, "_probe_live",
+                        lambda: {"available": False, "reason": "no PMU here", "events": {}})
+    ran = []
+    out = counters.measure(lambda: ran.append(1))
+    assert out == {"available": False, "reason": "not available on this host: no PMU here"}
+    assert ran == []
+
+
+def test_counters_availability_on_this_host_is_explained():
+    from dlrmprof.profile import counters
+    av = counters.availability()
+    assert av["available"] in (True, False)
+    assert av["available"] or av["reason"]

@@ -57,3 +57,49 @@ def test_hierarchy_and_op():
     part = cachesim.simulate_op([(a, 64, 50), (b, 64, 100000)], caches, max_lookups=3000)
     assert part["sampled"] and part["lookups"] == 3000
     assert part["row_bytes_total"] == res["row_bytes_total"]
+
+
+class _Profile:
+    """Minimal stand-in for tracegen.LocalityProfile.mrc (exact, from reuse distances)."""
+
+    def __init__(self, ids):
+        from dlrmprof.tracegen import reuse_distances
+        self.d = reuse_distances(np.asarray(ids))
+
+    def mrc(self, sizes=None):
+        sizes = np.array([1, 2, 4, 8, 16, 32, 64, 128]) if sizes is None else sizes
+        return sizes, np.array([(self.d[self.d >= 0] < s).sum() / self.d.size for s in sizes])
+
+
+class _Meta:
+    def __init__(self, name, rows):
+        self.name, self.rows = name, rows
+
+
+class _Trace:
+    def __init__(self, tables):
+        self.tables = tuple(_Meta(f"C{i + 1}", rows) for i, (_, rows) in enumerate(tables))
+        self._ix = [ix for ix, _ in tables]
+        self.profiles = tuple(_Profile(ix) for ix in self._ix)
+
+    def table_bags(self, t):
+        return self._ix[t], np.arange(self._ix[t].size + 1)
+
+
+def test_simulate_trace_with_trace_mrc():
+    pytest.importorskip("dlrmprof.tracegen.reuse")
+    caches = [{"level": 1, "type": "data", "size_bytes": 1024, "ways": 16, "line_bytes": 64},
+              {"level": 2, "type": "unified", "size_bytes": 4096, "ways": 64, "line_bytes": 64}]
+    rng = np.random.default_rng(3)
+    tr = _Trace([(rng.integers(0, 100, 4000), 100), (rng.integers(0, 5000, 4000), 5000)])
+    out = cachesim.simulate_trace(tr, caches, dim=16)
+    assert set(out) == {"emb.C1", "emb.C2", "emb.all"}
+    for name in ("emb.C1", "emb.C2"):
+        sim = out[name]
+        # 64-byte rows, 64-way sets: row-level MRC == line-level fully-associative rates
+        assert sim["trace_mrc"]["hit_rates"] == pytest.approx(
+            [lv["fa_cumulative_hit_rate"] for lv in sim["levels"]])
+        assert sim["trace_mrc"]["capacities_bytes"] == [1024, 5120]
+    assert out["emb.all"]["lookups"] == 8000
+    assert out["emb.C1"]["levels"][1]["cumulative_hit_rate"] > \
+        out["emb.C2"]["levels"][1]["cumulative_hit_rate"]

@@ -18,7 +18,9 @@ costs.
 Entry points:
 ``simulate_op(tables, caches, ...)`` -> the per-op dict the report's ``cache`` section and
 ``roofline.verdicts(cache=...)`` use: ``{levels: [...], dram_bytes, row_bytes_total, ...}``.
-``simulate_trace(trace, caches, ...)`` -> per-table results and ``emb.all`` for a `Trace`.
+``simulate_trace(trace, caches, ...)`` -> per-table results and ``emb.all`` for a `Trace`; each
+table's result also carries ``trace_mrc``: the table's own miss-ratio curve (from its locality
+profile, row granularity) at the same capacities.
 """
 
 from __future__ import annotations
@@ -230,6 +232,20 @@ def simulate_op(tables: Sequence[tuple], caches: Sequence[dict], *,
     return res
 
 
+def trace_mrc(profile, row_bytes: int, caches: Sequence[dict]) -> dict:
+    """The table's own fully-associative LRU hit rates (its locality profile's miss-ratio
+    curve, in rows) at the hierarchy's cumulative capacities, and the whole curve in bytes."""
+    levels = _levels(caches)
+    cum = [int(x) for x in np.cumsum([c["size_bytes"] for c in levels])]
+    at = np.array([max(1, c // row_bytes) for c in cum], dtype=np.int64)
+    _, rates = profile.mrc(at)
+    sizes, curve = profile.mrc()
+    return {"capacities_bytes": cum, "hit_rates": [float(r) for r in rates],
+            "curve": {"sizes_bytes": [int(x) * row_bytes for x in sizes],
+                      "hit_rates": [float(r) for r in curve]},
+            "source": "trace locality profile (row reuse distances)"}
+
+
 def simulate_trace(trace, caches: Sequence[dict], *, dim: int, elem_bytes: int = 4,
                    max_lookups: int | None = 2_000_000, per_table: bool = True) -> dict:
     """Per-table (``emb.<name>``) and whole-op (``emb.all``) simulations for a `Trace`."""
@@ -239,9 +255,13 @@ def simulate_trace(trace, caches: Sequence[dict], *, dim: int, elem_bytes: int =
         ix, _ = trace.table_bags(t)
         tabs.append((meta.name, np.asarray(ix), row_bytes, int(meta.rows)))
     out = {}
+    profiles = getattr(trace, "profiles", None) or ()
     if per_table:
-        for name, ix, rb, rows in tabs:
-            out[f"emb.{name}"] = simulate_op([(ix, rb, rows)], caches, max_lookups=max_lookups)
+        for t, (name, ix, rb, rows) in enumerate(tabs):
+            res = simulate_op([(ix, rb, rows)], caches, max_lookups=max_lookups)
+            if t < len(profiles):
+                res["trace_mrc"] = trace_mrc(profiles[t], rb, caches)
+            out[f"emb.{name}"] = res
     out["emb.all"] = simulate_op([(ix, rb, rows) for _, ix, rb, rows in tabs], caches,
                                  max_lookups=max_lookups)
     return out

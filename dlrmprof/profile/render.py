@@ -97,7 +97,12 @@ def plot_mrc(cache: Mapping, path) -> Path:
         if all("fa_cumulative_hit_rate" in x for x in lv):
             ax.plot(caps, [x["fa_cumulative_hit_rate"] for x in lv], "x--",
                     color=line.get_color(), label=f"{name} fully-assoc")
-    for name, m in (cache.get("mrc") or {}).items():
+    curves = dict(cache.get("mrc") or {})
+    for name, sim in (cache.get("simulation") or {}).items():
+        c = (sim.get("trace_mrc") or {}).get("curve")
+        if c and name not in curves and len(curves) < 8:
+            curves[name] = c
+    for name, m in curves.items():
         if m.get("sizes_bytes") and m.get("hit_rates"):
             ax.plot(m["sizes_bytes"], m["hit_rates"], "-", alpha=0.5, linewidth=1,
                     label=f"{name} trace MRC")

@@ -406,7 +406,7 @@ def judge(ops: list[dict], *, insensitive_below: float = 1.5, sensitive_from: fl
 
 
 def run_simd(fp: dict, *, levels: Sequence[str] | None = None,
-             torch_levels: Sequence[str] | None = (), ceilings: dict | None = None,
+             torch_levels: Sequence[str] | None = None, ceilings: dict | None = None,
              threads: int = 1, sizes: dict | None = None, quick: bool = False,
              timeout: float = 300.0, progress: Callable[[str], None] | None = None) -> dict:
     """The SIMD study (see module docstring).  Levels the host cannot run raise UserError
