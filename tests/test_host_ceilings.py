@@ -79,3 +79,21 @@ def test_timed_samples_keeps_count():
     out = noise.timed_samples(lambda: sum(range(1000)), repeats=4, warmup=1, budget_s=1.0)
     assert len(out["samples"]) == 4 and all(s > 0 for s in out["samples"])
     assert len(out["other_cpu"]) == 4
+
+
+@pytest.mark.cuda
+def test_cuda_probe_with_events():
+    res = ceilings.probe_cuda(repeats=2, full=False)
+    assert res["available"] is True
+    assert res["copy"]["best"] > 10 and res["fp32"]["best"] > 100
+    c = {"cuda": res, "roofs": {"1": {}}}
+    assert ceilings.roofs_for(c, device="cuda:0")["fp32_gflops"] == res["fp32"]["best"]
+
+
+def test_cuda_probe_skips_cleanly_without_gpu():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this host has a GPU")
+    res = ceilings.probe_cuda(repeats=2, full=False)
+    assert res == {"available": False,
+                   "reason": "no CUDA device (torch.cuda.is_available() is False)"}
