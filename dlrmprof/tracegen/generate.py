@@ -20,20 +20,53 @@ from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
 from dlrmprof.tracegen.profile import DEFAULT_HOT, DEFAULT_WINDOWS, LocalityProfile, build_profile
 from dlrmprof.tracegen.readers import TableStream
-from dlrmprof.tracegen.synth import synthesize_bags
+from dlrmprof.tracegen.synth import default_rows, synthesize_bags
 from dlrmprof.tracegen.tracefile import TableMeta, Trace, header_for
 
 MODEL = "hot-ids-irm+tail-lru-stack/windowed"
-KEPT = ("per window: exact access counts of the K hottest ids (independent-reference model "
+KEPT = ("per window: exact access counts of the K hottest ids (K chosen per table by "
+        "measuring candidates 16/64/256/1024 unless --hot is given; independent-reference model "
         "inside the window), exact count of first touches (the distinct count is kept), "
         "histogram of reuse distances among the other ids (LRU stack model, "
         "exact below 256, 16 bins per power of two above); pooling-factor histogram")
 
 
 # ------------------------------------------------------------------ profiling
+HOT_CANDIDATES = (16, 64, 256, 1024)
+HOT_MAE_SLACK = 0.0005
+
+
+def choose_hot(name, ids, lengths, rows, windows, dist, candidates=HOT_CANDIDATES,
+               seed: int = 12345) -> tuple[LocalityProfile, dict]:
+    """Pick the hot-set size K by measuring: build the profile with each candidate K,
+    synthesize once, and keep the K with the best popularity (top-1% share) among those whose
+    MRC error is within HOT_MAE_SLACK of the best.  Returns (profile, what was measured)."""
+    from dlrmprof.tracegen.synth import synthesize_stream
+
+    distinct = int((dist < 0).sum())
+    tried = []
+    for k in candidates:
+        if tried and k >= distinct:
+            break
+        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=k, dist=dist)
+        syn, _ = synthesize_stream(prof, seed=seed)
+        f = _fidelity(prof, syn)
+        tried.append((k, prof, f["mrc_mae"],
+                      abs(f["top1pct_share_synthetic"] - f["top1pct_share_source"])))
+    best_mae = min(t[2] for t in tried)
+    ok = [t for t in tried if t[2] <= best_mae + HOT_MAE_SLACK]
+    k, prof, mae, pop = min(ok, key=lambda t: (t[3], t[2]))
+    return prof, {"chosen": k, "candidates": [
+        {"hot": t[0], "mrc_mae": t[2], "top1pct_share_error": t[3]} for t in tried]}
+
+
 def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityProfile:
     dist = _reuse.reuse_distances(ids)
-    prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=hot, dist=dist)
+    if hot is None:
+        prof, tried = choose_hot(name, ids, lengths, rows, windows, dist)
+        prof.extra["hot_selection"] = tried
+    else:
+        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=hot, dist=dist)
     if sample_rate is not None:
         prof.extra["shards"] = shards_error(ids, sample_rate, prof)
     return prof
@@ -56,7 +89,7 @@ def _profile_spilled(args) -> LocalityProfile:
     return _profile(name, ids, None, rows, windows, hot, sample_rate)
 
 
-def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int = DEFAULT_HOT,
+def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None = None,
                          jobs: int = 1, on_rows: Callable[[int], None] | None = None,
                          sample_rate: float | None = None) -> list[LocalityProfile]:
     """Consume a `read_criteo` reader; one profile per table (pooling factor 1)."""
@@ -84,7 +117,7 @@ def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int = DEFA
 
 
 def profiles_from_streams(streams: list[TableStream], windows: int = DEFAULT_WINDOWS,
-                          hot: int = DEFAULT_HOT, jobs: int = 1,
+                          hot: int | None = None, jobs: int = 1,
                           sample_rate: float | None = None) -> list[LocalityProfile]:
     return _map(_profile_stream_task, [(s, windows, hot, sample_rate) for s in streams], jobs)
 
@@ -123,7 +156,9 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
     seqs = np.random.SeedSequence(int(seed)).spawn(len(profiles))
     tasks = []
     for p, ss in zip(profiles, seqs):
-        rows = int(table_rows) if table_rows is not None else p.rows
+        # accesses of this table at B samples (mean pooling factor x B) -> default rows
+        n_est = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
+        rows = int(table_rows) if table_rows is not None else default_rows(p, n_est)
         tasks.append((p, B, rows, ss, compute_fidelity))
     results = _map(_synth_task, tasks, jobs)
     metas, fids, idx_parts, off_parts = [], {}, [], []

@@ -21,11 +21,23 @@ Model (see profile.py for what is stored):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.profile import LocalityProfile
 from dlrmprof.tracegen.reuse import _pc
+
+
+def _host_features() -> str:
+    try:
+        from llvmlite import binding
+
+        return binding.get_host_cpu_features().flatten()
+    except Exception:   # pragma: no cover - feature query unavailable: portable path
+        return ""
 
 
 @njit(cache=True, inline="always")
@@ -48,8 +60,40 @@ def _below(state, n):
     return np.int64(_uniform(state) * n)
 
 
+_HAS_BMI2 = "+bmi2" in _host_features()
+
+
+@intrinsic
+def _pdep(typingctx, src, mask):
+    sig = types.uint64(types.uint64, types.uint64)
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        fnty = ir.FunctionType(i64, [i64, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.bmi.pdep.64")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def _cttz(typingctx, x):
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def _select_bmi2(word, k):
+    """Slot offset (0..63) of the k-th (1-based) set bit of word (BMI2 pdep + tzcnt)."""
+    return np.int64(_cttz(_pdep(np.uint64(1) << np.uint64(k - 1), word)))
+
+
 @njit(cache=True)
-def _select(word, k):
+def _select_portable(word, k):
     """Slot offset (0..63) of the k-th (1-based) set bit of word."""
     off = 0
     while True:
@@ -66,6 +110,10 @@ def _select(word, k):
                 return off
         word >>= np.uint64(1)
         off += 1
+
+
+_select = _select_bmi2 if _HAS_BMI2 else _select_portable
+SCAN_WORDS = 16     # depth lookups first scan this many bitmap words back from the top
 
 
 @njit(cache=True)
@@ -103,9 +151,12 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
     W = cold_cnt.shape[0]
     nb = cdf.shape[1]
     hot_gid = np.full(K, -1, dtype=np.int64)
-    rem_hot = np.zeros(K, dtype=np.int64)
+    KP = 1
+    while KP < K:
+        KP *= 2
+    hot_tree = np.zeros(KP + 1, dtype=np.int64)     # Fenwick over remaining hot counts
     cap = 1 << 14
-    owner = np.full(cap + 1, -1, dtype=np.int64)
+    owner = np.full(cap + 1, -1, dtype=np.int32)
     nw = cap // 64
     bits = np.zeros(nw, dtype=np.uint64)
     tree = np.zeros(nw + 1, dtype=np.int32)
@@ -117,9 +168,13 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
     one = np.uint64(1)
     for w in range(W):
         tot_hot = 0
-        for k in range(K):
-            rem_hot[k] = hot_cnt[k, w]
-            tot_hot += rem_hot[k]
+        for i in range(1, KP + 1):
+            hot_tree[i] = hot_cnt[i - 1, w] if i <= K else 0
+            tot_hot += hot_tree[i]
+        for i in range(1, KP + 1):
+            j = i + (i & (-i))
+            if j <= KP:
+                hot_tree[j] += hot_tree[i]
         rem_cold = cold_cnt[w]
         lo = bounds[w]
         hi = bounds[w + 1]
@@ -151,7 +206,7 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                     ncap = cap
                     while 2 * live + 64 > ncap:
                         ncap *= 2
-                    nowner = np.full(ncap + 1, -1, dtype=np.int64)
+                    nowner = np.full(ncap + 1, -1, dtype=np.int32)
                     nowner[: used + 1] = owner[: used + 1]
                     owner = nowner
                     cap = ncap
@@ -161,12 +216,21 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
             remaining = tot_hot + rem_cold + rem_warm
             x = _below(state, remaining)
             if x < tot_hot:
-                k = 0
-                acc = rem_hot[0]
-                while acc <= x:
-                    k += 1
-                    acc += rem_hot[k]
-                rem_hot[k] -= 1
+                # hot id k: the first whose cumulative remaining count exceeds x
+                p = 0
+                step = KP
+                rem = x
+                while step > 0:
+                    v = hot_tree[p + step] if p + step <= KP else 0
+                    if v <= rem:
+                        p += step
+                        rem -= v
+                    step >>= 1
+                k = p
+                j = k + 1
+                while j <= KP:
+                    hot_tree[j] -= 1
+                    j += j & (-j)
                 tot_hot -= 1
                 if hot_gid[k] < 0:
                     if items < max_ids:
@@ -194,8 +258,11 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                 # draw a tail reuse distance; redraw when deeper than the stack so far
                 d = D
                 for _try in range(8):
-                    u = _below(state, wtot)
-                    a = guide[(u * G) // wtot]
+                    uf = _uniform(state)
+                    u = np.int64(uf * wtot)
+                    a = guide[np.int64(uf * G)]
+                    while a > 0 and wcdf[a - 1] > u:      # float rounding guard
+                        a -= 1
                     while wcdf[a] <= u:
                         a += 1
                     lo_e = edges[a]
@@ -221,7 +288,7 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                 rem = d
                 cw = wt
                 mask = bits[cw] & ((one << np.uint64(t & 63)) - one)
-                for _scan in range(4):
+                for _scan in range(SCAN_WORDS):
                     c = _pc(mask)
                     if rem < c:
                         s = cw * 64 + _select(mask, c - rem)
@@ -242,7 +309,7 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                         k -= v * c
                         step >>= 1
                     s = p * 64 + _select(bits[p], k)
-                g = owner[s]
+                g = np.int64(owner[s])
                 owner[s] = -1
                 ws = s >> 6
                 bits[ws] &= ~(one << np.uint64(s & 63))
@@ -263,6 +330,15 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
     return out, items, extra_cold, clamped
 
 
+def default_rows(profile: LocalityProfile, length: int) -> int:
+    """Rows of a synthetic table of `length` accesses when none are given: the source's, grown
+    (never shrunk) to hold the distinct count scaled with length."""
+    if profile.accesses == 0:
+        return profile.rows
+    need = -(-profile.distinct * int(length) // profile.accesses)
+    return max(profile.rows, need)
+
+
 def _scale_counts(counts: np.ndarray, factor: float) -> np.ndarray:
     return np.floor(np.asarray(counts, dtype=np.float64) * factor + 0.5).astype(np.int64)
 
@@ -277,7 +353,7 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     """
     n_src = profile.accesses
     n = n_src if length is None else int(length)
-    rows = profile.rows if rows is None else int(rows)
+    rows = default_rows(profile, n) if rows is None else int(rows)
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     rng = np.random.default_rng(ss)
     if n == 0 or n_src == 0:
@@ -314,7 +390,7 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     if mapping is None:   # cannot happen: items are capped at rows
         raise AssertionError("more synthetic ids than rows")
     ids = mapping[stream]
-    return ids.astype(np.int64), {"extra_cold": int(extra), "clamped": int(clamped),
+    return ids, {"extra_cold": int(extra), "clamped": int(clamped),
                                   "items": int(items)}
 
 
