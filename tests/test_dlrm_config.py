@@ -102,3 +102,13 @@ def test_trace_rows_mismatch_names_table_and_numbers():
     with pytest.raises(UserError, match=r"table C3: trace has 5000 rows but config preset "
                                         r"kaggle \(--max-rows 1000\) allows 1000"):
         capped.with_trace_rows(rows, trace_path="t.npz")
+
+
+def test_preset_rows_are_reference_values_not_limits():
+    k = load_config("kaggle")
+    rows = [t.rows for t in k.tables]
+    rows[8] = 4  # C9: Criteo lists 3 values; a reader giving "missing" its own ID needs 4
+    assert k.with_trace_rows(rows).tables[8].rows == 4
+    capped = load_config("kaggle", max_rows=1000)
+    with pytest.raises(UserError, match="table C9: trace has 5000 rows .* allows 1000"):
+        capped.with_trace_rows([3] * 8 + [5000] + [3] * 17)

@@ -89,9 +89,12 @@ def _table(report, verdicts: dict) -> list[str]:
               help="Add the SIMD-width study (a child process per ISA level; slow).")
 @click.option("--render/--no-render", default=True, show_default=True,
               help="Write a Markdown summary and PNG plots beside the report.")
+@click.option("--fused-tables/--per-table", default=False, show_default=True,
+              help="Look up all tables in one kernel call (TBE-style combined table): faster, "
+                   "but no per-table figures.")
 def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters, warmup,
         threads, seed, out, inputs, input_rows, test_fraction, eval_every, roofline,
-        cache_study, simd, render):
+        cache_study, simd, render, fused_tables):
     """Profile a DLRM on this host: per-op time, bytes, FLOPs, verdicts, samples/s.
 
     Warm-up, then timed iterations; per op (embedding bag per table and all tables, bottom
@@ -112,7 +115,8 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
                       config=config, max_rows=max_rows, batch_size=batch_size, iters=iters,
                       warmup=warmup, threads=threads, seed=seed, out=out, input=tuple(inputs),
                       input_rows=input_rows, test_fraction=test_fraction, eval_every=eval_every,
-                      roofline=roofline, cache_study=cache_study, simd=simd, render=render)
+                      roofline=roofline, cache_study=cache_study, simd=simd, render=render,
+                      fused_tables=fused_tables)
     prep = prepare(opts)
     click.echo(prep.config.describe())
     if data == "kaggle":

@@ -14,7 +14,8 @@ prepends it to ``--arch-mlp-top`` silently; here it is stated.
 Table rows: the config's ``rows`` are the sizes used when no trace is given (``--data
 random``), capped by ``--max-rows``.  With a trace, the trace header is authoritative: the
 number of tables must match and each table is built with the trace's row count, which must
-not exceed the config's (capped) row count (see `DLRMConfig.with_trace_rows`).
+not exceed the ``--max-rows`` cap nor the rows a user's YAML file pins (a preset's rows are
+reference cardinalities, see `DLRMConfig.with_trace_rows`).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class DLRMConfig:
     source: str = ""           # preset name or YAML path it came from
     max_rows: int | None = None  # the --max-rows cap applied to `tables`, if any
     rows_from: str = "config"  # "config" or "trace" (set by with_trace_rows)
+    rows_pinned: bool = False  # a user YAML's rows are limits a trace must respect
     notes: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
@@ -167,8 +169,10 @@ class DLRMConfig:
                         trace_path: str = "trace") -> "DLRMConfig":
         """Size the tables from a trace header.
 
-        The number of tables must match; each table's trace row count must not exceed the
-        config's (capped) row count.  Tables keep the config's names (the trace's are noted).
+        The number of tables must match.  Row counts: a preset's rows are reference
+        cardinalities (the Criteo counts; a reader that gives missing values their own ID can
+        need one more), so a trace may differ from them; but no table may exceed the
+        `--max-rows` cap, nor the rows a user's YAML file pins.
         """
         where = self.source or self.name
         if len(trace_rows) != self.num_tables:
@@ -177,10 +181,12 @@ class DLRMConfig:
         tables = []
         for t, rows in zip(self.tables, trace_rows):
             rows = int(rows)
-            if rows > t.rows:
+            over_cap = self.max_rows is not None and rows > self.max_rows
+            if over_cap or (self.rows_pinned and rows > t.rows):
                 cap = f" (--max-rows {self.max_rows})" if self.max_rows is not None else ""
+                allowed = t.rows if self.rows_pinned else self.max_rows
                 raise UserError(f"{trace_path}: table {t.name}: trace has {rows} rows but config "
-                                f"{where}{cap} allows {t.rows}")
+                                f"{where}{cap} allows {allowed}")
             tables.append(dataclasses.replace(t, rows=rows))
         notes = self.notes
         if trace_names is not None and list(trace_names) != [t.name for t in self.tables]:
@@ -309,6 +315,7 @@ def config_from_dict(data: Any, source: str) -> DLRMConfig:
         lr=float(lr),
         batch_size=_int(source, "batch_size", data.get("batch_size", 128)),
         source=source,
+        rows_pinned=not source.startswith("preset "),
     )
 
 

@@ -633,9 +633,11 @@ def _run_rank(opts, dopts, env, device, backend, progress, keep_weights, fingerp
     prep = runner.prepare(ropts)
     prep.device = device
     cfg = prep.config
+    if world > cfg.num_tables:  # every rank finds this itself (no rank waits on another)
+        raise UserError(f"{world} ranks but only {cfg.num_tables} embedding tables: table-wise "
+                        f"sharding needs at least one table per rank")
     check_global_batch(cfg.batch_size, world)
-    if opts.mode == "train" and opts.data == "kaggle":
-        pass  # trained on the Criteo rows; held-out evaluation is single-process only
+    # rank 0 places the tables (its host's cache size) and tells the others
     plan_box = [make_plan(prep, world, env["local_world_size"], dopts) if rank == 0 else None]
     dist.broadcast_object_list(plan_box, src=0)
     plan = plan_box[0]
@@ -851,9 +853,9 @@ def write_reports(payloads: list[dict], prep, opts, global_losses: list[float]) 
 
 
 # -- the launcher (the `run --nproc N` parent process) -----------------------------------------
-def _rank_entry(opts, dopts, keep_weights):
+def _rank_entry(opts, dopts, keep_weights, fingerprint=True):
     """What each spawned rank runs (module level: picklable for the spawn start method)."""
-    return run_rank(opts, dopts, keep_weights=keep_weights)
+    return run_rank(opts, dopts, keep_weights=keep_weights, fingerprint=fingerprint)
 
 
 def _child_message(failure) -> tuple[str, str]:
@@ -895,7 +897,8 @@ def translate_failure(exc) -> Exception:
 
 
 def launch(opts, dopts: DistOptions, *, entry: Callable | None = None,
-           args: tuple | None = None, keep_weights: bool = False) -> dict[int, Any]:
+           args: tuple | None = None, keep_weights: bool = False,
+           fingerprint: bool = True) -> dict[int, Any]:
     """Start `dopts.nproc` ranks on this node (torchrun's elastic agent, c10d rendezvous, no
     restarts) and return {rank: result}.  One-line errors: rendezvous failure, a rank's
     user error or death (the agent stops the other ranks)."""
@@ -920,7 +923,7 @@ def launch(opts, dopts: DistOptions, *, entry: Callable | None = None,
                       "timeout": int(max(1, dopts.rdzv_timeout_s))},
         max_restarts=0, monitor_interval=0.1, start_method="spawn")
     entry = entry or _rank_entry
-    args = args if args is not None else (opts, dopts, keep_weights)
+    args = args if args is not None else (opts, dopts, keep_weights, fingerprint)
     log = logging.getLogger("torch.distributed.elastic")
     level = log.level
     log.setLevel(logging.CRITICAL)  # failures come back as one line below, not as log spam
@@ -953,6 +956,6 @@ def precheck(opts, dopts: DistOptions):
             raise UserError(f"--nproc {dopts.nproc} with --device cuda needs one GPU per "
                             f"process; {torch.cuda.device_count()} visible")
     prep = runner.prepare(dataclasses.replace(opts, roofline=False, cache_study=False))
-    check_global_batch(prep.config.batch_size, world)
     plan = make_plan(prep, world, dopts.nproc, dopts)
+    check_global_batch(prep.config.batch_size, world)
     return prep, plan

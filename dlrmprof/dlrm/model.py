@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -76,12 +77,24 @@ NULL_TIMER = NullTimer()
 class SparseArch(nn.Module):
     """Embedding tables pooled per bag: per table (indices, offsets) -> pooled [B, T, D].
 
-    Weights are float32 buffers (in `state_dict`), initialised uniform(-1/sqrt(R), 1/sqrt(R))
-    as in the DLRM reference.  `backend` names the embedding-bag kernels.
+    All tables live in one float32 buffer ``weight_all`` [sum of rows, D] (in `state_dict`);
+    table t is the view ``weights[t]`` = rows ``row_base[t] .. row_base[t] + rows_t``.  Rows
+    are initialised uniform(-1/sqrt(R), 1/sqrt(R)) per table, as in the DLRM reference.
+    `backend` names the embedding-bag kernels.
+
+    Two ways to run the lookups:
+
+    * per table (default): one kernel call per table, each timed (``emb.<table>``);
+    * ``fused=True``: the batch's bags of all tables become one jagged batch over the combined
+      buffer (indices shifted by ``row_base[t]``, offsets of T*B+1 entries, FBGEMM's TBE
+      layout), one kernel call for all tables and one for the sparse update: no per-table
+      figures, but 2 calls a step instead of 2T (at batch 128 the per-call overhead of 26
+      tables is a visible share of the step).
     """
 
     def __init__(self, tables: Sequence[TableConfig], backend: str = "numba",
-                 device: str | torch.device = "cpu", generator: torch.Generator | None = None):
+                 device: str | torch.device = "cpu", generator: torch.Generator | None = None,
+                 fused: bool = False):
         super().__init__()
         if not tables:
             raise UserError("SparseArch needs at least one table")
@@ -96,15 +109,24 @@ class SparseArch(nn.Module):
         self.dim = tables[0].dim
         self.names = tuple(t.name for t in tables)
         self.modes = tuple(t.pooling for t in tables)
+        if fused and len(set(self.modes)) != 1:
+            raise UserError("fused tables need one pooling mode for every table, got "
+                            f"{sorted(set(self.modes))}")
+        self.fused = bool(fused)
         self.op_names = tuple(f"emb.{n}" for n in self.names)
         self.upd_names = tuple(f"emb_update.{n}" for n in self.names)
-        for i, t in enumerate(tables):
-            w = torch.empty(t.rows, t.dim, dtype=torch.float32)
+        rows = np.array([t.rows for t in tables], dtype=np.int64)
+        self.row_base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+        w = torch.empty(int(rows.sum()), self.dim, dtype=torch.float32)
+        for t, b in zip(tables, self.row_base):
             bound = 1.0 / math.sqrt(t.rows)
-            w.uniform_(-bound, bound, generator=generator)
-            self.register_buffer(f"weight_{i}", w.to(self.device), persistent=True)
+            w[int(b):int(b) + t.rows].uniform_(-bound, bound, generator=generator)
+        self.register_buffer("weight_all", w.to(self.device), persistent=True)
         self._refresh_views()
         self._pooled: torch.Tensor | None = None
+        self._tbe_src = None
+        self._tbe = None
+        self._idx_buf = np.empty(0, np.int64)
         # The backend's kernels, resolved once (UserError here if the backend cannot run).
         # They are called without the public entry points' per-call checks (about 20 us a
         # call, 26 tables x 2 calls a step): the data sources check every index against its
@@ -114,10 +136,12 @@ class SparseArch(nn.Module):
         self._sgd = kernels._impl("embedding_bag_sgd", backend)
 
     def _refresh_views(self) -> None:
-        self.weights = [getattr(self, f"weight_{i}") for i in range(len(self.tables))]
-        self._np = [w.numpy() for w in self.weights] if self.backend == "numba" else None
+        w = self.weight_all
+        self.weights = [w[int(b):int(b) + t.rows] for t, b in zip(self.tables, self.row_base)]
+        self._np_all = w.numpy() if self.backend == "numba" else None
+        self._np = [x.numpy() for x in self.weights] if self.backend == "numba" else None
 
-    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda() keep the numpy views in sync
+    def _apply(self, fn, *args, **kwargs):  # .to()/.cuda() keep the views in sync
         out = super()._apply(fn, *args, **kwargs)
         self._refresh_views()
         self._pooled = None
@@ -138,24 +162,66 @@ class SparseArch(nn.Module):
         p.requires_grad_(requires_grad)
         return p
 
+    def combine(self, indices: Sequence, offsets: Sequence, batch: int):
+        """All tables' bags as one jagged batch over ``weight_all`` (TBE layout)::
+
+            indices = [ idx_0 + base_0 | idx_1 + base_1 | ... ]
+            offsets = [ off_0[:-1] | off_1[:-1] + nnz_0 | ... | total nnz ]   (T*B+1)
+        """
+        src = self._tbe_src  # the forward's combined batch is reused by the sparse update
+        if src is not None and src[0] is indices and src[1] is offsets:
+            return self._tbe
+        T = len(indices)
+        if isinstance(indices[0], np.ndarray):
+            total = sum(int(i.shape[0]) for i in indices)
+            if self._idx_buf.shape[0] < total:
+                self._idx_buf = np.empty(max(total, 2 * self._idx_buf.shape[0]), np.int64)
+            idx = self._idx_buf[:total]
+            off = np.empty(T * batch + 1, np.int64)
+            s = 0
+            for t in range(T):
+                n = indices[t].shape[0]
+                np.add(indices[t], self.row_base[t], out=idx[s:s + n])
+                np.add(offsets[t][:-1], s, out=off[t * batch:(t + 1) * batch])
+                s += n
+            off[-1] = s
+        else:
+            starts = np.concatenate([[0], np.cumsum([int(i.shape[0]) for i in indices])])
+            idx = torch.cat([i + int(b) for i, b in zip(indices, self.row_base)])
+            off = torch.cat([o[:-1] + int(starts[t]) for t, o in enumerate(offsets)]
+                            + [torch.tensor([int(starts[-1])], device=idx.device)])
+        self._tbe_src = (indices, offsets)  # held, so their identity cannot be reused
+        self._tbe = (idx, off)
+        return idx, off
+
     def forward(self, indices: Sequence, offsets: Sequence, batch: int,
                 requires_grad: bool = False, timer=NULL_TIMER) -> torch.Tensor:
         """Pool every table: per table t, bags `indices[t]` / `offsets[t]` (B+1 entries).
 
-        Index arrays are numpy (CPU) or torch tensors on the model's device, as produced
-        by `dlrmprof.dlrm.data.Batch.sparse_for`.
+        Index arrays are numpy for the numba backend, else torch tensors on the model's
+        device (`dlrmprof.dlrm.train.DLRMTrain.inputs` makes them).
         """
         pooled = self.pooled_buffer(batch, requires_grad)
         eb = self._eb
-        if self._np is not None:
+        T = len(self.weights)
+        if self.fused:
+            idx, off = self.combine(indices, offsets, batch)
+            if self._np is not None:
+                out = eb(self._np_all, idx, off, self.modes[0], None)
+                pooled.detach().numpy()[...] = out.reshape(T, batch, self.dim).transpose(1, 0, 2)
+            else:
+                out = eb(self.weight_all, idx, off, self.modes[0], None)
+                with torch.no_grad():
+                    pooled.detach().copy_(out.view(T, batch, self.dim).transpose(0, 1))
+        elif self._np is not None:
             out = pooled.detach().numpy()
-            for t in range(len(self.weights)):
+            for t in range(T):
                 with timer.op(self.op_names[t]):
                     out[:, t, :] = eb(self._np[t], indices[t], offsets[t], self.modes[t], None)
         else:
             with torch.no_grad():
                 dst = pooled.detach()
-                for t in range(len(self.weights)):
+                for t in range(T):
                     with timer.op(self.op_names[t]):
                         dst[:, t, :] = eb(self.weights[t], indices[t], offsets[t], self.modes[t],
                                           None)
@@ -167,13 +233,21 @@ class SparseArch(nn.Module):
         """Sparse SGD on the touched rows: weight[i] -= lr * d(loss)/d(pooled bag)."""
         g = grad_pooled.transpose(0, 1).contiguous()  # [T, B, D]: one contiguous slab per table
         sgd = self._sgd
-        if self._np is not None:
+        T, B = g.shape[0], g.shape[1]
+        if self.fused:
+            idx, off = self.combine(indices, offsets, B)
+            g2 = g.view(T * B, self.dim)
+            if self._np is not None:
+                sgd(self._np_all, idx, off, g2.numpy(), lr, self.modes[0], None)
+            else:
+                sgd(self.weight_all, idx, off, g2, lr, self.modes[0], None)
+        elif self._np is not None:
             gn = g.numpy()
-            for t in range(len(self.weights)):
+            for t in range(T):
                 with timer.op(self.upd_names[t]):
                     sgd(self._np[t], indices[t], offsets[t], gn[t], lr, self.modes[t], None)
         else:
-            for t in range(len(self.weights)):
+            for t in range(T):
                 with timer.op(self.upd_names[t]):
                     sgd(self.weights[t], indices[t], offsets[t], g[t], lr, self.modes[t], None)
 
@@ -302,11 +376,12 @@ class DLRM(nn.Module):
 
 
 def build_dlrm(config: DLRMConfig, backend: str = "numba", device: str = "cpu",
-               seed: int = 0) -> DLRM:
+               seed: int = 0, fused_tables: bool = False) -> DLRM:
     """Build the DLRM of `config` (tables as configured) with a seeded generator."""
     check_backend(device, backend)
     gen = torch.Generator().manual_seed(int(seed))
-    sparse = SparseArch(config.tables, backend=backend, device=device, generator=gen)
+    sparse = SparseArch(config.tables, backend=backend, device=device, generator=gen,
+                        fused=fused_tables)
     dense = DenseArch(config.bottom_mlp, generator=gen)
     inter = InteractionArch(config.num_tables, config.embedding_dim,
                             backend="numba" if backend == "numba" else "torch")

@@ -49,6 +49,7 @@ class RunOptions:
     cache_study: bool = True             # simulate the trace's rows through this host's caches
     simd: bool = False                   # the SIMD-width study (child process per ISA level)
     render: bool = True                  # Markdown + PNGs beside the report
+    fused_tables: bool = False           # one kernel call for all tables (no per-table rows)
 
 
 @dataclass
@@ -246,7 +247,9 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float]) -> tuple[list[dict], d
     all_upd = sum(emb_cost["optimizer"][1:], emb_cost["optimizer"][0])
     spec["emb"] = ("emb.all", "forward", "embedding_bag", all_fwd,
                    {"B": B, "D": D, "tables": T, "nnz": int(round(sum(nnz_mean))),
-                    "rows": sum(t.rows for t in cfg.tables), "row_bytes": D * 4})
+                    "rows": sum(t.rows for t in cfg.tables), "row_bytes": D * 4,
+                    "fused": prep.opts.fused_tables,
+                    "calls": 1 if prep.opts.fused_tables else T})
     spec["emb_update"] = ("emb.all", "optimizer", "embedding_bag_sgd", all_upd,
                           dict(spec["emb"][4]))
     for t, table in enumerate(cfg.tables):
@@ -308,7 +311,8 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
         numba.set_num_threads(opts.threads)
     source = make_source(prep)
     say(f"building the model ({sum(t.nbytes for t in cfg.tables) / 2**20:.1f} MiB of tables)")
-    model = build_dlrm(cfg, backend=prep.backend, device=prep.device, seed=opts.seed)
+    model = build_dlrm(cfg, backend=prep.backend, device=prep.device, seed=opts.seed,
+                       fused_tables=opts.fused_tables)
     trainer = DLRMTrain(model, cfg.lr)
     timer = OpTimer(device=prep.device, threads=opts.threads)
 
