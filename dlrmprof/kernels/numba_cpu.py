@@ -295,30 +295,49 @@ def _interaction_bwd(dense, pooled, g, gd, gp):
 
 # ---------------------------------------------------------------------------------- linear
 
-_GEMM_MB = 4      # rows of A per block (their accumulators stay in L1)
-_GEMM_NB = 256    # columns of the output per block (contiguous, vectorized inner loop)
+_GEMM_MR = 4     # rows of the output per register tile
+_GEMM_NR = 32    # columns per register tile: a <32 x float> per row (2 zmm, 4 ymm, 8 xmm)
 
 
 @njit(parallel=True, **_FAST)
 def _gemm(A, Bm, out):
-    """out = A @ Bm, axpy form: the inner loop runs over contiguous output columns, so it
-    vectorizes at whatever SIMD width the target allows, without reassociating sums."""
+    """out = A @ Bm (C-contiguous).  Register-tiled outer products: a 4 x 32 tile of `out`
+    lives in 4 vector values; each k broadcasts A[m, k] and fuses a multiply-add with one
+    row of Bm, so the SIMD width of the generated code follows the target (the point of the
+    SIMD study).  Edges (M % 4, N % 32) take a scalar loop."""
     M, K = A.shape
     N = Bm.shape[1]
-    nmb = (M + _GEMM_MB - 1) // _GEMM_MB
+    nfull = N // _GEMM_NR
+    nmb = (M + _GEMM_MR - 1) // _GEMM_MR
     for mb in prange(nmb):
-        m0 = mb * _GEMM_MB
-        m1 = min(m0 + _GEMM_MB, M)
-        for n0 in range(0, N, _GEMM_NB):
-            n1 = min(n0 + _GEMM_NB, N)
-            for m in range(m0, m1):
-                for n in range(n0, n1):
-                    out[m, n] = 0.0
+        m0 = mb * _GEMM_MR
+        if m0 + _GEMM_MR <= M:
+            for nb in range(nfull):
+                n0 = nb * _GEMM_NR
+                c0 = vzero(out, _GEMM_NR)
+                c1 = vzero(out, _GEMM_NR)
+                c2 = vzero(out, _GEMM_NR)
+                c3 = vzero(out, _GEMM_NR)
+                for k in range(K):
+                    b = vload(Bm, k, n0, _GEMM_NR)
+                    c0 = vfma(c0, b, A[m0, k])
+                    c1 = vfma(c1, b, A[m0 + 1, k])
+                    c2 = vfma(c2, b, A[m0 + 2, k])
+                    c3 = vfma(c3, b, A[m0 + 3, k])
+                vstore(out, m0, n0, c0)
+                vstore(out, m0 + 1, n0, c1)
+                vstore(out, m0 + 2, n0, c2)
+                vstore(out, m0 + 3, n0, c3)
+            n_rest = nfull * _GEMM_NR
+        else:
+            n_rest = 0
+        for m in range(m0, min(m0 + _GEMM_MR, M)):
+            for n in range(n_rest, N):
+                out[m, n] = 0.0
             for k in range(K):
-                for m in range(m0, m1):
-                    a = A[m, k]
-                    for n in range(n0, n1):
-                        out[m, n] += a * Bm[k, n]
+                a = A[m, k]
+                for n in range(n_rest, N):
+                    out[m, n] += a * Bm[k, n]
 
 
 @njit(**_FAST)
