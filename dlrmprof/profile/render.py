@@ -51,7 +51,7 @@ def plot_roofline(rows: list[Mapping], roofs: Mapping, path, title: str = "") ->
     lo = min(min(xs) / 4, 0.01)
     hi = max(max(xs) * 4, 1000.0)
     grid = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    peak = max(roofs.get("bf16_gflops") or 0, roofs.get("fp32_gflops") or 0)
+    peak = roofs.get("fp32_gflops") or roofs.get("bf16_gflops") or 1e3
     for key, label, style in (("stream_gbs", "stream", "-"), ("random_gbs", "random access",
                                                                 "--")):
         bw = roofs.get(key)
@@ -64,13 +64,20 @@ def plot_roofline(rows: list[Mapping], roofs: Mapping, path, title: str = "") ->
         if v:
             ax.axhline(v, color=color, linestyle=":", label=f"{label} {v:.0f} GFLOP/s")
     markers = {"memory-bound": "o", "latency-bound": "s", "compute-bound": "^"}
+    many = sum(1 for r in pts if str(r["name"]).startswith("emb.")) > 4
     for r in pts:
+        per_table = many and str(r["name"]).startswith("emb.") and r["name"] != "emb.all"
         ax.plot([r["intensity"]], [r["achieved_gflops"]], markers.get(r["verdict"], "x"),
-                color="black")
+                color="gray" if per_table else "black", markersize=4 if per_table else 6,
+                alpha=0.6 if per_table else 1.0)
+        if per_table:
+            continue   # many tables: one label for them all (below), not 26 overlapping ones
         ax.annotate(f"{r['name']}" + (f" ({r['phase'][0]})" if r.get("phase") != "forward"
                                       else ""),
                     (r["intensity"], r["achieved_gflops"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
+    if many:
+        ax.plot([], [], "o", color="gray", markersize=4, label="single tables (emb.C*)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
