@@ -310,3 +310,13 @@ def test_not_a_trace(tmp_path):
     with zipfile.ZipFile(tmp_path / "y.npz", "w") as zf:
         zf.writestr("junk.txt", "hello")
     assert_user_error(run("trace-stats", tmp_path / "y.npz"), "y.npz")
+
+
+def test_jobs_two_processes_same_bytes(tmp_path):
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    args = ["gen-trace", "--from", "kaggle", "--max-rows", 600, "--tables", "C1,C3,C4,C12",
+            "--hot", 16]
+    assert run(*args, "--out", a).exit_code == 0
+    res = run(*args, "--out", b, "--jobs", 2)
+    assert res.exit_code == 0, res.output
+    assert a.read_bytes() == b.read_bytes()

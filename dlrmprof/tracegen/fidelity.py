@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from dlrmprof.tracegen import reuse as _reuse
-from dlrmprof.tracegen.profile import LocalityProfile
+from dlrmprof.tracegen.profile import LocalityProfile, stream_histogram
 
 
 def top_share(ids: np.ndarray, n: int) -> float:
@@ -28,8 +28,10 @@ def top_share(ids: np.ndarray, n: int) -> float:
 def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
              synthetic_dist: np.ndarray | None = None) -> dict:
     ids = np.asarray(synthetic_ids, dtype=np.int64)
-    dist = _reuse.reuse_distances(ids) if synthetic_dist is None else synthetic_dist
-    hist, cold = _reuse.histogram(dist)
+    if synthetic_dist is not None:
+        hist, cold = _reuse.histogram(synthetic_dist)
+    else:
+        hist, cold = stream_histogram(ids)
     distinct_syn = int(cold)
     sizes = _reuse.mrc_sizes(max(profile.distinct, distinct_syn))
     src = _reuse.hit_rates(profile.hist, profile.cold, sizes)

@@ -18,7 +18,8 @@ import numpy as np
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.profile import DEFAULT_HOT, DEFAULT_WINDOWS, LocalityProfile, build_profile
+from dlrmprof.tracegen.profile import (DEFAULT_HOT, DEFAULT_WINDOWS, LocalityProfile,
+                                       build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
 from dlrmprof.tracegen.synth import default_rows, synthesize_bags
 from dlrmprof.tracegen.tracefile import TableMeta, Trace, header_for
@@ -36,21 +37,23 @@ HOT_CANDIDATES = (16, 64, 256, 1024)
 HOT_MAE_SLACK = 0.0005
 
 
-def choose_hot(name, ids, lengths, rows, windows, dist, candidates=HOT_CANDIDATES,
+def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CANDIDATES,
                seed: int = 12345) -> tuple[LocalityProfile, dict]:
     """Pick the hot-set size K by measuring: build the profile with each candidate K,
     synthesize once, and keep the K with the best popularity (top-1% share) among those whose
     MRC error is within HOT_MAE_SLACK of the best.  Returns (profile, what was measured)."""
     from dlrmprof.tracegen.synth import synthesize_stream
 
-    distinct = int((dist < 0).sum())
+    distinct = int(hist_cold[1])
     tried = []
     for k in candidates:
         if tried and k >= distinct:
             break
-        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=k, dist=dist)
+        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=k,
+                             hist_cold=hist_cold)
         syn, _ = synthesize_stream(prof, seed=seed)
         f = _fidelity(prof, syn)
+        del syn
         tried.append((k, prof, f["mrc_mae"],
                       abs(f["top1pct_share_synthetic"] - f["top1pct_share_source"])))
     best_mae = min(t[2] for t in tried)
@@ -61,14 +64,15 @@ def choose_hot(name, ids, lengths, rows, windows, dist, candidates=HOT_CANDIDATE
 
 
 def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityProfile:
-    dist = _reuse.reuse_distances(ids)
+    hist_cold = stream_histogram(ids)
     if hot is None:
-        prof, tried = choose_hot(name, ids, lengths, rows, windows, dist)
+        prof, tried = choose_hot(name, ids, lengths, rows, windows, hist_cold)
         prof.extra["hot_selection"] = tried
     else:
-        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=hot, dist=dist)
+        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=hot,
+                             hist_cold=hist_cold)
     if sample_rate is not None:
-        prof.extra["shards"] = shards_error(ids, sample_rate, prof)
+        prof.extra["shards"] = shards_error(np.asarray(ids, dtype=np.int64), sample_rate, prof)
     return prof
 
 
@@ -85,7 +89,7 @@ def shards_error(ids: np.ndarray, rate: float, prof: LocalityProfile, seed: int 
 
 def _profile_spilled(args) -> LocalityProfile:
     path, name, n, rows, windows, hot, sample_rate = args
-    ids = np.fromfile(path, dtype=np.int64, count=n)
+    ids = np.memmap(path, dtype=np.int32, mode="r", shape=(n,))
     return _profile(name, ids, None, rows, windows, hot, sample_rate)
 
 
@@ -100,7 +104,7 @@ def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None
             for chunk in reader:
                 sp = chunk.sparse
                 for i, fh in enumerate(files):
-                    np.ascontiguousarray(sp[:, i], dtype=np.int64).tofile(fh)
+                    np.ascontiguousarray(sp[:, i], dtype=np.int32).tofile(fh)
                 if on_rows:
                     on_rows(sp.shape[0])
         finally:

@@ -131,54 +131,95 @@ def _pooling(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vals.astype(np.int64), counts.astype(np.int64)
 
 
-def build_profile(name: str, ids: np.ndarray, lengths: np.ndarray | None = None,
+CHUNK = 1 << 22
+
+
+def _chunks(ids, size: int = CHUNK):
+    for lo in range(0, int(ids.shape[0]), size):
+        yield np.ascontiguousarray(ids[lo:lo + size], dtype=np.int64)
+
+
+def id_bound(ids) -> int:
+    """1 + the largest id (ids are dense, >= 0), chunk by chunk (works on memmaps)."""
+    top = -1
+    for c in _chunks(ids):
+        if c.size:
+            lo = int(c.min())
+            if lo < 0:
+                raise ValueError("ids must be non-negative (dense)")
+            top = max(top, int(c.max()))
+    return top + 1
+
+
+def stream_histogram(ids, bound: int | None = None) -> tuple[np.ndarray, int]:
+    """(binned warm reuse-distance histogram, cold count) of a dense id stream, in chunks:
+    memory O(distinct + chunk) whatever the stream length."""
+    bound = id_bound(ids) if bound is None else bound
+    state = _reuse.ReuseState(max(bound, 1))
+    hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
+    cold = 0
+    for c in _chunks(ids):
+        h, k = _reuse._bin_counts(state.feed(c), _reuse.MAX_BINS)
+        hist += h
+        cold += int(k)
+    nz = np.flatnonzero(hist)
+    return hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), cold
+
+
+def build_profile(name: str, ids, lengths: np.ndarray | None = None,
                   rows: int | None = None, windows: int = DEFAULT_WINDOWS,
-                  hot: int = DEFAULT_HOT, dist: np.ndarray | None = None) -> LocalityProfile:
-    """Profile one table's access stream (ids dense, >= 0).  `dist` may pass precomputed
-    reuse distances of `ids`."""
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
+                  hot: int = DEFAULT_HOT, dist: np.ndarray | None = None,
+                  hist_cold: tuple | None = None) -> LocalityProfile:
+    """Profile one table's access stream (ids dense, >= 0; an array or a memmap).
+
+    Works in chunks: memory is O(distinct ids + chunk) whatever the stream length.  `dist`
+    (per-access reuse distances) or `hist_cold` (their histogram) skip the full pass."""
     n = int(ids.shape[0])
     if lengths is None:
         lengths = np.ones(n, dtype=np.int64)
     lengths = np.asarray(lengths, dtype=np.int64)
     if int(lengths.sum()) != n:
         raise ValueError("bag lengths must sum to the number of accesses")
-    if dist is None:
-        dist = _reuse.reuse_distances(ids)
-    hist, cold = _reuse.histogram(dist)
-    counts = np.bincount(ids) if n else np.zeros(0, dtype=np.int64)
+    bound = id_bound(ids)
+    if hist_cold is not None:
+        hist, cold = hist_cold
+    elif dist is not None:
+        hist, cold = _reuse.histogram(dist)
+    else:
+        hist, cold = stream_histogram(ids, bound)
+    counts = np.zeros(max(bound, 1), dtype=np.int64)
+    for c in _chunks(ids):
+        counts += np.bincount(c, minlength=counts.shape[0])
     distinct = int(cold)
     order = np.argsort(-counts, kind="stable")
     top = counts[order[: min(TOP_COUNTS, distinct)]].astype(np.int64)
     k = min(int(hot), distinct)
-    hot_ids = order[:k]
     W = max(1, min(int(windows), n))
     wsize = max(1, -(-n // W))
     W = max(1, -(-n // wsize))
-    win_of = np.arange(n, dtype=np.int64) // wsize
-    # hot ids: accesses per window
     hot_rank = np.full(counts.shape[0], -1, dtype=np.int64)
-    hot_rank[hot_ids] = np.arange(k)
-    r = hot_rank[ids] if n else np.zeros(0, dtype=np.int64)
-    is_hot = r >= 0
-    hot_win = np.bincount(r[is_hot] * W + win_of[is_hot], minlength=k * W).reshape(k, W)
-    # tail: reuse distances among tail ids only
-    tail_ids = ids[~is_hot]
-    tail_win = win_of[~is_hot]
-    tdist = _reuse.reuse_distances(tail_ids) if tail_ids.size else np.zeros(0, dtype=np.int64)
-    tail_cold = np.bincount(tail_win[tdist < 0], minlength=W).astype(np.int64)
-    warm = tdist >= 0
-    tbins = np.zeros(0, dtype=np.int64)
-    if warm.any():
-        tbins = _bins(tdist[warm])
-        nb = int(tbins.max()) + 1
-    else:
-        nb = 0
-    tail_hist = np.bincount(tail_win[warm] * nb + tbins, minlength=W * nb).reshape(W, nb) \
-        if nb else np.zeros((W, 0), dtype=np.int64)
+    hot_rank[order[:k]] = np.arange(k)
+    hot_win = np.zeros((k, W), dtype=np.int64)
+    tail_cold = np.zeros(W, dtype=np.int64)
+    tail_rows = np.zeros((W, _reuse.MAX_BINS), dtype=np.int64)
+    tstate = _reuse.ReuseState(max(bound, 1))
+    for w in range(W):
+        seg = np.ascontiguousarray(ids[w * wsize:(w + 1) * wsize], dtype=np.int64)
+        rk = hot_rank[seg]
+        hot_mask = rk >= 0
+        if k:
+            hot_win[:, w] = np.bincount(rk[hot_mask], minlength=k)
+        tseg = seg[~hot_mask]
+        if tseg.size:
+            h, c = _reuse._bin_counts(tstate.feed(tseg), _reuse.MAX_BINS)
+            tail_rows[w] = h
+            tail_cold[w] = c
+    used = np.flatnonzero(tail_rows.sum(axis=0))
+    nb = int(used[-1]) + 1 if used.size else 0
+    tail_hist = tail_rows[:, :nb].copy()
     bl_vals, bl_counts = _pooling(lengths)
     return LocalityProfile(
-        name=str(name), rows=int(rows if rows is not None else (int(ids.max()) + 1 if n else 1)),
+        name=str(name), rows=int(rows if rows is not None else max(bound, 1)),
         accesses=n, distinct=distinct, num_bags=int(lengths.shape[0]),
         bag_len_values=bl_vals, bag_len_counts=bl_counts, hist=hist, cold=int(cold),
         top_counts=top, window_size=int(wsize), hot_win=hot_win, tail_cold=tail_cold,
