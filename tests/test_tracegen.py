@@ -179,11 +179,21 @@ def test_shards_estimate_error_is_small_and_measured(tmp_path):
 
 
 def test_length_and_rows_scaling():
-    prof = _sample_profiles()[2]            # C3
-    ids, off = synthesize(prof, num_samples=4 * prof.num_bags, seed=1)
-    assert len(off) == 4 * prof.num_bags + 1
-    # distinct ids grow with length (window counts scale), capped by rows
-    assert len(np.unique(ids)) == pytest.approx(4 * prof.distinct, rel=0.02)
+    from dlrmprof.tracegen.synth import planned_distinct
+    r = read_criteo(BUNDLED_SAMPLE)
+    col = np.concatenate([c.sparse for c in r])[:, 2]         # C3
+    prof = build_profile("C3", col)
+    # shorter: follows the source's prefix, so its distinct count is the prefix's
+    n = 1000
+    ids, off = synthesize(prof, num_samples=n, seed=1)
+    assert len(off) == n + 1
+    assert len(np.unique(ids)) == pytest.approx(len(np.unique(col[:n])), rel=0.03)
+    # longer: continues at the end-of-source rate; rows grow to hold the new ids
+    ids4, off4 = synthesize(prof, num_samples=4 * prof.num_bags, seed=1)
+    want = planned_distinct(prof, 4 * prof.num_bags)
+    assert want > prof.distinct
+    assert len(np.unique(ids4)) == pytest.approx(want, rel=0.01)
+    # fewer rows than distinct ids: capped at rows
     ids2, _ = synthesize(prof, rows=500, seed=1)
     assert ids2.max() < 500 and len(np.unique(ids2)) == 500
 

@@ -330,17 +330,48 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
     return out, items, extra_cold, clamped
 
 
+def plan_windows(profile: LocalityProfile, length: int):
+    """Per synthetic window: (bounds [W'+1], hot counts [K, W'], tail first touches [W'],
+    source window of each).  A shorter trace follows the source's prefix (its first windows,
+    the last one cut); a longer one continues with the source's last full window repeated,
+    so distinct ids keep growing at the rate the source had at its end."""
+    n_src, n = profile.accesses, int(length)
+    wsize = profile.window_size
+    W = profile.num_windows
+    src_len = np.diff(np.minimum(np.arange(W + 1, dtype=np.int64) * wsize, n_src))
+    Wn = max(1, -(-n // wsize))
+    bounds = np.minimum(np.arange(Wn + 1, dtype=np.int64) * wsize, n)
+    bounds[-1] = n
+    win_len = np.diff(bounds)
+    last_full = W - 1 if src_len[-1] == wsize or W == 1 else W - 2
+    src_w = np.minimum(np.arange(Wn), W - 1)
+    src_w[np.arange(Wn) >= W] = last_full
+    src_w[(np.arange(Wn) == W - 1) & (Wn > W)] = last_full   # a cut last window is not reused
+    factor = win_len / np.maximum(src_len[src_w], 1)
+    hot = np.floor(profile.hot_win[:, src_w] * factor[None, :] + 0.5).astype(np.int64)
+    cold = np.floor(profile.tail_cold[src_w] * factor + 0.5).astype(np.int64)
+    for w in range(Wn):        # rounding: counts must fit the window
+        over = int(hot[:, w].sum() + cold[w] - win_len[w])
+        while over > 0:
+            if cold[w] > 0:
+                cold[w] -= 1
+            else:
+                hot[int(np.argmax(hot[:, w])), w] -= 1
+            over -= 1
+    return bounds, hot, cold, src_w
+
+
+def planned_distinct(profile: LocalityProfile, length: int) -> int:
+    _, hot, cold, _ = plan_windows(profile, length)
+    return int((hot.sum(axis=1) > 0).sum() + cold.sum())
+
+
 def default_rows(profile: LocalityProfile, length: int) -> int:
     """Rows of a synthetic table of `length` accesses when none are given: the source's, grown
-    (never shrunk) to hold the distinct count scaled with length."""
+    (never shrunk) to hold the planned distinct count."""
     if profile.accesses == 0:
         return profile.rows
-    need = -(-profile.distinct * int(length) // profile.accesses)
-    return max(profile.rows, need)
-
-
-def _scale_counts(counts: np.ndarray, factor: float) -> np.ndarray:
-    return np.floor(np.asarray(counts, dtype=np.float64) * factor + 0.5).astype(np.int64)
+    return max(profile.rows, planned_distinct(profile, length))
 
 
 def synthesize_stream(profile: LocalityProfile, length: int | None = None,
@@ -358,25 +389,9 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     rng = np.random.default_rng(ss)
     if n == 0 or n_src == 0:
         return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
-    W = profile.num_windows
-    factor = n / n_src
-    # window boundaries in the synthetic stream, proportional to the source's
-    src_bounds = np.minimum(np.arange(W + 1, dtype=np.int64) * profile.window_size, n_src)
-    bounds = np.floor(src_bounds * factor + 0.5).astype(np.int64)
-    bounds[-1] = n
-    win_len = np.diff(bounds)
-    hot = _scale_counts(profile.hot_win, factor)
-    cold = _scale_counts(profile.tail_cold, factor)
-    # make every window's counts fit its length (rounding)
-    for w in range(W):
-        over = hot[:, w].sum() + cold[w] - win_len[w]
-        while over > 0:
-            if cold[w] > 0:
-                cold[w] -= 1
-            else:
-                hot[int(np.argmax(hot[:, w])), w] -= 1
-            over -= 1
-    th = np.asarray(profile.tail_hist, dtype=np.int64)
+    bounds, hot, cold, src_w = plan_windows(profile, n)
+    W = len(src_w)
+    th = np.asarray(profile.tail_hist, dtype=np.int64)[src_w]
     nb = th.shape[1]
     cdf = np.cumsum(th, axis=1) if nb else np.zeros((W, 0), dtype=np.int64)
     fallback = cdf.sum(axis=0) if nb else np.zeros(0, dtype=np.int64)
@@ -390,8 +405,7 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     if mapping is None:   # cannot happen: items are capped at rows
         raise AssertionError("more synthetic ids than rows")
     ids = mapping[stream]
-    return ids, {"extra_cold": int(extra), "clamped": int(clamped),
-                                  "items": int(items)}
+    return ids, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}
 
 
 def synthesize_bags(profile: LocalityProfile, num_samples: int | None = None,
