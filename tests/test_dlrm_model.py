@@ -167,3 +167,11 @@ def test_fused_tables_match_per_table(backend):
 def _batches_bags(cfg, seed, n):
     src = _bags_source(cfg, seed)
     return [src.next_batch() for _ in range(n)]
+
+
+def test_model_building_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    build_dlrm(load_config("tiny"), backend="torch", seed=0)
+    assert torch.equal(torch.rand(3), expected)

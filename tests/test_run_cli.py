@@ -219,3 +219,9 @@ def test_report_carries_roofline_verdicts_and_cache_study(tiny_trace, tmp_path, 
     assert rep.ceilings["note"] == "canned for the test"
     assert (tmp_path / "v.md").exists() and (tmp_path / "v.roofline.png").exists()
     assert "verdict" in res.output and "-bound" in res.output
+
+
+def test_failing_run_creates_no_reports_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _error(_run("--config", "tiny", "--batch-size", "0", *FAST))
+    assert os.listdir(tmp_path) == []

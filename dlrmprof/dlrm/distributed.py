@@ -72,6 +72,8 @@ TOP_LEVEL = ("to_device", "emb", "wait.alltoall.fwd", "alltoall.fwd", "alltoall.
              "dense_forward", "loss", "backward", "optimizer", "emb_update", "sigmoid")
 IN_BACKWARD = ("wait.alltoall.bwd", "alltoall.bwd", "wait.allreduce", "allreduce")
 _SKIP_CHUNK = 1 << 22
+_PEER_GRACE_S = 2.0  # a rank failing with a non-user error waits this long before exiting
+_SHUTDOWN_S = 5  # after a rank fails: seconds between SIGTERM and SIGKILL of the others
 
 
 class RankFailed(UserError):
@@ -612,6 +614,12 @@ def run_rank(opts, dopts: DistOptions, *, progress: Callable[[int], None] | None
         msg = str(exc)
         raise UserError(msg if msg.startswith(f"rank {rank}:") else f"rank {rank}: {msg}") \
             from None
+    except Exception:
+        if world > 1:
+            # usually the consequence of another rank failing ("connection closed by peer"):
+            # give the launcher a moment to see and report that rank's failure first
+            time.sleep(_PEER_GRACE_S)
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -868,18 +876,57 @@ def _child_message(failure) -> tuple[str, str]:
     return str(msg).strip(), tb
 
 
-def translate_failure(exc) -> Exception:
-    """ChildFailedError -> one-line RankFailed (user errors, deaths) or RuntimeError (bugs)."""
-    rank, failure = exc.get_first_failure()
+def _is_user(msg: str) -> bool:
+    return msg.startswith(("UserError: ", "RankFailed: "))
+
+
+def _user_messages(log_dir: str | None) -> list[str]:
+    """User-error messages in the ranks' error files (a rank failing second may be the one
+    the launcher reports; the first one's file still says what happened)."""
+    import json
+
+    out = []
+    if not log_dir:
+        return out
+    for path in sorted(Path(log_dir).rglob("error.json")):
+        try:
+            msg = json.loads(path.read_text()).get("message")
+        except (OSError, ValueError):
+            continue
+        if isinstance(msg, dict):
+            msg = msg.get("message", "")
+        if isinstance(msg, str) and _is_user(msg.strip()):
+            out.append(msg.strip())
+    return out
+
+
+def translate_failure(exc, log_dir: str | None = None) -> Exception:
+    """ChildFailedError -> one-line RankFailed (user errors, deaths) or RuntimeError (bugs).
+
+    The root cause is picked over its consequences: a rank's user error first, then a rank
+    killed by a signal, then the earliest failure (a rank whose peer died fails too, with
+    "connection closed by peer", at about the same second)."""
+    failures = exc.failures
+
+    def key(item):
+        rank, f = item
+        msg, _ = _child_message(f)
+        dead = f.exitcode is not None and f.exitcode < 0
+        return (0 if _is_user(msg) else 1 if dead else 2, f.timestamp, rank)
+
+    rank, failure = min(failures.items(), key=key)
     msg, tb = _child_message(failure)
-    for prefix in ("UserError: ", "RankFailed: "):
-        if msg.startswith(prefix):
-            text = msg[len(prefix):]
-            if not text.startswith("rank "):
-                text = f"rank {rank}: {text}"
-            err = RankFailed(text + "; all ranks stopped")
-            err.exit_code = 2
-            return err
+    if not _is_user(msg) and not (failure.exitcode is not None and failure.exitcode < 0):
+        found = _user_messages(log_dir)
+        if found:
+            msg = found[0]
+    if _is_user(msg):
+        text = msg.split(": ", 1)[1]
+        if not text.startswith("rank "):
+            text = f"rank {rank}: {text}"
+        err = RankFailed(text + "; all ranks stopped")
+        err.exit_code = 2
+        return err
     if failure.exitcode is not None and failure.exitcode < 0:
         import signal
 
@@ -903,7 +950,9 @@ def launch(opts, dopts: DistOptions, *, entry: Callable | None = None,
     restarts) and return {rank: result}.  One-line errors: rendezvous failure, a rank's
     user error or death (the agent stops the other ranks)."""
     import logging
+    import tempfile
 
+    from torch.distributed.elastic.multiprocessing.api import DefaultLogsSpecs
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -915,29 +964,39 @@ def launch(opts, dopts: DistOptions, *, entry: Callable | None = None,
     if dopts.nnodes > 1 and not dopts.rdzv_endpoint:
         raise UserError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
     endpoint = dopts.rdzv_endpoint or "localhost:0"
+    log_dir = tempfile.mkdtemp(prefix="dlrmprof-ranks-")
     cfg = LaunchConfig(
+        logs_specs=DefaultLogsSpecs(log_dir=log_dir),
         min_nodes=dopts.nnodes, max_nodes=dopts.nnodes, nproc_per_node=dopts.nproc,
         run_id=dopts.rdzv_id or f"dlrmprof-{uuid.uuid4().hex[:12]}", rdzv_backend="c10d",
         rdzv_endpoint=endpoint,
         rdzv_configs={"join_timeout": int(max(1, dopts.rdzv_timeout_s)),
                       "timeout": int(max(1, dopts.rdzv_timeout_s))},
-        max_restarts=0, monitor_interval=0.1, start_method="spawn")
+        max_restarts=0, monitor_interval=0.1, start_method="spawn",
+        shutdown_timeout=_SHUTDOWN_S)
     entry = entry or _rank_entry
     args = args if args is not None else (opts, dopts, keep_weights, fingerprint)
-    log = logging.getLogger("torch.distributed.elastic")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # failures come back as one line below, not as log spam
+    # failures come back as one line below, not as log spam
+    logs = [logging.getLogger(n) for n in ("torch.distributed.elastic",
+                                           "torch.multiprocessing.spawn")]
+    levels = [lg.level for lg in logs]
+    for lg in logs:
+        lg.setLevel(logging.CRITICAL)
     try:
         return elastic_launch(cfg, entry)(*args)
     except ChildFailedError as exc:
-        raise translate_failure(exc) from None
+        raise translate_failure(exc, log_dir) from None
     except RendezvousError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise RankFailed(f"rendezvous at {endpoint} failed: {type(exc).__name__}: {first} "
                          f"(waited {dopts.rdzv_timeout_s:g} s for {dopts.nnodes} node(s))") \
             from None
     finally:
-        log.setLevel(level)
+        for lg, lv in zip(logs, levels):
+            lg.setLevel(lv)
+        import shutil
+
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 def precheck(opts, dopts: DistOptions):

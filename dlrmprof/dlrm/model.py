@@ -320,7 +320,7 @@ class OverArch(nn.Module):
 def _mlp(layers: Sequence[int], last_relu: bool, generator) -> nn.Sequential:
     mods: list[nn.Module] = []
     for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
-        lin = nn.Linear(n_in, n_out)
+        lin = torch.nn.utils.skip_init(nn.Linear, n_in, n_out)  # no draw from the global RNG
         with torch.no_grad():  # DLRM reference init: N(0, sqrt(2/(m+n))), bias N(0, sqrt(1/m))
             lin.weight.normal_(0.0, math.sqrt(2.0 / (n_in + n_out)), generator=generator)
             lin.bias.normal_(0.0, math.sqrt(1.0 / n_out), generator=generator)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -66,17 +65,17 @@ class Prepared:
 
 
 def _check_writable(path: Path) -> None:
-    """Fail before the run (not after it) when the report cannot be written."""
+    """Fail before the run (not after it) when the report cannot be written there.  Creates
+    nothing: the nearest existing ancestor must be a writable directory."""
     if path.is_dir():
         raise UserError(f"{path}: --out is a directory, expected a report file name (.json)")
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=parent)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write the report here ({exc.strerror or exc})") from None
+    anc = path.parent if str(path.parent) else Path(".")
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise UserError(f"{path}: cannot write the report here ({anc} is not a directory)")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise UserError(f"{path}: cannot write the report here ({anc} is not writable)")
 
 
 def check_device(device: str) -> str:
@@ -116,8 +115,8 @@ def prepare(opts: RunOptions) -> Prepared:
     if not 0 < opts.test_fraction < 1:
         raise UserError(f"--test-fraction must be between 0 and 1, got {opts.test_fraction}")
     out = Path(opts.out) if opts.out else None
-    if out is not None:
-        _check_writable(out)
+    # fail now, not after the run, when the report cannot be written
+    _check_writable(out if out is not None else Path("reports") / "report.json")
     config = load_config(opts.config, max_rows=opts.max_rows, batch_size=opts.batch_size)
     prep = Prepared(opts, config, backend, device, out=out)
 
