@@ -1,0 +1,257 @@
+"""Hybrid-parallel DLRM (dlrmprof.dlrm.distributed, sharding): plan, init, equivalence with
+one process (in-process world of 1, and a real 2-rank gloo launch), bad input."""
+
+import dataclasses
+import os
+import signal
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from dlrmprof.dlrm import distributed as D
+from dlrmprof.dlrm import sharding as S
+from dlrmprof.dlrm.config import load_config
+from dlrmprof.dlrm.model import build_dlrm
+from dlrmprof.dlrm.runner import RunOptions, make_source, prepare
+from dlrmprof.dlrm.train import DLRMTrain, run_loop
+from dlrmprof.errors import UserError
+from dlrmprof.profile.report import Report
+from dlrmprof.profile.timers import OpTimer
+from dlrmprof.tracegen import build_profile, synthesize_trace
+
+
+def _trace(path, rows=(64, 100, 257, 1000), num_samples=64, seed=0):
+    rng = np.random.default_rng(seed)
+    profiles = []
+    for t, r in enumerate(rows):
+        lengths = rng.integers(1, 4, 300)
+        ids = rng.integers(0, r, int(lengths.sum()))
+        profiles.append(build_profile(f"C{t + 1}", ids, lengths, rows=r))
+    synthesize_trace(profiles, source={"kind": "test"}, num_samples=num_samples, seed=seed,
+                     compute_fidelity=False).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_trace(tmp_path_factory):
+    return _trace(tmp_path_factory.mktemp("tr") / "tiny.npz")
+
+
+def _opts(trace, out=None, **kw):
+    base = dict(config="tiny", trace=trace, data="trace", iters=50, warmup=0, out=out,
+                roofline=False, cache_study=False)
+    base.update(kw)
+    return RunOptions(**base)
+
+
+def _single_process(opts):
+    """Losses and final tables of the plain single-process training loop."""
+    prep = prepare(opts)
+    model = build_dlrm(prep.config, backend=prep.backend, seed=opts.seed)
+    loop = run_loop(DLRMTrain(model, prep.config.lr), make_source(prep), mode="train",
+                    iters=opts.iters, warmup=opts.warmup, timer=OpTimer(noise=False))
+    return np.array(loop.losses), [w.detach().numpy().copy() for w in model.sparse_arch.weights]
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture
+def world_of_one(monkeypatch):
+    """This process as rank 0 of a 1-rank job (the env torchrun would set)."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    yield
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# -- sharding plan ---------------------------------------------------------------------------
+def _load(name, rows, lookups, miss, penalty=10.0):
+    return S.TableLoad(name, rows, rows * 64, lookups, miss, 1000,
+                       lookups * (1 + (penalty - 1) * miss), "test")
+
+
+def test_plan_balances_and_gives_every_rank_a_table():
+    loads = [_load("big", 100_000, 1, 1.0), _load("hot", 10, 8, 0.0), _load("a", 5000, 1, 0.5),
+             _load("b", 5000, 1, 0.5), _load("c", 100, 2, 0.0)]
+    plan = S.plan_tables(loads, 2, by="bytes")
+    # by bytes, the big table sits alone
+    assert plan.tables_of(plan.owner[0]) == (0,)
+    plan = S.plan_tables(loads, 5)
+    assert sorted(plan.owner) == [0, 1, 2, 3, 4]
+    plan = S.plan_tables(loads, 2, by="lookups")
+    cost = plan.rank_cost()
+    assert max(cost) / np.mean(cost) < 1.35
+    assert S.plan_tables(loads, 2) == S.plan_tables(loads, 2)   # deterministic
+    assert plan.rank_order() == tuple(sorted(range(5), key=lambda t: (plan.owner[t], t)))
+    d = plan.to_dict()
+    assert S.ShardingPlan.from_dict(d) == plan
+    assert "rank 0" in plan.describe() and "imbalance" in plan.describe()
+
+
+def test_more_ranks_than_tables_is_an_error():
+    loads = [_load("a", 10, 1, 0.0), _load("b", 10, 1, 0.0)]
+    with pytest.raises(UserError, match="3 ranks but only 2 embedding tables"):
+        S.plan_tables(loads, 3)
+
+
+def test_lookup_cost_follows_the_miss_ratio_curve():
+    cfg = load_config("tiny")
+    rng = np.random.default_rng(0)
+    tab = cfg.tables[3]  # 1000 rows
+    hot = build_profile("hot", rng.integers(0, 4, 3000), rows=tab.rows)      # 4 rows reused
+    cold = build_profile("cold", rng.permutation(tab.rows)[np.arange(3000) % tab.rows],
+                         rows=tab.rows)                                         # cyclic sweep
+    cache = 64 * tab.dim * 4  # 64 rows fit
+    lh, lc = S.table_loads([tab, tab], profiles=[hot, cold], cache_bytes=cache)
+    assert lh.miss_ratio < 0.01 and lc.miss_ratio > 0.99
+    assert lc.cost > 9 * lh.cost and lh.lookups_per_sample == 1.0
+
+
+# -- initialisation and the 1-rank path ------------------------------------------------------
+@pytest.mark.parametrize("owned", [(0, 1, 2, 3), (3,), (0, 2)])
+def test_rank_parts_initialised_as_build_dlrm(owned):
+    cfg = load_config("tiny")
+    ref = build_dlrm(cfg, backend="numba", seed=7)
+    sparse, dense, _, over = D.build_rank_parts(cfg, owned, "numba", "cpu", 7)
+    for i, t in enumerate(owned):
+        assert torch.equal(sparse.weights[i], ref.sparse_arch.weights[t])
+    for a, b in zip(list(dense.parameters()) + list(over.parameters()),
+                    list(ref.dense_arch.parameters()) + list(ref.over_arch.parameters())):
+        assert torch.equal(a, b)
+
+
+def test_one_rank_world_matches_single_process(tiny_trace, tmp_path, world_of_one):
+    opts = _opts(tiny_trace, out=str(tmp_path / "d1.json"), iters=12, warmup=2)
+    res = D.run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), keep_weights=True,
+                     fingerprint=False)
+    losses, weights = _single_process(opts)
+    np.testing.assert_array_equal(np.array(res["losses"]), losses)
+    for t, w in res["weights"].items():
+        np.testing.assert_array_equal(w, weights[t])
+    merged = Report.load(tmp_path / "d1.json")
+    assert Report.load(tmp_path / "d1.rank0.json").end_to_end["distributed"]["rank"] == 0
+    assert merged.op("alltoall.fwd", "comm")["bytes"] > 0
+
+
+def test_nccl_without_gpus_names_the_rank(tiny_trace, world_of_one):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(UserError, match=r"^rank 0: --dist-backend nccl needs CUDA GPUs"):
+        D.run_rank(_opts(tiny_trace), D.DistOptions(backend="nccl"), fingerprint=False)
+
+
+@pytest.mark.parametrize("dopts,opts_kw,match", [
+    (D.DistOptions(nproc=5), {}, "5 ranks but only 4 embedding tables"),
+    (D.DistOptions(nproc=3), {}, "--batch-size 32 is not divisible by the 3 ranks"),
+    (D.DistOptions(nproc=2, backend="nccl"), {}, "nccl"),
+    (D.DistOptions(nproc=0), {}, "--nproc must be at least 1"),
+])
+def test_bad_input_caught_before_launch(tiny_trace, dopts, opts_kw, match):
+    if dopts.backend == "nccl" and torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    with pytest.raises(UserError, match=match):
+        D.precheck(_opts(tiny_trace, **opts_kw), dopts)
+
+
+# -- real 2-rank runs (gloo, spawned through torchrun's elastic agent) -----------------------
+def test_two_ranks_match_single_process(tiny_trace, tmp_path):
+    t0 = time.perf_counter()
+    out = tmp_path / "two.json"
+    opts = _opts(tiny_trace, out=str(out))
+    res = D.launch(opts, D.DistOptions(nproc=2, timeout_s=30), keep_weights=True,
+                   fingerprint=False)
+    assert sorted(res) == [0, 1]
+    losses, weights = _single_process(opts)
+    dist_losses = np.array(res[0]["losses"])
+    assert len(dist_losses) == 50
+    assert np.max(np.abs(dist_losses - losses) / np.abs(losses)) <= 1e-4
+    owned = sorted(t for r in res.values() for t in r["weights"])
+    assert owned == [0, 1, 2, 3]
+    for r in res.values():
+        for t, w in r["weights"].items():
+            np.testing.assert_allclose(w, weights[t], rtol=1e-4, atol=1e-6)
+    merged = Report.load(out)
+    ranks = [Report.load(tmp_path / f"two.rank{r}.json") for r in (0, 1)]
+    d = merged.end_to_end["distributed"]
+    assert d["world_size"] == 2 and len(d["ranks"]) == 2
+    for name in ("alltoall.fwd", "alltoall.bwd", "allreduce"):
+        row = merged.op(name, "comm")
+        assert row is not None and row["bytes"] > 0 and row["time"]["n"] == 50
+    # all-to-all bytes per rank: its tables' pooled rows for the whole batch, fp32
+    for rep in ranks:
+        di = rep.end_to_end["distributed"]
+        n_tab = len(di["tables"])
+        assert di["collectives"]["alltoall.fwd"]["bytes_per_step"] == 32 * n_tab * 8 * 4
+        assert rep.op("emb.all", "forward")["shape"]["tables"] == n_tab
+    assert d["alltoall_per_step_s"] > 0
+    assert merged.training["losses"] == pytest.approx(dist_losses.tolist())
+    assert time.perf_counter() - t0 < 60
+
+
+def _dying_entry(opts, dopts):
+    """Rank 1 kills itself (SIGKILL) at its third timed step."""
+    rank = int(os.environ["RANK"])
+    count = [0]
+
+    def progress(n):
+        count[0] += n
+        if rank == 1 and count[0] == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return D.run_rank(opts, dopts, progress=progress, fingerprint=False)
+
+
+def _user_error_entry(opts, dopts):
+    if int(os.environ["RANK"]) == 1:
+        opts = dataclasses.replace(opts, config="no-such-preset")
+    return D.run_rank(opts, dopts, fingerprint=False)
+
+
+def test_rank_dying_mid_run_stops_all_and_writes_nothing(tiny_trace, tmp_path):
+    out = tmp_path / "dead.json"
+    opts = _opts(tiny_trace, out=str(out), iters=200)
+    t0 = time.perf_counter()
+    with pytest.raises(D.RankFailed, match=r"^rank 1 \(pid \d+\) died \(SIGKILL\) mid-run") \
+            as exc:
+        D.launch(opts, D.DistOptions(nproc=2, timeout_s=10), entry=_dying_entry,
+                 args=(opts, D.DistOptions(nproc=2, timeout_s=10)))
+    assert "\n" not in str(exc.value)
+    assert time.perf_counter() - t0 < 40
+    assert not list(tmp_path.iterdir())
+
+
+def test_rank_user_error_is_one_line_naming_the_rank(tiny_trace, tmp_path):
+    opts = _opts(tiny_trace, out=str(tmp_path / "x.json"))
+    dopts = D.DistOptions(nproc=2, timeout_s=20)
+    with pytest.raises(UserError, match=r"^rank 1: unknown config 'no-such-preset'") as exc:
+        D.launch(opts, dopts, entry=_user_error_entry, args=(opts, dopts))
+    assert "\n" not in str(exc.value) and "all ranks stopped" in str(exc.value)
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_rendezvous_failure_times_out_with_one_line(tiny_trace, tmp_path):
+    # two nodes are expected, only this one joins
+    opts = _opts(tiny_trace, out=str(tmp_path / "r.json"))
+    dopts = D.DistOptions(nproc=1, nnodes=2, rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+                          rdzv_timeout_s=3, timeout_s=10)
+    t0 = time.perf_counter()
+    with pytest.raises(D.RankFailed, match=r"^rendezvous at 127\.0\.0\.1:\d+ failed"):
+        D.launch(opts, dopts)
+    assert time.perf_counter() - t0 < 30
+    assert not (tmp_path / "r.json").exists()
