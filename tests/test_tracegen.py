@@ -208,3 +208,12 @@ def test_materialize_profile_only_matches_table_counts(tmp_path):
     m = t.materialize(seed=0)
     assert m.num_samples == 400
     assert [mt.distinct for mt in m.tables] == [p.distinct for p in t.profiles]
+
+
+def test_committed_example_trace_loads():
+    from pathlib import Path
+    p = Path(__file__).resolve().parent.parent / "traces" / "examples" / "kaggle_sample_profile.npz"
+    t = Trace.load(p)
+    assert not t.has_indices and len(t.tables) == 26 and t.num_samples == 1999
+    m = t.materialize(num_samples=256, seed=0)
+    assert m.indices.size == 26 * 256
