@@ -89,37 +89,43 @@ def plot_roofline(rows: list[Mapping], roofs: Mapping, path, title: str = "") ->
     return _save(fig, path)
 
 
-def plot_mrc(cache: Mapping, path) -> Path:
-    """Cumulative hit rate vs capacity: set-associative simulation and fully-associative LRU
-    per op, plus each table's miss-ratio curve from the trace when present (``cache.mrc``)."""
-    fig = _figure(8, 5)
+def plot_mrc(cache: Mapping, path, max_ops: int = 6) -> Path:
+    """Cumulative hit rate vs capacity: set-associative simulation (solid) and fully-associative
+    LRU (dashed) per op, and each table's own miss-ratio curve from the trace (thin line).  With
+    many ops only ``emb.all`` and the tables with the lowest last-level hit rate are drawn."""
+    fig = _figure(9, 5)
     ax = fig.add_subplot(1, 1, 1)
-    for name, sim in (cache.get("simulation") or {}).items():
-        lv = sim.get("levels") or []
-        if not lv:
-            continue
+    sims = {k: v for k, v in (cache.get("simulation") or {}).items() if v.get("levels")}
+    title = "cache hit rate vs capacity (simulated)"
+    if len(sims) > max_ops:
+        worst = sorted((k for k in sims if k != "emb.all"),
+                       key=lambda k: sims[k]["levels"][-1]["cumulative_hit_rate"])
+        keep = (["emb.all"] if "emb.all" in sims else []) + worst
+        sims = {k: sims[k] for k in keep[:max_ops]}
+        title += f": emb.all and the {len(sims) - ('emb.all' in sims)} tables with most misses"
+    for name, sim in sims.items():
+        lv = sim["levels"]
         caps = [sum(x["size_bytes"] for x in lv[:i + 1]) for i in range(len(lv))]
         line, = ax.plot(caps, [x["cumulative_hit_rate"] for x in lv], "o-",
                         label=f"{name} set-assoc")
         if all("fa_cumulative_hit_rate" in x for x in lv):
             ax.plot(caps, [x["fa_cumulative_hit_rate"] for x in lv], "x--",
                     color=line.get_color(), label=f"{name} fully-assoc")
-    curves = dict(cache.get("mrc") or {})
-    for name, sim in (cache.get("simulation") or {}).items():
         c = (sim.get("trace_mrc") or {}).get("curve")
-        if c and name not in curves and len(curves) < 8:
-            curves[name] = c
-    for name, m in curves.items():
+        if c and c.get("sizes_bytes"):
+            ax.plot(c["sizes_bytes"], c["hit_rates"], "-", color=line.get_color(), alpha=0.4,
+                    linewidth=1, label=f"{name} trace MRC")
+    for name, m in (cache.get("mrc") or {}).items():
         if m.get("sizes_bytes") and m.get("hit_rates"):
             ax.plot(m["sizes_bytes"], m["hit_rates"], "-", alpha=0.5, linewidth=1,
                     label=f"{name} trace MRC")
     ax.set_xscale("log")
     ax.set_ylim(0, 1.02)
-    ax.set_xlabel("cache capacity (bytes)")
+    ax.set_xlabel("cache capacity (bytes; levels at cumulative L1, L1+L2, ... sizes)")
     ax.set_ylabel("hit rate")
-    ax.set_title("cache hit rate vs capacity (simulated)")
+    ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
 
 
