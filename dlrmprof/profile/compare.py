@@ -240,8 +240,8 @@ def markdown(res: dict) -> str:
         out += ["", "No op changes verdict between these reports."]
     e = res["end_to_end"]
     if any(x is not None for x in e["samples_per_s"]):
-        out += ["", "End to end (samples/s): " + ", ".join(
-            f"{n} {_n(x, ',.0f')}" + (f" ({r:.2f}x)" if r is not None and i else "")
+        out += ["", "End to end (samples/s, higher is better; ratio = throughput / baseline's): "
+                + ", ".join(f"{n} {_n(x, ',.0f')}" + (f" ({r:.2f}x)" if r is not None and i else "")
             for i, (n, x, r) in enumerate(zip(names, e["samples_per_s"], e["ratio"])))]
     return "\n".join(out) + "\n"
 
