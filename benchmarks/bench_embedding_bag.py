@@ -101,6 +101,40 @@ def time_cell(weight_np, weight_t, pool, offsets, threads, seconds):
             max(0.0, others / wall))
 
 
+def tune_cell(weight, weight_t, pool, offsets, seconds, plans):
+    """1 thread: torch and the D-specialised numba kernel under each prefetch plan
+    (distance, level), all interleaved; returns torch time / plan time per plan."""
+    from dlrmprof.kernels import numba_cpu
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    D = weight.shape[1]
+    _, ser = numba_cpu._eb_vec_kernels(D, weight.itemsize)
+    out = np.empty((B, D), dtype=np.float32)
+    offsets_t, pool_t = torch.from_numpy(offsets), torch.from_numpy(pool)
+    fns = {"torch": lambda i: F.embedding_bag(pool_t[i], weight_t, offsets_t, mode="sum",
+                                              include_last_offset=True)}
+    for dist, level in plans:
+        fns[(dist, level)] = (lambda i, d=dist, lv=level:
+                              ser(weight, pool[i], offsets, None, False, out, 0, B, d, lv))
+    want = fns["torch"](0).numpy()
+    for name, fn in fns.items():
+        fn(0)
+        if name != "torch" and not np.allclose(out, want, rtol=1e-4, atol=1e-4):
+            raise SystemExit(f"plan {name} gives wrong results")
+    samples = {n: [] for n in fns}
+    names = list(fns)
+    t0, k = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds * len(names) / 2 or k < 5:
+        for j, n in enumerate(names if k % 2 == 0 else names[::-1]):
+            i = (k * len(names) + j) % pool.shape[0]
+            a = time.perf_counter_ns()
+            fns[n](i)
+            samples[n].append(time.perf_counter_ns() - a)
+        k += 1
+    med = {n: float(np.median(v)) for n, v in samples.items()}
+    return {n: med["torch"] / med[n] for n in names if n != "torch"}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="reduced sweep")
@@ -111,6 +145,9 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tune", action="store_true",
+                    help="1 thread: ratio vs torch of every prefetch plan (distance, level), "
+                         "level 0 none / 1 L1 / 2 L2; the library's choice is marked *")
     args = ap.parse_args(argv)
     rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
     dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
@@ -136,6 +173,15 @@ def main(argv=None):
             for L in pools:
                 for dist in dists:
                     pool, offsets = index_pool(rng, R, D, L, dist)
+                    if args.tune:
+                        from dlrmprof.kernels.numba_cpu import prefetch_plan
+                        chosen = prefetch_plan(weight.nbytes, D, weight.itemsize)
+                        plans = [(0, 0)] + [(d, lv) for lv in (1, 2) for d in (8, 16, 32, 64)]
+                        r = tune_cell(weight, weight_t, pool, offsets, seconds, plans)
+                        print(f"{R:>9.0e} {D:>4} {L:>3} {dist:>7} " + " ".join(
+                            f"{d}/{lv}{'*' if (d, lv) == chosen or (lv == 0 and chosen[1] == 0) else ''}"
+                            f"={x:.2f}" for (d, lv), x in r.items()), flush=True)
+                        continue
                     for thr in args.threads:
                         med, others = time_cell(weight, weight_t, pool, offsets, thr, seconds)
                         gb = B * L * D * 4 / 1e9
@@ -150,6 +196,8 @@ def main(argv=None):
                     del pool
             del weight, weight_t
             gc.collect()
+    if args.tune:
+        return 0
     ratios = np.array([r[6] for r in results])
     dram = np.array([r[6] for r in results if r[5] == "DRAM"])
     worst = results[int(np.argmin(ratios))]

@@ -99,7 +99,18 @@ def backends(op: str) -> list[str]:
     return [b for b in BACKENDS if op in _IMPLEMENTS[b] and _unavailable(b) is None]
 
 
+_RESOLVED: dict = {}
+
+
 def _impl(op: str, backend: str):
+    """The backend's function for `op` (resolved once; UserError if it cannot run here)."""
+    fn = _RESOLVED.get((op, backend))
+    if fn is None:
+        fn = _RESOLVED[(op, backend)] = _resolve(op, backend)
+    return fn
+
+
+def _resolve(op: str, backend: str):
     if backend not in BACKENDS:
         raise UserError(f"unknown kernel backend {backend!r}; choose from {', '.join(BACKENDS)}")
     if op not in _IMPLEMENTS[backend]:
@@ -241,6 +252,10 @@ def embedding_bag(weight, indices, offsets, mode="sum", per_sample_weights=None,
     """Pool the rows of `weight` named by each bag: [R, D] x jagged bags -> [B, D]."""
     fn = _impl("embedding_bag", backend)
     _check_bags("embedding_bag", weight, indices, offsets, mode, per_sample_weights)
+    if (_WANTS[backend] == "numpy" and type(weight) is np.ndarray
+            and type(indices) is np.ndarray and type(offsets) is np.ndarray
+            and (per_sample_weights is None or type(per_sample_weights) is np.ndarray)):
+        return fn(weight, indices, offsets, mode, per_sample_weights)   # per-call fast path
     a = _convert(backend, dict(weight=weight, indices=indices, offsets=offsets,
                                per_sample_weights=per_sample_weights))
     out = fn(a["weight"], a["indices"], a["offsets"], mode, a["per_sample_weights"])
@@ -334,10 +349,13 @@ def linear_backward(x, weight, grad_out, backend="torch"):
     return _back(fn(a["x"], a["weight"], a["grad_out"]), _is_torch(x))
 
 
-def numba_asm(op: str) -> str:
+def numba_asm(op: str, dim: int = 64) -> str:
     """Assembly text of the numba CPU kernel behind `op` (float32 weights, int64 indices), as
     this process compiles it: set NUMBA_CPU_NAME / NUMBA_CPU_FEATURES before importing numba
-    (a child process per ISA level) and count xmm / ymm / zmm registers in the text."""
+    (a child process per ISA level) and count xmm / ymm / zmm registers in the text.
+    `dim`: the embedding width whose specialised embedding_bag kernel to show."""
     _impl(op, "numba")
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+        raise UserError(f"numba_asm: dim must be a positive int, got {dim!r}")
     from dlrmprof.kernels import numba_cpu
-    return numba_cpu.numba_asm(op)
+    return numba_cpu.numba_asm(op, dim)

@@ -96,15 +96,15 @@ SPECIALISED_MAX_D = 1024
 def specialised(weight):
     """Whether the D-specialised path takes this table."""
     D = weight.shape[1]
-    return (weight.flags.c_contiguous and weight.dtype in (np.float32, np.float64)
-            and 0 < D <= SPECIALISED_MAX_D and D % 4 == 0)
+    return (0 < D <= SPECIALISED_MAX_D and D % 4 == 0 and weight.dtype.kind == "f"
+            and weight.itemsize in (4, 8) and weight.flags.c_contiguous)
 
 
 @njit(**_OPTS)
-def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, D):
+def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, D, line):
     D = literally(D)
+    line = literally(line)   # elements per 64-byte cache line
     R = weight.shape[0]
-    line = 64 // weight.itemsize
     bad = 0
     p_end = offsets[b1]
     for b in range(b0, b1):
@@ -143,33 +143,50 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
 
 
 @njit(parallel=True, **_OPTS)
-def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, D):
+def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, D, line):
     D = literally(D)
+    line = literally(line)
     B = offsets.shape[0] - 1
     bad = 0
     for t in prange(nparts):   # static chunks of consecutive bags, one per thread
         bad += _eb_vec_range(weight, indices, offsets, psw, mean, out, t * B // nparts,
-                             (t + 1) * B // nparts, pf_dist, pf_level, D)
+                             (t + 1) * B // nparts, pf_dist, pf_level, D, line)
     return bad
 
 
+@njit(**_OPTS)
+def _prefetch_plan(table_bytes, D, itemsize, l2_bytes):
+    if table_bytes <= l2_bytes:
+        return 0, 0
+    lines = D * itemsize // 64 + 1
+    return max(8, min(64, 256 // lines)), 2
+
+
 @functools.lru_cache(maxsize=None)
-def _eb_vec_kernels(D):
-    """(serial, parallel) entry points for dimension D.  D is a closure constant, so the
-    calls below pass a literal and the kernels above compile (and cache) once per D; a plain
-    Python call with `literally` would re-dispatch on every call."""
+def _eb_vec_kernels(D, itemsize=4):
+    """(entry, serial range kernel) for dimension D.  D is a closure constant, so the calls
+    below pass a literal and the kernels above compile (and cache) once per D; a plain Python
+    call with `literally` would re-dispatch on every call.  The entry picks serial or
+    parallel and the prefetch plan in compiled code: no per-call Python work."""
+    line = 64 // itemsize
 
     @njit(**_OPTS)
     def eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level):
         return _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist,
-                             pf_level, D)
+                             pf_level, D, line)
 
     @njit(**_OPTS)
-    def eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level):
-        return _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist,
-                           pf_level, D)
+    def eb_vec(weight, indices, offsets, psw, mean, out, l2_bytes, threads):
+        pf_dist, pf_level = _prefetch_plan(weight.shape[0] * D * weight.itemsize, D,
+                                           weight.itemsize, l2_bytes)
+        B = offsets.shape[0] - 1
+        if threads > 1 and B > 1:
+            return _eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
+                               pf_dist, pf_level, D, line)
+        return _eb_vec_range(weight, indices, offsets, psw, mean, out, 0, B, pf_dist,
+                             pf_level, D, line)
 
-    return eb_vec_ser, eb_vec_par
+    return eb_vec, eb_vec_ser
 
 
 def _l2_bytes(default=1 << 20):
@@ -205,10 +222,7 @@ def prefetch_plan(table_bytes, D, itemsize):
     the row into L2 (prefetcht1) ~30-60 rows ahead gave 1.5-2.8x from DRAM where prefetching
     into L1 (prefetcht0) gave 1.0-1.4x: L1 has few miss buffers.  Nearer rows for wider D keep
     the number of lines in flight about constant."""
-    if table_bytes <= L2_BYTES:
-        return 0, 0
-    lines = D * itemsize // 64 + 1
-    return max(8, min(64, 256 // lines)), 2
+    return _prefetch_plan(table_bytes, D, itemsize, L2_BYTES)
 
 
 @njit(**_OPTS)
@@ -357,16 +371,12 @@ def _raise_bad(bad):
 def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
     B, D = offsets.shape[0] - 1, weight.shape[1]
     out = _alloc((B, D), weight.dtype)
+    # get_num_threads costs ~1 us: only ask when the work could use more than one thread
     threads = numba.get_num_threads() if indices.shape[0] * D >= PARALLEL_MIN_WORK else 1
     if specialised(weight):
-        pf_dist, pf_level = prefetch_plan(weight.nbytes, D, weight.itemsize)
-        ser, par = _eb_vec_kernels(D)
-        if threads > 1:
-            bad = par(weight, indices, offsets, per_sample_weights, mode == "mean", out,
-                      threads, pf_dist, pf_level)
-        else:
-            bad = ser(weight, indices, offsets, per_sample_weights, mode == "mean", out, 0, B,
-                      pf_dist, pf_level)
+        entry = _eb_vec_kernels(D, weight.itemsize)[0]
+        bad = entry(weight, indices, offsets, per_sample_weights, mode == "mean", out,
+                    L2_BYTES, threads)
     else:
         kern = _eb_fwd_par if threads > 1 else _eb_fwd_ser
         bad = kern(weight, indices, offsets, per_sample_weights, mode == "mean", out)
@@ -418,14 +428,17 @@ def linear_backward(x, weight, grad_out):
 
 # ------------------------------------------------------------------------- assembly access
 
-def _asm_targets():
+def _asm_targets(dim):
     f32, i64, b1 = numba.float32, numba.int64, numba.boolean
     f2 = numba.types.Array(f32, 2, "C")
     f3 = numba.types.Array(f32, 3, "C")
     i1 = numba.types.Array(i64, 1, "C")
     none = numba.types.none
+    eb_ser = _eb_vec_kernels(dim)[1] if dim % 4 == 0 else _eb_fwd_ser
+    eb_sig = ((f2, i1, i1, none, b1, f2, i64, i64, i64, i64) if dim % 4 == 0
+              else (f2, i1, i1, none, b1, f2))
     return {
-        "embedding_bag": (_eb_fwd_par, (f2, i1, i1, none, b1, f2)),
+        "embedding_bag": (eb_ser, eb_sig),
         "embedding_bag_sgd": (_eb_sgd_par, (f2, i1, i1, f2, none, b1, f32, i64)),
         "interaction": (_interaction, (f2, f3, f2, f32)),
         "interaction_backward": (_interaction_bwd, (f2, f3, f2, f2, f3)),
@@ -434,14 +447,12 @@ def _asm_targets():
     }
 
 
-ASM_OPS = ("embedding_bag", "embedding_bag_sgd", "interaction", "interaction_backward",
-           "linear", "linear_backward")
-
-
-def numba_asm(op):
-    """Assembly (text) of the numba CPU kernel behind `op`, float32 / int64 signature, as
-    compiled by this process (so it reflects NUMBA_CPU_NAME / NUMBA_CPU_FEATURES)."""
-    disp, sig = _asm_targets()[op]
+def numba_asm(op, dim=64):
+    """Assembly (text) of the numba CPU kernel behind `op` (float32 / int64 signature), as
+    compiled by this process, so it reflects NUMBA_CPU_NAME / NUMBA_CPU_FEATURES.  For
+    embedding_bag it is the kernel used for tables of width `dim` (the D-specialised one
+    when dim % 4 == 0), including the functions it calls."""
+    disp, sig = _asm_targets(dim)[op]
     # a cached dispatcher may hold only object code: compile an uncached twin for the text
     opts = {k: v for k, v in disp.targetoptions.items() if k != "nopython"}
     twin = njit(sig, **{**opts, "cache": False})(disp.py_func)
