@@ -128,7 +128,8 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
     out["exceeds_roof"] = bool(pct is not None and pct > 105.0)
     if out["exceeds_roof"]:
         out["note"] = ("achieved exceeds the measured " + governing + " roof: " + (
-            "lookups hit in cache more than a random-access roof assumes"
+            "lookups hit in cache more than a random-access roof assumes, or the roof was "
+            "measured under contention (`dlrmprof host --probe --refresh`)"
             if governing == "random" else
             "the ceiling was probably measured under contention; re-probe with "
             "`dlrmprof host --probe --refresh` on a quiet machine"))
