@@ -320,3 +320,10 @@ def test_jobs_two_processes_same_bytes(tmp_path):
     res = run(*args, "--out", b, "--jobs", 2)
     assert res.exit_code == 0, res.output
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_plot_writes_png(tmp_path):
+    res = run("gen-trace", "--from", "kaggle", "--max-rows", 300, "--tables", "C1,C2,C3",
+              "--out", tmp_path / "t.npz", "--plot", tmp_path / "mrc.png")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "mrc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -89,8 +89,11 @@ class Trace:
             return self
         from dlrmprof.tracegen.generate import synthesize_trace
 
-        return synthesize_trace(list(self.profiles), source=self.header.get("source", {}),
-                                num_samples=B, seed=seed, compute_fidelity=False)
+        trace = synthesize_trace(list(self.profiles), source=self.header.get("source", {}),
+                                 num_samples=B, seed=seed, compute_fidelity=False)
+        # the profiles' measured fidelity (gen-trace's, same model) stays with them
+        trace.header["fidelity"] = dict(self.header.get("fidelity", {}))
+        return trace
 
     # -------------------------------------------------------------- save / load
     def save(self, path) -> str:
