@@ -104,3 +104,36 @@ def test_counters_availability_on_this_host_is_explained():
     av = counters.availability()
     assert av["available"] in (True, False)
     assert av["available"] or av["reason"]
+
+
+def test_counters_measure_with_a_perf_that_counts(tmp_path, monkeypatch):
+    """measure() attaches `perf stat -p`, stops it with SIGINT and parses its CSV."""
+    import os
+    import stat
+
+    from dlrmprof.profile import counters
+    fake = tmp_path / "perf"
+    fake.write_text("""#!/bin/sh
+emit() {
+  echo "1000,,cycles,100,100.00,," >&2
+  echo "2500,,instructions,100,100.00,," >&2
+  echo "40,,LLC-loads,100,100.00,," >&2
+  echo "10,,LLC-load-misses,100,100.00,," >&2
+  echo "<not supported>,,cache-references,0,100.00,," >&2
+}
+trap 'emit; exit 0' INT
+case "$*" in *" true") emit; exit 0;; esac
+while true; do sleep 0.02; done
+""")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    counters._probe_live.cache_clear()
+    try:
+        av = counters.availability()
+        assert av["available"] is True and av["events"]["cycles"]
+        assert av["events"]["cache-references"] is False
+        out = counters.measure(lambda: sum(range(10000)))
+    finally:
+        counters._probe_live.cache_clear()
+    assert out["available"] and out["counts"]["instructions"] == 2500.0
+    assert out["derived"] == {"ipc": 2.5, "llc_miss_ratio": 0.25}
