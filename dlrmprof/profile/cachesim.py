@@ -41,9 +41,11 @@ def _lru_pass(lines, nsets, ways, miss_out):
     tags = np.full((nsets, ways), -1, dtype=np.int64)
     stamp = np.zeros((nsets, ways), dtype=np.int64)
     nmiss = 0
+    pow2 = (nsets & (nsets - 1)) == 0
+    mask = nsets - 1
     for t in range(lines.size):
         ln = lines[t]
-        s = ln % nsets
+        s = (ln & mask) if pow2 else (ln % nsets)   # a mask, not a division, when possible
         hit = -1
         for w in range(ways):
             if tags[s, w] == ln:
