@@ -124,6 +124,8 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
         click.echo(f"data: {info['rows']} Criteo rows from {info['path']}"
                    f"{' (the bundled sample)' if info['bundled'] else ''}: {info['train_rows']} "
                    f"train, {info['test_rows']} test; {info['malformed']} malformed lines skipped")
+        if info.get("note"):
+            click.echo(f"note: {info['note']}")
     elif prep.trace is not None:
         info = prep.trace_info
         click.echo(f"trace: {info['path']} ({info['num_samples']} samples"

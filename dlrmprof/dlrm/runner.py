@@ -161,6 +161,8 @@ def prepare(opts: RunOptions) -> Prepared:
                            "train_rows": int(prep.train_data.labels.shape[0]),
                            "test_rows": int(prep.test_data.labels.shape[0]),
                            "tables": [{"name": t.name, "rows": t.rows} for t in config.tables]}
+        if opts.trace:
+            prep.trace_info["note"] = f"--trace {opts.trace} not used: --data kaggle reads rows"
     prep.config = config
     return prep
 
@@ -272,8 +274,13 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float]) -> tuple[list[dict], d
         samples, n_bad, was_dropped = _split(list(o.samples), bad)
         if was_dropped:
             dropped[row_name + "/" + phase] = n_bad
-        op_backend = prep.backend if kind in ("embedding_bag", "embedding_bag_sgd") or \
-            (kind == "interaction" and prep.backend == "numba") else "torch"
+        if kind in ("embedding_bag", "embedding_bag_sgd") or name == "step" or \
+                (kind == "interaction" and prep.backend == "numba"):
+            op_backend = prep.backend
+        elif phase == "data":
+            op_backend = "numpy"  # host-side: cutting batches, synthesis, tensor wrapping
+        else:
+            op_backend = "torch"
         rows.append(op_row(row_name, phase=phase, device=dev, backend=op_backend,
                            samples=samples, bytes=None if cost is None else cost.bytes,
                            flops=None if cost is None else cost.flops, kind=kind, shape=shape,
