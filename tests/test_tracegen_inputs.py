@@ -83,6 +83,10 @@ def test_malformed_lines_counted_and_named(tmp_path):
     assert rows == 47 and r.malformed == 3
     assert [m.line for m in r.malformed_examples] == [10, 20, 30]
     assert [m.field for m in r.malformed_examples] == ["#41", "C7", "I3"]
+    # a chunk starting on a malformed line reports the line of its first row
+    lines2 = ["garbage\n"] + list(SAMPLE_LINES[:5])
+    chunks = list(read_criteo(write_lines(tmp_path / "bad2.txt", lines2)))
+    assert chunks[0].first_line == 2
     res = run("gen-trace", "--from", "kaggle", "--input", p, "--out", tmp_path / "o.npz")
     assert res.exit_code == 0
     assert "malformed lines skipped: 3" in res.output and "bad.txt:10" in res.output

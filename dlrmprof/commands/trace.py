@@ -77,6 +77,7 @@ def _json_doc(trace, out: str | None) -> dict:
 
 def _plot(trace, path: str) -> None:
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -94,7 +95,7 @@ def _plot(trace, path: str) -> None:
         ax.plot(sizes, 1 - hr, "o-", ms=3, label="source")
         f = fid.get(meta.name)
         if f:
-            ax.plot(f["sizes"], 1 - __import__("numpy").array(f["synthetic_hit_rate"]), "x--",
+            ax.plot(f["sizes"], 1 - np.array(f["synthetic_hit_rate"]), "x--",
                     ms=3, label="synthetic")
         ax.set_xscale("log", base=2)
         ax.set_ylim(0, 1)

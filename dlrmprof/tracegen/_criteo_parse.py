@@ -22,13 +22,15 @@ def parse_block(buf, start, end, labels, dense, cats, max_rows, err_line, err_co
                 stop_on_error):
     """Parse complete lines in buf[start:end] into row slots 0..max_rows-1.
 
-    Returns (position after the last consumed line, rows parsed, lines consumed, errors).
+    Returns (position after the last consumed line, rows parsed, lines consumed, errors,
+    index of the first parsed row's line within the block).
     Malformed lines are skipped and recorded (line index within the block, code, field index).
     """
     pos = start
     rows = 0
     lines = 0
     nerr = 0
+    first_row_line = -1
     maxerr = err_line.shape[0]
     while pos < end and rows < max_rows:
         # find end of line
@@ -124,12 +126,14 @@ def parse_block(buf, start, end, labels, dense, cats, max_rows, err_line, err_co
             lines += 1
             pos = eol + 1
             if stop_on_error:
-                return pos, rows, lines, nerr
+                return pos, rows, lines, nerr, first_row_line
             continue
+        if rows == 0:
+            first_row_line = lines
         rows += 1
         lines += 1
         pos = eol + 1
-    return pos, rows, lines, nerr
+    return pos, rows, lines, nerr, first_row_line
 
 
 @njit(cache=True)

@@ -210,7 +210,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                     if left is not None and left <= 0:
                         return
                     max_rows = cap_rows if left is None else min(cap_rows, left)
-                    new_pos, rows, lines, nerr = cp.parse_block(
+                    new_pos, rows, lines, nerr, first_idx = cp.parse_block(
                         buf, pos, len(buf), labels, dense, cats, max_rows, err_line, err_code,
                         err_field, self.strict)
                     if nerr:
@@ -218,7 +218,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                                             err_field)
                     if rows:
                         self.rows_read += rows
-                        first = line_no  # first line of this parse call; rows may skip bad lines
+                        first = line_no + int(first_idx)
                         yield CriteoChunk(labels=labels[:rows].copy(), dense=dense[:rows].copy(),
                                           sparse=self._map(cats[:rows]), first_line=first,
                                           file=str(path))
