@@ -1,7 +1,7 @@
 """Training wrapper (loss + optimizers), inference step, the timed loop and click metrics.
 
 `DLRMTrain` owns what `DLRM` does not: the BCE loss (on logits, numerically stable), SGD on the
-dense parameters (torch autograd), and the sparse embedding update (the kernels' fused
+dense parameters (gradients from torch autograd, one multi-tensor update), and the sparse embedding update (the kernels' fused
 `embedding_bag_sgd` on the rows each batch touched, timed as its own op ``emb_update``).
 
 Op names recorded on the timer (per iteration)::
@@ -37,7 +37,6 @@ class DLRMTrain:
         self.lr = float(lr)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.SGD(self.params, lr=self.lr, foreach=True)
         self._cuda = model.device.type == "cuda"
         self._numpy_sparse = model.backend == "numba"
 
@@ -58,6 +57,17 @@ class DLRMTrain:
             off = [o.to(dev, non_blocking=True) for o in off]
         return dense, labels, idx, off
 
+    @torch.no_grad()
+    def sgd_dense(self) -> None:
+        """Plain SGD (no momentum, no weight decay) on the dense parameters, as one fused
+        multi-tensor update (what `torch.optim.SGD(foreach=True).step()` does, without its
+        per-step bookkeeping: about 0.1 ms a step at batch 128), then drop the gradients."""
+        params = [p for p in self.params if p.grad is not None]
+        if params:
+            torch._foreach_add_(params, [p.grad for p in params], alpha=-self.lr)
+        for p in self.params:
+            p.grad = None
+
     # -- steps ---------------------------------------------------------------------------
     def train_step(self, batch: Batch, timer=NULL_TIMER) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; returns (loss, logits), both detached."""
@@ -70,8 +80,7 @@ class DLRMTrain:
         with timer.op("backward"):
             loss.backward()
         with timer.op("optimizer"):
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+            self.sgd_dense()
         with timer.op("emb_update"):
             model.sparse_arch.sgd_update(idx, off, pooled.grad, self.lr, timer)
         return loss.detach(), logits.detach()
