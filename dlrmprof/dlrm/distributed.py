@@ -192,7 +192,8 @@ def build_rank_parts(config, owned: Sequence[int], backend: str, device: str, se
     check_backend(device, backend)
     owned = list(owned)
     kw = {"fused": True} if fused_tables else {}
-    sparse = SparseArch([config.tables[t] for t in owned], backend=backend, device="cpu",
+    # built on its device with throwaway values, then filled with build_dlrm's draws
+    sparse = SparseArch([config.tables[t] for t in owned], backend=backend, device=device,
                         generator=torch.Generator().manual_seed(0), **kw)
     gen = torch.Generator().manual_seed(int(seed))
     scratch = torch.empty(0)
@@ -201,7 +202,9 @@ def build_rank_parts(config, owned: Sequence[int], backend: str, device: str, se
         for t, tab in enumerate(config.tables):
             bound = 1.0 / math.sqrt(tab.rows)
             if t in mine:
-                sparse.weights[mine[t]].uniform_(-bound, bound, generator=gen)
+                w = torch.empty(tab.rows, tab.dim, dtype=torch.float32)
+                w.uniform_(-bound, bound, generator=gen)
+                sparse.weights[mine[t]].copy_(w)
                 continue
             left = tab.rows * tab.dim  # same draws, dropped (CPU uniform_ draws serially)
             while left:
@@ -214,7 +217,6 @@ def build_rank_parts(config, owned: Sequence[int], backend: str, device: str, se
     inter = InteractionArch(config.num_tables, config.embedding_dim,
                             backend="numba" if backend == "numba" else "torch")
     over = OverArch(config.top_layers, generator=gen)
-    sparse.to(device)
     dense.to(device)
     over.to(device)
     return sparse, dense, inter, over
@@ -849,8 +851,11 @@ def write_reports(payloads: list[dict], prep, opts, global_losses: list[float]) 
         for i, rep in enumerate(reps):
             reps[i] = rep.replace(training={"local_losses": payloads[i]["losses"],
                                             "global_losses": global_losses})
-    out = prep.out or merged.default_path("reports")
-    out = Path(out)
+    if prep.out is not None:
+        out = Path(prep.out)
+    else:  # reports/<host_id>/<time>-<config>-<device>-<backend>-<N>ranks.json
+        d = merged.default_path("reports")
+        out = d.with_name(f"{d.stem}-{len(payloads)}ranks{d.suffix}")
     paths = []
     for r, rep in enumerate(reps):
         p = rank_report_path(out, r)
