@@ -225,3 +225,15 @@ def test_failing_run_creates_no_reports_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     _error(_run("--config", "tiny", "--batch-size", "0", *FAST))
     assert os.listdir(tmp_path) == []
+
+
+def test_fused_tables_report_all_tables_as_one_op(tiny_trace, tmp_path):
+    out = tmp_path / "f.json"
+    res = _run("--trace", tiny_trace, "--config", "tiny", "--batch-size", "16", "--fused-tables",
+               "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    assert rep.op("emb.C1") is None and rep.op("emb.C1", "optimizer") is None
+    emb = rep.op("emb.all")
+    assert emb["shape"]["fused"] is True and emb["shape"]["calls"] == 1
+    assert rep.op("emb.all", "optimizer")["kind"] == "embedding_bag_sgd"
