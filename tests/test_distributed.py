@@ -201,6 +201,22 @@ def test_two_ranks_match_single_process(tiny_trace, tmp_path):
         assert rep.op("emb.all", "forward")["shape"]["tables"] == n_tab
     assert d["alltoall_per_step_s"] > 0
     assert merged.training["losses"] == pytest.approx(dist_losses.tolist())
+    # `compare` reads merged reports (and, with --force, a merged one against a rank's)
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from dlrmprof.cli import cli
+
+    shutil.copy(out, tmp_path / "again.json")
+    res = CliRunner().invoke(cli, ["compare", str(out), str(tmp_path / "again.json"), "--json"])
+    assert res.exit_code == 0, res.output
+    rows = {(r["name"], r["phase"]): r for r in json.loads(res.output)["ops"]}
+    assert rows[("alltoall.fwd", "comm")]["cells"][0]["achieved_gbs"] > 0
+    res = CliRunner().invoke(cli, ["compare", str(out), str(tmp_path / "two.rank1.json"),
+                                   "--force"])
+    assert res.exit_code == 0, res.output
     assert time.perf_counter() - t0 < 60
 
 
