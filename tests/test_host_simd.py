@@ -100,7 +100,7 @@ def test_run_simd_two_levels_verified():
     assert all(lv["verified"] for lv in res["levels"]), res["levels"]
     assert res["levels"][0]["asm"]["packed_fp"] == 0 and res["levels"][1]["asm"]["packed_fp"] > 0
     ops = {o["op"]: o for o in res["ops"]}
-    assert set(ops) == {"gather", "gather_kernels", "triad", "mlp"}
+    assert set(ops) == {"gather", "gather_kernels", "triad", "mlp", "mlp_kernels"}
     assert res["levels"][0]["asm_per_kernel"]["gather_kernels"]["verified"]
     assert ops["mlp"]["verdict"] == "compute-bound"
     assert ops["mlp"]["by_level"]["scalar"]["speedup"] == 1.0

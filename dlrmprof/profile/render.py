@@ -280,6 +280,7 @@ def simd_markdown(simd: Mapping) -> str:
     held = simd.get("held")
     if "held" not in simd:   # a sub-study (torch) rendered on its own
         return "\n".join(lines + ["", "Levels:"] + lv_lines)
+    lv_lines += [f"- note: {n}" for n in simd.get("notes") or []]
     return "\n".join(lines + ["", "Levels (from the generated code):"] + lv_lines + [
         "", f"Expectation (memory/latency-bound ops insensitive, compute-bound ones sensitive): "
             f"{'held' if held else 'did not hold' if held is False else 'not decided'}"

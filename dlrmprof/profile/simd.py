@@ -24,7 +24,9 @@ arithmetic counted) so the level is *verified*, not assumed, and times the kerne
   vectorizer switches (it stays 128-bit SSE at the scalar level; checked on its own);
 * ``triad``: STREAM triad over arrays far larger than the LLC: memory-bound;
 * ``mlp``: an in-cache fp32 matrix product (a dense layer, written here so the inner loop runs
-  over contiguous columns and vectorises at any width): compute-bound.
+  over contiguous columns and vectorises at any width): compute-bound;
+* ``mlp_kernels``: the same product through `dlrmprof.kernels.linear` (numba; explicitly
+  vectorized like the embedding bag, so checked on its own).
 
 Torch's CPU kernels are steered by other knobs (DESIGN.md §8), one child per knob set:
 ``avx512`` (defaults), ``avx2`` (ATEN_CPU_CAPABILITY=avx2, FBGEMM_ENABLE_INSTRUCTIONS=AVX2,
@@ -59,7 +61,7 @@ from dlrmprof.errors import UserError
 LEVELS = ("scalar", "sse4.2", "avx2", "avx512-256", "avx512")
 # kernels written with explicit vector types: the vectorizer switches do not make them scalar;
 # under the "scalar" level (generic x86-64 target) they stay 128-bit SSE
-EXPLICIT_VECTOR = ("gather_kernels",)
+EXPLICIT_VECTOR = ("gather_kernels", "mlp_kernels")
 
 
 def _explicit_expect(level: str) -> str:
@@ -249,6 +251,12 @@ def _child_numba(spec: dict) -> dict:
     # the kernels package's embedding bag, for the record: it builds explicit <D x float>
     # vectors, so its width follows the target features but not the vectorizer switches
     asm["gather_kernels"] = kernels.numba_asm("embedding_bag")
+    asm["mlp_kernels"] = kernels.numba_asm("linear")
+    W = np.ascontiguousarray(B.T)          # kernels.linear computes x @ W.T + bias
+    bias = np.zeros(N, np.float32)
+    lin = kernels.linear(A, W, bias, backend="numba")
+    if not np.allclose(lin, A.astype(np.float64) @ B, rtol=1e-3, atol=1e-2):
+        raise RuntimeError("kernels.linear disagrees with the reference")
     # correctness against plain numpy before timing
     pooled = kernels.embedding_bag(weight, idx, offsets, backend="numba")
     ref = kernels.embedding_bag(weight, idx[:64 * sz["pooling"]],
@@ -277,6 +285,9 @@ def _child_numba(spec: dict) -> dict:
         "mlp": (lambda: k["mm"](A, B, C),
                 {"kind": "linear", "bytes": 4 * (M * K + K * N + M * N), "flops": 2 * M * K * N,
                  "shape": {"M": M, "K": K, "N": N}}),
+        "mlp_kernels": (lambda: kernels.linear(A, W, bias, backend="numba"),
+                        {"kind": "linear", "bytes": 4 * (M * K + K * N + M * N + N),
+                         "flops": 2 * M * K * N + M * N, "shape": {"M": M, "K": K, "N": N}}),
     }
     out: dict[str, Any] = {"asm": {}, "ops": {}}
     for name, text in asm.items():
@@ -482,7 +493,10 @@ def run_simd(fp: dict, *, levels: Sequence[str] | None = None,
         level_info.append({"name": lvl, "engine": "numba", "env": res["env"], "asm": total,
                            "asm_per_kernel": per_kernel, "verified": ok, "expect": expect})
     out: dict[str, Any] = {"threads": threads, "sizes": sz, "source": "measured",
-                           "levels": level_info, "ops": []}
+                           "levels": level_info, "ops": [],
+                           "notes": [f"{', '.join(EXPLICIT_VECTOR)}: dlrmprof.kernels build "
+                                     "explicit vectors, so at the scalar level they still run "
+                                     "128-bit SSE; their speed-ups are over SSE, not scalar"]}
     if levels:
         out["ops"] = _assemble("numba", levels, results, ceilings, fp, threads)["ops"]
     if torch_levels:
