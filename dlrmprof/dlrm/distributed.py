@@ -534,7 +534,8 @@ def _comm_rows(timer, exchange, n_iters: int, world: int, device: str) -> list[d
                               "bus_bytes": int(round(nbytes * factor)),
                               "bytes_convention": "nccl-tests: per-rank data size "
                                                   "(algbw = bytes / time)"})
-        rows.append(op_row(name, phase=phase, device=device, backend="torch.distributed",
+        backend = "torch" if phase == "forward" else "torch.distributed"
+        rows.append(op_row(name, phase=phase, device=device, backend=backend,
                            samples=per_it.tolist(), bytes=nbytes, kind=kind, shape=shape,
                            flagged=int(flags.sum()), timer=timer.method))
     return rows
@@ -862,7 +863,13 @@ def write_reports(payloads: list[dict], prep, opts, global_losses: list[float]) 
         rep.save(p)
         paths.append(str(p))
     merged.save(out)
-    return {"out": str(out), "rank_reports": paths, "merged": merged.to_dict()}
+    rendered = []
+    if getattr(opts, "render", False):
+        from dlrmprof.profile.render import render_report
+
+        rendered = [str(p) for p in render_report(merged, out)]
+    return {"out": str(out), "rank_reports": paths, "merged": merged.to_dict(),
+            "rendered": rendered}
 
 
 # -- the launcher (the `run --nproc N` parent process) -----------------------------------------
