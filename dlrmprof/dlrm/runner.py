@@ -431,7 +431,8 @@ def _roofline(rows, fp, prep: Prepared, say) -> dict:
     c, _ = ceil.load_or_probe(fp, progress=lambda m: say(f"  ceilings: {m}"))
     out["ceilings"] = c
     cache = None
-    if prep.opts.cache_study and prep.trace is not None:
+    # the cache study simulates the trace's own indices: only when the run used them
+    if prep.opts.cache_study and prep.trace is not None and prep.opts.data == "trace":
         cache = _cache_study(prep, fp, say)
         if cache is not None:
             out["cache"] = cache["section"]
