@@ -11,7 +11,7 @@ from dlrmprof.dlrm.train import DLRMTrain
 from dlrmprof.errors import UserError
 
 
-def _source(cfg, seed, trace_like=False):
+def _source(cfg, seed):
     return RandomSource(cfg.batch_size, cfg.dense_features, [t.rows for t in cfg.tables],
                         seed=seed)
 

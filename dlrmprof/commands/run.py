@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from dlrmprof.errors import UserError
-
 
 def _fmt_s(s: float | None) -> str:
     if s is None:
@@ -172,5 +170,3 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
 
 
 COMMANDS = [run]
-
-__all__ = ["COMMANDS", "UserError"]
