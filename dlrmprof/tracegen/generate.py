@@ -35,6 +35,7 @@ KEPT = ("per window: exact access counts of the K hottest ids (K chosen per tabl
 # ------------------------------------------------------------------ profiling
 HOT_CANDIDATES = (16, 64, 256, 1024)
 HOT_MAE_SLACK = 0.0005
+HOT_PREFIX = 1 << 21          # candidates for K are compared on at most this many accesses
 
 
 def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CANDIDATES,
@@ -44,22 +45,34 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     MRC error is within HOT_MAE_SLACK of the best.  Returns (profile, what was measured)."""
     from dlrmprof.tracegen.synth import synthesize_stream
 
-    distinct = int(hist_cold[1])
+    n = int(ids.shape[0])
+    # long streams: compare candidates on a prefix (bags of one access each there), then
+    # build the chosen profile on the whole stream
+    on_prefix = n > HOT_PREFIX and (lengths is None or len(lengths) == n)
+    sub = ids[:HOT_PREFIX] if on_prefix else ids
+    sub_lengths = None if on_prefix else lengths
+    sub_hc = stream_histogram(sub) if on_prefix else hist_cold
+    distinct = int(sub_hc[1])
     tried = []
     for k in candidates:
         if tried and k >= distinct:
             break
-        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=k,
-                             hist_cold=hist_cold)
+        prof = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
+                             hist_cold=sub_hc)
         syn, _ = synthesize_stream(prof, seed=seed)
         f = _fidelity(prof, syn)
         del syn
         tried.append((k, prof, f["mrc_mae"],
                       abs(f["top1pct_share_synthetic"] - f["top1pct_share_source"])))
+        if f["mrc_mae"] > min(t[2] for t in tried) + HOT_MAE_SLACK:
+            break      # the MRC error grows with K from here: larger K will not qualify
     best_mae = min(t[2] for t in tried)
     ok = [t for t in tried if t[2] <= best_mae + HOT_MAE_SLACK]
     k, prof, mae, pop = min(ok, key=lambda t: (t[3], t[2]))
-    return prof, {"chosen": k, "candidates": [
+    if on_prefix:
+        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=k,
+                             hist_cold=hist_cold)
+    return prof, {"chosen": k, "measured_on_accesses": int(sub.shape[0]), "candidates": [
         {"hot": t[0], "mrc_mae": t[2], "top1pct_share_error": t[3]} for t in tried]}
 
 
