@@ -63,6 +63,10 @@ def plain(opts: RunOptions) -> dict:
     import torch
 
     torch.set_num_threads(opts.threads)
+    if opts.backend == "numba":  # as the ranks do: numba's pool at --threads, not 2
+        import numba
+
+        numba.set_num_threads(opts.threads)
     prep = prepare(opts)
     model = build_dlrm(prep.config, backend=prep.backend, seed=opts.seed)
     timer = OpTimer(threads=opts.threads)
@@ -139,6 +143,9 @@ def main(argv=None) -> int:
                   f"transfer {a['transfer_s'] * 1e3:.2f} ms; untimed "
                   f"{a['unaccounted_s'] * 1e3:.3f} ms -> accounting error "
                   f"{a['accounting_error']:.1%}")
+            if r.get("own_cores_mean") is not None:
+                print(f"    CPU obtained {r['own_cores_mean']:.2f} cores; all other processes "
+                      f"(other ranks included) {r['other_cores_mean']:.2f} cores")
             for name in ("alltoall.fwd", "alltoall.bwd", "allreduce"):
                 c = col.get(name)
                 if c:

@@ -699,8 +699,15 @@ def _run_rank(opts, dopts, env, device, backend, progress, keep_weights, fingerp
                 "busbw_gbs": r["shape"]["bus_bytes"] / t / 1e9,
                 "calls_per_step": r["shape"]["calls_per_step"]}
 
+    wins = timer.noise.windows if timer.noise is not None else []
+    wsum = sum(w.wall_s for w in wins)
+    own_cores = (sum(w.own_cores * w.wall_s for w in wins) / wsum) if wsum > 0 else None
+    other_cores = (sum(w.other_cores * w.wall_s for w in wins) / wsum) if wsum > 0 else None
     dist_info = {
-        "rank": rank, "world_size": world, "local_rank": env["local_rank"],
+        "rank": rank, "world_size": world,
+        # CPU this rank actually got while timing (process CPU time / wall), and what all
+        # other processes (the other ranks on this host included) used, in cores
+        "own_cores_mean": own_cores, "other_cores_mean": other_cores, "local_rank": env["local_rank"],
         "local_world_size": env["local_world_size"], "backend": backend, "device": device,
         "global_batch": cfg.batch_size, "local_batch": Bl,
         "tables": [cfg.tables[t].name for t in trainer.owned],
