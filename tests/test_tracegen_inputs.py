@@ -331,3 +331,22 @@ def test_plot_writes_png(tmp_path):
               "--out", tmp_path / "t.npz", "--plot", tmp_path / "mrc.png")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "mrc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parallel_parsing_matches_sequential(tmp_path):
+    rng = np.random.default_rng()
+    lines = [SAMPLE_LINES[i] for i in rng.integers(0, len(SAMPLE_LINES), 12_000)]
+    lines[7000] = "bad line\n"
+    p = write_lines(tmp_path / "big.txt", lines)
+    r1 = read_criteo(p, threads=1, block_bytes=1 << 21)
+    r2 = read_criteo(p, threads=2, block_bytes=1 << 21)
+    c1, c2 = list(r1), list(r2)
+    np.testing.assert_array_equal(np.concatenate([c.sparse for c in c1]),
+                                  np.concatenate([c.sparse for c in c2]))
+    np.testing.assert_array_equal(np.concatenate([c.dense for c in c1]),
+                                  np.concatenate([c.dense for c in c2]))
+    assert r1.malformed == r2.malformed == 1
+    assert r2.malformed_examples[0].line == 7001
+    # every chunk's first_line points at its first row
+    for c in c2:
+        assert lines[c.first_line - 1].split("\t")[0] == str(int(c.labels[0]))

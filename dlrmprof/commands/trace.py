@@ -144,11 +144,13 @@ def _plot(trace, path: str) -> None:
 @click.option("--strict", is_flag=True, help="Fail on the first malformed input line.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tables processed in parallel processes.")
+@click.option("--read-threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
+              help="Criteo input: threads parsing each block (helps on an idle multi-core host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write source vs synthetic miss-ratio curves to this PNG.")
 def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_rate, seed,
-              windows, hot, profile_only, strict, jobs, as_json, plot):
+              windows, hot, profile_only, strict, jobs, read_threads, as_json, plot):
     """Capture per-table locality from a real index stream and write a synthetic trace.
 
     \b
@@ -176,7 +178,8 @@ def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_
             notes.append("no --input: using the bundled real Criteo Kaggle sample "
                          "(first 1,999 rows of train.txt; see dlrmprof/data/NOTICE)")
         reader = readers.read_criteo(paths, max_rows=max_rows, tables=tables,
-                                     table_rows=table_rows, strict=strict)
+                                     table_rows=table_rows, strict=strict,
+                                     threads=read_threads)
         bar = _progress_bar(reader.total_bytes, "reading")
         reader.progress = bar.update
         try:

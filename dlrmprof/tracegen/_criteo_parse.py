@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 N_DENSE = 13
 N_SPARSE = 26
@@ -187,3 +187,18 @@ def rehash_tables(keys, vals, nkeys, nvals):
                 p = (p + 1) & mask
             nkeys[p] = k
             nvals[p] = vals[q]
+
+
+@njit(cache=True, parallel=True)
+def parse_pieces(buf, starts, ends, labels, dense, cats, err_line, err_code, err_field, res):
+    """parse_block on each piece [starts[i], ends[i]) in parallel (pieces end on newlines);
+    piece i writes rows into labels[i], dense[i], cats[i] and its errors into err_*[i];
+    res[i] = (end position, rows, lines, errors, first row's line)."""
+    for i in prange(starts.shape[0]):
+        r = parse_block(buf, starts[i], ends[i], labels[i], dense[i], cats[i],
+                        labels.shape[1], err_line[i], err_code[i], err_field[i], False)
+        res[i, 0] = r[0]
+        res[i, 1] = r[1]
+        res[i, 2] = r[2]
+        res[i, 3] = r[3]
+        res[i, 4] = r[4]

@@ -108,7 +108,8 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
 
     def __init__(self, paths, max_rows: int | None = None, tables=None,
                  table_rows: int | None = None, strict: bool = False,
-                 progress: Callable[[int], None] | None = None, block_bytes: int | None = None):
+                 progress: Callable[[int], None] | None = None, block_bytes: int | None = None,
+                 threads: int | None = None):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -127,6 +128,9 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         self.strict = strict
         self.progress = progress
         self.block_bytes = int(block_bytes or self.BLOCK_BYTES)
+        # threads > 1 parses each block's lines in parallel pieces (numba prange); default 1:
+        # on a shared 2-core host a second thread slows it down when the other core is busy
+        self.threads = max(1, int(threads or 1))
         self.rows_read = 0
         self.malformed = 0
         self.malformed_examples: list[Malformed] = []
@@ -183,6 +187,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         err_field = np.empty(self.MAX_EXAMPLES, dtype=np.int64)
         line_no = 1                     # 1-based number of the next line to parse
         carry = b""
+        par = self._parallel_buffers(block) if self.threads > 1 else None
         disk_pos = 0
         with opener(path, "rb") as fh:
             eof = False
@@ -203,8 +208,19 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                         disk = fh.fileobj.tell() if is_gz else disk_pos + len(data)
                         self.progress(disk - disk_pos)
                         disk_pos = disk
-                buf = np.frombuffer(carry + data, dtype=np.uint8)
+                raw = carry + data
+                buf = np.frombuffer(raw, dtype=np.uint8)
                 pos = 0
+                if par is not None and self.max_rows is None and len(raw) > (1 << 20):
+                    # whole lines of this block parsed by `threads` threads, in order after
+                    last_nl = raw.rfind(b"\n")
+                    if last_nl > 0:
+                        yield from self._parallel_block(path, raw, buf, last_nl + 1, par,
+                                                        line_no)
+                        line_no = self._line_no
+                        pos = last_nl + 1
+                        carry = raw[pos:]
+                        continue
                 while True:
                     left = None if self.max_rows is None else self.max_rows - self.rows_read
                     if left is not None and left <= 0:
@@ -230,6 +246,52 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                 if len(carry) > 1 << 26:
                     raise input_error(path, "lines shorter than 64 MiB", line=line_no,
                                       got="a longer line (is this a Criteo TSV file?)")
+
+    def _parallel_buffers(self, block: int):
+        P = self.threads
+        cap = (block + (1 << 16)) // 20 // P * 2 + 64        # rows per piece, generous
+        return {"labels": np.empty((P, cap), dtype=np.float32),
+                "dense": np.empty((P, cap, cp.N_DENSE), dtype=np.float32),
+                "cats": np.empty((P, cap, cp.N_SPARSE), dtype=np.int64),
+                "err_line": np.empty((P, self.MAX_EXAMPLES), dtype=np.int64),
+                "err_code": np.empty((P, self.MAX_EXAMPLES), dtype=np.int64),
+                "err_field": np.empty((P, self.MAX_EXAMPLES), dtype=np.int64),
+                "res": np.zeros((P, 5), dtype=np.int64)}
+
+    def _parallel_block(self, path, raw: bytes, buf, end: int, par, line_no: int):
+        P = self.threads
+        cap = par["labels"].shape[1]
+        starts, ends = [], []
+        lo = 0
+        for i in range(P):
+            if i == P - 1:
+                hi = end
+            else:
+                cut = raw.find(b"\n", max(lo, end * (i + 1) // P) - 1, end)
+                hi = end if cut < 0 else cut + 1
+            if end - lo > 0 and (hi - lo) // 20 + 1 > cap:   # cannot happen: sized per block
+                raise AssertionError("piece larger than its buffers")
+            starts.append(lo)
+            ends.append(hi)
+            lo = hi
+        cp.parse_pieces(buf, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
+                        par["labels"], par["dense"], par["cats"], par["err_line"],
+                        par["err_code"], par["err_field"], par["res"])
+        for i in range(P):
+            new_pos, rows, lines, nerr, first_idx = (int(v) for v in par["res"][i])
+            if new_pos != ends[i]:
+                raise AssertionError("parallel piece not fully parsed")
+            if nerr:
+                self._record_errors(path, buf, starts[i], line_no, nerr, par["err_line"][i],
+                                    par["err_code"][i], par["err_field"][i])
+            if rows:
+                self.rows_read += rows
+                yield CriteoChunk(labels=par["labels"][i, :rows].copy(),
+                                  dense=par["dense"][i, :rows].copy(),
+                                  sparse=self._map(par["cats"][i, :rows]),
+                                  first_line=line_no + first_idx, file=str(path))
+            line_no += lines
+        self._line_no = line_no
 
     def _record_errors(self, path, buf, block_start, line_no, nerr, err_line, err_code, err_field):
         n = min(nerr, len(err_line))
