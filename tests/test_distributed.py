@@ -42,7 +42,7 @@ def tiny_trace(tmp_path_factory):
 
 def _opts(trace, out=None, **kw):
     base = dict(config="tiny", trace=trace, data="trace", iters=50, warmup=0, out=out,
-                roofline=False, cache_study=False)
+                roofline=False, cache_study=False, render=False)
     base.update(kw)
     return RunOptions(**base)
 
@@ -147,6 +147,19 @@ def test_one_rank_world_matches_single_process(tiny_trace, tmp_path, world_of_on
     merged = Report.load(tmp_path / "d1.json")
     assert Report.load(tmp_path / "d1.rank0.json").end_to_end["distributed"]["rank"] == 0
     assert merged.op("alltoall.fwd", "comm")["bytes"] > 0
+
+
+def test_one_rank_world_on_criteo_rows_matches_single_process(tmp_path, world_of_one):
+    # --data kaggle: the bundled Criteo sample; the plan's locality comes from its own rows
+    opts = RunOptions(config="kaggle", data="kaggle", batch_size=32, iters=4, warmup=1,
+                      out=str(tmp_path / "k.json"), roofline=False, cache_study=False,
+                      render=False)
+    res = D.run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), fingerprint=False)
+    losses, _ = _single_process(opts)
+    np.testing.assert_array_equal(np.array(res["losses"]), losses)
+    plan = Report.load(tmp_path / "k.json").config["distributed"]["plan"]
+    assert {t["locality_source"] for t in plan["tables"]} == {"criteo rows"}
+    assert len(plan["tables"]) == 26
 
 
 def test_nccl_without_gpus_names_the_rank(tiny_trace, world_of_one):
