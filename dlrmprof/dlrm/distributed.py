@@ -411,11 +411,22 @@ class DistributedTrain:
         ddp.register_comm_hook(None, self.exchange.allreduce_hook)
         self.model = _RankModel(sparse, parts, ddp, dev)
         self.loss_fn = nn.BCEWithLogitsLoss()
-        self.opt = torch.optim.SGD([p for p in ddp.parameters() if p.requires_grad],
-                                   lr=self.lr, foreach=True)
+        self.params = [p for p in ddp.parameters() if p.requires_grad]
         self._a2a = _exchange_fn()
         self._numpy_sparse = backend == "numba"
         self._cuda = dev.type == "cuda"
+
+    def sgd_dense(self) -> None:
+        """Plain SGD on the (all-reduced) dense gradients, one multi-tensor update, as
+        `DLRMTrain.sgd_dense` does it; then drop the gradients."""
+        import torch
+
+        with torch.no_grad():
+            params = [p for p in self.params if p.grad is not None]
+            if params:
+                torch._foreach_add_(params, [p.grad for p in params], alpha=-self.lr)
+            for p in self.params:
+                p.grad = None
 
     def inputs(self, batch):
         """This rank's dense/labels slice and its tables' bags for the whole batch."""
@@ -450,8 +461,7 @@ class DistributedTrain:
         with timer.op("backward"):
             loss.backward()
         with timer.op("optimizer"):
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+            self.sgd_dense()
         with timer.op("emb_update"):
             m.sparse_arch.sgd_update(idx, off, pooled_local.grad, self.lr, timer)
         return loss.detach(), logits.detach()
