@@ -100,6 +100,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
       ``malformed_examples``  the first few as `Malformed` (file, line, field, expected, got)
       ``bytes_read``        uncompressed bytes consumed
     With ``strict=True`` the first malformed line raises `UserError` instead.
+    ``threads > 1`` parses each block's lines in that many parallel pieces (same output).
     Memory is bounded by the block size and the per-table maps (O(distinct values)).
     """
 
