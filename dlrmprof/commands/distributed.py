@@ -132,6 +132,9 @@ def run_distributed(opts, dist_kw: dict) -> None:
     res = D.launch(opts, dopts)
     if 0 in res:
         _print_result(res[0]["summary"])
+    else:
+        click.echo(f"ranks {', '.join(map(str, sorted(res)))} finished; rank 0's host wrote "
+                   f"the reports")
 
 
 def _print_result(summary: dict, plan: bool = False) -> None:
