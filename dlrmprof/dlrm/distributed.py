@@ -717,7 +717,8 @@ def _run_rank(opts, dopts, env, device, backend, progress, keep_weights, fingerp
         "rank": rank, "world_size": world,
         # CPU this rank actually got while timing (process CPU time / wall), and what all
         # other processes (the other ranks on this host included) used, in cores
-        "own_cores_mean": own_cores, "other_cores_mean": other_cores, "local_rank": env["local_rank"],
+        "own_cores_mean": own_cores, "other_cores_mean": other_cores,
+        "local_rank": env["local_rank"],
         "local_world_size": env["local_world_size"], "backend": backend, "device": device,
         "global_batch": cfg.batch_size, "local_batch": Bl,
         "tables": [cfg.tables[t].name for t in trainer.owned],
