@@ -159,6 +159,8 @@ def _prefetch_plan(table_bytes, D, itemsize, l2_bytes):
     if table_bytes <= l2_bytes:
         return 0, 0
     lines = D * itemsize // 64 + 1
+    if 3 <= lines <= 6:
+        return 16, 1
     return max(8, min(64, 256 // lines)), 2
 
 
@@ -217,11 +219,13 @@ L2_BYTES = _l2_bytes()
 def prefetch_plan(table_bytes, D, itemsize):
     """(distance in lookups, level) of the software prefetch for a table.
 
-    Measured on the development host (Zen 4, benchmarks/bench_embedding_bag.py): a table that
-    fits in L2 gains nothing (prefetch is pure overhead); beyond it, prefetching every line of
-    the row into L2 (prefetcht1) ~30-60 rows ahead gave 1.5-2.8x from DRAM where prefetching
-    into L1 (prefetcht0) gave 1.0-1.4x: L1 has few miss buffers.  Nearer rows for wider D keep
-    the number of lines in flight about constant."""
+    Measured on the development host (Zen 4 VM, shared; `bench_embedding_bag.py --tune` and
+    paired A/B runs): a table that fits in L2 gains nothing (prefetch is pure overhead).
+    Beyond it, rows of 1-2 lines (fp32 D <= 16) and of 7+ lines (D >= 96) gained most from
+    prefetching every line into L2 (prefetcht1) 28-64 lookups ahead (1.2-4x over no
+    prefetch from DRAM), while rows of 3-6 lines (D = 32..80) lost 15% that way and gained
+    ~20% from prefetcht0 16 lookups ahead.  Nearer rows for wider D keep the number of lines
+    in flight about constant.  Leads to re-measure on other hosts, not laws."""
     return _prefetch_plan(table_bytes, D, itemsize, L2_BYTES)
 
 
