@@ -270,7 +270,7 @@ class PooledExchange:
             inv[t] = pos
         self.to_global = torch.tensor(inv, dtype=torch.int64, device=device)
         self.cols = np.concatenate([[0], np.cumsum(self.counts)]).tolist()
-        self._one = torch.ones(1, device=device)
+        self._token = torch.zeros(1, device=device)  # all-reduced as a barrier: stays 0
         self.timer = None
         self.bytes: dict[str, list[tuple[int, int]]] = {}  # op -> [(iteration, bytes)]
         self.cuda = str(device).startswith("cuda")
@@ -288,7 +288,7 @@ class PooledExchange:
         import torch.distributed as dist
 
         with self.timer.op("wait." + name):
-            dist.all_reduce(self._one, group=self.group)
+            dist.all_reduce(self._token, group=self.group)
             if self.cuda:
                 import torch
 
