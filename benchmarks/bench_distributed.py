@@ -14,7 +14,9 @@ Variants, interleaved round by round so the machine's noise hits them alike:
 * ``1 rank``: `dlrmprof.dlrm.distributed` with one rank (the all-to-all degenerates to a
   local copy, DDP to a no-op all-reduce): the cost of the distributed machinery itself;
 * ``2 ranks``: two processes through `launch` (torchrun's elastic agent, gloo): tables split
-  by the sharding plan, batch split in two, all-to-all forward/backward, DDP all-reduce.
+  by the sharding plan, batch split in two, all-to-all forward/backward, DDP all-reduce;
+* ``2 ranks, no barriers``: the same without the timed waits before each collective (what
+  separating wait from transfer costs).
 
 Printed: median step time per variant (the slowest rank's per-iteration step for the
 distributed ones), the 2-rank/1-rank ratio, the 2-rank report's breakdown per rank (compute,
@@ -37,6 +39,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 import numpy as np  # noqa: E402
 
 from dlrmprof.dlrm import distributed as D  # noqa: E402
+from dlrmprof.dlrm import sharding as S  # noqa: E402
 from dlrmprof.dlrm.config import load_config  # noqa: E402
 from dlrmprof.dlrm.data import bundled_criteo_sample  # noqa: E402
 from dlrmprof.dlrm.model import build_dlrm  # noqa: E402
@@ -77,8 +80,9 @@ def plain(opts: RunOptions) -> dict:
             "other_cores": noise.get("other_cores_mean")}
 
 
-def distributed(opts: RunOptions, nproc: int) -> dict:
-    res = D.launch(opts, D.DistOptions(nproc=nproc, timeout_s=120), fingerprint=False)
+def distributed(opts: RunOptions, nproc: int, barriers: bool = True) -> dict:
+    res = D.launch(opts, D.DistOptions(nproc=nproc, timeout_s=120, barriers=barriers),
+                   fingerprint=False)
     rep = Report.load(res[0]["summary"]["out"])
     step = rep.op("step", "step")
     noise = [n.get("other_cores_mean") for n in rep.noise["per_rank"]]
@@ -107,13 +111,15 @@ def main(argv=None) -> int:
     print(f"kaggle preset, tables capped at {args.max_rows} rows, global batch "
           f"{args.batch_size}, {args.iters} timed steps (+{args.warmup} warm-up), {args.backend} "
           f"kernels, 1 thread per process, {os.cpu_count()} CPUs", flush=True)
-    results: dict[str, list[dict]] = {"plain": [], "1 rank": [], "2 ranks": []}
+    results: dict[str, list[dict]] = {"plain": [], "1 rank": [], "2 ranks": [],
+                                      "2 ranks, no barriers": []}
     for rnd in range(args.rounds):
         t0 = time.perf_counter()
         results["plain"].append(plain(base))
-        for n, key in ((1, "1 rank"), (2, "2 ranks")):
-            opts = dataclasses.replace(base, out=os.path.join(tmp, f"r{rnd}-n{n}.json"))
-            results[key].append(distributed(opts, n))
+        for n, key, bar in ((1, "1 rank", True), (2, "2 ranks", True),
+                            (2, "2 ranks, no barriers", False)):
+            opts = dataclasses.replace(base, out=os.path.join(tmp, f"r{rnd}-n{n}{bar}.json"))
+            results[key].append(distributed(opts, n, bar))
         print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(
             f"{k} {results[k][-1]['step_s'] * 1e3:.1f} ms" for k in results) +
             f" ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -123,10 +129,13 @@ def main(argv=None) -> int:
     for k, v in results.items():
         oc = np.nanmean([r["other_cores"] if r["other_cores"] is not None else np.nan
                          for r in v])
-        print(f"  {k:<8} {med[k] * 1e3:8.2f} ms   {args.batch_size / med[k]:9,.0f} samples/s   "
+        print(f"  {k:<21} {med[k] * 1e3:8.2f} ms   {args.batch_size / med[k]:9,.0f} samples/s   "
               f"(other processes {oc:.2f} cores)")
     print(f"  2 ranks / 1 rank = {med['2 ranks'] / med['1 rank']:.2f}x step time; "
-          f"1 rank / plain = {med['1 rank'] / med['plain']:.2f}x")
+          f"1 rank / plain = {med['1 rank'] / med['plain']:.2f}x; the timed waits cost "
+          f"{(med['2 ranks'] / med['2 ranks, no barriers'] - 1):+.1%} (2 ranks with vs without)")
+    print("\n" + S.ShardingPlan.from_dict(
+        results["2 ranks"][-1]["report"].config["distributed"]["plan"]).describe())
 
     # breakdown of the last 2-rank and 1-rank runs
     for key in ("1 rank", "2 ranks"):
