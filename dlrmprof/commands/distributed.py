@@ -92,6 +92,9 @@ def summary_lines(merged: dict) -> list[str]:
                      f"{_ms(a['transfer_s'])} (+ {_ms(a['unaccounted_s'])} untimed, "
                      f"{a['accounting_error']:.1%})")
         lines.append(f"    {c('alltoall.fwd')}; {c('alltoall.bwd')}; {c('allreduce')}")
+        if r.get("own_cores_mean") is not None:
+            lines.append(f"    CPU: this rank got {r['own_cores_mean']:.2f} cores, all other "
+                         f"processes (other ranks included) used {r['other_cores_mean']:.2f}")
     lines.append(f"all-to-all per step {_ms(d['alltoall_per_step_s'])} "
                  f"({d['alltoall_fraction_of_step']:.1%} of the step); all communication "
                  f"{_ms(d['comm_per_step_s'])}; compute imbalance (max/mean) "
