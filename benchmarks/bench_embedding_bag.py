@@ -198,15 +198,25 @@ def main(argv=None):
             gc.collect()
     if args.tune:
         return 0
-    ratios = np.array([r[6] for r in results])
-    dram = np.array([r[6] for r in results if r[5] == "DRAM"])
-    worst = results[int(np.argmin(ratios))]
-    print(f"\nratio numba/torch speed: geomean {np.exp(np.log(ratios).mean()):.2f}x, "
-          f"worst {worst[6]:.2f}x at R={worst[0]:.0e} D={worst[1]} L={worst[2]} {worst[3]} "
-          f"{worst[4]} thr; cells >= 1.0x: {(ratios >= 1.0).sum()}/{len(ratios)}")
-    if len(dram):
-        print(f"DRAM cells (table >= 4x L3): geomean {np.exp(np.log(dram).mean()):.2f}x, "
-              f"min {dram.min():.2f}x, cells >= 1.3x: {(dram >= 1.3).sum()}/{len(dram)}")
+    def summary(label, rows):
+        if not rows:
+            print(f"{label}: no cells")
+            return
+        r = np.array([x[6] for x in rows])
+        dram = np.array([x[6] for x in rows if x[5] == "DRAM"])
+        worst = rows[int(np.argmin(r))]
+        print(f"{label}: {len(r)} cells, geomean {np.exp(np.log(r).mean()):.2f}x, worst "
+              f"{worst[6]:.2f}x at R={worst[0]:.0e} D={worst[1]} L={worst[2]} {worst[3]} "
+              f"{worst[4]} thr; >= 1.0x in {(r >= 1.0).sum()}/{len(r)}")
+        if len(dram):
+            print(f"  DRAM cells (table >= 4x L3): geomean {np.exp(np.log(dram).mean()):.2f}x, "
+                  f"min {dram.min():.2f}x, >= 1.3x in {(dram >= 1.3).sum()}/{len(dram)}")
+
+    print()
+    summary("all cells (ratio = torch time / numba time)", results)
+    summary("clean cells (others < 0.5 core)", [x for x in results if x[7] < 0.5])
+    for thr in args.threads:
+        summary(f"{thr} thread(s)", [x for x in results if x[4] == thr])
     print("('!' = other processes used > 0.5 core during the cell: contaminated)")
 
 

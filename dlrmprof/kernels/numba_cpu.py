@@ -117,17 +117,17 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
             if pf_level > 0:
                 q = p + pf_dist
                 if q < p_end:
+                    # no range check: a prefetch never faults, a bad index is caught below
                     i2 = indices[q]
-                    if i2 >= 0 and i2 < R:
-                        # rows need not start on a line: the last element may be one more
-                        if pf_level == 2:
-                            for c in range(0, D, line):
-                                prefetch_l2(weight, i2, c)
-                            prefetch_l2(weight, i2, D - 1)
-                        else:
-                            for c in range(0, D, line):
-                                prefetch(weight, i2, c)
-                            prefetch(weight, i2, D - 1)
+                    # rows need not start on a line: the last element may be one more
+                    if pf_level == 2:
+                        for c in range(0, D, line):
+                            prefetch_l2(weight, i2, c)
+                        prefetch_l2(weight, i2, D - 1)
+                    else:
+                        for c in range(0, D, line):
+                            prefetch(weight, i2, c)
+                        prefetch(weight, i2, D - 1)
             idx = indices[p]
             if idx < 0 or idx >= R:
                 bad += 1
