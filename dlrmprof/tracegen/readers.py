@@ -178,8 +178,8 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         is_gz = _is_gzip(path)
         opener = gzip.open if is_gz else open
         block = self.block_bytes
-        # rows per block: at least 20 bytes per row
-        cap_rows = block // 20 + 1
+        # rows per block: a well-formed row has 39 tabs, a label and a newline (>= 41 bytes)
+        cap_rows = block // 40 + 1
         labels = np.empty(cap_rows, dtype=np.float32)
         dense = np.empty((cap_rows, cp.N_DENSE), dtype=np.float32)
         cats = np.empty((cap_rows, cp.N_SPARSE), dtype=np.int64)
@@ -215,9 +215,9 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                 if par is not None and self.max_rows is None and len(raw) > (1 << 20):
                     # whole lines of this block parsed by `threads` threads, in order after
                     last_nl = raw.rfind(b"\n")
-                    if last_nl > 0:
-                        yield from self._parallel_block(path, raw, buf, last_nl + 1, par,
-                                                        line_no)
+                    cuts = self._cuts(raw, last_nl + 1, par) if last_nl > 0 else None
+                    if cuts is not None:
+                        yield from self._parallel_block(path, buf, cuts, par, line_no)
                         line_no = self._line_no
                         pos = last_nl + 1
                         carry = raw[pos:]
@@ -250,7 +250,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
 
     def _parallel_buffers(self, block: int):
         P = self.threads
-        cap = (block + (1 << 16)) // 20 // P * 2 + 64        # rows per piece, generous
+        cap = (block + (1 << 16)) // 40 // P * 2 + 64        # rows per piece (>= 41 B a row)
         return {"labels": np.empty((P, cap), dtype=np.float32),
                 "dense": np.empty((P, cap, cp.N_DENSE), dtype=np.float32),
                 "cats": np.empty((P, cap, cp.N_SPARSE), dtype=np.int64),
@@ -259,7 +259,8 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                 "err_field": np.empty((P, self.MAX_EXAMPLES), dtype=np.int64),
                 "res": np.zeros((P, 5), dtype=np.int64)}
 
-    def _parallel_block(self, path, raw: bytes, buf, end: int, par, line_no: int):
+    def _cuts(self, raw: bytes, end: int, par):
+        """Piece boundaries (starts, ends) on newlines, or None if a piece would not fit."""
         P = self.threads
         cap = par["labels"].shape[1]
         starts, ends = [], []
@@ -270,11 +271,16 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
             else:
                 cut = raw.find(b"\n", max(lo, end * (i + 1) // P) - 1, end)
                 hi = end if cut < 0 else cut + 1
-            if end - lo > 0 and (hi - lo) // 20 + 1 > cap:   # cannot happen: sized per block
-                raise AssertionError("piece larger than its buffers")
+            if (hi - lo) // 40 + 1 > cap:          # an uneven cut: parse sequentially
+                return None
             starts.append(lo)
             ends.append(hi)
             lo = hi
+        return starts, ends
+
+    def _parallel_block(self, path, buf, cuts, par, line_no: int):
+        P = self.threads
+        starts, ends = cuts
         cp.parse_pieces(buf, np.array(starts, dtype=np.int64), np.array(ends, dtype=np.int64),
                         par["labels"], par["dense"], par["cats"], par["err_line"],
                         par["err_code"], par["err_field"], par["res"])
