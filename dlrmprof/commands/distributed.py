@@ -85,7 +85,7 @@ def summary_lines(merged: dict) -> list[str]:
             if not x:
                 return f"{name} -"
             return (f"{name} {_ms(x['mean_s'])} ({x['bytes_per_step'] / 1e3:.1f} kB, "
-                    f"{x['algbw_gbs']:.2f} GB/s)")
+                    f"{x['algbw_gbs']:.3g} GB/s)")
 
         lines.append(f"  rank {r['rank']} ({', '.join(r['tables'])}): step {_ms(a['step_s'])} = "
                      f"compute {_ms(a['compute_s'])} + wait {_ms(a['wait_s'])} + transfer "
