@@ -217,3 +217,22 @@ def test_committed_example_trace_loads():
     assert not t.has_indices and len(t.tables) == 26 and t.num_samples == 1999
     m = t.materialize(num_samples=256, seed=0)
     assert m.indices.size == 26 * 256
+
+
+def test_fidelity_on_zipf_with_drift_and_repeats():
+    """A larger realistic stream (Zipf ranks whose ids drift, 20% short-range repeats)."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from bench_tracegen_fidelity import drift_stream
+
+    from dlrmprof.tracegen.generate import choose_hot
+    from dlrmprof.tracegen.profile import stream_histogram
+    seed = int(np.random.default_rng().integers(1000))
+    ids = drift_stream(300_000, 30_000, block=10_000, seed=seed)
+    prof, tried = choose_hot("d", ids, None, None, 32, stream_histogram(ids))
+    syn, _ = synthesize(prof, seed=seed)
+    f = fidelity(prof, syn)
+    assert f["mrc_mae"] <= 0.004, (seed, tried)
+    assert f["distinct_ratio"] == pytest.approx(1, abs=0.02)
+    assert f["top10_share_synthetic"] == pytest.approx(f["top10_share_source"], rel=0.2)
