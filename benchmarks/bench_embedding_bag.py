@@ -178,9 +178,11 @@ def main(argv=None):
                         chosen = prefetch_plan(weight.nbytes, D, weight.itemsize)
                         plans = [(0, 0)] + [(d, lv) for lv in (1, 2) for d in (8, 16, 32, 64)]
                         r = tune_cell(weight, weight_t, pool, offsets, seconds, plans)
+                        mark = {p: "*" if p == chosen or (p[1] == 0 and chosen[1] == 0)
+                                else "" for p in r}
                         print(f"{R:>9.0e} {D:>4} {L:>3} {dist:>7} " + " ".join(
-                            f"{d}/{lv}{'*' if (d, lv) == chosen or (lv == 0 and chosen[1] == 0) else ''}"
-                            f"={x:.2f}" for (d, lv), x in r.items()), flush=True)
+                            f"{d}/{lv}{mark[(d, lv)]}={x:.2f}" for (d, lv), x in r.items()),
+                            flush=True)
                         continue
                     for thr in args.threads:
                         med, others = time_cell(weight, weight_t, pool, offsets, thr, seconds)

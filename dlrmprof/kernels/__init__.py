@@ -36,7 +36,7 @@ from dlrmprof.errors import UserError
 from dlrmprof.kernels.cost import COST_OPS, Cost, cost
 
 __all__ = [
-    "BACKENDS", "OPS", "Cost", "backends", "cost", "embedding_bag", "embedding_bag_sgd",
+    "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag", "embedding_bag_sgd",
     "interaction", "interaction_backward", "linear", "linear_backward", "numba_asm",
 ]
 
@@ -224,8 +224,8 @@ def _check_bags(op, weight, indices, offsets, mode, per_sample_weights):
         return  # the common all-numpy case, checked without building messages
     _check(mode in ("sum", "mean"), lambda: f"{op}: mode must be 'sum' or 'mean', got {mode!r}")
     _check(_ndim(weight) == 2 and _is_float(weight),
-           lambda: f"{op}: weight must be a 2-D float array [R, D], got shape {tuple(weight.shape)} "
-           f"dtype {weight.dtype}")
+           lambda: f"{op}: weight must be a 2-D float array [R, D], got shape "
+           f"{tuple(weight.shape)} dtype {weight.dtype}")
     _check(_ndim(indices) == 1 and _is_int(indices),
            lambda: f"{op}: indices must be a 1-D integer array, got shape {tuple(indices.shape)} "
            f"dtype {indices.dtype}")
@@ -287,7 +287,8 @@ def _check_interaction(op, dense, pooled):
            lambda: f"{op}: dense must be [B, D] and pooled [B, T, D] float arrays, got "
            f"{tuple(dense.shape)} and {tuple(pooled.shape)}")
     _check(pooled.shape[0] == dense.shape[0] and pooled.shape[2] == dense.shape[1],
-           lambda: f"{op}: dense {tuple(dense.shape)} and pooled {tuple(pooled.shape)} disagree on B or D")
+           lambda: f"{op}: dense {tuple(dense.shape)} and pooled {tuple(pooled.shape)} "
+           "disagree on B or D")
 
 
 def interaction(dense, pooled, backend="numba"):
@@ -317,8 +318,8 @@ def interaction_backward(dense, pooled, grad_out, backend="numba"):
 
 def _check_linear(op, x, weight):
     _check(_ndim(x) == 2 and _ndim(weight) == 2 and _is_float(x) and _is_float(weight),
-           lambda: f"{op}: x must be [M, K] and weight [N, K] float arrays, got {tuple(x.shape)} and "
-           f"{tuple(weight.shape)}")
+           lambda: f"{op}: x must be [M, K] and weight [N, K] float arrays, got "
+           f"{tuple(x.shape)} and {tuple(weight.shape)}")
     _check(x.shape[1] == weight.shape[1],
            lambda: f"{op}: x has {x.shape[1]} features but weight expects {weight.shape[1]}")
 

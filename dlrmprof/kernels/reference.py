@@ -47,7 +47,8 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
     delta = np.zeros(weight.shape, dtype=np.float64)
     np.add.at(delta, indices, grad_rows)
     touched = np.unique(indices)
-    weight[touched] = (weight[touched].astype(np.float64) - lr * delta[touched]).astype(weight.dtype)
+    updated = weight[touched].astype(np.float64) - lr * delta[touched]
+    weight[touched] = updated.astype(weight.dtype)
 
 
 def _tril(T1):
