@@ -436,25 +436,77 @@ def shards_sample_mask(ids: np.ndarray, rate: float, seed: int = 0) -> np.ndarra
     return (h & np.uint64(0xFFFFFFFF)) < np.uint64(int(rate * (1 << 32)))
 
 
-def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0) -> tuple[np.ndarray, int, int]:
+SHARDS_HEAVY = 512           # ids kept at rate 1 (found from a 1-in-64 access sample)
+
+
+@njit(cache=True)
+def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, nbins):
+    """Weighted histogram of estimated distances for the merged substream m_ids (dense):
+    heavy accesses weigh 1, sampled ones 1/rate; estimated distance = distinct heavy ids in
+    between + (other distinct ids in between) / rate."""
+    hist = np.zeros(nbins, dtype=np.float64)
+    cold = 0.0
+    n = m_ids.shape[0]
+    top = 0
+    for i in range(n):
+        if m_ids[i] > top:
+            top = m_ids[i]
+    prev = np.full(top + 1, -1, dtype=np.int64)
+    hlast = np.full(max(n_heavy, 1), -1, dtype=np.int64)
+    inv = 1.0 / rate
+    for i in range(n):
+        x = m_ids[i]
+        w = 1.0 if is_heavy[i] else inv
+        q = prev[x]
+        if dist[i] < 0:
+            cold += w
+        else:
+            hb = 0
+            for h in range(n_heavy):
+                if hlast[h] > q:
+                    hb += 1
+            if is_heavy[i]:
+                hb -= 1 if hlast[heavy_idx[i]] > q else 0     # itself is not "in between"
+            est = hb + (dist[i] - hb) * inv
+            hist[dist_bin(np.int64(est))] += w
+        prev[x] = i
+        if is_heavy[i]:
+            hlast[heavy_idx[i]] = i
+    return hist, cold
+
+
+def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0,
+                     heavy: int = SHARDS_HEAVY) -> tuple[np.ndarray, int, int]:
     """SHARDS estimate of the distance histogram, scaled to the full stream: (hist, cold,
-    accesses).  Distances among the sampled ids are divided by `rate`; counts are scaled by
-    the full/sampled access ratio.  Spatial sampling keeps or drops whole ids, so on streams
-    where a few ids carry a large share of the accesses the estimate depends on whether they
-    fall in the sample: measure the error (gen-trace --sample-rate does) before trusting it."""
-    ids = np.asarray(ids)
-    mask = shards_sample_mask(ids, rate, seed)
-    sub = ids[mask]
+    accesses).
+
+    Spatial sampling keeps an id's accesses if the id hashes below rate * 2^32; distances
+    among sampled ids are scaled by 1/rate.  Plain SHARDS is unreliable on skewed streams
+    (whether the few ids carrying a large share of the accesses fall in the sample decides
+    the curve), so the `heavy` most frequent ids (found from every 64th access) are always
+    kept, at weight 1, and a sampled access's distance is estimated as the heavy ids touched
+    in between plus the other ids in between divided by rate."""
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
     total = ids.shape[0]
-    if sub.shape[0] == 0:
-        return np.zeros(0, dtype=np.int64), total, total
-    dist = reuse_distances(sub)
-    warm = dist[dist >= 0]
-    scaled = np.floor(warm / rate).astype(np.int64)
-    hist, _ = histogram(scaled)
-    hist = hist.astype(np.float64)
-    cold = float((dist < 0).sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), 0, 0
+    probe = ids[::64]
+    vals, cnt = np.unique(probe, return_counts=True)
+    hv = vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
+    hv_sorted = np.sort(hv)
+    pos = np.searchsorted(hv_sorted, ids)
+    pos_c = np.minimum(pos, max(len(hv_sorted) - 1, 0))
+    is_heavy = (hv_sorted[pos_c] == ids) if len(hv_sorted) else np.zeros(total, dtype=bool)
+    mask = shards_sample_mask(ids, rate, seed) | is_heavy
+    sub = ids[mask]
+    sub_heavy = is_heavy[mask]
+    heavy_idx = np.where(sub_heavy, pos_c[mask], -1).astype(np.int64)
+    dense = DenseMap(max(sub.size, 1) * 2).map(sub)
+    dist = ReuseState(int(dense.max()) + 1 if dense.size else 1).feed(dense)
+    hist, cold = _shards_weighted(dense, dist, sub_heavy, heavy_idx, len(hv_sorted),
+                                  float(rate), MAX_BINS)
     factor = total / max(hist.sum() + cold, 1.0)
     hist = np.round(hist * factor).astype(np.int64)
-    cold = int(round(cold * factor))
-    return hist, cold, total
+    nz = np.flatnonzero(hist)
+    hist = hist[: int(nz[-1]) + 1 if nz.size else 0]
+    return hist, int(round(cold * factor)), total
