@@ -10,6 +10,8 @@ Parts:
           whole time axis (benchmarks/bench_tracegen_baselines.py).  Results compared first.
   mrc     20-point miss-ratio curve from one pass vs libCacheSim's LRU simulation per size
           (oracleGeneral file written by our exporter; miss ratios compared first).
+  shards  SHARDS estimate (rates 0.1/0.01/0.001) against the exact MRC, with and without the
+          heavy ids kept exactly.
   synth   synthesis from the stream's profile; baseline: a list-based LRU stack synthesizer
           (what the DLRM reference generator does), timed on a short prefix.
   ingest  Kaggle ingestion (read_criteo) of a generated 2M-row Criteo-format file made by
@@ -150,6 +152,32 @@ def bench_mrc(args, results, ids=None):
           f"(miss ratios equal at 3 sizes)")
     results["mrc"] = {"points": len(sizes), "ours_s": t_ours, "libcachesim_s": t_lcs,
                       "ratio": t_lcs / t_ours}
+
+
+def bench_shards(args, results, ids=None, dist=None):
+    from dlrmprof.tracegen.reuse import hit_rates, histogram, mrc_sizes, shards_histogram
+
+    if ids is None:
+        ids = zipf_stream(args.n, args.ids)
+        dist = reuse_distances(ids)
+    hist, cold = histogram(dist)
+    sizes = mrc_sizes(cold)
+    exact = hit_rates(hist, cold, sizes)
+    t_exact = best(lambda: reuse_distances(ids), 1)[0]
+    out = {}
+    for rate in (0.1, 0.01, 0.001):
+        errs, plain = [], []
+        t = best(lambda: shards_histogram(ids, rate, 0), 1)[0]
+        for seed in range(3):
+            h, c, _ = shards_histogram(ids, rate, seed)
+            errs.append(float(np.abs(hit_rates(h, c, sizes) - exact).mean()))
+            h, c, _ = shards_histogram(ids, rate, seed, heavy=0)
+            plain.append(float(np.abs(hit_rates(h, c, sizes) - exact).mean()))
+        out[rate] = {"mae": errs, "plain_shards_mae": plain, "s": t}
+        print(f"[shards] rate {rate}: MRC MAE vs exact {np.mean(errs):.4f} (3 seeds, max "
+              f"{np.max(errs):.4f}); plain SHARDS without the heavy ids {np.mean(plain):.4f}; "
+              f"{t:.2f} s vs exact pass {t_exact:.2f} s")
+    results["shards"] = out
 
 
 def naive_stack_synth(dists: np.ndarray) -> np.ndarray:
@@ -296,7 +324,7 @@ def bench_jobs(args, results):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--parts", default="rd,mrc,synth,ingest,jobs")
+    ap.add_argument("--parts", default="rd,mrc,synth,shards,ingest,jobs")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--lcs-sizes", type=int, default=20,
@@ -315,6 +343,8 @@ def main():
         bench_mrc(args, results, ids)
     if "synth" in parts:
         bench_synth(args, results, ids, dist)
+    if "shards" in parts:
+        bench_shards(args, results, ids, dist)
     if "ingest" in parts:
         bench_ingest(args, results)
     if "jobs" in parts:
