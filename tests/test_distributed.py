@@ -283,6 +283,19 @@ def _dying_entry(opts, dopts):
     return D.run_rank(opts, dopts, progress=progress, fingerprint=False)
 
 
+def _stuck_entry(opts, dopts):
+    """Rank 1 stops answering (sleeps) at its second timed step."""
+    rank = int(os.environ["RANK"])
+    count = [0]
+
+    def progress(n):
+        count[0] += n
+        if rank == 1 and count[0] == 2:
+            time.sleep(120)
+
+    return D.run_rank(opts, dopts, progress=progress, fingerprint=False)
+
+
 def _user_error_entry(opts, dopts):
     if int(os.environ["RANK"]) == 1:
         opts = dataclasses.replace(opts, config="no-such-preset")
@@ -300,6 +313,18 @@ def test_rank_dying_mid_run_stops_all_and_writes_nothing(tiny_trace, tmp_path):
     assert "\n" not in str(exc.value)
     assert time.perf_counter() - t0 < 40
     assert not list(tmp_path.iterdir())
+
+
+def test_stuck_rank_times_out_instead_of_hanging(tiny_trace, tmp_path):
+    out = tmp_path / "stuck.json"
+    opts = _opts(tiny_trace, out=str(out), iters=20)
+    dopts = D.DistOptions(nproc=2, timeout_s=4)
+    t0 = time.perf_counter()
+    with pytest.raises(D.RankFailed, match=r"^rank 0: a collective waited longer than "
+                                           r"--dist-timeout 4 s"):
+        D.launch(opts, dopts, entry=_stuck_entry, args=(opts, dopts))
+    assert time.perf_counter() - t0 < 45
+    assert not out.exists()
 
 
 def test_rank_user_error_is_one_line_naming_the_rank(tiny_trace, tmp_path):

@@ -627,7 +627,13 @@ def run_rank(opts, dopts: DistOptions, *, progress: Callable[[int], None] | None
         msg = str(exc)
         raise UserError(msg if msg.startswith(f"rank {rank}:") else f"rank {rank}: {msg}") \
             from None
-    except Exception:
+    except Exception as exc:
+        text = str(exc)
+        if world > 1 and ("Timed out" in text or "timed out" in text or "Watchdog" in text):
+            first = text.strip().splitlines()[0][:160]
+            raise RankFailed(f"rank {rank}: a collective waited longer than --dist-timeout "
+                             f"{dopts.timeout_s:g} s (another rank is stuck or far slower): "
+                             f"{first}") from None
         if world > 1:
             # usually the consequence of another rank failing ("connection closed by peer"):
             # give the launcher a moment to see and report that rank's failure first
