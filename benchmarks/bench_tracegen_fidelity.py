@@ -13,7 +13,7 @@ import numpy as np
 
 from dlrmprof.tracegen.fidelity import fidelity
 from dlrmprof.tracegen.generate import choose_hot
-from dlrmprof.tracegen.profile import build_profile, stream_histogram
+from dlrmprof.tracegen.profile import stream_histogram
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo
 from dlrmprof.tracegen.synth import synthesize_stream
 

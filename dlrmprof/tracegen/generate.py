@@ -18,7 +18,7 @@ import numpy as np
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.profile import (DEFAULT_HOT, DEFAULT_WINDOWS, LocalityProfile,
+from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, LocalityProfile,
                                        build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
 from dlrmprof.tracegen.synth import default_rows, synthesize_bags

@@ -17,7 +17,7 @@ A `LocalityProfile` holds, for one table:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -224,18 +224,3 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
         bag_len_values=bl_vals, bag_len_counts=bl_counts, hist=hist, cold=int(cold),
         top_counts=top, window_size=int(wsize), hot_win=hot_win, tail_cold=tail_cold,
         tail_hist=tail_hist, extra={})
-
-
-def _bins(d: np.ndarray) -> np.ndarray:
-    out = np.empty(d.shape[0], dtype=np.int64)
-    _bins_nb(np.ascontiguousarray(d, dtype=np.int64), out)
-    return out
-
-
-from numba import njit  # noqa: E402
-
-
-@njit(cache=True)
-def _bins_nb(d, out):
-    for i in range(d.shape[0]):
-        out[i] = _reuse.dist_bin(d[i])

@@ -20,12 +20,10 @@ content gives the same bytes; the file is written under a temporary name and ren
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import os
 import zipfile
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
