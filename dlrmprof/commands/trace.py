@@ -122,7 +122,9 @@ def _plot(trace, path: str) -> None:
 @click.option("--out", default="traces/locality.npz", show_default=True,
               type=click.Path(dir_okay=False), help="Trace file to write.")
 @click.option("--length", type=click.IntRange(min=1), default=None,
-              help="Samples (bags per table) to synthesize; default: the source's.")
+              help="Samples (bags per table) to synthesize; default: the source's. Shorter "
+                   "follows the source's prefix; longer continues at its end-of-stream rate "
+                   "of new ids.")
 @click.option("--table-rows", type=click.IntRange(min=1), default=None,
               help="Rows per table. Criteo: raw values are reduced modulo N while reading "
                    "(like DLRM's --max-ind-range; this merges values and changes locality). "
