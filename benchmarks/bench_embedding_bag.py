@@ -9,7 +9,8 @@ Every cell: results checked against torch first; then numba and torch calls are 
 than the L3 cache (so repeated batches do not warm the cache for the other side), and the
 medians are compared.  GB/s is effective: every looked-up row counted (nnz * D * 4 bytes).
 "others" is the CPU time other processes used during the cell, in cores (this machine is
-shared: a cell with others near a full core is contaminated, mostly at 2 threads).
+shared).  A cell is contaminated ('!') when others took CPU the benchmark needed: more than
+cores - threads + 0.25 cores (on 2 cores: > 1.25 at 1 thread, > 0.25 at 2 threads).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ from dlrmprof import kernels
 
 B = 2048
 L3_BYTES = 32 << 20
+CORES = psutil.cpu_count() or 1
+
+
+def contaminated(others, threads):
+    return others > CORES - threads + 0.25
 
 
 def zipf_ids(rng, n, R, a=1.1):
@@ -194,7 +200,7 @@ def main(argv=None):
                               f"{med['numba'] * 1e6:>9.1f} {med['torch'] * 1e6:>9.1f} "
                               f"{gb / med['numba']:>10.2f} {gb / med['torch']:>10.2f} "
                               f"{ratio:>5.2f}x {others:>6.2f}"
-                              f"{'  !' if others > 0.5 else ''}", flush=True)
+                              f"{'  !' if contaminated(others, thr) else ''}", flush=True)
                     del pool
             del weight, weight_t
             gc.collect()
@@ -216,10 +222,12 @@ def main(argv=None):
 
     print()
     summary("all cells (ratio = torch time / numba time)", results)
-    summary("clean cells (others < 0.5 core)", [x for x in results if x[7] < 0.5])
+    summary("clean cells (not contaminated)",
+            [x for x in results if not contaminated(x[7], x[4])])
     for thr in args.threads:
         summary(f"{thr} thread(s)", [x for x in results if x[4] == thr])
-    print("('!' = other processes used > 0.5 core during the cell: contaminated)")
+    print(f"('!' = contaminated: other processes used more than {CORES} cores - threads + "
+          "0.25 during the cell)")
 
 
 if __name__ == "__main__":

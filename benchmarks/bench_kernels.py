@@ -6,7 +6,8 @@ interaction forward/backward (torch: bmm) and linear (torch: MKL GEMM).
 
 Candidate and baseline calls are interleaved (alternating first), medians compared, results
 checked to match before timing.  "others" = CPU other processes used during the cell, in
-cores: near 1.0 means a contaminated cell (this machine is shared).
+cores; '!' marks a contaminated cell: others took more than cores - threads + 0.25 cores
+(this machine is shared).
 """
 
 from __future__ import annotations
@@ -54,8 +55,9 @@ def compare(fns: dict, seconds: float, nargs: int):
 
 def row(label, med, others, extra=""):
     r = med["torch"] / med["numba"]
+    bad = others > (psutil.cpu_count() or 1) - torch.get_num_threads() + 0.25
     print(f"{label:<44} numba {med['numba'] * 1e6:>9.1f} us  torch {med['torch'] * 1e6:>9.1f} us"
-          f"  {r:>5.2f}x  others {others:.2f}{'  !' if others > 0.5 else ''}{extra}", flush=True)
+          f"  {r:>5.2f}x  others {others:.2f}{'  !' if bad else ''}{extra}", flush=True)
     return r
 
 

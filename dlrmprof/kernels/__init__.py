@@ -36,8 +36,9 @@ from dlrmprof.errors import UserError
 from dlrmprof.kernels.cost import COST_OPS, Cost, cost
 
 __all__ = [
-    "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag", "embedding_bag_sgd",
-    "interaction", "interaction_backward", "linear", "linear_backward", "numba_asm",
+    "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag",
+    "embedding_bag_sgd", "interaction", "interaction_backward", "linear", "linear_backward",
+    "numba_asm",
 ]
 
 BACKENDS = ("reference", "numba", "torch", "numba-cuda")
