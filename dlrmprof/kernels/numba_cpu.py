@@ -118,7 +118,7 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
                 q = p + pf_dist
                 if q < p_end:
                     # no range check: a prefetch never faults, a bad index is caught below
-                    i2 = indices[q]
+                    i2 = indices[np.uint64(q)]
                     # rows need not start on a line: the last element may be one more
                     if pf_level == 2:
                         for c in range(0, D, line):
@@ -128,8 +128,9 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
                         for c in range(0, D, line):
                             prefetch(weight, i2, c)
                         prefetch(weight, i2, D - 1)
-            idx = indices[p]
-            if idx < 0 or idx >= R:
+            # unsigned positions and one unsigned compare: no negative-index wraparound code
+            idx = indices[np.uint64(p)]
+            if np.uint64(idx) >= np.uint64(R):
                 bad += 1
                 continue
             if psw is None:
