@@ -475,6 +475,37 @@ def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, nbins):
     return hist, cold
 
 
+@njit(cache=True)
+def _shards_select(ids, hkeys, hvals, salt, threshold):
+    """One pass: keep accesses to heavy ids (their index) or ids hashing below threshold."""
+    n = ids.shape[0]
+    out = np.empty(n, dtype=np.int64)
+    hidx = np.empty(n, dtype=np.int64)
+    mask = hkeys.shape[0] - 1
+    m = 0
+    for i in range(n):
+        x = ids[i]
+        p = np.int64((np.uint64(x) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)) & mask
+        k = -1
+        while hvals[p] >= 0:
+            if hkeys[p] == x:
+                k = hvals[p]
+                break
+            p = (p + 1) & mask
+        keep = k >= 0
+        if not keep:
+            h = (np.uint64(x) ^ salt) * np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(31)
+            h *= np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(29)
+            keep = (h & np.uint64(0xFFFFFFFF)) < threshold
+        if keep:
+            out[m] = x
+            hidx[m] = k
+            m += 1
+    return out[:m].copy(), hidx[:m].copy()
+
+
 def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0,
                      heavy: int = SHARDS_HEAVY) -> tuple[np.ndarray, int, int]:
     """SHARDS estimate of the distance histogram, scaled to the full stream: (hist, cold,
@@ -493,17 +524,19 @@ def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0,
     probe = ids[::64]
     vals, cnt = np.unique(probe, return_counts=True)
     hv = vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
-    hv_sorted = np.sort(hv)
-    pos = np.searchsorted(hv_sorted, ids)
-    pos_c = np.minimum(pos, max(len(hv_sorted) - 1, 0))
-    is_heavy = (hv_sorted[pos_c] == ids) if len(hv_sorted) else np.zeros(total, dtype=bool)
-    mask = shards_sample_mask(ids, rate, seed) | is_heavy
-    sub = ids[mask]
-    sub_heavy = is_heavy[mask]
-    heavy_idx = np.where(sub_heavy, pos_c[mask], -1).astype(np.int64)
+    hsize = 1 << max(4, (2 * len(hv)).bit_length())
+    hkeys = np.zeros(hsize, dtype=np.int64)
+    hvals = np.full(hsize, -1, dtype=np.int64)
+    hcount = _hash_remap(np.ascontiguousarray(hv, dtype=np.int64), hkeys, hvals,
+                         np.empty(len(hv), dtype=np.int64), 0)[1]
+    salt = np.uint64((seed * 0x632BE59BD9B4E019 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
+    sub, heavy_idx = _shards_select(ids, hkeys, hvals, salt,
+                                    np.uint64(int(rate * (1 << 32))))
+    sub_heavy = heavy_idx >= 0
+    del hcount
     dense = DenseMap(max(sub.size, 1) * 2).map(sub)
     dist = ReuseState(int(dense.max()) + 1 if dense.size else 1).feed(dense)
-    hist, cold = _shards_weighted(dense, dist, sub_heavy, heavy_idx, len(hv_sorted),
+    hist, cold = _shards_weighted(dense, dist, sub_heavy, heavy_idx, len(hv),
                                   float(rate), MAX_BINS)
     factor = total / max(hist.sum() + cold, 1.0)
     hist = np.round(hist * factor).astype(np.int64)
