@@ -136,8 +136,14 @@ class _Args:
         err = cuda.to_device(np.zeros(1, dtype=np.int64), stream=self.stream)
         return err
 
+    def to_host(self, dev):
+        """Device array -> numpy, complete (a copy on a stream is asynchronous)."""
+        host = dev.copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return host
+
     def count(self, err):
-        return int(err.copy_to_host(stream=self.stream)[0])
+        return int(self.to_host(err)[0])
 
 
 def _grid(B):
@@ -164,7 +170,7 @@ def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
     bad = a.count(err)
     if bad:
         raise IndexError(f"{bad} out-of-range indices or decreasing offsets")
-    return result if a.torch else out.copy_to_host(stream=a.stream)
+    return result if a.torch else a.to_host(out)
 
 
 def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sample_weights):
@@ -184,5 +190,4 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
                                               a.dev["grad_output"], psw, has_w, mode == "mean",
                                               np.float32(lr))
     if not a.torch:
-        weight[...] = a.dev["weight"].copy_to_host(stream=a.stream)
-        a.stream.synchronize()
+        weight[...] = a.to_host(a.dev["weight"])
