@@ -93,6 +93,16 @@ def test_embedding_bag_torch_in_torch_out(rng, backend):
     np.testing.assert_allclose(got.numpy(), want, **_tol(want))
 
 
+def test_resolve_gives_the_backend_function(rng):
+    weight = rng.standard_normal((20, 8)).astype(np.float32)
+    indices, offsets = _bags(rng, 20, 6, 4)
+    fn = kernels.resolve("embedding_bag", "numba")
+    np.testing.assert_array_equal(fn(weight, indices, offsets, "sum", None),
+                                  kernels.embedding_bag(weight, indices, offsets))
+    with pytest.raises(UserError, match="unknown kernel backend"):
+        kernels.resolve("embedding_bag", "cpu")
+
+
 def test_embedding_bag_numba_zero_copy_of_torch_weight(rng):
     weight = torch.from_numpy(rng.standard_normal((30, 4)).astype(np.float32))
     indices, offsets = np.array([5, 5]), np.array([0, 2])

@@ -36,7 +36,7 @@ from dlrmprof.errors import UserError
 from dlrmprof.kernels.cost import COST_OPS, Cost, cost
 
 __all__ = [
-    "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag",
+    "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag", "resolve",
     "embedding_bag_sgd", "interaction", "interaction_backward", "linear", "linear_backward",
     "numba_asm",
 ]
@@ -109,6 +109,16 @@ def _impl(op: str, backend: str):
     if fn is None:
         fn = _RESOLVED[(op, backend)] = _resolve(op, backend)
     return fn
+
+
+def resolve(op: str, backend: str):
+    """The backend's own function for `op`, for hot loops that check their inputs once up
+    front: it takes the backend's native arrays (numpy for reference/numba, torch for torch
+    and numba-cuda) positionally, in the order of the public function, with `mode` and
+    `per_sample_weights` (and `lr` for the SGD) given explicitly, and skips the public
+    entry point's shape checks and conversions.  Index range checks stay in the kernels.
+    UserError if the backend cannot run here."""
+    return _impl(op, backend)
 
 
 def _resolve(op: str, backend: str):
