@@ -221,11 +221,6 @@ def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_
                                       table_rows=table_rows_synth, seed=seed,
                                       compute_fidelity=True, jobs=jobs,
                                       keep_indices=not profile_only)
-    if profile_only:
-        # fidelity still measured (on a synthesized copy) so the file says how well it works
-        full = generate.synthesize_trace(profiles, source=info.to_json(), num_samples=length,
-                                         table_rows=table_rows_synth, seed=seed, jobs=jobs)
-        trace.header["fidelity"] = full.header["fidelity"]
     digest = trace.save(out)
     if plot:
         _plot(trace, plot)

@@ -153,7 +153,7 @@ def _map(fn, tasks, jobs):
 
 # ------------------------------------------------------------------ synthesis
 def _synth_task(args):
-    prof, B, rows, ss, with_fidelity = args
+    prof, B, rows, ss, with_fidelity, keep = args
     ids, offs, facts = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
     fid = None
     if with_fidelity:
@@ -166,16 +166,33 @@ def _synth_task(args):
             same, _, facts2 = synthesize_bags(prof, num_samples=prof.num_bags,
                                               rows=max(rows, prof.rows), seed=ss)
             fid = _fidelity(prof, same)
+            del same
             fid.update(facts2)
             fid["measured_on"] = "a same-length synthetic stream (the trace's length differs)"
-    distinct = int(np.unique(ids).size) if ids.size else 0
+    if not keep:
+        return None, None, fid, 0
+    if ids.size and rows <= 4 * ids.size:
+        distinct = int(np.count_nonzero(np.bincount(ids, minlength=rows)))
+    else:
+        distinct = int(np.unique(ids).size) if ids.size else 0
     return ids, offs, fid, distinct
+
+
+MODEL_NOTES = {
+    "length_scaling": "a shorter --length follows the source's prefix (its first windows); "
+                      "a longer one repeats the source's last full window, so distinct ids "
+                      "keep growing at the end-of-source rate; fidelity is measured on a "
+                      "same-length synthesis",
+    "rows_scaling": "ids are a random injection into the table's rows; with fewer rows than "
+                    "the source's distinct ids, new ids stop at rows and first touches reuse "
+                    "the least recently used id"}
 
 
 def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
                      table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
                      jobs: int = 1, keep_indices: bool = True) -> Trace:
-    """A trace with synthetic indices for every table (or profile-only if not keep_indices)."""
+    """A trace with synthetic indices for every table; with keep_indices=False a profile-only
+    trace (tables are still synthesized once when compute_fidelity, to measure fidelity)."""
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
@@ -185,35 +202,36 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
         # accesses of this table at B samples (mean pooling factor x B) -> default rows
         n_est = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
         rows = int(table_rows) if table_rows is not None else default_rows(p, n_est)
-        tasks.append((p, B, rows, ss, compute_fidelity))
-    results = _map(_synth_task, tasks, jobs)
-    metas, fids, idx_parts, off_parts = [], {}, [], []
-    base = 0
-    for p, (ids, offs, fid, distinct), task in zip(profiles, results, tasks):
-        rows = task[2]
-        metas.append(TableMeta(name=p.name, rows=rows, accesses=int(ids.size), distinct=distinct))
-        if fid is not None:
-            fids[p.name] = fid
-        idx_parts.append(ids)
-        off_parts.append(offs[:-1] + base)
-        base += int(ids.size)
-    indices = np.concatenate(idx_parts).astype(np.int64)
-    offsets = np.concatenate(off_parts + [np.array([base], dtype=np.int64)])
+        tasks.append((p, B, rows, ss, compute_fidelity, keep_indices))
     generator = {"model": MODEL, "kept": KEPT,
                  "windows": [p.num_windows for p in profiles],
                  "hot_ids": [p.hot_k for p in profiles],
-                 "num_samples": int(B), "table_rows": table_rows,
-                 "length_scaling": "a shorter --length follows the source's prefix (its first "
-                                   "windows); a longer one repeats the source's last full "
-                                   "window, so distinct ids keep growing at the end-of-source "
-                                   "rate; fidelity is measured on a same-length synthesis",
-                 "rows_scaling": "ids are a random injection into the table's rows; with "
-                                 "fewer rows than the source's distinct ids, new ids stop at "
-                                 "rows and first touches reuse the least recently used id"}
+                 "num_samples": int(B), "table_rows": table_rows, **MODEL_NOTES}
     if not keep_indices:
-        metas = [TableMeta(p.name, m.rows, p.accesses, p.distinct) for p, m in zip(profiles, metas)]
+        fids = {}
+        if compute_fidelity:
+            for p, (_, _, fid, _) in zip(profiles, _map(_synth_task, tasks, jobs)):
+                fids[p.name] = fid
+        metas = [TableMeta(p.name, t[2], p.accesses, p.distinct) for p, t in zip(profiles, tasks)]
         header = header_for(metas, profiles, B, source, int(seed), generator, fids, False)
         return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
+    results = _map(_synth_task, tasks, jobs)
+    total = sum(int(r[0].size) for r in results)
+    indices = np.empty(total, dtype=np.int64)
+    offsets = np.empty(len(profiles) * B + 1, dtype=np.int64)
+    metas, fids = [], {}
+    base = 0
+    for t, (p, task) in enumerate(zip(profiles, tasks)):
+        ids, offs, fid, distinct = results[t]
+        results[t] = None                      # free each table's part once copied
+        metas.append(TableMeta(name=p.name, rows=task[2], accesses=int(ids.size),
+                               distinct=distinct))
+        if fid is not None:
+            fids[p.name] = fid
+        indices[base:base + ids.size] = ids
+        offsets[t * B:(t + 1) * B] = offs[:-1] + base
+        base += int(ids.size)
+    offsets[-1] = base
     header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
     return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
                  indices=indices, offsets=offsets)

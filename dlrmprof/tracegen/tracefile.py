@@ -158,9 +158,9 @@ def _canonical(obj) -> bytes:
 
 def content_digest(header: dict, indices, offsets) -> str:
     h = hashlib.sha256()
-    if indices is not None:
-        h.update(np.ascontiguousarray(indices, dtype="<i8").tobytes())
-        h.update(np.ascontiguousarray(offsets, dtype="<i8").tobytes())
+    if indices is not None:     # hashed through the buffer protocol: no copy of the indices
+        h.update(memoryview(np.ascontiguousarray(indices, dtype="<i8")).cast("B"))
+        h.update(memoryview(np.ascontiguousarray(offsets, dtype="<i8")).cast("B"))
     h.update(_canonical({k: v for k, v in header.items() if k != "digest"}))
     return h.hexdigest()
 
