@@ -262,6 +262,11 @@ def test_shape_errors_are_clear():
         kernels.embedding_bag(w, i, np.array([0, 2]), per_sample_weights=np.ones(3, np.float32))
     with pytest.raises(ValueError, match="disagree"):
         kernels.interaction(np.zeros((2, 3)), np.zeros((2, 4, 5)))
+    frozen = np.zeros((3, 2), np.float32)
+    frozen.setflags(write=False)
+    with pytest.raises(ValueError, match="writeable"):
+        kernels.embedding_bag_sgd(frozen, i, np.array([0, 2]), np.zeros((1, 2), np.float32),
+                                  0.1)
 
 
 # -------------------------------------------------------------------------------- cost model

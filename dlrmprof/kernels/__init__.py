@@ -262,6 +262,13 @@ def embedding_bag(weight, indices, offsets, mode="sum", per_sample_weights=None,
                   backend="numba"):
     """Pool the rows of `weight` named by each bag: [R, D] x jagged bags -> [B, D]."""
     fn = _impl("embedding_bag", backend)
+    if _WANTS[backend] == "numpy" and _is_torch(weight):
+        # CPU tensors: zero-copy numpy views first, so the checks below take the fast path
+        out = embedding_bag(*(_to_numpy(x, backend, name) for x, name in (
+            (weight, "weight"), (indices, "indices"), (offsets, "offsets"))), mode=mode,
+            per_sample_weights=_to_numpy(per_sample_weights, backend, "per_sample_weights"),
+            backend=backend)
+        return _to_torch(out)
     _check_bags("embedding_bag", weight, indices, offsets, mode, per_sample_weights)
     if (_WANTS[backend] == "numpy" and type(weight) is np.ndarray
             and type(indices) is np.ndarray and type(offsets) is np.ndarray
@@ -288,7 +295,7 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode="sum",
                                grad_output=grad_output, per_sample_weights=per_sample_weights))
     if _WANTS[backend] == "numpy":
         _check(a["weight"].flags.writeable,
-               "embedding_bag_sgd: weight must be writeable (it is updated in place)")
+               lambda: "embedding_bag_sgd: weight must be writeable (it is updated in place)")
     fn(a["weight"], a["indices"], a["offsets"], a["grad_output"], float(lr), mode,
        a["per_sample_weights"])
 
