@@ -221,12 +221,13 @@ def prefetch_plan(table_bytes, D, itemsize):
     """(distance in lookups, level) of the software prefetch for a table.
 
     Measured on the development host (Zen 4 VM, shared; `bench_embedding_bag.py --tune` and
-    paired A/B runs): a table that fits in L2 gains nothing (prefetch is pure overhead).
-    Beyond it, rows of 1-2 lines (fp32 D <= 16) and of 7+ lines (D >= 96) gained most from
-    prefetching every line into L2 (prefetcht1) 28-64 lookups ahead (1.2-4x over no
-    prefetch from DRAM), while rows of 3-6 lines (D = 32..80) lost 15% that way and gained
-    ~20% from prefetcht0 16 lookups ahead.  Nearer rows for wider D keep the number of lines
-    in flight about constant.  Leads to re-measure on other hosts, not laws."""
+    paired A/B runs against torch): a table that fits in L2 gains nothing (prefetch is pure
+    overhead).  Beyond it, rows of 1-2 lines (fp32 D <= 16) and of 7+ lines (D >= 96)
+    gained most from prefetching every line into L2 (prefetcht1) 28-64 lookups ahead
+    (1.2-2x over no prefetch from DRAM), while rows of 3-6 lines (D = 32..80) lost ~10%
+    that way and gained 10-25% from prefetcht0 16 lookups ahead (prefetcht2 / prefetchnta
+    and other distances did no better).  Nearer rows for wider D keep the number of lines in
+    flight about constant.  Leads to re-measure on other hosts, not laws."""
     return _prefetch_plan(table_bytes, D, itemsize, L2_BYTES)
 
 
