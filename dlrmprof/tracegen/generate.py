@@ -171,6 +171,9 @@ def _synth_task(args):
             fid["measured_on"] = "a same-length synthetic stream (the trace's length differs)"
     if not keep:
         return None, None, fid, 0
+    lens = np.diff(offs)
+    if lens.size and (lens == lens[0]).all():
+        offs = None                     # constant pooling factor: offsets are arithmetic
     if ids.size and rows <= 4 * ids.size:
         distinct = int(np.count_nonzero(np.bincount(ids, minlength=rows)))
     else:
@@ -215,23 +218,39 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
         metas = [TableMeta(p.name, t[2], p.accesses, p.distinct) for p, t in zip(profiles, tasks)]
         header = header_for(metas, profiles, B, source, int(seed), generator, fids, False)
         return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
-    results = _map(_synth_task, tasks, jobs)
-    total = sum(int(r[0].size) for r in results)
-    indices = np.empty(total, dtype=np.int64)
+    # one table at a time with jobs=1 (lazy map): only the output arrays stay resident
+    results = map(_synth_task, tasks) if jobs <= 1 else iter(_map(_synth_task, tasks, jobs))
+    fixed = all(len(p.bag_len_values) == 1 for p in profiles)
+    total = sum(int(p.bag_len_values[0]) * B for p in profiles) if fixed else None
+    indices = np.empty(total, dtype=np.int64) if fixed else None
+    parts = []
     offsets = np.empty(len(profiles) * B + 1, dtype=np.int64)
     metas, fids = [], {}
     base = 0
-    for t, (p, task) in enumerate(zip(profiles, tasks)):
-        ids, offs, fid, distinct = results[t]
-        results[t] = None                      # free each table's part once copied
+    for t, (p, task, res) in enumerate(zip(profiles, tasks, results)):
+        ids, offs, fid, distinct = res
+        del res
         metas.append(TableMeta(name=p.name, rows=task[2], accesses=int(ids.size),
                                distinct=distinct))
         if fid is not None:
             fids[p.name] = fid
-        indices[base:base + ids.size] = ids
-        offsets[t * B:(t + 1) * B] = offs[:-1] + base
+        if indices is not None:
+            indices[base:base + ids.size] = ids
+        else:
+            parts.append(ids)
+        if offs is None:
+            step = ids.size // B if B else 0
+            offsets[t * B:(t + 1) * B] = np.arange(B, dtype=np.int64) * step + base
+        else:
+            offsets[t * B:(t + 1) * B] = offs[:-1] + base
         base += int(ids.size)
+        del ids, offs
     offsets[-1] = base
+    if indices is None:
+        indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        del parts
+    elif base != indices.size:
+        raise AssertionError("synthesized fewer indices than planned")
     header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
     return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
                  indices=indices, offsets=offsets)

@@ -271,9 +271,9 @@ def _validate(trace: Trace, where: str) -> None:
         bad(f"T*B+1 = {T * B + 1} offsets", "offsets", str(off.shape[0]))
     if off[0] != 0:
         bad("offsets starting at 0", "offsets[0]", str(int(off[0])))
-    d = np.diff(off)
-    if (d < 0).any():
-        i = int(np.argmax(d < 0))
+    dec = off[1:] < off[:-1]                    # bool mask: no int64 copy of the offsets
+    if dec.any():
+        i = int(np.argmax(dec))
         bad("non-decreasing offsets", f"offsets[{i + 1}]", f"{int(off[i + 1])} after {int(off[i])}")
     if off[-1] != idx.shape[0]:
         bad(f"offsets ending at len(indices) = {idx.shape[0]}", "offsets[-1]", str(int(off[-1])))
