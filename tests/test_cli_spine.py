@@ -33,3 +33,14 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         tmp.write_text("done")
     assert target.read_text() == "done"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_atomic_path_gives_umask_mode(tmp_path):
+    import os
+    umask = os.umask(0o022)
+    try:
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
