@@ -132,8 +132,8 @@ class SparseArch(nn.Module):
         # call, 26 tables x 2 calls a step): the data sources check every index against its
         # table's rows once, up front, and the numba kernels still refuse (never wrap) an
         # out-of-range index.
-        self._eb = kernels._impl("embedding_bag", backend)
-        self._sgd = kernels._impl("embedding_bag_sgd", backend)
+        self._eb = kernels.resolve("embedding_bag", backend)
+        self._sgd = kernels.resolve("embedding_bag_sgd", backend)
 
     def _refresh_views(self) -> None:
         w = self.weight_all
@@ -261,7 +261,7 @@ class DenseArch(nn.Module):
         self.mlp = _mlp(layers, last_relu=True, generator=generator)
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        return self.mlp(dense)
+        return mlp_forward(self.mlp, dense, last_relu=True)
 
 
 class _NumbaInteraction(torch.autograd.Function):
@@ -310,11 +310,85 @@ class OverArch(nn.Module):
         self.mlp = _mlp(layers, last_relu=False, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.mlp(x).squeeze(1)
+        return mlp_forward(self.mlp, x, last_relu=False).squeeze(1)
 
     @staticmethod
     def predict(logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
+
+
+# -- the MLPs ------------------------------------------------------------------------------
+# An MLP runs as one autograd node (`_MLPFunction`) instead of 2 per layer (Linear, ReLU) with
+# their transposes, views and per-parameter bookkeeping: at batch 128 those tiny ops cost about
+# as much as a small GEMM each.  It issues the GEMMs autograd would (forward `addmm(b, x, W^T)`,
+# backward dX = dY W and dW = dY^T X, db = sum of dY) and the same ReLU masks, so the numbers are
+# autograd's; in addition the ReLU runs in place, the first layer's dX is skipped when its input
+# needs no gradient, and a thin first layer (K << N: 13 -> 512) gets dW as (X^T dY)^T, the GEMM
+# shape MKL runs fast (about 4x here).
+
+_threshold_backward = torch.ops.aten.threshold_backward.default  # ReLU's own backward
+
+
+def _first_dw_transposed(k: int, n: int) -> bool:
+    return 4 * k <= n
+
+
+class _MLPFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, last_relu, *params):
+        n = len(params) // 2
+        h = x
+        acts = [x]
+        for i in range(n):
+            w, b = params[2 * i], params[2 * i + 1]
+            h = torch.addmm(b, h, w.t())
+            if last_relu or i < n - 1:
+                h.relu_()
+            acts.append(h)
+        ctx.last_relu = last_relu
+        ctx.save_for_backward(*acts, *params[0::2])
+        return h
+
+    @staticmethod
+    def backward(ctx, grad):
+        saved = ctx.saved_tensors
+        n = (len(saved) - 1) // 2
+        acts, weights = saved[:n + 1], saved[n + 1:]
+        need = ctx.needs_input_grad
+        grads: list = [None] * (2 * n)
+        g = grad
+        gx = None
+        for i in range(n - 1, -1, -1):
+            y, x_in, w = acts[i + 1], acts[i], weights[i]
+            if ctx.last_relu or i < n - 1:
+                g = _threshold_backward(g, y, 0)
+            if need[2 + 2 * i]:
+                if i == 0 and _first_dw_transposed(w.shape[1], w.shape[0]):
+                    grads[0] = torch.mm(x_in.t(), g).t()
+                else:
+                    grads[2 * i] = torch.mm(g.t(), x_in)
+            if need[3 + 2 * i]:
+                grads[2 * i + 1] = g.sum(0)
+            if i > 0:
+                g = torch.mm(g, w)
+            elif need[0]:
+                gx = torch.mm(g, w)
+        return (gx, None, *grads)
+
+
+def mlp_forward(mlp: nn.Sequential, x: torch.Tensor, last_relu: bool) -> torch.Tensor:
+    """Run `mlp` (Linear / ReLU as `_mlp` builds it) as one fused op; the same values as
+    ``mlp(x)`` and, under autograd, the same gradients."""
+    params = [p for m in mlp if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return _MLPFunction.apply(x, last_relu, *params)
+    n = len(params) // 2
+    h = x
+    for i in range(n):
+        h = torch.addmm(params[2 * i + 1], h, params[2 * i].t())
+        if last_relu or i < n - 1:
+            h.relu_()
+    return h
 
 
 def _mlp(layers: Sequence[int], last_relu: bool, generator) -> nn.Sequential:

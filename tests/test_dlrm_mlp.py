@@ -1,0 +1,76 @@
+"""The fused MLP op (`dlrmprof.dlrm.model._MLPFunction`) against torch autograd through the
+plain `nn.Sequential`, on fresh random inputs: forward values and every gradient."""
+
+import copy
+
+import pytest
+import torch
+
+from dlrmprof.dlrm.model import DenseArch, OverArch, _mlp, mlp_forward
+
+
+def _plain_and_fused(layers, last_relu, seed, batch, x_grad):
+    gen = torch.Generator().manual_seed(seed)
+    mlp = _mlp(layers, last_relu=last_relu, generator=gen)
+    ref = copy.deepcopy(mlp)
+    x = torch.randn(batch, layers[0], generator=gen)
+    xr = x.clone().requires_grad_(x_grad)
+    xf = x.clone().requires_grad_(x_grad)
+    return mlp, ref, xf, xr, gen
+
+
+@pytest.mark.parametrize("layers,last_relu", [((13, 512, 256, 64, 16), True),
+                                              ((367, 512, 256, 1), False),
+                                              ((5, 3), True), ((4, 1), False),
+                                              ((2, 40, 7, 9), True)])
+@pytest.mark.parametrize("x_grad", [False, True])
+def test_fused_mlp_matches_autograd(layers, last_relu, x_grad):
+    for seed in (0, 1):
+        mlp, ref, xf, xr, gen = _plain_and_fused(layers, last_relu, seed, 37, x_grad)
+        yf = mlp_forward(mlp, xf, last_relu)
+        yr = ref(xr)
+        torch.testing.assert_close(yf, yr, rtol=0, atol=0)   # the same ops: the same bits
+        g = torch.randn(yr.shape, generator=gen)
+        yf.backward(g)
+        yr.backward(g)
+        for pf, pr in zip(mlp.parameters(), ref.parameters()):
+            torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-5, atol=1e-6)
+        if x_grad:
+            torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-6)
+        else:
+            assert xf.grad is None
+
+
+def test_fused_mlp_relu_gradient_zero_where_inactive():
+    """Units the ReLU cut off pass no gradient (some outputs forced negative)."""
+    mlp, ref, xf, xr, _ = _plain_and_fused((6, 8, 3), True, 3, 16, True)
+    with torch.no_grad():
+        for m in (mlp, ref):
+            m[0].bias[:4] = -100.0
+    mlp_forward(mlp, xf, True).sum().backward()
+    ref(xr).sum().backward()
+    assert torch.all(mlp[0].weight.grad[:4] == 0)
+    for pf, pr in zip(mlp.parameters(), ref.parameters()):
+        torch.testing.assert_close(pf.grad, pr.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_mlp_without_grad_and_frozen_params():
+    mlp, ref, xf, xr, _ = _plain_and_fused((5, 9, 2), False, 4, 11, False)
+    with torch.no_grad():
+        torch.testing.assert_close(mlp_forward(mlp, xf, False), ref(xr), rtol=0, atol=0)
+    for p in mlp.parameters():
+        p.requires_grad_(False)
+    y = mlp_forward(mlp, xf, False)
+    assert not y.requires_grad
+    torch.testing.assert_close(y, ref(xr).detach(), rtol=0, atol=0)
+
+
+def test_arches_use_the_fused_mlp_and_keep_their_state_dict_keys():
+    d = DenseArch((3, 4, 2))
+    o = OverArch((5, 4, 1))
+    assert list(d.state_dict()) == ["mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias"]
+    x = torch.randn(6, 3)
+    torch.testing.assert_close(d(x), d.mlp(x), rtol=0, atol=0)
+    z = torch.randn(6, 5)
+    torch.testing.assert_close(o(z), o.mlp(z).squeeze(1), rtol=0, atol=0)
