@@ -74,3 +74,40 @@ def test_arches_use_the_fused_mlp_and_keep_their_state_dict_keys():
     torch.testing.assert_close(d(x), d.mlp(x), rtol=0, atol=0)
     z = torch.randn(6, 5)
     torch.testing.assert_close(o(z), o.mlp(z).squeeze(1), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("layers,last_relu", [((13, 512, 256, 64, 16), True),
+                                              ((367, 512, 256, 1), False)])
+def test_sgd_in_backward_is_the_plain_sgd_step(layers, last_relu):
+    """With `sgd_lr` the backward leaves no gradients and the weights hold p - lr * grad."""
+    lr = 0.37
+    mlp, ref, xf, xr, gen = _plain_and_fused(layers, last_relu, 8, 29, True)
+    g = torch.randn(29, layers[-1], generator=gen)
+    mlp_forward(mlp, xf, last_relu, sgd_lr=lr).backward(g)
+    ref(xr).backward(g)
+    for pf, pr in zip(mlp.parameters(), ref.parameters()):
+        assert pf.grad is None
+        torch.testing.assert_close(pf.detach(), (pr - lr * pr.grad).detach(), rtol=1e-5,
+                                   atol=1e-6)
+    torch.testing.assert_close(xf.grad, xr.grad, rtol=1e-5, atol=1e-6)  # dX used the old W
+
+
+def test_trainer_sgd_in_backward_matches_the_separate_step():
+    from dlrmprof.dlrm.config import load_config
+    from dlrmprof.dlrm.data import RandomSource
+    from dlrmprof.dlrm.model import build_dlrm
+    from dlrmprof.dlrm.train import DLRMTrain
+
+    cfg = load_config("tiny")
+    a = DLRMTrain(build_dlrm(cfg, seed=3), cfg.lr)
+    b = DLRMTrain(build_dlrm(cfg, seed=3), cfg.lr, sgd_in_backward=False)
+    src = RandomSource(cfg.batch_size, cfg.dense_features, [t.rows for t in cfg.tables], seed=4)
+    for _ in range(4):
+        batch = src.next_batch()
+        la, _ = a.train_step(batch)
+        lb, _ = b.train_step(batch)
+        assert float(la) == pytest.approx(float(lb), rel=1e-6)
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb
+        torch.testing.assert_close(va, vb, rtol=1e-6, atol=1e-7)
+    assert all(p.grad is None for p in a.model.parameters())

@@ -259,9 +259,10 @@ class DenseArch(nn.Module):
         super().__init__()
         self.layers = tuple(layers)
         self.mlp = _mlp(layers, last_relu=True, generator=generator)
+        self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        return mlp_forward(self.mlp, dense, last_relu=True)
+        return mlp_forward(self.mlp, dense, last_relu=True, sgd_lr=self.sgd_lr)
 
 
 class _NumbaInteraction(torch.autograd.Function):
@@ -308,9 +309,10 @@ class OverArch(nn.Module):
             raise UserError(f"OverArch must end in one logit, got layers {list(layers)}")
         self.layers = tuple(layers)
         self.mlp = _mlp(layers, last_relu=False, generator=generator)
+        self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mlp_forward(self.mlp, x, last_relu=False).squeeze(1)
+        return mlp_forward(self.mlp, x, last_relu=False, sgd_lr=self.sgd_lr).squeeze(1)
 
     @staticmethod
     def predict(logits: torch.Tensor) -> torch.Tensor:
@@ -323,19 +325,28 @@ class OverArch(nn.Module):
 # as much as a small GEMM each.  It issues the GEMMs autograd would (forward `addmm(b, x, W^T)`,
 # backward dX = dY W and dW = dY^T X, db = sum of dY) and the same ReLU masks, so the numbers are
 # autograd's; in addition the ReLU runs in place, the first layer's dX is skipped when its input
-# needs no gradient, and a thin first layer (K << N: 13 -> 512) gets dW as (X^T dY)^T, the GEMM
-# shape MKL runs fast (about 4x here).
+# needs no gradient, and a thin layer (K << N: 13 -> 512) gets dW as (X^T dY)^T, the GEMM shape
+# MKL runs faster (132 -> 32 us on the Zen4 host, 1 thread, B = 128).  (The same for 367 -> 512
+# saved 90-180 us in the GEMM but its transposed dW then costs ~320 us more to apply or copy.)
+#
+# With `sgd_lr` set (by `DLRMTrain`, which owns the dense SGD), the backward also applies plain
+# SGD to each layer as soon as its gradient exists, W += -lr * dW (the very op the separate
+# multi-tensor step does, after dX = dY W has used the old W), while dW and W are still in
+# cache, and returns no parameter gradients: the same updated weights, one pass over 1.9 MB of
+# weights and gradients less per step.  Left unset (None) it returns the gradients as autograd
+# does (what DDP and any other optimizer need).
 
 _threshold_backward = torch.ops.aten.threshold_backward.default  # ReLU's own backward
 
 
-def _first_dw_transposed(k: int, n: int) -> bool:
+def _dw_transposed(k: int, n: int) -> bool:
+    """dW [n, k] as (X^T dY)^T rather than dY^T X (same products and sums; MKL's speed)."""
     return 4 * k <= n
 
 
 class _MLPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, last_relu, *params):
+    def forward(ctx, x, last_relu, sgd_lr, *params):
         n = len(params) // 2
         h = x
         acts = [x]
@@ -346,6 +357,8 @@ class _MLPFunction(torch.autograd.Function):
                 h.relu_()
             acts.append(h)
         ctx.last_relu = last_relu
+        ctx.sgd_lr = sgd_lr
+        ctx.params = params if sgd_lr is not None else None
         ctx.save_for_backward(*acts, *params[0::2])
         return h
 
@@ -355,6 +368,7 @@ class _MLPFunction(torch.autograd.Function):
         n = (len(saved) - 1) // 2
         acts, weights = saved[:n + 1], saved[n + 1:]
         need = ctx.needs_input_grad
+        lr = ctx.sgd_lr
         grads: list = [None] * (2 * n)
         g = grad
         gx = None
@@ -362,26 +376,33 @@ class _MLPFunction(torch.autograd.Function):
             y, x_in, w = acts[i + 1], acts[i], weights[i]
             if ctx.last_relu or i < n - 1:
                 g = _threshold_backward(g, y, 0)
-            if need[2 + 2 * i]:
-                if i == 0 and _first_dw_transposed(w.shape[1], w.shape[0]):
-                    grads[0] = torch.mm(x_in.t(), g).t()
+            if need[3 + 2 * i]:
+                if _dw_transposed(w.shape[1], w.shape[0]):
+                    grads[2 * i] = torch.mm(x_in.t(), g).t()
                 else:
                     grads[2 * i] = torch.mm(g.t(), x_in)
-            if need[3 + 2 * i]:
+            if need[4 + 2 * i]:
                 grads[2 * i + 1] = g.sum(0)
             if i > 0:
                 g = torch.mm(g, w)
             elif need[0]:
                 gx = torch.mm(g, w)
-        return (gx, None, *grads)
+            if lr is not None:  # the layer's SGD step, now that dX has used the old W
+                for k in (2 * i, 2 * i + 1):
+                    if grads[k] is not None:
+                        ctx.params[k].add_(grads[k], alpha=-lr)
+                        grads[k] = None
+        return (gx, None, None, *grads)
 
 
-def mlp_forward(mlp: nn.Sequential, x: torch.Tensor, last_relu: bool) -> torch.Tensor:
+def mlp_forward(mlp: nn.Sequential, x: torch.Tensor, last_relu: bool,
+                sgd_lr: float | None = None) -> torch.Tensor:
     """Run `mlp` (Linear / ReLU as `_mlp` builds it) as one fused op; the same values as
-    ``mlp(x)`` and, under autograd, the same gradients."""
+    ``mlp(x)`` and, under autograd, the same gradients (or, with `sgd_lr`, the SGD step
+    applied in the backward instead of gradients)."""
     params = [p for m in mlp if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _MLPFunction.apply(x, last_relu, *params)
+        return _MLPFunction.apply(x, last_relu, sgd_lr, *params)
     n = len(params) // 2
     h = x
     for i in range(n):

@@ -1,8 +1,13 @@
 """Training wrapper (loss + optimizers), inference step, the timed loop and click metrics.
 
 `DLRMTrain` owns what `DLRM` does not: the BCE loss (on logits, numerically stable), SGD on the
-dense parameters (gradients from torch autograd, one multi-tensor update), and the sparse embedding update (the kernels' fused
-`embedding_bag_sgd` on the rows each batch touched, timed as its own op ``emb_update``).
+dense parameters, and the sparse embedding update (the kernels' fused `embedding_bag_sgd` on the
+rows each batch touched, timed as its own op ``emb_update``).  The dense SGD of the two MLPs
+runs inside their backward, layer by layer as each weight gradient appears (see
+`dlrmprof.dlrm.model._MLPFunction`: the same update, W += -lr * dW, while dW is in cache), so
+it is timed under ``backward``; ``optimizer`` covers any other dense parameter (none in the
+built models).  ``DLRMTrain(model, lr, sgd_in_backward=False)`` keeps the gradients and the
+separate step.
 
 Op names recorded on the timer (per iteration)::
 
@@ -10,8 +15,9 @@ Op names recorded on the timer (per iteration)::
     to_device               numpy -> torch tensors on the model's device
     emb, emb.<table>        embedding-bag forward, all tables and each table
     bottom_mlp, interaction, top_mlp, loss
-    backward                loss.backward(): MLPs, interaction, grad of the pooled embeddings
-    optimizer               SGD step on the dense parameters
+    backward                loss.backward(): MLPs (with their SGD step), interaction, grad of
+                            the pooled embeddings
+    optimizer               SGD step on dense parameters not updated in the backward
     emb_update, emb_update.<table>   fused sparse SGD of the embedding tables
     step                    the whole model step (everything but `data`)
 """
@@ -32,9 +38,11 @@ from dlrmprof.dlrm.model import DLRM, NULL_TIMER
 class DLRMTrain:
     """BCE loss and SGD (lr from the config) around a `DLRM`."""
 
-    def __init__(self, model: DLRM, lr: float):
+    def __init__(self, model: DLRM, lr: float, sgd_in_backward: bool = True):
         self.model = model
         self.lr = float(lr)
+        for arch in (model.dense_arch, model.over_arch):
+            arch.sgd_lr = self.lr if sgd_in_backward else None
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._cuda = model.device.type == "cuda"
