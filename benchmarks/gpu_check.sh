@@ -55,7 +55,11 @@ cd "$REPO" || exit 2
 PY=${PYTHON:-python3}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
-if [ -z "${CUDA_HOME:-}" ] && [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda; fi
+if [ -z "${CUDA_HOME:-}" ]; then     # where numba-cuda looks for NVVM / libdevice
+  if [ -d /usr/local/cuda ]; then export CUDA_HOME=/usr/local/cuda
+  elif command -v nvcc >/dev/null 2>&1; then CUDA_HOME=$(dirname "$(dirname "$(command -v nvcc)")"); export CUDA_HOME
+  fi
+fi
 if [ "$DRY" = 1 ]; then export CUDA_VISIBLE_DEVICES=""; fi   # the dry run sees no GPU at all
 
 OUT=${OUT:-$REPO/reports/gpu_check}
@@ -162,8 +166,9 @@ main() {
   if command -v nvidia-smi >/dev/null 2>&1; then
     SMI=$(nvidia-smi -L 2>&1 | head -n 2 | tr '\n' ' ')
   fi
-  step versions 60 5 -- "$PY" benchmarks/gpu_check_summary.py versions --out "$WORK/versions.json"
+  step versions 60 5 --note "^numba [0-9]" -- "$PY" benchmarks/gpu_check_summary.py versions --out "$WORK/versions.json"
   echo "nvidia-smi -L: $SMI"
+  echo "CUDA_HOME=${CUDA_HOME:-unset}; nvcc: $(command -v nvcc >/dev/null 2>&1 && nvcc --version | tail -n 2 | head -n 1 || echo 'not found')"
   if command -v nvidia-smi >/dev/null 2>&1; then   # read-only queries
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,temperature.gpu,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit --format=csv 2>&1 | head -n 3
   fi

@@ -81,6 +81,15 @@ def cmd_versions(args) -> int:
           f"setuptools {v.get('setuptools')}, pytest {v.get('pytest')}")
     if args.out:
         Path(args.out).write_text(json.dumps(v, indent=1))
+    if v.get("cuda_available"):
+        # where numba's CUDA target finds the driver, NVVM, libdevice and the runtime
+        print("numba CUDA libraries (numba.cuda.cudadrv.libs.test()):", flush=True)
+        try:
+            from numba.cuda.cudadrv import libs
+            libs.test()
+        except Exception as exc:
+            print(f"  could not list them: {type(exc).__name__}: {exc}")
+        sys.stdout.flush()
     return 0
 
 
