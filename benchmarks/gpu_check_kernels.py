@@ -735,6 +735,10 @@ def cmd_bench(args) -> int:
         cu = ceilings.probe_cuda(repeats=10, full=True)
         doc["ceilings_cuda"] = cu
         copy_bw = cu["copy"]["best"] * 1e9 if cu.get("available") else None
+        if copy_bw is None:
+            say(f"CUDA ceilings unavailable ({cu.get('reason')}): no %copy figures")
+            cu = {"copy": {"best": float("nan"), "median": float("nan")},
+                  "fp32": {"best": float("nan"), "n": None}, "bf16": {"best": float("nan")}}
         say(f"device {p.name}: {p.total_memory / 2**30:.0f} GiB, {p.multi_processor_count} SMs, "
             f"L2 {doc['device_props']['l2_bytes'] / 2**20:.0f} MiB; copy "
             f"{cu['copy']['best']:.0f} GB/s best ({cu['copy']['median']:.0f} median, read + "
