@@ -266,18 +266,20 @@ class DenseArch(nn.Module):
 
 
 class _NumbaInteraction(torch.autograd.Function):
+    """The numba kernels, resolved once and called without the public entry points' per-call
+    checks (the arches' shapes are checked when the DLRM is built)."""
+
     @staticmethod
     def forward(ctx, dense, pooled):
-        d = dense.detach().numpy()
-        p = pooled.detach().numpy()
         ctx.save_for_backward(dense, pooled)
-        return torch.from_numpy(kernels.interaction(d, p, backend="numba"))
+        return torch.from_numpy(kernels.resolve("interaction", "numba")(
+            dense.detach().numpy(), pooled.detach().numpy()))
 
     @staticmethod
     def backward(ctx, grad_out):
         dense, pooled = ctx.saved_tensors
-        gd, gp = kernels.interaction_backward(dense.detach().numpy(), pooled.detach().numpy(),
-                                              grad_out.contiguous().numpy(), backend="numba")
+        gd, gp = kernels.resolve("interaction_backward", "numba")(
+            dense.detach().numpy(), pooled.detach().numpy(), grad_out.detach().numpy())
         return torch.from_numpy(gd), torch.from_numpy(gp)
 
 
