@@ -186,8 +186,9 @@ main() {
   local gen_pid=""
   if want runs; then
     banner gen-trace "background: kaggle trace, ${TRACE_LEN} samples, ${TABLE_ROWS} rows per table, ${JOBS} jobs"
+    local gt; gt=$(left); gt=$(( gt < 300 ? gt : 300 )); gt=$(( gt > 20 ? gt : 20 ))
     ( s=$SECONDS
-      timeout -k 10 300 "$PY" -m dlrmprof gen-trace --from kaggle --length "$TRACE_LEN" \
+      timeout -k 10 "$gt" "$PY" -m dlrmprof gen-trace --from kaggle --length "$TRACE_LEN" \
         --table-rows "$TABLE_ROWS" --jobs "$JOBS" --out "$TRACE" > "$WORK/logs/gen-trace.log" 2>&1
       echo "$? $(( SECONDS - s ))" > "$WORK/gen-trace.rc" ) &
     gen_pid=$!
@@ -219,7 +220,7 @@ main() {
     if [ "$grc" = 0 ] && [ -f "$TRACE" ]; then
       record gen-trace OK "$gdt" "$(grep -E '^wrote' "$WORK/logs/gen-trace.log" | tail -n 1 | cut -c1-90)"
     else
-      record gen-trace "$([ "$grc" = 124 ] && echo TIMEOUT || echo FAIL)" "$gdt" "exit $grc: $(tail -n 1 "$WORK/logs/gen-trace.log")"
+      record gen-trace "$( { [ "$grc" = 124 ] || [ "$grc" = 137 ]; } && echo TIMEOUT || echo FAIL)" "$gdt" "exit $grc: $(tail -n 1 "$WORK/logs/gen-trace.log")"
     fi
     if [ -f "$TRACE" ]; then
       runs_and_compare
