@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from dlrmprof.commands.distributed import distributed_options
+
 
 def _fmt_s(s: float | None) -> str:
     if s is None:
@@ -90,9 +92,10 @@ def _table(report, verdicts: dict) -> list[str]:
 @click.option("--fused-tables/--per-table", default=False, show_default=True,
               help="Look up all tables in one kernel call (TBE-style combined table): faster, "
                    "but no per-table figures.")
+@distributed_options
 def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters, warmup,
         threads, seed, out, inputs, input_rows, test_fraction, eval_every, roofline,
-        cache_study, simd, render, fused_tables):
+        cache_study, simd, render, fused_tables, dist_kw=None):
     """Profile a DLRM on this host: per-op time, bytes, FLOPs, verdicts, samples/s.
 
     Warm-up, then timed iterations; per op (embedding bag per table and all tables, bottom
@@ -106,6 +109,8 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
       dlrmprof run --data kaggle --mode train --iters 300 --out reports/kaggle.json
       dlrmprof run --config kaggle --max-rows 1000000 --data random --mode infer
       dlrmprof run --device cuda --backend numba-cuda --trace traces/locality.npz
+      dlrmprof run --nproc 2 --config tiny --data random   (hybrid-parallel, 2 ranks)
+      torchrun --standalone --nproc_per_node 2 -m dlrmprof run --config tiny --data random
     """
     from dlrmprof.dlrm.runner import RunOptions, execute, prepare
 
@@ -115,6 +120,10 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
                       input_rows=input_rows, test_fraction=test_fraction, eval_every=eval_every,
                       roofline=roofline, cache_study=cache_study, simd=simd, render=render,
                       fused_tables=fused_tables)
+    from dlrmprof.commands.distributed import run_distributed, wants_distributed
+
+    if wants_distributed(dist_kw or {}):
+        return run_distributed(opts, dist_kw or {})
     prep = prepare(opts)
     click.echo(prep.config.describe())
     if data == "kaggle":
