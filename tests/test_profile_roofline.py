@@ -99,3 +99,18 @@ def test_above_roof_is_flagged():
     assert v["exceeds_roof"] and "re-probe" in v["note"]
     (v,) = roofline.verdicts([emb("emb.C9", 1000)], CEIL, threads=1)
     assert not v["exceeds_roof"] and "note" not in v
+
+
+def test_section_uses_the_run_devices_roofs():
+    from dlrmprof.profile import roofline
+    ceilings = {"roofs": {"1": {"stream_gbs": 20.0, "random_gbs": 6.0, "random_ns_per_line": 10.0,
+                                "latency_ns": 150.0, "fp32_gflops": 90.0, "bf16_gflops": 200.0}},
+                "cuda": {"available": True, "copy": {"best": 3000.0}, "fp32": {"best": 50000.0},
+                         "bf16": {"best": 700000.0}}}
+    row = {"name": "top_mlp", "phase": "forward", "device": "cuda", "bytes": 10**6,
+           "flops": 10**9, "time_s": {"median": 1e-5}}
+    sec = roofline.section([row], ceilings, device="cuda")
+    assert sec["roofs"]["stream_gbs"] == 3000.0
+    assert roofline.section([row], ceilings)["roofs"]["stream_gbs"] == 20.0
+    no_gpu = dict(ceilings, cuda={"available": False})
+    assert roofline.section([row], no_gpu, device="cuda")["roofs"] == {}

@@ -437,7 +437,8 @@ def _roofline(rows, fp, prep: Prepared, say) -> dict:
         if cache is not None:
             out["cache"] = cache["section"]
             cache = cache["per_op"]
-    out["roofline"] = roofline.section(rows, c, cache=cache, threads=prep.opts.threads, host=fp)
+    out["roofline"] = roofline.section(rows, c, cache=cache, threads=prep.opts.threads, host=fp,
+                                       device=prep.device)
     return out
 
 

@@ -171,7 +171,13 @@ def verdicts(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
 
 
 def section(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
-            threads: int | None = None, host: Mapping | None = None) -> dict:
-    """The report's ``roofline`` section: rows plus the roofs used."""
+            threads: int | None = None, host: Mapping | None = None,
+            device: str = "cpu") -> dict:
+    """The report's ``roofline`` section: rows plus the roofs of the run's device (a CUDA
+    run's plot and summary show the GPU's roofs, not the host CPU's)."""
+    try:
+        roofs = roofs_for(ceilings, threads, device=device)
+    except KeyError:  # no ceilings for this device: the rows say why, no roofs to draw
+        roofs = {}
     return {"rows": verdicts(ops_rows, ceilings, cache=cache, threads=threads, host=host),
-            "roofs": roofs_for(ceilings, threads), "source": "measured roofs, counted work"}
+            "roofs": roofs, "device": device, "source": "measured roofs, counted work"}
