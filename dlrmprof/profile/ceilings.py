@@ -314,16 +314,23 @@ def probe_cuda(repeats: int, full: bool) -> dict:
         return res
 
     nbytes = (1 << 30) if full else (256 << 20)
-    x = torch.empty(nbytes // 4, device=dev)
-    y = torch.empty_like(x)
+    x = torch.rand(nbytes // 4, device=dev)  # random, not zeros: checked after timing
+    y = torch.full_like(x, float("nan"))
     out["copy"] = _stat(timed(lambda: y.copy_(x)), 2 * nbytes, 1e9)
+    if not torch.equal(x, y):
+        raise RuntimeError("CUDA copy probe: the copy is wrong")
     del x, y
     n = 8192 if full else 4096
     for dtype, key in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         a = torch.rand(n, n, device=dev, dtype=dtype)
         b = torch.rand(n, n, device=dev, dtype=dtype)
-        out[key] = _stat(timed(lambda: a @ b), 2.0 * n ** 3, 1e9)
+        c = torch.empty(n, n, device=dev, dtype=dtype)
+        out[key] = _stat(timed(lambda: torch.mm(a, b, out=c)), 2.0 * n ** 3, 1e9)
         out[key]["n"] = n
+        ref = a[:4].double().cpu() @ b[:, :4].double().cpu()
+        tol = 3e-3 if key == "fp32" else 3e-2  # fp32 may run as tf32 where allowed
+        if not torch.allclose(c[:4, :4].double().cpu(), ref, rtol=tol, atol=tol * n):
+            raise RuntimeError(f"CUDA {key} GEMM probe: the product is wrong")
     out["tf32_allowed"] = bool(torch.backends.cuda.matmul.allow_tf32)
     return out
 
