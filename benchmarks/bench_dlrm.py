@@ -15,7 +15,10 @@ Variants, interleaved round-robin so that the machine's noise hits them alike:
   kernel call per table (as `dlrmprof run` times them); ``numba+f`` / ``torch+f``: the same
   with ``fused_tables=True`` (all tables in one call over a combined table, TBE-style);
 * ``mlp-only``: the bottom and top MLPs alone (same shapes, interaction output replaced by a
-  constant input): the GEMM floor of a training step on this host, for scale.
+  constant input): the GEMM floor of a training step on this host, for scale;
+* ``numba-bf16`` (only with ``--bf16``): ``numba`` with ``build_dlrm(mlp_dtype="bf16")``, the
+  MLP GEMMs in bfloat16 on copies of fp32 master weights.  It changes the numbers (the
+  default path is fp32 and matches plain autograd); listed apart from the targets.
 
 Model-only figures time the step on pre-cut batches; the end-to-end figure includes cutting
 each batch from a trace file (`TraceSource`: indices from the trace, synthetic dense/labels).
@@ -132,6 +135,8 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bf16", action="store_true",
+                    help="also time the opt-in bf16-MLP model (different numerics)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -162,6 +167,9 @@ def main(argv=None):
     for be in ("numba", "torch"):  # all tables in one kernel call (no per-table figures)
         ours[be + "+f"] = DLRMTrain(build_dlrm(cfg, backend=be, seed=args.seed,
                                                fused_tables=True), cfg.lr)
+    if args.bf16:
+        ours["numba-bf16"] = DLRMTrain(build_dlrm(cfg, backend="numba", seed=args.seed,
+                                                  mlp_dtype="bf16"), cfg.lr)
     plain = PlainDLRM(cfg, args.seed)
     plain_opt = torch.optim.SGD(plain.parameters(), lr=cfg.lr)
     plain_loss = nn.BCELoss()
@@ -248,17 +256,19 @@ def main(argv=None):
           f"during all variants); figures below: median over "
           f"{'clean rounds' if use_clean else 'all rounds (too few clean ones)'}; best = "
           f"fastest round")
-    print(f"{'mode':<10} {'variant':<9} {'samples/s':>10} {'best':>9} {'x baseline':>10} "
+    print(f"{'mode':<10} {'variant':<10} {'samples/s':>10} {'best':>9} {'x baseline':>10} "
           f"{'others (cores, mean)':>21}")
     for key in sorted(variants, key=lambda k: (k[0], k[1])):
         mode = key[0].split("-")[0]
         base = (mode, "baseline")
         x = f"{ratio(key, base, use_clean):10.2f}" if key != base else f"{'1.00':>10}"
-        print(f"{key[0]:<10} {key[1]:<9} {stat(key, use_clean):10,.0f} "
+        print(f"{key[0]:<10} {key[1]:<10} {stat(key, use_clean):10,.0f} "
               f"{max(rates[key]):9,.0f} {x} {np.mean(others[key]):21.2f}")
 
-    print("\ntargets (issue #3, 1 thread):")
+    print("\ntargets (issue #3, 1 thread; fp32 model, the numbers of plain autograd):")
     for be in ours:
+        if be.endswith("bf16"):
+            continue
         for label, key, target in (("train model-only", ("train", be), TARGETS["train_model"]),
                                    ("train end-to-end", ("train-e2e", be), TARGETS["train_e2e"]),
                                    ("inference", ("infer", be), TARGETS["infer"])):
@@ -271,6 +281,11 @@ def main(argv=None):
     floor_i = stat(("infer", "mlp-only"), use_clean)
     print(f"  for scale: the MLPs alone reach {floor_t:,.0f} (train) and {floor_i:,.0f} "
           f"(infer) samples/s on this host in this run")
+    if args.bf16:
+        print(f"  opt-in bf16 MLPs (different numerics, not counted above): train "
+              f"{stat(('train', 'numba-bf16'), use_clean):,.0f}, train end-to-end "
+              f"{stat(('train-e2e', 'numba-bf16'), use_clean):,.0f}, inference "
+              f"{stat(('infer', 'numba-bf16'), use_clean):,.0f} samples/s")
 
 
 if __name__ == "__main__":

@@ -111,3 +111,47 @@ def test_trainer_sgd_in_backward_matches_the_separate_step():
         assert ka == kb
         torch.testing.assert_close(va, vb, rtol=1e-6, atol=1e-7)
     assert all(p.grad is None for p in a.model.parameters())
+
+
+def test_bf16_mlp_is_opt_in_and_close_to_fp32():
+    """`mlp_dtype="bf16"`: fp32 parameters and outputs, GEMMs in bf16 (values within bf16's
+    precision of the fp32 op); the default stays the exact fp32 path."""
+    def rel(a, b):  # relative error in norm (a ReLU may flip for an input near 0 in bf16)
+        return float((a - b).detach().norm() / b.detach().norm())
+
+    mlp, ref, xf, xr, gen = _plain_and_fused((13, 64, 32, 16), True, 6, 33, True)
+    yf = mlp_forward(mlp, xf, True, compute_dtype=torch.bfloat16)
+    yr = ref(xr)
+    assert yf.dtype == torch.float32
+    assert rel(yf, yr) < 2e-2
+    g = torch.randn(yr.shape, generator=gen)
+    yf.backward(g)
+    yr.backward(g)
+    for pf, pr in zip(mlp.parameters(), ref.parameters()):
+        assert pf.grad.dtype == torch.float32
+        assert rel(pf.grad, pr.grad) < 0.1  # a wrong gradient is off by ~100%
+    assert rel(xf.grad, xr.grad) < 0.1
+    with torch.no_grad():
+        torch.testing.assert_close(mlp_forward(mlp, xf, True, compute_dtype=torch.bfloat16),
+                                   yf.detach(), rtol=0, atol=0)
+
+
+def test_bf16_training_follows_fp32_loosely():
+    from dlrmprof.dlrm.config import load_config
+    from dlrmprof.dlrm.data import RandomSource
+    from dlrmprof.dlrm.model import build_dlrm
+    from dlrmprof.dlrm.train import DLRMTrain
+    from dlrmprof.errors import UserError
+
+    cfg = load_config("tiny")
+    with pytest.raises(UserError, match="unknown MLP dtype"):
+        build_dlrm(cfg, mlp_dtype="fp16")
+    a = DLRMTrain(build_dlrm(cfg, seed=3), cfg.lr)
+    b = DLRMTrain(build_dlrm(cfg, seed=3, mlp_dtype="bf16"), cfg.lr)
+    src = RandomSource(cfg.batch_size, cfg.dense_features, [t.rows for t in cfg.tables], seed=4)
+    for _ in range(10):
+        batch = src.next_batch()
+        la, _ = a.train_step(batch)
+        lb, _ = b.train_step(batch)
+        assert float(lb) == pytest.approx(float(la), rel=5e-2)
+    assert all(p.dtype == torch.float32 for p in b.model.parameters())

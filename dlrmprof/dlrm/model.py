@@ -260,9 +260,11 @@ class DenseArch(nn.Module):
         self.layers = tuple(layers)
         self.mlp = _mlp(layers, last_relu=True, generator=generator)
         self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
+        self.compute_dtype: torch.dtype | None = None  # opt-in bf16 GEMMs (build_dlrm)
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        return mlp_forward(self.mlp, dense, last_relu=True, sgd_lr=self.sgd_lr)
+        return mlp_forward(self.mlp, dense, last_relu=True, sgd_lr=self.sgd_lr,
+                           compute_dtype=self.compute_dtype)
 
 
 class _NumbaInteraction(torch.autograd.Function):
@@ -312,9 +314,11 @@ class OverArch(nn.Module):
         self.layers = tuple(layers)
         self.mlp = _mlp(layers, last_relu=False, generator=generator)
         self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
+        self.compute_dtype: torch.dtype | None = None  # opt-in bf16 GEMMs (build_dlrm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mlp_forward(self.mlp, x, last_relu=False, sgd_lr=self.sgd_lr).squeeze(1)
+        return mlp_forward(self.mlp, x, last_relu=False, sgd_lr=self.sgd_lr,
+                           compute_dtype=self.compute_dtype).squeeze(1)
 
     @staticmethod
     def predict(logits: torch.Tensor) -> torch.Tensor:
@@ -362,8 +366,14 @@ def _padded_dw(w: torch.Tensor) -> torch.Tensor:
 
 class _MLPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, last_relu, sgd_lr, *params):
+    def forward(ctx, x, last_relu, sgd_lr, compute_dtype, *params):
         n = len(params) // 2
+        ctx.params = params if sgd_lr is not None else None  # the fp32 parameters
+        ctx.out_dtype = x.dtype
+        ctx.cast = compute_dtype is not None and compute_dtype != params[0].dtype
+        if ctx.cast:  # reduced-precision GEMMs (opt-in): bf16 copies, fp32 master weights
+            params = tuple(p.detach().to(compute_dtype) for p in params)
+            x = x.detach().to(compute_dtype)
         h = x
         acts = [x]
         for i in range(n):
@@ -374,8 +384,9 @@ class _MLPFunction(torch.autograd.Function):
             acts.append(h)
         ctx.last_relu = last_relu
         ctx.sgd_lr = sgd_lr
-        ctx.params = params if sgd_lr is not None else None
         ctx.save_for_backward(*acts, *params[0::2])
+        if ctx.cast:
+            return h.to(ctx.out_dtype)
         return h
 
     @staticmethod
@@ -385,22 +396,23 @@ class _MLPFunction(torch.autograd.Function):
         acts, weights = saved[:n + 1], saved[n + 1:]
         need = ctx.needs_input_grad
         lr = ctx.sgd_lr
+        params = ctx.params if lr is not None else None
         grads: list = [None] * (2 * n)
-        g = grad
+        g = grad.to(weights[0].dtype) if ctx.cast else grad
         gx = None
         for i in range(n - 1, -1, -1):
             y, x_in, w = acts[i + 1], acts[i], weights[i]
             if ctx.last_relu or i < n - 1:
                 g = _threshold_backward(g, y, 0)
-            if need[3 + 2 * i]:
+            if need[4 + 2 * i]:
                 if _dw_transposed(w.shape[1], w.shape[0]):
                     grads[2 * i] = torch.mm(x_in.t(), g).t()
-                elif lr is not None and w.shape[1] % 16:
-                    grads[2 * i] = torch.mm(g.t(), x_in, out=_padded_dw(ctx.params[2 * i]))
+                elif lr is not None and w.shape[1] % 16 and not ctx.cast:
+                    grads[2 * i] = torch.mm(g.t(), x_in, out=_padded_dw(params[2 * i]))
                 else:
                     grads[2 * i] = torch.mm(g.t(), x_in)
-            if need[4 + 2 * i]:
-                grads[2 * i + 1] = g.sum(0)
+            if need[5 + 2 * i]:
+                grads[2 * i + 1] = g.sum(0, dtype=torch.float32) if ctx.cast else g.sum(0)
             if i > 0:
                 g = torch.mm(g, w)
             elif need[0]:
@@ -408,26 +420,35 @@ class _MLPFunction(torch.autograd.Function):
             if lr is not None:  # the layer's SGD step, now that dX has used the old W
                 for k in (2 * i, 2 * i + 1):
                     if grads[k] is not None:
-                        ctx.params[k].add_(grads[k], alpha=-lr)
+                        params[k].add_(grads[k], alpha=-lr)  # fp32 += bf16: in fp32
                         grads[k] = None
-        return (gx, None, None, *grads)
+        if ctx.cast:
+            grads = [None if t is None else t.to(ctx.out_dtype) for t in grads]
+            gx = None if gx is None else gx.to(ctx.out_dtype)
+        return (gx, None, None, None, *grads)
 
 
 def mlp_forward(mlp: nn.Sequential, x: torch.Tensor, last_relu: bool,
-                sgd_lr: float | None = None) -> torch.Tensor:
+                sgd_lr: float | None = None,
+                compute_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Run `mlp` (Linear / ReLU as `_mlp` builds it) as one fused op; the same values as
     ``mlp(x)`` and, under autograd, the same gradients (or, with `sgd_lr`, the SGD step
-    applied in the backward instead of gradients)."""
+    applied in the backward instead of gradients).  `compute_dtype` (opt-in, e.g.
+    torch.bfloat16) runs the GEMMs on copies in that type: different numbers, fp32 in/out."""
     params = [p for m in mlp if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _MLPFunction.apply(x, last_relu, sgd_lr, *params)
+        return _MLPFunction.apply(x, last_relu, sgd_lr, compute_dtype, *params)
+    out_dtype = x.dtype
+    if compute_dtype is not None and compute_dtype != params[0].dtype:
+        params = [p.to(compute_dtype) for p in params]
+        x = x.to(compute_dtype)
     n = len(params) // 2
     h = x
     for i in range(n):
         h = torch.addmm(params[2 * i + 1], h, params[2 * i].t())
         if last_relu or i < n - 1:
             h.relu_()
-    return h
+    return h.to(out_dtype)
 
 
 def _mlp(layers: Sequence[int], last_relu: bool, generator) -> nn.Sequential:
@@ -488,10 +509,19 @@ class DLRM(nn.Module):
         return logits, pooled
 
 
+MLP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
+
+
 def build_dlrm(config: DLRMConfig, backend: str = "numba", device: str = "cpu",
-               seed: int = 0, fused_tables: bool = False) -> DLRM:
-    """Build the DLRM of `config` (tables as configured) with a seeded generator."""
+               seed: int = 0, fused_tables: bool = False, mlp_dtype: str = "fp32") -> DLRM:
+    """Build the DLRM of `config` (tables as configured) with a seeded generator.
+
+    `mlp_dtype="bf16"` (opt-in, NOT the default: it changes the numbers) runs the two MLPs'
+    GEMMs in bfloat16 on copies of the fp32 weights (fp32 master weights, SGD in fp32);
+    embeddings and interaction stay fp32."""
     check_backend(device, backend)
+    if mlp_dtype not in MLP_DTYPES:
+        raise UserError(f"unknown MLP dtype {mlp_dtype!r}: choose {' or '.join(MLP_DTYPES)}")
     gen = torch.Generator().manual_seed(int(seed))
     sparse = SparseArch(config.tables, backend=backend, device=device, generator=gen,
                         fused=fused_tables)
@@ -502,5 +532,7 @@ def build_dlrm(config: DLRMConfig, backend: str = "numba", device: str = "cpu",
     model = DLRM(sparse, dense, inter, over)
     model.dense_arch.to(device)
     model.over_arch.to(device)
+    for arch in (model.dense_arch, model.over_arch):
+        arch.compute_dtype = MLP_DTYPES[mlp_dtype]
     return model
 
