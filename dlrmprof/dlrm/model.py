@@ -22,7 +22,10 @@ Kernel backends (chosen by name, never silently replaced):
     cuda    torch        dlrmprof.kernels torch                torch
     cuda    numba-cuda   dlrmprof.kernels numba-cuda           torch
 
-The MLPs are torch `nn.Linear` layers (the kernels' torch GEMM) on every backend.
+The MLPs are torch `nn.Linear` layers (torch's GEMM, MKL on CPU) on every backend, run as one
+autograd op per MLP (`_MLPFunction`: autograd's GEMMs and ReLU masks, fewer tiny ops; with
+`DLRMTrain` the dense SGD happens inside its backward).  `build_dlrm(mlp_dtype="bf16")` is an
+opt-in that runs those GEMMs in bfloat16 (different numbers; fp32 is the default).
 """
 
 from __future__ import annotations
