@@ -393,6 +393,7 @@ class _MLPFunction(torch.autograd.Function):
         return h
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # no double backward through the MLPs
     def backward(ctx, grad):
         saved = ctx.saved_tensors
         n = (len(saved) - 1) // 2
