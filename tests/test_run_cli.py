@@ -237,3 +237,20 @@ def test_fused_tables_report_all_tables_as_one_op(tiny_trace, tmp_path):
     emb = rep.op("emb.all")
     assert emb["shape"]["fused"] is True and emb["shape"]["calls"] == 1
     assert rep.op("emb.all", "optimizer")["kind"] == "embedding_bag_sgd"
+
+
+def test_bf16_mlps_are_opt_in_and_recorded(tiny_trace, tmp_path):
+    out = tmp_path / "bf16.json"
+    res = _run("--trace", tiny_trace, "--config", "tiny", "--batch-size", "16", "--mlp-dtype",
+               "bf16", "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    assert rep.config["mlp_dtype"] == "bf16"
+    assert rep.op("top_mlp")["shape"]["dtype"] == "bf16"
+    assert np.isfinite(rep.training["losses"]).all()
+
+
+def test_bf16_mlps_refused_under_nproc(tiny_trace):
+    msg = _error(_run("--trace", tiny_trace, "--config", "tiny", "--nproc", "2",
+                      "--mlp-dtype", "bf16", *FAST))
+    assert "--mlp-dtype bf16" in msg and "fp32" in msg

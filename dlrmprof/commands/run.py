@@ -92,10 +92,14 @@ def _table(report, verdicts: dict) -> list[str]:
 @click.option("--fused-tables/--per-table", default=False, show_default=True,
               help="Look up all tables in one kernel call (TBE-style combined table): faster, "
                    "but no per-table figures.")
+@click.option("--mlp-dtype", type=click.Choice(["fp32", "bf16"]), default="fp32",
+              show_default=True,
+              help="bf16: the MLP GEMMs in bfloat16 on copies of fp32 master weights (opt-in: "
+                   "it changes the numbers; verdicts use the bf16 GEMM roof).")
 @distributed_options
 def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters, warmup,
         threads, seed, out, inputs, input_rows, test_fraction, eval_every, roofline,
-        cache_study, simd, render, fused_tables, dist_kw=None):
+        cache_study, simd, render, fused_tables, mlp_dtype, dist_kw=None):
     """Profile a DLRM on this host: per-op time, bytes, FLOPs, verdicts, samples/s.
 
     Warm-up, then timed iterations; per op (embedding bag per table and all tables, bottom
@@ -119,10 +123,15 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
                       warmup=warmup, threads=threads, seed=seed, out=out, input=tuple(inputs),
                       input_rows=input_rows, test_fraction=test_fraction, eval_every=eval_every,
                       roofline=roofline, cache_study=cache_study, simd=simd, render=render,
-                      fused_tables=fused_tables)
+                      fused_tables=fused_tables, mlp_dtype=mlp_dtype)
     from dlrmprof.commands.distributed import run_distributed, wants_distributed
 
     if wants_distributed(dist_kw or {}):
+        if mlp_dtype != "fp32":
+            from dlrmprof.errors import UserError
+
+            raise UserError(f"--mlp-dtype {mlp_dtype}: the hybrid-parallel path (--nproc / "
+                            "torchrun) runs fp32 MLPs only")
         return run_distributed(opts, dist_kw or {})
     prep = prepare(opts)
     click.echo(prep.config.describe())

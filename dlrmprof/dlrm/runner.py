@@ -49,6 +49,7 @@ class RunOptions:
     simd: bool = False                   # the SIMD-width study (child process per ISA level)
     render: bool = True                  # Markdown + PNGs beside the report
     fused_tables: bool = False           # one kernel call for all tables (no per-table rows)
+    mlp_dtype: str = "fp32"              # "bf16": MLP GEMMs in bfloat16 (opt-in; other numbers)
 
 
 @dataclass
@@ -227,13 +228,13 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float]) -> tuple[list[dict], d
         "to_device": ("to_device", "data", "other", None, {"B": B}),
         "bottom_mlp": ("bottom_mlp", "forward", "mlp",
                        kernels.cost("mlp", batch=B, sizes=list(cfg.bottom_mlp)),
-                       {"B": B, "sizes": list(cfg.bottom_mlp)}),
+                       {"B": B, "sizes": list(cfg.bottom_mlp), "dtype": prep.opts.mlp_dtype}),
         "interaction": ("interaction", "forward", "interaction",
                         kernels.cost("interaction", batch=B, tables=T, dim=D),
                         {"B": B, "T": T, "D": D}),
         "top_mlp": ("top_mlp", "forward", "mlp",
                     kernels.cost("mlp", batch=B, sizes=list(cfg.top_layers)),
-                    {"B": B, "sizes": list(cfg.top_layers)}),
+                    {"B": B, "sizes": list(cfg.top_layers), "dtype": prep.opts.mlp_dtype}),
         "loss": ("loss", "forward", "loss", None, {"B": B}),
         "sigmoid": ("sigmoid", "forward", "other", None, {"B": B}),
         "backward": ("backward", "backward", "other", backward_cost(),
@@ -318,7 +319,7 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     source = make_source(prep)
     say(f"building the model ({sum(t.nbytes for t in cfg.tables) / 2**20:.1f} MiB of tables)")
     model = build_dlrm(cfg, backend=prep.backend, device=prep.device, seed=opts.seed,
-                       fused_tables=opts.fused_tables)
+                       fused_tables=opts.fused_tables, mlp_dtype=opts.mlp_dtype)
     trainer = DLRMTrain(model, cfg.lr)
     timer = OpTimer(device=prep.device, threads=opts.threads)
 
@@ -383,6 +384,7 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     config = {"run": dataclasses.asdict(opts), "model": cfg.to_dict(), "device": prep.device,
               "backend": prep.backend, "mode": opts.mode, "data": opts.data,
               "threads": opts.threads, "batch_size": B, "preset": cfg.name,
+              "mlp_dtype": opts.mlp_dtype,
               "torch_threads": torch.get_num_threads(), "source": source.describe()}
     config["run"]["input"] = list(opts.input)
 
