@@ -102,12 +102,17 @@ def main(argv=None) -> None:
         print(f"round {r}: plain {res['plain'] * 1e3:7.3f} ms/iter  instrumented "
               f"{res['instrumented'] * 1e3:7.3f} ms/iter  ratio "
               f"{res['instrumented'] / res['plain']:.3f}  other processes {res['other']:.2f} cores")
-    ratio = statistics.median(r["instrumented"] / r["plain"] for r in rows)
+    ratios = sorted(r["instrumented"] / r["plain"] for r in rows)
+    ratio = statistics.median(ratios)
+    q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+    total = sum(r["instrumented"] for r in rows) / sum(r["plain"] for r in rows)
     print(f"\nkaggle preset ({args.mode}, {args.backend}, batch {args.batch_size}, tables capped at "
           f"{args.max_rows} rows, 1 thread), {args.rounds} interleaved rounds x {args.iters} iterations")
     print(f"plain        {statistics.median(r['plain'] for r in rows) * 1e3:.3f} ms/iter")
     print(f"instrumented {statistics.median(r['instrumented'] for r in rows) * 1e3:.3f} ms/iter")
-    print(f"overhead (median of per-round ratios - 1): {100 * (ratio - 1):+.2f}%  (target <= 5%)")
+    print(f"overhead (median of per-round ratios - 1): {100 * (ratio - 1):+.2f}%  (target <= 5%); "
+          f"interquartile {100 * (q1 - 1):+.1f}%..{100 * (q3 - 1):+.1f}%; "
+          f"total time ratio {100 * (total - 1):+.2f}%")
     print(f"other processes' CPU use while measuring: median "
           f"{statistics.median(r['other'] for r in rows):.2f} cores of {psutil.cpu_count()}")
 
