@@ -254,3 +254,17 @@ def test_bf16_mlps_refused_under_nproc(tiny_trace):
     msg = _error(_run("--trace", tiny_trace, "--config", "tiny", "--nproc", "2",
                       "--mlp-dtype", "bf16", *FAST))
     assert "--mlp-dtype bf16" in msg and "fp32" in msg
+
+
+def test_dense_sgd_counted_where_it_runs(tiny_trace, tmp_path):
+    """The MLPs' SGD runs inside their backward: its bytes count there, and the optimizer
+    row (nearly empty) must not claim them (that gave an optimizer 'at 1917% of roof')."""
+    out = tmp_path / "r.json"
+    res = _run("--trace", tiny_trace, "--config", "tiny", "--batch-size", "16", "--out",
+               str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    opt = next(r for r in rep.ops if r["name"] == "optimizer")
+    assert opt["bytes"] is None and opt["flops"] is None
+    bwd = next(r for r in rep.ops if r["name"] == "backward")
+    assert "dense SGD" in bwd["shape"]["note"]

@@ -198,8 +198,13 @@ def _split(samples: list[float], bad: np.ndarray) -> tuple[list[float], int, boo
     return samples, n_bad, False
 
 
-def op_rows(timer, prep: Prepared, nnz_mean: list[float]) -> tuple[list[dict], dict]:
-    """Report rows for every timed op, with counted bytes/FLOPs from `kernels.cost`."""
+def op_rows(timer, prep: Prepared, nnz_mean: list[float],
+            sgd_in_backward: bool = False) -> tuple[list[dict], dict]:
+    """Report rows for every timed op, with counted bytes/FLOPs from `kernels.cost`.
+
+    `sgd_in_backward`: the MLPs' dense SGD ran inside their backward (`DLRMTrain`'s default),
+    so its work is counted under ``backward`` and ``optimizer`` has no counted work of its own.
+    """
     from dlrmprof import kernels
     from dlrmprof.profile.report import op_row
 
@@ -216,12 +221,15 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float]) -> tuple[list[dict], d
         for phase, op in (("forward", "embedding_bag"), ("optimizer", "embedding_bag_sgd")):
             emb_cost[phase].append(kernels.cost(op, batch=B, dim=D, nnz=nnz, mode=table.pooling))
 
+    # dense SGD: read p and grad, write p
+    sgd = kernels.Cost(2 * 4 * n_params, 4 * n_params, 2 * n_params)
+
     def backward_cost():
         c = kernels.cost("interaction_backward", batch=B, tables=T, dim=D)
         for layers in (cfg.bottom_mlp, cfg.top_layers):
             for a, b in zip(layers[:-1], layers[1:]):
                 c = c + kernels.cost("linear_backward", batch=B, in_features=a, out_features=b)
-        return c
+        return c + sgd if sgd_in_backward else c
 
     spec: dict[str, tuple] = {  # timer name -> (row name, phase, kind, cost or None, shape)
         "data": ("data", "data", "other", None, {"B": B}),
@@ -239,10 +247,14 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float]) -> tuple[list[dict], d
         "sigmoid": ("sigmoid", "forward", "other", None, {"B": B}),
         "backward": ("backward", "backward", "other", backward_cost(),
                      {"B": B, "note": "MLP layers (grad_x and grad_weight, as the cost model "
-                                      "counts them) + interaction backward"}),
-        "optimizer": ("optimizer", "optimizer", "other",
-                      kernels.Cost(2 * 4 * n_params, 4 * n_params, 2 * n_params),
-                      {"params": n_params, "note": "dense SGD: read p and grad, write p"}),
+                                      "counts them) + interaction backward" +
+                                      (" + the MLPs' dense SGD, fused into their backward"
+                                       if sgd_in_backward else "")}),
+        "optimizer": ("optimizer", "optimizer", "other", None if sgd_in_backward else sgd,
+                      {"params": 0 if sgd_in_backward else n_params,
+                       "note": "no dense parameters left to update: the MLPs' SGD ran in "
+                               "their backward" if sgd_in_backward else
+                               "dense SGD: read p and grad, write p"}),
         "step": ("step", "step", "other", None, {"B": B}),
     }
     all_fwd = sum(emb_cost["forward"][1:], emb_cost["forward"][0])
@@ -342,7 +354,8 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     loop = run_loop(trainer, source, mode=opts.mode, iters=opts.iters, warmup=opts.warmup,
                     timer=timer, progress=progress, evaluate=evaluate, eval_every=eval_every)
 
-    rows, dropped = op_rows(timer, prep, loop.nnz_mean)
+    rows, dropped = op_rows(timer, prep, loop.nnz_mean,
+                            sgd_in_backward=trainer.sgd_in_backward)
     B, n = cfg.batch_size, opts.iters
     step_s = float(np.sum(timer.samples("step")))
     data_s = float(np.sum(timer.samples("data")))

@@ -41,6 +41,7 @@ class DLRMTrain:
     def __init__(self, model: DLRM, lr: float, sgd_in_backward: bool = True):
         self.model = model
         self.lr = float(lr)
+        self.sgd_in_backward = bool(sgd_in_backward)
         for arch in (model.dense_arch, model.over_arch):
             arch.sgd_lr = self.lr if sgd_in_backward else None
         self.loss_fn = nn.BCEWithLogitsLoss()
