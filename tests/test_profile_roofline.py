@@ -114,3 +114,18 @@ def test_section_uses_the_run_devices_roofs():
     assert roofline.section([row], ceilings)["roofs"]["stream_gbs"] == 20.0
     no_gpu = dict(ceilings, cuda={"available": False})
     assert roofline.section([row], no_gpu, device="cuda")["roofs"] == {}
+
+
+def test_tiny_calls_far_below_the_roof_are_overhead_dominated():
+    from dlrmprof.profile import roofline
+    roofs = {"stream_gbs": 20.0, "random_gbs": 6.0, "random_ns_per_line": 10.0,
+             "latency_ns": 150.0, "fp32_gflops": 90.0, "bf16_gflops": 200.0, "threads": 1}
+    tiny = {"name": "emb.all", "phase": "forward", "kind": "embedding_bag", "device": "cpu",
+            "bytes": 200_000, "flops": 20_000, "time": {"median": 170e-6},
+            "shape": {"rows": 1000, "row_bytes": 64, "calls": 26}}
+    v = roofline.verdict_for(tiny, roofs, llc_bytes=32 << 20)
+    assert v["overhead_dominated"] and "per-call overhead" in v["note"]
+    assert abs(v["per_call_s"] - 170e-6 / 26) < 1e-12
+    big = dict(tiny, bytes=200_000_000, flops=20_000_000, time={"median": 20e-3})
+    v = roofline.verdict_for(big, roofs, llc_bytes=32 << 20)
+    assert not v["overhead_dominated"] and "note" not in v

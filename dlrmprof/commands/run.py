@@ -33,6 +33,8 @@ def _table(report, verdicts: dict) -> list[str]:
             pct = v.get("percent_of_roof")
             vtxt = v["verdict"] + (f" ({pct:.0f}% of roof)" if isinstance(pct, (int, float))
                                    else "")
+            if v.get("overhead_dominated"):
+                vtxt += ", overhead-dominated"
         lines.append(f"  {r['name']:<22} {r['phase']:<9} {_fmt_s(med):>10} "
                      f"{_fmt_s(t['p10']) + '..' + _fmt_s(t['p90']):>21} {t['flagged']:>4} "
                      f"{gbs} {gfl}  {vtxt}")

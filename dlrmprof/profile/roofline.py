@@ -34,6 +34,12 @@ from dlrmprof.profile.ceilings import roofs_for
 RANDOM_KINDS = ("embedding_bag", "embedding_bag_sgd")
 VERDICTS = {"stream": "memory-bound", "random": "latency-bound", "compute": "compute-bound"}
 
+# An op is called overhead-dominated when it reaches less than OVERHEAD_PERCENT of its roof
+# and one kernel call takes less than OVERHEAD_CALL_S: at that size the fixed cost of a call
+# (a few microseconds on CPU, a launch on GPU) is a large share of the time.
+OVERHEAD_PERCENT = 20.0
+OVERHEAD_CALL_S = 20e-6
+
 
 def _is_random(row: Mapping) -> bool:
     kind = row.get("kind") or ""
@@ -133,6 +139,16 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
             if governing == "random" else
             "the ceiling was probably measured under contention; re-probe with "
             "`dlrmprof host --probe --refresh` on a quiet machine"))
+    # far below every roof with only microseconds per kernel call: the fixed cost of a call
+    # (dispatch, argument handling, Python) dominates, not the memory system or the ALUs
+    calls = (row.get("shape") or {}).get("calls") or 1
+    out["per_call_s"] = t / calls
+    out["overhead_dominated"] = bool(pct is not None and pct < OVERHEAD_PERCENT
+                                     and t / calls < OVERHEAD_CALL_S)
+    if out["overhead_dominated"]:
+        out["note"] = (f"{pct:.0f}% of the {governing} roof at {t / calls * 1e6:.1f} us per "
+                       "kernel call: per-call overhead (dispatch, argument handling, Python) "
+                       "dominates; a larger batch or table shows what the hardware does")
     if cache and cache.get("dram_bytes") is not None:
         dram_gbs = cache["dram_bytes"] / t / 1e9
         out.update(dram_bytes_est=cache["dram_bytes"], dram_gbs_est=dram_gbs,
