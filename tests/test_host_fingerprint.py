@@ -1,5 +1,3 @@
-import pytest
-
 from dlrmprof.profile import host
 from dlrmprof.profile.counters import parse_perf_csv
 

@@ -669,14 +669,7 @@ def _run_rank(opts, dopts, env, device, backend, progress, keep_weights, fingerp
     dist.broadcast_object_list(plan_box, src=0)
     plan = plan_box[0]
 
-    torch.set_num_threads(opts.threads)
-    if prep.backend == "numba":
-        import numba
-
-        if opts.threads > numba.config.NUMBA_NUM_THREADS:
-            raise UserError(f"--threads {opts.threads}: numba was started with at most "
-                            f"{numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS)")
-        numba.set_num_threads(opts.threads)
+    runner.set_threads(opts.threads, prep.backend)
     source = runner.make_source(prep)
     trainer = DistributedTrain(cfg, plan, rank, prep.backend, device, opts.seed,
                                barriers=dopts.barriers,

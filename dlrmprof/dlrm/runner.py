@@ -168,6 +168,21 @@ def prepare(opts: RunOptions) -> Prepared:
     return prep
 
 
+def set_threads(threads: int, backend: str) -> None:
+    """Give torch (and numba, for the numba backend) `threads` threads; UserError when numba
+    was started with fewer (NUMBA_NUM_THREADS is fixed per process)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if backend == "numba":
+        import numba
+
+        if threads > numba.config.NUMBA_NUM_THREADS:
+            raise UserError(f"--threads {threads}: numba was started with at most "
+                            f"{numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS)")
+        numba.set_num_threads(threads)
+
+
 def make_source(prep: Prepared):
     from dlrmprof.dlrm import data as D
 
@@ -320,14 +335,7 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     from dlrmprof.profile.timers import OpTimer
 
     opts, cfg = prep.opts, prep.config
-    torch.set_num_threads(opts.threads)
-    if prep.backend == "numba":
-        import numba
-
-        if opts.threads > numba.config.NUMBA_NUM_THREADS:
-            raise UserError(f"--threads {opts.threads}: numba was started with at most "
-                            f"{numba.config.NUMBA_NUM_THREADS} threads (NUMBA_NUM_THREADS)")
-        numba.set_num_threads(opts.threads)
+    set_threads(opts.threads, prep.backend)
     source = make_source(prep)
     say(f"building the model ({sum(t.nbytes for t in cfg.tables) / 2**20:.1f} MiB of tables)")
     model = build_dlrm(cfg, backend=prep.backend, device=prep.device, seed=opts.seed,

@@ -319,7 +319,7 @@ def probe_cuda(repeats: int, full: bool) -> dict:
     out["copy"] = _stat(timed(lambda: y.copy_(x)), 2 * nbytes, 1e9)
     if not torch.equal(x, y):
         raise RuntimeError("CUDA copy probe: the copy is wrong")
-    del x, y
+    x = y = None  # free the copy buffers before the GEMMs
     n = 8192 if full else 4096
     for dtype, key in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
         a = torch.rand(n, n, device=dev, dtype=dtype)

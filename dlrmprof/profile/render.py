@@ -195,7 +195,7 @@ def markdown(report) -> str:
            "- caches: " + ", ".join(f"L{c['level']} {_fmt_bytes(c['size_bytes'])}"
                                     f"/{c.get('ways')}-way" for c in h.get("caches", [])
                                     if c.get("type") != "instruction"),
-           f"- config: " + ", ".join(f"{k}={v}" for k, v in report.config.items()
+           "- config: " + ", ".join(f"{k}={v}" for k, v in report.config.items()
                                      if not isinstance(v, (dict, list)))]
     if report.trace:
         out.append(f"- trace: {report.trace.get('path', '?')} (digest "

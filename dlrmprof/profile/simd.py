@@ -166,7 +166,7 @@ def count_registers(asm: str) -> dict[str, int]:
 
 def verify_level(level: str, counts: dict[str, int]) -> tuple[bool, str]:
     """Does the assembly (summed over the kernels) show the level's vector width?"""
-    x, y, z, p = counts["xmm"], counts["ymm"], counts["zmm"], counts["packed_fp"]
+    y, z, p = counts["ymm"], counts["zmm"], counts["packed_fp"]
     if level == "scalar":
         return (y == 0 and z == 0 and p == 0,
                 "no ymm/zmm and no packed FP arithmetic")
