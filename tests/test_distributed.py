@@ -20,24 +20,7 @@ from dlrmprof.dlrm.train import DLRMTrain, run_loop
 from dlrmprof.errors import UserError
 from dlrmprof.profile.report import Report
 from dlrmprof.profile.timers import OpTimer
-from dlrmprof.tracegen import build_profile, synthesize_trace
-
-
-def _trace(path, rows=(64, 100, 257, 1000), num_samples=64, seed=0):
-    rng = np.random.default_rng(seed)
-    profiles = []
-    for t, r in enumerate(rows):
-        lengths = rng.integers(1, 4, 300)
-        ids = rng.integers(0, r, int(lengths.sum()))
-        profiles.append(build_profile(f"C{t + 1}", ids, lengths, rows=r))
-    synthesize_trace(profiles, source={"kind": "test"}, num_samples=num_samples, seed=seed,
-                     compute_fidelity=False).save(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_trace(tmp_path_factory):
-    return _trace(tmp_path_factory.mktemp("tr") / "tiny.npz")
+from dlrmprof.tracegen import build_profile
 
 
 def _opts(trace, out=None, **kw):

@@ -8,26 +8,9 @@ from click.testing import CliRunner
 
 from dlrmprof.cli import cli
 from dlrmprof.profile.report import Report
-from dlrmprof.tracegen import build_profile, synthesize_trace
+from dlrmprof.tracegen import synthesize_trace
 
 FAST = ["--no-roofline", "--no-cache-study", "--no-render", "--iters", "4", "--warmup", "1"]
-
-
-def _trace(path, rows=(64, 100, 257, 1000), num_samples=64, seed=0):
-    rng = np.random.default_rng(seed)
-    profiles = []
-    for t, r in enumerate(rows):
-        lengths = rng.integers(1, 4, 300)
-        ids = rng.integers(0, r, int(lengths.sum()))
-        profiles.append(build_profile(f"C{t + 1}", ids, lengths, rows=r))
-    synthesize_trace(profiles, source={"kind": "test"}, num_samples=num_samples, seed=seed,
-                     compute_fidelity=False).save(path)
-    return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_trace(tmp_path_factory):
-    return _trace(tmp_path_factory.mktemp("tr") / "tiny.npz")
 
 
 def _run(*args):
@@ -70,9 +53,9 @@ def test_run_writes_a_report(tiny_trace, tmp_path, mode, backend):
     assert os.listdir(tmp_path) == ["r.json"]
 
 
-def test_profile_only_trace_is_materialized(tmp_path):
+def test_profile_only_trace_is_materialized(tmp_path, small_trace):
     from dlrmprof.tracegen import Trace
-    full = Trace.load(_trace(tmp_path / "full.npz"))
+    full = Trace.load(small_trace(tmp_path / "full.npz"))
     synthesize_trace(list(full.profiles), source={"kind": "test"}, num_samples=64, seed=0,
                      compute_fidelity=False, keep_indices=False).save(tmp_path / "prof.npz")
     res = _run("--trace", str(tmp_path / "prof.npz"), "--config", "tiny", "--batch-size", "8",
