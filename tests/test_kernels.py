@@ -151,7 +151,10 @@ def test_embedding_bag_sgd_updates_torch_weight_in_place(rng, backend):
 # ----------------------------------------------------------------------------- interaction
 
 @pytest.mark.parametrize("backend", _cpu_backends("interaction"))
-@pytest.mark.parametrize("B,T,D", [(1, 1, 1), (7, 3, 3), (33, 26, 16), (128, 8, 17)])
+# D % 16 == 0 takes the vector kernels: 1, 2 and 3 blocks of 16 pairs per row, N = T + 1 odd
+# and even, a block count over the batch that is not whole
+@pytest.mark.parametrize("B,T,D", [(1, 1, 1), (7, 3, 3), (33, 26, 16), (128, 8, 17),
+                                   (2, 1, 16), (17, 16, 64), (5, 40, 32)])
 def test_interaction_matches_reference(rng, backend, B, T, D):
     dense = rng.standard_normal((B, D)).astype(np.float32)
     pooled = rng.standard_normal((B, T, D)).astype(np.float32)

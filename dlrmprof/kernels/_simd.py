@@ -128,6 +128,23 @@ def vfma(typingctx, acc, x, s):
 
 
 @intrinsic
+def vfmadd(typingctx, acc, x, s):
+    """x * s + acc as one fused multiply-add (``llvm.fma``: one rounding; `vfma` is a
+    multiply, then an add)."""
+    if not (isinstance(acc, Vec) and acc == x and isinstance(s, (types.Float, types.Integer))):
+        raise TypingError(f"vfmadd of {acc}, {x}, {s}")
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.args[0])
+        sv = _splat(context, builder, vty, sig.args[2], args[2], sig.args[0].dtype)
+        elem = {ir.FloatType(): "f32", ir.DoubleType(): "f64"}[vty.element]
+        fnty = ir.FunctionType(vty, [vty, vty, vty])
+        fn = builder.module.declare_intrinsic(f"llvm.fma.v{vty.count}{elem}", (), fnty)
+        return builder.call(fn, [args[1], sv, args[0]])
+    return acc(acc, x, s), codegen
+
+
+@intrinsic
 def vscale(typingctx, x, s):
     """x * s (s a scalar, broadcast)."""
     if not (isinstance(x, Vec) and isinstance(s, (types.Float, types.Integer))):

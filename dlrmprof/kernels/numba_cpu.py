@@ -16,7 +16,8 @@ import numba
 import numpy as np
 from numba import literally, njit, prange
 
-from dlrmprof.kernels._simd import prefetch, prefetch_l2, vadd, vfma, vload, vscale, vstore, vzero
+from dlrmprof.kernels._simd import (prefetch, prefetch_l2, vadd, vfma, vfmadd, vload, vscale,
+                                    vstore, vzero)
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
@@ -322,6 +323,102 @@ def _interaction_bwd(dense, pooled, g, gd, gp):
                         gp[b, j - 1, k] += c * pooled[b, i - 1, k]
 
 
+# Vector forms for D % 16 == 0 (every preset): 16 lanes, one zmm of fp32.  The scalar forms
+# above compute each pair's dot product alone (a horizontal sum per pair) and accumulate the
+# backward in memory; at B = 128, T = 26, D = 16 that is ~150 us forward and ~240 us backward
+# on the Zen 4 host.  Here the forward takes, for each row i of Z = [dense; pooled], the dot
+# products with 16 rows j at once from Z^T (columns j, padded with zeros), and the backward
+# forms the symmetric pair-gradient matrix G and computes dZ = G Z with the D-vector of each
+# output row held in registers.
+_IL = 16
+
+
+@njit(parallel=True, **_FAST)
+def _interaction_vec(dense, pooled, out, zero):
+    B, T, D = pooled.shape
+    N = T + 1
+    J = (N + _IL - 1) // _IL * _IL
+    width = out.shape[1]
+    nblk = (B + _IL - 1) // _IL
+    for blk in prange(nblk):
+        zt = np.zeros((D, J), dtype=out.dtype)   # Z^T; columns N.. stay zero
+        # the output row, with room for the last block's spill: a block of 16 pairs (i, j0..)
+        # may run past row i's i pairs; those lanes are rewritten by rows i+1.. afterwards
+        row = np.empty((1, width + _IL), dtype=out.dtype)
+        for b in range(blk * _IL, min(B, (blk + 1) * _IL)):
+            for k in range(D):
+                zt[k, 0] = dense[b, k]
+                row[0, k] = dense[b, k]
+            for k in range(D):   # contiguous writes (a scatter the other way round is slow)
+                for t in range(T):
+                    zt[k, t + 1] = pooled[b, t, k]
+            o = D
+            for i in range(1, N):
+                for j0 in range(0, i, _IL):
+                    # four independent sums over k (D % 4 == 0): the adds' latency overlaps
+                    a0 = vzero(zt, _IL)
+                    a1 = vzero(zt, _IL)
+                    a2 = vzero(zt, _IL)
+                    a3 = vzero(zt, _IL)
+                    for k in range(0, D, 4):
+                        a0 = vfmadd(a0, vload(zt, k, j0, _IL), zt[k, i])
+                        a1 = vfmadd(a1, vload(zt, k + 1, j0, _IL), zt[k + 1, i])
+                        a2 = vfmadd(a2, vload(zt, k + 2, j0, _IL), zt[k + 2, i])
+                        a3 = vfmadd(a3, vload(zt, k + 3, j0, _IL), zt[k + 3, i])
+                    vstore(row, 0, o + j0, vadd(vadd(a0, a1), vadd(a2, a3)))
+                o += i
+            for c in range(width):
+                out[b, c] = row[0, c]
+
+
+@njit(parallel=True, **_FAST)
+def _interaction_bwd_vec(dense, pooled, g, gd, gp):
+    B, T, D = pooled.shape
+    N = T + 1
+    nblk = (B + _IL - 1) // _IL
+    for blk in prange(nblk):
+        z = np.empty((N, D), dtype=gd.dtype)
+        G = np.zeros((N, N), dtype=gd.dtype)      # G[i, j] = G[j, i] = d out / d <z_i, z_j>
+        for b in range(blk * _IL, min(B, (blk + 1) * _IL)):
+            for k in range(D):
+                z[0, k] = dense[b, k]
+            for t in range(T):
+                for k in range(D):
+                    z[t + 1, k] = pooled[b, t, k]
+            o = D
+            for i in range(1, N):
+                for j in range(i):
+                    c = g[b, o + j]
+                    G[i, j] = c
+                    G[j, i] = c
+                o += i
+            gpb = gp[b]
+            for i in range(N):
+                for k0 in range(0, D, _IL):
+                    if i == 0:
+                        a0 = vload(g, b, k0, _IL)   # the dense part passes straight through
+                    else:
+                        a0 = vzero(z, _IL)
+                    a1 = vzero(z, _IL)   # four independent sums over j, as in the forward
+                    a2 = vzero(z, _IL)
+                    a3 = vzero(z, _IL)
+                    j = 0
+                    while j + 4 <= N:
+                        a0 = vfmadd(a0, vload(z, j, k0, _IL), G[i, j])
+                        a1 = vfmadd(a1, vload(z, j + 1, k0, _IL), G[i, j + 1])
+                        a2 = vfmadd(a2, vload(z, j + 2, k0, _IL), G[i, j + 2])
+                        a3 = vfmadd(a3, vload(z, j + 3, k0, _IL), G[i, j + 3])
+                        j += 4
+                    while j < N:
+                        a0 = vfmadd(a0, vload(z, j, k0, _IL), G[i, j])
+                        j += 1
+                    acc = vadd(vadd(a0, a1), vadd(a2, a3))
+                    if i == 0:
+                        vstore(gd, b, k0, acc)
+                    else:
+                        vstore(gpb, i - 1, k0, acc)
+
+
 # ---------------------------------------------------------------------------------- linear
 
 _GEMM_MR = 4     # rows of the output per register tile
@@ -410,17 +507,25 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
                 weight.dtype.type(lr), nparts)
 
 
+def _interaction_vectorised(dense, pooled):
+    return (pooled.shape[2] % _IL == 0 and dense.dtype == pooled.dtype
+            and dense.flags.c_contiguous and pooled.flags.c_contiguous)
+
+
 def interaction(dense, pooled):
     B, T, D = pooled.shape
     out = _alloc((B, D + (T + 1) * T // 2), dense.dtype)
-    _interaction(dense, pooled, out, dense.dtype.type(0))
+    kern = _interaction_vec if _interaction_vectorised(dense, pooled) else _interaction
+    kern(dense, pooled, out, dense.dtype.type(0))
     return out
 
 
 def interaction_backward(dense, pooled, grad_out):
     gd = _alloc(dense.shape, dense.dtype)
     gp = _alloc(pooled.shape, pooled.dtype)
-    _interaction_bwd(dense, pooled, np.ascontiguousarray(grad_out), gd, gp)
+    g = np.ascontiguousarray(grad_out, dtype=dense.dtype)
+    kern = _interaction_bwd_vec if _interaction_vectorised(dense, pooled) else _interaction_bwd
+    kern(dense, pooled, g, gd, gp)
     return gd, gp
 
 
