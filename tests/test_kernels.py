@@ -191,6 +191,23 @@ def test_interaction_backward_is_the_gradient(rng):
     np.testing.assert_allclose(gp, pooled.grad.numpy(), rtol=1e-12)
 
 
+def test_numba_bce_with_logits_matches_torch(rng):
+    """The training loss of the numba backend: torch's BCEWithLogitsLoss (float64) and its
+    gradient, including logits far in both tails."""
+    from dlrmprof.kernels.numba_cpu import bce_with_logits_grad
+    z = (rng.standard_normal(257) * 4).astype(np.float32)
+    z[:4] = [-90.0, 90.0, -0.0, 30.0]
+    y = (rng.random(257) < 0.3).astype(np.float32)
+    grad = np.full(257, np.nan, np.float32)
+    loss = bce_with_logits_grad(z, y, grad)
+    zt = torch.from_numpy(z.astype(np.float64)).requires_grad_()
+    want = torch.nn.functional.binary_cross_entropy_with_logits(zt, torch.from_numpy(
+        y.astype(np.float64)))
+    want.backward()
+    assert loss == pytest.approx(want.item(), rel=1e-12)
+    np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-6, atol=1e-12)
+
+
 # ---------------------------------------------------------------------------------- linear
 
 @pytest.mark.parametrize("backend", _cpu_backends("linear"))

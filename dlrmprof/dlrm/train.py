@@ -48,6 +48,14 @@ class DLRMTrain:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._cuda = model.device.type == "cuda"
         self._numpy_sparse = model.backend == "numba"
+        # numba backend: the loss and d(loss)/d(logits) in one numba pass, then the backward
+        # starts at the logits (no loss node: torch's BCE is ~10 small ops, 100+ us a step
+        # with cold caches between the GEMMs); the torch backends keep torch's loss
+        self._bce = None
+        if self._numpy_sparse:
+            from dlrmprof.kernels.numba_cpu import bce_with_logits_grad
+            self._bce = bce_with_logits_grad
+            self._dlogits: torch.Tensor | None = None
 
     # -- inputs --------------------------------------------------------------------------
     def inputs(self, batch: Batch):
@@ -84,10 +92,20 @@ class DLRMTrain:
         with timer.op("to_device"):
             dense, labels, idx, off = self.inputs(batch)
         logits, pooled = model(dense, idx, off, requires_grad=True, timer=timer)
-        with timer.op("loss"):
-            loss = self.loss_fn(logits, labels)
-        with timer.op("backward"):
-            loss.backward()
+        if self._bce is not None:
+            with timer.op("loss"):
+                dl = self._dlogits
+                if dl is None or dl.shape != logits.shape:
+                    dl = self._dlogits = torch.empty_like(logits, requires_grad=False)
+                loss = torch.tensor(self._bce(logits.detach().numpy(), batch.labels, dl.numpy()),
+                                    dtype=logits.dtype)
+            with timer.op("backward"):
+                logits.backward(dl)
+        else:
+            with timer.op("loss"):
+                loss = self.loss_fn(logits, labels)
+            with timer.op("backward"):
+                loss.backward()
         with timer.op("optimizer"):
             self.sgd_dense()
         with timer.op("emb_update"):

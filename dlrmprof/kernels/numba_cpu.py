@@ -419,6 +419,27 @@ def _interaction_bwd_vec(dense, pooled, g, gd, gp):
                         vstore(gpb, i - 1, k0, acc)
 
 
+# ------------------------------------------------------------------------------------ loss
+
+@njit(**_OPTS)
+def bce_with_logits_grad(z, y, grad):
+    """Mean binary cross-entropy of logits `z` against labels `y` (what torch's
+    BCEWithLogitsLoss gives), and its gradient w.r.t. `z` written into `grad`:
+    (sigmoid(z) - y) / n.  One pass, float64 sums, stable for any |z|:
+    loss_i = max(z, 0) - z y + log(1 + exp(-|z|))."""
+    n = z.shape[0]
+    total = 0.0
+    inv = 1.0 / n
+    for i in range(n):
+        zi = np.float64(z[i])
+        yi = np.float64(y[i])
+        e = np.exp(-abs(zi))
+        total += max(zi, 0.0) - zi * yi + np.log1p(e)
+        sig = 1.0 / (1.0 + e) if zi >= 0.0 else e / (1.0 + e)
+        grad[i] = (sig - yi) * inv
+    return total * inv
+
+
 # ---------------------------------------------------------------------------------- linear
 
 _GEMM_MR = 4     # rows of the output per register tile
