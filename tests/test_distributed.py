@@ -124,9 +124,12 @@ def test_one_rank_world_matches_single_process(tiny_trace, tmp_path, world_of_on
     res = D.run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), keep_weights=True,
                      fingerprint=False)
     losses, weights = _single_process(opts)
-    np.testing.assert_array_equal(np.array(res["losses"]), losses)
+    # the same ops but for the dense SGD: the single process folds W -= lr dY^T X into one
+    # GEMM inside the MLP backward, the rank (under DDP) subtracts the all-reduced dW after;
+    # the two round differently in the last bit
+    np.testing.assert_allclose(np.array(res["losses"]), losses, rtol=1e-6, atol=0)
     for t, w in res["weights"].items():
-        np.testing.assert_array_equal(w, weights[t])
+        np.testing.assert_allclose(w, weights[t], rtol=1e-5, atol=1e-7)
     merged = Report.load(tmp_path / "d1.json")
     assert Report.load(tmp_path / "d1.rank0.json").end_to_end["distributed"]["rank"] == 0
     assert merged.op("alltoall.fwd", "comm")["bytes"] > 0
@@ -139,7 +142,8 @@ def test_one_rank_world_on_criteo_rows_matches_single_process(tmp_path, world_of
                       render=False)
     res = D.run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), fingerprint=False)
     losses, _ = _single_process(opts)
-    np.testing.assert_array_equal(np.array(res["losses"]), losses)
+    # as above: equal but for the last bit of the dense SGD's rounding
+    np.testing.assert_allclose(np.array(res["losses"]), losses, rtol=1e-6, atol=0)
     plan = Report.load(tmp_path / "k.json").config["distributed"]["plan"]
     assert {t["locality_source"] for t in plan["tables"]} == {"criteo rows"}
     assert len(plan["tables"]) == 26

@@ -392,6 +392,8 @@ class DistributedTrain:
 
         import torch.distributed as dist
 
+        from dlrmprof.dlrm.train import NumbaBCE
+
         N = plan.world_size
         self.rank = rank
         self.B = config.batch_size
@@ -415,6 +417,7 @@ class DistributedTrain:
         self._a2a = _exchange_fn()
         self._numpy_sparse = backend == "numba"
         self._cuda = dev.type == "cuda"
+        self._bce = NumbaBCE() if self._numpy_sparse else None
 
     def sgd_dense(self) -> None:
         """Plain SGD on the (all-reduced) dense gradients, one multi-tensor update, as
@@ -456,10 +459,16 @@ class DistributedTrain:
         pooled = self._a2a.apply(pooled_local, self.exchange)
         with timer.op("dense_forward"):
             logits = m.ddp(dense, pooled, timer)
-        with timer.op("loss"):
-            loss = self.loss_fn(logits, labels)
-        with timer.op("backward"):
-            loss.backward()
+        if self._bce is not None:  # as DLRMTrain: the numba loss, backward from the logits
+            with timer.op("loss"):
+                loss, dl = self._bce(logits, labels.numpy())  # this rank's slice
+            with timer.op("backward"):
+                logits.backward(dl)
+        else:
+            with timer.op("loss"):
+                loss = self.loss_fn(logits, labels)
+            with timer.op("backward"):
+                loss.backward()
         with timer.op("optimizer"):
             self.sgd_dense()
         with timer.op("emb_update"):

@@ -35,6 +35,24 @@ from dlrmprof.dlrm.data import Batch
 from dlrmprof.dlrm.model import DLRM, NULL_TIMER
 
 
+class NumbaBCE:
+    """Mean BCE of CPU logits against numpy float32 labels, and d(loss)/d(logits), from one
+    numba pass (`dlrmprof.kernels.numba_cpu.bce_with_logits_grad`): the training step then
+    calls ``logits.backward(dlogits)``, with no loss node.  The gradient buffer is reused."""
+
+    def __init__(self):
+        from dlrmprof.kernels.numba_cpu import bce_with_logits_grad
+        self._fn = bce_with_logits_grad
+        self._grad: torch.Tensor | None = None
+
+    def __call__(self, logits: torch.Tensor, labels: np.ndarray):
+        g = self._grad
+        if g is None or g.shape != logits.shape:
+            g = self._grad = torch.empty(logits.shape, dtype=logits.dtype)
+        loss = self._fn(logits.detach().numpy(), labels, g.numpy())
+        return torch.tensor(loss, dtype=logits.dtype), g
+
+
 class DLRMTrain:
     """BCE loss and SGD (lr from the config) around a `DLRM`."""
 
@@ -51,11 +69,7 @@ class DLRMTrain:
         # numba backend: the loss and d(loss)/d(logits) in one numba pass, then the backward
         # starts at the logits (no loss node: torch's BCE is ~10 small ops, 100+ us a step
         # with cold caches between the GEMMs); the torch backends keep torch's loss
-        self._bce = None
-        if self._numpy_sparse:
-            from dlrmprof.kernels.numba_cpu import bce_with_logits_grad
-            self._bce = bce_with_logits_grad
-            self._dlogits: torch.Tensor | None = None
+        self._bce = NumbaBCE() if self._numpy_sparse else None
 
     # -- inputs --------------------------------------------------------------------------
     def inputs(self, batch: Batch):
@@ -94,11 +108,7 @@ class DLRMTrain:
         logits, pooled = model(dense, idx, off, requires_grad=True, timer=timer)
         if self._bce is not None:
             with timer.op("loss"):
-                dl = self._dlogits
-                if dl is None or dl.shape != logits.shape:
-                    dl = self._dlogits = torch.empty_like(logits, requires_grad=False)
-                loss = torch.tensor(self._bce(logits.detach().numpy(), batch.labels, dl.numpy()),
-                                    dtype=logits.dtype)
+                loss, dl = self._bce(logits, batch.labels)
             with timer.op("backward"):
                 logits.backward(dl)
         else:
