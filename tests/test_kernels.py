@@ -59,6 +59,7 @@ CASES = [
     (40, 33, 6, 1, np.int32), (40, 33, 6, 3, np.int64), (200, 65, 9, 17, np.int64),
     (1000, 64, 20, 64, np.int64), (5000, 600, 25, 16, np.int32),
     (5000, 600, 25, 17, np.int32),
+    (20000, 64, 6, 17, np.int64),   # a table beyond L2 (1.4 MB): the prefetching paths
 ]
 
 

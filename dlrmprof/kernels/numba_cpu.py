@@ -222,6 +222,7 @@ def _l2_bytes(default=1 << 20):
 
 L2_BYTES = _l2_bytes()
 L3_BYTES = _cache_bytes(3, 32 << 20)
+SGD_PREFETCH = 16   # lookups ahead, for the one-thread sparse SGD of tables beyond L2
 
 
 def prefetch_plan(table_bytes, D, itemsize):
@@ -275,6 +276,32 @@ def _eb_sgd_par(weight, indices, offsets, grad, psw, mean, lr, nparts):
                 c = scale if psw is None else scale * psw[p]
                 for k in range(D):
                     weight[idx, k] -= c * grad[b, k]
+
+
+@njit(**_OPTS)
+def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist):
+    """The fused SGD on one thread, rows in lookup order; each row `pf_dist` lookups ahead is
+    prefetched into L1 (0: no prefetch): a training step reaches these rows again only after
+    the MLPs have pushed them out of L2."""
+    B = offsets.shape[0] - 1
+    D = weight.shape[1]
+    nnz = offsets[B]
+    for b in range(B):
+        s = offsets[b]
+        e = offsets[b + 1]
+        if e <= s:
+            continue
+        scale = lr / (e - s) if mean else lr
+        for p in range(s, e):
+            if pf_dist > 0 and p + pf_dist < nnz:
+                i2 = indices[p + pf_dist]
+                for c in range(0, D, 16):
+                    prefetch(weight, i2, c)
+                prefetch(weight, i2, D - 1)
+            idx = indices[p]
+            c = scale if psw is None else scale * psw[p]
+            for k in range(D):
+                weight[idx, k] -= c * grad[b, k]
 
 
 # ----------------------------------------------------------------------------- interaction
@@ -524,6 +551,11 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
         _raise_bad(bad)   # nothing was written: all-or-nothing
     work = indices.shape[0] * weight.shape[1]
     nparts = numba.get_num_threads() if work >= PARALLEL_MIN_WORK else 1
+    if nparts == 1:  # no parallel launch (a few us a call: 26 tables a training step)
+        pf = SGD_PREFETCH if weight.nbytes > L2_BYTES else 0
+        _eb_sgd_ser(weight, indices, offsets, grad_output, per_sample_weights, mode == "mean",
+                    weight.dtype.type(lr), pf)
+        return
     _eb_sgd_par(weight, indices, offsets, grad_output, per_sample_weights, mode == "mean",
                 weight.dtype.type(lr), nparts)
 
