@@ -233,6 +233,39 @@ def test_bad_npy(tmp_path, out, arr, needle):
     assert no_output(out)
 
 
+def test_dlrm_reference_trace_logs(tmp_path):
+    """The DLRM reference's trace log: text, one line "a, b, c, ..." (read_trace_from_file),
+    or raw int64 (trace_file_binary_type); both read as the same stream as a .npy."""
+    a = np.random.default_rng().integers(0, 300, 2000) * 104729
+    np.save(tmp_path / "s.npy", a)
+    (tmp_path / "log.txt").write_text(", ".join(map(str, a[:1500])) + "\n"
+                                      + " ".join(map(str, a[1500:])) + "\n")
+    a.astype("<i8").tofile(tmp_path / "log.bin")
+    want = read_index(tmp_path / "s.npy")[0].ids
+    for name in ("log.txt", "log.bin"):
+        np.testing.assert_array_equal(read_index(tmp_path / name)[0].ids, want)
+        np.testing.assert_array_equal(read_index(tmp_path / name, max_rows=1600)[0].ids,
+                                      want[:1600])
+
+
+@pytest.mark.parametrize("data,needles", [
+    (b"\x01\x00\x00", ["log.bin", "multiple of 8 bytes", "got 3 bytes"]),
+    (np.array([4, -2], "<i8").tobytes(), ["log.bin", "non-negative int64", "-2 at value 1"]),
+])
+def test_bad_binary_trace_log(tmp_path, out, data, needles):
+    (tmp_path / "log.bin").write_bytes(data)
+    assert_user_error(run("gen-trace", "--from", "index", "--input", tmp_path / "log.bin",
+                          "--out", out), *needles)
+    assert no_output(out)
+
+
+def test_bad_token_in_comma_separated_log_names_line(tmp_path, out):
+    (tmp_path / "log.txt").write_text("1, 2, 3\n4, x5, 6\n")
+    assert_user_error(run("gen-trace", "--from", "index", "--input", tmp_path / "log.txt",
+                          "--out", out), "log.txt:2:", "'x5'", "separated by commas")
+    assert no_output(out)
+
+
 def test_bad_text_index_names_line(tmp_path, out):
     (tmp_path / "ids.txt").write_text("1\n2\nthree\n")
     assert_user_error(run("gen-trace", "--from", "index", "--input", tmp_path / "ids.txt",

@@ -160,6 +160,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_
       dlrmprof gen-trace --from kaggle --input train.txt --max-rows 1000000 --jobs 2
       dlrmprof gen-trace --from terabyte --input day_0.gz --input day_1.gz --tables C3,C12
       dlrmprof gen-trace --from index --input ids.npy --length 100000 --table-rows 1000000
+      dlrmprof gen-trace --from index --input dlrm_trace.bin     # DLRM reference trace log
       dlrmprof gen-trace --from tbe --input requests.pt --json
     """
     from dlrmprof.tracegen import generate, profile as _prof, readers

@@ -1,6 +1,7 @@
 """Training wrapper (loss + optimizers), inference step, the timed loop and click metrics.
 
-`DLRMTrain` owns what `DLRM` does not: the BCE loss (on logits, numerically stable), SGD on the
+`DLRMTrain` owns what `DLRM` does not: the BCE loss (on logits, numerically stable; with the
+numba backend the loss and its gradient come from one numba pass, `NumbaBCE`), SGD on the
 dense parameters, and the sparse embedding update (the kernels' fused `embedding_bag_sgd` on the
 rows each batch touched, timed as its own op ``emb_update``).  The dense SGD of the two MLPs
 runs inside their backward, layer by layer as each weight gradient appears (see
@@ -15,8 +16,9 @@ Op names recorded on the timer (per iteration)::
     to_device               numpy -> torch tensors on the model's device
     emb, emb.<table>        embedding-bag forward, all tables and each table
     bottom_mlp, interaction, top_mlp, loss
-    backward                loss.backward(): MLPs (with their SGD step), interaction, grad of
-                            the pooled embeddings
+    backward                loss.backward() (numba backend: logits.backward(dloss/dlogits)):
+                            MLPs (with their SGD step), interaction, grad of the pooled
+                            embeddings
     optimizer               SGD step on dense parameters not updated in the backward
     emb_update, emb_update.<table>   fused sparse SGD of the embedding tables
     step                    the whole model step (everything but `data`)

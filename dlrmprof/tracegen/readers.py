@@ -402,7 +402,10 @@ def _load_npz(path: Path) -> dict:
 
 
 def read_index(path, max_rows: int | None = None) -> list[TableStream]:
-    """Index streams, one table each: .npy (1-D ints), .npz (named 1-D ints), text (one per line).
+    """Index streams, one table each: .npy (1-D ints), .npz (named 1-D ints), .bin (raw
+    little-endian int64, the DLRM reference's binary trace log), or text: integers one per
+    line, or several per line separated by commas and/or spaces (the reference's text trace
+    log is one line ``"3, 7, 3, ..."``).
 
     Each access is its own bag (pooling factor 1).  Ids are remapped densely in order of
     first appearance (the source's values are never kept).
@@ -425,6 +428,18 @@ def read_index(path, max_rows: int | None = None) -> list[TableStream]:
             raise input_error(path, "at least one named 1-D integer array", got="an empty archive")
         for name, arr in data.items():
             arrays.append((name, _int_stream(path, arr, name)))
+    elif suffix == ".bin":
+        size = path.stat().st_size
+        if size == 0 or size % 8:
+            raise input_error(path, "raw little-endian int64 values (a size that is a "
+                              "non-zero multiple of 8 bytes)", got=f"{size} bytes")
+        count = size // 8 if max_rows is None else min(size // 8, int(max_rows))
+        arr = np.fromfile(path, dtype="<i8", count=count)
+        if arr.min() < 0:
+            i = int(np.argmax(arr < 0))
+            raise input_error(path, "non-negative int64 values",
+                              got=f"{int(arr[i])} at value {i} (byte {8 * i})")
+        arrays.append((path.stem, arr.astype(np.int64, copy=False)))
     else:
         arrays.append((path.stem, _read_text_ints(path, max_rows)))
     out = []
@@ -437,27 +452,28 @@ def read_index(path, max_rows: int | None = None) -> list[TableStream]:
     return out
 
 
+_TEXT_INTS = "non-negative integers, one per line or separated by commas/spaces"
+
+
 def _read_text_ints(path: Path, max_rows: int | None) -> np.ndarray:
-    vals = []
+    vals: list[int] = []
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, 1):
             if max_rows is not None and len(vals) >= max_rows:
                 break
-            s = raw.strip()
-            if not s:
-                continue
-            try:
-                v = int(s)
-            except ValueError:
-                txt = s[:24].decode("utf-8", "replace")
-                raise input_error(path, "one non-negative integer per line", line=lineno,
-                                  got=repr(txt)) from None
-            if v < 0 or v >= 1 << 63:
-                raise input_error(path, "one non-negative integer per line", line=lineno,
-                                  got=str(v))
-            vals.append(v)
+            for tok in raw.replace(b",", b" ").split():
+                try:
+                    v = int(tok)
+                except ValueError:
+                    txt = tok[:24].decode("utf-8", "replace")
+                    raise input_error(path, _TEXT_INTS, line=lineno, got=repr(txt)) from None
+                if v < 0 or v >= 1 << 63:
+                    raise input_error(path, _TEXT_INTS, line=lineno, got=str(v))
+                vals.append(v)
     if not vals:
         raise input_error(path, "at least one integer", got="no integers")
+    if max_rows is not None:
+        del vals[int(max_rows):]
     return np.array(vals, dtype=np.int64)
 
 
