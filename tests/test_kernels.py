@@ -209,6 +209,23 @@ def test_numba_bce_with_logits_matches_torch(rng):
     np.testing.assert_allclose(grad, zt.grad.numpy(), rtol=1e-6, atol=1e-12)
 
 
+def test_numba_mlp_backward_helpers_match_torch(rng):
+    """relu_grad_ is threshold_backward(g, y, 0) in place (-0.0 masked, NaN passed, as there);
+    bias_sgd_ is b -= lr * g.sum(0)."""
+    from dlrmprof.kernels.numba_cpu import bias_sgd_, relu_grad_
+    g = rng.standard_normal((37, 70)).astype(np.float32)
+    y = rng.standard_normal((37, 70)).astype(np.float32)
+    y[0, :3] = [np.nan, -0.0, 0.0]
+    want = torch.ops.aten.threshold_backward(torch.from_numpy(g), torch.from_numpy(y), 0)
+    got = g.copy()
+    relu_grad_(got, y)
+    np.testing.assert_array_equal(got, want.numpy())
+    b = rng.standard_normal(70).astype(np.float32)
+    want_b = b.astype(np.float64) - 0.3 * g.astype(np.float64).sum(0)
+    bias_sgd_(b, g, np.float32(0.3))
+    np.testing.assert_allclose(b, want_b, rtol=1e-6, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------- linear
 
 @pytest.mark.parametrize("backend", _cpu_backends("linear"))

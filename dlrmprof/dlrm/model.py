@@ -264,9 +264,11 @@ class DenseArch(nn.Module):
         self.mlp = _mlp(layers, last_relu=True, generator=generator)
         self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
         self.compute_dtype: torch.dtype | None = None  # opt-in bf16 GEMMs (build_dlrm)
+        self.numba_helpers = False  # numba elementwise steps in the backward (build_dlrm)
 
     def forward(self, dense: torch.Tensor) -> torch.Tensor:
         return mlp_forward(self.mlp, dense, last_relu=True, sgd_lr=self.sgd_lr,
+                           numba_helpers=self.numba_helpers,
                            compute_dtype=self.compute_dtype)
 
 
@@ -318,9 +320,11 @@ class OverArch(nn.Module):
         self.mlp = _mlp(layers, last_relu=False, generator=generator)
         self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
         self.compute_dtype: torch.dtype | None = None  # opt-in bf16 GEMMs (build_dlrm)
+        self.numba_helpers = False  # numba elementwise steps in the backward (build_dlrm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return mlp_forward(self.mlp, x, last_relu=False, sgd_lr=self.sgd_lr,
+                           numba_helpers=self.numba_helpers,
                            compute_dtype=self.compute_dtype).squeeze(1)
 
     @staticmethod
@@ -349,6 +353,7 @@ class OverArch(nn.Module):
 
 _threshold_backward = torch.ops.aten.threshold_backward.default  # ReLU's own backward
 _FOLD_SGD = True  # W -= lr dY^T X as one GEMM (see above); False: dW, then W += -lr dW
+_NUMBA_HELPERS = True  # False: torch ops even where an arch asks for the numba helpers
 
 
 def _dw_transposed(k: int, n: int) -> bool:
@@ -372,7 +377,8 @@ def _padded_dw(w: torch.Tensor) -> torch.Tensor:
 
 class _MLPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, last_relu, sgd_lr, compute_dtype, *params):
+    def forward(ctx, x, last_relu, sgd_lr, opts, *params):
+        compute_dtype, ctx.numba_helpers = opts
         n = len(params) // 2
         ctx.params = params if sgd_lr is not None else None  # the fp32 parameters
         ctx.out_dtype = x.dtype
@@ -407,10 +413,23 @@ class _MLPFunction(torch.autograd.Function):
         grads: list = [None] * (2 * n)
         g = grad.to(weights[0].dtype) if ctx.cast else grad
         gx = None
+        # numba elementwise helpers (see numba_cpu.relu_grad_): fp32 CPU with SGD in the
+        # backward; g is then always a fresh contiguous tensor of this backward, safe to mask
+        # in place
+        nb = (lr is not None and not ctx.cast and ctx.numba_helpers and _NUMBA_HELPERS
+              and g.device.type == "cpu" and g.dtype == torch.float32)
+        if nb:
+            from dlrmprof.kernels.numba_cpu import bias_sgd_, relu_grad_
+            g = g.contiguous()
+            if ctx.last_relu and g.data_ptr() == grad.data_ptr():
+                g = g.clone()  # the mask below must not write into the incoming gradient
         for i in range(n - 1, -1, -1):
             y, x_in, w = acts[i + 1], acts[i], weights[i]
             if ctx.last_relu or i < n - 1:
-                g = _threshold_backward(g, y, 0)
+                if nb:
+                    relu_grad_(g.numpy(), y.numpy())
+                else:
+                    g = _threshold_backward(g, y, 0)
             fold = (lr is not None and not ctx.cast and need[4 + 2 * i]
                     and not _dw_transposed(w.shape[1], w.shape[0]) and _FOLD_SGD)
             if fold:
@@ -422,7 +441,9 @@ class _MLPFunction(torch.autograd.Function):
                     grads[2 * i] = torch.mm(g.t(), x_in, out=_padded_dw(params[2 * i]))
                 else:
                     grads[2 * i] = torch.mm(g.t(), x_in)
-            if need[5 + 2 * i]:
+            if need[5 + 2 * i] and nb:
+                bias_sgd_(params[2 * i + 1].detach().numpy(), g.numpy(), lr)
+            elif need[5 + 2 * i]:
                 grads[2 * i + 1] = g.sum(0, dtype=torch.float32) if ctx.cast else g.sum(0)
             g_out = g
             if i > 0:
@@ -444,14 +465,19 @@ class _MLPFunction(torch.autograd.Function):
 
 def mlp_forward(mlp: nn.Sequential, x: torch.Tensor, last_relu: bool,
                 sgd_lr: float | None = None,
-                compute_dtype: torch.dtype | None = None) -> torch.Tensor:
+                compute_dtype: torch.dtype | None = None,
+                numba_helpers: bool = False) -> torch.Tensor:
     """Run `mlp` (Linear / ReLU as `_mlp` builds it) as one fused op; the same values as
     ``mlp(x)`` and, under autograd, the same gradients (or, with `sgd_lr`, the SGD step
     applied in the backward instead of gradients).  `compute_dtype` (opt-in, e.g.
-    torch.bfloat16) runs the GEMMs on copies in that type: different numbers, fp32 in/out."""
+    torch.bfloat16) runs the GEMMs on copies in that type: different numbers, fp32 in/out.
+    `numba_helpers` (the numba backend): with `sgd_lr` on fp32 CPU tensors, the ReLU masks
+    and bias steps of the backward run as numba kernels (`numba_cpu.relu_grad_`,
+    `bias_sgd_`) instead of torch ops; the GEMMs stay torch's."""
     params = [p for m in mlp if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _MLPFunction.apply(x, last_relu, sgd_lr, compute_dtype, *params)
+        return _MLPFunction.apply(x, last_relu, sgd_lr, (compute_dtype, numba_helpers),
+                                  *params)
     out_dtype = x.dtype
     if compute_dtype is not None and compute_dtype != params[0].dtype:
         params = [p.to(compute_dtype) for p in params]
@@ -548,5 +574,6 @@ def build_dlrm(config: DLRMConfig, backend: str = "numba", device: str = "cpu",
     model.over_arch.to(device)
     for arch in (model.dense_arch, model.over_arch):
         arch.compute_dtype = MLP_DTYPES[mlp_dtype]
+        arch.numba_helpers = backend == "numba"
     return model
 
