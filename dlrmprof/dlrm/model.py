@@ -234,8 +234,17 @@ class SparseArch(nn.Module):
     def sgd_update(self, indices: Sequence, offsets: Sequence, grad_pooled: torch.Tensor,
                    lr: float, timer=NULL_TIMER) -> None:
         """Sparse SGD on the touched rows: weight[i] -= lr * d(loss)/d(pooled bag)."""
-        g = grad_pooled.transpose(0, 1).contiguous()  # [T, B, D]: one contiguous slab per table
         sgd = self._sgd
+        if self._np is not None and not self.fused:
+            # numba per table: table t's gradient is the strided view [:, t, :] (rows of D
+            # floats, T*D apart); no transposed copy of the whole [B, T, D] gradient
+            gb = grad_pooled.detach().numpy()
+            for t in range(len(self.weights)):
+                with timer.op(self.upd_names[t]):
+                    sgd(self._np[t], indices[t], offsets[t], gb[:, t, :], lr, self.modes[t],
+                        None)
+            return
+        g = grad_pooled.transpose(0, 1).contiguous()  # [T, B, D]: one contiguous slab per table
         T, B = g.shape[0], g.shape[1]
         if self.fused:
             idx, off = self.combine(indices, offsets, B)
@@ -244,11 +253,6 @@ class SparseArch(nn.Module):
                 sgd(self._np_all, idx, off, g2.numpy(), lr, self.modes[0], None)
             else:
                 sgd(self.weight_all, idx, off, g2, lr, self.modes[0], None)
-        elif self._np is not None:
-            gn = g.numpy()
-            for t in range(T):
-                with timer.op(self.upd_names[t]):
-                    sgd(self._np[t], indices[t], offsets[t], gn[t], lr, self.modes[t], None)
         else:
             for t in range(T):
                 with timer.op(self.upd_names[t]):
