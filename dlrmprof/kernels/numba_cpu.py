@@ -23,6 +23,8 @@ _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
 _FAST = dict(_OPTS, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
+_PF_PROLOGUE = True  # prefetch the first look-ahead's rows up front (a compile-time global)
+
 # below this many gathered elements (nnz * D) the parallel launch costs more than it saves
 PARALLEL_MIN_WORK = 1 << 16
 
@@ -108,6 +110,20 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
     R = weight.shape[0]
     bad = 0
     p_end = offsets[b1]
+    if pf_level > 0 and _PF_PROLOGUE:
+        # prologue: the first pf_dist rows, which the loop's look-ahead never reaches (at
+        # B = 128 and one lookup per bag, half of a table's rows); issued back to back, so
+        # their misses overlap
+        for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
+            i2 = indices[np.uint64(q)]
+            if pf_level == 2:
+                for c in range(0, D, line):
+                    prefetch_l2(weight, i2, c)
+                prefetch_l2(weight, i2, D - 1)
+            else:
+                for c in range(0, D, line):
+                    prefetch(weight, i2, c)
+                prefetch(weight, i2, D - 1)
     for b in range(b0, b1):
         s = offsets[b]
         e = offsets[b + 1]
@@ -286,6 +302,12 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist):
     B = offsets.shape[0] - 1
     D = weight.shape[1]
     nnz = offsets[B]
+    if pf_dist > 0 and _PF_PROLOGUE:
+        for q in range(offsets[0], min(offsets[0] + pf_dist, nnz)):  # as in the forward
+            i2 = indices[q]
+            for c in range(0, D, 16):
+                prefetch(weight, i2, c)
+            prefetch(weight, i2, D - 1)
     for b in range(B):
         s = offsets[b]
         e = offsets[b + 1]
