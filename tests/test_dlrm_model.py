@@ -175,3 +175,36 @@ def test_model_building_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     build_dlrm(load_config("tiny"), backend="torch", seed=0)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_numba_tables_in_one_call_keep_per_table_figures():
+    """One thread, invariant TSC: every table's lookup and update are timed inside the one
+    kernel call (method "tsc"); with two threads each table gets its own (parallel) call,
+    timed with perf_counter.  Both give the same training step."""
+    import numba
+
+    from dlrmprof.kernels.numba_cpu import tsc_period_s
+    from dlrmprof.profile.timers import OpTimer
+    cfg = load_config("tiny")
+    batch = _bags_source(cfg, 4).next_batch()
+    results = {}
+    old = numba.get_num_threads()
+    try:
+        for threads in (1, 2) if numba.config.NUMBA_NUM_THREADS >= 2 else (1,):
+            numba.set_num_threads(threads)
+            model = build_dlrm(cfg, backend="numba", seed=2)
+            timer = OpTimer(noise=False)
+            loss, _ = DLRMTrain(model, cfg.lr).train_step(batch, timer=timer)
+            results[threads] = (float(loss), [w.clone() for w in model.sparse_arch.weights])
+            name = model.sparse_arch.op_names[0]
+            upd = model.sparse_arch.upd_names[-1]
+            want = "tsc" if threads == 1 and tsc_period_s() is not None else "perf_counter"
+            assert timer.method_of(name) == want and timer.method_of(upd) == want
+            assert len(timer._ops[name].samples) == 1 and timer._ops[name].samples[0] > 0
+    finally:
+        numba.set_num_threads(old)
+    if 2 not in results:
+        return
+    assert results[1][0] == pytest.approx(results[2][0], rel=1e-6)
+    for a, b in zip(results[1][1], results[2][1]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)

@@ -149,6 +149,74 @@ def test_embedding_bag_sgd_updates_torch_weight_in_place(rng, backend):
     torch.testing.assert_close(weight, want)
 
 
+# ------------------------------------------------------- all tables in one call (numba, TSC)
+
+def _tables(rng, D, specs, B):
+    """Tables in one buffer: specs = [(rows, max_len, mode)]; bags per table (B each)."""
+    rows = np.array([r for r, _, _ in specs], np.int64)
+    base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
+    weight = rng.standard_normal((int(rows.sum()), D)).astype(np.float32)
+    bags = [_bags(rng, r, B, m) for r, m, _ in specs]
+    means = np.array([mode == "mean" for _, _, mode in specs])
+    return weight, rows, base, means, bags
+
+
+_TABLE_SPECS = [(7, 1, "sum"), (3000, 4, "mean"), (20000, 2, "sum"), (50, 6, "sum")]
+
+
+@pytest.mark.skipif(numba_cpu.tsc_period_s() is None, reason="no invariant TSC on this host")
+@pytest.mark.parametrize("D", [16, 20, 64])
+def test_all_tables_forward_matches_each_table(rng, D):
+    B = 33
+    weight, rows, base, means, bags = _tables(rng, D, _TABLE_SPECS, B)
+    idx = np.concatenate([i for i, _ in bags])
+    off = np.concatenate([o for _, o in bags])
+    out = np.full((B, len(rows) * D), np.nan, np.float32)
+    cycles = np.full(len(rows), -1, np.int64)
+    bad = numba_cpu._eb_tables_kernel(D)(weight, rows, base, means, idx, off, B, out, cycles,
+                                         numba_cpu.L2_BYTES, numba_cpu.L3_BYTES)
+    assert bad == 0 and (cycles > 0).all()
+    for t, (i, o) in enumerate(bags):
+        want = reference.embedding_bag(weight[base[t]:base[t] + rows[t]].astype(np.float64), i,
+                                       o, "mean" if means[t] else "sum", None)
+        np.testing.assert_allclose(out[:, t * D:(t + 1) * D], want, **_tol(want))
+    # an index past its own table (though inside the buffer) is refused
+    idx[-1] = rows[-1]
+    assert numba_cpu._eb_tables_kernel(D)(weight, rows, base, means, idx, off, B, out, cycles,
+                                          numba_cpu.L2_BYTES, numba_cpu.L3_BYTES) == 1
+
+
+@pytest.mark.skipif(numba_cpu.tsc_period_s() is None, reason="no invariant TSC on this host")
+def test_all_tables_sgd_matches_each_table_and_is_all_or_nothing(rng):
+    D, B, lr = 16, 40, np.float32(0.3)
+    weight, rows, base, means, bags = _tables(rng, D, _TABLE_SPECS, B)
+    idx = np.concatenate([i for i, _ in bags])
+    off = np.concatenate([o for _, o in bags])
+    grad = rng.standard_normal((B, len(rows) * D)).astype(np.float32)
+    want = weight.astype(np.float64)
+    for t, (i, o) in enumerate(bags):
+        view = want[base[t]:base[t] + rows[t]]
+        reference.embedding_bag_sgd(view, i, o, grad[:, t * D:(t + 1) * D], float(lr),
+                                    "mean" if means[t] else "sum", None)
+    got = weight.copy()
+    cycles = np.zeros(len(rows), np.int64)
+    assert numba_cpu.eb_tables_sgd(got, rows, base, means, idx, off, B, grad, lr, cycles,
+                                   numba_cpu.L2_BYTES, 16) == 0
+    np.testing.assert_allclose(got, want, **_tol(want))
+    assert (cycles > 0).all()
+    bad_idx = idx.copy()
+    bad_idx[-1] = rows[-1]             # the last table's last lookup is out of its range
+    before = got.copy()
+    assert numba_cpu.eb_tables_sgd(got, rows, base, means, bad_idx, off, B, grad, lr, cycles,
+                                   numba_cpu.L2_BYTES, 16) == 1
+    np.testing.assert_array_equal(got, before)   # nothing written, not even the first table
+
+
+def test_tsc_period_is_plausible_or_absent():
+    p = numba_cpu.tsc_period_s()
+    assert p is None or 1e-10 < p < 5e-9
+
+
 # ----------------------------------------------------------------------------- interaction
 
 @pytest.mark.parametrize("backend", _cpu_backends("interaction"))

@@ -70,7 +70,7 @@ class NullTimer:
     def op(self, name: str, host: bool = False):
         return _NULL_OP
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, method: str | None = None) -> None:
         pass
 
 
@@ -137,6 +137,42 @@ class SparseArch(nn.Module):
         # out-of-range index.
         self._eb = kernels.resolve("embedding_bag", backend)
         self._sgd = kernels.resolve("embedding_bag_sgd", backend)
+        self._all = self._all_tables_kernels()
+        self._all_src = None
+
+    def _all_tables_kernels(self):
+        """numba per table, on a host with an invariant TSC: the kernels that take every
+        table's bags in one call (one thread) and time each table inside with the time-stamp
+        counter, so the per-table figures stay (method "tsc") without 2T calls a step (at
+        batch 128, 26 tables: ~6% of a training step).  None where they do not apply; then
+        (and whenever numba runs more than one thread) one call per table, each timed with
+        perf_counter."""
+        if self.backend != "numba" or self.fused or self.dim % 4 or self.dim > 1024:
+            return None
+        from dlrmprof.kernels import numba_cpu as nc
+        period = nc.tsc_period_s()
+        if period is None:
+            return None
+        return dict(fwd=nc._eb_tables_kernel(self.dim, 4), sgd=nc.eb_tables_sgd, tsc=period,
+                    rows=np.array([t.rows for t in self.tables], np.int64),
+                    means=np.array([m == "mean" for m in self.modes]),
+                    cycles=np.zeros(len(self.tables), np.int64), nc=nc)
+
+    def _all_inputs(self, indices: Sequence, offsets: Sequence):
+        """(indices, offsets) of all tables concatenated, as the all-tables kernels take them;
+        the forward's are reused by the sparse update of the same batch."""
+        src = self._all_src
+        if src is not None and src[0] is indices and src[1] is offsets:
+            return src[2], src[3]
+        idx, off = np.concatenate(indices), np.concatenate(offsets)
+        self._all_src = (indices, offsets, idx, off)  # held, so their identity cannot be reused
+        return idx, off
+
+    def _use_all(self) -> bool:
+        if self._all is None:
+            return False
+        import numba
+        return numba.get_num_threads() == 1
 
     def _refresh_views(self) -> None:
         w = self.weight_all
@@ -216,6 +252,17 @@ class SparseArch(nn.Module):
                 out = eb(self.weight_all, idx, off, self.modes[0], None)
                 with torch.no_grad():
                     pooled.detach().copy_(out.view(T, batch, self.dim).transpose(0, 1))
+        elif self._use_all():
+            a = self._all
+            idx, off = self._all_inputs(indices, offsets)
+            out = pooled.detach().numpy().reshape(batch, T * self.dim)
+            bad = a["fwd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, batch,
+                           out, a["cycles"], a["nc"].L2_BYTES, a["nc"].L3_BYTES)
+            if bad:
+                a["nc"]._raise_bad(bad)
+            if timer is not NULL_TIMER:
+                for t in range(T):
+                    timer.add(self.op_names[t], float(a["cycles"][t]) * a["tsc"], method="tsc")
         elif self._np is not None:
             out = pooled.detach().numpy()
             for t in range(T):
@@ -235,6 +282,20 @@ class SparseArch(nn.Module):
                    lr: float, timer=NULL_TIMER) -> None:
         """Sparse SGD on the touched rows: weight[i] -= lr * d(loss)/d(pooled bag)."""
         sgd = self._sgd
+        if self._use_all():
+            a = self._all
+            idx, off = self._all_inputs(indices, offsets)
+            B = grad_pooled.shape[0]
+            g = np.ascontiguousarray(grad_pooled.detach().numpy()).reshape(B, -1)
+            bad = a["sgd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, B, g,
+                           np.float32(lr), a["cycles"], a["nc"].L2_BYTES,
+                           a["nc"].SGD_PREFETCH)
+            if bad:
+                a["nc"]._raise_bad(bad)  # nothing was written
+            if timer is not NULL_TIMER:
+                for t in range(len(self.weights)):
+                    timer.add(self.upd_names[t], float(a["cycles"][t]) * a["tsc"], method="tsc")
+            return
         if self._np is not None and not self.fused:
             # numba per table: table t's gradient is the strided view [:, t, :] (rows of D
             # floats, T*D apart); no transposed copy of the whole [B, T, D] gradient

@@ -158,6 +158,17 @@ def vscale(typingctx, x, s):
 
 
 @intrinsic
+def cycle_counter(typingctx):
+    """The CPU's time-stamp counter (``llvm.readcyclecounter``: rdtsc on x86-64).  Only
+    called where the host has an invariant TSC (see numba_cpu.tsc_period_s)."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(ir.IntType(64), [])
+        fn = builder.module.declare_intrinsic("llvm.readcyclecounter", (), fnty)
+        return builder.call(fn, [])
+    return types.int64(), codegen
+
+
+@intrinsic
 def prefetch(typingctx, arr, i, j):
     """Software prefetch of &arr[i, j] into L1 (prefetcht0; no fault, no effect on results)."""
     if not (isinstance(arr, types.Array) and arr.ndim == 2):

@@ -16,8 +16,8 @@ import numba
 import numpy as np
 from numba import literally, njit, prange
 
-from dlrmprof.kernels._simd import (prefetch, prefetch_l2, vadd, vfma, vfmadd, vload, vscale,
-                                    vstore, vzero)
+from dlrmprof.kernels._simd import (cycle_counter, prefetch, prefetch_l2, vadd, vfma, vfmadd,
+                                    vload, vscale, vstore, vzero)
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
@@ -104,10 +104,14 @@ def specialised(weight):
 
 
 @njit(**_OPTS)
-def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, D, line):
+def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, D, line,
+                  row0, R, p0, ocol):
+    """Bags b0..b1 of one table into out[b, ocol:ocol+D].  The table is rows row0..row0+R of
+    `weight`; its lookups are indices[p0 + offsets[b] .. p0 + offsets[b+1]] (one table: 0,
+    weight.shape[0], 0, 0; several tables in one buffer: see `_eb_tables_kernel`).  Returns the
+    number of out-of-range indices (skipped) and decreasing offsets."""
     D = literally(D)
     line = literally(line)   # elements per 64-byte cache line
-    R = weight.shape[0]
     bad = 0
     p_end = offsets[b1]
     if pf_level > 0 and _PF_PROLOGUE:
@@ -115,7 +119,7 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
         # B = 128 and one lookup per bag, half of a table's rows); issued back to back, so
         # their misses overlap
         for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
-            i2 = indices[np.uint64(q)]
+            i2 = row0 + indices[np.uint64(p0 + q)]
             if pf_level == 2:
                 for c in range(0, D, line):
                     prefetch_l2(weight, i2, c)
@@ -135,7 +139,7 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
                 q = p + pf_dist
                 if q < p_end:
                     # no range check: a prefetch never faults, a bad index is caught below
-                    i2 = indices[np.uint64(q)]
+                    i2 = row0 + indices[np.uint64(p0 + q)]
                     # rows need not start on a line: the last element may be one more
                     if pf_level == 2:
                         for c in range(0, D, line):
@@ -146,17 +150,17 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
                             prefetch(weight, i2, c)
                         prefetch(weight, i2, D - 1)
             # unsigned positions and one unsigned compare: no negative-index wraparound code
-            idx = indices[np.uint64(p)]
+            idx = indices[np.uint64(p0 + p)]
             if np.uint64(idx) >= np.uint64(R):
                 bad += 1
                 continue
             if psw is None:
-                acc = vadd(acc, vload(weight, idx, 0, D))
+                acc = vadd(acc, vload(weight, row0 + idx, 0, D))
             else:
-                acc = vfma(acc, vload(weight, idx, 0, D), psw[p])
+                acc = vfma(acc, vload(weight, row0 + idx, 0, D), psw[p0 + p])
         if mean and e > s:
             acc = vscale(acc, 1.0 / (e - s))
-        vstore(out, b, 0, acc)
+        vstore(out, b, ocol, acc)
     return bad
 
 
@@ -168,7 +172,8 @@ def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_le
     bad = 0
     for t in prange(nparts):   # static chunks of consecutive bags, one per thread
         bad += _eb_vec_range(weight, indices, offsets, psw, mean, out, t * B // nparts,
-                             (t + 1) * B // nparts, pf_dist, pf_level, D, line)
+                             (t + 1) * B // nparts, pf_dist, pf_level, D, line, 0,
+                             weight.shape[0], 0, 0)
     return bad
 
 
@@ -193,7 +198,7 @@ def _eb_vec_kernels(D, itemsize=4):
     @njit(**_OPTS)
     def eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level):
         return _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist,
-                             pf_level, D, line)
+                             pf_level, D, line, 0, weight.shape[0], 0, 0)
 
     @njit(**_OPTS)
     def eb_vec(weight, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads):
@@ -204,9 +209,48 @@ def _eb_vec_kernels(D, itemsize=4):
             return _eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
                                pf_dist, pf_level, D, line)
         return _eb_vec_range(weight, indices, offsets, psw, mean, out, 0, B, pf_dist,
-                             pf_level, D, line)
+                             pf_level, D, line, 0, weight.shape[0], 0, 0)
 
     return eb_vec, eb_vec_ser
+
+
+@functools.lru_cache(maxsize=None)
+def _eb_tables_kernel(D, itemsize=4):
+    """One call for the bags of several tables held in one buffer (one thread), each table
+    timed inside the kernel by the time-stamp counter (`cycles[t]`, in TSC ticks):
+
+        weight  [sum of rows, D]      table t = rows row_base[t] .. row_base[t] + rows[t]
+        indices = [ idx_0 | idx_1 | ... ]     each table's own (table-local) row numbers
+        offsets = [ off_0 | off_1 | ... ]     T * (B + 1): each table's offsets, from 0
+        out     [B, T * D]            (a [B, T, D] buffer): bag b of table t -> out[b, tD:(t+1)D]
+
+    The same loop as one table's kernel (prefetch plan per table).  Returns the number of
+    bad entries (index out of its table's range, decreasing or misaligned offsets)."""
+    line = 64 // itemsize
+
+    @njit(**_OPTS)
+    def eb_tables(weight, rows, row_base, means, indices, offsets, B, out, cycles, l2_bytes,
+                  l3_bytes):
+        T = rows.shape[0]
+        bad = 0
+        p0 = 0
+        for t in range(T):
+            c0 = cycle_counter()
+            o = t * (B + 1)
+            offs = offsets[o:o + B + 1]
+            if offs[0] != 0:
+                bad += 1
+            pf_dist, pf_level = _prefetch_plan(rows[t] * D * weight.itemsize, D,
+                                               weight.itemsize, l2_bytes, l3_bytes)
+            bad += _eb_vec_range(weight, indices, offs, None, means[t], out, 0, B, pf_dist,
+                                 pf_level, D, line, row_base[t], rows[t], p0, t * D)
+            p0 += offs[B]
+            cycles[t] = cycle_counter() - c0
+        if p0 != indices.shape[0]:
+            bad += 1
+        return bad
+
+    return eb_tables
 
 
 def _cache_bytes(level_wanted, default):
@@ -259,6 +303,42 @@ def prefetch_plan(table_bytes, D, itemsize):
 
 
 @njit(**_OPTS)
+def _read_tsc():
+    return cycle_counter()
+
+
+@functools.lru_cache(maxsize=None)
+def tsc_period_s():
+    """Seconds per tick of the time-stamp counter, calibrated against perf_counter (median
+    of three 10 ms spans); None where there is no invariant TSC (not x86-64, or cpuinfo
+    lacks constant_tsc / nonstop_tsc): callers then time with perf_counter."""
+    import platform
+    import time
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((ln.split(":", 1)[1].split() for ln in f if ln.startswith("flags")),
+                         [])
+    except OSError:
+        return None
+    if "constant_tsc" not in flags or "nonstop_tsc" not in flags:
+        return None
+    est = []
+    for _ in range(3):
+        c0, t0 = _read_tsc(), time.perf_counter()
+        while time.perf_counter() - t0 < 0.01:
+            pass
+        c1, t1 = _read_tsc(), time.perf_counter()
+        if c1 > c0:
+            est.append((t1 - t0) / (c1 - c0))
+    if len(est) < 3:
+        return None
+    period = sorted(est)[1]
+    return period if 1e-10 < period < 5e-9 else None   # 0.2 .. 10 GHz
+
+
+@njit(**_OPTS)
 def _check_bags(indices, offsets, R):
     """Number of out-of-range indices plus decreasing offsets (0 means all valid)."""
     bad = 0
@@ -295,16 +375,18 @@ def _eb_sgd_par(weight, indices, offsets, grad, psw, mean, lr, nparts):
 
 
 @njit(**_OPTS)
-def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist):
+def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0, gcol):
     """The fused SGD on one thread, rows in lookup order; each row `pf_dist` lookups ahead is
     prefetched into L1 (0: no prefetch): a training step reaches these rows again only after
-    the MLPs have pushed them out of L2."""
+    the MLPs have pushed them out of L2.  As in `_eb_vec_range`, the table is rows row0.. of
+    `weight`, its lookups start at indices[p0], and bag b's gradient is grad[b, gcol:gcol+D]
+    (one table: 0, 0, 0).  Indices are not checked here: callers validate first."""
     B = offsets.shape[0] - 1
     D = weight.shape[1]
     nnz = offsets[B]
     if pf_dist > 0 and _PF_PROLOGUE:
         for q in range(offsets[0], min(offsets[0] + pf_dist, nnz)):  # as in the forward
-            i2 = indices[q]
+            i2 = row0 + indices[p0 + q]
             for c in range(0, D, 16):
                 prefetch(weight, i2, c)
             prefetch(weight, i2, D - 1)
@@ -316,14 +398,53 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist):
         scale = lr / (e - s) if mean else lr
         for p in range(s, e):
             if pf_dist > 0 and p + pf_dist < nnz:
-                i2 = indices[p + pf_dist]
+                i2 = row0 + indices[p0 + p + pf_dist]
                 for c in range(0, D, 16):
                     prefetch(weight, i2, c)
                 prefetch(weight, i2, D - 1)
-            idx = indices[p]
-            c = scale if psw is None else scale * psw[p]
+            idx = row0 + indices[p0 + p]
+            c = scale if psw is None else scale * psw[p0 + p]
             for k in range(D):
-                weight[idx, k] -= c * grad[b, k]
+                weight[idx, k] -= c * grad[b, gcol + k]
+
+
+@njit(**_OPTS)
+def eb_tables_sgd(weight, rows, row_base, means, indices, offsets, B, grad, lr, cycles,
+                  l2_bytes, pf_dist):
+    """The fused SGD of the tables of `_eb_tables_kernel` (same layout; grad [B, T * D]) in
+    one call, one thread, each table timed by the time-stamp counter (`cycles[t]`).  All or
+    nothing: every index and offset is checked before the first write; returns the number
+    of bad entries (nothing written when > 0)."""
+    T = rows.shape[0]
+    D = weight.shape[1]
+    bad = 0
+    p0 = 0
+    for t in range(T):
+        o = t * (B + 1)
+        if offsets[o] != 0:
+            bad += 1
+        for b in range(B):
+            if offsets[o + b + 1] < offsets[o + b]:
+                bad += 1
+        n = offsets[o + B]
+        if p0 + n > indices.shape[0]:
+            return bad + 1
+        for p in range(p0, p0 + n):
+            if np.uint64(indices[p]) >= np.uint64(rows[t]):
+                bad += 1
+        p0 += n
+    if bad or p0 != indices.shape[0]:
+        return bad + (p0 != indices.shape[0])
+    p0 = 0
+    for t in range(T):
+        c0 = cycle_counter()
+        o = t * (B + 1)
+        pf = pf_dist if rows[t] * D * weight.itemsize > l2_bytes else 0
+        _eb_sgd_ser(weight, indices, offsets[o:o + B + 1], grad, None, means[t], lr, pf,
+                    row_base[t], p0, t * D)
+        p0 += offsets[o + B]
+        cycles[t] = cycle_counter() - c0
+    return 0
 
 
 # ----------------------------------------------------------------------------- interaction
@@ -604,7 +725,7 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
     if nparts == 1:  # no parallel launch (a few us a call: 26 tables a training step)
         pf = SGD_PREFETCH if weight.nbytes > L2_BYTES else 0
         _eb_sgd_ser(weight, indices, offsets, grad_output, per_sample_weights, mode == "mean",
-                    weight.dtype.type(lr), pf)
+                    weight.dtype.type(lr), pf, 0, 0, 0)
         return
     _eb_sgd_par(weight, indices, offsets, grad_output, per_sample_weights, mode == "mean",
                 weight.dtype.type(lr), nparts)

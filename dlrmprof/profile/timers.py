@@ -135,7 +135,7 @@ class NoiseMonitor:
 
 
 class _CpuOp:
-    __slots__ = ("timer", "name", "samples", "iters", "t0")
+    __slots__ = ("timer", "name", "samples", "iters", "t0", "method")
 
     def __init__(self, timer: "OpTimer", name: str):
         self.timer = timer
@@ -143,6 +143,7 @@ class _CpuOp:
         self.samples: list[float] = []
         self.iters: list[int] = []
         self.t0 = 0.0
+        self.method: str | None = None  # set when the samples come from elsewhere (add)
 
     def __enter__(self):
         self.t0 = time.perf_counter()
@@ -198,13 +199,19 @@ class OpTimer:
         return o
 
     def method_of(self, name: str) -> str:
-        return "cuda-events" if isinstance(self._ops.get(name), _CudaOp) else "perf_counter"
+        o = self._ops.get(name)
+        if o is not None and o.method is not None:
+            return o.method
+        return "cuda-events" if isinstance(o, _CudaOp) else "perf_counter"
 
-    def add(self, name: str, seconds: float) -> None:
-        """Record a sample measured elsewhere (e.g. the sum of the per-table ops)."""
-        o = self.op(name)
+    def add(self, name: str, seconds: float, method: str | None = None) -> None:
+        """Record a sample measured elsewhere (e.g. inside a kernel, by the time-stamp
+        counter: method "tsc")."""
+        o = self.op(name, host=method is not None)
         o.samples.append(seconds)
         o.iters.append(self.iteration)
+        if method is not None:
+            o.method = method
 
     def begin_iteration(self) -> None:
         if self.noise is not None and self.iteration == 0 and not self.iter_wall:
