@@ -208,3 +208,17 @@ def test_numba_tables_in_one_call_keep_per_table_figures():
     assert results[1][0] == pytest.approx(results[2][0], rel=1e-6)
     for a, b in zip(results[1][1], results[2][1]):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_model_deep_copies_and_the_copy_trains_alike(backend):
+    """copy.deepcopy of a built model (as benchmarks and users do to compare runs)."""
+    cfg = load_config("tiny")
+    model = build_dlrm(cfg, backend=backend, seed=6)
+    twin = copy.deepcopy(model)
+    batch = _bags_source(cfg, 8).next_batch()
+    a = DLRMTrain(model, cfg.lr).train_step(batch)[0]
+    b = DLRMTrain(twin, cfg.lr).train_step(batch)[0]
+    assert float(a) == float(b)
+    for w, v in zip(model.sparse_arch.weights, twin.sparse_arch.weights):
+        assert torch.equal(w, v) and w.data_ptr() != v.data_ptr()

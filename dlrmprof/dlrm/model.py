@@ -153,10 +153,10 @@ class SparseArch(nn.Module):
         period = nc.tsc_period_s()
         if period is None:
             return None
-        return dict(fwd=nc._eb_tables_kernel(self.dim, 4), sgd=nc.eb_tables_sgd, tsc=period,
+        return dict(fwd=nc.embedding_bag_tables, sgd=nc.embedding_bag_tables_sgd, tsc=period,
                     rows=np.array([t.rows for t in self.tables], np.int64),
                     means=np.array([m == "mean" for m in self.modes]),
-                    cycles=np.zeros(len(self.tables), np.int64), nc=nc)
+                    cycles=np.zeros(len(self.tables), np.int64))
 
     def _all_inputs(self, indices: Sequence, offsets: Sequence):
         """(indices, offsets) of all tables concatenated, as the all-tables kernels take them;
@@ -179,6 +179,13 @@ class SparseArch(nn.Module):
         self.weights = [w[int(b):int(b) + t.rows] for t, b in zip(self.tables, self.row_base)]
         self._np_all = w.numpy() if self.backend == "numba" else None
         self._np = [x.numpy() for x in self.weights] if self.backend == "numba" else None
+
+    def __setstate__(self, state):
+        # copy.deepcopy / unpickling: the views (torch and numpy) must look into this
+        # object's own buffer, not into copies of the original's
+        super().__setstate__(state)
+        self._refresh_views()
+        self._pooled = None
 
     def _apply(self, fn, *args, **kwargs):  # .to()/.cuda() keep the views in sync
         out = super()._apply(fn, *args, **kwargs)
@@ -256,10 +263,8 @@ class SparseArch(nn.Module):
             a = self._all
             idx, off = self._all_inputs(indices, offsets)
             out = pooled.detach().numpy().reshape(batch, T * self.dim)
-            bad = a["fwd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, batch,
-                           out, a["cycles"], a["nc"].L2_BYTES, a["nc"].L3_BYTES)
-            if bad:
-                a["nc"]._raise_bad(bad)
+            a["fwd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, batch, out,
+                     a["cycles"])
             if timer is not NULL_TIMER:
                 for t in range(T):
                     timer.add(self.op_names[t], float(a["cycles"][t]) * a["tsc"], method="tsc")
@@ -287,11 +292,8 @@ class SparseArch(nn.Module):
             idx, off = self._all_inputs(indices, offsets)
             B = grad_pooled.shape[0]
             g = np.ascontiguousarray(grad_pooled.detach().numpy()).reshape(B, -1)
-            bad = a["sgd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, B, g,
-                           np.float32(lr), a["cycles"], a["nc"].L2_BYTES,
-                           a["nc"].SGD_PREFETCH)
-            if bad:
-                a["nc"]._raise_bad(bad)  # nothing was written
+            a["sgd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, B, g, lr,
+                     a["cycles"])
             if timer is not NULL_TIMER:
                 for t in range(len(self.weights)):
                     timer.add(self.upd_names[t], float(a["cycles"][t]) * a["tsc"], method="tsc")

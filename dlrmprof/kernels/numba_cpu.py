@@ -736,6 +736,25 @@ def _interaction_vectorised(dense, pooled):
             and dense.flags.c_contiguous and pooled.flags.c_contiguous)
 
 
+def embedding_bag_tables(weight, rows, row_base, means, indices, offsets, batch, out, cycles):
+    """All tables' bags in one call (layout of `_eb_tables_kernel`; one thread): out [B, T*D]
+    filled, cycles[t] = TSC ticks spent on table t.  BadIndexError, naming the count, on an
+    out-of-range index or malformed offsets."""
+    bad = _eb_tables_kernel(weight.shape[1], weight.itemsize)(
+        weight, rows, row_base, means, indices, offsets, batch, out, cycles, L2_BYTES, L3_BYTES)
+    if bad:
+        _raise_bad(bad)
+
+
+def embedding_bag_tables_sgd(weight, rows, row_base, means, indices, offsets, batch, grad, lr,
+                             cycles):
+    """The fused sparse SGD of all tables in one call (`eb_tables_sgd`); all or nothing."""
+    bad = eb_tables_sgd(weight, rows, row_base, means, indices, offsets, batch, grad,
+                        weight.dtype.type(lr), cycles, L2_BYTES, SGD_PREFETCH)
+    if bad:
+        _raise_bad(bad)   # nothing was written
+
+
 def interaction(dense, pooled):
     B, T, D = pooled.shape
     out = _alloc((B, D + (T + 1) * T // 2), dense.dtype)
