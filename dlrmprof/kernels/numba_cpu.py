@@ -410,11 +410,14 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
 
 @njit(**_OPTS)
 def eb_tables_sgd(weight, rows, row_base, means, indices, offsets, B, grad, lr, cycles,
-                  l2_bytes, pf_dist):
+                  pf_dist):
     """The fused SGD of the tables of `_eb_tables_kernel` (same layout; grad [B, T * D]) in
     one call, one thread, each table timed by the time-stamp counter (`cycles[t]`).  All or
     nothing: every index and offset is checked before the first write; returns the number
-    of bad entries (nothing written when > 0)."""
+    of bad entries (nothing written when > 0).  Every table's rows are prefetched, small
+    ones too: in a training step the MLPs run between the lookup and this update and push
+    the rows out of L2 (kaggle preset, bundled trace, tables of 2-1,293 rows, 1 thread:
+    176 -> 86 us in the kernel)."""
     T = rows.shape[0]
     D = weight.shape[1]
     bad = 0
@@ -439,8 +442,7 @@ def eb_tables_sgd(weight, rows, row_base, means, indices, offsets, B, grad, lr, 
     for t in range(T):
         c0 = cycle_counter()
         o = t * (B + 1)
-        pf = pf_dist if rows[t] * D * weight.itemsize > l2_bytes else 0
-        _eb_sgd_ser(weight, indices, offsets[o:o + B + 1], grad, None, means[t], lr, pf,
+        _eb_sgd_ser(weight, indices, offsets[o:o + B + 1], grad, None, means[t], lr, pf_dist,
                     row_base[t], p0, t * D)
         p0 += offsets[o + B]
         cycles[t] = cycle_counter() - c0
@@ -750,7 +752,7 @@ def embedding_bag_tables_sgd(weight, rows, row_base, means, indices, offsets, ba
                              cycles):
     """The fused sparse SGD of all tables in one call (`eb_tables_sgd`); all or nothing."""
     bad = eb_tables_sgd(weight, rows, row_base, means, indices, offsets, batch, grad,
-                        weight.dtype.type(lr), cycles, L2_BYTES, SGD_PREFETCH)
+                        weight.dtype.type(lr), cycles, SGD_PREFETCH)
     if bad:
         _raise_bad(bad)   # nothing was written
 
