@@ -45,6 +45,12 @@ def test_run_writes_a_report(tiny_trace, tmp_path, mode, backend):
     emb = rep.op("emb.C2")
     assert emb["bytes"] > 0 and emb["flops"] > 0 and emb["shape"]["rows"] == 100
     assert emb["backend"] == backend and emb["sources"]["bytes"] == "counted"
+    # numba at one thread: per-table figures from inside the one all-tables call
+    from dlrmprof.kernels.numba_cpu import tsc_period_s
+    tsc = backend == "numba" and tsc_period_s() is not None
+    assert emb["timer"] == ("tsc" if tsc else "perf_counter")
+    assert rep.op("emb.all")["timer"] == "perf_counter"
+    assert ("time-stamp counter" in res.output) == tsc
     e2e = rep.end_to_end
     assert e2e["samples_per_s"] > 0 and e2e["model_samples_per_s"] >= e2e["samples_per_s"]
     assert rep.config["model"]["top_input"] == 18 and rep.config["mode"] == mode

@@ -44,8 +44,10 @@ def _table(report, verdicts: dict) -> list[str]:
         if fwd:
             top = ", ".join(f"{r['name'][4:]} {_fmt_s(r['time']['median'])} "
                             f"({r['shape'].get('rows')} rows)" for r in fwd[:4])
-            lines.append(f"  per table (forward, slowest first): {top}; all {len(fwd)} tables "
-                         f"in the report")
+            how = (" (inside the one all-tables kernel call, by the time-stamp counter)"
+                   if fwd[0].get("timer") == "tsc" else "")
+            lines.append(f"  per table (forward, slowest first){how}: {top}; all {len(fwd)} "
+                         f"tables in the report")
     return lines
 
 
