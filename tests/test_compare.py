@@ -52,6 +52,21 @@ def test_compare_rows(tmp_path):
     assert res["hosts"]["differ"]["stream GB/s"] == [20.0, 5.0]
 
 
+def test_rows_timed_differently_are_marked(tmp_path):
+    """Per-table figures from inside one kernel call (tsc) against perf_counter around a
+    call per table: the row is marked and the footnote says what each report used."""
+    a = _report("hostA", [1e-3, 1.1e-3, 0.9e-3], [1e-3, 1.02e-3, 0.98e-3])
+    b = _report("hostB", [0.5e-3, 0.6e-3, 0.4e-3], [1e-3, 1.02e-3, 0.98e-3])
+    a.ops[0]["timer"], b.ops[0]["timer"] = "perf_counter", "tsc"
+    a.ops[1]["timer"] = b.ops[1]["timer"] = "perf_counter"
+    res = compare.compare([a, b], ["a", "b"])
+    assert res["timer_differs"] == ["emb.all (forward)"]
+    md = compare.markdown(res)
+    assert "| emb.all † | forward |" in md and "| top_mlp | forward |" in md
+    assert "a: perf_counter, b: tsc" in md
+    assert "†" not in compare.markdown(compare.compare([a, a], ["a", "a2"]))
+
+
 def test_cli_markdown_json_png(tmp_path):
     pa, pb = _pair(tmp_path)
     r = CliRunner().invoke(cli, ["compare", str(pa), str(pb)])

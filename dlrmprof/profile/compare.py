@@ -158,7 +158,8 @@ def compare(reports: Sequence[Report], names: Sequence[str] | None = None, *,
                                                              if op.get("flops") and med
                                                              else None)),
                 "verdict": v.get("verdict"), "percent_of_roof": v.get("percent_of_roof"),
-                "backend": op.get("backend"), "device": op.get("device")})
+                "backend": op.get("backend"), "device": op.get("device"),
+                "timer": op.get("timer")})
         base = cells[0]
         for c in cells[1:]:
             if c is None or base is None:
@@ -169,8 +170,12 @@ def compare(reports: Sequence[Report], names: Sequence[str] | None = None, *,
             base["ratio"] = 1.0
             base["within_noise"] = True
         vs = {c["verdict"] for c in cells if c is not None and c.get("verdict")}
+        timers = [c.get("timer") for c in cells if c is not None]
         rows.append({"name": key[0], "phase": key[1], "cells": cells,
-                     "verdict_changes": len(vs) > 1})
+                     "verdict_changes": len(vs) > 1,
+                     # e.g. per-table figures from inside one kernel call (tsc) against
+                     # perf_counter around a call per table: not the same quantity
+                     "timer_differs": len({t for t in timers if t is not None}) > 1})
     e2e = []
     for r in reports:
         e2e.append((r.end_to_end or {}).get("samples_per_s"))
@@ -179,6 +184,8 @@ def compare(reports: Sequence[Report], names: Sequence[str] | None = None, *,
             "hosts": {"shared": facts_shared, "differ": facts_diff}, "ops": rows,
             "verdict_changes": [f"{r['name']} ({r['phase']})" for r in rows
                                 if r["verdict_changes"]],
+            "timer_differs": [f"{r['name']} ({r['phase']})" for r in rows
+                              if r["timer_differs"]],
             "end_to_end": {"samples_per_s": e2e,
                            "ratio": [None if (x is None or not e2e[0]) else x / e2e[0]
                                      for x in e2e]}}
@@ -190,6 +197,16 @@ def _n(x, fmt=".3g") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
     return format(x, fmt)
+
+
+def _timers_of(res: dict) -> list[str]:
+    """Per report, the timing methods of the rows whose method differs between reports."""
+    out = []
+    for i in range(len(res["reports"])):
+        ts = sorted({row["cells"][i]["timer"] for row in res["ops"] if row.get("timer_differs")
+                     and row["cells"][i] is not None and row["cells"][i].get("timer")})
+        out.append("/".join(ts) or "-")
+    return out
 
 
 def markdown(res: dict) -> str:
@@ -232,8 +249,15 @@ def markdown(res: dict) -> str:
                                             if c and c.get("percent_of_roof") is not None
                                             else "") if c else "-" for c in cells]
         name = f"**{row['name']}**" if row["verdict_changes"] else row["name"]
+        if row.get("timer_differs"):
+            name += " †"
         out.append(f"| {name} | {row['phase']} | " + " | ".join(times + ratios + gbs + gfl + ver)
                    + " |")
+    if res.get("timer_differs"):
+        out += ["", "† timed differently in these reports (" + ", ".join(
+            f"{n}: {t}" for n, t in zip(names, _timers_of(res))) + "): the times are not the "
+            "same quantity (e.g. `tsc`: inside one kernel call for all tables, without the "
+            "call overhead that `perf_counter` around a call per table includes)."]
     if res["verdict_changes"]:
         out += ["", "**Verdict changes between hosts:** " + ", ".join(res["verdict_changes"])]
     else:
