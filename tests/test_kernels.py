@@ -201,14 +201,14 @@ def test_all_tables_sgd_matches_each_table_and_is_all_or_nothing(rng):
     got = weight.copy()
     cycles = np.zeros(len(rows), np.int64)
     assert numba_cpu.eb_tables_sgd(got, rows, base, means, idx, off, B, grad, lr, cycles,
-                                   16) == 0
+                                   16, 1024) == 0
     np.testing.assert_allclose(got, want, **_tol(want))
     assert (cycles > 0).all()
     bad_idx = idx.copy()
     bad_idx[-1] = rows[-1]             # the last table's last lookup is out of its range
     before = got.copy()
     assert numba_cpu.eb_tables_sgd(got, rows, base, means, bad_idx, off, B, grad, lr, cycles,
-                                   16) == 1
+                                   16, 1024) == 1
     np.testing.assert_array_equal(got, before)   # nothing written, not even the first table
 
 
