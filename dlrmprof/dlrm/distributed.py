@@ -392,7 +392,7 @@ class DistributedTrain:
 
         import torch.distributed as dist
 
-        from dlrmprof.dlrm.train import NumbaBCE
+        from dlrmprof.dlrm.train import NumbaBCE, loss_and_backward
 
         N = plan.world_size
         self.rank = rank
@@ -418,6 +418,7 @@ class DistributedTrain:
         self._numpy_sparse = backend == "numba"
         self._cuda = dev.type == "cuda"
         self._bce = NumbaBCE() if self._numpy_sparse else None
+        self._loss_and_backward = loss_and_backward
 
     def sgd_dense(self) -> None:
         """Plain SGD on the (all-reduced) dense gradients, one multi-tensor update, as
@@ -459,16 +460,7 @@ class DistributedTrain:
         pooled = self._a2a.apply(pooled_local, self.exchange)
         with timer.op("dense_forward"):
             logits = m.ddp(dense, pooled, timer)
-        if self._bce is not None:  # as DLRMTrain: the numba loss, backward from the logits
-            with timer.op("loss"):
-                loss, dl = self._bce(logits, labels.numpy())  # this rank's slice
-            with timer.op("backward"):
-                logits.backward(dl)
-        else:
-            with timer.op("loss"):
-                loss = self.loss_fn(logits, labels)
-            with timer.op("backward"):
-                loss.backward()
+        loss = self._loss_and_backward(logits, labels, self._bce, self.loss_fn, timer)
         with timer.op("optimizer"):
             self.sgd_dense()
         with timer.op("emb_update"):

@@ -55,6 +55,24 @@ class NumbaBCE:
         return torch.tensor(loss, dtype=logits.dtype), g
 
 
+def loss_and_backward(logits: torch.Tensor, labels: torch.Tensor, bce: "NumbaBCE | None",
+                      loss_fn, timer=NULL_TIMER) -> torch.Tensor:
+    """The loss (op "loss") and the backward pass (op "backward"): with `bce` (the numba
+    backend, CPU labels) one numba pass gives the loss and d(loss)/d(logits) and the backward
+    starts at the logits; otherwise `loss_fn` and ``loss.backward()``.  Returns the loss."""
+    if bce is not None:
+        with timer.op("loss"):
+            loss, dl = bce(logits, labels.numpy())
+        with timer.op("backward"):
+            logits.backward(dl)
+        return loss
+    with timer.op("loss"):
+        loss = loss_fn(logits, labels)
+    with timer.op("backward"):
+        loss.backward()
+    return loss
+
+
 class DLRMTrain:
     """BCE loss and SGD (lr from the config) around a `DLRM`."""
 
@@ -108,16 +126,7 @@ class DLRMTrain:
         with timer.op("to_device"):
             dense, labels, idx, off = self.inputs(batch)
         logits, pooled = model(dense, idx, off, requires_grad=True, timer=timer)
-        if self._bce is not None:
-            with timer.op("loss"):
-                loss, dl = self._bce(logits, batch.labels)
-            with timer.op("backward"):
-                logits.backward(dl)
-        else:
-            with timer.op("loss"):
-                loss = self.loss_fn(logits, labels)
-            with timer.op("backward"):
-                loss.backward()
+        loss = loss_and_backward(logits, labels, self._bce, self.loss_fn, timer)
         with timer.op("optimizer"):
             self.sgd_dense()
         with timer.op("emb_update"):

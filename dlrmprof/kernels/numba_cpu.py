@@ -103,6 +103,21 @@ def specialised(weight):
             and weight.itemsize in (4, 8) and weight.flags.c_contiguous)
 
 
+@njit(inline="always", **_OPTS)
+def _prefetch_row(weight, row, pf_level, D, line):
+    """Prefetch every cache line of weight[row] (level 2: into L2, else L1).  Rows need not
+    start on a line: the last element may be on one more.  Inlined at numba-IR level, so
+    the caller's literal D and line make the loop a fixed sequence."""
+    if pf_level == 2:
+        for c in range(0, D, line):
+            prefetch_l2(weight, row, c)
+        prefetch_l2(weight, row, D - 1)
+    else:
+        for c in range(0, D, line):
+            prefetch(weight, row, c)
+        prefetch(weight, row, D - 1)
+
+
 @njit(**_OPTS)
 def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, D, line,
                   row0, R, p0, ocol):
@@ -119,15 +134,7 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
         # B = 128 and one lookup per bag, half of a table's rows); issued back to back, so
         # their misses overlap
         for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
-            i2 = row0 + indices[np.uint64(p0 + q)]
-            if pf_level == 2:
-                for c in range(0, D, line):
-                    prefetch_l2(weight, i2, c)
-                prefetch_l2(weight, i2, D - 1)
-            else:
-                for c in range(0, D, line):
-                    prefetch(weight, i2, c)
-                prefetch(weight, i2, D - 1)
+            _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, D, line)
     for b in range(b0, b1):
         s = offsets[b]
         e = offsets[b + 1]
@@ -139,16 +146,8 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
                 q = p + pf_dist
                 if q < p_end:
                     # no range check: a prefetch never faults, a bad index is caught below
-                    i2 = row0 + indices[np.uint64(p0 + q)]
-                    # rows need not start on a line: the last element may be one more
-                    if pf_level == 2:
-                        for c in range(0, D, line):
-                            prefetch_l2(weight, i2, c)
-                        prefetch_l2(weight, i2, D - 1)
-                    else:
-                        for c in range(0, D, line):
-                            prefetch(weight, i2, c)
-                        prefetch(weight, i2, D - 1)
+                    _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, D,
+                                  line)
             # unsigned positions and one unsigned compare: no negative-index wraparound code
             idx = indices[np.uint64(p0 + p)]
             if np.uint64(idx) >= np.uint64(R):
@@ -385,12 +384,10 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
     B = offsets.shape[0] - 1
     D = weight.shape[1]
     nnz = offsets[B]
+    line = 64 // weight.itemsize
     if pf_dist > 0 and _PF_PROLOGUE:
         for q in range(offsets[0], min(offsets[0] + pf_dist, nnz)):  # as in the forward
-            i2 = row0 + indices[p0 + q]
-            for c in range(0, D, 16):
-                prefetch(weight, i2, c)
-            prefetch(weight, i2, D - 1)
+            _prefetch_row(weight, row0 + indices[p0 + q], 1, D, line)
     for b in range(B):
         s = offsets[b]
         e = offsets[b + 1]
@@ -399,10 +396,7 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
         scale = lr / (e - s) if mean else lr
         for p in range(s, e):
             if pf_dist > 0 and p + pf_dist < nnz:
-                i2 = row0 + indices[p0 + p + pf_dist]
-                for c in range(0, D, 16):
-                    prefetch(weight, i2, c)
-                prefetch(weight, i2, D - 1)
+                _prefetch_row(weight, row0 + indices[p0 + p + pf_dist], 1, D, line)
             idx = row0 + indices[p0 + p]
             c = scale if psw is None else scale * psw[p0 + p]
             # 16 lanes at a time as explicit vectors: a plain `for k` loop here gets runtime
