@@ -171,8 +171,8 @@ class SparseArch(nn.Module):
     def _use_all(self) -> bool:
         if self._all is None:
             return False
-        import numba
-        return numba.get_num_threads() == 1
+        from dlrmprof.kernels.numba_cpu import num_threads
+        return num_threads() == 1
 
     def _refresh_views(self) -> None:
         w = self.weight_all

@@ -225,14 +225,16 @@ def _is_int(x) -> bool:
     return np.asarray(x).dtype.kind in "iu"
 
 
-def _check_bags(op, weight, indices, offsets, mode, per_sample_weights):
+def _check_bags(op, weight, indices, offsets, mode, per_sample_weights) -> bool:
+    """UserError on malformed bags; True when they took the all-numpy fast check (numpy
+    arrays, no per-sample weights), False when they were checked the long way."""
     if (type(weight) is np.ndarray and type(indices) is np.ndarray
             and type(offsets) is np.ndarray and per_sample_weights is None
             and mode in ("sum", "mean") and weight.ndim == 2 and weight.dtype.kind == "f"
             and indices.ndim == 1 and indices.dtype.kind in "iu" and offsets.ndim == 1
             and offsets.dtype.kind in "iu" and offsets.shape[0] >= 1
             and offsets[0] == 0 and offsets[-1] == indices.shape[0]):
-        return  # the common all-numpy case, checked without building messages
+        return True  # the common all-numpy case, checked without building messages
     _check(mode in ("sum", "mean"), lambda: f"{op}: mode must be 'sum' or 'mean', got {mode!r}")
     _check(_ndim(weight) == 2 and _is_float(weight),
            lambda: f"{op}: weight must be a 2-D float array [R, D], got shape "
@@ -254,6 +256,7 @@ def _check_bags(op, weight, indices, offsets, mode, per_sample_weights):
         _check(first == 0 and last == indices.shape[0],
                lambda: f"{op}: offsets must start at 0 and end at len(indices)={indices.shape[0]}, "
                f"got {first} .. {last}")
+    return False
 
 
 # -------------------------------------------------------------------------------- the ops
@@ -269,7 +272,9 @@ def embedding_bag(weight, indices, offsets, mode="sum", per_sample_weights=None,
             per_sample_weights=_to_numpy(per_sample_weights, backend, "per_sample_weights"),
             backend=backend)
         return _to_torch(out)
-    _check_bags("embedding_bag", weight, indices, offsets, mode, per_sample_weights)
+    if _check_bags("embedding_bag", weight, indices, offsets, mode, per_sample_weights) and \
+            _WANTS[backend] == "numpy":
+        return fn(weight, indices, offsets, mode, None)   # all numpy, no weights: fast path
     if (_WANTS[backend] == "numpy" and type(weight) is np.ndarray
             and type(indices) is np.ndarray and type(offsets) is np.ndarray
             and (per_sample_weights is None or type(per_sample_weights) is np.ndarray)):
