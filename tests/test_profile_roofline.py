@@ -101,6 +101,18 @@ def test_above_roof_is_flagged():
     assert not v["exceeds_roof"] and "note" not in v
 
 
+def test_multi_line_rows_above_the_random_roof_say_why():
+    # 256-byte rows (4 lines) past the single-line random-access roof: the note names the
+    # adjacent lines; one-line rows keep the general explanation
+    wide = op_row("emb.C3", kind="embedding_bag", phase="forward", device="cpu",
+                  backend="numba", samples=[1e-3], bytes=10_000_000, flops=2_000_000,
+                  shape={"rows": 10_000_000, "row_bytes": 256})
+    (v,) = roofline.verdicts([wide], CEIL, threads=1)
+    assert v["exceeds_roof"] and "rows of 4 adjacent cache lines" in v["note"]
+    (v,) = roofline.verdicts([emb("emb.C3", 10_000_000)], CEIL, threads=1)
+    assert v["exceeds_roof"] and "adjacent" not in v["note"] and "hit in cache" in v["note"]
+
+
 def test_section_uses_the_run_devices_roofs():
     from dlrmprof.profile import roofline
     ceilings = {"roofs": {"1": {"stream_gbs": 20.0, "random_gbs": 6.0, "random_ns_per_line": 10.0,

@@ -133,7 +133,13 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
     pct = out["percent_of_roof"]
     out["exceeds_roof"] = bool(pct is not None and pct > 105.0)
     if out["exceeds_roof"]:
+        row_bytes = (row.get("shape") or {}).get("row_bytes") or 0
+        lines = -(-int(row_bytes) // 64) if row_bytes else 0
         out["note"] = ("achieved exceeds the measured " + governing + " roof: " + (
+            (f"rows of {lines} adjacent cache lines: the random-access probe fetches single "
+             "lines, while a row's neighbouring lines come in together (the hardware "
+             "fetches adjacent lines), and hot rows hit in cache; "
+             if lines > 1 else "") +
             "lookups hit in cache more than a random-access roof assumes, or the roof was "
             "measured under contention (`dlrmprof host --probe --refresh`)"
             if governing == "random" else
