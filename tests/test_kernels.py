@@ -137,6 +137,30 @@ def test_embedding_bag_sgd_matches_reference(rng, backend, R, B, max_len, D, idx
     assert np.bincount(indices).max() >= 4   # the repeated-row case really was exercised
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_numba_sgd_on_a_strided_weight_updates_it_in_place(rng, threads):
+    """A non-contiguous table (every other column of a wider one) is updated in place, on
+    the serial and on the parallel kernel, the columns in between untouched."""
+    import numba
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("needs 2 numba threads")
+    wide = rng.standard_normal((3000, 64)).astype(np.float32)
+    before = wide.copy()
+    weight = wide[:, ::2]
+    indices, offsets = _bags(rng, 3000, 600, 25)
+    grad = rng.standard_normal((600, 32)).astype(np.float32)
+    want = weight.astype(np.float64)
+    reference.embedding_bag_sgd(want, indices, offsets, grad, 0.2, "sum", None)
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        kernels.embedding_bag_sgd(weight, indices, offsets, grad, 0.2, backend="numba")
+    finally:
+        numba.set_num_threads(old)
+    np.testing.assert_allclose(wide[:, ::2], want, **_tol(want))
+    np.testing.assert_array_equal(wide[:, 1::2], before[:, 1::2])
+
+
 @pytest.mark.parametrize("backend", _cpu_backends("embedding_bag_sgd"))
 def test_embedding_bag_sgd_updates_torch_weight_in_place(rng, backend):
     weight = torch.zeros((10, 3))

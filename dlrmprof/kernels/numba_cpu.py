@@ -353,34 +353,24 @@ def _check_bags(indices, offsets, R):
 
 
 @njit(parallel=True, **_OPTS)
-def _eb_sgd_par(weight, indices, offsets, grad, psw, mean, lr, nparts):
-    """Fused SGD.  Rows are partitioned among threads by `row % nparts`: each part scans all
-    lookups and updates only its own rows, so no two threads ever write the same row."""
-    B = offsets.shape[0] - 1
-    D = weight.shape[1]
+def _eb_sgd_par(weight, indices, offsets, grad, psw, mean, lr, nparts, pf_dist):
+    """Fused SGD on `nparts` threads.  Rows are partitioned among threads by `row % nparts`:
+    each part scans all lookups and updates only its own rows (`_eb_sgd_ser` with its part),
+    so no two threads ever write the same row."""
     for t in prange(nparts):
-        for b in range(B):
-            s = offsets[b]
-            e = offsets[b + 1]
-            if e <= s:
-                continue
-            scale = lr / (e - s) if mean else lr
-            for p in range(s, e):
-                idx = indices[p]
-                if idx % nparts != t:
-                    continue
-                c = scale if psw is None else scale * psw[p]
-                for k in range(D):
-                    weight[idx, k] -= c * grad[b, k]
+        _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, 0, 0, 0, t, nparts)
 
 
 @njit(**_OPTS)
-def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0, gcol):
+def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0, gcol, part,
+                nparts):
     """The fused SGD on one thread, rows in lookup order; each row `pf_dist` lookups ahead is
     prefetched into L1 (0: no prefetch): a training step reaches these rows again only after
     the MLPs have pushed them out of L2.  As in `_eb_vec_range`, the table is rows row0.. of
     `weight`, its lookups start at indices[p0], and bag b's gradient is grad[b, gcol:gcol+D]
-    (one table: 0, 0, 0).  Indices are not checked here: callers validate first."""
+    (one table: 0, 0, 0).  With nparts > 1 only the rows with row % nparts == part are
+    updated (one thread's share, see `_eb_sgd_par`).  Indices are not checked here: callers
+    validate first."""
     B = offsets.shape[0] - 1
     D = weight.shape[1]
     nnz = offsets[B]
@@ -398,6 +388,8 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
             if pf_dist > 0 and p + pf_dist < nnz:
                 _prefetch_row(weight, row0 + indices[p0 + p + pf_dist], 1, D, line)
             idx = row0 + indices[p0 + p]
+            if nparts > 1 and idx % nparts != part:
+                continue
             c = scale if psw is None else scale * psw[p0 + p]
             # 16 lanes at a time as explicit vectors: a plain `for k` loop here gets runtime
             # alias checks between weight and grad on every row (2.3x slower at 2048 lookups
@@ -449,7 +441,7 @@ def eb_tables_sgd(weight, rows, row_base, means, indices, offsets, B, grad, lr, 
         o = t * (B + 1)
         pf = pf_dist if rows[t] * D * weight.itemsize > l1_bytes else 0
         _eb_sgd_ser(weight, indices, offsets[o:o + B + 1], grad, None, means[t], lr, pf,
-                    row_base[t], p0, t * D)
+                    row_base[t], p0, t * D, 0, 1)
         p0 += offsets[o + B]
         cycles[t] = cycle_counter() - c0
     return 0
@@ -746,16 +738,23 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
     bad = _check_bags(indices, offsets, weight.shape[0])
     if bad:
         _raise_bad(bad)   # nothing was written: all-or-nothing
+    if not weight.flags.c_contiguous:
+        # the kernels load and store rows as vectors: update a contiguous copy, write it back
+        # (in place as far as the caller sees; costs a pass over the table)
+        dense = np.ascontiguousarray(weight)
+        embedding_bag_sgd(dense, indices, offsets, grad_output, lr, mode, per_sample_weights)
+        weight[...] = dense
+        return
+    grad_output = np.ascontiguousarray(grad_output)   # the vector loads need whole rows
     work = indices.shape[0] * weight.shape[1]
     nparts = num_threads() if work >= PARALLEL_MIN_WORK else 1
-    if nparts == 1 and weight.flags.c_contiguous:  # no parallel launch (a few us a call)
-        grad_output = np.ascontiguousarray(grad_output)   # the vector loads need rows
-        pf = SGD_PREFETCH if weight.nbytes > L2_BYTES else 0
+    pf = SGD_PREFETCH if weight.nbytes > L2_BYTES else 0
+    if nparts == 1:  # no parallel launch (a few us a call)
         _eb_sgd_ser(weight, indices, offsets, grad_output, per_sample_weights, mode == "mean",
-                    weight.dtype.type(lr), pf, 0, 0, 0)
+                    weight.dtype.type(lr), pf, 0, 0, 0, 0, 1)
         return
     _eb_sgd_par(weight, indices, offsets, grad_output, per_sample_weights, mode == "mean",
-                weight.dtype.type(lr), nparts)
+                weight.dtype.type(lr), nparts, pf)
 
 
 def _interaction_vectorised(dense, pooled):
@@ -829,7 +828,7 @@ def _asm_targets(dim):
               else (f2, i1, i1, none, b1, f2))
     return {
         "embedding_bag": (eb_ser, eb_sig),
-        "embedding_bag_sgd": (_eb_sgd_par, (f2, i1, i1, f2, none, b1, f32, i64)),
+        "embedding_bag_sgd": (_eb_sgd_par, (f2, i1, i1, f2, none, b1, f32, i64, i64)),
         "interaction": (_interaction, (f2, f3, f2, f32)),
         "interaction_backward": (_interaction_bwd, (f2, f3, f2, f2, f3)),
         "linear": (_gemm, (f2, f2, f2)),
