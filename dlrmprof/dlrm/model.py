@@ -73,6 +73,9 @@ class NullTimer:
     def add(self, name: str, seconds: float, method: str | None = None) -> None:
         pass
 
+    def add_all(self, names, seconds, method: str | None = None) -> None:
+        pass
+
 
 NULL_TIMER = NullTimer()
 
@@ -266,8 +269,7 @@ class SparseArch(nn.Module):
             a["fwd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, batch, out,
                      a["cycles"])
             if timer is not NULL_TIMER:
-                for t in range(T):
-                    timer.add(self.op_names[t], float(a["cycles"][t]) * a["tsc"], method="tsc")
+                timer.add_all(self.op_names, (a["cycles"] * a["tsc"]).tolist(), method="tsc")
         elif self._np is not None:
             out = pooled.detach().numpy()
             for t in range(T):
@@ -295,8 +297,7 @@ class SparseArch(nn.Module):
             a["sgd"](self._np_all, a["rows"], self.row_base, a["means"], idx, off, B, g, lr,
                      a["cycles"])
             if timer is not NULL_TIMER:
-                for t in range(len(self.weights)):
-                    timer.add(self.upd_names[t], float(a["cycles"][t]) * a["tsc"], method="tsc")
+                timer.add_all(self.upd_names, (a["cycles"] * a["tsc"]).tolist(), method="tsc")
             return
         if self._np is not None and not self.fused:
             # numba per table: table t's gradient is the strided view [:, t, :] (rows of D

@@ -213,6 +213,19 @@ class OpTimer:
         if method is not None:
             o.method = method
 
+    def add_all(self, names, seconds, method: str | None = None) -> None:
+        """`add` for several ops at once (e.g. every table's time from one kernel call)."""
+        it = self.iteration
+        ops = self._ops
+        for name, sec in zip(names, seconds):
+            o = ops.get(name)
+            if o is None:
+                o = self.op(name, host=method is not None)
+            o.samples.append(float(sec))
+            o.iters.append(it)
+            if method is not None:
+                o.method = method
+
     def begin_iteration(self) -> None:
         if self.noise is not None and self.iteration == 0 and not self.iter_wall:
             self.noise.mark(0)
