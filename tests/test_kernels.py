@@ -456,3 +456,65 @@ def test_numba_asm_follows_the_cpu_target():
         assert _wide_registers(kernels.numba_asm("embedding_bag", dim=64)) > 0
     with pytest.raises(UserError, match="dim must be"):
         kernels.numba_asm("embedding_bag", dim=0)
+
+
+@pytest.mark.skipif("numba" not in kernels.backends("embedding_bag"), reason="no numba")
+def test_numba_fast_path_agrees_and_hands_faults_to_the_checked_path():
+    """The one-layer numpy path (numba_cpu.embedding_bag_fast) gives the reference's result
+    for every layout it takes, declines the ones it does not, and every fault still gets the
+    checked path's message."""
+    from dlrmprof.kernels import numba_cpu
+    rng = np.random.default_rng(7)
+    w32 = rng.standard_normal((50, 16)).astype(np.float32)
+    cases = [(w32, np.int64, np.int64), (w32.astype(np.float64), np.int32, np.int32),
+             (w32, np.uint32, np.uint64)]
+    for w, it, ot in cases:
+        idx = rng.integers(0, 50, 30).astype(it)
+        offs = np.array([0, 3, 3, 10, 30]).astype(ot)
+        for mode in ("sum", "mean"):
+            got = numba_cpu.embedding_bag_fast(w, idx, offs, mode)
+            assert got is not None and got.dtype == w.dtype
+            want = kernels.embedding_bag(w, idx, offs, mode=mode, backend="reference")
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    idx, offs = np.array([1, 2, 3]), np.array([0, 1, 3])
+    declined = [(w32[:, ::2], idx, offs, "sum"),            # not contiguous
+                (w32[:, :6].copy(), idx, offs, "sum"),      # D not a multiple of 4
+                (w32.astype(">f4"), idx, offs, "sum"),      # foreign byte order
+                (w32, idx.astype(np.float64), offs, "sum"),
+                (w32, idx, offs, "max"),
+                (w32, idx, np.array([], np.int64), "sum"),
+                (w32, idx, np.array([0, 1, 2]), "sum"),     # does not end at len(indices)
+                (w32, idx, np.array([1, 1, 3]), "sum")]     # does not start at 0
+    for w, i, o, mode in declined:
+        assert numba_cpu.embedding_bag_fast(w, i, o, mode) is None
+    for w, i, o, mode in declined[:2]:
+        np.testing.assert_allclose(kernels.embedding_bag(w, i, o, mode=mode),
+                                   kernels.embedding_bag(w, i, o, mode=mode,
+                                                         backend="reference"), rtol=1e-6)
+    with pytest.raises(ValueError, match="indices must be a 1-D integer"):
+        kernels.embedding_bag(*declined[3][:3])
+    with pytest.raises(ValueError, match="mode must be"):
+        kernels.embedding_bag(*declined[4][:3], mode="max")
+    with pytest.raises(ValueError, match="offsets must be a 1-D integer array of B\\+1"):
+        kernels.embedding_bag(*declined[5][:3])
+    for w, i, o, _ in declined[6:]:
+        with pytest.raises(ValueError, match="start at 0 and end at len"):
+            kernels.embedding_bag(w, i, o)
+    for i, o in ((np.array([1, 50, 3]), offs), (idx, np.array([0, 2, 1, 3]))):
+        with pytest.raises(IndexError, match="out-of-range indices or decreasing offsets"):
+            kernels.embedding_bag(w32, i, o)
+
+
+@pytest.mark.skipif("numba" not in kernels.backends("embedding_bag"), reason="no numba")
+def test_numba_rejects_foreign_byte_order_clearly():
+    w = np.ones((4, 8), ">f4")
+    i, o = np.array([0, 1]), np.array([0, 2])
+    with pytest.raises(ValueError, match="byte order; weight is >f4: pass weight.astype\\('<f4'\\)"):
+        kernels.embedding_bag(w, i, o)
+    with pytest.raises(ValueError, match="indices is >i8"):
+        kernels.embedding_bag(w.astype("<f4"), i.astype(">i8"), o)
+    with pytest.raises(ValueError, match="weight is >f4"):
+        kernels.embedding_bag_sgd(w, i, o, np.ones((1, 8), np.float32), 0.1)
+    with pytest.raises(ValueError, match="dense is >f4"):
+        kernels.interaction(np.ones((2, 8), ">f4"), np.ones((2, 3, 8), np.float32))
+    np.testing.assert_array_equal(w, 1.0)

@@ -170,6 +170,11 @@ def _to_torch(x, device=None):
 
 def _convert(backend: str, arrays: dict) -> dict:
     want = _WANTS[backend]
+    if backend == "numba":
+        for k, v in arrays.items():
+            _check(not isinstance(v, np.ndarray) or v.dtype.isnative,
+                   lambda: f"backend 'numba' takes arrays in this machine's byte order; {k} is "
+                   f"{v.dtype.str}: pass {k}.astype({v.dtype.newbyteorder('=').str!r})")
     if want == "numpy" and all(v is None or type(v) is np.ndarray for v in arrays.values()):
         return arrays
     if want == "numpy":
@@ -233,7 +238,8 @@ def _check_bags(op, weight, indices, offsets, mode, per_sample_weights) -> bool:
             and mode in ("sum", "mean") and weight.ndim == 2 and weight.dtype.kind == "f"
             and indices.ndim == 1 and indices.dtype.kind in "iu" and offsets.ndim == 1
             and offsets.dtype.kind in "iu" and offsets.shape[0] >= 1
-            and offsets[0] == 0 and offsets[-1] == indices.shape[0]):
+            and offsets[0] == 0 and offsets[-1] == indices.shape[0]
+            and weight.dtype.isnative and indices.dtype.isnative and offsets.dtype.isnative):
         return True  # the common all-numpy case, checked without building messages
     _check(mode in ("sum", "mean"), lambda: f"{op}: mode must be 'sum' or 'mean', got {mode!r}")
     _check(_ndim(weight) == 2 and _is_float(weight),
@@ -261,9 +267,30 @@ def _check_bags(op, weight, indices, offsets, mode, per_sample_weights) -> bool:
 
 # -------------------------------------------------------------------------------- the ops
 
+_FAST: list = []
+
+
+def _numba_fast():
+    """numba_cpu.embedding_bag_fast once the numba backend has resolved, else None."""
+    if not _FAST:
+        try:
+            _impl("embedding_bag", "numba")
+        except UserError:
+            return None   # the general path raises it
+        _FAST.append(sys.modules[_MODULES["numba"]].embedding_bag_fast)
+    return _FAST[0]
+
+
 def embedding_bag(weight, indices, offsets, mode="sum", per_sample_weights=None,
                   backend="numba"):
     """Pool the rows of `weight` named by each bag: [R, D] x jagged bags -> [B, D]."""
+    if (backend == "numba" and per_sample_weights is None and type(weight) is np.ndarray
+            and type(indices) is np.ndarray and type(offsets) is np.ndarray):
+        fast = _numba_fast()
+        if fast is not None:
+            out = fast(weight, indices, offsets, mode)
+            if out is not None:
+                return out
     fn = _impl("embedding_bag", backend)
     if _WANTS[backend] == "numpy" and _is_torch(weight):
         # CPU tensors: zero-copy numpy views first, so the checks below take the fast path
@@ -275,10 +302,6 @@ def embedding_bag(weight, indices, offsets, mode="sum", per_sample_weights=None,
     if _check_bags("embedding_bag", weight, indices, offsets, mode, per_sample_weights) and \
             _WANTS[backend] == "numpy":
         return fn(weight, indices, offsets, mode, None)   # all numpy, no weights: fast path
-    if (_WANTS[backend] == "numpy" and type(weight) is np.ndarray
-            and type(indices) is np.ndarray and type(offsets) is np.ndarray
-            and (per_sample_weights is None or type(per_sample_weights) is np.ndarray)):
-        return fn(weight, indices, offsets, mode, per_sample_weights)   # per-call fast path
     a = _convert(backend, dict(weight=weight, indices=indices, offsets=offsets,
                                per_sample_weights=per_sample_weights))
     out = fn(a["weight"], a["indices"], a["offsets"], mode, a["per_sample_weights"])

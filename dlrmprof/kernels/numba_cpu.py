@@ -201,9 +201,11 @@ def _eb_vec_kernels(D, itemsize=4):
 
     @njit(**_OPTS)
     def eb_vec(weight, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads):
+        B = offsets.shape[0] - 1
+        if offsets[0] != 0 or offsets[B] != indices.shape[0]:
+            return -1   # the caller's checked path names the fault
         pf_dist, pf_level = _prefetch_plan(weight.shape[0] * D * weight.itemsize, D,
                                            weight.itemsize, l2_bytes, l3_bytes)
-        B = offsets.shape[0] - 1
         if threads > 1 and B > 1:
             return _eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
                                pf_dist, pf_level, D, line)
@@ -715,6 +717,35 @@ def num_threads() -> int:
             ok = False
         _THREADS.append(fast if ok else numba.get_num_threads)
     return _THREADS[0]()
+
+
+_FAST_DTYPES = {(np.dtype(w), np.dtype(i), np.dtype(o)) for w in ("f4", "f8")
+                for i in ("i8", "i4", "u8", "u4") for o in ("i8", "i4", "u8", "u4")}
+
+
+def embedding_bag_fast(weight, indices, offsets, mode):
+    """`kernels.embedding_bag` for numpy arrays without per-sample weights, in one layer:
+    the checks it needs before compiled code may run (array ranks, dtypes, a C-contiguous
+    table of a D the specialised kernel takes), then the kernel, which checks the offsets'
+    ends itself and the indices' range as it goes.  Returns None where these inputs need
+    the general path (which also names any fault), else the pooled [B, D].  About 1 us
+    less per call than the general path (half of a 1e4 x 16, B 2048, one-lookup call)."""
+    if (weight.ndim != 2 or indices.ndim != 1 or offsets.ndim != 1 or not offsets.shape[0]
+            or (weight.dtype, indices.dtype, offsets.dtype) not in _FAST_DTYPES
+            or not weight.flags.c_contiguous or (mode != "sum" and mode != "mean")):
+        return None
+    D = weight.shape[1]
+    if not 0 < D <= SPECIALISED_MAX_D or D & 3:
+        return None
+    out = _alloc((offsets.shape[0] - 1, D), weight.dtype)
+    bad = _eb_vec_kernels(D, weight.itemsize)[0](
+        weight, indices, offsets, None, mode == "mean", out, L2_BYTES, L3_BYTES,
+        num_threads() if indices.shape[0] * D >= PARALLEL_MIN_WORK else 1)
+    if bad:
+        if bad < 0:
+            return None
+        _raise_bad(bad)
+    return out
 
 
 def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
