@@ -104,18 +104,30 @@ def specialised(weight):
 
 
 @njit(inline="always", **_OPTS)
-def _prefetch_row(weight, row, pf_level, D, line):
-    """Prefetch every cache line of weight[row] (level 2: into L2, else L1).  Rows need not
-    start on a line: the last element may be on one more.  Inlined at numba-IR level, so
-    the caller's literal D and line make the loop a fixed sequence."""
+def _prefetch_row(weight, row, pf_level, tail, D, line):
+    """Prefetch the cache lines of weight[row] (level 2: into L2, else L1): one per 64 bytes
+    from the row's start and, with `tail`, the line of its last element, which is one more
+    line when rows do not start on a line (`_tail_line`).  Inlined at numba-IR level, so the
+    caller's literal D and line make the loop a fixed sequence."""
     if pf_level == 2:
         for c in range(0, D, line):
             prefetch_l2(weight, row, c)
-        prefetch_l2(weight, row, D - 1)
+        if tail:
+            prefetch_l2(weight, row, D - 1)
     else:
         for c in range(0, D, line):
             prefetch(weight, row, c)
-        prefetch(weight, row, D - 1)
+        if tail:
+            prefetch(weight, row, D - 1)
+
+
+@njit(inline="always", **_OPTS)
+def _tail_line(weight, pf_level, D):
+    """Whether a row prefetch needs its last element's line too: rows that start off a line
+    (a table base or row size not a multiple of 64 bytes, e.g. numpy's 16-byte-aligned
+    arrays) span one line more than whole 64-byte steps reach.  Level 3 never asks: for
+    tables in L3 the extra prefetch cost more than the line it brings (see `prefetch_plan`)."""
+    return pf_level != 3 and ((weight.ctypes.data | (D * weight.itemsize)) & 63) != 0
 
 
 @njit(**_OPTS)
@@ -129,12 +141,13 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
     line = literally(line)   # elements per 64-byte cache line
     bad = 0
     p_end = offsets[b1]
+    tail = _tail_line(weight, pf_level, D)
     if pf_level > 0 and _PF_PROLOGUE:
         # prologue: the first pf_dist rows, which the loop's look-ahead never reaches (at
         # B = 128 and one lookup per bag, half of a table's rows); issued back to back, so
         # their misses overlap
         for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
-            _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, D, line)
+            _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, tail, D, line)
     for b in range(b0, b1):
         s = offsets[b]
         e = offsets[b + 1]
@@ -146,8 +159,8 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
                 q = p + pf_dist
                 if q < p_end:
                     # no range check: a prefetch never faults, a bad index is caught below
-                    _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, D,
-                                  line)
+                    _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, tail,
+                                  D, line)
             # unsigned positions and one unsigned compare: no negative-index wraparound code
             idx = indices[np.uint64(p0 + p)]
             if np.uint64(idx) >= np.uint64(R):
@@ -163,25 +176,14 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
     return bad
 
 
-@njit(parallel=True, **_OPTS)
-def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, D, line):
-    D = literally(D)
-    line = literally(line)
-    B = offsets.shape[0] - 1
-    bad = 0
-    for t in prange(nparts):   # static chunks of consecutive bags, one per thread
-        bad += _eb_vec_range(weight, indices, offsets, psw, mean, out, t * B // nparts,
-                             (t + 1) * B // nparts, pf_dist, pf_level, D, line, 0,
-                             weight.shape[0], 0, 0)
-    return bad
-
-
 @njit(**_OPTS)
 def _prefetch_plan(table_bytes, D, itemsize, l2_bytes, l3_bytes):
     if table_bytes <= l2_bytes:
         return 0, 0
     lines = D * itemsize // 64 + 1
-    if 3 <= lines <= 6 or (lines >= 7 and table_bytes <= l3_bytes):
+    if lines >= 3 and table_bytes <= l3_bytes:
+        return 16, 3
+    if 3 <= lines <= 6:
         return 16, 1
     return max(8, min(64, 256 // lines)), 2
 
@@ -199,6 +201,15 @@ def _eb_vec_kernels(D, itemsize=4):
         return _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist,
                              pf_level, D, line, 0, weight.shape[0], 0, 0)
 
+    @njit(parallel=True, **_OPTS)
+    def eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level):
+        B = offsets.shape[0] - 1
+        bad = 0
+        for t in prange(nparts):   # static chunks of consecutive bags, one per thread
+            bad += eb_vec_ser(weight, indices, offsets, psw, mean, out, t * B // nparts,
+                              (t + 1) * B // nparts, pf_dist, pf_level)
+        return bad
+
     @njit(**_OPTS)
     def eb_vec(weight, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads):
         B = offsets.shape[0] - 1
@@ -207,10 +218,11 @@ def _eb_vec_kernels(D, itemsize=4):
         pf_dist, pf_level = _prefetch_plan(weight.shape[0] * D * weight.itemsize, D,
                                            weight.itemsize, l2_bytes, l3_bytes)
         if threads > 1 and B > 1:
-            return _eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
-                               pf_dist, pf_level, D, line)
-        return _eb_vec_range(weight, indices, offsets, psw, mean, out, 0, B, pf_dist,
-                             pf_level, D, line, 0, weight.shape[0], 0, 0)
+            return eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
+                              pf_dist, pf_level)
+        # through eb_vec_ser, not _eb_vec_range: compiled as its own function the loop ran
+        # 5-10% faster than inlined here (R=1e4, D=128, L=20, paired runs vs torch)
+        return eb_vec_ser(weight, indices, offsets, psw, mean, out, 0, B, pf_dist, pf_level)
 
     return eb_vec, eb_vec_ser
 
@@ -288,7 +300,9 @@ SGD_PREFETCH = 16   # lookups ahead, for the one-thread sparse SGD of tables bey
 
 
 def prefetch_plan(table_bytes, D, itemsize):
-    """(distance in lookups, level) of the software prefetch for a table.
+    """(distance in lookups, level) of the software prefetch for a table: level 0 none, 1
+    into L1 (prefetcht0), 2 into L2 (prefetcht1), 3 into L1 without the line of a row's last
+    element that whole 64-byte steps from a row's start miss when rows start off a line.
 
     Measured on the development host (Zen 4 VM, shared; `bench_embedding_bag.py --tune` and
     paired A/B runs against torch): a table that fits in L2 gains nothing (prefetch is pure
@@ -300,7 +314,11 @@ def prefetch_plan(table_bytes, D, itemsize):
     flight about constant.  Exception: a table of 7+ line rows that still fits in L3 (e.g.
     R=1e4 x D=128 fp32, 5 MB) takes prefetcht0 16 ahead too: paired runs vs torch, 1 thread,
     L=20: Zipf 0.92x -> 1.07x, uniform 1.24x either way (the L2 plan wins 2x beyond L3).
-    Leads to re-measure on other hosts, not laws."""
+    Tables of 3+ line rows that fit in L3 skip that last line (level 3): on numpy's
+    16-byte-aligned tables, R=1e4, L=20, Zipf, paired vs torch at 1 thread, D=64 0.92-0.93x
+    -> 0.96x and D=128 0.92-0.93x -> 0.95-0.96x, L=1 and uniform cells within +-2%; beyond
+    L3 the line is worth its prefetch (R=1e6 x D=64 uniform L=20: 1.02-1.04x with it,
+    0.99x without).  Leads to re-measure on other hosts, not laws."""
     return _prefetch_plan(table_bytes, D, itemsize, L2_BYTES, L3_BYTES)
 
 
@@ -377,9 +395,10 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
     D = weight.shape[1]
     nnz = offsets[B]
     line = 64 // weight.itemsize
+    tail = _tail_line(weight, 1, D)
     if pf_dist > 0 and _PF_PROLOGUE:
         for q in range(offsets[0], min(offsets[0] + pf_dist, nnz)):  # as in the forward
-            _prefetch_row(weight, row0 + indices[p0 + q], 1, D, line)
+            _prefetch_row(weight, row0 + indices[p0 + q], 1, tail, D, line)
     for b in range(B):
         s = offsets[b]
         e = offsets[b + 1]
@@ -388,7 +407,7 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
         scale = lr / (e - s) if mean else lr
         for p in range(s, e):
             if pf_dist > 0 and p + pf_dist < nnz:
-                _prefetch_row(weight, row0 + indices[p0 + p + pf_dist], 1, D, line)
+                _prefetch_row(weight, row0 + indices[p0 + p + pf_dist], 1, tail, D, line)
             idx = row0 + indices[p0 + p]
             if nparts > 1 and idx % nparts != part:
                 continue
