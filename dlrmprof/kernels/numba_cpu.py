@@ -756,10 +756,7 @@ def embedding_bag_fast(weight, indices, offsets, mode):
     D = weight.shape[1]
     if not 0 < D <= SPECIALISED_MAX_D or D & 3:
         return None
-    out = _alloc((offsets.shape[0] - 1, D), weight.dtype)
-    bad = _eb_vec_kernels(D, weight.itemsize)[0](
-        weight, indices, offsets, None, mode == "mean", out, L2_BYTES, L3_BYTES,
-        num_threads() if indices.shape[0] * D >= PARALLEL_MIN_WORK else 1)
+    out, bad = _eb_run(weight, indices, offsets, None, mode == "mean", True)
     if bad:
         if bad < 0:
             return None
@@ -767,18 +764,23 @@ def embedding_bag_fast(weight, indices, offsets, mode):
     return out
 
 
-def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
-    B, D = offsets.shape[0] - 1, weight.shape[1]
-    out = _alloc((B, D), weight.dtype)
+def _eb_run(weight, indices, offsets, psw, mean, vec):
+    """(pooled, bad count) from the D-specialised kernel (`vec`, see `specialised`) or the
+    general one; bad -1: the offsets do not run from 0 to len(indices)."""
+    D = weight.shape[1]
+    out = _alloc((offsets.shape[0] - 1, D), weight.dtype)
     # only ask for the thread count when the work could use more than one thread
     threads = num_threads() if indices.shape[0] * D >= PARALLEL_MIN_WORK else 1
-    if specialised(weight):
-        entry = _eb_vec_kernels(D, weight.itemsize)[0]
-        bad = entry(weight, indices, offsets, per_sample_weights, mode == "mean", out,
-                    L2_BYTES, L3_BYTES, threads)
-    else:
-        kern = _eb_fwd_par if threads > 1 else _eb_fwd_ser
-        bad = kern(weight, indices, offsets, per_sample_weights, mode == "mean", out)
+    if vec:
+        return out, _eb_vec_kernels(D, weight.itemsize)[0](
+            weight, indices, offsets, psw, mean, out, L2_BYTES, L3_BYTES, threads)
+    kern = _eb_fwd_par if threads > 1 else _eb_fwd_ser
+    return out, kern(weight, indices, offsets, psw, mean, out)
+
+
+def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
+    out, bad = _eb_run(weight, indices, offsets, per_sample_weights, mode == "mean",
+                       specialised(weight))
     if bad:
         _raise_bad(bad)
     return out
