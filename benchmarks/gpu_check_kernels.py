@@ -512,10 +512,10 @@ def numba_kernel_launchers(w, idx, off, g, lr):
         result, out = a.empty((B, D))
         psw, has_w = a.psw()
         err = a.errors()
-        blocks, threads = nc._grid(B)
-        fwd_k = nc._eb_fwd_kernel[blocks, threads, a.stream]
+        blocks, threads = nc.grid(B, D)
+        fwd_k = nc.kernel("fwd", D)[blocks, threads, a.stream]
         sg = _cuda_view(g)
-        sgd_k = nc._eb_sgd_kernel[blocks, threads, a.stream]
+        sgd_k = nc.kernel("sgd", D)[blocks, threads, a.stream]
         dw, di, do = a.dev["weight"], a.dev["indices"], a.dev["offsets"]
         lr32 = np.float32(lr)
 

@@ -23,15 +23,20 @@ SIMULATED = textwrap.dedent("""
     assert "numba-cuda" in kernels.backends("embedding_bag")
     rng = np.random.default_rng(7)
     checked = 0
-    for D, idx_dtype in ((1, np.int64), (3, np.int32), (40, np.int64)):
+    # D 1 and 3: many bags per warp; 16: two; 40 and 70: a warp with 2 and 3 columns a
+    # thread, the last partly masked
+    for D, idx_dtype in ((1, np.int64), (3, np.int32), (16, np.int64), (40, np.int64),
+                         (70, np.int32)):
         R = 9
         w = rng.standard_normal((R, D)).astype(np.float32)
-        # bags: [r, r, x], [], [y], [r, z], []   (row r repeats inside and across bags)
+        # bags: [r, r, x], [], [y], [r, z], [], and 9 lookups (four at a time, then one)
+        # (row r repeats inside and across bags)
         r = int(rng.integers(R))
-        idx = np.array([r, r, rng.integers(R), rng.integers(R), r, rng.integers(R)], idx_dtype)
-        off = np.array([0, 3, 3, 4, 6, 6], idx_dtype)
+        idx = np.array([r, r, rng.integers(R), rng.integers(R), r, rng.integers(R)]
+                       + [r] + list(rng.integers(R, size=8)), idx_dtype)
+        off = np.array([0, 3, 3, 4, 6, 6, 15], idx_dtype)
         psw = rng.standard_normal(len(idx)).astype(np.float32)
-        g = rng.standard_normal((5, D)).astype(np.float32)
+        g = rng.standard_normal((6, D)).astype(np.float32)
         for mode in ("sum", "mean"):
             for p in (None, psw):
                 p64 = None if p is None else p.astype(np.float64)
@@ -47,9 +52,9 @@ SIMULATED = textwrap.dedent("""
                 reference.embedding_bag_sgd(want_w, idx, off, g, 0.3, mode, p64)
                 np.testing.assert_allclose(upd, want_w, rtol=1e-5, atol=1e-5)
                 checked += 1
-    bad = np.array([0, 9], np.int64)
-    for fn in (lambda w: kernels.embedding_bag(w, bad, np.array([0, 2]), backend="numba-cuda"),
-               lambda w: kernels.embedding_bag_sgd(w, bad, np.array([0, 2]),
+    bad = np.array([0, 1, 9, 2, 3, 0, -1], np.int64)   # bad in the four-at-a-time walk, then the tail
+    for fn in (lambda w: kernels.embedding_bag(w, bad, np.array([0, 7]), backend="numba-cuda"),
+               lambda w: kernels.embedding_bag_sgd(w, bad, np.array([0, 7]),
                                                    np.ones((1, 2), np.float32), 1.0,
                                                    backend="numba-cuda")):
         w = np.ones((9, 2), np.float32)
@@ -69,7 +74,7 @@ def test_numba_cuda_kernels_under_the_simulator():
     done = subprocess.run([sys.executable, "-c", SIMULATED], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "checked 12" in done.stdout
+    assert "checked 20" in done.stdout
 
 
 def _bags(rng, R, B, max_len):

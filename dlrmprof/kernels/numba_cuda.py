@@ -4,13 +4,21 @@ Takes torch CUDA tensors zero-copy through `__cuda_array_interface__` and runs o
 current stream; numpy inputs are copied to the device and the result copied back (handy for
 tests, slow for real use).
 
-Layout: one warp per bag, lanes stride over the D columns (blockDim = (32, BAGS_PER_BLOCK)).
+Layout: a group of `tpb` threads per bag (`tpb` = D rounded up to a power of two, at most a
+warp: D 16 puts two bags in a warp, D >= 32 one), thread `l` of the group owning columns
+l, l + tpb, l + 2 tpb, ...: each warp-wide load reads contiguous row bytes.  Every thread keeps
+its ceil(D / tpb) column sums in registers (the kernels are compiled per (tpb, columns)), so
+a bag's indices are read once, and the bag is walked four lookups at a time: four indices,
+then 4 x columns independent loads in flight before the adds (a gather is latency-bound:
+HBM wants megabytes in flight, Little's law).
+
 The fused SGD update adds each lookup's scaled gradient with atomics, so rows repeated
 inside a batch (or inside a bag) accumulate correctly; summation order is not fixed.
 
 Out-of-range indices are counted on the device and raise `IndexError` after the kernel
-(that read synchronises the stream); the SGD update checks first and writes nothing when
-any index is bad.
+(that read synchronises the stream); an out-of-range lookup reads row 0 with weight 0 rather
+than leaving the table.  The SGD update checks first and writes nothing when any index is
+bad.
 """
 
 from __future__ import annotations
@@ -24,36 +32,157 @@ from numba import cuda, float32
 from dlrmprof.errors import UserError
 
 WARP = 32
-BAGS_PER_BLOCK = 4
+THREADS = 128        # threads per block: 128 / tpb bags
+UNROLL = 4           # lookups walked together (written out in the kernel body)
 
 
-@cuda.jit(cache=True)
-def _eb_fwd_kernel(weight, indices, offsets, psw, has_w, mean, out, err):
-    lane = cuda.threadIdx.x
-    b = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
-    if b >= offsets.shape[0] - 1:
-        return
-    R = weight.shape[0]
-    D = weight.shape[1]
-    s = offsets[b]
-    e = offsets[b + 1]
-    if e < s and lane == 0:
-        cuda.atomic.add(err, 0, 1)
-    for k in range(lane, D, cuda.blockDim.x):
-        acc = float32(0.0)
+def layout(D: int) -> tuple[int, int]:
+    """(threads per bag, columns per thread) for rows of D floats."""
+    tpb = 1
+    while tpb < D and tpb < WARP:
+        tpb *= 2
+    return tpb, -(-D // tpb)
+
+
+def _make_fwd(TPB, COLS, FULL):
+    GROUPS = THREADS // TPB
+
+    @cuda.jit
+    def fwd(weight, indices, offsets, psw, has_w, mean, out, err):
+        t = cuda.threadIdx.x
+        b = cuda.blockIdx.x * GROUPS + t // TPB
+        lane = t % TPB
+        if b >= offsets.shape[0] - 1:
+            return
+        R = weight.shape[0]
+        D = weight.shape[1]
+        s = offsets[b]
+        e = offsets[b + 1]
+        bad = 0
+        if e < s:
+            bad += 1
+        acc = cuda.local.array(COLS, float32)
+        for j in range(COLS):
+            acc[j] = float32(0.0)
+        p = s
+        while p + 4 <= e:
+            i0 = indices[p]
+            i1 = indices[p + 1]
+            i2 = indices[p + 2]
+            i3 = indices[p + 3]
+            w0 = float32(1.0)
+            w1 = float32(1.0)
+            w2 = float32(1.0)
+            w3 = float32(1.0)
+            if has_w:
+                w0 = psw[p]
+                w1 = psw[p + 1]
+                w2 = psw[p + 2]
+                w3 = psw[p + 3]
+            if i0 < 0 or i0 >= R:
+                bad += 1
+                i0 = 0
+                w0 = float32(0.0)
+            if i1 < 0 or i1 >= R:
+                bad += 1
+                i1 = 0
+                w1 = float32(0.0)
+            if i2 < 0 or i2 >= R:
+                bad += 1
+                i2 = 0
+                w2 = float32(0.0)
+            if i3 < 0 or i3 >= R:
+                bad += 1
+                i3 = 0
+                w3 = float32(0.0)
+            for j in range(COLS):
+                k = lane + j * TPB
+                if FULL or k < D:
+                    acc[j] += (weight[i0, k] * w0 + weight[i1, k] * w1
+                               + weight[i2, k] * w2 + weight[i3, k] * w3)
+            p += 4
+        while p < e:
+            i0 = indices[p]
+            w0 = float32(1.0)
+            if has_w:
+                w0 = psw[p]
+            if i0 < 0 or i0 >= R:
+                bad += 1
+                i0 = 0
+                w0 = float32(0.0)
+            for j in range(COLS):
+                k = lane + j * TPB
+                if FULL or k < D:
+                    acc[j] += weight[i0, k] * w0
+            p += 1
+        for j in range(COLS):
+            k = lane + j * TPB
+            if FULL or k < D:
+                v = acc[j]
+                if mean and e > s:
+                    v /= float32(e - s)
+                out[b, k] = v
+        if bad > 0 and lane == 0:
+            cuda.atomic.add(err, 0, bad)
+
+    return fwd
+
+
+def _make_sgd(TPB, COLS, FULL):
+    GROUPS = THREADS // TPB
+
+    @cuda.jit
+    def sgd(weight, indices, offsets, grad, psw, has_w, mean, lr):
+        t = cuda.threadIdx.x
+        b = cuda.blockIdx.x * GROUPS + t // TPB
+        lane = t % TPB
+        if b >= offsets.shape[0] - 1:
+            return
+        D = weight.shape[1]
+        s = offsets[b]
+        e = offsets[b + 1]
+        if e <= s:
+            return
+        scale = lr
+        if mean:
+            scale = lr / float32(e - s)
+        g = cuda.local.array(COLS, float32)
+        for j in range(COLS):
+            k = lane + j * TPB
+            g[j] = float32(0.0)
+            if FULL or k < D:
+                g[j] = grad[b, k] * scale
         for p in range(s, e):
             idx = indices[p]
-            if idx < 0 or idx >= R:
-                if k == lane:
-                    cuda.atomic.add(err, 0, 1)
-                continue
-            v = weight[idx, k]
+            c = float32(1.0)
             if has_w:
-                v *= psw[p]
-            acc += v
-        if mean and e > s:
-            acc /= float32(e - s)
-        out[b, k] = acc
+                c = psw[p]
+            for j in range(COLS):
+                k = lane + j * TPB
+                if FULL or k < D:
+                    cuda.atomic.add(weight, (idx, k), -(g[j] * c))
+
+    return sgd
+
+
+_KERNELS: dict = {}
+
+
+def kernel(op: str, D: int):
+    """The compiled kernel for `op` ('fwd' or 'sgd') and row width D, built on first use."""
+    tpb, cols = layout(D)
+    key = (op, tpb, cols, tpb * cols == D)
+    k = _KERNELS.get(key)
+    if k is None:
+        make = _make_fwd if op == "fwd" else _make_sgd
+        k = _KERNELS[key] = make(tpb, cols, tpb * cols == D)
+    return k
+
+
+def grid(B: int, D: int) -> tuple[int, int]:
+    """(blocks, threads per block) for B bags of rows of D floats."""
+    tpb, _ = layout(D)
+    return max(1, math.ceil(B / (THREADS // tpb))), THREADS
 
 
 @cuda.jit(cache=True)
@@ -66,29 +195,6 @@ def _check_kernel(indices, offsets, R, err):
     for b in range(start, offsets.shape[0] - 1, stride):
         if offsets[b + 1] < offsets[b]:
             cuda.atomic.add(err, 0, 1)
-
-
-@cuda.jit(cache=True)
-def _eb_sgd_kernel(weight, indices, offsets, grad, psw, has_w, mean, lr):
-    lane = cuda.threadIdx.x
-    b = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
-    if b >= offsets.shape[0] - 1:
-        return
-    D = weight.shape[1]
-    s = offsets[b]
-    e = offsets[b + 1]
-    if e <= s:
-        return
-    scale = lr
-    if mean:
-        scale = lr / float32(e - s)
-    for k in range(lane, D, cuda.blockDim.x):
-        g = grad[b, k] * scale
-        for p in range(s, e):
-            c = g
-            if has_w:
-                c = g * psw[p]
-            cuda.atomic.add(weight, (indices[p], k), -c)
 
 
 def _is_torch(x):
@@ -146,10 +252,6 @@ class _Args:
         return int(self.to_host(err)[0])
 
 
-def _grid(B):
-    return (max(1, math.ceil(B / BAGS_PER_BLOCK)),), (WARP, BAGS_PER_BLOCK)
-
-
 def _check_float32(weight):
     dt = str(weight.dtype)
     if not dt.endswith("float32"):
@@ -164,9 +266,10 @@ def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
     result, out = a.empty((B, D))
     psw, has_w = a.psw()
     err = a.errors()
-    blocks, threads = _grid(B)
-    _eb_fwd_kernel[blocks, threads, a.stream](a.dev["weight"], a.dev["indices"], a.dev["offsets"],
-                                              psw, has_w, mode == "mean", out, err)
+    blocks, threads = grid(B, D)
+    kernel("fwd", D)[blocks, threads, a.stream](a.dev["weight"], a.dev["indices"],
+                                                a.dev["offsets"], psw, has_w, mode == "mean",
+                                                out, err)
     bad = a.count(err)
     if bad:
         raise IndexError(f"{bad} out-of-range indices or decreasing offsets")
@@ -177,7 +280,7 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
     _check_float32(weight)
     a = _Args(weight=weight, indices=indices, offsets=offsets, grad_output=grad_output,
               per_sample_weights=per_sample_weights)
-    B = offsets.shape[0] - 1
+    B, D = offsets.shape[0] - 1, weight.shape[1]
     err = a.errors()
     blocks = max(1, min(256, math.ceil(max(indices.shape[0], B) / 256)))
     _check_kernel[blocks, 256, a.stream](a.dev["indices"], a.dev["offsets"], weight.shape[0], err)
@@ -185,9 +288,9 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sampl
     if bad:
         raise IndexError(f"{bad} out-of-range indices or decreasing offsets")
     psw, has_w = a.psw()
-    blocks, threads = _grid(B)
-    _eb_sgd_kernel[blocks, threads, a.stream](a.dev["weight"], a.dev["indices"], a.dev["offsets"],
-                                              a.dev["grad_output"], psw, has_w, mode == "mean",
-                                              np.float32(lr))
+    blocks, threads = grid(B, D)
+    kernel("sgd", D)[blocks, threads, a.stream](a.dev["weight"], a.dev["indices"],
+                                                a.dev["offsets"], a.dev["grad_output"], psw,
+                                                has_w, mode == "mean", np.float32(lr))
     if not a.torch:
         weight[...] = a.to_host(a.dev["weight"])
