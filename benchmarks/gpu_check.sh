@@ -38,6 +38,7 @@
 #
 # Environment: OUT (default reports/gpu_check), GPU_CHECK_BUDGET_S (480 on a GPU, 150 for the
 # dry run), GPU_CHECK_STEPS (subset of: ceilings pytest check runs bench; default all),
+# GPU_CHECK_RUNS (a bash regex: only the runs whose name matches, e.g. "numba-cuda"),
 # GPU_CHECK_KEEP_WORK=1 keeps the scratch folder (traces, per-step logs), PYTHON (python3).
 
 set -uo pipefail
@@ -263,6 +264,7 @@ main() {
 # run_one NAME DEVICE BACKEND PRESET MODE: one `dlrmprof run` into REPORTS/NAME.json
 run_one() {
   local name=$1 device=$2 backend=$3 preset=$4 mode=$5
+  if ! [[ $name =~ ${GPU_CHECK_RUNS:-.} ]]; then return 0; fi
   local extra=(--threads 1 --no-cache-study)    # GPU: host-side threads; CPU caches irrelevant
   [ "$device" = cpu ] && extra=(--threads "$CPU_THREADS")
   step "run-$name" 150 20 --note 'end to end|Error|error' -- \

@@ -27,7 +27,19 @@ import math
 import sys
 
 import numpy as np
-from numba import cuda, float32
+
+if not hasattr(np, "row_stack"):
+    # numba-cuda 0.30 registers an overload for np.row_stack when it builds its typing
+    # registries (at the first kernel compile); numpy 2.5 removed the alias of np.vstack, so
+    # every compile failed with "module 'numpy' has no attribute 'row_stack'" (seen on the
+    # H200 image: numba-cuda 0.30.4, numpy 2.5.2).  Put the alias back for it.
+    np.row_stack = np.vstack
+
+from numba import config as _numba_config  # noqa: E402
+from numba import cuda, float32  # noqa: E402
+
+# the index check launches few blocks on purpose: not a performance problem to warn about
+_numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 from dlrmprof.errors import UserError
 
