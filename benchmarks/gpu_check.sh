@@ -261,12 +261,14 @@ main() {
     --smi "$SMI" || { echo "(summary helper failed; the step table:)"; cat "$WORK/steps.tsv"; }
 }
 
-# run_one NAME DEVICE BACKEND PRESET MODE: one `dlrmprof run` into REPORTS/NAME.json
+# run_one NAME DEVICE BACKEND PRESET MODE [RUN OPTIONS...]: one `dlrmprof run` into
+# REPORTS/NAME.json
 run_one() {
   local name=$1 device=$2 backend=$3 preset=$4 mode=$5
+  shift 5
   if ! [[ $name =~ ${GPU_CHECK_RUNS:-.} ]]; then return 0; fi
-  local extra=(--threads 1 --no-cache-study)    # GPU: host-side threads; CPU caches irrelevant
-  [ "$device" = cpu ] && extra=(--threads "$CPU_THREADS")
+  local extra=(--threads 1 --no-cache-study "$@")  # GPU: host-side threads; CPU caches irrelevant
+  [ "$device" = cpu ] && extra=(--threads "$CPU_THREADS" "$@")
   step "run-$name" 150 20 --note 'end to end|Error|error' -- \
     "$PY" -m dlrmprof run --device "$device" --backend "$backend" --trace "$TRACE" \
       --config "$preset" --max-rows "$TABLE_ROWS" --mode "$mode" --iters "$ITERS" \
@@ -293,9 +295,14 @@ runs_and_compare() {
   if [ "$MODE" = gpu ]; then
     run_one gpu-kaggle-train-torch cuda torch kaggle train
     run_one gpu-kaggle-train-numba-cuda cuda numba-cuda kaggle train
+    # all 26 tables in one kernel call (TBE layout): at batch 128 a GPU step is launch-bound
+    run_one gpu-kaggle-train-torch-fused cuda torch kaggle train --fused-tables
+    run_one gpu-kaggle-train-numba-cuda-fused cuda numba-cuda kaggle train --fused-tables
     run_one cpu-kaggle-train-numba cpu numba kaggle train
     compare_reports kaggle-train cpu-numba=cpu-kaggle-train-numba \
-      gpu-torch=gpu-kaggle-train-torch gpu-numba-cuda=gpu-kaggle-train-numba-cuda
+      gpu-torch=gpu-kaggle-train-torch gpu-numba-cuda=gpu-kaggle-train-numba-cuda \
+      gpu-torch-fused=gpu-kaggle-train-torch-fused \
+      gpu-numba-cuda-fused=gpu-kaggle-train-numba-cuda-fused
     run_one gpu-kaggle-infer-torch cuda torch kaggle infer
     run_one gpu-terabyte-train-torch cuda torch terabyte train
     run_one gpu-terabyte-train-numba-cuda cuda numba-cuda terabyte train
