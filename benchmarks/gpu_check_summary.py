@@ -141,9 +141,8 @@ def report_lines(reports: Path) -> list[str]:
         ev = v.get(("emb.all", "forward")) or {}
         gbs = (emb["bytes"] / emb["time"]["median"] / 1e9
                if emb and emb.get("bytes") and emb["time"]["median"] else None)
-        verdict = ev.get("verdict") or "-"
-        if isinstance(ev.get("percent_of_roof"), (int, float)):
-            verdict += f" ({ev['percent_of_roof']:.0f}% of roof)"
+        from dlrmprof.profile.roofline import label
+        verdict = label(ev)
         out.append(f"{p.stem:<34} {d['end_to_end']['samples_per_s']:>10,.0f} "
                    f"{_fmt_t(step['time']['median'] if step else None):>9} "
                    f"{_fmt_t(emb['time']['median'] if emb else None):>9} "

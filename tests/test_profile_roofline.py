@@ -141,3 +141,26 @@ def test_tiny_calls_far_below_the_roof_are_overhead_dominated():
     big = dict(tiny, bytes=200_000_000, flops=20_000_000, time={"median": 20e-3})
     v = roofline.verdict_for(big, roofs, llc_bytes=32 << 20)
     assert not v["overhead_dominated"] and "note" not in v
+
+
+def test_gpu_calls_whose_work_takes_nanoseconds_at_the_roof_are_overhead_dominated():
+    # H200-like roofs; a batch-128 table lookup: 100 us a call (launch, marshalling,
+    # Python) for 17 kB that HBM moves in ~4 ns.  Over OVERHEAD_CALL_S, still overhead.
+    from dlrmprof.profile import roofline
+    roofs = {"stream_gbs": 4000.0, "random_gbs": None, "fp32_gflops": 51000.0,
+             "bf16_gflops": 750000.0, "threads": 1}
+    lookup = {"name": "emb.C1", "phase": "forward", "kind": "embedding_bag", "device": "cuda",
+              "bytes": 17_000, "flops": 2_000, "time": {"median": 100e-6},
+              "shape": {"rows": 10**6, "row_bytes": 64, "calls": 1}}
+    v = roofline.verdict_for(lookup, roofs, llc_bytes=60 << 20)
+    assert v["overhead_dominated"] and v["roof_time_per_call_s"] < 1e-8
+    assert roofline.label(v).startswith("overhead-dominated (0% of memory-bound roof")
+    # the same call moving 400 MB in 250 us (40% of the roof): the hardware's verdict
+    big = dict(lookup, bytes=400_000_000, flops=40_000_000, time={"median": 250e-6})
+    v = roofline.verdict_for(big, roofs, llc_bytes=60 << 20)
+    assert not v["overhead_dominated"] and roofline.label(v) == "memory-bound (40% of roof)"
+    # far under the roof but with real work per call (5 ms at the roof): not overhead
+    slow = dict(big, time={"median": 50e-3})
+    v = roofline.verdict_for(slow, roofs, llc_bytes=60 << 20)
+    assert not v["overhead_dominated"] and v["percent_of_roof"] < 1
+    assert roofline.label({}) == "-"

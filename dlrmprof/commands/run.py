@@ -18,6 +18,7 @@ def _fmt_s(s: float | None) -> str:
 
 
 def _table(report, verdicts: dict) -> list[str]:
+    from dlrmprof.profile.roofline import label
     lines = [f"  {'op':<22} {'phase':<9} {'median':>10} {'p10..p90':>21} {'flag':>4} "
              f"{'GB/s':>7} {'GFLOP/s':>8}  verdict"]
     per_table = [r for r in report.ops if r["name"].startswith("emb.") and r["name"] != "emb.all"]
@@ -28,13 +29,7 @@ def _table(report, verdicts: dict) -> list[str]:
         gbs = f"{r['bytes'] / med / 1e9:7.2f}" if r.get("bytes") and med > 0 else f"{'':>7}"
         gfl = f"{r['flops'] / med / 1e9:8.2f}" if r.get("flops") and med > 0 else f"{'':>8}"
         v = verdicts.get((r["name"], r["phase"]))
-        vtxt = ""
-        if v and v.get("verdict"):
-            pct = v.get("percent_of_roof")
-            vtxt = v["verdict"] + (f" ({pct:.0f}% of roof)" if isinstance(pct, (int, float))
-                                   else "")
-            if v.get("overhead_dominated"):
-                vtxt += ", overhead-dominated"
+        vtxt = label(v) if v and v.get("verdict") else ""
         lines.append(f"  {r['name']:<22} {r['phase']:<9} {_fmt_s(med):>10} "
                      f"{_fmt_s(t['p10']) + '..' + _fmt_s(t['p90']):>21} {t['flagged']:>4} "
                      f"{gbs} {gfl}  {vtxt}")

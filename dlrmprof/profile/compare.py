@@ -158,6 +158,7 @@ def compare(reports: Sequence[Report], names: Sequence[str] | None = None, *,
                                                              if op.get("flops") and med
                                                              else None)),
                 "verdict": v.get("verdict"), "percent_of_roof": v.get("percent_of_roof"),
+                "overhead_dominated": bool(v.get("overhead_dominated")),
                 "backend": op.get("backend"), "device": op.get("device"),
                 "timer": op.get("timer")})
         base = cells[0]
@@ -245,9 +246,10 @@ def markdown(res: dict) -> str:
                 ratios.append(f"{'~' if c['within_noise'] else ''}{c['ratio']:.2f}x")
         gbs = [_n(c.get("achieved_gbs")) if c else "-" for c in cells]
         gfl = [_n(c.get("achieved_gflops")) if c else "-" for c in cells]
-        ver = [(c.get("verdict") or "-") + (f" ({c['percent_of_roof']:.0f}%)"
-                                            if c and c.get("percent_of_roof") is not None
-                                            else "") if c else "-" for c in cells]
+        ver = [((("overhead (" + c["verdict"] + ")") if c.get("overhead_dominated")
+                 else (c.get("verdict") or "-"))
+                + (f" ({c['percent_of_roof']:.0f}%)" if c.get("percent_of_roof") is not None
+                   else "")) if c else "-" for c in cells]
         name = f"**{row['name']}**" if row["verdict_changes"] else row["name"]
         if row.get("timer_differs"):
             name += " †"

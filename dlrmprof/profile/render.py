@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dlrmprof.fsutil import atomic_path, atomic_write_text
+from dlrmprof.profile.roofline import label
 
 
 def _figure(w: float = 7.5, h: float = 5.0):
@@ -225,7 +226,7 @@ def markdown(report) -> str:
                    f"{t['median'] * 1e3:.3f} | {t['p10'] * 1e3:.3f}-{t['p90'] * 1e3:.3f} | "
                    f"{_num(v.get('achieved_gbs'))} | {_num(v.get('dram_gbs_est'))} | "
                    f"{_num(v.get('achieved_gflops'))} | {_num(v.get('intensity'))} | "
-                   f"{v.get('verdict') or '-'} | {_num(v.get('percent_of_roof'), '.0f')} |")
+                   f"{label(v, percent=False)} | {_num(v.get('percent_of_roof'), '.0f')} |")
     notes = [f"{v['name']} ({v.get('phase')}): {v['note']}" for v in rows if v.get("note")]
     if notes:
         out += ["", "Notes:", ""] + [f"- {n}" for n in notes]

@@ -35,10 +35,15 @@ RANDOM_KINDS = ("embedding_bag", "embedding_bag_sgd")
 VERDICTS = {"stream": "memory-bound", "random": "latency-bound", "compute": "compute-bound"}
 
 # An op is called overhead-dominated when it reaches less than OVERHEAD_PERCENT of its roof
-# and one kernel call takes less than OVERHEAD_CALL_S: at that size the fixed cost of a call
-# (a few microseconds on CPU, a launch on GPU) is a large share of the time.
+# and either one kernel call takes less than OVERHEAD_CALL_S, or one call's work would take
+# less than OVERHEAD_WORK_S at the roof: then the fixed cost of a call (a few microseconds
+# on CPU; a launch, argument marshalling and Python on GPU, tens to hundreds of
+# microseconds) sets the time, not the memory system or the ALUs.  The second test is the
+# one that holds on a GPU: a batch-128 lookup there takes 45-800 us a call for work that
+# HBM would do in nanoseconds (H200, 2026-11-26).
 OVERHEAD_PERCENT = 20.0
 OVERHEAD_CALL_S = 20e-6
+OVERHEAD_WORK_S = 5e-6
 
 
 def _is_random(row: Mapping) -> bool:
@@ -148,13 +153,18 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
     # far below every roof with only microseconds per kernel call: the fixed cost of a call
     # (dispatch, argument handling, Python) dominates, not the memory system or the ALUs
     calls = (row.get("shape") or {}).get("calls") or 1
-    out["per_call_s"] = t / calls
-    out["overhead_dominated"] = bool(pct is not None and pct < OVERHEAD_PERCENT
-                                     and t / calls < OVERHEAD_CALL_S)
+    per_call = t / calls
+    out["per_call_s"] = per_call
+    out["roof_time_per_call_s"] = per_call * pct / 100.0 if pct is not None else None
+    out["overhead_dominated"] = bool(
+        pct is not None and pct < OVERHEAD_PERCENT
+        and (per_call < OVERHEAD_CALL_S or out["roof_time_per_call_s"] < OVERHEAD_WORK_S))
     if out["overhead_dominated"]:
-        out["note"] = (f"{pct:.0f}% of the {governing} roof at {t / calls * 1e6:.1f} us per "
-                       "kernel call: per-call overhead (dispatch, argument handling, Python) "
-                       "dominates; a larger batch or table shows what the hardware does")
+        out["note"] = (f"{pct:.0f}% of the {governing} roof at {per_call * 1e6:.1f} us per "
+                       f"kernel call, whose work would take "
+                       f"{out['roof_time_per_call_s'] * 1e6:.2g} us at the roof: per-call "
+                       "overhead (dispatch, launch, argument handling, Python) dominates; a "
+                       "larger batch, or all tables in one call, shows what the hardware does")
     if cache and cache.get("dram_bytes") is not None:
         dram_gbs = cache["dram_bytes"] / t / 1e9
         out.update(dram_bytes_est=cache["dram_bytes"], dram_gbs_est=dram_gbs,
@@ -166,6 +176,23 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
                       **({"dram_bytes_est": "simulated"} if cache and
                          cache.get("dram_bytes") is not None else {})}
     return out
+
+
+def label(v: Mapping | None, percent: bool = True) -> str:
+    """A verdict as tables print it: "memory-bound (12% of roof)", or
+    "overhead-dominated (0% of memory-bound roof)" when a call's fixed cost sets the time."""
+    if not v or not v.get("verdict"):
+        return "-"
+    pct = v.get("percent_of_roof")
+    if v.get("overhead_dominated"):
+        text = "overhead-dominated"
+        if percent and isinstance(pct, (int, float)):
+            text += f" ({pct:.0f}% of {v['verdict']} roof)"
+        return text
+    text = v["verdict"]
+    if percent and isinstance(pct, (int, float)):
+        text += f" ({pct:.0f}% of roof)"
+    return text
 
 
 def verdicts(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
