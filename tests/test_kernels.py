@@ -518,3 +518,45 @@ def test_numba_rejects_foreign_byte_order_clearly():
     with pytest.raises(ValueError, match="dense is >f4"):
         kernels.interaction(np.ones((2, 8), ">f4"), np.ones((2, 3, 8), np.float32))
     np.testing.assert_array_equal(w, 1.0)
+
+
+def test_numba_cpu_names_the_simd_source_it_was_compiled_with():
+    # numba's cache is keyed on numba_cpu.py's content only: the digest there must follow
+    # _simd.py, or kernels compiled with an older _simd are loaded from the cache
+    import hashlib
+    from pathlib import Path
+
+    from dlrmprof.kernels import _simd, numba_cpu
+    sha = hashlib.sha256(Path(_simd.__file__).read_bytes()).hexdigest()[:16]
+    assert numba_cpu._SIMD_SHA256 == sha, (
+        f"update numba_cpu._SIMD_SHA256 to {sha!r} (dlrmprof/kernels/_simd.py changed)")
+
+
+@pytest.mark.parametrize("D", [12, 24, 48, 80, 96])
+def test_vectors_of_other_lengths_are_held_as_power_of_two_pieces(D):
+    # a <48 x float> LLVM vector ran 3-5x slower than torch; the pieces run like <64 x float>
+    import numba
+
+    from dlrmprof.kernels import _simd
+    pieces = _simd._chunks(D, 4)
+    assert sum(pieces) == D and all(p & (p - 1) == 0 and p <= 16 for p in pieces)
+    assert _simd._chunks(64, 4) is None and _simd._chunks(24, 8) == [8, 8, 8]
+
+    @numba.njit
+    def bag(w, idx, out):
+        acc = _simd.vzero(w, D)
+        for i in idx:
+            acc = _simd.vadd(acc, _simd.vload(w, i, 0, D))
+        acc = _simd.vfma(acc, _simd.vload(w, 0, 0, D), 0.5)
+        acc = _simd.vfmadd(acc, _simd.vload(w, 1, 0, D), 2.0)
+        _simd.vstore(out, 0, 0, _simd.vscale(acc, 3.0))
+
+    rng = np.random.default_rng(D)
+    w = rng.standard_normal((9, D)).astype(np.float32)
+    idx = rng.integers(0, 9, 7)
+    out = np.full((1, D), np.nan, np.float32)
+    bag(w, idx, out)
+    want = 3.0 * (w[idx].astype(np.float64).sum(0) + 0.5 * w[0] + 2.0 * w[1])
+    np.testing.assert_allclose(out[0], want, rtol=1e-5, atol=1e-5)
+    ir = bag.inspect_llvm(bag.signatures[0])
+    assert f"<{D} x float>" not in ir and ("<16 x float>" in ir or "<8 x float>" in ir)

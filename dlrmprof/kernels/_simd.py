@@ -26,11 +26,55 @@ class Vec(types.Type):
         super().__init__(name=f"Vec({dtype} x {count})")
 
 
+def _chunks(count: int, itemsize: int) -> list[int] | None:
+    """The power-of-two pieces (largest first, at most 64 bytes: one zmm) that a vector of
+    `count` elements is held as, or None when `count` is a power of two (one LLVM vector).
+    LLVM legalises vectors of other lengths badly: a ``<48 x float>`` running sum ran 3-5x
+    slower than torch where ``<64 x float>`` ran 1.6x faster (R 1e4, L 20, 1 thread)."""
+    if count & (count - 1) == 0:
+        return None
+    widest = max(1, 64 // itemsize)
+    out, left = [], count
+    while left:
+        c = min(widest, 1 << (left.bit_length() - 1))
+        out.append(c)
+        left -= c
+    return out
+
+
 @register_default(Vec)
 class _VecModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
         elem = dmm.lookup(fe_type.dtype).get_value_type()
-        super().__init__(dmm, fe_type, ir.VectorType(elem, fe_type.count))
+        chunks = _chunks(fe_type.count, fe_type.dtype.bitwidth // 8)
+        if chunks is None:
+            be = ir.VectorType(elem, fe_type.count)
+        else:  # a struct of power-of-two vectors, each op applied piece by piece
+            be = ir.LiteralStructType([ir.VectorType(elem, c) for c in chunks])
+        super().__init__(dmm, fe_type, be)
+
+
+def _pieces(builder, vty, fn, *vals):
+    """fn(piece type, *pieces) over a Vec's value: once for a plain vector, else per piece of
+    the struct (see `_chunks`)."""
+    if isinstance(vty, ir.VectorType):
+        return fn(vty, *vals)
+    out = ir.Constant(vty, None)
+    for k, sub in enumerate(vty.elements):
+        out = builder.insert_value(out, fn(sub, *[builder.extract_value(v, k) for v in vals]), k)
+    return out
+
+
+def _piece_pointers(builder, ptr, vty):
+    """(piece index or None, pointer to that piece's first element cast to its vector type)."""
+    if isinstance(vty, ir.VectorType):
+        return [(None, builder.bitcast(ptr, vty.as_pointer()))]
+    out, off = [], 0
+    for k, sub in enumerate(vty.elements):
+        p = builder.gep(ptr, [ir.Constant(ir.IntType(64), off)])
+        out.append((k, builder.bitcast(p, sub.as_pointer())))
+        off += sub.count
+    return out
 
 
 def _literal_count(count):
@@ -75,8 +119,12 @@ def vload(typingctx, arr, i, j, count):
     def codegen(context, builder, sig, args):
         ptr = _item_pointer(context, builder, sig, args)
         vty = context.get_value_type(sig.return_type)
-        ptr = builder.bitcast(ptr, vty.as_pointer())
-        return builder.load(ptr, align=context.get_abi_sizeof(vty.element))
+        align = context.get_abi_sizeof(context.get_value_type(sig.args[0].dtype))
+        out = ir.Constant(vty, None)
+        for k, p in _piece_pointers(builder, ptr, vty):
+            v = builder.load(p, align=align)
+            out = v if k is None else builder.insert_value(out, v, k)
+        return out
     return vt(arr, i, j, count), codegen
 
 
@@ -90,8 +138,10 @@ def vstore(typingctx, arr, i, j, vec):
     def codegen(context, builder, sig, args):
         ptr = _item_pointer(context, builder, sig, args)
         vty = context.get_value_type(sig.args[3])
-        ptr = builder.bitcast(ptr, vty.as_pointer())
-        builder.store(args[3], ptr, align=context.get_abi_sizeof(vty.element))
+        align = context.get_abi_sizeof(context.get_value_type(sig.args[0].dtype))
+        for k, p in _piece_pointers(builder, ptr, vty):
+            builder.store(args[3] if k is None else builder.extract_value(args[3], k), p,
+                          align=align)
         return context.get_dummy_value()
     return types.void(arr, i, j, vec), codegen
 
@@ -102,7 +152,8 @@ def vadd(typingctx, a, b):
         raise TypingError(f"vadd of {a} and {b}")
 
     def codegen(context, builder, sig, args):
-        return builder.fadd(args[0], args[1])
+        vty = context.get_value_type(sig.args[0])
+        return _pieces(builder, vty, lambda t, x, y: builder.fadd(x, y), args[0], args[1])
     return a(a, b), codegen
 
 
@@ -122,8 +173,11 @@ def vfma(typingctx, acc, x, s):
 
     def codegen(context, builder, sig, args):
         vty = context.get_value_type(sig.args[0])
-        sv = _splat(context, builder, vty, sig.args[2], args[2], sig.args[0].dtype)
-        return builder.fadd(args[0], builder.fmul(args[1], sv))
+
+        def piece(t, a, xv):
+            sv = _splat(context, builder, t, sig.args[2], args[2], sig.args[0].dtype)
+            return builder.fadd(a, builder.fmul(xv, sv))
+        return _pieces(builder, vty, piece, args[0], args[1])
     return acc(acc, x, s), codegen
 
 
@@ -136,11 +190,14 @@ def vfmadd(typingctx, acc, x, s):
 
     def codegen(context, builder, sig, args):
         vty = context.get_value_type(sig.args[0])
-        sv = _splat(context, builder, vty, sig.args[2], args[2], sig.args[0].dtype)
-        elem = {ir.FloatType(): "f32", ir.DoubleType(): "f64"}[vty.element]
-        fnty = ir.FunctionType(vty, [vty, vty, vty])
-        fn = builder.module.declare_intrinsic(f"llvm.fma.v{vty.count}{elem}", (), fnty)
-        return builder.call(fn, [args[1], sv, args[0]])
+
+        def piece(t, a, xv):
+            sv = _splat(context, builder, t, sig.args[2], args[2], sig.args[0].dtype)
+            elem = {ir.FloatType(): "f32", ir.DoubleType(): "f64"}[t.element]
+            fnty = ir.FunctionType(t, [t, t, t])
+            fn = builder.module.declare_intrinsic(f"llvm.fma.v{t.count}{elem}", (), fnty)
+            return builder.call(fn, [xv, sv, a])
+        return _pieces(builder, vty, piece, args[0], args[1])
     return acc(acc, x, s), codegen
 
 
@@ -152,8 +209,11 @@ def vscale(typingctx, x, s):
 
     def codegen(context, builder, sig, args):
         vty = context.get_value_type(sig.args[0])
-        sv = _splat(context, builder, vty, sig.args[1], args[1], sig.args[0].dtype)
-        return builder.fmul(args[0], sv)
+
+        def piece(t, xv):
+            return builder.fmul(xv, _splat(context, builder, t, sig.args[1], args[1],
+                                           sig.args[0].dtype))
+        return _pieces(builder, vty, piece, args[0])
     return x(x, s), codegen
 
 

@@ -19,6 +19,12 @@ from numba import literally, njit, prange
 from dlrmprof.kernels._simd import (cycle_counter, prefetch, prefetch_l2, vadd, vfma, vfmadd,
                                     vload, vscale, vstore, vzero)
 
+# numba's cache keys compiled code on the content of this file alone, not on _simd.py's: a
+# kernel compiled with an older _simd stays in use (seen: the <48 x float> code of the old
+# _simd kept running after its fix).  This digest of _simd.py ties the two, and
+# tests/test_kernels.py fails until it is updated, so an edit there recompiles here.
+_SIMD_SHA256 = "b6046bf00da037a0"
+
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
 _FAST = dict(_OPTS, fastmath={"reassoc", "contract", "nsz", "arcp"})
@@ -107,13 +113,16 @@ def specialised(weight):
 def _prefetch_row(weight, row, pf_level, tail, D, line):
     """Prefetch the cache lines of weight[row] (level 2: into L2, else L1): one per 64 bytes
     from the row's start and, with `tail`, the line of its last element, which is one more
-    line when rows do not start on a line (`_tail_line`).  Inlined at numba-IR level, so the
+    line when rows do not start on a line (`_tail_line`); level 3, every other line only.  Inlined at numba-IR level, so the
     caller's literal D and line make the loop a fixed sequence."""
     if pf_level == 2:
         for c in range(0, D, line):
             prefetch_l2(weight, row, c)
         if tail:
             prefetch_l2(weight, row, D - 1)
+    elif pf_level == 3:
+        for c in range(0, D, 2 * line):
+            prefetch(weight, row, c)
     else:
         for c in range(0, D, line):
             prefetch(weight, row, c)
@@ -125,9 +134,9 @@ def _prefetch_row(weight, row, pf_level, tail, D, line):
 def _tail_line(weight, pf_level, D):
     """Whether a row prefetch needs its last element's line too: rows that start off a line
     (a table base or row size not a multiple of 64 bytes, e.g. numpy's 16-byte-aligned
-    arrays) span one line more than whole 64-byte steps reach.  Level 3 never asks: for
-    tables in L3 the extra prefetch cost more than the line it brings (see `prefetch_plan`)."""
-    return pf_level != 3 and ((weight.ctypes.data | (D * weight.itemsize)) & 63) != 0
+    arrays) span one line more than whole 64-byte steps reach.  Level 3 never asks: it
+    prefetches every other line and lets the hardware bring the rest (see `prefetch_plan`)."""
+    return pf_level < 3 and ((weight.ctypes.data | (D * weight.itemsize)) & 63) != 0
 
 
 @njit(**_OPTS)
@@ -301,8 +310,7 @@ SGD_PREFETCH = 16   # lookups ahead, for the one-thread sparse SGD of tables bey
 
 def prefetch_plan(table_bytes, D, itemsize):
     """(distance in lookups, level) of the software prefetch for a table: level 0 none, 1
-    into L1 (prefetcht0), 2 into L2 (prefetcht1), 3 into L1 without the line of a row's last
-    element that whole 64-byte steps from a row's start miss when rows start off a line.
+    into L1 (prefetcht0), 2 into L2 (prefetcht1), 3 every other line of the row into L1.
 
     Measured on the development host (Zen 4 VM, shared; `bench_embedding_bag.py --tune` and
     paired A/B runs against torch): a table that fits in L2 gains nothing (prefetch is pure
@@ -314,11 +322,16 @@ def prefetch_plan(table_bytes, D, itemsize):
     flight about constant.  Exception: a table of 7+ line rows that still fits in L3 (e.g.
     R=1e4 x D=128 fp32, 5 MB) takes prefetcht0 16 ahead too: paired runs vs torch, 1 thread,
     L=20: Zipf 0.92x -> 1.07x, uniform 1.24x either way (the L2 plan wins 2x beyond L3).
-    Tables of 3+ line rows that fit in L3 skip that last line (level 3): on numpy's
-    16-byte-aligned tables, R=1e4, L=20, Zipf, paired vs torch at 1 thread, D=64 0.92-0.93x
-    -> 0.96x and D=128 0.92-0.93x -> 0.95-0.96x, L=1 and uniform cells within +-2%; beyond
-    L3 the line is worth its prefetch (R=1e6 x D=64 uniform L=20: 1.02-1.04x with it,
-    0.99x without).  Leads to re-measure on other hosts, not laws."""
+    Tables of 3+ line rows that fit in L3 prefetch every other line of a row (level 3): the
+    L2's adjacent-line prefetcher brings the line beside each, so half the prefetch
+    instructions fetch the row.  Paired against torch, 1 thread, L=20, numpy tables,
+    2026-11-26: R=1e4 D=64 uniform 1.16-1.30x -> 1.21-1.33x, Zipf 0.92-1.01x -> 1.04-1.09x;
+    D=128 uniform 0.99-1.00x -> 1.04-1.07x, Zipf 0.95-0.99x -> 1.07-1.16x; R=1e5 D=64
+    1.10-1.15x -> 1.17-1.20x; D=32 Zipf 0.96x -> 1.11x; one-lookup bags +3-5% (the level
+    before, every line but a misaligned row's last, had itself gained 3-4% over every line
+    on the Zipf cells).  From DRAM every line is worth its prefetch: R=1e6 D=64 uniform L=20
+    1.28x with all lines, 1.21x with every other.  Leads to re-measure on other hosts, not
+    laws."""
     return _prefetch_plan(table_bytes, D, itemsize, L2_BYTES, L3_BYTES)
 
 
