@@ -50,7 +50,6 @@ from dlrmprof.errors import UserError
 
 WARP = 32
 THREADS = 128        # threads per block: 128 / tpb bags
-UNROLL = 4           # lookups walked together (written out in the kernel body)
 
 
 def layout(D: int) -> tuple[int, int]:

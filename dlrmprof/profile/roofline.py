@@ -150,8 +150,9 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
             if governing == "random" else
             "the ceiling was probably measured under contention; re-probe with "
             "`dlrmprof host --probe --refresh` on a quiet machine"))
-    # far below every roof with only microseconds per kernel call: the fixed cost of a call
-    # (dispatch, argument handling, Python) dominates, not the memory system or the ALUs
+    # far below every roof with only microseconds per kernel call, or with a call's work
+    # worth microseconds at the roof: the fixed cost of a call (dispatch, launch, argument
+    # handling, Python) dominates, not the memory system or the ALUs
     calls = (row.get("shape") or {}).get("calls") or 1
     per_call = t / calls
     out["per_call_s"] = per_call
