@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import mmap
 import sys
 import time
 
@@ -62,6 +63,38 @@ def zipf_ids(rng, n, R, a=1.1):
     while np.gcd(mult, R) != 1:
         mult += 2
     return ((out - 1) * mult) % R
+
+
+TABLES = {"torch": "64-byte aligned, pages as torch gets them (4 KiB unless THP is 'always')",
+          "numpy": "16-byte aligned (a 256-byte row spans 5 lines), advised into 2 MiB pages",
+          "huge": "page-aligned, advised into 2 MiB pages"}
+
+
+def table(rng, R, D, kind="torch"):
+    """(torch tensor, numpy view) of one R x D fp32 table, both sides reading the same memory.
+
+    torch: allocated by torch, as DLRM tables are (`nn.EmbeddingBag`, this package's
+    SparseArch): 64-byte aligned, in 4 KiB pages where transparent huge pages are on
+    `madvise` (the usual default).  numpy: numpy's allocation, 16-byte aligned (a row of
+    64k bytes spans k + 1 lines) but advised into 2 MiB pages.  huge: page-aligned and
+    advised into 2 MiB pages."""
+    if kind == "numpy":
+        weight = rng.random((R, D), dtype=np.float32)
+        return torch.from_numpy(weight), weight
+    if kind == "huge":
+        if not hasattr(mmap, "MADV_HUGEPAGE"):
+            raise SystemExit("--table huge: this Python/OS has no MADV_HUGEPAGE")
+        buf = mmap.mmap(-1, R * D * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        buf.madvise(mmap.MADV_HUGEPAGE)
+        weight = np.frombuffer(buf, dtype=np.float32).reshape(R, D)
+        weight_t = torch.from_numpy(weight)
+    else:
+        weight_t = torch.empty(R, D, dtype=torch.float32)
+        weight = weight_t.numpy()
+    step = 1 << 22
+    for r in range(0, R, step):   # in pieces: no second full-size temporary
+        weight[r:r + step] = rng.random((min(step, R - r), D), dtype=np.float32)
+    return weight_t, weight
 
 
 def index_pool(rng, R, D, L, dist):
@@ -160,9 +193,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--table", choices=["torch", "numpy", "huge"], default="torch",
+                    help="who allocates the tables: torch (64-byte aligned, 4 KiB pages; the "
+                    "default, as DLRM's), numpy (16-byte aligned, 2 MiB pages) or huge "
+                    "(page-aligned, 2 MiB pages)")
     ap.add_argument("--tune", action="store_true",
                     help="1 thread: ratio vs torch of every prefetch plan (distance, level), "
-                         "level 0 none / 1 L1 / 2 L2; the library's choice is marked *")
+                         "level 0 none / 1 L1 / 2 L2 / 3 every other line into L1 / 4 "
+                         "two-stage (L2 4x the distance ahead, then L1); the library's "
+                         "choice is marked *")
     args = ap.parse_args(argv)
     rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
     dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
@@ -180,6 +219,7 @@ def main(argv=None):
         print("random-access roof (measured now): " + ", ".join(
             f"{t} thr {v:.2f} ns/line ({64 / v:.2f} GB/s)" for t, v in roof_ns.items())
             + f"; dependent-load latency {pr['latency_ns']:.0f} ns", flush=True)
+    print(f"tables allocated by {args.table}: {TABLES[args.table]}", flush=True)
     print(f"B={B}  numba {numba.__version__} "
           f"torch {torch.__version__}  cells: R={rows} D={dims} L={pools} {dists} "
           f"threads={args.threads}", flush=True)
@@ -192,15 +232,16 @@ def main(argv=None):
         for D in dims:
             table_bytes = R * D * 4
             where = "DRAM" if table_bytes >= 4 * L3_BYTES else "cache"
-            weight = rng.random((R, D), dtype=np.float32)
-            weight_t = torch.from_numpy(weight)
+            weight_t, weight = table(rng, R, D, args.table)
             for L in pools:
                 for dist in dists:
                     pool, offsets = index_pool(rng, R, D, L, dist)
                     if args.tune:
                         from dlrmprof.kernels.numba_cpu import prefetch_plan
-                        chosen = prefetch_plan(weight.nbytes, D, weight.itemsize)
-                        plans = [(0, 0)] + [(d, lv) for lv in (1, 2) for d in (8, 16, 32, 64)]
+                        chosen = prefetch_plan(weight.nbytes, D, weight.itemsize,
+                                               weight.ctypes.data % 64 == 0)
+                        plans = ([(0, 0)] + [(d, lv) for lv in (1, 2) for d in (8, 16, 32, 64)]
+                                 + [(16, 3)] + [(d, 4) for d in (8, 16, 32)])
                         r = tune_cell(weight, weight_t, pool, offsets, seconds, plans)
                         mark = {p: "*" if p == chosen or (p[1] == 0 and chosen[1] == 0)
                                 else "" for p in r}

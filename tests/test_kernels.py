@@ -560,3 +560,32 @@ def test_vectors_of_other_lengths_are_held_as_power_of_two_pieces(D):
     np.testing.assert_allclose(out[0], want, rtol=1e-5, atol=1e-5)
     ir = bag.inspect_llvm(bag.signatures[0])
     assert f"<{D} x float>" not in ir and ("<16 x float>" in ir or "<8 x float>" in ir)
+
+
+@pytest.mark.skipif("numba" not in kernels.backends("embedding_bag"), reason="no numba")
+@pytest.mark.parametrize("aligned", [True, False])
+def test_every_prefetch_plan_gives_the_reference_result(rng, aligned):
+    # small tables take plan 0 through the public call: drive the serial kernel with each
+    # (distance, level) directly, on a line-aligned table and on one whose rows start off a
+    # line (the tail-line prefetch), with an out-of-range index and a decreasing offset
+    from dlrmprof.kernels import numba_cpu
+    R, D, B = 300, 48, 40
+    buf = np.empty(R * D + 16 + 1, np.float32)
+    start = (-buf.ctypes.data % 64) // 4 + (0 if aligned else 1)
+    w = buf[start:start + R * D].reshape(R, D)
+    w[:] = rng.standard_normal((R, D))
+    assert (w.ctypes.data % 64 == 0) == aligned
+    indices, offsets = _bags(rng, R, B, 12)
+    want = kernels.embedding_bag(w, indices, offsets, backend="reference")
+    ser = numba_cpu._eb_vec_kernels(D, 4)[1]
+    bad_idx = indices.copy()
+    bad_idx[5] = R
+    bad_off = offsets.copy()
+    bad_off[3] = bad_off[4] + 1
+    for dist in (1, 3, 16, 64):
+        for level in (0, 1, 2, 3, 4):
+            out = np.full((B, D), np.nan, np.float32)
+            assert ser(w, indices, offsets, None, False, out, 0, B, dist, level) == 0
+            np.testing.assert_allclose(out, want, **_tol(want))
+            assert ser(w, bad_idx, offsets, None, False, out, 0, B, dist, level) == 1
+            assert ser(w, indices, bad_off, None, False, out, 0, B, dist, level) >= 1

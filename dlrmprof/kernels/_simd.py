@@ -7,7 +7,8 @@ added with full-width loads, no loop, no aliasing question between the table and
 The vector length must be a compile-time constant (a literal int: a closure constant).
 
 `prefetch(arr, i, j)` issues ``llvm.prefetch`` (read, high locality, data) for the address of
-``arr[i, j]``; it never faults, so a prefetch of a bad address is harmless.
+``arr[i, j]``; it never faults, so a prefetch of a bad address is harmless.  `prefetch_at(addr)`
+does the same for an integer byte address (see its note on inlined helpers).
 """
 
 from __future__ import annotations
@@ -244,15 +245,49 @@ def prefetch_l2(typingctx, arr, i, j):
     return _prefetch_sig(arr, i, j, 2)
 
 
+@intrinsic
+def prefetch_at(typingctx, addr):
+    """Software prefetch of the byte address `addr` (an integer) into L1 (prefetcht0).
+
+    For helpers inlined into a hot loop: an array argument to a numba function inlined at IR
+    level (``inline="always"``) costs an NRT_incref / NRT_decref pair per call, and the
+    incref is a locked instruction, a full fence that keeps the loop's demand loads from
+    overlapping; an integer address costs nothing."""
+    if not isinstance(addr, types.Integer):
+        raise TypingError(f"prefetch_at needs an integer address, got {addr}")
+    return _prefetch_addr_sig(addr, 3)
+
+
+@intrinsic
+def prefetch_at_l2(typingctx, addr):
+    """Software prefetch of the byte address `addr` into L2 (prefetcht1 on x86)."""
+    if not isinstance(addr, types.Integer):
+        raise TypingError(f"prefetch_at_l2 needs an integer address, got {addr}")
+    return _prefetch_addr_sig(addr, 2)
+
+
+def _prefetch_addr_sig(addr, locality):
+
+    def codegen(context, builder, sig, args):
+        i8p = ir.IntType(8).as_pointer()
+        ptr = builder.inttoptr(args[0], i8p)
+        _emit_prefetch(builder, ptr, locality)
+        return context.get_dummy_value()
+    return types.void(addr), codegen
+
+
+def _emit_prefetch(builder, ptr, locality):
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+    fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+    builder.call(fn, [ptr, i32(0), i32(locality), i32(1)])
+
+
 def _prefetch_sig(arr, i, j, locality):
 
     def codegen(context, builder, sig, args):
         ptr = _item_pointer(context, builder, sig, args)
-        i8p = ir.IntType(8).as_pointer()
-        ptr = builder.bitcast(ptr, i8p)
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-        builder.call(fn, [ptr, i32(0), i32(locality), i32(1)])
+        _emit_prefetch(builder, builder.bitcast(ptr, ir.IntType(8).as_pointer()), locality)
         return context.get_dummy_value()
     return types.void(arr, i, j), codegen

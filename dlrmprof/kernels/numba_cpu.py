@@ -16,20 +16,22 @@ import numba
 import numpy as np
 from numba import literally, njit, prange
 
-from dlrmprof.kernels._simd import (cycle_counter, prefetch, prefetch_l2, vadd, vfma, vfmadd,
-                                    vload, vscale, vstore, vzero)
+from dlrmprof.kernels._simd import (cycle_counter, prefetch_at, prefetch_at_l2, vadd, vfma,
+                                    vfmadd, vload, vscale, vstore, vzero)
 
 # numba's cache keys compiled code on the content of this file alone, not on _simd.py's: a
 # kernel compiled with an older _simd stays in use (seen: the <48 x float> code of the old
 # _simd kept running after its fix).  This digest of _simd.py ties the two, and
 # tests/test_kernels.py fails until it is updated, so an edit there recompiles here.
-_SIMD_SHA256 = "b6046bf00da037a0"
+_SIMD_SHA256 = "633176d6a85083b9"
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
 _FAST = dict(_OPTS, fastmath={"reassoc", "contract", "nsz", "arcp"})
 
 _PF_PROLOGUE = True  # prefetch the first look-ahead's rows up front (a compile-time global)
+_FAR = 4  # level 4 (two-stage) prefetches into L2 this many times the L1 distance ahead
+TWO_STAGE_MAX_BYTES = 512 << 20  # beyond this, rows of 3+ lines take prefetcht1 alone
 
 # below this many gathered elements (nnz * D) the parallel launch costs more than it saves
 PARALLEL_MIN_WORK = 1 << 16
@@ -95,8 +97,7 @@ def _eb_fwd_ser(weight, indices, offsets, psw, mean, out):
 
 
 # D-specialised forward: the bag's sum is one <D x float> register value (see _simd), and
-# every cache line of the row `pf_dist` lookups ahead is prefetched (`pf_level` 0: none,
-# 1: into L1, 2: into L2).  D is a literal (compile-time) argument: one cached
+# the rows `pf_dist` lookups ahead are prefetched (`pf_level`: see `prefetch_plan`).  D is a literal (compile-time) argument: one cached
 # specialisation per D.
 
 SPECIALISED_MAX_D = 1024
@@ -110,24 +111,36 @@ def specialised(weight):
 
 
 @njit(inline="always", **_OPTS)
-def _prefetch_row(weight, row, pf_level, tail, D, line):
-    """Prefetch the cache lines of weight[row] (level 2: into L2, else L1): one per 64 bytes
-    from the row's start and, with `tail`, the line of its last element, which is one more
-    line when rows do not start on a line (`_tail_line`); level 3, every other line only.  Inlined at numba-IR level, so the
-    caller's literal D and line make the loop a fixed sequence."""
+def _prefetch_row(base, row, pf_level, tail, D, line):
+    """Prefetch the cache lines of row `row` of the table at byte address `base` (level 2:
+    into L2, else L1): one per 64 bytes from the row's start and, with `tail`, the line of
+    its last element, which is one more line when rows do not start on a line
+    (`_tail_line`); level 3, every other line only (level 4's two stages are two calls,
+    levels 2 and 1).  Inlined at numba-IR level, so the caller's literal D and line make the
+    loop a fixed sequence.  It takes the table's address, not the array: an array argument
+    to an inlined helper costs a locked NRT_incref / decref per call, a full fence that kept
+    the demand loads of successive rows from overlapping (see `_simd.prefetch_at`)."""
+    rowbytes = np.uint64(D * (64 // line))
+    a = base + np.uint64(row) * rowbytes
     if pf_level == 2:
         for c in range(0, D, line):
-            prefetch_l2(weight, row, c)
+            prefetch_at_l2(a + np.uint64(c * (64 // line)))
         if tail:
-            prefetch_l2(weight, row, D - 1)
+            prefetch_at_l2(a + rowbytes - np.uint64(1))
     elif pf_level == 3:
         for c in range(0, D, 2 * line):
-            prefetch(weight, row, c)
+            prefetch_at(a + np.uint64(c * (64 // line)))
     else:
         for c in range(0, D, line):
-            prefetch(weight, row, c)
+            prefetch_at(a + np.uint64(c * (64 // line)))
         if tail:
-            prefetch(weight, row, D - 1)
+            prefetch_at(a + rowbytes - np.uint64(1))
+
+
+@njit(inline="always", **_OPTS)
+def _line_aligned(weight, D):
+    """Whether every row of `weight` starts on a 64-byte line."""
+    return ((weight.ctypes.data | (D * weight.itemsize)) & 63) == 0
 
 
 @njit(inline="always", **_OPTS)
@@ -136,7 +149,7 @@ def _tail_line(weight, pf_level, D):
     (a table base or row size not a multiple of 64 bytes, e.g. numpy's 16-byte-aligned
     arrays) span one line more than whole 64-byte steps reach.  Level 3 never asks: it
     prefetches every other line and lets the hardware bring the rest (see `prefetch_plan`)."""
-    return pf_level < 3 and ((weight.ctypes.data | (D * weight.itemsize)) & 63) != 0
+    return pf_level != 3 and not _line_aligned(weight, D)
 
 
 @njit(**_OPTS)
@@ -151,12 +164,16 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
     bad = 0
     p_end = offsets[b1]
     tail = _tail_line(weight, pf_level, D)
+    base = np.uint64(weight.ctypes.data)
     if pf_level > 0 and _PF_PROLOGUE:
         # prologue: the first pf_dist rows, which the loop's look-ahead never reaches (at
         # B = 128 and one lookup per bag, half of a table's rows); issued back to back, so
         # their misses overlap
         for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
-            _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, tail, D, line)
+            _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], pf_level, tail, D, line)
+        if pf_level == 4:   # and the far stage's first rows, into L2
+            for q in range(offsets[b0] + pf_dist, min(offsets[b0] + _FAR * pf_dist, p_end)):
+                _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], 2, tail, D, line)
     for b in range(b0, b1):
         s = offsets[b]
         e = offsets[b + 1]
@@ -168,8 +185,13 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
                 q = p + pf_dist
                 if q < p_end:
                     # no range check: a prefetch never faults, a bad index is caught below
-                    _prefetch_row(weight, row0 + indices[np.uint64(p0 + q)], pf_level, tail,
+                    _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], pf_level, tail,
                                   D, line)
+                if pf_level == 4:
+                    q = p + _FAR * pf_dist
+                    if q < p_end:
+                        _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], 2, tail,
+                                      D, line)
             # unsigned positions and one unsigned compare: no negative-index wraparound code
             idx = indices[np.uint64(p0 + p)]
             if np.uint64(idx) >= np.uint64(R):
@@ -186,15 +208,17 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
 
 
 @njit(**_OPTS)
-def _prefetch_plan(table_bytes, D, itemsize, l2_bytes, l3_bytes):
+def _prefetch_plan(table_bytes, D, itemsize, aligned, l2_bytes, l3_bytes):
     if table_bytes <= l2_bytes:
         return 0, 0
-    lines = D * itemsize // 64 + 1
-    if lines >= 3 and table_bytes <= l3_bytes:
+    lines = (D * itemsize + 63) // 64 + (0 if aligned else 1)
+    if lines >= 2 and table_bytes <= l3_bytes // 4:
         return 16, 3
-    if 3 <= lines <= 6:
-        return 16, 1
-    return max(8, min(64, 256 // lines)), 2
+    if lines <= 2:
+        return 64, 2
+    if table_bytes <= TWO_STAGE_MAX_BYTES:
+        return 16, 4
+    return 32, 2
 
 
 @functools.lru_cache(maxsize=None)
@@ -225,7 +249,8 @@ def _eb_vec_kernels(D, itemsize=4):
         if offsets[0] != 0 or offsets[B] != indices.shape[0]:
             return -1   # the caller's checked path names the fault
         pf_dist, pf_level = _prefetch_plan(weight.shape[0] * D * weight.itemsize, D,
-                                           weight.itemsize, l2_bytes, l3_bytes)
+                                           weight.itemsize, _line_aligned(weight, D),
+                                           l2_bytes, l3_bytes)
         if threads > 1 and B > 1:
             return eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
                               pf_dist, pf_level)
@@ -256,6 +281,7 @@ def _eb_tables_kernel(D, itemsize=4):
         T = rows.shape[0]
         bad = 0
         p0 = 0
+        aligned = _line_aligned(weight, D)
         for t in range(T):
             c0 = cycle_counter()
             o = t * (B + 1)
@@ -263,7 +289,7 @@ def _eb_tables_kernel(D, itemsize=4):
             if offs[0] != 0:
                 bad += 1
             pf_dist, pf_level = _prefetch_plan(rows[t] * D * weight.itemsize, D,
-                                               weight.itemsize, l2_bytes, l3_bytes)
+                                               weight.itemsize, aligned, l2_bytes, l3_bytes)
             bad += _eb_vec_range(weight, indices, offs, None, means[t], out, 0, B, pf_dist,
                                  pf_level, D, line, row_base[t], rows[t], p0, t * D)
             p0 += offs[B]
@@ -308,31 +334,30 @@ L3_BYTES = _cache_bytes(3, 32 << 20)
 SGD_PREFETCH = 16   # lookups ahead, for the one-thread sparse SGD of tables beyond L2
 
 
-def prefetch_plan(table_bytes, D, itemsize):
-    """(distance in lookups, level) of the software prefetch for a table: level 0 none, 1
-    into L1 (prefetcht0), 2 into L2 (prefetcht1), 3 every other line of the row into L1.
+def prefetch_plan(table_bytes, D, itemsize, aligned=True):
+    """(distance in lookups, level) of the software prefetch for a table whose rows start on
+    64-byte lines (`aligned`) or not: level 0 none, 1 every line into L1 (prefetcht0), 2 every
+    line into L2 (prefetcht1), 3 every other line into L1, 4 two-stage (every line into L2
+    4 x distance ahead, then into L1 distance ahead).
 
-    Measured on the development host (Zen 4 VM, shared; `bench_embedding_bag.py --tune` and
-    paired A/B runs against torch): a table that fits in L2 gains nothing (prefetch is pure
-    overhead).  Beyond it, rows of 1-2 lines (fp32 D <= 16) and of 7+ lines (D >= 96)
-    gained most from prefetching every line into L2 (prefetcht1) 28-64 lookups ahead
-    (1.2-2x over no prefetch from DRAM), while rows of 3-6 lines (D = 32..80) lost ~10%
-    that way and gained 10-25% from prefetcht0 16 lookups ahead (prefetcht2 / prefetchnta
-    and other distances did no better).  Nearer rows for wider D keep the number of lines in
-    flight about constant.  Exception: a table of 7+ line rows that still fits in L3 (e.g.
-    R=1e4 x D=128 fp32, 5 MB) takes prefetcht0 16 ahead too: paired runs vs torch, 1 thread,
-    L=20: Zipf 0.92x -> 1.07x, uniform 1.24x either way (the L2 plan wins 2x beyond L3).
-    Tables of 3+ line rows that fit in L3 prefetch every other line of a row (level 3): the
-    L2's adjacent-line prefetcher brings the line beside each, so half the prefetch
-    instructions fetch the row.  Paired against torch, 1 thread, L=20, numpy tables,
-    2026-11-26: R=1e4 D=64 uniform 1.16-1.30x -> 1.21-1.33x, Zipf 0.92-1.01x -> 1.04-1.09x;
-    D=128 uniform 0.99-1.00x -> 1.04-1.07x, Zipf 0.95-0.99x -> 1.07-1.16x; R=1e5 D=64
-    1.10-1.15x -> 1.17-1.20x; D=32 Zipf 0.96x -> 1.11x; one-lookup bags +3-5% (the level
-    before, every line but a misaligned row's last, had itself gained 3-4% over every line
-    on the Zipf cells).  From DRAM every line is worth its prefetch: R=1e6 D=64 uniform L=20
-    1.28x with all lines, 1.21x with every other.  Leads to re-measure on other hosts, not
-    laws."""
-    return _prefetch_plan(table_bytes, D, itemsize, L2_BYTES, L3_BYTES)
+      table fits in L2                          none: prefetch is pure overhead
+      rows of 2+ lines, table <= L3 / 4         16 ahead, every other line into L1; the L2's
+                                                adjacent-line prefetcher brings the other
+      rows of 1-2 lines, beyond that            64 ahead into L2
+      rows of 3+ lines, table <= 512 MiB        two-stage, 16 (L1) and 64 (L2) ahead
+      rows of 3+ lines, larger                  32 ahead into L2
+
+    Measured on the development host (Zen 4 VM, shared) with `bench_embedding_bag.py --tune`
+    (1 thread, torch-allocated tables, 2026-11-26, after the row prefetch stopped taking a
+    reference on the table, see `_prefetch_row`), ratio to torch of the chosen plan against
+    the best plan tried, over uniform/Zipf x L 1/20: R 1e4 D 32-128 every other line
+    1.36-2.12x; R 1e5-1e6 D 16 1.68-2.81x; R 1e5 D 32 64 ahead 2.01-2.88x; R 1e5-1e6 D 64
+    two-stage 1.68-2.80x (prefetcht1 alone 1.50-2.02x, prefetcht0 alone 1.07-1.50x); R 1e7
+    D 64 (2.4 GiB) prefetcht1 32 ahead 0.94-1.36x where two-stage gave 0.81-1.21x: every row
+    is a TLB miss in 4 KiB pages, and the two stages' prefetches each pay it (with the
+    table in 2 MiB pages two-stage gave 1.77x, `bench_row_prefetch.py --table huge`).
+    Leads to re-measure on other hosts, not laws."""
+    return _prefetch_plan(table_bytes, D, itemsize, aligned, L2_BYTES, L3_BYTES)
 
 
 @njit(**_OPTS)
@@ -409,9 +434,10 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
     nnz = offsets[B]
     line = 64 // weight.itemsize
     tail = _tail_line(weight, 1, D)
+    base = np.uint64(weight.ctypes.data)
     if pf_dist > 0 and _PF_PROLOGUE:
         for q in range(offsets[0], min(offsets[0] + pf_dist, nnz)):  # as in the forward
-            _prefetch_row(weight, row0 + indices[p0 + q], 1, tail, D, line)
+            _prefetch_row(base, row0 + indices[p0 + q], 1, tail, D, line)
     for b in range(B):
         s = offsets[b]
         e = offsets[b + 1]
@@ -420,7 +446,7 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
         scale = lr / (e - s) if mean else lr
         for p in range(s, e):
             if pf_dist > 0 and p + pf_dist < nnz:
-                _prefetch_row(weight, row0 + indices[p0 + p + pf_dist], 1, tail, D, line)
+                _prefetch_row(base, row0 + indices[p0 + p + pf_dist], 1, tail, D, line)
             idx = row0 + indices[p0 + p]
             if nparts > 1 and idx % nparts != part:
                 continue
