@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import mmap
 import sys
 import time
 
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from dlrmprof import kernels
+from dlrmprof.kernels.tables import empty_table, huge_page_share
 
 B = 2048
 L3_BYTES = 32 << 20
@@ -65,32 +65,20 @@ def zipf_ids(rng, n, R, a=1.1):
     return ((out - 1) * mult) % R
 
 
-TABLES = {"torch": "64-byte aligned, pages as torch gets them (4 KiB unless THP is 'always')",
-          "numpy": "16-byte aligned (a 256-byte row spans 5 lines), advised into 2 MiB pages",
-          "huge": "page-aligned, advised into 2 MiB pages"}
+TABLES = {"dlrm": "64-byte aligned, advised into 2 MiB pages (kernels.tables.empty_table, as "
+                  "dlrmprof's DLRM allocates its tables)",
+          "torch": "torch.empty: 64-byte aligned, 4 KiB pages unless THP is 'always'",
+          "numpy": "16-byte aligned (a 256-byte row spans 5 lines), numpy advises 2 MiB pages"}
 
 
-def table(rng, R, D, kind="torch"):
-    """(torch tensor, numpy view) of one R x D fp32 table, both sides reading the same memory.
-
-    torch: allocated by torch, as DLRM tables are (`nn.EmbeddingBag`, this package's
-    SparseArch): 64-byte aligned, in 4 KiB pages where transparent huge pages are on
-    `madvise` (the usual default).  numpy: numpy's allocation, 16-byte aligned (a row of
-    64k bytes spans k + 1 lines) but advised into 2 MiB pages.  huge: page-aligned and
-    advised into 2 MiB pages."""
+def table(rng, R, D, kind="dlrm"):
+    """(torch tensor, numpy view) of one R x D fp32 table, both sides reading the same memory
+    (see TABLES)."""
     if kind == "numpy":
         weight = rng.random((R, D), dtype=np.float32)
         return torch.from_numpy(weight), weight
-    if kind == "huge":
-        if not hasattr(mmap, "MADV_HUGEPAGE"):
-            raise SystemExit("--table huge: this Python/OS has no MADV_HUGEPAGE")
-        buf = mmap.mmap(-1, R * D * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        buf.madvise(mmap.MADV_HUGEPAGE)
-        weight = np.frombuffer(buf, dtype=np.float32).reshape(R, D)
-        weight_t = torch.from_numpy(weight)
-    else:
-        weight_t = torch.empty(R, D, dtype=torch.float32)
-        weight = weight_t.numpy()
+    weight_t = empty_table(R, D) if kind == "dlrm" else torch.empty(R, D, dtype=torch.float32)
+    weight = weight_t.numpy()
     step = 1 << 22
     for r in range(0, R, step):   # in pieces: no second full-size temporary
         weight[r:r + step] = rng.random((min(step, R - r), D), dtype=np.float32)
@@ -193,10 +181,10 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
     ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--table", choices=["torch", "numpy", "huge"], default="torch",
-                    help="who allocates the tables: torch (64-byte aligned, 4 KiB pages; the "
-                    "default, as DLRM's), numpy (16-byte aligned, 2 MiB pages) or huge "
-                    "(page-aligned, 2 MiB pages)")
+    ap.add_argument("--table", choices=list(TABLES), default="dlrm",
+                    help="how the tables are allocated: dlrm (default: 64-byte aligned, 2 MiB "
+                    "pages, as dlrmprof's DLRM), torch (torch.empty: 4 KiB pages) or numpy "
+                    "(16-byte aligned)")
     ap.add_argument("--tune", action="store_true",
                     help="1 thread: ratio vs torch of every prefetch plan (distance, level), "
                          "level 0 none / 1 L1 / 2 L2 / 3 every other line into L1 / 4 "
@@ -233,6 +221,9 @@ def main(argv=None):
             table_bytes = R * D * 4
             where = "DRAM" if table_bytes >= 4 * L3_BYTES else "cache"
             weight_t, weight = table(rng, R, D, args.table)
+            huge = huge_page_share(weight.ctypes.data, weight.nbytes)
+            if table_bytes >= 4 * L3_BYTES and huge is not None:
+                print(f"  (R={R:.0e} D={D}: {huge:.0%} of the table in 2 MiB pages)", flush=True)
             for L in pools:
                 for dist in dists:
                     pool, offsets = index_pool(rng, R, D, L, dist)

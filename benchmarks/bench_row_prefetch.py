@@ -3,20 +3,25 @@ F.embedding_bag, one thread: is there a scheme that reads fp32 D = 64 rows (four
 from DRAM much faster than torch does?
 
     python benchmarks/bench_row_prefetch.py                 # R 1e7 x D 64 (2.4 GB), L 20
-    python benchmarks/bench_row_prefetch.py --rows 1e6 --rounds 40
+    python benchmarks/bench_row_prefetch.py --table torch   # the same table in 4 KiB pages
 
-The issue asks the numba embedding bag for 1.3x torch on DRAM tables.  D = 16 and D = 128 get
-there (one-line rows: prefetcht1 far ahead; eight-line rows: the L2 streamer joins in), but
-D = 64 stays at about 1.0x: torch already runs at this host's random-line roof.  This script
-tries schemes the library's plans (`numba_cpu.prefetch_plan`, `bench_embedding_bag.py
---tune`) do not cover, on a plain numba bag-sum loop that differs only in its prefetches:
+This is the experiment behind `numba_cpu.prefetch_plan`'s choices for rows of 3+ lines
+from DRAM.  It runs a plain numba bag-sum loop that differs only in its prefetches, and the
+library's own kernel under three plans, against torch:
 
-  t0 near      prefetcht0 of the row's 4 lines, d0 lookups ahead (the library's plan: d0 16)
+  t0 near      prefetcht0 of the row's 4 lines, d0 lookups ahead (the plan before level 4)
   t1 far       prefetcht1 (into L2 on Zen 4) of the row's lines, d1 lookups ahead
   two-stage    both: t1 far into L2, then t0 near from L2 into L1, so more misses are in
-               flight than the core's L1 miss buffers hold
+               flight than the core's L1 miss buffers hold (the library's level 4)
   t1 half      prefetcht1 of every other line (the L2's adjacent-line prefetcher the rest)
   none         no software prefetch (hardware prefetchers only)
+
+What it showed on the development host (Zen 4 VM): with rows on 64-byte lines and the table
+in 2 MiB pages, prefetcht1 far ahead reaches 1.6-1.7x torch and two-stage 1.8x, where
+prefetcht0 alone stays at 1.0-1.1x; in 4 KiB pages (`--table torch`) every row is also a TLB
+miss and the gains shrink to 1.4x; with numpy's 16-byte-aligned rows (5 lines each) no
+scheme passes 1.25x.  And the library kernel matched the plain loop only once its row
+prefetch stopped taking a reference on the table (see `numba_cpu._prefetch_row`).
 
 Every scheme's result is checked against torch first; then all run interleaved, round by
 round (order rotated, each call on its own batch from a pool larger than L3), and the medians
@@ -26,7 +31,6 @@ are compared.  "others" is the CPU other processes used meanwhile, in cores (sha
 from __future__ import annotations
 
 import argparse
-import mmap
 import time
 
 import numba
@@ -37,6 +41,7 @@ import torch.nn.functional as F
 from numba import njit
 
 from dlrmprof.kernels._simd import prefetch, prefetch_l2, vadd, vload, vstore, vzero
+from dlrmprof.kernels.tables import empty_table, huge_page_share
 
 D = 64  # four 64-byte lines of fp32
 
@@ -87,34 +92,15 @@ SCHEMES = {  # name: (d0, d1, half)
 
 
 def table(R, kind):
-    """An R x D fp32 table from numpy, or in a page-aligned anonymous mapping."""
+    """An R x D fp32 table (numpy view; see --table)."""
     if kind == "numpy":
         return np.empty((R, D), dtype=np.float32)
-    advice = "MADV_HUGEPAGE" if kind == "huge" else "MADV_NOHUGEPAGE"
-    if not hasattr(mmap, advice):
-        raise SystemExit(f"--table {kind}: this Python/OS has no {advice}")
-    buf = mmap.mmap(-1, R * D * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    buf.madvise(getattr(mmap, advice))
-    return np.frombuffer(buf, dtype=np.float32).reshape(R, D)
+    return (empty_table(R, D) if kind == "dlrm" else torch.empty(R, D)).numpy()
 
 
-def pages(weight):
-    """How much of the table the kernel backs with huge pages (from /proc/self/smaps)."""
-    lo = weight.ctypes.data
-    hi = lo + weight.nbytes
-    huge, inside = 0, False
-    try:
-        with open("/proc/self/smaps") as f:
-            for line in f:
-                head = line.split()[0]
-                if "-" in head and not head.endswith(":"):
-                    a, b = (int(x, 16) for x in head.split("-"))
-                    inside = a < hi and b > lo
-                elif inside and head == "AnonHugePages:":
-                    huge += int(line.split()[1]) << 10
-    except OSError:
-        return "page size unknown"
-    return f"{huge / weight.nbytes:.0%} in 2 MiB pages"
+def pages_note(weight):
+    share = huge_page_share(weight.ctypes.data, weight.nbytes)
+    return "page size unknown" if share is None else f"{share:.0%} in 2 MiB pages"
 
 
 def busy(c):
@@ -129,10 +115,11 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--table", choices=["numpy", "huge", "small"], default="numpy",
-                    help="numpy: np.empty (16-byte aligned, so a 256-byte row spans 5 lines; "
-                    "numpy advises huge pages itself); huge / small: a page-aligned mapping "
-                    "advised MADV_HUGEPAGE / MADV_NOHUGEPAGE")
+    ap.add_argument("--table", choices=["dlrm", "torch", "numpy"], default="dlrm",
+                    help="dlrm: kernels.tables.empty_table (64-byte aligned, 2 MiB pages, as "
+                    "dlrmprof's DLRM); torch: torch.empty (4 KiB pages unless THP is "
+                    "'always'); numpy: np.empty (16-byte aligned, so a 256-byte row spans 5 "
+                    "lines; numpy advises 2 MiB pages itself)")
     args = ap.parse_args(argv)
     R, L, B = int(args.rows), args.pooling, args.batch
     torch.set_num_threads(1)
@@ -187,7 +174,7 @@ def main(argv=None):
     t_torch = med["torch F.embedding_bag"]
     lines = B * L * (D * 4 // 64)
     print(f"R={R:.0e} x D={D} fp32 ({R * D * 4 / 2**30:.2f} GiB, {args.table}: "
-          f"{'rows of 5 lines' if tail else 'line-aligned rows'}, {pages(weight)}), B={B}, "
+          f"{'rows of 5 lines' if tail else 'line-aligned rows'}, {pages_note(weight)}), B={B}, "
           f"L={L}, 1 thread, {args.rounds} rounds interleaved; others {others:.2f} cores")
     print(f"{'scheme':32} {'us':>8} {'ns/line':>8} {'GB/s':>7} {'vs torch':>9}")
     for n in names:

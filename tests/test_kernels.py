@@ -589,3 +589,23 @@ def test_every_prefetch_plan_gives_the_reference_result(rng, aligned):
             np.testing.assert_allclose(out, want, **_tol(want))
             assert ser(w, bad_idx, offsets, None, False, out, 0, B, dist, level) == 1
             assert ser(w, indices, bad_off, None, False, out, 0, B, dist, level) >= 1
+
+
+def test_empty_table_is_line_aligned_and_advised_into_huge_pages():
+    from pathlib import Path
+
+    from dlrmprof.kernels import tables
+    t = tables.empty_table(3000, 1400)            # 16 MiB: past the advice threshold
+    assert t.shape == (3000, 1400) and t.dtype == torch.float32 and t.data_ptr() % 64 == 0
+    t.fill_(1.5)
+    assert float(t.sum()) == 1.5 * t.numel()
+    small = tables.empty_table(10, 16)
+    assert small.shape == (10, 16) and small.data_ptr() % 64 == 0
+    assert not tables.advise_huge_pages(small.data_ptr(), small.numel() * 4)   # too small
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if sys.platform.startswith("linux") and thp.exists() and "[never]" not in thp.read_text():
+        # the advice is taken (whether 2 MiB pages then back it is the kernel's affair)
+        assert tables.advise_huge_pages(t.data_ptr(), t.numel() * 4)
+        share = tables.huge_page_share(t.data_ptr(), t.numel() * 4)
+        assert share is not None and 0.0 <= share <= 1.0
+    assert tables.huge_page_share(0, 4096) in (0.0, None)   # no mapping there

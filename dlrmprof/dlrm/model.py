@@ -40,6 +40,7 @@ from torch import nn
 from dlrmprof import kernels
 from dlrmprof.dlrm.config import DLRMConfig, TableConfig
 from dlrmprof.errors import UserError
+from dlrmprof.kernels.tables import empty_table
 
 BACKENDS = {"cpu": ("numba", "torch"), "cuda": ("torch", "numba-cuda")}
 
@@ -123,7 +124,9 @@ class SparseArch(nn.Module):
         self.upd_names = tuple(f"emb_update.{n}" for n in self.names)
         rows = np.array([t.rows for t in tables], dtype=np.int64)
         self.row_base = np.concatenate([[0], np.cumsum(rows)[:-1]]).astype(np.int64)
-        w = torch.empty(int(rows.sum()), self.dim, dtype=torch.float32)
+        # 2 MiB pages where the OS gives them (kernels.tables): a lookup into a table beyond
+        # the TLB's reach otherwise pays a page walk per row, both backends alike
+        w = empty_table(int(rows.sum()), self.dim)
         for t, b in zip(tables, self.row_base):
             bound = 1.0 / math.sqrt(t.rows)
             w[int(b):int(b) + t.rows].uniform_(-bound, bound, generator=generator)
