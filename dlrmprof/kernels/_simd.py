@@ -250,9 +250,9 @@ def prefetch_at(typingctx, addr):
     """Software prefetch of the byte address `addr` (an integer) into L1 (prefetcht0).
 
     For helpers inlined into a hot loop: an array argument to a numba function inlined at IR
-    level (``inline="always"``) costs an NRT_incref / NRT_decref pair per call, and the
-    incref is a locked instruction, a full fence that keeps the loop's demand loads from
-    overlapping; an integer address costs nothing."""
+    level (``inline="always"``) may cost an NRT_incref / NRT_decref call pair per call
+    (the loop's vector registers spilled around them, an atomic add each) wherever numba's
+    reference-count pruning does not remove it; an integer address costs nothing."""
     if not isinstance(addr, types.Integer):
         raise TypingError(f"prefetch_at needs an integer address, got {addr}")
     return _prefetch_addr_sig(addr, 3)

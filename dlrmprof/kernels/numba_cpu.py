@@ -23,7 +23,7 @@ from dlrmprof.kernels._simd import (cycle_counter, prefetch_at, prefetch_at_l2, 
 # kernel compiled with an older _simd stays in use (seen: the <48 x float> code of the old
 # _simd kept running after its fix).  This digest of _simd.py ties the two, and
 # tests/test_kernels.py fails until it is updated, so an edit there recompiles here.
-_SIMD_SHA256 = "633176d6a85083b9"
+_SIMD_SHA256 = "7f827a8c316ab76e"
 
 _OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
@@ -97,8 +97,8 @@ def _eb_fwd_ser(weight, indices, offsets, psw, mean, out):
 
 
 # D-specialised forward: the bag's sum is one <D x float> register value (see _simd), and
-# the rows `pf_dist` lookups ahead are prefetched (`pf_level`: see `prefetch_plan`).  D is a literal (compile-time) argument: one cached
-# specialisation per D.
+# the rows `pf_dist` lookups ahead are prefetched (`pf_level`: see `prefetch_plan`).  D is
+# a literal (compile-time) argument: one cached specialisation per D.
 
 SPECIALISED_MAX_D = 1024
 
@@ -118,8 +118,10 @@ def _prefetch_row(base, row, pf_level, tail, D, line):
     (`_tail_line`); level 3, every other line only (level 4's two stages are two calls,
     levels 2 and 1).  Inlined at numba-IR level, so the caller's literal D and line make the
     loop a fixed sequence.  It takes the table's address, not the array: an array argument
-    to an inlined helper costs a locked NRT_incref / decref per call, a full fence that kept
-    the demand loads of successive rows from overlapping (see `_simd.prefetch_at`)."""
+    to an inlined helper may cost an NRT_incref / decref call pair per call where numba's
+    reference-count pruning does not remove it, and with two call sites in the loop (level
+    4) it did not: the first two-stage version ran at 0.65x torch instead of 1.65x (R 1e7 x
+    D 64, L 20, `bench_row_prefetch.py`)."""
     rowbytes = np.uint64(D * (64 // line))
     a = base + np.uint64(row) * rowbytes
     if pf_level == 2:
@@ -348,15 +350,13 @@ def prefetch_plan(table_bytes, D, itemsize, aligned=True):
       rows of 3+ lines, larger                  32 ahead into L2
 
     Measured on the development host (Zen 4 VM, shared) with `bench_embedding_bag.py --tune`
-    (1 thread, torch-allocated tables, 2026-11-26, after the row prefetch stopped taking a
-    reference on the table, see `_prefetch_row`), ratio to torch of the chosen plan against
+    (1 thread, `--table torch`, 2026-11-26), ratio to torch of the chosen plan against
     the best plan tried, over uniform/Zipf x L 1/20: R 1e4 D 32-128 every other line
     1.36-2.12x; R 1e5-1e6 D 16 1.68-2.81x; R 1e5 D 32 64 ahead 2.01-2.88x; R 1e5-1e6 D 64
-    two-stage 1.68-2.80x (prefetcht1 alone 1.50-2.02x, prefetcht0 alone 1.07-1.50x); R 1e7
-    D 64 (2.4 GiB) prefetcht1 32 ahead 0.94-1.36x where two-stage gave 0.81-1.21x: every row
-    is a TLB miss in 4 KiB pages, and the two stages' prefetches each pay it (with the
-    table in 2 MiB pages two-stage gave 1.77x, `bench_row_prefetch.py --table huge`).
-    Leads to re-measure on other hosts, not laws."""
+    two-stage 1.68-2.80x (prefetcht1 alone 1.50-2.02x, prefetcht0 alone 1.12-1.50x).  R 1e7
+    D 64 (2.4 GiB): prefetcht1 32 ahead 0.94-1.36x where two-stage gave 0.81-1.21x (every
+    row a TLB miss in 4 KiB pages), and in 2 MiB pages (`--table dlrm`) 1.22-1.86x against
+    two-stage's 1.07-1.71x.  Leads to re-measure on other hosts, not laws."""
     return _prefetch_plan(table_bytes, D, itemsize, aligned, L2_BYTES, L3_BYTES)
 
 
