@@ -350,13 +350,23 @@ def prefetch_plan(table_bytes, D, itemsize, aligned=True):
       rows of 3+ lines, larger                  32 ahead into L2
 
     Measured on the development host (Zen 4 VM, shared) with `bench_embedding_bag.py --tune`
-    (1 thread, `--table torch`, 2026-11-26), ratio to torch of the chosen plan against
-    the best plan tried, over uniform/Zipf x L 1/20: R 1e4 D 32-128 every other line
-    1.36-2.12x; R 1e5-1e6 D 16 1.68-2.81x; R 1e5 D 32 64 ahead 2.01-2.88x; R 1e5-1e6 D 64
-    two-stage 1.68-2.80x (prefetcht1 alone 1.50-2.02x, prefetcht0 alone 1.12-1.50x).  R 1e7
-    D 64 (2.4 GiB): prefetcht1 32 ahead 0.94-1.36x where two-stage gave 0.81-1.21x (every
-    row a TLB miss in 4 KiB pages), and in 2 MiB pages (`--table dlrm`) 1.22-1.86x against
-    two-stage's 1.07-1.71x.  Leads to re-measure on other hosts, not laws."""
+    (1 thread, each plan paired with torch, tables as DLRM allocates them, 2026-11-27
+    00:00 UTC), torch time / numba time over uniform/Zipf x L 1/20:
+
+      R 1e4, D 32-128 (1-5 MB), every other line     0.90-1.53x (the best plan per cell
+                                                     1.00-1.53x)
+      R 1e5-1e6, D 32, L2 64 ahead                   1.66-2.71x
+      R 1e5-1e6, D 64-128, two-stage                 1.27-2.38x (prefetcht1 alone
+                                                     1.08-2.20x, prefetcht0 alone 0.90-1.29x)
+      R 1e7, D 64-128 (2.4-4.9 GB), L2 32 ahead      1.02-1.69x (two-stage 0.75-1.64x)
+      R 1e5-1e6, D 16, L2 64 ahead                   1.36-2.53x, but 0.63-0.77x on the
+                                                     one-lookup Zipf cells in one 10-minute
+                                                     window (prefetcht0 1.77x there), 1.6-2.0x
+                                                     before and after it
+
+    The plans before these had been tuned on numpy's 16-byte-aligned tables, where a row of
+    four lines spans five and no L2 prefetch gains (R 1e6 x D 64: 0.9-1.1x whatever the
+    plan).  Leads to re-measure on other hosts, not laws."""
     return _prefetch_plan(table_bytes, D, itemsize, aligned, L2_BYTES, L3_BYTES)
 
 
