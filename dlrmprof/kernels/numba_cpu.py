@@ -216,7 +216,9 @@ def _prefetch_plan(table_bytes, D, itemsize, aligned, l2_bytes, l3_bytes):
     lines = (D * itemsize + 63) // 64 + (0 if aligned else 1)
     if lines >= 2 and table_bytes <= l3_bytes // 4:
         return 16, 3
-    if lines <= 2:
+    if lines == 1:
+        return 32, 4
+    if lines == 2:
         return 64, 2
     if table_bytes <= TWO_STAGE_MAX_BYTES:
         return 16, 4
@@ -345,7 +347,8 @@ def prefetch_plan(table_bytes, D, itemsize, aligned=True):
       table fits in L2                          none: prefetch is pure overhead
       rows of 2+ lines, table <= L3 / 4         16 ahead, every other line into L1; the L2's
                                                 adjacent-line prefetcher brings the other
-      rows of 1-2 lines, beyond that            64 ahead into L2
+      rows of 1 line, beyond that               two-stage, 32 (L1) and 128 (L2) ahead
+      rows of 2 lines, beyond that              64 ahead into L2
       rows of 3+ lines, table <= 512 MiB        two-stage, 16 (L1) and 64 (L2) ahead
       rows of 3+ lines, larger                  32 ahead into L2
 
@@ -359,10 +362,13 @@ def prefetch_plan(table_bytes, D, itemsize, aligned=True):
       R 1e5-1e6, D 64-128, two-stage                 1.27-2.38x (prefetcht1 alone
                                                      1.08-2.20x, prefetcht0 alone 0.90-1.29x)
       R 1e7, D 64-128 (2.4-4.9 GB), L2 32 ahead      1.02-1.69x (two-stage 0.75-1.64x)
-      R 1e5-1e6, D 16, L2 64 ahead                   1.36-2.53x, but 0.63-0.77x on the
-                                                     one-lookup Zipf cells in one 10-minute
-                                                     window (prefetcht0 1.77x there), 1.6-2.0x
-                                                     before and after it
+      R 1e5-1e7, D 16, two-stage 32 ahead            1.12-2.31x (00:25 UTC)
+
+    One-line rows (D 16) took L2 64 ahead before (1.29-2.45x), until the one-lookup Zipf
+    cells turned out to run at 0.63-0.80x under it in some processes and 1.9-2.2x in others
+    (R 1e6 and 1e7, the same inputs; neither the table's 2 MiB pages nor its offset in them
+    told the two apart).  Two-stage 32 ahead gave 1.43-2.16x on those cells in every process
+    tried, 2.1-2.75x on the uniform ones.
 
     The plans before these had been tuned on numpy's 16-byte-aligned tables, where a row of
     four lines spans five and no L2 prefetch gains (R 1e6 x D 64: 0.9-1.1x whatever the
