@@ -19,10 +19,10 @@ library's own kernel under three plans, against torch:
 What it showed on the development host (Zen 4 VM): with rows on 64-byte lines and the table
 in 2 MiB pages, prefetcht1 far ahead reaches 1.6-1.7x torch and two-stage 1.8x, where
 prefetcht0 alone stays at 1.0-1.1x; in 4 KiB pages (`--table torch`) every row is also a TLB
-miss and the gains shrink to 1.4x; with numpy's 16-byte-aligned rows (5 lines each) no
-scheme passes 1.25x.  The library's first two-stage version ran at 0.65x here where the plain
-loop ran at 1.8x: its second inlined prefetch call took a reference on the table per lookup
-(see `numba_cpu._prefetch_row`); now it runs with the plain loop.
+miss and the best scheme reaches 1.23x; with numpy's 16-byte-aligned rows (5 lines each)
+no scheme passes 1.23x.  The library's first two-stage version ran at 0.65x here where the
+plain loop ran at 1.8x: its second inlined prefetch call took a reference on the table per
+lookup (see `numba_cpu._prefetch_row`); now it runs with the plain loop.
 
 Every scheme's result is checked against torch first; then all run interleaved, round by
 round (order rotated, each call on its own batch from a pool larger than L3), and the medians

@@ -2,8 +2,7 @@
 allows.
 
 A lookup into a table bigger than the TLB's reach (a few MiB of 4 KiB pages) pays a page
-walk for nearly every row, and a software prefetch that misses the TLB pays it too (or, on
-Zen 4, may be dropped).  With transparent huge pages in ``madvise`` mode (the usual Linux
+walk for nearly every row, and a software prefetch that misses the TLB pays it too.  With transparent huge pages in ``madvise`` mode (the usual Linux
 default) only memory advised ``MADV_HUGEPAGE`` gets 2 MiB pages; numpy advises its big
 arrays itself, torch does not.  `empty_table` allocates with torch (64-byte aligned: a row of
 64k bytes spans k lines, not k + 1 as in numpy's 16-byte-aligned arrays) and advises the
