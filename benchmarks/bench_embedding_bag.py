@@ -178,6 +178,42 @@ def tune_cell(weight, weight_t, pool, offsets, seconds, plans):
     return ratios
 
 
+SPAN_CELLS = ((4096, 10**4), (4096, 10**5), (4096, 10**6), (4096, 10**7),
+              (65536, 10**5), (65536, 10**6), (65536, 10**7))
+
+
+def span_probe(rng, kind, seconds, D=64, L=20):
+    """Cached rows scattered over a growing span of the table (1 thread).  Each cell's bags
+    draw uniformly from `hot` fixed rows chosen at random among the first `span` rows of one
+    R 1e7 x D table: the cache footprint (hot rows x row bytes) stays the same while the
+    rows spread over more pages.  Where time grows with the span alone, the cost is address
+    translation (TLB reach, page walks), not cache or DRAM; Zipf cells of large tables are
+    mostly such scattered cached rows.  Prints ns per lookup for both sides."""
+    R = max(span for _, span in SPAN_CELLS)
+    weight_t, weight = table(rng, R, D, kind)
+    huge = huge_page_share(weight.ctypes.data, weight.nbytes)
+    print(f"tables allocated by {kind}: {TABLES[kind]}; "
+          + ("2 MiB-page share unknown" if huge is None else
+             f"{huge:.0%} of the table in 2 MiB pages"), flush=True)
+    print(f"R={R:.0e} D={D} L={L} B={B}, 1 thread; hot rows uniform over the hot set")
+    print(f"{'hot rows':>8} {'MiB':>5} {'span rows':>9} {'span MiB':>8} {'4K pages':>8} "
+          f"{'2M pages':>8} {'numba ns':>8} {'torch ns':>8} {'ratio':>6} {'others':>6}")
+    offsets = np.arange(0, B * L + 1, L, dtype=np.int64)
+    rowbytes = D * 4
+    for hot, span in SPAN_CELLS:
+        rows = rng.choice(span, hot, replace=False)
+        pool = rows[rng.integers(0, hot, size=(8, B * L))]
+        addr = rows.astype(np.int64) * rowbytes
+        med, others = time_cell(weight, weight_t, pool, offsets, 1, seconds)
+        n = B * L
+        print(f"{hot:>8} {hot * rowbytes / 2**20:>5.0f} {span:>9.0e} "
+              f"{span * rowbytes / 2**20:>8.0f} {len(np.unique(addr >> 12)):>8} "
+              f"{len(np.unique(addr >> 21)):>8} {med['numba'] * 1e9 / n:>8.2f} "
+              f"{med['torch'] * 1e9 / n:>8.2f} {med['torch'] / med['numba']:>5.2f}x "
+              f"{others:>6.2f}{'  !' if contaminated(others, 1) else ''}", flush=True)
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="reduced sweep")
@@ -197,7 +233,12 @@ def main(argv=None):
                          "level 0 none / 1 L1 / 2 L2 / 3 every other line into L1 / 4 "
                          "two-stage (L2 4x the distance ahead, then L1); the library's "
                          "choice is marked *")
+    ap.add_argument("--span", action="store_true",
+                    help="1 thread: the same cached rows scattered over a growing span of "
+                         "an R 1e7 x D 64 table (address translation's share of a lookup)")
     args = ap.parse_args(argv)
+    if args.span:
+        return span_probe(np.random.default_rng(args.seed), args.table, args.seconds or 0.5)
     rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
     dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
     pools = args.pooling or [1, 20]
