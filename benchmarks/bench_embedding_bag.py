@@ -186,9 +186,11 @@ def span_probe(rng, kind, seconds, D=64, L=20):
     """Cached rows scattered over a growing span of the table (1 thread).  Each cell's bags
     draw uniformly from `hot` fixed rows chosen at random among the first `span` rows of one
     R 1e7 x D table: the cache footprint (hot rows x row bytes) stays the same while the
-    rows spread over more pages.  Where time grows with the span alone, the cost is address
-    translation (TLB reach, page walks), not cache or DRAM; Zipf cells of large tables are
-    mostly such scattered cached rows.  Prints ns per lookup for both sides."""
+    rows spread over more pages.  Time that grows with the span alone is address
+    translation (TLB reach, page walks), plus, for hot sets beyond L2, worse DRAM locality of
+    any rows that fall out of L3 (a shared cache); a hot set of L2's size isolates the
+    first.  Zipf cells of large tables are mostly such scattered cached rows.  Prints ns per
+    lookup for both sides."""
     R = max(span for _, span in SPAN_CELLS)
     weight_t, weight = table(rng, R, D, kind)
     huge = huge_page_share(weight.ctypes.data, weight.nbytes)
@@ -203,7 +205,7 @@ def span_probe(rng, kind, seconds, D=64, L=20):
     for hot, span in SPAN_CELLS:
         rows = rng.choice(span, hot, replace=False)
         pool = rows[rng.integers(0, hot, size=(8, B * L))]
-        addr = rows.astype(np.int64) * rowbytes
+        addr = weight.ctypes.data + rows.astype(np.int64) * rowbytes
         med, others = time_cell(weight, weight_t, pool, offsets, 1, seconds)
         n = B * L
         print(f"{hot:>8} {hot * rowbytes / 2**20:>5.0f} {span:>9.0e} "
