@@ -580,8 +580,8 @@ def _interaction_bwd(dense, pooled, g, gd, gp):
 # out; the backward forms the symmetric pair-gradient matrix G and computes dZ = G Z four
 # rows at a time.  Against the one-row forms they replace (one vector load per FMA), paired
 # on the development host (2026-11-27): forward 67 -> 56 us and backward 82 -> 56 us at
-# B 128, T 26, D 16; 246 -> 173 and 227 -> 146 us at D 64 (`/tmp`-free check: the tests
-# compare both with the float64 reference).
+# B 128, T 26, D 16; 246 -> 173 and 227 -> 146 us at D 64 (tests/test_kernels.py checks
+# both against the float64 reference).
 _IL = 16
 
 
