@@ -585,6 +585,17 @@ def _interaction_bwd(dense, pooled, g, gd, gp):
 _IL = 16
 
 
+@njit(inline="always", **_FAST)
+def _fma_4x2(acc, v, w, m, r, c):
+    """One step of the register-blocked kernels below: the eight running sums `acc` (rows r
+    .. r+3 of the block, two each) plus v * m[r + i, c] and w * m[r + i, c + 1]."""
+    a0, a1, a2, a3, a4, a5, a6, a7 = acc
+    return (vfmadd(a0, v, m[r, c]), vfmadd(a1, w, m[r, c + 1]),
+            vfmadd(a2, v, m[r + 1, c]), vfmadd(a3, w, m[r + 1, c + 1]),
+            vfmadd(a4, v, m[r + 2, c]), vfmadd(a5, w, m[r + 2, c + 1]),
+            vfmadd(a6, v, m[r + 3, c]), vfmadd(a7, w, m[r + 3, c + 1]))
+
+
 @functools.lru_cache(maxsize=None)
 def _interaction_vec_kernels(D):
     """(forward, backward) for dimension D (a multiple of 16, a closure constant)."""
@@ -614,25 +625,12 @@ def _interaction_vec_kernels(D):
                 for t0 in range(0, T, 4):
                     # rows t0+1 .. t0+4 of Z need the pairs j < t0 + 4
                     for j0 in range(0, min(t0 + 4, N), _IL):
-                        a0 = vzero(zt, _IL)
-                        a1 = vzero(zt, _IL)
-                        a2 = vzero(zt, _IL)
-                        a3 = vzero(zt, _IL)
-                        a4 = vzero(zt, _IL)
-                        a5 = vzero(zt, _IL)
-                        a6 = vzero(zt, _IL)
-                        a7 = vzero(zt, _IL)
+                        zero = vzero(zt, _IL)
+                        acc = (zero, zero, zero, zero, zero, zero, zero, zero)
                         for k in range(0, D, 2):
-                            v = vload(zt, k, j0, _IL)
-                            w = vload(zt, k + 1, j0, _IL)
-                            a0 = vfmadd(a0, v, zp[t0, k])
-                            a1 = vfmadd(a1, w, zp[t0, k + 1])
-                            a2 = vfmadd(a2, v, zp[t0 + 1, k])
-                            a3 = vfmadd(a3, w, zp[t0 + 1, k + 1])
-                            a4 = vfmadd(a4, v, zp[t0 + 2, k])
-                            a5 = vfmadd(a5, w, zp[t0 + 2, k + 1])
-                            a6 = vfmadd(a6, v, zp[t0 + 3, k])
-                            a7 = vfmadd(a7, w, zp[t0 + 3, k + 1])
+                            acc = _fma_4x2(acc, vload(zt, k, j0, _IL), vload(zt, k + 1, j0, _IL),
+                                           zp, t0, k)
+                        a0, a1, a2, a3, a4, a5, a6, a7 = acc
                         vstore(gm, t0, j0, vadd(a0, a1))
                         vstore(gm, t0 + 1, j0, vadd(a2, a3))
                         vstore(gm, t0 + 2, j0, vadd(a4, a5))
@@ -670,31 +668,17 @@ def _interaction_vec_kernels(D):
                 gpb = gp[b]
                 for i0 in range(0, N, 4):
                     for k0 in range(0, D, _IL):
-                        if i0 == 0:
-                            a0 = vload(g, b, k0, _IL)   # the dense part passes straight through
-                        else:
-                            a0 = vzero(z, _IL)
-                        a1 = vzero(z, _IL)
-                        a2 = vzero(z, _IL)
-                        a3 = vzero(z, _IL)
-                        a4 = vzero(z, _IL)
-                        a5 = vzero(z, _IL)
-                        a6 = vzero(z, _IL)
-                        a7 = vzero(z, _IL)
+                        zero = vzero(z, _IL)
+                        # the dense part passes straight through
+                        first = vload(g, b, k0, _IL) if i0 == 0 else zero
+                        acc = (first, zero, zero, zero, zero, zero, zero, zero)
                         j = 0
                         while j + 2 <= N:
-                            v = vload(z, j, k0, _IL)
-                            w = vload(z, j + 1, k0, _IL)
-                            a0 = vfmadd(a0, v, G[i0, j])
-                            a1 = vfmadd(a1, w, G[i0, j + 1])
-                            a2 = vfmadd(a2, v, G[i0 + 1, j])
-                            a3 = vfmadd(a3, w, G[i0 + 1, j + 1])
-                            a4 = vfmadd(a4, v, G[i0 + 2, j])
-                            a5 = vfmadd(a5, w, G[i0 + 2, j + 1])
-                            a6 = vfmadd(a6, v, G[i0 + 3, j])
-                            a7 = vfmadd(a7, w, G[i0 + 3, j + 1])
+                            acc = _fma_4x2(acc, vload(z, j, k0, _IL), vload(z, j + 1, k0, _IL),
+                                           G, i0, j)
                             j += 2
-                        if j < N:
+                        a0, a1, a2, a3, a4, a5, a6, a7 = acc
+                        if j < N:   # N odd: the last column
                             v = vload(z, j, k0, _IL)
                             a0 = vfmadd(a0, v, G[i0, j])
                             a2 = vfmadd(a2, v, G[i0 + 1, j])
