@@ -68,7 +68,32 @@ def zipf_ids(rng, n, R, a=1.1):
 TABLES = {"dlrm": "64-byte aligned, advised into 2 MiB pages (kernels.tables.empty_table, as "
                   "dlrmprof's DLRM allocates its tables)",
           "torch": "torch.empty: 64-byte aligned, 4 KiB pages unless THP is 'always'",
-          "numpy": "16-byte aligned (a 256-byte row spans 5 lines), numpy advises 2 MiB pages"}
+          "numpy": "16-byte aligned (a 256-byte row spans 5 lines), numpy advises 2 MiB pages",
+          "hugetlb": "1 GiB hugetlb pages (mmap MAP_HUGETLB | MAP_HUGE_1GB: the host must have "
+                     "reserved them)"}
+HUGE_1G_SYSFS = "/sys/kernel/mm/hugepages/hugepages-1048576kB"
+
+
+def hugetlb_table(R, D):
+    """An R x D fp32 table in 1 GiB hugetlb pages (a numpy array that keeps its mapping
+    alive).  SystemExit with the pages needed and reserved when the mapping fails."""
+    import mmap
+    nbytes = R * D * 4
+    size = -(-nbytes // (1 << 30)) << 30
+    try:
+        m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                      | 0x40000 | (30 << 26))   # MAP_HUGETLB | MAP_HUGE_1GB (Linux)
+    except (OSError, ValueError) as e:
+        try:
+            with open(f"{HUGE_1G_SYSFS}/free_hugepages") as f:
+                free = f.read().strip()
+        except OSError:
+            free = "unknown (no 1 GiB page size here)"
+        raise SystemExit(f"bench_embedding_bag: --table hugetlb: cannot map {size >> 30} "
+                         f"1 GiB page(s) for an R {R:.0e} x D {D} table ({e}); free 1 GiB "
+                         f"pages: {free}; reserve them as root: echo N > "
+                         f"{HUGE_1G_SYSFS}/nr_hugepages") from None
+    return np.frombuffer(m, dtype=np.float32, count=R * D).reshape(R, D)
 
 
 def table(rng, R, D, kind="dlrm"):
@@ -77,8 +102,13 @@ def table(rng, R, D, kind="dlrm"):
     if kind == "numpy":
         weight = rng.random((R, D), dtype=np.float32)
         return torch.from_numpy(weight), weight
-    weight_t = empty_table(R, D) if kind == "dlrm" else torch.empty(R, D, dtype=torch.float32)
-    weight = weight_t.numpy()
+    if kind == "hugetlb":
+        weight = hugetlb_table(R, D)
+        weight_t = torch.from_numpy(weight)
+    else:
+        weight_t = (empty_table(R, D) if kind == "dlrm"
+                    else torch.empty(R, D, dtype=torch.float32))
+        weight = weight_t.numpy()
     step = 1 << 22
     for r in range(0, R, step):   # in pieces: no second full-size temporary
         weight[r:r + step] = rng.random((min(step, R - r), D), dtype=np.float32)
@@ -178,37 +208,50 @@ def tune_cell(weight, weight_t, pool, offsets, seconds, plans):
     return ratios
 
 
-SPAN_CELLS = ((4096, 10**4), (4096, 10**5), (4096, 10**6), (4096, 10**7),
-              (65536, 10**5), (65536, 10**6), (65536, 10**7))
+def span_cells(R, hots=(4096, 65536)):
+    """(hot rows, span rows, step) of the span probe on a table of R rows.  Step 1 draws the
+    hot rows among all rows of the span, step 3 among every third row only, so no two hot rows
+    are neighbours in memory: the control for the hardware's adjacent-line and neighbour
+    prefetch, which a dense hot set profits from and a scattered one cannot."""
+    out = []
+    for hot in hots:
+        if 6 * hot > R:
+            continue
+        out += [(hot, int(2.5 * hot), 1), (hot, 6 * hot, 3)]
+        out += [(hot, 10**k, 1) for k in range(5, 8) if 6 * hot < 10**k < R]
+        out += [(hot, R, 1), (hot, R, 3)]
+    return out
 
 
-def span_probe(rng, kind, seconds, D=64, L=20):
+def span_probe(rng, kind, seconds, R=10**7, D=64, L=20):
     """Cached rows scattered over a growing span of the table (1 thread).  Each cell's bags
     draw uniformly from `hot` fixed rows chosen at random among the first `span` rows of one
-    R 1e7 x D table: the cache footprint (hot rows x row bytes) stays the same while the
-    rows spread over more pages.  Time that grows with the span alone is address
-    translation (TLB reach, page walks), plus, for hot sets beyond L2, worse DRAM locality of
-    any rows that fall out of L3 (a shared cache); a hot set of L2's size isolates the
-    first.  Zipf cells of large tables are mostly such scattered cached rows.  Prints ns per
-    lookup for both sides."""
-    R = max(span for _, span in SPAN_CELLS)
+    R x D table (`span_cells`): the cache footprint (hot rows x row bytes) stays the same
+    while the rows spread over more pages and more of physical memory.  Time that grows with
+    the span alone, with hot rows kept apart as well (step 3: not the neighbour prefetch), is
+    address translation (TLB reach, page walks; in a VM also the hypervisor's nested tables,
+    which no guest page size changes: compare `--table hugetlb`) or the DRAM locality of hot
+    rows that other tenants' traffic evicts from a shared L3.  Zipf cells of large tables
+    are mostly such scattered cached rows.  Prints ns per lookup for both sides."""
     weight_t, weight = table(rng, R, D, kind)
-    huge = huge_page_share(weight.ctypes.data, weight.nbytes)
-    print(f"tables allocated by {kind}: {TABLES[kind]}; "
-          + ("2 MiB-page share unknown" if huge is None else
-             f"{huge:.0%} of the table in 2 MiB pages"), flush=True)
-    print(f"R={R:.0e} D={D} L={L} B={B}, 1 thread; hot rows uniform over the hot set")
-    print(f"{'hot rows':>8} {'MiB':>5} {'span rows':>9} {'span MiB':>8} {'4K pages':>8} "
-          f"{'2M pages':>8} {'numba ns':>8} {'torch ns':>8} {'ratio':>6} {'others':>6}")
+    huge = None if kind == "hugetlb" else huge_page_share(weight.ctypes.data, weight.nbytes)
+    print(f"tables allocated by {kind}: {TABLES[kind]}"
+          + ("" if kind == "hugetlb" else "; 2 MiB-page share unknown" if huge is None else
+             f"; {huge:.0%} of the table in 2 MiB pages"), flush=True)
+    print(f"R={R:.0e} D={D} L={L} B={B}, 1 thread; hot rows uniform over the hot set; step 3: "
+          "hot rows among every third row only (no hot neighbours)")
+    print(f"{'hot rows':>8} {'MiB':>5} {'span rows':>9} {'step':>4} {'span MiB':>8} "
+          f"{'4K pages':>8} {'2M pages':>8} {'numba ns':>8} {'torch ns':>8} {'ratio':>6} "
+          f"{'others':>6}")
     offsets = np.arange(0, B * L + 1, L, dtype=np.int64)
     rowbytes = D * 4
-    for hot, span in SPAN_CELLS:
-        rows = rng.choice(span, hot, replace=False)
+    for hot, span, step in span_cells(R):
+        rows = step * rng.choice(span // step, hot, replace=False)
         pool = rows[rng.integers(0, hot, size=(8, B * L))]
         addr = weight.ctypes.data + rows.astype(np.int64) * rowbytes
         med, others = time_cell(weight, weight_t, pool, offsets, 1, seconds)
         n = B * L
-        print(f"{hot:>8} {hot * rowbytes / 2**20:>5.0f} {span:>9.0e} "
+        print(f"{hot:>8} {hot * rowbytes / 2**20:>5.0f} {span:>9.2g} {step:>4} "
               f"{span * rowbytes / 2**20:>8.0f} {len(np.unique(addr >> 12)):>8} "
               f"{len(np.unique(addr >> 21)):>8} {med['numba'] * 1e9 / n:>8.2f} "
               f"{med['torch'] * 1e9 / n:>8.2f} {med['torch'] / med['numba']:>5.2f}x "
@@ -228,8 +271,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", choices=list(TABLES), default="dlrm",
                     help="how the tables are allocated: dlrm (default: 64-byte aligned, 2 MiB "
-                    "pages, as dlrmprof's DLRM), torch (torch.empty: 4 KiB pages) or numpy "
-                    "(16-byte aligned)")
+                    "pages, as dlrmprof's DLRM), torch (torch.empty: 4 KiB pages), numpy "
+                    "(16-byte aligned) or hugetlb (1 GiB pages, reserved beforehand by root)")
     ap.add_argument("--tune", action="store_true",
                     help="1 thread: ratio vs torch of every prefetch plan (distance, level), "
                          "level 0 none / 1 L1 / 2 L2 / 3 every other line into L1 / 4 "
@@ -237,10 +280,12 @@ def main(argv=None):
                          "choice is marked *")
     ap.add_argument("--span", action="store_true",
                     help="1 thread: the same cached rows scattered over a growing span of "
-                         "an R 1e7 x D 64 table (address translation's share of a lookup)")
+                         "an R x D 64 table (R: the first --rows value, default 1e7): address "
+                         "translation's share of a lookup")
     args = ap.parse_args(argv)
     if args.span:
-        return span_probe(np.random.default_rng(args.seed), args.table, args.seconds or 0.5)
+        return span_probe(np.random.default_rng(args.seed), args.table, args.seconds or 0.5,
+                          R=int(args.rows[0]) if args.rows else 10**7)
     rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
     dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
     pools = args.pooling or [1, 20]
@@ -271,7 +316,8 @@ def main(argv=None):
             table_bytes = R * D * 4
             where = "DRAM" if table_bytes >= 4 * L3_BYTES else "cache"
             weight_t, weight = table(rng, R, D, args.table)
-            huge = huge_page_share(weight.ctypes.data, weight.nbytes)
+            huge = (None if args.table == "hugetlb"
+                    else huge_page_share(weight.ctypes.data, weight.nbytes))
             if table_bytes >= 4 * L3_BYTES and huge is not None:
                 print(f"  (R={R:.0e} D={D}: {huge:.0%} of the table in 2 MiB pages)", flush=True)
             for L in pools:
