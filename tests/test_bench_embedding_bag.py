@@ -1,0 +1,51 @@
+"""benchmarks/bench_embedding_bag.py: the span probe's cells and the 1 GiB-page table's error."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "bench_embedding_bag.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("bench_embedding_bag", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_span_cells_keep_the_footprint_and_grow_the_span():
+    cells = _load().span_cells(10**7)
+    assert cells == [(4096, 10240, 1), (4096, 24576, 3), (4096, 10**5, 1), (4096, 10**6, 1),
+                     (4096, 10**7, 1), (4096, 10**7, 3),
+                     (65536, 163840, 1), (65536, 393216, 3), (65536, 10**6, 1),
+                     (65536, 10**7, 1), (65536, 10**7, 3)]
+    for hot, span, step in cells:   # room for the hot rows among every step-th row
+        assert span // step >= hot
+    # a small table: only the hot sets that fit six times, and the table's R as last span
+    assert _load().span_cells(10**5) == [(4096, 10240, 1), (4096, 24576, 3),
+                                         (4096, 10**5, 1), (4096, 10**5, 3)]
+
+
+def _free_1g_pages():
+    try:
+        with open("/sys/kernel/mm/hugepages/hugepages-1048576kB/free_hugepages") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+@pytest.mark.skipif(_free_1g_pages() > 0, reason="1 GiB pages are reserved here: it would run")
+def test_hugetlb_table_without_pages_is_a_one_line_error():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--span", "--table", "hugetlb",
+                           "--rows", "1e6"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("bench_embedding_bag: --table hugetlb: cannot map 1 1 GiB page")
+    assert "nr_hugepages" in lines[0]
+    assert done.stdout == ""
