@@ -3,6 +3,8 @@ F.embedding_bag, over tables R x D, pooling L, index distributions and thread co
 
     python benchmarks/bench_embedding_bag.py            # full sweep (R up to 1e7: 5 GB table)
     python benchmarks/bench_embedding_bag.py --quick    # R in {1e4, 1e6}, D in {16, 128}
+    python benchmarks/bench_embedding_bag.py --tune     # every prefetch plan, 1 thread
+    python benchmarks/bench_embedding_bag.py --span     # cached rows spread ever wider
 
 Every cell: results checked against torch first; then numba and torch calls are interleaved
 (alternating which goes first), each call on its own batch cut from a pool of indices larger
@@ -233,6 +235,9 @@ def span_probe(rng, kind, seconds, R=10**7, D=64, L=20):
     which no guest page size changes: compare `--table hugetlb`) or the DRAM locality of hot
     rows that other tenants' traffic evicts from a shared L3.  Zipf cells of large tables
     are mostly such scattered cached rows.  Prints ns per lookup for both sides."""
+    if not span_cells(R):
+        raise SystemExit(f"bench_embedding_bag: --span needs R >= {6 * 4096} rows (--rows), "
+                         f"got {R}")
     weight_t, weight = table(rng, R, D, kind)
     huge = None if kind == "hugetlb" else huge_page_share(weight.ctypes.data, weight.nbytes)
     print(f"tables allocated by {kind}: {TABLES[kind]}"
@@ -280,8 +285,8 @@ def main(argv=None):
                          "choice is marked *")
     ap.add_argument("--span", action="store_true",
                     help="1 thread: the same cached rows scattered over a growing span of "
-                         "an R x D 64 table (R: the first --rows value, default 1e7): address "
-                         "translation's share of a lookup")
+                         "an R x D 64 table (R: the first --rows value, default 1e7): what "
+                         "spreading them costs a lookup")
     args = ap.parse_args(argv)
     if args.span:
         return span_probe(np.random.default_rng(args.seed), args.table, args.seconds or 0.5,

@@ -49,3 +49,11 @@ def test_hugetlb_table_without_pages_is_a_one_line_error():
     assert lines[0].startswith("bench_embedding_bag: --table hugetlb: cannot map 1 1 GiB page")
     assert "nr_hugepages" in lines[0]
     assert done.stdout == ""
+
+
+def test_span_probe_on_a_table_too_small_is_a_one_line_error():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--span", "--rows", "1000"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("bench_embedding_bag: --span needs R >= 24576 rows (--rows), "
+                                   "got 1000")
