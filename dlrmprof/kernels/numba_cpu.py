@@ -573,9 +573,11 @@ def _interaction_bwd(dense, pooled, g, gd, gp):
 # constant (one cached specialisation per D).  The scalar forms above compute each pair's dot
 # product alone (a horizontal sum per pair) and accumulate the backward in memory: ~150 us
 # forward and ~240 us backward at B = 128, T = 26, D = 16 on the Zen 4 host.  Both vector
-# forms are register-blocked as a small GEMM: four rows of Z share every vector load, eight
-# running sums hide the FMA latency, so the loop is bound by FMAs, not by the one 512-bit
-# load a cycle that Zen 4 can issue.  The forward forms the Gram blocks G[t + 1, j0:j0+16]
+# forms are register-blocked as a small GEMM: four rows of Z share every vector load and
+# eight running sums hide the FMA latency, so the inner loops issue one 512-bit load per four
+# FMAs instead of one per FMA (Zen 4 issues one such load a cycle).  What remains of the
+# forward's time is mostly the scalar transpose of Z and the copy of the lower triangle (a
+# stage-by-stage timing, not a counter).  The forward forms the Gram blocks G[t + 1, j0:j0+16]
 # = Z[t + 1] . Z^T[:, j0:j0+16] for four pooled rows t at a time and copies the lower triangle
 # out; the backward forms the symmetric pair-gradient matrix G and computes dZ = G Z four
 # rows at a time.  Against the one-row forms they replace (one vector load per FMA), paired
