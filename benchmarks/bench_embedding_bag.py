@@ -76,9 +76,15 @@ TABLES = {"dlrm": "64-byte aligned, advised into 2 MiB pages (kernels.tables.emp
 HUGE_1G_SYSFS = "/sys/kernel/mm/hugepages/hugepages-1048576kB"
 
 
+def usage_error(msg):
+    """A one-line error on stderr and exit 2, as argparse reports a bad option."""
+    print(f"bench_embedding_bag: {msg}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def hugetlb_table(R, D):
     """An R x D fp32 table in 1 GiB hugetlb pages (a numpy array that keeps its mapping
-    alive).  SystemExit with the pages needed and reserved when the mapping fails."""
+    alive).  Exit 2 with the pages needed and free when the mapping fails."""
     import mmap
     nbytes = R * D * 4
     size = -(-nbytes // (1 << 30)) << 30
@@ -91,10 +97,9 @@ def hugetlb_table(R, D):
                 free = f.read().strip()
         except OSError:
             free = "unknown (no 1 GiB page size here)"
-        raise SystemExit(f"bench_embedding_bag: --table hugetlb: cannot map {size >> 30} "
-                         f"1 GiB page(s) for an R {R:.0e} x D {D} table ({e}); free 1 GiB "
-                         f"pages: {free}; reserve them as root: echo N > "
-                         f"{HUGE_1G_SYSFS}/nr_hugepages") from None
+        usage_error(f"--table hugetlb: cannot map {size >> 30} 1 GiB page(s) for an "
+                    f"R {R:.0e} x D {D} table ({e}); free 1 GiB pages: {free}; reserve them "
+                    f"as root: echo N > {HUGE_1G_SYSFS}/nr_hugepages")
     return np.frombuffer(m, dtype=np.float32, count=R * D).reshape(R, D)
 
 
@@ -236,8 +241,7 @@ def span_probe(rng, kind, seconds, R=10**7, D=64, L=20):
     rows that other tenants' traffic evicts from a shared L3.  Zipf cells of large tables
     are mostly such scattered cached rows.  Prints ns per lookup for both sides."""
     if not span_cells(R):
-        raise SystemExit(f"bench_embedding_bag: --span needs R >= {6 * 4096} rows (--rows), "
-                         f"got {R}")
+        usage_error(f"--span needs R >= {6 * 4096} rows (--rows), got {R}")
     weight_t, weight = table(rng, R, D, kind)
     huge = None if kind == "hugetlb" else huge_page_share(weight.ctypes.data, weight.nbytes)
     print(f"tables allocated by {kind}: {TABLES[kind]}"
