@@ -242,6 +242,8 @@ def span_probe(rng, kind, seconds, R=10**7, D=64, L=20):
     are mostly such scattered cached rows.  Prints ns per lookup for both sides."""
     if not span_cells(R):
         usage_error(f"--span needs R >= {6 * 4096} rows (--rows), got {R}")
+    if D < 1 or L < 1:
+        usage_error(f"--span needs D >= 1 (--dims) and L >= 1 (--pooling), got D {D}, L {L}")
     weight_t, weight = table(rng, R, D, kind)
     huge = None if kind == "hugetlb" else huge_page_share(weight.ctypes.data, weight.nbytes)
     print(f"tables allocated by {kind}: {TABLES[kind]}"
@@ -260,7 +262,7 @@ def span_probe(rng, kind, seconds, R=10**7, D=64, L=20):
         addr = weight.ctypes.data + rows.astype(np.int64) * rowbytes
         med, others = time_cell(weight, weight_t, pool, offsets, 1, seconds)
         n = B * L
-        print(f"{hot:>8} {hot * rowbytes / 2**20:>5.0f} {span:>9.2g} {step:>4} "
+        print(f"{hot:>8} {hot * rowbytes / 2**20:>5.3g} {span:>9.2g} {step:>4} "
               f"{span * rowbytes / 2**20:>8.0f} {len(np.unique(addr >> 12)):>8} "
               f"{len(np.unique(addr >> 21)):>8} {med['numba'] * 1e9 / n:>8.2f} "
               f"{med['torch'] * 1e9 / n:>8.2f} {med['torch'] / med['numba']:>5.2f}x "
@@ -275,7 +277,7 @@ def main(argv=None):
     ap.add_argument("--dims", type=int, nargs="*", help="override D values")
     ap.add_argument("--pooling", type=int, nargs="*", help="override L values")
     ap.add_argument("--dists", nargs="*", choices=["uniform", "zipf"])
-    ap.add_argument("--threads", type=int, nargs="*", default=[1, 2])
+    ap.add_argument("--threads", type=int, nargs="*", help="thread counts (default 1 2)")
     ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table", choices=list(TABLES), default="dlrm",
@@ -289,12 +291,20 @@ def main(argv=None):
                          "choice is marked *")
     ap.add_argument("--span", action="store_true",
                     help="1 thread: the same cached rows scattered over a growing span of "
-                         "an R x D 64 table (R: the first --rows value, default 1e7): what "
-                         "spreading them costs a lookup")
+                         "an R x D table, L lookups a bag (the first --rows / --dims / "
+                         "--pooling value, default 1e7 x 64, L 20): what spreading them costs "
+                         "a lookup")
     args = ap.parse_args(argv)
     if args.span:
+        other = [o for o, v in (("--quick", args.quick), ("--tune", args.tune),
+                                ("--dists", args.dists), ("--threads", args.threads)) if v]
+        if other:
+            usage_error(f"--span draws its own rows on 1 thread: it does not take {other[0]}")
         return span_probe(np.random.default_rng(args.seed), args.table, args.seconds or 0.5,
-                          R=int(args.rows[0]) if args.rows else 10**7)
+                          R=int(args.rows[0]) if args.rows else 10**7,
+                          D=args.dims[0] if args.dims else 64,
+                          L=args.pooling[0] if args.pooling else 20)
+    args.threads = args.threads or [1, 2]
     rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
     dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
     pools = args.pooling or [1, 20]

@@ -58,3 +58,18 @@ def test_span_probe_on_a_table_too_small_is_a_one_line_error_exit_2():
     assert done.stderr.strip() == ("bench_embedding_bag: --span needs R >= 24576 rows (--rows), "
                                    "got 1000")
     assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("extra, msg", [
+    (["--tune"], "--span draws its own rows on 1 thread: it does not take --tune"),
+    (["--dists", "zipf"], "--span draws its own rows on 1 thread: it does not take --dists"),
+    (["--threads", "2"], "--span draws its own rows on 1 thread: it does not take --threads"),
+    (["--dims", "0"], "--span needs D >= 1 (--dims) and L >= 1 (--pooling), got D 0, L 20"),
+    (["--pooling", "0"], "--span needs D >= 1 (--dims) and L >= 1 (--pooling), got D 64, L 0"),
+])
+def test_span_probe_options_it_cannot_honour_are_a_one_line_error_exit_2(extra, msg):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--span", "--rows", "1e5", *extra],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2  # a usage error, as argparse's
+    assert done.stderr.strip() == f"bench_embedding_bag: {msg}"
+    assert done.stdout == "" and "Traceback" not in done.stderr
