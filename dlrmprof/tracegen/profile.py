@@ -8,8 +8,11 @@ A `LocalityProfile` holds, for one table:
   miss-ratio curve at every power-of-two cache size;
 * a popularity summary: the access counts of the most popular ids (sorted, no ids);
 * the generator's model, per window of the stream (W windows of equal access count):
-  - the K hottest ids ("hot set") as access counts per window (an independent-reference
-    model inside each window),
+  - the K hottest ids ("hot set") as access counts per window, and the histogram of the gaps
+    between consecutive accesses of one hot id inside a window, normalised by that id's mean
+    gap there and kept by the id's count in the window (2-3, 4-7, 8-15, ...): the synthesizer
+    spaces a hot id's accesses by such gaps, so a hot id keeps its own short-range reuse (a
+    user's session) as well as its count, and independent references stay independent,
   - the other ids ("tail") as an LRU stack model: per window, the number of tail first
     touches (the cold schedule, so the distinct count is kept exactly) and the histogram of
     tail reuse distances measured among tail ids only.
@@ -44,6 +47,10 @@ class LocalityProfile:
     hot_win: np.ndarray            # int64 [K, W] accesses of hot id k in window w
     tail_cold: np.ndarray          # int64 [W] tail first touches per window
     tail_hist: np.ndarray          # int64 [W, nbins_t] tail-only reuse distances per window
+    # int64 [C, nbins_g] normalised gaps (see _hot_gaps) between consecutive accesses of one
+    # hot id inside a window, row gap_class(the id's count there);
+    # shape [0, 0] when absent (older files): hot ids are then placed independently
+    hot_gap: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     extra: dict = field(default_factory=dict)   # free-form JSON-able facts (e.g. sampling)
 
     # -------------------------------------------------------------- derived figures
@@ -75,7 +82,8 @@ class LocalityProfile:
 
     # -------------------------------------------------------------- (de)serialisation
     ARRAYS = ("bag_len_values", "bag_len_counts", "hist", "top_counts", "hot_win", "tail_cold",
-              "tail_hist")
+              "tail_hist", "hot_gap")
+    OPTIONAL = {"hot_gap": (0, 0)}       # arrays older files lack, and their empty shape
     SCALARS = ("name", "rows", "accesses", "distinct", "num_bags", "cold", "window_size",
                "extra")
 
@@ -88,7 +96,10 @@ class LocalityProfile:
 
     @classmethod
     def from_arrays(cls, arrays: dict, prefix: str, scalars: dict) -> "LocalityProfile":
-        kw = {a: np.asarray(arrays[prefix + a], dtype=np.int64) for a in cls.ARRAYS}
+        kw = {a: np.asarray(arrays[prefix + a] if prefix + a in arrays
+                            else np.zeros(cls.OPTIONAL[a]), dtype=np.int64)
+              if a in cls.OPTIONAL else np.asarray(arrays[prefix + a], dtype=np.int64)
+              for a in cls.ARRAYS}
         for s in cls.SCALARS:
             kw[s] = scalars[s]
         return cls(**kw)
@@ -123,9 +134,56 @@ class LocalityProfile:
         need(self.hot_k + int(self.tail_cold.sum()) == self.distinct,
              "hot ids + tail first touches == distinct")
         need(self.window_size >= 1, "window_size >= 1")
+        need(self.hot_gap.ndim == 2 and (self.hot_gap >= 0).all(),
+             "a non-negative 2-D hot gap histogram")
+        need(int(self.hot_gap.sum()) <= int(self.hot_win.sum()),
+             "no more hot gaps than hot accesses")
 
 
 # ------------------------------------------------------------------ building a profile
+def gap_class(count):
+    """Gap histogram row of a hot id with `count` accesses in a window: floor(log2(count))
+    (counts 2-3 -> 1, 4-7 -> 2, ...; a single access has no gap).  Conditioning the gaps on
+    the id's own count keeps their sum near the window's length whatever the id's rank."""
+    count = np.asarray(count, dtype=np.int64)
+    cls = np.zeros(count.shape, dtype=np.int64)
+    pos = count > 0
+    cls[pos] = np.floor(np.log2(count[pos])).astype(np.int64)
+    return cls if cls.ndim else int(cls)
+
+
+GAP_SCALE = 256      # gaps are stored as floor(GAP_SCALE * gap / mean gap of the id there)
+
+
+def _hot_gaps(pos: np.ndarray, rank: np.ndarray, counts: np.ndarray, L: int,
+              out: np.ndarray) -> None:
+    """Add the normalised gaps of each hot id with two or more accesses in this window of L
+    accesses (positions `pos`, increasing; ranks `rank`; counts[k] = accesses of rank k here)
+    to out[gap_class(count)].  An id's c gaps are the c - 1 between its consecutive accesses
+    and the wrap from its last access round to its first (they add up to L); each is stored
+    as floor(GAP_SCALE * gap * c / L), binned like reuse distances.  Independent references
+    give exponential normalised gaps; sessions give many small ones and a few large ones."""
+    if pos.size < 2:
+        return
+    order = np.argsort(rank, kind="stable")            # grouped by id, positions increasing
+    r, p = rank[order], pos[order].astype(np.int64)
+    first = np.r_[True, r[1:] != r[:-1]]
+    last = np.r_[r[1:] != r[:-1], True]
+    c = counts[r]
+    gaps = np.empty(r.size, dtype=np.int64)
+    gaps[:-1] = p[1:] - p[:-1]
+    # the wrap gap of each id sits on its last access: L - (last - first)
+    firsts = np.flatnonzero(first)
+    lasts = np.flatnonzero(last)
+    gaps[lasts] = L - (p[lasts] - p[firsts])
+    keep = c >= 2
+    q = (GAP_SCALE * gaps[keep] * c[keep]) // L
+    cls = gap_class(c[keep])
+    for k in np.unique(cls):
+        h, _ = _reuse._bin_counts(np.ascontiguousarray(q[cls == k]), out.shape[1])
+        out[k] += h
+
+
 def _pooling(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vals, counts = np.unique(np.asarray(lengths, dtype=np.int64), return_counts=True)
     return vals.astype(np.int64), counts.astype(np.int64)
@@ -202,6 +260,8 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
     hot_win = np.zeros((k, W), dtype=np.int64)
     tail_cold = np.zeros(W, dtype=np.int64)
     tail_rows = np.zeros((W, _reuse.MAX_BINS), dtype=np.int64)
+    gap_rows = np.zeros((gap_class(max(wsize, 1)) + 1 if k else 0, _reuse.MAX_BINS),
+                        dtype=np.int64)
     tstate = _reuse.ReuseState(max(bound, 1))
     for w in range(W):
         seg = np.ascontiguousarray(ids[w * wsize:(w + 1) * wsize], dtype=np.int64)
@@ -209,6 +269,7 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
         hot_mask = rk >= 0
         if k:
             hot_win[:, w] = np.bincount(rk[hot_mask], minlength=k)
+            _hot_gaps(np.flatnonzero(hot_mask), rk[hot_mask], hot_win[:, w], seg.size, gap_rows)
         tseg = seg[~hot_mask]
         if tseg.size:
             h, c = _reuse._bin_counts(tstate.feed(tseg), _reuse.MAX_BINS)
@@ -217,10 +278,14 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
     used = np.flatnonzero(tail_rows.sum(axis=0))
     nb = int(used[-1]) + 1 if used.size else 0
     tail_hist = tail_rows[:, :nb].copy()
+    used = np.flatnonzero(gap_rows.sum(axis=0))
+    rows_used = np.flatnonzero(gap_rows.sum(axis=1))
+    hot_gap = gap_rows[:int(rows_used[-1]) + 1 if rows_used.size else 0,
+                       :int(used[-1]) + 1 if used.size else 0].copy()
     bl_vals, bl_counts = _pooling(lengths)
     return LocalityProfile(
         name=str(name), rows=int(rows if rows is not None else max(bound, 1)),
         accesses=n, distinct=distinct, num_bags=int(lengths.shape[0]),
         bag_len_values=bl_vals, bag_len_counts=bl_counts, hist=hist, cold=int(cold),
         top_counts=top, window_size=int(wsize), hot_win=hot_win, tail_cold=tail_cold,
-        tail_hist=tail_hist, extra={})
+        tail_hist=tail_hist, hot_gap=hot_gap, extra={})

@@ -27,7 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from dlrmprof.tracegen import reuse as _reuse
-from dlrmprof.tracegen.profile import LocalityProfile
+from dlrmprof.tracegen.profile import LocalityProfile, gap_class
 from dlrmprof.tracegen.reuse import _pc
 
 
@@ -141,9 +141,103 @@ def _rebuild_stack(owner, used, cap):
 
 
 @njit(cache=True)
-def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed, max_ids):
+def _draw_bin(state, cdf, tot, edges):
+    """A value drawn from a binned histogram (cdf over bins, total tot): a bin by its count,
+    then uniformly inside the bin's [edges[a], edges[a + 1])."""
+    u = _below(state, tot)
+    lo = 0
+    hi = cdf.shape[0] - 1
+    while lo < hi:                      # first bin whose cdf exceeds u
+        mid = (lo + hi) >> 1
+        if cdf[mid] <= u:
+            lo = mid + 1
+        else:
+            hi = mid
+    width = edges[lo + 1] - edges[lo]
+    return edges[lo] + (_below(state, width) if width > 1 else 0)
+
+
+@njit(cache=True)
+def _free_slot(parent, p, L):
+    """First free slot at or after p (cyclically) in a window of L slots; union-find with
+    path halving over 'next free' links (parent[L] is the wrap sentinel)."""
+    while True:
+        while parent[p] != p:
+            parent[p] = parent[parent[p]]
+            p = parent[p]
+        if p < L:
+            return p
+        p = 0
+
+
+@njit(cache=True)
+def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, rest):
+    """Fill sched[0:L] with the window's events in order: hot rank k, or -1 for a tail event.
+
+    With a gap histogram, hot id k's c >= 2 accesses start at a uniform slot and are spaced
+    by c normalised gaps drawn from the histogram of its count class (see
+    profile._hot_gaps), rescaled to add up to the window (cyclically); a taken slot moves an
+    access to the next free one.  Uniform spacings come out for independent references,
+    clusters for sessions.  All other events (tail events, and hot accesses without a gap
+    histogram) fill the free slots in random order: independent references."""
+    for i in range(L + 1):
+        parent[i] = i
+        if i < L:
+            sched[i] = -2
+    K = hot_cnt.shape[0]
+    C = gap_cdf.shape[0]
+    nbg = gap_cdf.shape[1]
+    r = 0
+    for k in range(K):
+        c = hot_cnt[k, w]
+        if c == 0:
+            continue
+        cl = 0
+        while (c >> (cl + 1)) > 0:          # gap_class(c) = floor(log2(c))
+            cl += 1
+        tot = gap_cdf[cl, nbg - 1] if c >= 2 and cl < C and nbg > 0 else 0
+        if tot == 0:
+            for i in range(c):
+                rest[r] = k
+                r += 1
+            continue
+        span = 0.0
+        for i in range(c):
+            gaps[i] = _draw_bin(state, gap_cdf[cl], tot, gap_edges) + _uniform(state)
+            span += gaps[i]
+        start = _below(state, L)
+        acc = 0.0
+        for i in range(c):
+            p = _free_slot(parent, (start + np.int64(L * acc / span)) % L, L)
+            acc += gaps[i]
+            sched[p] = k
+            parent[p] = p + 1
+    free = 0
+    for i in range(L):
+        if sched[i] == -2:
+            free += 1
+    for i in range(r, free):
+        rest[i] = -1
+    for i in range(free - 1, 0, -1):        # Fisher-Yates shuffle of the remaining events
+        j = _below(state, i + 1)
+        t = rest[i]
+        rest[i] = rest[j]
+        rest[j] = t
+    j = 0
+    for i in range(L):
+        if sched[i] == -2:
+            sched[i] = rest[j]
+            j += 1
+
+
+@njit(cache=True)
+def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
+                fallback_cdf, seed, max_ids, redraws, deep_is_cold):
     # cap is a power of two times 64, so nw is a power of two: the descent needs no bound check
-    """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped)."""
+    """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
+
+    redraws: tail draws deeper than the stack so far are redrawn this many times, then
+    clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model)."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.empty(1, dtype=np.uint64)
     state[0] = np.uint64(seed)
@@ -151,10 +245,13 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
     W = cold_cnt.shape[0]
     nb = cdf.shape[1]
     hot_gid = np.full(K, -1, dtype=np.int64)
-    KP = 1
-    while KP < K:
-        KP *= 2
-    hot_tree = np.zeros(KP + 1, dtype=np.int64)     # Fenwick over remaining hot counts
+    maxL = 1
+    for w in range(W):
+        maxL = max(maxL, bounds[w + 1] - bounds[w])
+    sched = np.empty(maxL if K else 1, dtype=np.int32)
+    rest = np.empty(maxL if K else 1, dtype=np.int32)
+    parent = np.empty(maxL + 1 if K else 1, dtype=np.int64)
+    gaps = np.empty(maxL if K else 1, dtype=np.float64)
     cap = 1 << 14
     owner = np.full(cap + 1, -1, dtype=np.int32)
     nw = cap // 64
@@ -167,17 +264,15 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
     clamped = 0
     one = np.uint64(1)
     for w in range(W):
-        tot_hot = 0
-        for i in range(1, KP + 1):
-            hot_tree[i] = hot_cnt[i - 1, w] if i <= K else 0
-            tot_hot += hot_tree[i]
-        for i in range(1, KP + 1):
-            j = i + (i & (-i))
-            if j <= KP:
-                hot_tree[j] += hot_tree[i]
-        rem_cold = cold_cnt[w]
         lo = bounds[w]
         hi = bounds[w + 1]
+        tot_hot = 0
+        for k in range(K):
+            tot_hot += hot_cnt[k, w]
+        if K:
+            _place_hot(sched, parent, hi - lo, hot_cnt, w, gap_cdf, gap_edges, state, gaps,
+                       rest)
+        rem_cold = cold_cnt[w]
         rem_warm = (hi - lo) - tot_hot - rem_cold
         wcdf = cdf[w]
         wtot = wcdf[nb - 1] if nb > 0 else 0
@@ -213,25 +308,8 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                 D, bits, tree = _rebuild_stack(owner, used, cap)
                 nw = cap // 64
                 t = D + 1
-            remaining = tot_hot + rem_cold + rem_warm
-            x = _below(state, remaining)
-            if x < tot_hot:
-                # hot id k: the first whose cumulative remaining count exceeds x
-                p = 0
-                step = KP
-                rem = x
-                while step > 0:
-                    v = hot_tree[p + step] if p + step <= KP else 0
-                    if v <= rem:
-                        p += step
-                        rem -= v
-                    step >>= 1
-                k = p
-                j = k + 1
-                while j <= KP:
-                    hot_tree[j] -= 1
-                    j += j & (-j)
-                tot_hot -= 1
+            if K and sched[pos - lo] >= 0:
+                k = sched[pos - lo]
                 if hot_gid[k] < 0:
                     if items < max_ids:
                         hot_gid[k] = items
@@ -240,7 +318,7 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                         hot_gid[k] = _below(state, max_ids)
                 out[pos] = hot_gid[k]
                 continue
-            cold = x < tot_hot + rem_cold
+            cold = _below(state, rem_cold + rem_warm) < rem_cold
             if cold:
                 rem_cold -= 1
             else:
@@ -257,7 +335,7 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
             elif not cold:
                 # draw a tail reuse distance; redraw when deeper than the stack so far
                 d = D
-                for _try in range(8):
+                for _try in range(redraws):
                     uf = _uniform(state)
                     u = np.int64(uf * wtot)
                     a = guide[np.int64(uf * G)]
@@ -271,8 +349,12 @@ def _synth_core(n_out, bounds, hot_cnt, cold_cnt, cdf, edges, fallback_cdf, seed
                     if d < D:
                         break
                 if d >= D:
-                    d = D - 1
-                    clamped += 1
+                    if deep_is_cold and items < max_ids:
+                        cold = True
+                        extra_cold += 1
+                    else:
+                        d = D - 1
+                        clamped += 1
             wt = t >> 6
             if cold:
                 g = items
@@ -396,16 +478,45 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     cdf = np.cumsum(th, axis=1) if nb else np.zeros((W, 0), dtype=np.int64)
     fallback = cdf.sum(axis=0) if nb else np.zeros(0, dtype=np.int64)
     edges = _reuse.bin_edges(nb)
+    gap = np.asarray(profile.hot_gap, dtype=np.int64)
+    gap_cdf = np.cumsum(gap, axis=1) if gap.size else np.zeros((0, 0), dtype=np.int64)
     core_seed = int(rng.integers(0, 2 ** 63))
     stream, items, extra, clamped = _synth_core(
-        n, bounds, np.ascontiguousarray(hot), np.ascontiguousarray(cold),
-        np.ascontiguousarray(cdf), edges, np.ascontiguousarray(fallback), core_seed, rows)
+        n, bounds, np.ascontiguousarray(hot),
+        np.ascontiguousarray(gap_cdf), _reuse.bin_edges(gap_cdf.shape[1]),
+        np.ascontiguousarray(cold), np.ascontiguousarray(cdf), edges,
+        np.ascontiguousarray(fallback), core_seed, rows, 8, False)
     # fresh ids: a seeded random injection of item numbers into the table's rows
     mapping = rng.choice(rows, size=max(items, 1), replace=False) if items <= rows else None
     if mapping is None:   # cannot happen: items are capped at rows
         raise AssertionError("more synthetic ids than rows")
     ids = mapping[stream]
     return ids, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}
+
+
+def synthesize_naive(profile: LocalityProfile, length: int | None = None,
+                     rows: int | None = None, seed: int | np.random.SeedSequence = 0
+                     ) -> np.ndarray:
+    """The naive baseline every fidelity report sets the model against: i.i.d. draws from the
+    source's whole reuse-distance histogram (first touches included as their own outcome) on
+    one LRU stack, no windows, no hot set; a draw deeper than the stack so far becomes a first
+    touch.  Same seed, same ids."""
+    n = profile.accesses if length is None else int(length)
+    rows = default_rows(profile, n) if rows is None else int(rows)
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    rng = np.random.default_rng(ss)
+    if n == 0 or profile.accesses == 0:
+        return np.zeros(n, dtype=np.int64)
+    hist = np.asarray(profile.hist, dtype=np.int64)
+    cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
+    cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
+    stream, items, _, _ = _synth_core(
+        n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
+        np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
+        cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
+        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True)
+    mapping = rng.choice(rows, size=max(items, 1), replace=False)
+    return mapping[stream]
 
 
 def synthesize_bags(profile: LocalityProfile, num_samples: int | None = None,
