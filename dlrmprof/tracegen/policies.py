@@ -98,30 +98,26 @@ def _fifo_hits(ids, cap, nid):
 
 
 @njit(cache=True)
-def _lfu_hits(ids, cap, nid, maxf):
-    """freq[x] = in-cache count (0: not cached); per count a doubly linked list of the cached
-    ids with that count, oldest last use at the head (an id joins a list when it is used)."""
-    freq = np.zeros(nid, dtype=np.int64)
-    prv = np.empty(nid, dtype=np.int64)
-    nxt = np.empty(nid, dtype=np.int64)
-    head = np.full(maxf + 2, -1, dtype=np.int64)
-    tail = np.full(maxf + 2, -1, dtype=np.int64)
+def _lfu_hits(ids, cap, node, head, tail):
+    """node[x] = (in-cache count, 0: not cached; prev; next): per count a doubly linked list of
+    the cached ids with that count, oldest last use at the head (an id joins a list when it is
+    used).  One row per id keeps an access to one cache line; head/tail are indexed by count."""
     size = 0
     minf = 0
     hits = 0
     for i in range(ids.shape[0]):
         x = ids[i]
-        f = freq[x]
+        f = node[x, 0]
         if f > 0:
             hits += 1
-            p = prv[x]
-            q = nxt[x]
+            p = node[x, 1]
+            q = node[x, 2]
             if p >= 0:
-                nxt[p] = q
+                node[p, 2] = q
             else:
                 head[f] = q
             if q >= 0:
-                prv[q] = p
+                node[q, 1] = p
             else:
                 tail[f] = p
             if minf == f and head[f] < 0:
@@ -130,23 +126,23 @@ def _lfu_hits(ids, cap, nid, maxf):
         else:
             if size == cap:
                 v = head[minf]
-                q = nxt[v]
+                q = node[v, 2]
                 head[minf] = q
                 if q >= 0:
-                    prv[q] = -1
+                    node[q, 1] = -1
                 else:
                     tail[minf] = -1
-                freq[v] = 0
+                node[v, 0] = 0
             else:
                 size += 1
             f = 1
             minf = 1
-        freq[x] = f
+        node[x, 0] = f
         t = tail[f]
-        prv[x] = t
-        nxt[x] = -1
+        node[x, 1] = t
+        node[x, 2] = -1
         if t >= 0:
-            nxt[t] = x
+            node[t, 2] = x
         else:
             head[f] = x
         tail[f] = x
@@ -265,7 +261,15 @@ def lfu_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
     sizes = _check_sizes(sizes)
     st = _Stream(ids, max_accesses)
     maxf = int(st.counts.max()) if st.n else 0
-    return st.rates(sizes, lambda c: _lfu_hits(st.ids, c, st.nid, maxf))
+    dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
+
+    def hits(c):
+        node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
+        head = np.full(maxf + 2, -1, dtype=dt)
+        tail = np.full(maxf + 2, -1, dtype=dt)
+        return _lfu_hits(st.ids, c, node, head, tail)
+
+    return st.rates(sizes, hits)
 
 
 def setassoc_geometry(size: int, ways: int = SETASSOC_WAYS) -> tuple[int, int]:
