@@ -1,66 +1,27 @@
 """FIFO / LFU / set-associative LRU hit rates and batch statistics against plain references."""
 
-from collections import OrderedDict
-
 import numpy as np
 import pytest
 
 from dlrmprof.tracegen import policies, reuse
 
-MASK = (1 << 64) - 1
-
-
 # ---------------------------------------------------------------- plain references
+# (policies.reference_hit_rate: set-per-way OrderedDicts, a FIFO list, an LFU dict scanned
+# for the (count, last use) minimum; the benchmark checks against the same functions)
 def ref_fifo(ids, c):
-    cache, order, hits = set(), [], 0
-    for x in ids:
-        if x in cache:
-            hits += 1
-            continue
-        if len(cache) == c:
-            cache.discard(order.pop(0))
-        cache.add(x)
-        order.append(x)
-    return hits / len(ids)
+    return policies.reference_hit_rate("fifo", ids, c)
 
 
 def ref_lfu(ids, c):
-    cache, hits = {}, 0        # id -> [count, last use]
-    for t, x in enumerate(ids):
-        if x in cache:
-            hits += 1
-            cache[x][0] += 1
-            cache[x][1] = t
-            continue
-        if len(cache) == c:
-            victim = min(cache, key=lambda k: (cache[k][0], cache[k][1]))
-            del cache[victim]
-        cache[x] = [1, t]
-    return hits / len(ids)
-
-
-def ref_mix(x):
-    z = x & MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
+    return policies.reference_hit_rate("lfu", ids, c)
 
 
 def ref_setassoc(ids, c, ways=32):
-    w = min(c, ways)
-    nsets = max(1, c // w)
-    sets = [OrderedDict() for _ in range(nsets)]
-    hits = 0
-    for x in ids:
-        s = sets[ref_mix(x) % nsets]
-        if x in s:
-            hits += 1
-            s.move_to_end(x)
-            continue
-        if len(s) == w:
-            s.popitem(last=False)
-        s[x] = True
-    return hits / len(ids)
+    return policies.reference_hit_rate("setassoc", ids, c, ways)
+
+
+def ref_mix(x):
+    return policies._ref_mix(x)
 
 
 def streams():
@@ -113,6 +74,9 @@ def test_setassoc_fully_associative_is_exact_lru():
 def test_mix64_is_splitmix64():
     x = np.array([0, 1, 2, 12345, 2 ** 62 + 17], dtype=np.int64)
     assert policies.mix64(x).tolist() == [ref_mix(int(v)) for v in x]
+    # splitmix64's first output from seed 0 is the finaliser of its increment
+    gamma = np.array([0x9E3779B97F4A7C15], dtype=np.uint64)
+    assert int(policies.mix64(gamma)[0]) == 0xE220A8397B1DCDAF
 
 
 def test_policy_known_patterns():

@@ -26,6 +26,7 @@ it for the host's L1/L2/L3 too.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -383,3 +384,70 @@ def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats,
         uniq, rsum, nr = _batch_pass(dense, off, bs, nb, lastb)
         out.append(BatchStats(bs, nb, uniq / nb, rsum / nr if nr else 0.0))
     return tuple(out)
+
+
+# ---------------------------------------------------------------- plain references (tests)
+def reference_hit_rate(policy: str, ids, size: int, ways: int = SETASSOC_WAYS) -> float:
+    """Plain-Python simulation of one cache ("fifo", "lfu" or "setassoc"): the reference the
+    kernels are tested and benchmarked against.  O(N) for fifo/setassoc, O(N * size) for lfu."""
+    ids = [int(x) for x in ids]
+    if not ids:
+        return 0.0
+    hits = {"fifo": _ref_fifo, "lfu": _ref_lfu}.get(policy)
+    if policy == "setassoc":
+        return _ref_setassoc(ids, size, ways) / len(ids)
+    if hits is None:
+        raise ValueError(f"policy: expected fifo, lfu or setassoc, got {policy!r}")
+    return hits(ids, size) / len(ids)
+
+
+def _ref_fifo(ids, c):
+    cache, order, hits = set(), [], 0
+    for x in ids:
+        if x in cache:
+            hits += 1
+            continue
+        if len(cache) == c:
+            cache.discard(order.pop(0))
+        cache.add(x)
+        order.append(x)
+    return hits
+
+
+def _ref_lfu(ids, c):
+    cache, hits = {}, 0        # id -> [count, last use]
+    for t, x in enumerate(ids):
+        if x in cache:
+            hits += 1
+            cache[x][0] += 1
+            cache[x][1] = t
+            continue
+        if len(cache) == c:
+            del cache[min(cache, key=lambda k: (cache[k][0], cache[k][1]))]
+        cache[x] = [1, t]
+    return hits
+
+
+def _ref_mix(x):
+    m = (1 << 64) - 1
+    z = x & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def _ref_setassoc(ids, c, ways):
+    w = max(1, min(c, ways))
+    nsets = max(1, c // w)
+    sets = [OrderedDict() for _ in range(nsets)]
+    hits = 0
+    for x in ids:
+        s = sets[_ref_mix(x) % nsets]
+        if x in s:
+            hits += 1
+            s.move_to_end(x)
+            continue
+        if len(s) == w:
+            s.popitem(last=False)
+        s[x] = True
+    return hits
