@@ -214,53 +214,34 @@ def _check_sizes(sizes) -> np.ndarray:
 
 
 class _Stream:
-    """Dense ids of a checked stream and the figures every policy needs."""
+    """Dense ids of a checked stream and the figures every policy needs (computed once, so
+    `policy_mrcs` checks and remaps a stream once for all three policies)."""
 
     def __init__(self, ids, max_accesses: int | None = None):
         self.raw = _check_ids(ids, max_accesses)
         self.ids = dense_ids(self.raw)
         self.n = int(self.ids.size)
         self.nid = int(self.ids.max()) + 1 if self.n else 1
-        self._counts = None
-
-    @property
-    def counts(self) -> np.ndarray:
-        if self._counts is None:
-            self._counts = np.bincount(self.ids, minlength=self.nid)
-        return self._counts
-
-    @property
-    def distinct(self) -> int:
-        return int(np.count_nonzero(self.counts))
+        self.counts = np.bincount(self.ids, minlength=self.nid)
+        self.distinct = int(np.count_nonzero(self.counts))
 
     def rates(self, sizes: np.ndarray, hits_at) -> np.ndarray:
         out = np.zeros(sizes.size)
         if self.n == 0:
             return out
-        no_evict = (self.n - self.distinct) / self.n
         for k, c in enumerate(sizes):
             c = int(c)
-            out[k] = no_evict if c >= self.distinct else hits_at(c) / self.n
+            # no evictions at or above the distinct count: compulsory misses only
+            hits = self.n - self.distinct if c >= self.distinct else hits_at(c)
+            out[k] = hits / self.n
         return out
 
 
-# ---------------------------------------------------------------- public API
-def fifo_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
-    """FIFO hit rate at each cache size (entries), float64 [len(sizes)].
-
-    With `max_accesses`, only that prefix of the stream is simulated."""
-    sizes = _check_sizes(sizes)
-    st = _Stream(ids, max_accesses)
+def _fifo(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     return st.rates(sizes, lambda c: _fifo_hits(st.ids, c, st.nid))
 
 
-def lfu_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
-    """LFU hit rate at each cache size (entries), float64 [len(sizes)].
-
-    In-cache frequency: a count starts at 1 on insertion, grows by 1 per hit and is forgotten
-    on eviction; the victim has the smallest count, ties evicted least recently used."""
-    sizes = _check_sizes(sizes)
-    st = _Stream(ids, max_accesses)
+def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     maxf = int(st.counts.max()) if st.n else 0
     dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
 
@@ -271,6 +252,51 @@ def lfu_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
         return _lfu_hits(st.ids, c, node, head, tail)
 
     return st.rates(sizes, hits)
+
+
+def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
+    sets = (h_distinct % np.uint64(nsets)).astype(np.int64)
+    if nsets <= 4 * sets.size + 1024:
+        return int(np.bincount(sets, minlength=nsets).max())
+    return int(np.unique(sets, return_counts=True)[1].max())    # sets far above the ids
+
+
+def _setassoc(st: _Stream, sizes: np.ndarray, ways: int) -> np.ndarray:
+    out = np.zeros(sizes.size)
+    if st.n == 0:
+        return out
+    h = mix64(st.raw)
+    h_distinct = np.zeros(st.nid, dtype=np.uint64)
+    h_distinct[st.ids] = h                          # one hash per distinct id
+    h_distinct = h_distinct[st.counts > 0]
+    buf = np.empty(st.n, dtype=np.int64)
+    for k, c in enumerate(sizes):
+        nsets, w = setassoc_geometry(int(c), ways)
+        if _max_per_set(h_distinct, nsets) <= w:   # no set overflows: compulsory misses only
+            out[k] = (st.n - st.distinct) / st.n
+            continue
+        if nsets > (2 ** 62) // st.nid:
+            raise ValueError(f"sizes: {int(c)} entries is too large to simulate "
+                             f"({nsets} sets for {st.nid} ids)")
+        keys = st.ids * nsets + (h % np.uint64(nsets)).astype(np.int64)
+        out[k] = (st.n - _lru_pass(keys, nsets, w, buf)) / st.n
+    return out
+
+
+# ---------------------------------------------------------------- public API
+def fifo_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
+    """FIFO hit rate at each cache size (entries), float64 [len(sizes)].
+
+    With `max_accesses`, only that prefix of the stream is simulated (as for every policy)."""
+    return _fifo(_Stream(ids, max_accesses), _check_sizes(sizes))
+
+
+def lfu_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
+    """LFU hit rate at each cache size (entries), float64 [len(sizes)].
+
+    In-cache frequency: a count starts at 1 on insertion, grows by 1 per hit and is forgotten
+    on eviction; the victim has the smallest count, ties evicted least recently used."""
+    return _lfu(_Stream(ids, max_accesses), _check_sizes(sizes))
 
 
 def setassoc_geometry(size: int, ways: int = SETASSOC_WAYS) -> tuple[int, int]:
@@ -289,36 +315,16 @@ def setassoc_hit_rates(ids, sizes, ways: int = SETASSOC_WAYS, *,
     sizes = _check_sizes(sizes)
     if int(ways) < 1:
         raise ValueError(f"ways: expected >= 1, got {ways}")
-    st = _Stream(ids, max_accesses)
-    out = np.zeros(sizes.size)
-    if st.n == 0:
-        return out
-    h = mix64(st.raw)
-    first = np.zeros(st.nid, dtype=bool)
-    seen_h = np.zeros(st.nid, dtype=np.uint64)
-    seen_h[st.ids] = h                      # one hash per distinct id
-    first[st.ids] = True
-    h_distinct = seen_h[first]
-    buf = np.empty(st.n, dtype=np.int64)
-    for k, c in enumerate(sizes):
-        nsets, w = setassoc_geometry(int(c), ways)
-        per_set = np.bincount((h_distinct % np.uint64(nsets)).astype(np.int64),
-                              minlength=nsets)
-        if int(per_set.max()) <= w:          # no set overflows: compulsory misses only
-            out[k] = (st.n - h_distinct.size) / st.n
-            continue
-        keys = st.ids * nsets + (h % np.uint64(nsets)).astype(np.int64)
-        out[k] = (st.n - _lru_pass(keys, nsets, w, buf)) / st.n
-    return out
+    return _setassoc(_Stream(ids, max_accesses), sizes, int(ways))
 
 
 def policy_mrcs(ids, sizes, *, max_accesses: int | None = None) -> dict:
     """{"fifo", "lfu", "setassoc32"}: hit-rate lists at `sizes` (JSON-able, for the fidelity
     record); with `max_accesses` only that prefix is simulated."""
-    arr = _check_ids(ids, max_accesses)
-    return {"fifo": fifo_hit_rates(arr, sizes).tolist(),
-            "lfu": lfu_hit_rates(arr, sizes).tolist(),
-            f"setassoc{SETASSOC_WAYS}": setassoc_hit_rates(arr, sizes).tolist()}
+    sizes = _check_sizes(sizes)
+    st = _Stream(ids, max_accesses)
+    return {"fifo": _fifo(st, sizes).tolist(), "lfu": _lfu(st, sizes).tolist(),
+            f"setassoc{SETASSOC_WAYS}": _setassoc(st, sizes, SETASSOC_WAYS).tolist()}
 
 
 # ---------------------------------------------------------------- batches
