@@ -49,11 +49,14 @@ def check(ids: np.ndarray) -> None:
 
 
 def timed(fn):
+    """(wall seconds, this process's CPU seconds, other processes' CPUs) of one call."""
     with OtherCpu() as oc:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         fn()
         dt = time.perf_counter() - t0
-    return dt, oc.cpus
+        cpu = time.process_time() - c0
+    return dt, cpu, oc.cpus
 
 
 def bench_stream(name: str, ids: np.ndarray, rounds: int) -> dict:
@@ -61,6 +64,7 @@ def bench_stream(name: str, ids: np.ndarray, rounds: int) -> dict:
     check(ids)
     pre = ids[:PREFIX].tolist()
     runs = {"ours": [], "lru": [], "ours_small": [], "reference_small": []}
+    cpu = {k: [] for k in runs}
     other = []
     for _ in range(rounds):
         for key, fn in (
@@ -69,8 +73,9 @@ def bench_stream(name: str, ids: np.ndarray, rounds: int) -> dict:
                 ("ours_small", lambda: [f(ids, SMALL) for f in POLICIES.values()]),
                 ("reference_small", lambda: [policies.reference_hit_rate(p, pre, c)
                                              for p in POLICIES for c in SMALL])):
-            dt, oc = timed(fn)
+            dt, c, oc = timed(fn)
             runs[key].append(dt)
+            cpu[key].append(c)
             other.append(oc)
     per_policy = {}
     for p, fn in POLICIES.items():
@@ -81,6 +86,7 @@ def bench_stream(name: str, ids: np.ndarray, rounds: int) -> dict:
     res = {"stream": name, "accesses": int(ids.size), "distinct": int(np.unique(ids).size),
            "sizes": f"2^0..2^{sizes.size - 1}", "rounds": rounds,
            "seconds": {k: v for k, v in runs.items()}, "best_s": best,
+           "cpu_seconds": cpu, "best_cpu_s": {k: min(v) for k, v in cpu.items()},
            "per_policy_best_s": per_policy,
            "ours_over_lru": best["ours"] / best["lru"],
            "reference_ns_per_access_size": ref_small_per * 1e9,

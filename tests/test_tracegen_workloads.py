@@ -120,6 +120,8 @@ def test_scans():
     (lambda: w.irm_zipf(0, 10, 1.0, 0), "n"),
     (lambda: w.irm_zipf(10, 10, -1.0, 0), "a"),
     (lambda: w.drifting_zipf(10, 10, 1.0, -0.1, 0), "drift"),
+    (lambda: w.drifting_zipf(10, 10, 1.0, float("inf"), 0), "drift"),
+    (lambda: w.irm_zipf(10, 10, float("nan"), 0), "a"),
     (lambda: w.bursty_sessions(10, 10, 1.0, 0.5, 4, 0), "mean_session"),
     (lambda: w.bursty_sessions(10, 10, 1.0, 3, 0, 0), "concurrent"),
     (lambda: w.user_item_log(10, 10, 10, 0, repeat=1.5), "repeat"),

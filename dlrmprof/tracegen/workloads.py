@@ -9,7 +9,8 @@ its popularity rank, so id order says nothing about popularity.
 * ``irm_zipf``: independent draws from Zipf(a) over `distinct` ids (the independent reference
   model: popularity without temporal locality).
 * ``drifting_zipf``: Zipf(a) whose rank-to-id map shifts as time passes: every 1/drift
-  accesses a fresh id enters at the top and every other id moves one rank down.
+  accesses the least popular id jumps to the top (a fresh item) and every other id moves one
+  rank down.
 * ``bursty_sessions``: users drawn Zipf(a); each visit is a session of geometric length; a
   fixed number of sessions run at once and their events interleave (each event comes from a
   session picked at random), so a user's events are close in time but not contiguous.
@@ -40,11 +41,10 @@ def _count(name: str, v, lo: int = 1) -> int:
     return int(v)
 
 
-def _real(name: str, v, lo: float, hi: float = np.inf, expected: str | None = None) -> float:
+def _real(name: str, v, lo: float, hi: float = np.inf) -> float:
     ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-    _need(ok and lo <= float(v) <= hi, name,
-          expected or (f"a number in [{lo}, {hi}]" if np.isfinite(hi) else f"a number >= {lo}"),
-          v)
+    _need(ok and np.isfinite(float(v)) and lo <= float(v) <= hi, name,
+          f"a number in [{lo}, {hi}]" if np.isfinite(hi) else f"a finite number >= {lo}", v)
     return float(v)
 
 
