@@ -31,40 +31,9 @@ import numpy as np
 from numba import njit
 
 from dlrmprof.profile.host import data_caches
+from dlrmprof.tracegen.policies import _lru_pass   # the one set-associative LRU kernel
 
 LINE = 64
-
-
-@njit(cache=True)
-def _lru_pass(lines, nsets, ways, miss_out):
-    """Set-associative LRU over `lines`; writes the missed lines to miss_out, returns count."""
-    tags = np.full((nsets, ways), -1, dtype=np.int64)
-    stamp = np.zeros((nsets, ways), dtype=np.int64)
-    nmiss = 0
-    pow2 = (nsets & (nsets - 1)) == 0
-    mask = nsets - 1
-    for t in range(lines.size):
-        ln = lines[t]
-        s = (ln & mask) if pow2 else (ln % nsets)   # a mask, not a division, when possible
-        hit = -1
-        for w in range(ways):
-            if tags[s, w] == ln:
-                hit = w
-                break
-        if hit >= 0:
-            stamp[s, hit] = t + 1
-        else:
-            victim = 0
-            oldest = stamp[s, 0]
-            for w in range(1, ways):
-                if stamp[s, w] < oldest:
-                    oldest = stamp[s, w]
-                    victim = w
-            tags[s, victim] = ln
-            stamp[s, victim] = t + 1
-            miss_out[nmiss] = ln
-            nmiss += 1
-    return nmiss
 
 
 def lru_misses(lines: np.ndarray, size_bytes: int, ways: int, line_bytes: int = LINE

@@ -1,0 +1,459 @@
+"""Hit rates of the caches people size, on an id stream, and per-batch id statistics.
+
+Every cache size is simulated exactly, one pass per size (FIFO and LFU have no stack property:
+a larger cache can hit less, so one reuse-distance pass cannot give their curves):
+
+* ``fifo_hit_rates``: FIFO, first in first out; a hit does not reorder.  Ring buffer of the
+  cached ids and an in-cache flag per id: O(N) per size.
+* ``lfu_hit_rates``: LFU with in-cache frequency.  An id's count starts at 1 when it enters the
+  cache and is forgotten when it is evicted; the victim is the cached id with the smallest count,
+  ties broken by least recent use.  O(1) per access with frequency buckets (one recency-ordered
+  list per count, as Shah, Mitra and Matani's O(1) LFU).
+* ``setassoc_hit_rates``: set-associative LRU with the geometry of FBGEMM's TBE software cache:
+  ``ways = min(C, 32)``, ``sets = max(1, C // ways)`` (capacity ``sets * ways``, which is C when C
+  is a power of two); an id's set is a fixed 64-bit mixing hash of the id (the splitmix64
+  finaliser) modulo the set count, not the raw id, so strided ids do not pile into one set.
+
+A size at or above the stream's distinct count never evicts (for set-associative: when no set
+receives more distinct ids than it has ways), so its hit rate is (N - distinct) / N without a
+pass.  ``policy_mrcs`` runs the three at the same sizes; ``batch_stats`` gives the per-batch
+unique-id count and batch-to-batch overlap that TBE cache prefetch and TorchRec's unique-id
+deduplication depend on.
+
+``_lru_pass`` is the one set-associative LRU kernel of the project: ``profile.cachesim`` uses
+it for the host's L1/L2/L3 too.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from dlrmprof.tracegen.reuse import dense_ids
+
+SETASSOC_WAYS = 32
+BATCH_SIZES = (128, 2048, 16384)
+
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+# ---------------------------------------------------------------- kernels
+@njit(cache=True)
+def _lru_pass(lines, nsets, ways, miss_out):
+    """Set-associative LRU over `lines`; writes the missed lines to miss_out, returns count."""
+    tags = np.full((nsets, ways), -1, dtype=np.int64)
+    stamp = np.zeros((nsets, ways), dtype=np.int64)
+    nmiss = 0
+    pow2 = (nsets & (nsets - 1)) == 0
+    mask = nsets - 1
+    for t in range(lines.size):
+        ln = lines[t]
+        s = (ln & mask) if pow2 else (ln % nsets)   # a mask, not a division, when possible
+        hit = -1
+        for w in range(ways):
+            if tags[s, w] == ln:
+                hit = w
+                break
+        if hit >= 0:
+            stamp[s, hit] = t + 1
+        else:
+            victim = 0
+            oldest = stamp[s, 0]
+            for w in range(1, ways):
+                if stamp[s, w] < oldest:
+                    oldest = stamp[s, w]
+                    victim = w
+            tags[s, victim] = ln
+            stamp[s, victim] = t + 1
+            miss_out[nmiss] = ln
+            nmiss += 1
+    return nmiss
+
+
+@njit(cache=True)
+def _fifo_hits(ids, cap, nid):
+    incache = np.zeros(nid, dtype=np.uint8)
+    ring = np.empty(cap, dtype=np.int64)
+    hits = 0
+    pos = 0
+    filled = 0
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        if incache[x]:
+            hits += 1
+            continue
+        if filled == cap:
+            incache[ring[pos]] = 0
+        else:
+            filled += 1
+        ring[pos] = x
+        incache[x] = 1
+        pos += 1
+        if pos == cap:
+            pos = 0
+    return hits
+
+
+@njit(cache=True)
+def _lfu_hits(ids, cap, node, head, tail):
+    """node[x] = (in-cache count, 0: not cached; prev; next): per count a doubly linked list of
+    the cached ids with that count, oldest last use at the head (an id joins a list when it is
+    used).  One row per id keeps an access to one cache line; head/tail are indexed by count."""
+    size = 0
+    minf = 0
+    hits = 0
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        f = node[x, 0]
+        if f > 0:
+            hits += 1
+            p = node[x, 1]
+            q = node[x, 2]
+            if p >= 0:
+                node[p, 2] = q
+            else:
+                head[f] = q
+            if q >= 0:
+                node[q, 1] = p
+            else:
+                tail[f] = p
+            if minf == f and head[f] < 0:
+                minf = f + 1
+            f += 1
+        else:
+            if size == cap:
+                v = head[minf]
+                q = node[v, 2]
+                head[minf] = q
+                if q >= 0:
+                    node[q, 1] = -1
+                else:
+                    tail[minf] = -1
+                node[v, 0] = 0
+            else:
+                size += 1
+            f = 1
+            minf = 1
+        node[x, 0] = f
+        t = tail[f]
+        node[x, 1] = t
+        node[x, 2] = -1
+        if t >= 0:
+            node[t, 2] = x
+        else:
+            head[f] = x
+        tail[f] = x
+    return hits
+
+
+@njit(cache=True)
+def _batch_pass(ids, offsets, bsize, nbatches, lastb):
+    """(sum of unique ids per batch, sum of overlap ratios over batches 1.., their count)."""
+    uniq = 0
+    ratio_sum = 0.0
+    nratio = 0
+    for b in range(nbatches):
+        u = 0
+        ov = 0
+        for j in range(offsets[b * bsize], offsets[(b + 1) * bsize]):
+            x = ids[j]
+            lb = lastb[x]
+            if lb != b:
+                u += 1
+                if b > 0 and lb == b - 1:
+                    ov += 1
+                lastb[x] = b
+        uniq += u
+        if b > 0 and u > 0:
+            ratio_sum += ov / u
+            nratio += 1
+    return uniq, ratio_sum, nratio
+
+
+def mix64(ids: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser of each id (uint64): the fixed set-index hash."""
+    z = np.asarray(ids, dtype=np.int64).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+# ---------------------------------------------------------------- input checks
+def _check_ids(ids, max_accesses: int | None = None) -> np.ndarray:
+    arr = np.asarray(ids)
+    if arr.ndim != 1:
+        raise ValueError(f"ids: expected a 1-D array, got shape {tuple(arr.shape)}")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"ids: expected integers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError("ids: expected values below 2^63")
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size and int(arr.min()) < 0:
+        i = int(np.argmax(arr < 0))
+        raise ValueError(f"ids: expected non-negative ids, got {int(arr[i])} at position {i}")
+    if max_accesses is not None:
+        if int(max_accesses) < 1:
+            raise ValueError(f"max_accesses: expected >= 1, got {max_accesses}")
+        arr = arr[: int(max_accesses)]
+    return arr
+
+
+def _check_sizes(sizes) -> np.ndarray:
+    s = np.atleast_1d(np.asarray(sizes))
+    if s.ndim != 1 or (s.size and s.dtype.kind not in "iu"):
+        raise ValueError(f"sizes: expected a 1-D list of integers, got {s.dtype} {s.shape}")
+    s = s.astype(np.int64)
+    if s.size and int(s.min()) < 1:
+        raise ValueError(f"sizes: expected cache sizes >= 1 entry, got {int(s.min())}")
+    return s
+
+
+class _Stream:
+    """Dense ids of a checked stream and the figures every policy needs (computed once, so
+    `policy_mrcs` checks and remaps a stream once for all three policies)."""
+
+    def __init__(self, ids, max_accesses: int | None = None):
+        self.raw = _check_ids(ids, max_accesses)
+        self.ids = dense_ids(self.raw)
+        self.n = int(self.ids.size)
+        self.nid = int(self.ids.max()) + 1 if self.n else 1
+        self.counts = np.bincount(self.ids, minlength=self.nid)
+        self.distinct = int(np.count_nonzero(self.counts))
+
+    def rates(self, sizes: np.ndarray, hits_at) -> np.ndarray:
+        out = np.zeros(sizes.size)
+        if self.n == 0:
+            return out
+        for k, c in enumerate(sizes):
+            c = int(c)
+            # no evictions at or above the distinct count: compulsory misses only
+            hits = self.n - self.distinct if c >= self.distinct else hits_at(c)
+            out[k] = hits / self.n
+        return out
+
+
+def _fifo(st: _Stream, sizes: np.ndarray) -> np.ndarray:
+    return st.rates(sizes, lambda c: _fifo_hits(st.ids, c, st.nid))
+
+
+def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
+    maxf = int(st.counts.max()) if st.n else 0
+    dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
+
+    def hits(c):
+        node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
+        head = np.full(maxf + 2, -1, dtype=dt)
+        tail = np.full(maxf + 2, -1, dtype=dt)
+        return _lfu_hits(st.ids, c, node, head, tail)
+
+    return st.rates(sizes, hits)
+
+
+def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
+    sets = (h_distinct % np.uint64(nsets)).astype(np.int64)
+    if nsets <= 4 * sets.size + 1024:
+        return int(np.bincount(sets, minlength=nsets).max())
+    return int(np.unique(sets, return_counts=True)[1].max())    # sets far above the ids
+
+
+def _setassoc(st: _Stream, sizes: np.ndarray, ways: int) -> np.ndarray:
+    out = np.zeros(sizes.size)
+    if st.n == 0:
+        return out
+    h = mix64(st.raw)
+    h_distinct = np.zeros(st.nid, dtype=np.uint64)
+    h_distinct[st.ids] = h                          # one hash per distinct id
+    h_distinct = h_distinct[st.counts > 0]
+    buf = np.empty(st.n, dtype=np.int64)
+    for k, c in enumerate(sizes):
+        nsets, w = setassoc_geometry(int(c), ways)
+        if _max_per_set(h_distinct, nsets) <= w:   # no set overflows: compulsory misses only
+            out[k] = (st.n - st.distinct) / st.n
+            continue
+        if nsets > (2 ** 62) // st.nid:
+            raise ValueError(f"sizes: {int(c)} entries is too large to simulate "
+                             f"({nsets} sets for {st.nid} ids)")
+        keys = st.ids * nsets + (h % np.uint64(nsets)).astype(np.int64)
+        out[k] = (st.n - _lru_pass(keys, nsets, w, buf)) / st.n
+    return out
+
+
+# ---------------------------------------------------------------- public API
+def fifo_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
+    """FIFO hit rate at each cache size (entries), float64 [len(sizes)].
+
+    With `max_accesses`, only that prefix of the stream is simulated (as for every policy)."""
+    return _fifo(_Stream(ids, max_accesses), _check_sizes(sizes))
+
+
+def lfu_hit_rates(ids, sizes, *, max_accesses: int | None = None) -> np.ndarray:
+    """LFU hit rate at each cache size (entries), float64 [len(sizes)].
+
+    In-cache frequency: a count starts at 1 on insertion, grows by 1 per hit and is forgotten
+    on eviction; the victim has the smallest count, ties evicted least recently used."""
+    return _lfu(_Stream(ids, max_accesses), _check_sizes(sizes))
+
+
+def setassoc_geometry(size: int, ways: int = SETASSOC_WAYS) -> tuple[int, int]:
+    """(sets, ways) of a `size`-entry cache: ways = min(size, ways), sets = size // ways."""
+    w = max(1, min(int(size), int(ways)))
+    return max(1, int(size) // w), w
+
+
+def setassoc_hit_rates(ids, sizes, ways: int = SETASSOC_WAYS, *,
+                       max_accesses: int | None = None) -> np.ndarray:
+    """Set-associative LRU hit rate at each cache size (entries), float64 [len(sizes)].
+
+    Geometry as FBGEMM's TBE software cache (see `setassoc_geometry`); an id's set is
+    ``mix64(id) % sets``.  The kernel sees the key ``dense_id * sets + set`` (unique per id,
+    never negative, its set index is the hashed one), so `_lru_pass` is used unchanged."""
+    sizes = _check_sizes(sizes)
+    if int(ways) < 1:
+        raise ValueError(f"ways: expected >= 1, got {ways}")
+    return _setassoc(_Stream(ids, max_accesses), sizes, int(ways))
+
+
+def policy_mrcs(ids, sizes, *, max_accesses: int | None = None) -> dict:
+    """{"fifo", "lfu", "setassoc32"}: hit-rate lists at `sizes` (JSON-able, for the fidelity
+    record); with `max_accesses` only that prefix is simulated."""
+    sizes = _check_sizes(sizes)
+    st = _Stream(ids, max_accesses)
+    return {"fifo": _fifo(st, sizes).tolist(), "lfu": _lfu(st, sizes).tolist(),
+            f"setassoc{SETASSOC_WAYS}": _setassoc(st, sizes, SETASSOC_WAYS).tolist()}
+
+
+# ---------------------------------------------------------------- batches
+@dataclass(frozen=True)
+class BatchStats:
+    """Ids seen by batches of `batch_size` consecutive bags (full batches only).
+
+    unique_mean: mean distinct ids per batch; overlap_mean: mean over batches i >= 1 (that hold
+    an id) of |U_i & U_{i-1}| / |U_i|, the share of a batch's ids the previous batch also used."""
+    batch_size: int
+    batches: int
+    unique_mean: float
+    overlap_mean: float
+
+    def to_json(self) -> dict:
+        return {"batch_size": self.batch_size, "batches": self.batches,
+                "unique_mean": self.unique_mean, "overlap_mean": self.overlap_mean}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "BatchStats":
+        return cls(int(d["batch_size"]), int(d["batches"]), float(d["unique_mean"]),
+                   float(d["overlap_mean"]))
+
+
+def _check_offsets(offsets, n: int) -> np.ndarray:
+    if offsets is None:
+        return np.arange(n + 1, dtype=np.int64)
+    off = np.asarray(offsets)
+    if off.ndim != 1 or off.size < 1 or (off.dtype.kind not in "iu"):
+        raise ValueError(f"offsets: expected a 1-D integer array [bags + 1], got "
+                         f"{off.dtype} {tuple(off.shape)}")
+    off = np.ascontiguousarray(off, dtype=np.int64)
+    if int(off[0]) != 0 or int(off[-1]) != n:
+        raise ValueError(f"offsets: expected offsets[0] == 0 and offsets[-1] == len(ids) == {n}"
+                         f", got {int(off[0])} and {int(off[-1])}")
+    if off.size > 1 and int(np.diff(off).min()) < 0:
+        i = int(np.argmax(np.diff(off) < 0))
+        raise ValueError(f"offsets: expected non-decreasing offsets, offsets[{i + 1}] = "
+                         f"{int(off[i + 1])} < offsets[{i}] = {int(off[i])}")
+    return off
+
+
+def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats, ...]:
+    """Per-batch unique ids and batch-to-batch overlap, for each batch size with >= 2 full
+    batches (sizes with fewer are left out).  `offsets` [bags + 1] is the jagged layout of
+    FBGEMM/TorchRec (bag b = ids[offsets[b]:offsets[b+1]]); None means one id per bag.
+
+    Returns typed results, not a dict: the fidelity record stores them through to_json."""
+    arr = _check_ids(ids)
+    off = _check_offsets(offsets, arr.size)
+    nbags = off.size - 1
+    dense = dense_ids(arr)
+    nid = int(dense.max()) + 1 if dense.size else 1
+    out = []
+    for bs in batch_sizes:
+        bs = int(bs)
+        if bs < 1:
+            raise ValueError(f"batch_sizes: expected sizes >= 1, got {bs}")
+        nb = nbags // bs
+        if nb < 2:
+            continue
+        lastb = np.full(nid, -2, dtype=np.int64)
+        uniq, rsum, nr = _batch_pass(dense, off, bs, nb, lastb)
+        out.append(BatchStats(bs, nb, uniq / nb, rsum / nr if nr else 0.0))
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- plain references (tests)
+def reference_hit_rate(policy: str, ids, size: int, ways: int = SETASSOC_WAYS) -> float:
+    """Plain-Python simulation of one cache ("fifo", "lfu" or "setassoc"): the reference the
+    kernels are tested and benchmarked against.  O(N) for fifo/setassoc, O(N * size) for lfu."""
+    ids = [int(x) for x in ids]
+    if not ids:
+        return 0.0
+    hits = {"fifo": _ref_fifo, "lfu": _ref_lfu}.get(policy)
+    if policy == "setassoc":
+        return _ref_setassoc(ids, size, ways) / len(ids)
+    if hits is None:
+        raise ValueError(f"policy: expected fifo, lfu or setassoc, got {policy!r}")
+    return hits(ids, size) / len(ids)
+
+
+def _ref_fifo(ids, c):
+    cache, order, hits = set(), [], 0
+    for x in ids:
+        if x in cache:
+            hits += 1
+            continue
+        if len(cache) == c:
+            cache.discard(order.pop(0))
+        cache.add(x)
+        order.append(x)
+    return hits
+
+
+def _ref_lfu(ids, c):
+    cache, hits = {}, 0        # id -> [count, last use]
+    for t, x in enumerate(ids):
+        if x in cache:
+            hits += 1
+            cache[x][0] += 1
+            cache[x][1] = t
+            continue
+        if len(cache) == c:
+            del cache[min(cache, key=lambda k: (cache[k][0], cache[k][1]))]
+        cache[x] = [1, t]
+    return hits
+
+
+def _ref_mix(x):
+    m = (1 << 64) - 1
+    z = x & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def _ref_setassoc(ids, c, ways):
+    w = max(1, min(c, ways))
+    nsets = max(1, c // w)
+    sets = [OrderedDict() for _ in range(nsets)]
+    hits = 0
+    for x in ids:
+        s = sets[_ref_mix(x) % nsets]
+        if x in s:
+            hits += 1
+            s.move_to_end(x)
+            continue
+        if len(s) == w:
+            s.popitem(last=False)
+        s[x] = True
+    return hits
