@@ -26,28 +26,77 @@ def _fmt_share(x: float) -> str:
     return f"{100 * x:5.1f}%"
 
 
+def _fmt_err(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _fmt_pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
 def _table_lines(rows: list[dict]) -> list[str]:
+    """The fidelity table: the model's figures, the naive baseline's LRU error beside them,
+    FIFO / LFU / set-associative errors, the worst per-batch errors; '!' marks a table where
+    the model loses to the naive baseline on the LRU MRC."""
+    from dlrmprof.tracegen.fidelity import errors
+
     lines = [f"{'table':<8} {'rows':>9} {'accesses':>10} {'distinct':>9} {'src dist':>9} "
-             f"{'MRC MAE':>8} {'dist ratio':>10} {'top10 src':>9} {'top10 syn':>9} {'hist TV':>7}"]
+             f"{'MRC MAE':>8} {'naive':>7} {'dist ratio':>10} {'top10 src':>9} "
+             f"{'top10 syn':>9} {'FIFO':>6} {'LFU':>6} {'SA32':>6} {'batch':>6}"]
     for r in rows:
         f = r.get("fidelity")
         if f:
-            tail = (f"{f['mrc_mae']:8.4f} {f['distinct_ratio']:10.3f} "
+            e, n = errors(f), f.get("naive", {})
+            batch = max((x for x in (e["batch_unique"], e["batch_overlap"]) if x is not None),
+                        default=None)
+            flag = " !" if "mrc_mae" in f.get("loses_to_naive", ()) else ""
+            tail = (f"{f['mrc_mae']:8.4f} {_fmt_err(n.get('mrc_mae')):>7} "
+                    f"{f['distinct_ratio']:10.3f} "
                     f"{_fmt_share(f['top10_share_source']):>9} "
-                    f"{_fmt_share(f['top10_share_synthetic']):>9} {f['hist_tv_distance']:7.3f}")
+                    f"{_fmt_share(f['top10_share_synthetic']):>9} "
+                    f"{_fmt_err(e['fifo_mae']):>6} {_fmt_err(e['lfu_mae']):>6} "
+                    f"{_fmt_err(e['setassoc32_mae']):>6} {_fmt_pct(batch):>6}{flag}")
         else:
-            tail = f"{'-':>8} {'-':>10} {'-':>9} {'-':>9} {'-':>7}"
+            tail = " ".join(f"{'-':>{w}}" for w in (8, 7, 10, 9, 9, 6, 6, 6, 6))
         lines.append(f"{r['name']:<8} {r['rows']:>9} {r['accesses']:>10} {r['distinct']:>9} "
                      f"{r['source_distinct']:>9} {tail}")
-    fids = [r["fidelity"] for r in rows if r.get("fidelity")]
+    fids = [(r["name"], r["fidelity"]) for r in rows if r.get("fidelity")]
     if fids:
-        import numpy as np
-
-        maes = [f["mrc_mae"] for f in fids]
-        ratios = [f["distinct_ratio"] for f in fids]
-        lines.append(f"fidelity over {len(fids)} tables: MRC MAE mean {np.mean(maes):.4f}, "
-                     f"worst {np.max(maes):.4f}; distinct ratio {min(ratios):.3f}..{max(ratios):.3f}")
+        lines += _summary_lines(fids)
     return lines
+
+
+def _summary_lines(fids: list[tuple[str, dict]]) -> list[str]:
+    import numpy as np
+
+    from dlrmprof.tracegen.fidelity import POLICIES, errors
+
+    def stat(vals):
+        vals = [v for v in vals if v is not None]
+        return f"mean {np.mean(vals):.4f}, worst {np.max(vals):.4f}" if vals else "not measured"
+
+    errs = [errors(f) for _, f in fids]
+    naive = [f.get("naive", {}) for _, f in fids]
+    ratios = [f["distinct_ratio"] for _, f in fids]
+    out = [f"fidelity over {len(fids)} tables: LRU MRC MAE {stat([e['mrc_mae'] for e in errs])} "
+           f"(naive baseline {stat([n.get('mrc_mae') for n in naive])}); distinct ratio "
+           f"{min(ratios):.3f}..{max(ratios):.3f}",
+           "  " + "; ".join(f"{p} MAE {stat([e[p + '_mae'] for e in errs])}"
+                            for p in POLICIES)]
+    for what in ("unique", "overlap"):
+        worst = {}
+        for _, f in fids:
+            for b in f.get("batches") or []:
+                worst[b["batch_size"]] = max(worst.get(b["batch_size"], 0.0),
+                                             b[f"{what}_rel_error"])
+        if worst:
+            out.append(f"  per-batch {what} ids, worst relative error: " + ", ".join(
+                f"{100 * v:.1f}% at batch {k}" for k, v in sorted(worst.items())))
+    losers = [name for name, f in fids if "mrc_mae" in f.get("loses_to_naive", ())]
+    if losers:
+        out.append(f"! the model's LRU MRC error exceeds the naive baseline's on "
+                   f"{len(losers)} table(s): {', '.join(losers)}")
+    return out
 
 
 def _json_doc(trace, out: str | None) -> dict:
@@ -65,7 +114,8 @@ def _json_doc(trace, out: str | None) -> dict:
             entry["fidelity"] = {k: f[k] for k in (
                 "mrc_mae", "mrc_max_error", "distinct_ratio", "top10_share_source",
                 "top10_share_synthetic", "top1pct_share_source", "top1pct_share_synthetic",
-                "hist_tv_distance")}
+                "hist_tv_distance", "fifo_mae", "lfu_mae", "setassoc32_mae", "batches",
+                "naive", "loses_to_naive") if k in f}
         if "shards" in prof.extra:
             entry["shards"] = prof.extra["shards"]
         tables.append(entry)

@@ -1,17 +1,32 @@
 """How close a synthetic stream is to its source, from the source's profile.
 
-Per table: LRU hit-rate mean absolute error over cache sizes 2^0..2^k (k covers both distinct
-counts), the distinct-id ratio (synthetic / source), the top-10 and top-1% share of accesses
-(source vs synthetic), and the total-variation distance between the two reuse-distance
-histograms (same bins, cold as its own bin).
+Per table:
+
+* LRU: hit-rate mean absolute error over cache sizes 2^0..2^k (k covers both distinct counts,
+  exact from the two reuse-distance histograms) and the total-variation distance between the
+  histograms (same bins, cold as its own bin);
+* popularity: the distinct-id ratio (synthetic / source), the top-10 and top-1% share of
+  accesses (source vs synthetic);
+* the caches users size (when the profile carries the source's curves, see
+  `source_extras`): FIFO, LFU and 32-way set-associative LRU hit-rate MAE at the same sizes,
+  simulated exactly on the first POLICY_PREFIX accesses of both streams;
+* across batches: per-batch unique-id count and batch-to-batch overlap at 128 / 2048 / 16384
+  samples per batch (relative error, source vs synthetic);
+* the naive baseline (`synth.synthesize_naive`: i.i.d. draws from the whole reuse-distance
+  histogram on one LRU stack) measured the same way, so a report shows what the model adds;
+  `loses_to_naive` names the figures where the model's error is the larger.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from dlrmprof.tracegen import policies as _pol
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.profile import LocalityProfile, stream_histogram
+
+POLICY_PREFIX = 1 << 18        # accesses of each stream the FIFO/LFU/set-associative runs see
+POLICIES = ("fifo", "lfu", f"setassoc{_pol.SETASSOC_WAYS}")
 
 
 def top_share(ids: np.ndarray, n: int) -> float:
@@ -25,8 +40,67 @@ def top_share(ids: np.ndarray, n: int) -> float:
     return float(top.sum()) / len(ids)
 
 
+def _offsets(lengths: np.ndarray | None, n: int) -> np.ndarray | None:
+    if lengths is None:
+        return None
+    off = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(lengths, dtype=np.int64), out=off[1:])
+    if int(off[-1]) != n:
+        raise ValueError("bag lengths must sum to the number of accesses")
+    return off
+
+
+def source_extras(ids, lengths: np.ndarray | None, distinct: int) -> dict:
+    """What fidelity needs of the source beyond its profile, measured once at capture:
+    FIFO/LFU/set-associative hit rates on the first POLICY_PREFIX accesses (sizes 2^0 up to
+    twice the distinct count) and per-batch statistics.  JSON-able (kept in profile.extra)."""
+    n = int(ids.shape[0])
+    m = min(n, POLICY_PREFIX)
+    head = np.ascontiguousarray(ids[:m], dtype=np.int64)
+    sizes = _reuse.mrc_sizes(2 * max(distinct, 1))
+    curves = _pol.policy_mrcs(head, sizes) if m else {p: [0.0] * len(sizes) for p in POLICIES}
+    arr = np.ascontiguousarray(ids, dtype=np.int64)
+    stats = _pol.batch_stats(arr, _offsets(lengths, n)) if n else ()
+    return {"policies": {"sizes": sizes.tolist(), "accesses": m, **curves},
+            "batches": [s.to_json() for s in stats]}
+
+
+def _rel(src: float, syn: float) -> float:
+    return abs(syn / src - 1) if src else abs(syn)
+
+
+def _policy_errors(extras: dict, ids: np.ndarray) -> dict:
+    pol = extras["policies"]
+    sizes = np.asarray(pol["sizes"], dtype=np.int64)
+    m = min(int(pol["accesses"]), len(ids))
+    syn = _pol.policy_mrcs(ids[:m], sizes) if m else {p: [0.0] * len(sizes) for p in POLICIES}
+    out = {}
+    for p in POLICIES:
+        out[f"{p}_mae"] = float(np.abs(np.asarray(pol[p]) - np.asarray(syn[p])).mean())
+        out[f"{p}_synthetic_hit_rate"] = syn[p]
+    out["policy_accesses"] = m
+    return out
+
+
+def _batch_errors(extras: dict, ids: np.ndarray, offsets) -> list[dict]:
+    src = {b["batch_size"]: b for b in extras["batches"]}
+    syn = _pol.batch_stats(ids, offsets, tuple(src)) if src else ()
+    rows = []
+    for s in syn:
+        b = src[s.batch_size]
+        rows.append({"batch_size": s.batch_size,
+                     "unique_source": b["unique_mean"], "unique_synthetic": s.unique_mean,
+                     "unique_rel_error": _rel(b["unique_mean"], s.unique_mean),
+                     "overlap_source": b["overlap_mean"], "overlap_synthetic": s.overlap_mean,
+                     "overlap_rel_error": _rel(b["overlap_mean"], s.overlap_mean)})
+    return rows
+
+
 def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
-             synthetic_dist: np.ndarray | None = None) -> dict:
+             synthetic_dist: np.ndarray | None = None, offsets: np.ndarray | None = None
+             ) -> dict:
+    """Fidelity of `synthetic_ids` (same length as the source for the comparison to mean
+    anything; `offsets` [bags + 1] its bags, None = one id per bag)."""
     ids = np.asarray(synthetic_ids, dtype=np.int64)
     if synthetic_dist is not None:
         hist, cold = _reuse.histogram(synthetic_dist)
@@ -45,7 +119,7 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
     b[nb] = cold
     tv = 0.5 * float(np.abs(a / max(a.sum(), 1) - b / max(b.sum(), 1)).sum())
     n1 = max(1, profile.distinct // 100)
-    return {
+    out = {
         "sizes": sizes.tolist(),
         "source_hit_rate": src.tolist(),
         "synthetic_hit_rate": syn.tolist(),
@@ -61,3 +135,37 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
         "hist_tv_distance": tv,
         "accesses_synthetic": int(len(ids)),
     }
+    extras = profile.extra.get("source_extras")
+    if extras and len(ids) == profile.accesses:
+        out.update(_policy_errors(extras, ids))
+        out["batches"] = _batch_errors(extras, ids, offsets)
+    return out
+
+
+# the figures compared with the naive baseline, and how each is turned into an error
+COMPARED = {"mrc_mae": lambda f: f["mrc_mae"],
+            "distinct": lambda f: abs(f["distinct_ratio"] - 1),
+            "top10_share": lambda f: _rel(f["top10_share_source"], f["top10_share_synthetic"]),
+            **{f"{p}_mae": (lambda f, p=p: f.get(f"{p}_mae")) for p in POLICIES}}
+
+
+def errors(f: dict) -> dict:
+    """The compared errors of one fidelity record (None where not measured), batch errors
+    as the worst over batch sizes."""
+    out = {k: fn(f) for k, fn in COMPARED.items()}
+    b = f.get("batches") or []
+    out["batch_unique"] = max((r["unique_rel_error"] for r in b), default=None)
+    out["batch_overlap"] = max((r["overlap_rel_error"] for r in b), default=None)
+    return out
+
+
+def with_naive(model: dict, naive: dict) -> dict:
+    """The model's record with the naive baseline's errors beside it and the figures where
+    the model loses (its error larger by more than float noise)."""
+    me, ne = errors(model), errors(naive)
+    model["naive"] = {k: v for k, v in ne.items() if v is not None}
+    model["naive"]["distinct_ratio"] = naive["distinct_ratio"]
+    model["naive"]["top10_share_synthetic"] = naive["top10_share_synthetic"]
+    model["loses_to_naive"] = sorted(k for k in me if me[k] is not None
+                                     and ne.get(k) is not None and me[k] > ne[k] + 1e-12)
+    return model

@@ -19,10 +19,11 @@ import numpy as np
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
+from dlrmprof.tracegen.fidelity import source_extras, with_naive
 from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, LocalityProfile,
                                        build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
-from dlrmprof.tracegen.synth import default_rows, synthesize_bags
+from dlrmprof.tracegen.synth import default_rows, synthesize_bags, synthesize_naive
 from dlrmprof.tracegen.tracefile import TableMeta, Trace, header_for
 
 MODEL = "hot-ids-spaced+tail-lru-stack/windowed"
@@ -41,6 +42,7 @@ HOT_PREFIX = 1 << 21          # candidates for K are compared on at most this ma
 # share 20% relative); the candidate with the smallest sum wins
 SELECTION_SEEDS = 3           # syntheses per candidate on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
+NAIVE_SALT = 0x6E61697665     # the naive baseline's seed: derived from the table's, apart
 MAE_UNIT = 0.004
 SHARE_UNIT = 0.2
 
@@ -118,6 +120,7 @@ def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityPro
     prof, tried = choose_hot(name, ids, lengths, rows, windows, hist_cold,
                              candidates=HOT_CANDIDATES if hot is None else (hot,))
     prof.extra["hot_selection"] = tried
+    prof.extra["source_extras"] = source_extras(ids, lengths, prof.distinct)
     if sample_rate is not None:
         prof.extra["shards"] = shards_error(np.asarray(ids, dtype=np.int64), sample_rate, prof)
     return prof
@@ -186,33 +189,36 @@ def _map(fn, tasks, jobs):
 
 
 # ------------------------------------------------------------------ synthesis
+def _measured(prof, B, rows, ss):
+    """(ids, offsets, fidelity with the naive baseline beside it) of a synthesis of the
+    source's length.  A short stream's error is mostly the draw: keep the best of a few
+    realizations by the selection objective (deterministic in the seed)."""
+    ids, offs, facts = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
+    fid = _fidelity(prof, ids, offsets=offs) | facts
+    short = prof.accesses <= SHORT_STREAM
+    if short:
+        for alt in ss.spawn(SELECTION_SEEDS - 1):
+            ids2, offs2, facts2 = synthesize_bags(prof, num_samples=B, rows=rows, seed=alt)
+            fid2 = _fidelity(prof, ids2, offsets=offs2) | facts2
+            if objective(fid2) < objective(fid):
+                ids, offs, fid = ids2, offs2, fid2
+    fid["realizations"] = SELECTION_SEEDS if short else 1
+    naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
+    naive = synthesize_naive(prof, length=prof.accesses, rows=rows, seed=naive_seed)
+    return ids, offs, with_naive(fid, _fidelity(prof, naive, offsets=offs))
+
+
 def _synth_task(args):
     prof, B, rows, ss, with_fidelity, keep = args
-    ids, offs, facts = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
     fid = None
-    if with_fidelity:
-        if len(ids) == prof.accesses:
-            fid = _fidelity(prof, ids)
-            fid.update(facts)
-            if prof.accesses <= SHORT_STREAM:
-                # a short stream's error is mostly the draw: keep the best of a few
-                # realizations by the selection objective (deterministic in the seed)
-                for alt in ss.spawn(SELECTION_SEEDS - 1):
-                    ids2, offs2, facts2 = synthesize_bags(prof, num_samples=B, rows=rows,
-                                                          seed=alt)
-                    fid2 = _fidelity(prof, ids2)
-                    if objective(fid2) < objective(fid):
-                        ids, offs, fid = ids2, offs2, fid2
-                        fid.update(facts2)
-            fid["realizations"] = SELECTION_SEEDS if prof.accesses <= SHORT_STREAM else 1
-        else:
+    if with_fidelity and B == prof.num_bags:
+        ids, offs, fid = _measured(prof, B, rows, ss)
+    else:
+        ids, offs, _ = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
+        if with_fidelity:
             # the targets compare synthetic and source streams of the same length: measure
             # on a same-length synthesis from the same profile and seed
-            same, _, facts2 = synthesize_bags(prof, num_samples=prof.num_bags,
-                                              rows=max(rows, prof.rows), seed=ss)
-            fid = _fidelity(prof, same)
-            del same
-            fid.update(facts2)
+            _, _, fid = _measured(prof, prof.num_bags, max(rows, prof.rows), ss)
             fid["measured_on"] = "a same-length synthetic stream (the trace's length differs)"
     if not keep:
         return None, None, fid, 0

@@ -44,17 +44,27 @@ def dist_bin(d):
 
 
 def bin_edges(nbins: int) -> np.ndarray:
-    """Lower edge of each bin (and one past the last): bin i holds distances in [e[i], e[i+1])."""
-    edges = np.empty(nbins + 1, dtype=np.int64)
-    for i in range(nbins + 1):
+    """Lower edge of each bin (and one past the last): bin i holds distances in [e[i], e[i+1]).
+    A read-only array, shared between calls."""
+    return _ALL_EDGES[: nbins + 1]
+
+
+def _all_edges() -> np.ndarray:
+    top = 2 ** 63 - 1                 # edges past int64 (never reached) are clamped
+    vals = []
+    for i in range(MAX_BINS + 1):
         if i < (1 << EXACT_BITS):
-            edges[i] = i
+            vals.append(i)
         else:
             j = i - (1 << EXACT_BITS)
             k = EXACT_BITS + j // (1 << SUB_BITS)
-            sub = j % (1 << SUB_BITS)
-            edges[i] = ((1 << SUB_BITS) + sub) << (k - SUB_BITS)
+            vals.append(min(((1 << SUB_BITS) + j % (1 << SUB_BITS)) << (k - SUB_BITS), top))
+    edges = np.array(vals, dtype=np.int64)
+    edges.setflags(write=False)
     return edges
+
+
+_ALL_EDGES = _all_edges()
 
 
 @njit(cache=True)

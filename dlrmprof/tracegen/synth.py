@@ -40,7 +40,7 @@ def _host_features() -> str:
         return ""
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _next(state):
     state[0] += np.uint64(0x9E3779B97F4A7C15)
     z = state[0]
@@ -49,12 +49,12 @@ def _next(state):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _uniform(state):
     return np.float64(_next(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _below(state, n):
     """Uniform integer in [0, n)."""
     return np.int64(_uniform(state) * n)
@@ -86,7 +86,7 @@ def _cttz(typingctx, x):
     return sig, codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _select_bmi2(word, k):
     """Slot offset (0..63) of the k-th (1-based) set bit of word (BMI2 pdep + tzcnt)."""
     return np.int64(_cttz(_pdep(np.uint64(1) << np.uint64(k - 1), word)))
@@ -432,8 +432,9 @@ def plan_windows(profile: LocalityProfile, length: int):
     factor = win_len / np.maximum(src_len[src_w], 1)
     hot = np.floor(profile.hot_win[:, src_w] * factor[None, :] + 0.5).astype(np.int64)
     cold = np.floor(profile.tail_cold[src_w] * factor + 0.5).astype(np.int64)
-    for w in range(Wn):        # rounding: counts must fit the window
-        over = int(hot[:, w].sum() + cold[w] - win_len[w])
+    over_all = hot.sum(axis=0) + cold - win_len
+    for w in np.flatnonzero(over_all > 0):        # rounding: counts must fit the window
+        over = int(over_all[w])
         while over > 0:
             if cold[w] > 0:
                 cold[w] -= 1
