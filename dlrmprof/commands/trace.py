@@ -12,7 +12,7 @@ import click
 
 from dlrmprof.errors import UserError
 
-SOURCES = ("kaggle", "terabyte", "index", "tbe")
+SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv")
 
 
 def _progress_bar(total: int | None, desc: str, unit: str = "B"):
@@ -179,6 +179,13 @@ def _plot(trace, path: str) -> None:
                    "(like DLRM's --max-ind-range; this merges values and changes locality). "
                    "Other sources: synthetic ids drawn from N rows.")
 @click.option("--tables", default=None, help="Criteo tables to keep, e.g. C3,C12 (default all).")
+@click.option("--columns", default=None,
+              help="--from csv: columns to read as tables, by header name or 0-based index, "
+                   "ranges a-b allowed, e.g. 'hour,C1,site_id' or '2-23' (default all).")
+@click.option("--sep", default=None,
+              help="--from csv: field separator (default: sniffed among , TAB ; |; '\\t' for tab).")
+@click.option("--header", "header", type=click.Choice(["auto", "yes", "no"]), default="auto",
+              show_default=True, help="--from csv: whether the first line names the columns.")
 @click.option("--max-rows", type=click.IntRange(min=1), default=None,
               help="Read at most this many rows (lines / accesses).")
 @click.option("--sample-rate", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
@@ -200,8 +207,9 @@ def _plot(trace, path: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write source vs synthetic miss-ratio curves to this PNG.")
-def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_rate, seed,
-              windows, hot, profile_only, strict, jobs, read_threads, as_json, plot):
+def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, header, max_rows,
+              sample_rate, seed, windows, hot, profile_only, strict, jobs, read_threads, as_json,
+              plot):
     """Capture per-table locality from a real index stream and write a synthetic trace.
 
     \b
@@ -212,6 +220,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_
       dlrmprof gen-trace --from index --input ids.npy --length 100000 --table-rows 1000000
       dlrmprof gen-trace --from index --input dlrm_trace.bin     # DLRM reference trace log
       dlrmprof gen-trace --from tbe --input requests.pt --json
+      dlrmprof gen-trace --from csv --input avazu_train.csv --columns 2-23
     """
     from dlrmprof.tracegen import generate, profile as _prof, readers
 
@@ -255,11 +264,27 @@ def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_
                             f"got {len(inputs)}")
         if tables is not None:
             raise UserError(f"--tables applies to Criteo input, not --from {source}")
+        if source != "csv" and (columns is not None or sep is not None or header != "auto"):
+            raise UserError(f"--columns, --sep and --header apply to --from csv, not "
+                            f"--from {source}")
         if source == "index":
             streams = readers.read_index(inputs[0], max_rows=max_rows)
+        elif source == "csv":
+            from dlrmprof.tracegen import csvlog
+
+            got = csvlog.read_csv(inputs[0], columns=columns, sep=sep, header=header,
+                                  max_rows=max_rows, strict=strict)
+            streams = got.streams
+            info.malformed = got.malformed
+            info.malformed_examples = got.malformed_examples
+            notes.append(f"csv: {len(streams)} columns as tables, "
+                         f"{'a header line' if got.header else 'no header line'}, "
+                         f"separator {got.sep!r}; values remapped per column")
         else:
             streams = readers.read_tbe(inputs[0])
         info.rows_read = int(sum(len(s.ids) for s in streams))
+        if source == "csv":
+            info.rows_read = got.rows_read
         profiles = generate.profiles_from_streams(streams, windows=windows, hot=hot, jobs=jobs,
                                                   sample_rate=sample_rate)
         table_rows_synth = table_rows

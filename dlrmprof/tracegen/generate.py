@@ -23,28 +23,31 @@ from dlrmprof.tracegen.fidelity import source_extras, with_naive
 from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, LocalityProfile,
                                        build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
-from dlrmprof.tracegen.synth import default_rows, synthesize_bags, synthesize_naive
+from dlrmprof.tracegen.synth import NAIVE, default_rows, synthesize_bags, synthesize_naive
 from dlrmprof.tracegen.tracefile import TableMeta, Trace, header_for
 
 MODEL = "hot-ids-spaced+tail-lru-stack/windowed"
-KEPT = ("per window: exact access counts of the K hottest ids (K and their placement chosen per "
-        "table by measuring K = 0, 16, 64, 256, 1024 with hot ids spaced by their normalised "
-        "gap histogram or placed independently, unless --hot is given), exact count of first "
-        "touches (the distinct count is kept), histogram of reuse distances among the other "
-        "ids (LRU stack model, exact below 256, 16 bins per power of two above); "
-        "pooling-factor histogram")
+KEPT = ("per window: exact access counts of the K hottest ids, spaced by their normalised "
+        "gap histogram (so their own short-range reuse is kept) or placed independently; "
+        "exact count of first touches (the distinct count is kept); histogram of reuse "
+        "distances among the other ids (LRU stack model, exact below 256, 16 bins per power "
+        "of two above); pooling-factor histogram.  K (0, 16, 64, 256, 1024) and the "
+        "placement are chosen per table by measuring each against the source (LRU MRC, "
+        "popularity, distinct count), the naive whole-stream stack model among the "
+        "candidates, unless --hot is given")
 
 
 # ------------------------------------------------------------------ profiling
 HOT_CANDIDATES = (0, 16, 64, 256, 1024)
 HOT_PREFIX = 1 << 21          # candidates for K are compared on at most this many accesses
 # the selection objective: each error in units of its goal (LRU MRC MAE 0.004, popularity
-# share 20% relative); the candidate with the smallest sum wins
+# share 20% relative, distinct count 2%); the candidate with the smallest sum wins
 SELECTION_SEEDS = 3           # syntheses per candidate on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
 NAIVE_SALT = 0x6E61697665     # the naive baseline's seed: derived from the table's, apart
 MAE_UNIT = 0.004
 SHARE_UNIT = 0.2
+DISTINCT_UNIT = 0.02
 
 
 def objective(f: dict) -> float:
@@ -53,13 +56,17 @@ def objective(f: dict) -> float:
         return abs(b / a - 1) if a > 0 else 0.0
     pop = max(rel(f["top10_share_source"], f["top10_share_synthetic"]),
               rel(f["top1pct_share_source"], f["top1pct_share_synthetic"]))
-    return f["mrc_mae"] / MAE_UNIT + pop / SHARE_UNIT
+    return (f["mrc_mae"] / MAE_UNIT + pop / SHARE_UNIT
+            + abs(f["distinct_ratio"] - 1) / DISTINCT_UNIT)
 
 
-def _variants(prof: LocalityProfile):
-    """The placements of a profile's hot ids that are measured: spaced by their gaps, and
-    independent inside each window (the gap histogram dropped)."""
-    yield "spaced", prof
+def _variants(prof: LocalityProfile, naive: bool):
+    """The variants of a profile that are measured: hot ids spaced by their gaps, placed
+    independently inside each window (the gap histogram dropped), and with `naive` the naive
+    model itself (which uses only the whole-stream histogram)."""
+    yield ("spaced" if prof.hot_k else "none"), prof
+    if naive:
+        yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
     if prof.hot_k and prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
@@ -89,7 +96,7 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
         k = min(k, distinct)
         base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
                              hist_cold=sub_hc)
-        for placement, prof in _variants(base):
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates):
             fs = []
             for s in range(seeds):
                 syn, _ = synthesize_stream(prof, seed=seed + s)
@@ -108,6 +115,8 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
                              hist_cold=hist_cold)
         if best["placement"] == "independent":
             prof = replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
+        elif best["placement"] == NAIVE:
+            prof.extra["model"] = NAIVE
     for t in tried:
         del t["_prof"]
     return prof, {"chosen": best["hot"], "placement": best["placement"],
@@ -204,8 +213,10 @@ def _measured(prof, B, rows, ss):
                 ids, offs, fid = ids2, offs2, fid2
     fid["realizations"] = SELECTION_SEEDS if short else 1
     naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
-    naive = synthesize_naive(prof, length=prof.accesses, rows=rows, seed=naive_seed)
-    return ids, offs, with_naive(fid, _fidelity(prof, naive, offsets=offs))
+    naives = [_fidelity(prof, synthesize_naive(prof, length=prof.accesses, rows=rows, seed=s),
+                        offsets=offs)
+              for s in naive_seed.spawn(fid["realizations"])]
+    return ids, offs, with_naive(fid, naives)
 
 
 def _synth_task(args):
@@ -260,6 +271,8 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
     generator = {"model": MODEL, "kept": KEPT,
                  "windows": [p.num_windows for p in profiles],
                  "hot_ids": [p.hot_k for p in profiles],
+                 "variants": [p.extra.get("hot_selection", {}).get("placement", "given")
+                              for p in profiles],
                  "num_samples": int(B), "table_rows": table_rows, **MODEL_NOTES}
     if not keep_indices:
         fids = {}

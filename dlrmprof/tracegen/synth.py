@@ -463,8 +463,11 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     """Synthesize `length` accesses (default: the source's) for one table.
 
     Returns (ids in [0, rows), facts) where facts counts redraws that had to be clamped and
-    first touches that had to be added.
+    first touches that had to be added.  A profile whose extra["model"] is NAIVE (the
+    selection found the naive model best for its table) is synthesized by it.
     """
+    if profile.extra.get("model") == NAIVE:
+        return _naive(profile, length, rows, seed)
     n_src = profile.accesses
     n = n_src if length is None else int(length)
     rows = default_rows(profile, n) if rows is None else int(rows)
@@ -495,6 +498,9 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     return ids, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}
 
 
+NAIVE = "naive"      # profile.extra["model"] of a table synthesized by the naive model
+
+
 def synthesize_naive(profile: LocalityProfile, length: int | None = None,
                      rows: int | None = None, seed: int | np.random.SeedSequence = 0
                      ) -> np.ndarray:
@@ -502,22 +508,27 @@ def synthesize_naive(profile: LocalityProfile, length: int | None = None,
     source's whole reuse-distance histogram (first touches included as their own outcome) on
     one LRU stack, no windows, no hot set; a draw deeper than the stack so far becomes a first
     touch.  Same seed, same ids."""
+    return _naive(profile, length, rows, seed)[0]
+
+
+def _naive(profile, length, rows, seed) -> tuple[np.ndarray, dict]:
     n = profile.accesses if length is None else int(length)
     rows = default_rows(profile, n) if rows is None else int(rows)
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     rng = np.random.default_rng(ss)
     if n == 0 or profile.accesses == 0:
-        return np.zeros(n, dtype=np.int64)
+        return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
     hist = np.asarray(profile.hist, dtype=np.int64)
     cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
     cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
-    stream, items, _, _ = _synth_core(
+    stream, items, extra, clamped = _synth_core(
         n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
         np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
         cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
         np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True)
     mapping = rng.choice(rows, size=max(items, 1), replace=False)
-    return mapping[stream]
+    return mapping[stream], {"extra_cold": int(extra), "clamped": int(clamped),
+                             "items": int(items)}
 
 
 def synthesize_bags(profile: LocalityProfile, num_samples: int | None = None,
