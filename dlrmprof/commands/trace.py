@@ -40,7 +40,8 @@ def _table_lines(rows: list[dict]) -> list[str]:
     the model loses to the naive baseline on the LRU MRC."""
     from dlrmprof.tracegen.fidelity import errors
 
-    lines = [f"{'table':<8} {'rows':>9} {'accesses':>10} {'distinct':>9} {'src dist':>9} "
+    nw = max([8] + [len(r["name"]) for r in rows])
+    lines = [f"{'table':<{nw}} {'rows':>9} {'accesses':>10} {'distinct':>9} {'src dist':>9} "
              f"{'MRC MAE':>8} {'naive':>7} {'dist ratio':>10} {'top10 src':>9} "
              f"{'top10 syn':>9} {'FIFO':>6} {'LFU':>6} {'SA32':>6} {'batch':>6}"]
     for r in rows:
@@ -58,7 +59,7 @@ def _table_lines(rows: list[dict]) -> list[str]:
                     f"{_fmt_err(e['setassoc32_mae']):>6} {_fmt_pct(batch):>6}{flag}")
         else:
             tail = " ".join(f"{'-':>{w}}" for w in (8, 7, 10, 9, 9, 6, 6, 6, 6))
-        lines.append(f"{r['name']:<8} {r['rows']:>9} {r['accesses']:>10} {r['distinct']:>9} "
+        lines.append(f"{r['name']:<{nw}} {r['rows']:>9} {r['accesses']:>10} {r['distinct']:>9} "
                      f"{r['source_distinct']:>9} {tail}")
     fids = [(r["name"], r["fidelity"]) for r in rows if r.get("fidelity")]
     if fids:
@@ -318,6 +319,13 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
             r["fidelity"] = trace.header["fidelity"].get(f.name)
     for line in _table_lines(summary):
         click.echo(line)
+    ext = trace.header.get("generator", {}).get("extrapolated")
+    if ext:
+        click.echo(f"extrapolated beyond the source on {len(ext)} table(s): distinct ids grown "
+                   "along D(n) = distinct * (n / accesses)^b, the last window's locality "
+                   "repeated; " + ", ".join(
+                       f"{k} b={v['distinct_growth']['b']:.2f} -> {v['planned_distinct']}"
+                       for k, v in list(ext.items())[:6]) + (", ..." if len(ext) > 6 else ""))
     click.echo(f"kept: {generate.KEPT}")
     click.echo(f"wrote {out} ({'profile only' if profile_only else 'indices + profiles'}, "
                f"sha256 {digest[:16]}...)" + (f"; plot {plot}" if plot else ""))

@@ -23,7 +23,8 @@ from dlrmprof.tracegen.fidelity import source_extras, with_naive
 from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, LocalityProfile,
                                        build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
-from dlrmprof.tracegen.synth import NAIVE, default_rows, synthesize_bags, synthesize_naive
+from dlrmprof.tracegen.synth import (NAIVE, default_rows, distinct_growth, planned_distinct,
+                                     synthesize_bags, synthesize_naive)
 from dlrmprof.tracegen.tracefile import TableMeta, Trace, header_for
 
 MODEL = "hot-ids-spaced+tail-lru-stack/windowed"
@@ -245,12 +246,23 @@ def _synth_task(args):
 
 MODEL_NOTES = {
     "length_scaling": "a shorter --length follows the source's prefix (its first windows); "
-                      "a longer one repeats the source's last full window, so distinct ids "
-                      "keep growing at the end-of-source rate; fidelity is measured on a "
-                      "same-length synthesis",
+                      "a longer one repeats the source's last full window (hot counts, reuse "
+                      "histogram) and grows the distinct ids along the source's fitted curve "
+                      "D(n) = distinct * (n / accesses)^b (see 'extrapolated'); fidelity is "
+                      "measured on a same-length synthesis",
     "rows_scaling": "ids are a random injection into the table's rows; with fewer rows than "
                     "the source's distinct ids, new ids stop at rows and first touches reuse "
                     "the least recently used id"}
+
+
+def _extrapolation(p: LocalityProfile, rows: int, B: int) -> dict:
+    """What a trace longer than its source invents, per table: accesses beyond the source,
+    the fitted growth exponent and the distinct count it plans."""
+    n = int(round(p.accesses * B / p.num_bags))
+    return {"source_accesses": p.accesses, "accesses": n, "source_distinct": p.distinct,
+            "planned_distinct": min(planned_distinct(p, n), rows),
+            "distinct_growth": distinct_growth(p),
+            "repeated": "the last full source window's hot counts and reuse histogram"}
 
 
 def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
@@ -274,6 +286,10 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
                  "variants": [p.extra.get("hot_selection", {}).get("placement", "given")
                               for p in profiles],
                  "num_samples": int(B), "table_rows": table_rows, **MODEL_NOTES}
+    extrapolated = {p.name: _extrapolation(p, t[2], B) for p, t in zip(profiles, tasks)
+                    if B > p.num_bags and p.accesses}
+    if extrapolated:
+        generator["extrapolated"] = extrapolated
     if not keep_indices:
         fids = {}
         if compute_fidelity:

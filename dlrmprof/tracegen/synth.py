@@ -412,11 +412,37 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     return out, items, extra_cold, clamped
 
 
+def distinct_growth(profile: LocalityProfile) -> dict:
+    """The source's distinct-id growth curve, fitted: D(n) = a * n**b (Heaps' law) by least
+    squares on log-log over the cumulative distinct count at the ends of its windows (the
+    first quarter left out: start-up is steeper than the regime a longer trace continues).
+    Returns {"a", "b", "rmse_log", "points"}; b is kept in [0, 1]."""
+    W, wsize, n_src = profile.num_windows, profile.window_size, profile.accesses
+    hot = profile.hot_win > 0
+    first = np.where(hot.any(axis=1), hot.argmax(axis=1), W)
+    firsts = np.bincount(first[first < W], minlength=W)[:W] + profile.tail_cold
+    D = np.cumsum(firsts).astype(np.float64)
+    n = np.minimum(np.arange(1, W + 1, dtype=np.float64) * wsize, n_src)
+    keep = (np.arange(W) >= W // 4) & (D > 0)
+    if keep.sum() < 2 or np.ptp(np.log(n[keep])) == 0:
+        return {"a": float(D[-1]) / max(n_src, 1), "b": 1.0 if D[-1] >= n_src else 0.0,
+                "rmse_log": 0.0, "points": int(keep.sum())}
+    x, y = np.log(n[keep]), np.log(D[keep])
+    b, loga = np.polyfit(x, y, 1)
+    b = float(min(max(b, 0.0), 1.0))
+    loga = float(np.mean(y - b * x))
+    return {"a": float(np.exp(loga)), "b": b,
+            "rmse_log": float(np.sqrt(np.mean((y - (loga + b * x)) ** 2))),
+            "points": int(keep.sum())}
+
+
 def plan_windows(profile: LocalityProfile, length: int):
     """Per synthetic window: (bounds [W'+1], hot counts [K, W'], tail first touches [W'],
     source window of each).  A shorter trace follows the source's prefix (its first windows,
-    the last one cut); a longer one continues with the source's last full window repeated,
-    so distinct ids keep growing at the rate the source had at its end."""
+    the last one cut); a longer one continues with the source's last full window repeated
+    (its hot counts and reuse histogram), and its first touches follow the source's fitted
+    growth curve (`distinct_growth`), anchored at the source's own distinct count: D(n) =
+    distinct * (n / accesses) ** b."""
     n_src, n = profile.accesses, int(length)
     wsize = profile.window_size
     W = profile.num_windows
@@ -432,6 +458,19 @@ def plan_windows(profile: LocalityProfile, length: int):
     factor = win_len / np.maximum(src_len[src_w], 1)
     hot = np.floor(profile.hot_win[:, src_w] * factor[None, :] + 0.5).astype(np.int64)
     cold = np.floor(profile.tail_cold[src_w] * factor + 0.5).astype(np.int64)
+    beyond = bounds[:-1] >= n_src
+    if beyond.any() and n_src:
+        b = distinct_growth(profile)["b"]
+        grown = profile.distinct * (bounds / n_src) ** b
+        cold[beyond] = np.minimum(np.floor(np.diff(grown)[beyond] + 0.5).astype(np.int64),
+                                  win_len[beyond])
+        # new ids take their share of the window from the repeated hot counts
+        room = np.maximum(win_len - cold, 0)
+        hsum = hot.sum(axis=0)
+        squeeze = beyond & (hsum > room)
+        if squeeze.any():
+            hot[:, squeeze] = np.floor(hot[:, squeeze] * (room[squeeze] / hsum[squeeze])
+                                       ).astype(np.int64)
     over_all = hot.sum(axis=0) + cold - win_len
     for w in np.flatnonzero(over_all > 0):        # rounding: counts must fit the window
         over = int(over_all[w])
