@@ -1,96 +1,215 @@
-"""Synthesis fidelity, measured: the bundled real Criteo sample (26 columns, synthetic of the
-same length, several seeds) and a larger realistic synthetic stream (Zipf with drift and
-short-range repeats), with the hot-set size chosen the way gen-trace chooses it.
+"""Synthesis fidelity on every kind of stream we have, the model against the naive baseline.
 
-    python benchmarks/bench_tracegen_fidelity.py [--seeds 3] [--drift-n 2000000]
+    python benchmarks/bench_tracegen_fidelity.py [--quick] [--seed 11]
+        [--timing-baseline REF] [--out benchmarks/results/tracegen_fidelity.json]
+
+Streams (each table through gen-trace's own path: `generate._profile` picks the hot set and
+placement, `generate.synthesize_trace` synthesizes and measures):
+
+* real: the bundled Criteo Kaggle sample (26 columns x 1,999 rows) and the Avazu sample
+  (tests/data/streams, 22 categorical columns x 8,087 rows, read by `gen-trace --from csv`);
+* built (tracegen.workloads, seeded): bursty user sessions, a user-item interaction log (users
+  and items as two tables), drifting Zipf, sequential scans with jumps, IRM Zipf.
+
+Per stream it reports, for the model and for the naive baseline (i.i.d. draws from the whole
+reuse-distance histogram on one LRU stack, the mean of the same number of realizations): LRU
+MRC MAE mean and worst over tables, the naive/model ratio, distinct-count and top-10 share
+errors, FIFO / LFU / 32-way set-associative MAE, per-batch unique and overlap errors at batch
+128 and 2048, and the tables where the model loses to the baseline.
+
+--timing-baseline REF also times `gen-trace --from kaggle` (the bundled sample) against the
+code at git REF checked out into a temporary worktree, in interleaved rounds, warm and cold
+(a fresh numba cache): the ratio of this code to REF's.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 
-from dlrmprof.tracegen.fidelity import fidelity
-from dlrmprof.tracegen.generate import choose_hot
-from dlrmprof.tracegen.profile import stream_histogram
+from dlrmprof.fsutil import atomic_write_text
+from dlrmprof.profile.noise import OtherCpu
+from dlrmprof.tracegen import workloads
+from dlrmprof.tracegen.csvlog import read_csv
+from dlrmprof.tracegen.fidelity import errors
+from dlrmprof.tracegen.generate import _profile, synthesize_trace
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo
-from dlrmprof.tracegen.synth import synthesize_stream
+from dlrmprof.tracegen.reuse import dense_ids
+
+SCHEMA = "dlrmprof.bench.tracegen_fidelity/1"
+ROOT = Path(__file__).resolve().parent.parent
+AVAZU = ROOT / "tests" / "data" / "streams" / "avazu_train_head8k.csv"
 
 
-def drift_stream(n: int, n_ids: int, s: float = 1.05, drift: float = 0.05, block: int = 50_000,
-                 repeat: float = 0.2, window: int = 50, seed: int = 0) -> np.ndarray:
-    """Zipf(s) ranks over n_ids ids whose rank->id mapping drifts (every `block` accesses a
-    `drift` fraction of ranks get brand-new ids), plus `repeat` of the accesses re-reading one
-    of the previous `window` accesses (short-range temporal locality)."""
-    rng = np.random.default_rng(seed)
-    p = np.arange(1, n_ids + 1, dtype=np.float64) ** -s
-    cdf = np.cumsum(p)
-    cdf /= cdf[-1]
-    ranks = np.searchsorted(cdf, rng.random(n))
-    mapping = rng.permutation(n_ids).astype(np.int64)
-    nxt = n_ids
-    out = np.empty(n, dtype=np.int64)
-    for b in range(0, n, block):
-        k = int(drift * n_ids)
-        sel = rng.choice(n_ids, k, replace=False)
-        mapping[sel] = np.arange(nxt, nxt + k)
-        nxt += k
-        out[b:b + block] = mapping[ranks[b:b + block]]
-    idx = np.arange(n)
-    back = rng.integers(1, window, n)
-    src = np.where((rng.random(n) < repeat) & (idx >= back), idx - back, idx)
-    out = out[src]
-    # dense ids in first-touch order
-    _, first, inv = np.unique(out, return_index=True, return_inverse=True)
-    return np.argsort(np.argsort(first))[inv].astype(np.int64)
-
-
-def summarize(fids):
-    m = [f["mrc_mae"] for f in fids]
-    r = [f["distinct_ratio"] for f in fids]
-    t = [f["top10_share_synthetic"] / f["top10_share_source"] - 1 for f in fids]
-    return (f"MRC MAE mean {np.mean(m):.4f}, worst {np.max(m):.4f}; distinct ratio "
-            f"{min(r):.3f}..{max(r):.3f}; top-10 share worst relative error "
-            f"{max(map(abs, t)):.3f}")
-
-
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--drift-n", type=int, default=2_000_000)
-    args = ap.parse_args()
+def streams(quick: bool) -> dict[str, list[tuple[str, np.ndarray]]]:
+    n = 50_000 if quick else 200_000
     r = read_criteo(BUNDLED_SAMPLE)
-    sparse = np.concatenate([c.sparse for c in r])
-    print("bundled Criteo sample, 26 columns x 1999 accesses, synthetic of the same length")
-    print(f"{'table':<6} {'distinct':>8} {'K':>5} {'MAE':>7} {'dist.ratio':>10} "
-          f"{'top10 src':>9} {'top10 syn':>9} {'top1% src':>9} {'top1% syn':>9}")
-    per_seed = {s: [] for s in range(args.seeds)}
-    for j, name in enumerate(r.table_names):
-        ids = sparse[:, j]
-        prof, tried = choose_hot(name, ids, None, None, 32, stream_histogram(ids))
-        fs = []
-        for s in range(args.seeds):
-            syn, _ = synthesize_stream(prof, seed=s)
-            f = fidelity(prof, syn)
-            per_seed[s].append(f)
-            fs.append(f)
-        mae = np.mean([f["mrc_mae"] for f in fs])
-        f = fs[0]
-        print(f"{name:<6} {prof.distinct:>8} {tried['chosen']:>5} {mae:7.4f} "
-              f"{f['distinct_ratio']:10.3f} {f['top10_share_source']:9.3f} "
-              f"{f['top10_share_synthetic']:9.3f} {f['top1pct_share_source']:9.3f} "
-              f"{f['top1pct_share_synthetic']:9.3f}")
-    for s, fids in per_seed.items():
-        print(f"seed {s}: {summarize(fids)}")
-    ids = drift_stream(args.drift_n, args.drift_n // 10)
-    prof, tried = choose_hot("drift", ids, None, None, 32, stream_histogram(ids))
-    syn, facts = synthesize_stream(prof, seed=0)
-    f = fidelity(prof, syn)
-    print(f"Zipf(1.05)+drift+repeats, {len(ids)} accesses, {prof.distinct} distinct, K chosen "
-          f"{tried['chosen']} (candidates {[(c['hot'], round(c['mrc_mae'], 4)) for c in tried['candidates']]}):"
-          f" {summarize([f])}; top-1% share {f['top1pct_share_source']:.3f} source vs "
-          f"{f['top1pct_share_synthetic']:.3f} synthetic")
+    sp = np.concatenate([c.sparse for c in r])
+    users, items = workloads.user_item_log(n, users=20_000, items=50_000, seed=3)
+    return {
+        "criteo-kaggle (real, 26 x 1,999)": [(nm, sp[:, j]) for j, nm in
+                                               enumerate(r.table_names)],
+        "avazu (real, 22 x 8,087)": [(s.name, s.ids) for s in
+                                     read_csv(AVAZU, columns="2-23").streams],
+        f"bursty sessions ({n:,})": [("users", workloads.bursty_sessions(
+            n, users=20_000, zipf_a=1.0, mean_session=8, concurrent=32, seed=1))],
+        f"user-item log ({n:,})": [("users", users), ("items", items)],
+        f"drifting Zipf ({n:,})": [("ids", workloads.drifting_zipf(
+            n, distinct=50_000, a=1.0, drift=0.05, seed=2))],
+        f"scans ({n:,})": [("ids", workloads.scans(n, span=20_000, noise=0.05, seed=4))],
+        f"IRM Zipf ({n:,})": [("ids", workloads.irm_zipf(n, distinct=50_000, a=1.05, seed=5))],
+    }
+
+
+def measure(tables: list[tuple[str, np.ndarray]], seed: int) -> dict:
+    profs = []
+    for name, ids in tables:
+        ids = dense_ids(np.asarray(ids, dtype=np.int64))
+        profs.append(_profile(name, ids, None, int(ids.max()) + 1, 32, None, None))
+    trace = synthesize_trace(profs, source={"kind": "bench"}, seed=seed, keep_indices=False)
+    fid = trace.header["fidelity"]
+    rows = []
+    for p in profs:
+        f = fid[p.name]
+        e, n = errors(f), f["naive"]
+        batch = {b["batch_size"]: b for b in f.get("batches", [])}
+        rows.append({"table": p.name, "distinct": p.distinct, "accesses": p.accesses,
+                     "hot": p.hot_k, "variant": p.extra["hot_selection"]["placement"],
+                     "model": e, "naive": n,
+                     "batch": {k: {"unique": v["unique_rel_error"],
+                                   "overlap": v["overlap_rel_error"]}
+                               for k, v in batch.items()},
+                     "loses_to_naive": f["loses_to_naive"]})
+    return summarize(rows) | {"tables": rows}
+
+
+def _agg(vals):
+    vals = [v for v in vals if v is not None]
+    return {"mean": float(np.mean(vals)), "worst": float(np.max(vals))} if vals else None
+
+
+def summarize(rows: list[dict]) -> dict:
+    out = {}
+    for key in ("mrc_mae", "fifo_mae", "lfu_mae", "setassoc32_mae", "distinct", "top10_share"):
+        out[key] = {"model": _agg([r["model"][key] for r in rows]),
+                    "naive": _agg([r["naive"].get(key) for r in rows])}
+    for bs in (128, 2048):
+        for what in ("unique", "overlap"):
+            vals = [r["batch"][bs][what] for r in rows if bs in r["batch"]]
+            out[f"batch{bs}_{what}"] = _agg(vals)
+    out["loses_lru"] = [r["table"] for r in rows if "mrc_mae" in r["loses_to_naive"]]
+    return out
+
+
+def _fmt(a, digits=4):
+    return "-" if a is None else f"{a['mean']:.{digits}f} / {a['worst']:.{digits}f}"
+
+
+def _fmtp(a):
+    return "-" if a is None else f"{100 * a['worst']:.1f}%"
+
+
+def report(results: dict) -> list[str]:
+    lines = ["| stream | LRU MAE model (mean / worst) | naive | naive / model | FIFO | LFU | "
+             "SA32 | distinct | top-10 | batch 128 uniq / ovl | batch 2048 uniq / ovl | "
+             "tables losing |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        m, n = r["mrc_mae"]["model"], r["mrc_mae"]["naive"]
+        lines.append(
+            f"| {name} | {_fmt(m)} | {_fmt(n)} | {n['mean'] / max(m['mean'], 1e-9):.1f}x | "
+            f"{_fmt(r['fifo_mae']['model'])} | {_fmt(r['lfu_mae']['model'])} | "
+            f"{_fmt(r['setassoc32_mae']['model'])} | {_fmtp(r['distinct']['model'])} | "
+            f"{_fmtp(r['top10_share']['model'])} | {_fmtp(r['batch128_unique'])} / "
+            f"{_fmtp(r['batch128_overlap'])} | {_fmtp(r['batch2048_unique'])} / "
+            f"{_fmtp(r['batch2048_overlap'])} | {len(r['loses_lru'])} |")
+    return lines
+
+
+def _gen_trace(cwd: Path, python: str, cache: str | None) -> tuple[float, float]:
+    env = dict(os.environ, PYTHONPATH=str(cwd))
+    if cache:
+        env["NUMBA_CACHE_DIR"] = cache
+    with tempfile.TemporaryDirectory() as tmp, OtherCpu() as oc:
+        t0 = time.perf_counter()
+        subprocess.run([python, "-m", "dlrmprof.cli", "gen-trace", "--from", "kaggle", "--out",
+                        str(Path(tmp) / "t.npz")], cwd=cwd, env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        dt = time.perf_counter() - t0
+    return dt, oc.cpus
+
+
+def timing(ref: str, rounds: int) -> dict:
+    """gen-trace on the bundled sample: this code vs the code at `ref`, interleaved."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(base),
+                        ref], check=True)
+        try:
+            out = {"ref": ref, "warm": {"this": [], "baseline": []},
+                   "cold": {"this": [], "baseline": []}, "other_cpus": []}
+            for who, cwd in (("this", ROOT), ("baseline", base)):   # fill the caches
+                _gen_trace(cwd, sys.executable, None)
+            for _ in range(rounds):
+                for who, cwd in (("this", ROOT), ("baseline", base)):
+                    dt, oc = _gen_trace(cwd, sys.executable, None)
+                    out["warm"][who].append(dt)
+                    out["other_cpus"].append(oc)
+                    with tempfile.TemporaryDirectory() as cache:
+                        dt, oc = _gen_trace(cwd, sys.executable, cache)
+                    out["cold"][who].append(dt)
+                    out["other_cpus"].append(oc)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                           check=False)
+    for kind in ("warm", "cold"):
+        t = out[kind]
+        out[kind]["ratio_median"] = float(np.median(t["this"]) / np.median(t["baseline"]))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="50k-access built streams")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--timing-baseline", default=None, metavar="REF")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
+                                          "tracegen_fidelity.json"))
+    args = ap.parse_args()
+    results = {}
+    for name, tables in streams(args.quick).items():
+        t0 = time.perf_counter()
+        results[name] = measure(tables, args.seed)
+        results[name]["seconds"] = time.perf_counter() - t0
+        print(f"{name}: LRU MAE {_fmt(results[name]['mrc_mae']['model'])} (naive "
+              f"{_fmt(results[name]['mrc_mae']['naive'])}), {results[name]['seconds']:.1f} s",
+              flush=True)
+    doc = {"schema": SCHEMA, "command": "python benchmarks/bench_tracegen_fidelity.py"
+           + (" --quick" if args.quick else ""), "seed": args.seed,
+           "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
+                    "loadavg": list(os.getloadavg())},
+           "source": "measured: synthetic streams vs their sources, exact simulation",
+           "streams": results}
+    if args.timing_baseline:
+        doc["timing"] = timing(args.timing_baseline, args.rounds)
+        for kind in ("warm", "cold"):
+            t = doc["timing"][kind]
+            print(f"gen-trace --from kaggle, {kind}: this {np.median(t['this']):.2f} s, "
+                  f"{args.timing_baseline} {np.median(t['baseline']):.2f} s, ratio "
+                  f"{t['ratio_median']:.2f}")
+    print("\n".join(report(results)))
+    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.fidelity import source_extras, with_naive
+from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras, with_naive
 from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, LocalityProfile,
                                        build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
@@ -42,23 +42,36 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
 HOT_CANDIDATES = (0, 16, 64, 256, 1024)
 HOT_PREFIX = 1 << 21          # candidates for K are compared on at most this many accesses
 # the selection objective: each error in units of its goal (LRU MRC MAE 0.004, popularity
-# share 20% relative, distinct count 2%); the candidate with the smallest sum wins
+# share 20% relative, distinct count 2%, other caches' MAE 0.006, per-batch figures 5%
+# relative); the candidate with the smallest sum wins
 SELECTION_SEEDS = 3           # syntheses per candidate on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
 NAIVE_SALT = 0x6E61697665     # the naive baseline's seed: derived from the table's, apart
 MAE_UNIT = 0.004
 SHARE_UNIT = 0.2
 DISTINCT_UNIT = 0.02
+CACHE_UNIT = 0.006            # FIFO / LFU / set-associative MRC MAE
+BATCH_UNIT = 0.05             # per-batch unique count and overlap, relative
 
 
 def objective(f: dict) -> float:
-    """One number per candidate: LRU MRC error plus popularity error, each in goal units."""
+    """One number per candidate: each fidelity error in units of its goal, summed: LRU MRC
+    error, popularity (top-10 and top-1% share), distinct count, and where measured the
+    FIFO / LFU / set-associative errors and the per-batch unique and overlap errors."""
     def rel(a, b):
         return abs(b / a - 1) if a > 0 else 0.0
     pop = max(rel(f["top10_share_source"], f["top10_share_synthetic"]),
               rel(f["top1pct_share_source"], f["top1pct_share_synthetic"]))
-    return (f["mrc_mae"] / MAE_UNIT + pop / SHARE_UNIT
-            + abs(f["distinct_ratio"] - 1) / DISTINCT_UNIT)
+    total = (f["mrc_mae"] / MAE_UNIT + pop / SHARE_UNIT
+             + abs(f["distinct_ratio"] - 1) / DISTINCT_UNIT)
+    e = errors(f)
+    caches = [e[p + "_mae"] for p in POLICIES if e[p + "_mae"] is not None]
+    if caches:
+        total += float(np.mean(caches)) / CACHE_UNIT
+    batch = [x for x in (e["batch_unique"], e["batch_overlap"]) if x is not None]
+    if batch:
+        total += max(batch) / BATCH_UNIT
+    return total
 
 
 def _variants(prof: LocalityProfile, naive: bool):
@@ -78,8 +91,6 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     """Pick the hot-set size K and the hot ids' placement by measuring: build the profile with
     each candidate, synthesize once, and keep the one with the smallest `objective` (MRC error
     and popularity together).  Returns (profile, what was measured)."""
-    from dlrmprof.tracegen.synth import synthesize_stream
-
     n = int(ids.shape[0])
     # long streams: compare candidates on a prefix (bags of one access each there), then
     # build the chosen profile on the whole stream
@@ -90,6 +101,7 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
+    extras = source_extras(sub, sub_lengths, distinct)
     tried = []
     for k in candidates:
         if tried and k and tried[-1]["hot"] >= distinct:
@@ -97,11 +109,12 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
         k = min(k, distinct)
         base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
                              hist_cold=sub_hc)
+        base.extra["source_extras"] = extras
         for placement, prof in _variants(base, naive=k == 0 and 0 in candidates):
             fs = []
             for s in range(seeds):
-                syn, _ = synthesize_stream(prof, seed=seed + s)
-                fs.append(_fidelity(prof, syn))
+                syn, offs, _ = synthesize_bags(prof, seed=seed + s)
+                fs.append(_fidelity(prof, syn, offsets=offs))
                 del syn
             tried.append({"hot": k, "placement": placement,
                           "objective": float(np.mean([objective(f) for f in fs])),
@@ -118,6 +131,7 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
             prof = replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
         elif best["placement"] == NAIVE:
             prof.extra["model"] = NAIVE
+    prof.extra.pop("source_extras", None)     # the caller measures the whole stream's
     for t in tried:
         del t["_prof"]
     return prof, {"chosen": best["hot"], "placement": best["placement"],
