@@ -235,13 +235,36 @@ def test_committed_example_trace_loads():
     assert m.indices.size == 26 * 256
 
 
+def drift_stream(n: int, n_ids: int, s: float = 1.05, drift: float = 0.05, block: int = 50_000,
+                 repeat: float = 0.2, window: int = 50, seed: int = 0) -> np.ndarray:
+    """Zipf(s) ranks over n_ids ids whose rank->id mapping drifts (every `block` accesses a
+    `drift` fraction of ranks get brand-new ids), plus `repeat` of the accesses re-reading one
+    of the previous `window` accesses (short-range temporal locality)."""
+    rng = np.random.default_rng(seed)
+    p = np.arange(1, n_ids + 1, dtype=np.float64) ** -s
+    cdf = np.cumsum(p)
+    cdf /= cdf[-1]
+    ranks = np.searchsorted(cdf, rng.random(n))
+    mapping = rng.permutation(n_ids).astype(np.int64)
+    nxt = n_ids
+    out = np.empty(n, dtype=np.int64)
+    for b in range(0, n, block):
+        k = int(drift * n_ids)
+        sel = rng.choice(n_ids, k, replace=False)
+        mapping[sel] = np.arange(nxt, nxt + k)
+        nxt += k
+        out[b:b + block] = mapping[ranks[b:b + block]]
+    idx = np.arange(n)
+    back = rng.integers(1, window, n)
+    src = np.where((rng.random(n) < repeat) & (idx >= back), idx - back, idx)
+    out = out[src]
+    # dense ids in first-touch order
+    _, first, inv = np.unique(out, return_index=True, return_inverse=True)
+    return np.argsort(np.argsort(first))[inv].astype(np.int64)
+
+
 def test_fidelity_on_zipf_with_drift_and_repeats():
     """A larger realistic stream (Zipf ranks whose ids drift, 20% short-range repeats)."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from bench_tracegen_fidelity import drift_stream
-
     from dlrmprof.tracegen.generate import choose_hot
     from dlrmprof.tracegen.profile import stream_histogram
     seed = int(np.random.default_rng().integers(1000))

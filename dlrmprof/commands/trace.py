@@ -229,6 +229,9 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     notes = []
     info = readers.SourceInfo(kind=source, files=[str(p) for p in inputs],
                               table_rows_cap=table_rows)
+    if source != "csv" and (columns is not None or sep is not None or header != "auto"):
+        raise UserError(f"--columns, --sep and --header apply to --from csv, not "
+                        f"--from {source}")
     if source in ("kaggle", "terabyte"):
         paths = list(inputs)
         if not paths:
@@ -265,9 +268,6 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                             f"got {len(inputs)}")
         if tables is not None:
             raise UserError(f"--tables applies to Criteo input, not --from {source}")
-        if source != "csv" and (columns is not None or sep is not None or header != "auto"):
-            raise UserError(f"--columns, --sep and --header apply to --from csv, not "
-                            f"--from {source}")
         if source == "index":
             streams = readers.read_index(inputs[0], max_rows=max_rows)
         elif source == "csv":
