@@ -163,8 +163,12 @@ def gen_trace(source, inputs, out, length, table_rows, tables, max_rows, sample_
       dlrmprof gen-trace --from index --input dlrm_trace.bin     # DLRM reference trace log
       dlrmprof gen-trace --from tbe --input requests.pt --json
     """
+    from dlrmprof.fsutil import prepare_output
     from dlrmprof.tracegen import generate, profile as _prof, readers
 
+    prepare_output(out)
+    if plot:
+        prepare_output(plot)
     windows = windows or _prof.DEFAULT_WINDOWS
     notes = []
     info = readers.SourceInfo(kind=source, files=[str(p) for p in inputs],
@@ -307,8 +311,10 @@ def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
       dlrmprof export-trace traces/locality.npz --to tbe --out traces/requests.pt
       dlrmprof export-trace traces/locality.npz --to mrc-hist --out traces/mrc_hist.pt
     """
+    from dlrmprof.fsutil import prepare_output
     from dlrmprof.tracegen import Trace, export
 
+    prepare_output(out)
     trace = Trace.load(file)
     if not trace.has_indices or length is not None:
         trace = trace.materialize(num_samples=length, seed=seed)

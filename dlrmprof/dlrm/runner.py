@@ -70,6 +70,9 @@ def _check_writable(path: Path) -> None:
     nothing: the nearest existing ancestor must be a writable directory."""
     if path.is_dir():
         raise UserError(f"{path}: --out is a directory, expected a report file name (.json)")
+    from dlrmprof.fsutil import prepare_output
+
+    prepare_output(path)
     anc = path.parent if str(path.parent) else Path(".")
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent

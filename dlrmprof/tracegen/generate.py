@@ -9,7 +9,6 @@ processes).
 from __future__ import annotations
 
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -111,7 +110,9 @@ def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None
                          sample_rate: float | None = None) -> list[LocalityProfile]:
     """Consume a `read_criteo` reader; one profile per table (pooling factor 1)."""
     names = reader.table_names
-    with tempfile.TemporaryDirectory(prefix="dlrmprof-spill-") as tmp:
+    from dlrmprof.fsutil import spill_dir
+
+    with spill_dir() as tmp:
         files = [open(Path(tmp) / f"{i}.bin", "wb") for i in range(len(names))]
         try:
             for chunk in reader:
@@ -147,8 +148,18 @@ def _profile_stream_task(args):
 def _map(fn, tasks, jobs):
     if jobs <= 1 or len(tasks) <= 1:
         return [fn(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as ex:
-        return list(ex.map(fn, tasks))
+    ex = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)))
+    try:
+        out = list(ex.map(fn, tasks))
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than wait for
+        # their tables to finish
+        ex.shutdown(wait=False, cancel_futures=True)
+        for proc in list((getattr(ex, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    ex.shutdown(wait=True)
+    return out
 
 
 # ------------------------------------------------------------------ synthesis
