@@ -82,6 +82,23 @@ def _check_writable(path: Path) -> None:
         raise UserError(f"{path}: cannot write the report here ({anc} is not writable)")
 
 
+def check_table_memory(config: DLRMConfig, device: str) -> None:
+    """Refuse (one line naming the table, the bytes and --max-rows) embedding tables that do
+    not fit in the memory available now, before the model allocates them."""
+    from dlrmprof import memcheck
+
+    avail = memcheck.available_bytes(device)
+    if avail is None:
+        return
+    row_bytes = config.embedding_dim * 4
+    fit = memcheck.max_rows_that_fit([t.rows for t in config.tables], row_bytes, avail)
+    memcheck.check_fits([(f"table {t.name} ({t.rows} rows x {t.dim} x 4 B)", t.nbytes)
+                         for t in config.tables],
+                        what="the embedding table", available=avail, device=device,
+                        hint=f"cap every table with --max-rows {fit} (or fewer rows in the "
+                             "trace / config)")
+
+
 def check_device(device: str) -> str:
     if device == "cpu":
         return device
@@ -136,11 +153,13 @@ def prepare(opts: RunOptions) -> Prepared:
         trace = Trace.load(trace_path)
         rows = [t.rows for t in trace.tables]
         config = config.with_trace_rows(rows, [t.name for t in trace.tables], str(trace_path))
+        check_table_memory(config, device)
         materialized = False
         if not trace.has_indices:
             # profile-only file: synthesize enough samples for warm-up + timed iterations
             need = max(config.batch_size, (opts.iters + opts.warmup) * config.batch_size)
-            trace = trace.materialize(num_samples=need, seed=opts.seed)
+            trace = trace.materialize(num_samples=need, seed=opts.seed,
+                                      memory_hint="lower --iters, --warmup or --batch-size")
             materialized = True
         if config.batch_size > trace.num_samples:
             raise UserError(f"{trace_path}: --batch-size {config.batch_size} is larger than the "
@@ -167,6 +186,7 @@ def prepare(opts: RunOptions) -> Prepared:
                            "tables": [{"name": t.name, "rows": t.rows} for t in config.tables]}
         if opts.trace:
             prep.trace_info["note"] = f"--trace {opts.trace} not used: --data kaggle reads rows"
+    check_table_memory(config, device)
     prep.config = config
     return prep
 

@@ -202,14 +202,38 @@ MODEL_NOTES = {
                     "the least recently used id"}
 
 
+def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: int | None,
+                 keep_indices: bool, hint: str, available: int | None = None) -> None:
+    """Refuse, before allocating, a synthesis whose arrays exceed the memory available now:
+    the trace's indices and offsets (8 B each, kept) plus the largest table's working set
+    (its stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
+    access, and a per-row int32 array over the table's rows)."""
+    from dlrmprof import memcheck
+
+    B = int(num_samples)
+    items, work = [], []
+    for p in profiles:
+        n = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
+        rows = int(table_rows) if table_rows is not None else max(int(p.rows), n)
+        if keep_indices:
+            items.append((f"table {p.name} ({n} synthetic indices)", 8 * n + 8 * B))
+        work.append((f"table {p.name} (synthesizing {n} accesses over {rows} rows)",
+                     32 * n + 4 * rows))
+    items.append(max(work, key=lambda it: it[1]))
+    memcheck.check_fits(items, what="the synthetic trace", hint=hint, available=available)
+
+
 def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
                      table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
-                     jobs: int = 1, keep_indices: bool = True) -> Trace:
+                     jobs: int = 1, keep_indices: bool = True,
+                     memory_hint: str = "lower --length or --table-rows") -> Trace:
     """A trace with synthetic indices for every table; with keep_indices=False a profile-only
-    trace (tables are still synthesized once when compute_fidelity, to measure fidelity)."""
+    trace (tables are still synthesized once when compute_fidelity, to measure fidelity).
+    `memory_hint` ends the one-line error when the synthesis would not fit in memory."""
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
+    check_memory(profiles, B, table_rows, keep_indices, memory_hint)
     seqs = np.random.SeedSequence(int(seed)).spawn(len(profiles))
     tasks = []
     for p, ss in zip(profiles, seqs):
