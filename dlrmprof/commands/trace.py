@@ -318,6 +318,9 @@ def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
     trace = Trace.load(file)
     if not trace.has_indices or length is not None:
         trace = trace.materialize(num_samples=length, seed=seed)
+    if trace.indices.size == 0:
+        raise UserError(f"{file}: expected at least one index to export, got a trace whose "
+                        "bags are all empty")
     if fmt == "oracle-general":
         n = export.oracle_general(trace, out, obj_size=obj_size)
         click.echo(f"wrote {out}: {n} oracleGeneral records (24 bytes each; obj_id = "

@@ -132,8 +132,7 @@ class Trace:
             raise
         except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, KeyError) as exc:
             raise input_error(path, "a complete dlrmprof trace file (.npz zip archive)",
-                              got=f"a damaged or truncated file ({type(exc).__name__}: "
-                                  f"{str(exc)[:80]})") from None
+                              got=damage_text(exc)) from None
         return _from_parts(path, header, arrays)
 
     def validate(self) -> None:
@@ -154,6 +153,15 @@ class Trace:
 
 
 # ------------------------------------------------------------------ helpers
+def damage_text(exc: BaseException) -> str:
+    """What a reader says it got when numpy/zipfile could not read a file: one short clause,
+    never numpy's advice to load pickled data "if you trust the file"."""
+    msg = " ".join(str(exc).split())
+    if "pickle" in msg.lower() or "object arrays" in msg.lower():
+        return "pickled Python objects (refused: loading them could run code)"
+    return f"a damaged or truncated file ({type(exc).__name__}: {msg[:80]})"
+
+
 def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
@@ -215,8 +223,12 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
     if not isinstance(tables_h, list) or not tables_h:
         raise bad("a non-empty list", "header.tables", repr(tables_h)[:40])
     B = header.get("num_samples")
-    if not isinstance(B, int) or B < 0:
-        raise bad("a non-negative integer", "header.num_samples", repr(B))
+    if not isinstance(B, int) or isinstance(B, bool) or B < 1:
+        raise bad("a positive integer", "header.num_samples", repr(B))
+    stored = header.get("digest")
+    if not isinstance(stored, str) or len(stored) != 64:
+        raise bad("the content digest gen-trace stores (64 hex digits of sha256)",
+                  "header.digest", "none" if stored is None else repr(stored)[:40])
     profiles = []
     metas = []
     for t, th in enumerate(tables_h):
@@ -240,8 +252,7 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
     trace = Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
                   indices=indices, offsets=offsets, path=str(path))
     _validate(trace, str(path))
-    stored = header.get("digest")
-    if stored is not None and stored != trace.digest:
+    if stored != trace.digest:
         raise bad("content matching the stored digest", "header.digest",
                   "a different content (file modified or damaged)")
     return trace
@@ -253,6 +264,8 @@ def _validate(trace: Trace, where: str) -> None:
 
     T = len(trace.tables)
     B = trace.num_samples
+    if B < 1:
+        bad("at least one sample", "num_samples", str(B))
     if len(trace.profiles) != T:
         bad(f"{T} profiles", "profiles", str(len(trace.profiles)))
     for t, (meta, prof) in enumerate(zip(trace.tables, trace.profiles)):
