@@ -56,7 +56,7 @@ def check_fits(items: Sequence[tuple[str, int]], *, what: str, hint: str,
         return
     name, biggest = max(items, key=lambda it: it[1])
     where = "GPU" if device.startswith("cuda") else "host"
-    others = f" ({fmt_bytes(total)} in all)" if len(items) > 1 else ""
+    others = f" ({fmt_bytes(total)} in all)" if total > 1.05 * biggest else ""
     raise UserError(f"{name}: {what} needs {fmt_bytes(biggest)} ({biggest} bytes){others}, "
                     f"more than {FRACTION:.0%} of the {fmt_bytes(avail)} this {where} has "
                     f"available; {hint}")

@@ -380,6 +380,15 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
                     "test_logloss": m["logloss"], "test_accuracy": m["accuracy"],
                     "test_auc": m["auc"]}
 
+    # the ceilings are loaded (or re-probed, when the cache is damaged or provisional) before
+    # the timed loop: a probe never runs after the timing, and never competes with it
+    from dlrmprof.profile import host as hostmod
+
+    fp = ceilings = None
+    if opts.roofline:
+        say("collecting the host fingerprint")
+        fp = hostmod.collect()
+        ceilings = _ceilings(fp, say)
     say(f"warm-up {opts.warmup}, then {opts.iters} timed iterations of batch {cfg.batch_size} "
         f"({opts.mode}, {prep.backend} on {prep.device}, {opts.threads} thread(s))")
     loop = run_loop(trainer, source, mode=opts.mode, iters=opts.iters, warmup=opts.warmup,
@@ -432,15 +441,15 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
               "torch_threads": torch.get_num_threads(), "source": source.describe()}
     config["run"]["input"] = list(opts.input)
 
-    from dlrmprof.profile import host as hostmod
     from dlrmprof.profile.report import Report
 
-    say("collecting the host fingerprint")
-    fp = hostmod.collect()
+    if fp is None:
+        say("collecting the host fingerprint")
+        fp = hostmod.collect()
     sections: dict[str, Any] = dict(config=config, trace=prep.trace_info, end_to_end=end_to_end,
                                     noise=noise, training=training)
     if opts.roofline:
-        sections.update(_roofline(rows, fp, prep, say))
+        sections.update(_roofline(rows, fp, prep, say, ceilings))
     if opts.simd:
         from dlrmprof.profile.simd import run_simd
 
@@ -466,15 +475,26 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     return RunResult(report, loop, summary, png)
 
 
-def _roofline(rows, fp, prep: Prepared, say) -> dict:
+def _ceilings(fp, say) -> dict:
+    """This host's ceilings: the cache, or a probe when there is none, it is damaged (a
+    warning says why) or provisional (probed under load)."""
+    from dlrmprof.profile import ceilings as ceil
+
+    if ceil.load_cached(fp["host_id"]) is None:
+        say("measuring this host's ceilings (once; cached per host)")
+    c, _ = ceil.load_or_probe(fp, progress=lambda m: say(f"  ceilings: {m}"),
+                              warn=lambda m: say(f"warning: {m}"))
+    if c.get("provisional"):
+        say("warning: these ceilings are provisional ("
+            + "; ".join(c.get("provisional_reasons") or []) + "); the next run probes again")
+    return c
+
+
+def _roofline(rows, fp, prep: Prepared, say, c: dict) -> dict:
     from dlrmprof.profile import ceilings as ceil
     from dlrmprof.profile import roofline
 
     out: dict[str, Any] = {}
-    cached = ceil.load_cached(fp["host_id"])
-    if cached is None:
-        say("measuring this host's ceilings (once; cached per host)")
-    c, _ = ceil.load_or_probe(fp, progress=lambda m: say(f"  ceilings: {m}"))
     out["ceilings"] = c
     cache = None
     # the cache study simulates the trace's own indices: only when the run used them
@@ -485,6 +505,9 @@ def _roofline(rows, fp, prep: Prepared, say) -> dict:
             cache = cache["per_op"]
     out["roofline"] = roofline.section(rows, c, cache=cache, threads=prep.opts.threads, host=fp,
                                        device=prep.device)
+    for st in out["roofline"]["stale_ceilings"]:
+        ceil.mark_provisional(c, f"{st['op']}/{st['phase']} ran at {st['reached']:.1f}, above "
+                                 f"the measured {st['roof']} {st['measured']:.1f}")
     return out
 
 

@@ -203,11 +203,12 @@ MODEL_NOTES = {
 
 
 def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: int | None,
-                 keep_indices: bool, hint: str, available: int | None = None) -> None:
+                 keep_indices: bool, hint: str, fidelity: bool = True,
+                 available: int | None = None) -> None:
     """Refuse, before allocating, a synthesis whose arrays exceed the memory available now:
     the trace's indices and offsets (8 B each, kept) plus the largest table's working set
     (its stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
-    access, and a per-row int32 array over the table's rows)."""
+    access, and the fidelity pass's int32 array over the table's rows)."""
     from dlrmprof import memcheck
 
     B = int(num_samples)
@@ -218,7 +219,7 @@ def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: 
         if keep_indices:
             items.append((f"table {p.name} ({n} synthetic indices)", 8 * n + 8 * B))
         work.append((f"table {p.name} (synthesizing {n} accesses over {rows} rows)",
-                     32 * n + 4 * rows))
+                     32 * n + (4 * rows if fidelity else 0)))
     items.append(max(work, key=lambda it: it[1]))
     memcheck.check_fits(items, what="the synthetic trace", hint=hint, available=available)
 
@@ -233,7 +234,7 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
-    check_memory(profiles, B, table_rows, keep_indices, memory_hint)
+    check_memory(profiles, B, table_rows, keep_indices, memory_hint, compute_fidelity)
     seqs = np.random.SeedSequence(int(seed)).spawn(len(profiles))
     tasks = []
     for p, ss in zip(profiles, seqs):
