@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,7 +129,9 @@ class Trace:
                 arrays = {k: z[k] for k in z.files if k != "header"}
         except UserError:
             raise
-        except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001  zipfile/zlib/numpy on a damaged archive raise
+            # ValueError, OSError, EOFError, zlib.error, BadZipFile, NotImplementedError (an
+            # unknown zip version), MemoryError (a header promising huge arrays), ...
             raise input_error(path, "a complete dlrmprof trace file (.npz zip archive)",
                               got=damage_text(exc)) from None
         return _from_parts(path, header, arrays)
@@ -229,6 +230,9 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
     if not isinstance(stored, str) or len(stored) != 64:
         raise bad("the content digest gen-trace stores (64 hex digits of sha256)",
                   "header.digest", "none" if stored is None else repr(stored)[:40])
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "iu":       # every array of the format holds integers
+            raise bad("an integer array", name, f"dtype {arr.dtype}")
     profiles = []
     metas = []
     for t, th in enumerate(tables_h):
@@ -240,8 +244,9 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
         except KeyError as exc:
             raise bad("every table's profile entries", f"tables[{t}]",
                       f"missing {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise bad("a well-formed table entry", f"tables[{t}]", str(exc)[:80]) from None
+        except (TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+            raise bad("a well-formed table entry", f"tables[{t}]",
+                      f"{type(exc).__name__}: {str(exc)[:80]}") from None
         profiles.append(prof)
     has = bool(header.get("has_indices", "indices" in arrays))
     indices = offsets = None
@@ -271,8 +276,8 @@ def _validate(trace: Trace, where: str) -> None:
     for t, (meta, prof) in enumerate(zip(trace.tables, trace.profiles)):
         try:
             prof.validate(f"table {meta.name}")
-        except ValueError as exc:
-            bad("a consistent locality profile", f"p{t}", str(exc))
+        except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
+            bad("a consistent locality profile", f"p{t}", " ".join(str(exc).split())[:120])
         if meta.rows < 1:
             bad("rows >= 1", f"tables[{t}].rows", str(meta.rows))
     if not trace.has_indices:
