@@ -450,3 +450,12 @@ def test_click_usage_errors_are_one_line(args, needle):
     assert p.returncode == 2 and p.stdout == ""
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dlrmprof: error: ") and needle in lines[0]
+
+
+def test_dash_is_stdout_for_text_exports_only(tmp_path, tiny_trace):
+    res = CliRunner().invoke(cli, ["export-trace", tiny_trace, "--to", "mrc-hist", "--out", "-"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert set(doc) == {"C1", "C2", "C3", "C4"} and len(doc["C1"]["mrc_hist_counts"]) == 100
+    one_line_error(run("export-trace", tiny_trace, "--to", "tbe", "--out", "-"), "stdout")
+    assert not Path("-").exists()

@@ -290,7 +290,8 @@ def trace_stats(file, as_json):
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--to", "fmt", type=click.Choice(["oracle-general", "tbe", "mrc-hist"]),
               required=True, help="Target format.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="File to write ('-': standard output, mrc-hist JSON only).")
 @click.option("--obj-size", type=click.IntRange(min=1, max=2**32 - 1), default=1,
               show_default=True, help="oracle-general: bytes per object (1 = sizes in rows).")
 @click.option("--bins", type=click.IntRange(min=1), default=100, show_default=True,
@@ -314,7 +315,9 @@ def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
     from dlrmprof.fsutil import prepare_output
     from dlrmprof.tracegen import Trace, export
 
-    prepare_output(out)
+    to_stdout = out == "-" and fmt == "mrc-hist"      # JSON text: '-' is standard output
+    if not to_stdout:
+        prepare_output(out)
     trace = Trace.load(file)
     if not trace.has_indices or length is not None:
         trace = trace.materialize(num_samples=length, seed=seed)
@@ -331,6 +334,9 @@ def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
                    f"{trace.indices.size} indices")
     else:
         stats = export.mrc_hist(trace, bins=bins, batch_size=batch_size)
+        if to_stdout:
+            click.echo(export.mrc_hist_json(stats))
+            return
         export.save_mrc_hist(stats, out)
         click.echo(f"wrote {out}: mrc_hist_counts ({bins} bins) for {len(stats)} tables")
 

@@ -70,9 +70,6 @@ def _check_writable(path: Path) -> None:
     nothing: the nearest existing ancestor must be a writable directory."""
     if path.is_dir():
         raise UserError(f"{path}: --out is a directory, expected a report file name (.json)")
-    from dlrmprof.fsutil import prepare_output
-
-    prepare_output(path)
     anc = path.parent if str(path.parent) else Path(".")
     while not anc.exists() and anc != anc.parent:
         anc = anc.parent
@@ -80,6 +77,9 @@ def _check_writable(path: Path) -> None:
         raise UserError(f"{path}: cannot write the report here ({anc} is not a directory)")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise UserError(f"{path}: cannot write the report here ({anc} is not writable)")
+    from dlrmprof.fsutil import prepare_output
+
+    prepare_output(path)      # a FIFO, device or read-only file there is refused, not replaced
 
 
 def check_table_memory(config: DLRMConfig, device: str) -> None:
@@ -485,8 +485,11 @@ def _ceilings(fp, say) -> dict:
     c, _ = ceil.load_or_probe(fp, progress=lambda m: say(f"  ceilings: {m}"),
                               warn=lambda m: say(f"warning: {m}"))
     if c.get("provisional"):
+        again = ("the next run probes again" if c.get("probes", 1) < ceil.MAX_PROVISIONAL_PROBES
+                 else f"kept after {c.get('probes')} probes; `dlrmprof host --probe --refresh` "
+                      "on a quiet machine replaces them")
         say("warning: these ceilings are provisional ("
-            + "; ".join(c.get("provisional_reasons") or []) + "); the next run probes again")
+            + "; ".join(c.get("provisional_reasons") or []) + f"); {again}")
     return c
 
 

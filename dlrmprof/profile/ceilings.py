@@ -557,8 +557,11 @@ def load_or_probe(fp: dict, *, refresh: bool = False, full: bool = False,
                 warn("the cached ceilings are provisional ("
                      + "; ".join(c.get("provisional_reasons") or ["stale"]) + "); probing again")
     c = probe(fp, full=full, progress=progress)
-    if old is not None and c.get("provisional"):
-        c = merge_best(old, c)
+    if old is not None:
+        # the count of probes since the record turned provisional bounds the re-probing, even
+        # when a quiet probe is marked stale again by an op (mark_provisional)
+        if c.get("provisional"):
+            c = merge_best(old, c)
         c["probes"] = int(old.get("probes", 1)) + 1
     save_cached(c)
     return c, False

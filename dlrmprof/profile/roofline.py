@@ -289,7 +289,8 @@ def verdicts(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
             v["exceeds_roof"] = False
             v["note"] = (f"the measured {key} ceiling ({b['measured']:.1f}) was stale: "
                          f"{b['op']}/{b['phase']} reached {b['reached']:.1f}; judged against "
-                         "that (re-probe on a quiet machine: `dlrmprof host --probe --refresh`)")
+                         "that (the probe ran under load, or that op's data stayed in cache; "
+                         "re-probe on a quiet machine: `dlrmprof host --probe --refresh`)")
     if stale is not None:
         stale.extend(by.values())
     return out

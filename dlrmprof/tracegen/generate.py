@@ -145,10 +145,19 @@ def _profile_stream_task(args):
     return _profile(s.name, s.ids, s.lengths, s.rows, windows, hot, sample_rate)
 
 
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent (which stops them and cleans up): no traceback
+    from each worker, and SIGTERM ends a worker at once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _map(fn, tasks, jobs):
     if jobs <= 1 or len(tasks) <= 1:
         return [fn(t) for t in tasks]
-    ex = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)))
+    ex = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_worker_signals)
     try:
         out = list(ex.map(fn, tasks))
     except BaseException:
