@@ -493,4 +493,5 @@ def test_fuzz_case_count():
                 "report", "ceilings", "yaml", "cli-gen-trace", "cli-trace"}
     if set(CASES) != expected:
         pytest.skip(f"only {sorted(CASES)} ran")
+    print(f"fuzz cases: {sum(CASES.values())} {CASES}")
     assert sum(CASES.values()) >= 3000, CASES

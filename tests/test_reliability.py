@@ -175,6 +175,34 @@ def test_signal_during_gen_trace_cleans_up(tmp_path, sig, code):
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
+def test_ctrl_c_to_the_process_group_with_worker_processes(tmp_path):
+    """A terminal's Ctrl-C reaches every process of the group: the --jobs workers leave it to
+    the parent (no worker traceback), which stops them and cleans up."""
+    src = _criteo_input(tmp_path / "train.txt", 40)
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    out = tmp_path / "t.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "dlrmprof", "gen-trace", "--from", "kaggle",
+                             "--input", str(src), "--out", str(out), "--jobs", "2"],
+                            env=dict(os.environ, TMPDIR=str(tmpdir)), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import psutil
+
+    deadline = time.time() + 60
+    parent = psutil.Process(proc.pid)
+    while len(parent.children()) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)       # until the worker processes run
+    time.sleep(0.2)
+    assert proc.poll() is None and len(parent.children()) >= 2
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == ["dlrmprof: interrupted (SIGINT); partial output and "
+                                        "temporary files removed"]
+    assert not out.exists() and list(tmpdir.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp", "train.txt"]
+
+
 def test_numba_system_error_from_an_interrupt_is_an_interrupt():
     import click
 
