@@ -133,6 +133,27 @@ def test_gen_trace_table_rows_and_length_beyond_memory(tmp_path, ids_npy):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_npy_header_promising_more_than_the_file_holds(tmp_path):
+    import struct
+
+    header = repr({"descr": "<i8", "fortran_order": False, "shape": (10**12,)}).encode()
+    header += b" " * (63 - (len(header) + 10) % 64) + b"\n"
+    p = tmp_path / "huge.npy"
+    p.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+                  + np.arange(8, dtype=np.int64).tobytes())
+    with pytest.raises(UserError, match="8000000000000 bytes of data.*got 64 bytes"):
+        read_index(p)
+
+
+def test_index_file_beyond_memory_names_max_rows(tmp_path, monkeypatch):
+    p = tmp_path / "ids.bin"
+    np.arange(1000, dtype="<i8").tofile(p)
+    monkeypatch.setattr(memcheck, "available_bytes", lambda device="cpu": 10_000)
+    with pytest.raises(UserError, match="ids.bin: reading its indices needs .*--max-rows"):
+        read_index(p)
+    assert read_index(p, max_rows=100)[0].ids.size == 100
+
+
 def test_memcheck_units():
     with pytest.raises(UserError, match="table X.*2000 bytes.*--max-rows"):
         memcheck.check_fits([("table X", 2000)], what="t", hint="--max-rows", available=1000)

@@ -429,10 +429,20 @@ def read_index(path, max_rows: int | None = None) -> list[TableStream]:
     path = Path(path)
     _check_file(path)
     suffix = path.suffix.lower()
+    if suffix in (".npy", ".bin", ".npz"):
+        # the ids as int64, their dense remap and the remap's table: about 3x the values
+        from dlrmprof import memcheck
+
+        values = path.stat().st_size // 8
+        if max_rows is not None and suffix != ".npz":
+            values = min(values, int(max_rows))
+        memcheck.check_fits([(str(path), 24 * values)], what="reading its indices",
+                            hint="read a prefix with --max-rows")
     arrays: list[tuple[str, np.ndarray]] = []
     if suffix == ".npy":
         from dlrmprof.tracegen.tracefile import damage_text
 
+        _check_npy_size(path)
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:  # ValueError, OSError, EOFError, zipfile errors
@@ -470,6 +480,29 @@ def read_index(path, max_rows: int | None = None) -> list[TableStream]:
         out.append(TableStream(name=name, ids=ids, lengths=np.ones(ids.size, dtype=np.int64),
                                rows=int(ids.max()) + 1))
     return out
+
+
+def _check_npy_size(path: Path) -> None:
+    """A .npy header promising more data than the file holds (a truncated file, or a damaged
+    shape) is refused before numpy allocates what the header promises."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            reader = fmt.read_array_header_1_0 if version == (1, 0) else \
+                fmt.read_array_header_2_0
+            shape, _, dtype = reader(fh, max_header_size=1 << 16)
+            start = fh.tell()
+    except Exception:  # noqa: BLE001  not a .npy header: np.load says what is wrong
+        return
+    if dtype.hasobject:
+        return                                  # np.load refuses pickled objects itself
+    need = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
+    have = path.stat().st_size - start
+    if need > have:
+        raise input_error(path, f"{need} bytes of data for the header's shape "
+                          f"{tuple(int(d) for d in shape)} and dtype {dtype}",
+                          got=f"{have} bytes (a truncated file or a damaged header)")
 
 
 _TEXT_INTS = "non-negative integers, one per line or separated by commas/spaces"
