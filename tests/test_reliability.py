@@ -454,6 +454,19 @@ def test_zero_sample_trace_is_refused(tmp_path, tiny_trace):
     assert not out.exists()
 
 
+def test_trace_of_empty_bags_exports_nothing(tmp_path):
+    from dlrmprof.tracegen import build_profile, synthesize_trace
+
+    prof = build_profile("C1", np.zeros(0, np.int64), np.zeros(10, np.int64), rows=5)
+    p = tmp_path / "empty.npz"
+    synthesize_trace([prof], source={"kind": "test"}, num_samples=10,
+                     compute_fidelity=False).save(p)
+    out = tmp_path / "o.bin"
+    one_line_error(run("export-trace", p, "--to", "oracle-general", "--out", out),
+                   "empty.npz", "at least one index")
+    assert not out.exists()
+
+
 def test_bom_does_not_cost_the_first_criteo_row(tmp_path):
     p = tmp_path / "bom.txt"
     p.write_bytes(b"\xef\xbb\xbf" + BUNDLED_SAMPLE.read_bytes())
