@@ -23,7 +23,12 @@ Each figure keeps its raw samples, best and median; the ceiling used by the roof
 
 Results are cached per host_id in ``$DLRMPROF_CACHE_DIR`` (default ``~/.cache/dlrmprof``)/
 ``ceilings/<host_id>.json``; `load_or_probe` re-probes when asked (``refresh``), when the cached
-file is unreadable, or when it was made by other torch/numba versions or thread counts.
+file is unreadable or damaged (any field a reader uses missing or wrong-typed: a warning says
+which), when it was made by other torch/numba versions or thread counts, and when it is
+*provisional*: its probe kept samples contaminated by other processes, or a roof fell when
+threads were added, or an op later ran above one of its roofs (`mark_provisional`).  A ceiling
+is an upper bound, so a provisional record is replaced by the next quiet probe, or merged with
+another provisional one (best of both), at most `MAX_PROVISIONAL_PROBES` times.
 """
 
 from __future__ import annotations
