@@ -4,13 +4,17 @@ Each command lives in its own module under `dlrmprof/commands/` (parse, call, pr
 work itself is in `tracegen`, `kernels`, `profile` and `dlrm`.  Heavy imports (torch, numba)
 happen inside the commands, so `dlrmprof --help` stays fast.
 
-A `dlrmprof.errors.UserError` anywhere below becomes one line on stderr and exit code 2;
-any other exception is a bug and keeps its traceback (exit code 1).
+A `dlrmprof.errors.UserError` anywhere below, and a usage error click finds in the options,
+becomes one line on stderr and exit code 2; any other exception is a bug and keeps its
+traceback (exit code 1).  Ctrl-C (SIGINT) and SIGTERM end the command with one line and exit
+code 128 + signal (130, 143): the exception unwinds every writer, so temporary files and spill
+directories are removed and nothing appears at the output path.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -22,13 +26,82 @@ from dlrmprof.errors import UserError
 COMMAND_MODULES = ("trace", "run", "host", "compare")
 
 
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so it unwinds like Ctrl-C (cleanup included)."""
+
+
+_received: list[int] = []
+
+
+def _on_signal(signum, frame) -> None:
+    _received.append(signum)
+    # a second signal while the first unwinds must not cut the cleanup short
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda signum, frame: _received.append(signum))
+    raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
+
+
+def install_signal_handlers() -> None:
+    """SIGINT and SIGTERM raise in the main thread (unless the parent ignores SIGINT)."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+
+
+def interrupt_signal(exc: BaseException) -> int | None:
+    """The signal an exception stands for: SIGINT/SIGTERM for KeyboardInterrupt/Terminated, or
+    for a SystemError that wraps one (numba's dispatcher turns an interrupt that arrives inside
+    a jitted call into "returned a result with an exception set"); None for anything else."""
+    seen = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, Terminated):
+            return signal.SIGTERM
+        if isinstance(e, KeyboardInterrupt):
+            return signal.SIGINT
+        e = e.__cause__ or e.__context__
+    if isinstance(exc, SystemError) and _received:
+        return _received[0]
+    return None
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            click.echo(f"dlrmprof: error: {exc}", err=True)
+            click.echo(f"dlrmprof: error: {_one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
+        except (KeyboardInterrupt, SystemError) as exc:
+            signum = interrupt_signal(exc)
+            if signum is None:
+                raise
+            name = signal.Signals(signum).name
+            click.echo(f"dlrmprof: interrupted ({name}); partial output and temporary files "
+                       "removed", err=True)
+            ctx.exit(128 + signum)
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
+             **extra):
+        """click's main, but a usage error (an option click checks) is one line, exit 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            cmd = exc.ctx.command_path if getattr(exc, "ctx", None) else (prog_name or "dlrmprof")
+            hint = f" (see {cmd} --help)" if isinstance(exc, click.UsageError) else ""
+            click.echo(f"dlrmprof: error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:          # click turns a Ctrl-C at a prompt into Abort
+            click.echo("dlrmprof: interrupted (SIGINT)", err=True)
+            sys.exit(128 + signal.SIGINT)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -55,6 +128,7 @@ _register()
 
 
 def main(argv: list[str] | None = None) -> None:
+    install_signal_handlers()
     cli.main(args=argv, prog_name="dlrmprof")
 
 

@@ -9,7 +9,7 @@ from dlrmprof.profile import roofline
 from dlrmprof.profile.report import Report, op_row
 
 GOLDEN = "tests/data/reports/report_v1.json"
-ROOFS = {"stream_gbs": 20.0, "random_gbs": 5.0, "random_ns_per_line": 12.8, "latency_ns": 120.0,
+ROOFS = {"stream_gbs": 20.0, "random_gbs": 12.0, "random_ns_per_line": 12.8, "latency_ns": 120.0,
          "fp32_gflops": 100.0, "bf16_gflops": 300.0}
 
 
@@ -56,7 +56,7 @@ def test_rows_timed_differently_are_marked(tmp_path):
     """Per-table figures from inside one kernel call (tsc) against perf_counter around a
     call per table: the row is marked and the footnote says what each report used."""
     a = _report("hostA", [1e-3, 1.1e-3, 0.9e-3], [1e-3, 1.02e-3, 0.98e-3])
-    b = _report("hostB", [0.5e-3, 0.6e-3, 0.4e-3], [1e-3, 1.02e-3, 0.98e-3])
+    b = _report("hostB", [0.9e-3, 1e-3, 1.1e-3], [1e-3, 1.02e-3, 0.98e-3])
     a.ops[0]["timer"], b.ops[0]["timer"] = "perf_counter", "tsc"
     a.ops[1]["timer"] = b.ops[1]["timer"] = "perf_counter"
     res = compare.compare([a, b], ["a", "b"])

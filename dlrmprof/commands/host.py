@@ -36,7 +36,8 @@ def host_cmd(probe: bool, refresh: bool, full: bool, as_json: bool) -> None:
     c, cached = None, False
     if probe or refresh or full:
         c, cached = ceilings.load_or_probe(fp, refresh=refresh, full=full,
-                                           progress=None if as_json else _progress)
+                                           progress=None if as_json else _progress,
+                                           warn=lambda m: click.echo(f"warning: {m}", err=True))
     else:
         c = ceilings.load_cached(fp["host_id"])
         cached = c is not None

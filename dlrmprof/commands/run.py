@@ -159,6 +159,10 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
     verdicts = {(v.get("name"), v.get("phase")): v
                 for v in (rep.roofline.get("rows") or [])}
     click.echo("\n".join(_table(rep, verdicts)))
+    for st in rep.roofline.get("stale_ceilings") or []:
+        click.echo(f"note: the measured {st['roof']} ceiling ({st['measured']:.1f}) was stale: "
+                   f"{st['op']}/{st['phase']} reached {st['reached']:.1f}; verdicts use that, "
+                   "and the next run probes again")
     e2e = rep.end_to_end
     click.echo(f"end to end: {e2e['samples_per_s']:,.0f} samples/s (data loading + model); "
                f"model only {e2e['model_samples_per_s']:,.0f} samples/s; data loading "

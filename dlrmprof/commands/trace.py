@@ -223,8 +223,12 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
       dlrmprof gen-trace --from tbe --input requests.pt --json
       dlrmprof gen-trace --from csv --input avazu_train.csv --columns 2-23
     """
+    from dlrmprof.fsutil import prepare_output
     from dlrmprof.tracegen import generate, profile as _prof, readers
 
+    prepare_output(out)
+    if plot:
+        prepare_output(plot)
     windows = windows or _prof.DEFAULT_WINDOWS
     notes = []
     info = readers.SourceInfo(kind=source, files=[str(p) for p in inputs],
@@ -369,7 +373,8 @@ def trace_stats(file, as_json):
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--to", "fmt", type=click.Choice(["oracle-general", "tbe", "mrc-hist"]),
               required=True, help="Target format.")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="File to write ('-': standard output, mrc-hist JSON only).")
 @click.option("--obj-size", type=click.IntRange(min=1, max=2**32 - 1), default=1,
               show_default=True, help="oracle-general: bytes per object (1 = sizes in rows).")
 @click.option("--bins", type=click.IntRange(min=1), default=100, show_default=True,
@@ -390,11 +395,18 @@ def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
       dlrmprof export-trace traces/locality.npz --to tbe --out traces/requests.pt
       dlrmprof export-trace traces/locality.npz --to mrc-hist --out traces/mrc_hist.pt
     """
+    from dlrmprof.fsutil import prepare_output
     from dlrmprof.tracegen import Trace, export
 
+    to_stdout = out == "-" and fmt == "mrc-hist"      # JSON text: '-' is standard output
+    if not to_stdout:
+        prepare_output(out)
     trace = Trace.load(file)
     if not trace.has_indices or length is not None:
         trace = trace.materialize(num_samples=length, seed=seed)
+    if trace.indices.size == 0:
+        raise UserError(f"{file}: expected at least one index to export, got a trace whose "
+                        "bags are all empty")
     if fmt == "oracle-general":
         n = export.oracle_general(trace, out, obj_size=obj_size)
         click.echo(f"wrote {out}: {n} oracleGeneral records (24 bytes each; obj_id = "
@@ -405,6 +417,9 @@ def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
                    f"{trace.indices.size} indices")
     else:
         stats = export.mrc_hist(trace, bins=bins, batch_size=batch_size)
+        if to_stdout:
+            click.echo(export.mrc_hist_json(stats))
+            return
         export.save_mrc_hist(stats, out)
         click.echo(f"wrote {out}: mrc_hist_counts ({bins} bins) for {len(stats)} tables")
 

@@ -344,9 +344,13 @@ def load_config(name_or_path: str | os.PathLike, *, max_rows: int | None = None,
             raise UserError(f"unknown config {spec!r}: expected a preset "
                             f"({', '.join(PRESETS)}) or a .yaml file")
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise UserError(f"{spec}: cannot read config ({exc.strerror or exc})") from None
+        except UnicodeDecodeError as exc:
+            raise input_error(spec, "a UTF-8 YAML file",
+                              got=f"byte 0x{exc.object[exc.start]:02x} at offset {exc.start}") \
+                from None
         source = spec
     cfg = config_from_dict(_parse_yaml(text, source), source)
     return cfg.capped(max_rows).with_batch_size(batch_size)

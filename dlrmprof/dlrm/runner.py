@@ -77,6 +77,26 @@ def _check_writable(path: Path) -> None:
         raise UserError(f"{path}: cannot write the report here ({anc} is not a directory)")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise UserError(f"{path}: cannot write the report here ({anc} is not writable)")
+    from dlrmprof.fsutil import prepare_output
+
+    prepare_output(path)      # a FIFO, device or read-only file there is refused, not replaced
+
+
+def check_table_memory(config: DLRMConfig, device: str) -> None:
+    """Refuse (one line naming the table, the bytes and --max-rows) embedding tables that do
+    not fit in the memory available now, before the model allocates them."""
+    from dlrmprof import memcheck
+
+    avail = memcheck.available_bytes(device)
+    if avail is None:
+        return
+    row_bytes = config.embedding_dim * 4
+    fit = memcheck.max_rows_that_fit([t.rows for t in config.tables], row_bytes, avail)
+    memcheck.check_fits([(f"table {t.name} ({t.rows} rows x {t.dim} x 4 B)", t.nbytes)
+                         for t in config.tables],
+                        what="the embedding table", available=avail, device=device,
+                        hint=f"cap every table with --max-rows {fit} (or fewer rows in the "
+                             "trace / config)")
 
 
 def check_device(device: str) -> str:
@@ -133,11 +153,13 @@ def prepare(opts: RunOptions) -> Prepared:
         trace = Trace.load(trace_path)
         rows = [t.rows for t in trace.tables]
         config = config.with_trace_rows(rows, [t.name for t in trace.tables], str(trace_path))
+        check_table_memory(config, device)
         materialized = False
         if not trace.has_indices:
             # profile-only file: synthesize enough samples for warm-up + timed iterations
             need = max(config.batch_size, (opts.iters + opts.warmup) * config.batch_size)
-            trace = trace.materialize(num_samples=need, seed=opts.seed)
+            trace = trace.materialize(num_samples=need, seed=opts.seed,
+                                      memory_hint="lower --iters, --warmup or --batch-size")
             materialized = True
         if config.batch_size > trace.num_samples:
             raise UserError(f"{trace_path}: --batch-size {config.batch_size} is larger than the "
@@ -164,6 +186,7 @@ def prepare(opts: RunOptions) -> Prepared:
                            "tables": [{"name": t.name, "rows": t.rows} for t in config.tables]}
         if opts.trace:
             prep.trace_info["note"] = f"--trace {opts.trace} not used: --data kaggle reads rows"
+    check_table_memory(config, device)
     prep.config = config
     return prep
 
@@ -357,6 +380,15 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
                     "test_logloss": m["logloss"], "test_accuracy": m["accuracy"],
                     "test_auc": m["auc"]}
 
+    # the ceilings are loaded (or re-probed, when the cache is damaged or provisional) before
+    # the timed loop: a probe never runs after the timing, and never competes with it
+    from dlrmprof.profile import host as hostmod
+
+    fp = ceilings = None
+    if opts.roofline:
+        say("collecting the host fingerprint")
+        fp = hostmod.collect()
+        ceilings = _ceilings(fp, say)
     say(f"warm-up {opts.warmup}, then {opts.iters} timed iterations of batch {cfg.batch_size} "
         f"({opts.mode}, {prep.backend} on {prep.device}, {opts.threads} thread(s))")
     loop = run_loop(trainer, source, mode=opts.mode, iters=opts.iters, warmup=opts.warmup,
@@ -409,15 +441,15 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
               "torch_threads": torch.get_num_threads(), "source": source.describe()}
     config["run"]["input"] = list(opts.input)
 
-    from dlrmprof.profile import host as hostmod
     from dlrmprof.profile.report import Report
 
-    say("collecting the host fingerprint")
-    fp = hostmod.collect()
+    if fp is None:
+        say("collecting the host fingerprint")
+        fp = hostmod.collect()
     sections: dict[str, Any] = dict(config=config, trace=prep.trace_info, end_to_end=end_to_end,
                                     noise=noise, training=training)
     if opts.roofline:
-        sections.update(_roofline(rows, fp, prep, say))
+        sections.update(_roofline(rows, fp, prep, say, ceilings))
     if opts.simd:
         from dlrmprof.profile.simd import run_simd
 
@@ -443,15 +475,29 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     return RunResult(report, loop, summary, png)
 
 
-def _roofline(rows, fp, prep: Prepared, say) -> dict:
+def _ceilings(fp, say) -> dict:
+    """This host's ceilings: the cache, or a probe when there is none, it is damaged (a
+    warning says why) or provisional (probed under load)."""
+    from dlrmprof.profile import ceilings as ceil
+
+    if ceil.load_cached(fp["host_id"]) is None:
+        say("measuring this host's ceilings (once; cached per host)")
+    c, _ = ceil.load_or_probe(fp, progress=lambda m: say(f"  ceilings: {m}"),
+                              warn=lambda m: say(f"warning: {m}"))
+    if c.get("provisional"):
+        again = ("the next run probes again" if c.get("probes", 1) < ceil.MAX_PROVISIONAL_PROBES
+                 else f"kept after {c.get('probes')} probes; `dlrmprof host --probe --refresh` "
+                      "on a quiet machine replaces them")
+        say("warning: these ceilings are provisional ("
+            + "; ".join(c.get("provisional_reasons") or []) + f"); {again}")
+    return c
+
+
+def _roofline(rows, fp, prep: Prepared, say, c: dict) -> dict:
     from dlrmprof.profile import ceilings as ceil
     from dlrmprof.profile import roofline
 
     out: dict[str, Any] = {}
-    cached = ceil.load_cached(fp["host_id"])
-    if cached is None:
-        say("measuring this host's ceilings (once; cached per host)")
-    c, _ = ceil.load_or_probe(fp, progress=lambda m: say(f"  ceilings: {m}"))
     out["ceilings"] = c
     cache = None
     # the cache study simulates the trace's own indices: only when the run used them
@@ -462,6 +508,9 @@ def _roofline(rows, fp, prep: Prepared, say) -> dict:
             cache = cache["per_op"]
     out["roofline"] = roofline.section(rows, c, cache=cache, threads=prep.opts.threads, host=fp,
                                        device=prep.device)
+    for st in out["roofline"]["stale_ceilings"]:
+        ceil.mark_provisional(c, f"{st['op']}/{st['phase']} ran at {st['reached']:.1f}, above "
+                                 f"the measured {st['roof']} {st['measured']:.1f}")
     return out
 
 

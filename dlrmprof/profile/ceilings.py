@@ -23,7 +23,12 @@ Each figure keeps its raw samples, best and median; the ceiling used by the roof
 
 Results are cached per host_id in ``$DLRMPROF_CACHE_DIR`` (default ``~/.cache/dlrmprof``)/
 ``ceilings/<host_id>.json``; `load_or_probe` re-probes when asked (``refresh``), when the cached
-file is unreadable, or when it was made by other torch/numba versions or thread counts.
+file is unreadable or damaged (any field a reader uses missing or wrong-typed: a warning says
+which), when it was made by other torch/numba versions or thread counts, and when it is
+*provisional*: its probe kept samples contaminated by other processes, or a roof fell when
+threads were added, or an op later ran above one of its roofs (`mark_provisional`).  A ceiling
+is an upper bound, so a provisional record is replaced by the next quiet probe, or merged with
+another provisional one (best of both), at most `MAX_PROVISIONAL_PROBES` times.
 """
 
 from __future__ import annotations
@@ -162,7 +167,8 @@ def probe_stream(threads: list[int], array_bytes: int, repeats: int) -> dict:
     b = np.ones(n)
     c = np.full(n, 2.0)
     out: dict[str, Any] = {"array_bytes": n * 8, "dtype": "float64", "source": "measured",
-                           "copy": {}, "triad": {}, "read": {}, "flagged": 0}
+                           "copy": {}, "triad": {}, "read": {}, "flagged": 0,
+                           "contaminated_kept": 0}
     for t in threads:
         with numba_threads(t):
             for name, fn, nbytes in (("copy", lambda: k["copy"](a, b), 16 * n),
@@ -171,6 +177,7 @@ def probe_stream(threads: list[int], array_bytes: int, repeats: int) -> dict:
                 r = noise.timed_samples(fn, repeats=repeats, warmup=1, budget_s=2.0)
                 out[name][str(t)] = _stat(r["samples"], nbytes, 1e9)
                 out["flagged"] += r["flagged"]
+                out["contaminated_kept"] += r["contaminated_kept"]
     # correctness of what we timed (a kernel that did nothing would be "fast")
     if not (a[0] == 1.0 + 3.0 * 2.0 and a[-1] == 7.0 and k["read"](c) == 2.0 * n):
         raise RuntimeError("STREAM kernels computed wrong values")
@@ -186,7 +193,8 @@ def probe_random(threads: list[int], table_bytes: int, lines: int, chase_steps: 
     table = np.ones(nlines * stride, dtype=np.float32)
     idx = rng.integers(0, nlines, size=lines, dtype=np.int64)
     out: dict[str, Any] = {"table_bytes": nlines * LINE, "lines": lines, "line_bytes": LINE,
-                           "source": "measured", "by_threads": {}, "flagged": 0}
+                           "source": "measured", "by_threads": {}, "flagged": 0,
+                           "contaminated_kept": 0}
     for t in threads:
         with numba_threads(t):
             r = noise.timed_samples(lambda: k["random_lines"](table, idx, stride),
@@ -197,6 +205,7 @@ def probe_random(threads: list[int], table_bytes: int, lines: int, chase_steps: 
         st["ns_per_line_per_thread"] = best_s / lines * 1e9 * t
         out["by_threads"][str(t)] = st
         out["flagged"] += r["flagged"]
+        out["contaminated_kept"] += r["contaminated_kept"]
     if k["random_lines"](table, idx, stride) != float(lines):
         raise RuntimeError("random-access kernel computed a wrong sum")
     # dependent chase along one random cycle through all lines (perm[i] -> perm[i+1])
@@ -268,7 +277,7 @@ def gemm_engines() -> dict:
 def probe_gemm(threads: list[int], n: int, repeats: int) -> dict:
     import torch
     out: dict[str, Any] = {"n": n, "source": "measured", "engine": gemm_engines(),
-                           "fp32": {}, "bf16": {}, "flagged": 0}
+                           "fp32": {}, "bf16": {}, "flagged": 0, "contaminated_kept": 0}
     flops = 2.0 * n ** 3
     g = torch.Generator().manual_seed(0)
     for dtype, key in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
@@ -281,6 +290,7 @@ def probe_gemm(threads: list[int], n: int, repeats: int) -> dict:
                                         warmup=1, budget_s=3.0)
             out[key][str(t)] = _stat(r["samples"], flops, 1e9)
             out["flagged"] += r["flagged"]
+            out["contaminated_kept"] += r["contaminated_kept"]
         ref = (a[:4].double() @ b[:, :4].double())
         tol = 1e-3 if key == "fp32" else 3e-2
         if not torch.allclose(c[:4, :4].double(), ref, rtol=tol, atol=tol * n):
@@ -379,7 +389,79 @@ def probe(fp: dict, *, full: bool = False, threads: list[int] | None = None,
         "sizes": sz, "llc_bytes": llc, "probe_s": time.perf_counter() - t0,
     }
     result["roofs"] = summarize(result)
+    reasons = quality_problems(result)
+    result["provisional"] = bool(reasons)
+    result["provisional_reasons"] = reasons
     return result
+
+
+# a roof measured with more threads below this share of the one with fewer threads is suspect
+MONOTONE_SLACK = 0.8
+MAX_PROVISIONAL_PROBES = 3
+
+
+def quality_problems(c: dict) -> list[str]:
+    """Why a probe's figures may be under-measured: samples that stayed contaminated by other
+    processes after every re-take, or a roof that falls when threads are added."""
+    out = []
+    kept = sum(int(c[s].get("contaminated_kept", 0)) for s in ("stream", "random", "gemm"))
+    if kept:
+        out.append(f"{kept} samples were taken while other processes used the CPUs and could "
+                   "not be re-taken within the time budget")
+    roofs = c.get("roofs") or {}
+    counts = sorted(int(k) for k in roofs)
+    for lo, hi in zip(counts, counts[1:]):
+        for key in ("stream_gbs", "fp32_gflops", "bf16_gflops"):
+            a, b = roofs[str(lo)].get(key), roofs[str(hi)].get(key)
+            if a and b and b < MONOTONE_SLACK * a:
+                out.append(f"{key} at {hi} threads ({b:.1f}) is below {lo} thread(s) ({a:.1f})")
+    return out
+
+
+def merge_best(old: dict, new: dict) -> dict:
+    """`new` with each roof raised to `old`'s where the old probe measured more: a ceiling
+    is an upper bound, so the best of two provisional probes is the better estimate."""
+    out = dict(new)
+    roofs = {k: dict(v) for k, v in new["roofs"].items()}
+    for k, r in roofs.items():
+        o = (old.get("roofs") or {}).get(k) or {}
+        for key in ("stream_gbs", "stream_read_gbs", "random_gbs", "fp32_gflops",
+                    "bf16_gflops"):
+            if _pos(o.get(key)) and _pos(r.get(key)) and o[key] > r[key]:
+                r[key] = o[key]
+    out["roofs"] = roofs
+    return out
+
+
+def _pos(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) and x > 0
+
+
+def cache_problem(data) -> str | None:
+    """Why a cached ceilings record cannot be used (None: it can): the fields every reader
+    (roofline, summary, the SIMD study) uses must be there with the right types."""
+    if not isinstance(data, dict):
+        return f"expected a JSON object, got {type(data).__name__}"
+    try:
+        threads = data["threads"]
+        if not isinstance(threads, list) or not threads or \
+                not all(isinstance(t, int) and not isinstance(t, bool) and t > 0
+                        for t in threads):
+            return "field threads: expected a non-empty list of positive integers"
+        roofs = data["roofs"]
+        if not isinstance(roofs, dict) or sorted(roofs) != sorted(str(t) for t in threads):
+            return "field roofs: expected one entry per thread count"
+        for k, r in roofs.items():
+            for key in ("stream_gbs", "random_gbs", "random_ns_per_line", "latency_ns",
+                        "fp32_gflops", "bf16_gflops"):
+                if not _pos(r.get(key)):
+                    return f"field roofs.{k}.{key}: expected a positive number, got {r.get(key)!r}"
+        summary(data)
+        if not isinstance(data.get("cuda", {}), dict):
+            return "field cuda: expected an object"
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        return f"missing or wrong-typed field ({type(exc).__name__}: {str(exc)[:60]})"
+    return None
 
 
 def summarize(c: dict) -> dict:
@@ -417,14 +499,30 @@ def roofs_for(ceilings: dict, threads: int | None = None, device: str = "cpu") -
     return dict(roofs[str(below[-1])], threads=below[-1])
 
 
-def load_cached(host_id: str) -> dict | None:
+def load_cached(host_id: str, problems: list[str] | None = None) -> dict | None:
+    """The cached ceilings of this host, or None (no cache, another version, or damaged: a
+    damaged one's reason is appended to `problems`)."""
     path = cache_path(host_id)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
+        raw = path.read_bytes()
+    except OSError:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        if problems is not None:
+            problems.append(f"{path}: not valid JSON")
         return None
     if not isinstance(data, dict) or data.get("version") != CEILINGS_VERSION \
-            or data.get("host_id") != host_id or "roofs" not in data:
+            or data.get("host_id") != host_id:
+        if problems is not None and not (isinstance(data, dict) and
+                                         isinstance(data.get("version"), int)):
+            problems.append(f"{path}: not a ceilings record of version {CEILINGS_VERSION}")
+        return None
+    why = cache_problem(data)
+    if why is not None:
+        if problems is not None:
+            problems.append(f"{path}: {why}")
         return None
     return data
 
@@ -438,18 +536,51 @@ def save_cached(c: dict) -> Path:
 
 
 def load_or_probe(fp: dict, *, refresh: bool = False, full: bool = False,
-                  progress: Callable[[str], None] | None = None) -> tuple[dict, bool]:
-    """Cached ceilings for this host, or a fresh probe (saved).  Returns (ceilings, cached)."""
+                  progress: Callable[[str], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> tuple[dict, bool]:
+    """Cached ceilings for this host, or a fresh probe (saved).  Returns (ceilings, cached).
+
+    A damaged cache is ignored (`warn` says why) and re-probed.  A provisional record (its
+    probe ran under load, see `quality_problems`) is re-probed on the next call: a quiet probe
+    replaces it; another provisional one is merged with it (best of both per roof), and after
+    `MAX_PROVISIONAL_PROBES` probes the merged record is kept as it is."""
     from dlrmprof.profile.host import software_versions
+    old = None
     if not refresh:
-        c = load_cached(fp["host_id"])
+        problems: list[str] = []
+        c = load_cached(fp["host_id"], problems)
+        for p in problems:
+            if warn:
+                warn(f"ignoring the ceilings cache ({p}); probing again")
         sw = software_versions()
         if c is not None and all(c.get("versions", {}).get(k) == sw.get(k)
                                  for k in ("torch", "numba")) and (c.get("full") or not full):
-            return c, True
+            if not c.get("provisional") or c.get("probes", 1) >= MAX_PROVISIONAL_PROBES:
+                return c, True
+            old = c
+            if warn:
+                warn("the cached ceilings are provisional ("
+                     + "; ".join(c.get("provisional_reasons") or ["stale"]) + "); probing again")
     c = probe(fp, full=full, progress=progress)
+    if old is not None:
+        # the count of probes since the record turned provisional bounds the re-probing, even
+        # when a quiet probe is marked stale again by an op (mark_provisional)
+        if c.get("provisional"):
+            c = merge_best(old, c)
+        c["probes"] = int(old.get("probes", 1)) + 1
     save_cached(c)
     return c, False
+
+
+def mark_provisional(c: dict, reason: str) -> None:
+    """Record in this host's cache that its ceilings proved stale (an op ran above one), so
+    the next run probes again; the raised figures are not written into the cache."""
+    cached = load_cached(c.get("host_id", ""))
+    if cached is None:
+        return
+    cached["provisional"] = True
+    cached["provisional_reasons"] = list(cached.get("provisional_reasons") or []) + [reason]
+    save_cached(cached)
 
 
 def summary(c: dict) -> str:
@@ -483,4 +614,7 @@ def summary(c: dict) -> str:
     flagged = sum(c[s].get("flagged", 0) for s in ("stream", "random", "gemm"))
     if flagged:
         lines.append(f"  noise: {flagged} samples flagged (other processes used CPU) and re-taken")
+    if c.get("provisional"):
+        lines.append("  provisional: " + "; ".join(c.get("provisional_reasons") or [])
+                     + " (the next run probes again)")
     return "\n".join(lines)

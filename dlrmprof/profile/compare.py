@@ -66,7 +66,11 @@ def load_all(paths: Sequence[str | Path]) -> list[Report]:
     """Load every report first (so a bad file stops everything before any output)."""
     if len(paths) < 2:
         raise UserError("compare needs at least two reports")
-    return [Report.load(p) for p in paths]
+    reports = [Report.load(p) for p in paths]
+    for p, r in zip(paths, reports):
+        if not r.ops:
+            raise UserError(f"{p}: field ops: expected at least one op row to compare, got none")
+    return reports
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -262,7 +262,9 @@ class Report:
             if not isinstance(v, dict):
                 raise _bad(where, name, "an object", v)
             kwargs[name] = v
-        ops = data.get("ops", [])
+        if "ops" not in data:
+            raise _bad(where, "ops", "a list of op rows (every report has one)", None)
+        ops = data["ops"]
         if not isinstance(ops, list):
             raise _bad(where, "ops", "a list of op rows", ops)
         for k in ("tool_version", "created"):

@@ -196,27 +196,103 @@ def label(v: Mapping | None, percent: bool = True) -> str:
     return text
 
 
+def _row_roofs(ceilings: Mapping, threads: int | None, row: Mapping,
+               raised: Mapping) -> dict:
+    dev = str(row.get("device") or "cpu")
+    roofs = dict(roofs_for(ceilings, threads, device=dev))
+    kind = "cuda" if dev.startswith("cuda") else "cpu"
+    for (k_dev, key), value in raised.items():
+        if k_dev == kind and roofs.get(key) is not None and value > roofs[key]:
+            roofs[key] = value
+    return roofs
+
+
+def _judge(row: Mapping, roofs: dict, cache: Mapping | None, llc: int | None) -> dict:
+    """verdict_for, but a gather above the random-access roof (its rows span adjacent lines
+    or hit in cache) is judged against the streaming roof, where it is bounded."""
+    v = verdict_for(row, roofs, cache=cache, llc_bytes=llc)
+    if v.get("governing_roof") == "random" and (v.get("percent_of_roof") or 0) > 100.0:
+        first = v
+        v = verdict_for(row, dict(roofs, random_gbs=None), cache=cache, llc_bytes=llc)
+        v["percent_of_random_roof"] = first["percent_of_roof"]
+        v["why"] = (f"{first['why']}; above the random-access roof "
+                    f"({first['percent_of_roof']:.0f}%), so judged against the streaming roof")
+        v["note"] = first.get("note", "")
+    return v
+
+
+def _stale_key(v: Mapping) -> str | None:
+    """The roof an op ran above (a ceiling is an upper bound: it was under-measured)."""
+    if (v.get("percent_of_roof") or 0) <= 100.0:
+        return None
+    if v["governing_roof"] == "compute":
+        return "bf16_gflops" if str(v.get("compute_roof", "")).startswith(("bf16", "bfloat16")) \
+            else "fp32_gflops"
+    return "stream_gbs"
+
+
 def verdicts(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
-             threads: int | None = None, host: Mapping | None = None) -> list[dict]:
-    """Verdict dicts for every op row, in order.
+             threads: int | None = None, host: Mapping | None = None,
+             stale: list | None = None) -> list[dict]:
+    """Verdict dicts for every op row, in order; no verdict is above 100% of its roof.
 
     ``cache``: optional ``{op name: {"dram_bytes": predicted DRAM bytes, "row_bytes_total":
     bytes of all looked-up rows}}`` (what `cachesim.simulate_op` returns per op).
     ``threads``: the thread count the ops ran with (picks the matching roofs; default: the
     most threads measured).  ``host``: the fingerprint, for the LLC size.
+    An op measured above a streaming or compute roof shows that roof was under-measured
+    (probed under load): the roof is raised to what the op reached, every op is judged
+    against the raised roof, and ``stale`` (a list, if given) gets one entry per raised roof.
     """
     llc = _llc(ceilings, host)
-    out = []
-    for row in ops_rows:
-        dev = str(row.get("device") or "cpu")
-        try:
-            roofs = roofs_for(ceilings, threads, device=dev)
-        except KeyError as exc:
-            out.append({"name": row.get("name"), "phase": row.get("phase"), "verdict": None,
-                        "reason": str(exc.args[0])})
-            continue
-        out.append(verdict_for(row, roofs, cache=(cache or {}).get(row.get("name")),
-                               llc_bytes=llc))
+    raised: dict[tuple[str, str], float] = {}
+    by: dict[tuple[str, str], dict] = {}
+    for _ in range(2):          # measured roofs, then the raised ones
+        out = []
+        for row in ops_rows:
+            try:
+                roofs = _row_roofs(ceilings, threads, row, raised)
+            except KeyError as exc:
+                out.append({"name": row.get("name"), "phase": row.get("phase"),
+                            "verdict": None, "reason": str(exc.args[0])})
+                continue
+            out.append(_judge(row, roofs, (cache or {}).get(row.get("name")), llc))
+        new = False
+        for v in out:
+            key = _stale_key(v) if v.get("verdict") else None
+            if key is None:
+                continue
+            kind = "cuda" if str(v.get("device") or "cpu").startswith("cuda") else "cpu"
+            reached = v["achieved_gflops"] if key.endswith("gflops") else v["achieved_gbs"]
+            if reached > raised.get((kind, key), 0.0):
+                raised[(kind, key)] = reached
+                by[(kind, key)] = {"roof": key, "device": kind, "reached": reached,
+                                   "op": v["name"], "phase": v["phase"],
+                                   "measured": v["compute_roof_gflops"] if
+                                   key.endswith("gflops") else v["memory_roof_gbs"]}
+                new = True
+        if not new:
+            break
+    for v in out:
+        pct = v.get("percent_of_roof")
+        if pct is not None and pct > 100.0:          # only rounding is left above 100
+            v["percent_of_roof"] = 100.0
+        kind = "cuda" if str(v.get("device") or "cpu").startswith("cuda") else "cpu"
+        gov = v.get("governing_roof")
+        key = (None if not gov else
+               "stream_gbs" if gov == "stream" else
+               ("bf16_gflops" if str(v.get("compute_roof", "")).startswith("bf16")
+                else "fp32_gflops") if gov == "compute" else None)
+        if key and (kind, key) in by:
+            b = by[(kind, key)]
+            v["ceiling_raised"] = True
+            v["exceeds_roof"] = False
+            v["note"] = (f"the measured {key} ceiling ({b['measured']:.1f}) was stale: "
+                         f"{b['op']}/{b['phase']} reached {b['reached']:.1f}; judged against "
+                         "that (the probe ran under load, or that op's data stayed in cache; "
+                         "re-probe on a quiet machine: `dlrmprof host --probe --refresh`)")
+    if stale is not None:
+        stale.extend(by.values())
     return out
 
 
@@ -224,10 +300,20 @@ def section(ops_rows, ceilings: Mapping, cache: Mapping | None = None,
             threads: int | None = None, host: Mapping | None = None,
             device: str = "cpu") -> dict:
     """The report's ``roofline`` section: rows plus the roofs of the run's device (a CUDA
-    run's plot and summary show the GPU's roofs, not the host CPU's)."""
+    run's plot and summary show the GPU's roofs, not the host CPU's).  ``stale_ceilings``
+    lists roofs an op ran above (raised to what it reached; ``roofs`` holds the raised
+    values, ``measured_roofs`` the probe's)."""
+    stale: list = []
+    rows = verdicts(ops_rows, ceilings, cache=cache, threads=threads, host=host, stale=stale)
     try:
         roofs = roofs_for(ceilings, threads, device=device)
     except KeyError:  # no ceilings for this device: the rows say why, no roofs to draw
         roofs = {}
-    return {"rows": verdicts(ops_rows, ceilings, cache=cache, threads=threads, host=host),
-            "roofs": roofs, "device": device, "source": "measured roofs, counted work"}
+    measured = dict(roofs)
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    for st in stale:
+        if st["device"] == kind and roofs.get(st["roof"]) is not None:
+            roofs[st["roof"]] = max(roofs[st["roof"]], st["reached"])
+    return {"rows": rows, "roofs": roofs, "measured_roofs": measured, "device": device,
+            "stale_ceilings": stale, "source": "measured roofs, counted work" +
+            ("; stale roofs raised to what an op reached" if stale else "")}

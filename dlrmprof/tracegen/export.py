@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,11 @@ def mrc_hist(trace: Trace, bins: int = 100, batch_size: int = 128) -> dict:
     return out
 
 
+def mrc_hist_json(stats: dict) -> str:
+    return json.dumps({n: {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                           for k, v in s.items()} for n, s in stats.items()}, indent=1)
+
+
 def save_mrc_hist(stats: dict, out) -> None:
     import torch
 
@@ -127,10 +133,6 @@ def save_mrc_hist(stats: dict, out) -> None:
                    for k, v in s.items()} for name, s in stats.items()}
     with atomic_path(out) as tmp:
         if Path(out).suffix == ".json":
-            import json
-
-            tmp.write_text(json.dumps({n: {k: (v.tolist() if isinstance(v, np.ndarray) else v)
-                                           for k, v in s.items()} for n, s in stats.items()},
-                                      indent=1))
+            tmp.write_text(mrc_hist_json(stats))
         else:
             torch.save(data, tmp)

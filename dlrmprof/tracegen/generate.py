@@ -9,7 +9,6 @@ processes).
 from __future__ import annotations
 
 import os
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -172,7 +171,9 @@ def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None
                          sample_rate: float | None = None) -> list[LocalityProfile]:
     """Consume a `read_criteo` reader; one profile per table (pooling factor 1)."""
     names = reader.table_names
-    with tempfile.TemporaryDirectory(prefix="dlrmprof-spill-") as tmp:
+    from dlrmprof.fsutil import spill_dir
+
+    with spill_dir() as tmp:
         files = [open(Path(tmp) / f"{i}.bin", "wb") for i in range(len(names))]
         try:
             for chunk in reader:
@@ -205,11 +206,30 @@ def _profile_stream_task(args):
     return _profile(s.name, s.ids, s.lengths, s.rows, windows, hot, sample_rate)
 
 
+def _worker_signals() -> None:
+    """Workers leave Ctrl-C to the parent (which stops them and cleans up): no traceback
+    from each worker, and SIGTERM ends a worker at once."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _map(fn, tasks, jobs):
     if jobs <= 1 or len(tasks) <= 1:
         return [fn(t) for t in tasks]
-    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks))) as ex:
-        return list(ex.map(fn, tasks))
+    ex = ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), initializer=_worker_signals)
+    try:
+        out = list(ex.map(fn, tasks))
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM) or failed: stop the workers now rather than wait for
+        # their tables to finish
+        ex.shutdown(wait=False, cancel_futures=True)
+        for proc in list((getattr(ex, "_processes", None) or {}).values()):
+            proc.terminate()
+        raise
+    ex.shutdown(wait=True)
+    return out
 
 
 # ------------------------------------------------------------------ synthesis
@@ -279,14 +299,39 @@ def _extrapolation(p: LocalityProfile, rows: int, B: int) -> dict:
             "repeated": "the last full source window's hot counts and reuse histogram"}
 
 
+def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: int | None,
+                 keep_indices: bool, hint: str, fidelity: bool = True,
+                 available: int | None = None) -> None:
+    """Refuse, before allocating, a synthesis whose arrays exceed the memory available now:
+    the trace's indices and offsets (8 B each, kept) plus the largest table's working set
+    (its stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
+    access, and the fidelity pass's int32 array over the table's rows)."""
+    from dlrmprof import memcheck
+
+    B = int(num_samples)
+    items, work = [], []
+    for p in profiles:
+        n = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
+        rows = int(table_rows) if table_rows is not None else max(int(p.rows), n)
+        if keep_indices:
+            items.append((f"table {p.name} ({n} synthetic indices)", 8 * n + 8 * B))
+        work.append((f"table {p.name} (synthesizing {n} accesses over {rows} rows)",
+                     32 * n + (4 * rows if fidelity else 0)))
+    items.append(max(work, key=lambda it: it[1]))
+    memcheck.check_fits(items, what="the synthetic trace", hint=hint, available=available)
+
+
 def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
                      table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
-                     jobs: int = 1, keep_indices: bool = True) -> Trace:
+                     jobs: int = 1, keep_indices: bool = True,
+                     memory_hint: str = "lower --length or --table-rows") -> Trace:
     """A trace with synthetic indices for every table; with keep_indices=False a profile-only
-    trace (tables are still synthesized once when compute_fidelity, to measure fidelity)."""
+    trace (tables are still synthesized once when compute_fidelity, to measure fidelity).
+    `memory_hint` ends the one-line error when the synthesis would not fit in memory."""
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
+    check_memory(profiles, B, table_rows, keep_indices, memory_hint, compute_fidelity)
     seqs = np.random.SeedSequence(int(seed)).spawn(len(profiles))
     tasks = []
     for p, ss in zip(profiles, seqs):

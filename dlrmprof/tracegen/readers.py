@@ -192,12 +192,20 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         disk_pos = 0
         with opener(path, "rb") as fh:
             eof = False
+            first_block = True
             while not eof:
                 try:
                     data = fh.read(block)
                 except (EOFError, OSError, zlib.error) as exc:
                     raise input_error(path, "a complete gzip stream",
                                       got=f"a damaged or truncated file ({exc})") from None
+                if first_block and data.startswith(_BOM):
+                    data = data[len(_BOM):]          # a UTF-8 byte-order mark is not row text
+                    self.bytes_read += len(_BOM)
+                    first_block = False
+                    if not data:
+                        continue
+                first_block = False
                 if not data:
                     eof = True
                     if not carry:
@@ -329,6 +337,9 @@ def _field_text(buf: np.ndarray, start: int, line_index: int, field_idx: int, co
     return repr(text)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as fh:
         return fh.read(2) == b"\x1f\x8b"
@@ -390,15 +401,18 @@ def _int_stream(path: Path, arr: np.ndarray, what: str) -> np.ndarray:
 
 
 def _load_npz(path: Path) -> dict:
+    from dlrmprof.tracegen.tracefile import damage_text
+
     try:
         with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise input_error(path, "a .npz archive of named arrays",
+                                  got="a single .npy array")
             return {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zlib.error) as exc:
-        raise input_error(path, "a readable .npz archive", got=f"{type(exc).__name__}: {exc}") \
-            from None
-    except Exception as exc:   # zipfile.BadZipFile and friends
-        raise input_error(path, "a readable .npz archive", got=f"{type(exc).__name__}: {exc}") \
-            from None
+    except UserError:
+        raise
+    except Exception as exc:   # ValueError, OSError, zipfile.BadZipFile, zlib.error and friends
+        raise input_error(path, "a readable .npz archive", got=damage_text(exc)) from None
 
 
 def read_index(path, max_rows: int | None = None) -> list[TableStream]:
@@ -415,12 +429,28 @@ def read_index(path, max_rows: int | None = None) -> list[TableStream]:
     path = Path(path)
     _check_file(path)
     suffix = path.suffix.lower()
+    if suffix in (".npy", ".bin", ".npz"):
+        # the ids as int64, their dense remap and the remap's table: about 3x the values
+        from dlrmprof import memcheck
+
+        values = path.stat().st_size // 8
+        if max_rows is not None and suffix != ".npz":
+            values = min(values, int(max_rows))
+        memcheck.check_fits([(str(path), 24 * values)], what="reading its indices",
+                            hint="read a prefix with --max-rows")
     arrays: list[tuple[str, np.ndarray]] = []
     if suffix == ".npy":
+        from dlrmprof.tracegen.tracefile import damage_text
+
+        _check_npy_size(path)
         try:
             arr = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as exc:
-            raise input_error(path, "a readable .npy array", got=f"{exc}") from None
+        except Exception as exc:  # ValueError, OSError, EOFError, zipfile errors
+            raise input_error(path, "a readable .npy array", got=damage_text(exc)) from None
+        if not isinstance(arr, np.ndarray):
+            if hasattr(arr, "close"):
+                arr.close()
+            raise input_error(path, "a single .npy array", got="a .npz archive")
         arrays.append((path.stem, _int_stream(path, arr, "array")))
     elif suffix == ".npz":
         data = _load_npz(path)
@@ -450,6 +480,29 @@ def read_index(path, max_rows: int | None = None) -> list[TableStream]:
         out.append(TableStream(name=name, ids=ids, lengths=np.ones(ids.size, dtype=np.int64),
                                rows=int(ids.max()) + 1))
     return out
+
+
+def _check_npy_size(path: Path) -> None:
+    """A .npy header promising more data than the file holds (a truncated file, or a damaged
+    shape) is refused before numpy allocates what the header promises."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as fh:
+            version = fmt.read_magic(fh)
+            reader = fmt.read_array_header_1_0 if version == (1, 0) else \
+                fmt.read_array_header_2_0
+            shape, _, dtype = reader(fh, max_header_size=1 << 16)
+            start = fh.tell()
+    except Exception:  # noqa: BLE001  not a .npy header: np.load says what is wrong
+        return
+    if dtype.hasobject:
+        return                                  # np.load refuses pickled objects itself
+    need = int(np.prod([int(d) for d in shape], dtype=object)) * dtype.itemsize
+    have = path.stat().st_size - start
+    if need > have:
+        raise input_error(path, f"{need} bytes of data for the header's shape "
+                          f"{tuple(int(d) for d in shape)} and dtype {dtype}",
+                          got=f"{have} bytes (a truncated file or a damaged header)")
 
 
 _TEXT_INTS = "non-negative integers, one per line or separated by commas/spaces"
@@ -567,8 +620,15 @@ def _load_pt(path: Path) -> dict:
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises many types for bad pickles/zips
-        raise input_error(path, "a torch file loadable with weights_only=True",
-                          got=f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}") from None
+        msg = str(exc)
+        if "weights_only" in msg or "Unsupported global" in msg:
+            got = ("a file holding Python objects other than tensors, numbers and lists "
+                   "(refused: loading them could run code)")
+        else:
+            first = " ".join(msg.split())[:80]
+            got = f"a damaged or truncated file ({type(exc).__name__}: {first})"
+        raise input_error(path, "a torch file of tensors (torch.save of a dict of indices, "
+                          "offsets/lengths)", got=got) from None
     if isinstance(obj, (tuple, list)) and len(obj) >= 2:
         obj = {"indices": obj[0], "offsets": obj[1]}
     if not isinstance(obj, dict):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +78,8 @@ class Trace:
     def digest(self) -> str:
         return content_digest(self.header, self.indices, self.offsets)
 
-    def materialize(self, num_samples: int | None = None, seed: int = 0) -> "Trace":
+    def materialize(self, num_samples: int | None = None, seed: int = 0,
+                    memory_hint: str = "lower --length") -> "Trace":
         """This trace if it has indices for `num_samples` (default: its own); otherwise a new
         trace synthesized from the profiles (deterministic in `seed`)."""
         B = self.num_samples if num_samples is None else int(num_samples)
@@ -88,7 +88,8 @@ class Trace:
         from dlrmprof.tracegen.generate import synthesize_trace
 
         trace = synthesize_trace(list(self.profiles), source=self.header.get("source", {}),
-                                 num_samples=B, seed=seed, compute_fidelity=False)
+                                 num_samples=B, seed=seed, compute_fidelity=False,
+                                 memory_hint=memory_hint)
         # the profiles' measured fidelity (gen-trace's, same model) stays with them
         trace.header["fidelity"] = dict(self.header.get("fidelity", {}))
         return trace
@@ -128,10 +129,11 @@ class Trace:
                 arrays = {k: z[k] for k in z.files if k != "header"}
         except UserError:
             raise
-        except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile, KeyError) as exc:
+        except Exception as exc:  # noqa: BLE001  zipfile/zlib/numpy on a damaged archive raise
+            # ValueError, OSError, EOFError, zlib.error, BadZipFile, NotImplementedError (an
+            # unknown zip version), MemoryError (a header promising huge arrays), ...
             raise input_error(path, "a complete dlrmprof trace file (.npz zip archive)",
-                              got=f"a damaged or truncated file ({type(exc).__name__}: "
-                                  f"{str(exc)[:80]})") from None
+                              got=damage_text(exc)) from None
         return _from_parts(path, header, arrays)
 
     def validate(self) -> None:
@@ -152,6 +154,15 @@ class Trace:
 
 
 # ------------------------------------------------------------------ helpers
+def damage_text(exc: BaseException) -> str:
+    """What a reader says it got when numpy/zipfile could not read a file: one short clause,
+    never numpy's advice to load pickled data "if you trust the file"."""
+    msg = " ".join(str(exc).split())
+    if "pickle" in msg.lower() or "object arrays" in msg.lower():
+        return "pickled Python objects (refused: loading them could run code)"
+    return f"a damaged or truncated file ({type(exc).__name__}: {msg[:80]})"
+
+
 def _canonical(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
@@ -213,8 +224,15 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
     if not isinstance(tables_h, list) or not tables_h:
         raise bad("a non-empty list", "header.tables", repr(tables_h)[:40])
     B = header.get("num_samples")
-    if not isinstance(B, int) or B < 0:
-        raise bad("a non-negative integer", "header.num_samples", repr(B))
+    if not isinstance(B, int) or isinstance(B, bool) or B < 1:
+        raise bad("a positive integer", "header.num_samples", repr(B))
+    stored = header.get("digest")
+    if not isinstance(stored, str) or len(stored) != 64:
+        raise bad("the content digest gen-trace stores (64 hex digits of sha256)",
+                  "header.digest", "none" if stored is None else repr(stored)[:40])
+    for name, arr in arrays.items():
+        if arr.dtype.kind not in "iu":       # every array of the format holds integers
+            raise bad("an integer array", name, f"dtype {arr.dtype}")
     profiles = []
     metas = []
     for t, th in enumerate(tables_h):
@@ -226,8 +244,9 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
         except KeyError as exc:
             raise bad("every table's profile entries", f"tables[{t}]",
                       f"missing {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
-            raise bad("a well-formed table entry", f"tables[{t}]", str(exc)[:80]) from None
+        except (TypeError, ValueError, IndexError, AttributeError, OverflowError) as exc:
+            raise bad("a well-formed table entry", f"tables[{t}]",
+                      f"{type(exc).__name__}: {str(exc)[:80]}") from None
         profiles.append(prof)
     has = bool(header.get("has_indices", "indices" in arrays))
     indices = offsets = None
@@ -238,8 +257,7 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
     trace = Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
                   indices=indices, offsets=offsets, path=str(path))
     _validate(trace, str(path))
-    stored = header.get("digest")
-    if stored is not None and stored != trace.digest:
+    if stored != trace.digest:
         raise bad("content matching the stored digest", "header.digest",
                   "a different content (file modified or damaged)")
     return trace
@@ -251,13 +269,15 @@ def _validate(trace: Trace, where: str) -> None:
 
     T = len(trace.tables)
     B = trace.num_samples
+    if B < 1:
+        bad("at least one sample", "num_samples", str(B))
     if len(trace.profiles) != T:
         bad(f"{T} profiles", "profiles", str(len(trace.profiles)))
     for t, (meta, prof) in enumerate(zip(trace.tables, trace.profiles)):
         try:
             prof.validate(f"table {meta.name}")
-        except ValueError as exc:
-            bad("a consistent locality profile", f"p{t}", str(exc))
+        except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
+            bad("a consistent locality profile", f"p{t}", " ".join(str(exc).split())[:120])
         if meta.rows < 1:
             bad("rows >= 1", f"tables[{t}].rows", str(meta.rows))
     if not trace.has_indices:
