@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from dlrmprof.errors import UserError
 from dlrmprof.profile import ceilings, roofline
 from dlrmprof.profile.report import Report, op_row
 from dlrmprof.tracegen import Trace
+from dlrmprof.tracegen.csvlog import read_csv
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo, read_index, read_tbe
 
 CASES: dict[str, int] = {}
@@ -233,6 +235,22 @@ TXT = b"\n".join(str(int(x)).encode() for x in IDS) + b"\n"
 def test_fuzz_index_txt(work, data, max_rows):
     count("txt")
     check(read_index, _write(work, "i.txt", data), max_rows=max_rows)
+
+
+CSV = b"".join((Path(__file__).parent / "data" / "streams" / "avazu_train_head8k.csv")
+               .read_bytes().splitlines(keepends=True)[:25])
+
+
+@fuzz(300)
+@given(data=st.one_of(damaged(CSV), damaged(gzip.compress(CSV, mtime=0)),
+                      damaged(CSV.replace(b",", b"\t"))),
+       columns=st.one_of(st.none(), st.sampled_from(["2-23", "site_id,C1", "0", "3-1", "x",
+                                                     "999", "1,1", ""])),
+       header=st.sampled_from(["auto", "yes", "no"]), strict=st.booleans())
+def test_fuzz_csv(work, data, columns, header, strict):
+    count("csv")
+    check(read_csv, _write(work, "log.csv", data), columns=columns, header=header,
+          strict=strict)
 
 
 @fuzz(200)

@@ -24,6 +24,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,6 +115,15 @@ def read_csv(path, columns: str | None = None, sep: str | None = None, header: s
              max_rows: int | None = None, strict: bool = False) -> CsvRead:
     """Read the chosen columns of a delimited log as index streams (see the module doc)."""
     path = Path(path)
+    try:
+        return _read_csv(path, columns, sep, header, max_rows, strict)
+    except (OSError, EOFError, zlib.error, csv.Error) as exc:
+        what = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise input_error(path, "a readable delimited text file (plain or gzip)",
+                          got=f"{type(exc).__name__}: {what}") from None
+
+
+def _read_csv(path: Path, columns, sep, header, max_rows, strict) -> CsvRead:
     _check_file(path)
     if header not in ("auto", "yes", "no"):
         raise input_error(path, "--header auto, yes or no", field="--header", got=repr(header))
