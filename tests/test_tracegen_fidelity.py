@@ -81,7 +81,9 @@ def test_objective_counts_every_goal_in_its_units():
     assert objective(base | {"distinct_ratio": 1.02}) == pytest.approx(2.0)
     more = base | {"fifo_mae": 0.006, "lfu_mae": 0.006, "setassoc32_mae": 0.006,
                    "batches": [{"unique_rel_error": 0.05, "overlap_rel_error": 0.0}]}
-    assert objective(more) == pytest.approx(3.0)
+    assert objective(more) == pytest.approx(2.0)          # secondary goals weigh half
+    huge = more | {"lfu_mae": 0.6}                         # capped: cannot outvote the rest
+    assert objective(huge) == pytest.approx(1.5 + 0.5 * 4.0)
 
 
 def test_profiles_without_gap_histograms_still_load_and_synthesize():

@@ -69,13 +69,22 @@ def _rel(src: float, syn: float) -> float:
     return abs(syn / src - 1) if src else abs(syn)
 
 
-def _policy_errors(extras: dict, ids: np.ndarray) -> dict:
+_POLICY_FNS = {"fifo": _pol.fifo_hit_rates, "lfu": _pol.lfu_hit_rates,
+               f"setassoc{_pol.SETASSOC_WAYS}": _pol.setassoc_hit_rates}
+
+
+def _policy_errors(extras: dict, ids: np.ndarray, policies=POLICIES) -> dict:
     pol = extras["policies"]
     sizes = np.asarray(pol["sizes"], dtype=np.int64)
     m = min(int(pol["accesses"]), len(ids))
-    syn = _pol.policy_mrcs(ids[:m], sizes) if m else {p: [0.0] * len(sizes) for p in POLICIES}
+    if not m:
+        syn = {p: [0.0] * len(sizes) for p in policies}
+    elif tuple(policies) == POLICIES:
+        syn = _pol.policy_mrcs(ids[:m], sizes)          # one remap for all three
+    else:
+        syn = {p: _POLICY_FNS[p](ids[:m], sizes).tolist() for p in policies}
     out = {}
-    for p in POLICIES:
+    for p in policies:
         out[f"{p}_mae"] = float(np.abs(np.asarray(pol[p]) - np.asarray(syn[p])).mean())
         out[f"{p}_synthetic_hit_rate"] = syn[p]
     out["policy_accesses"] = m
@@ -97,10 +106,11 @@ def _batch_errors(extras: dict, ids: np.ndarray, offsets) -> list[dict]:
 
 
 def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
-             synthetic_dist: np.ndarray | None = None, offsets: np.ndarray | None = None
-             ) -> dict:
+             synthetic_dist: np.ndarray | None = None, offsets: np.ndarray | None = None,
+             policies: tuple = POLICIES) -> dict:
     """Fidelity of `synthetic_ids` (same length as the source for the comparison to mean
-    anything; `offsets` [bags + 1] its bags, None = one id per bag)."""
+    anything; `offsets` [bags + 1] its bags, None = one id per bag); `policies`: which of
+    the other caches to simulate (when the profile carries the source's curves)."""
     ids = np.asarray(synthetic_ids, dtype=np.int64)
     if synthetic_dist is not None:
         hist, cold = _reuse.histogram(synthetic_dist)
@@ -137,7 +147,7 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
     }
     extras = profile.extra.get("source_extras")
     if extras and len(ids) == profile.accesses:
-        out.update(_policy_errors(extras, ids))
+        out.update(_policy_errors(extras, ids, policies))
         out["batches"] = _batch_errors(extras, ids, offsets)
     return out
 
@@ -152,7 +162,7 @@ COMPARED = {"mrc_mae": lambda f: f["mrc_mae"],
 def errors(f: dict) -> dict:
     """The compared errors of one fidelity record (None where not measured), batch errors
     as the worst over batch sizes."""
-    out = {k: fn(f) for k, fn in COMPARED.items()}
+    out = {k: fn(f) for k, fn in COMPARED.items()}      # None where not measured
     b = f.get("batches") or []
     out["batch_unique"] = max((r["unique_rel_error"] for r in b), default=None)
     out["batch_overlap"] = max((r["overlap_rel_error"] for r in b), default=None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
 
@@ -155,33 +156,46 @@ def gap_class(count):
 GAP_SCALE = 256      # gaps are stored as floor(GAP_SCALE * gap / mean gap of the id there)
 
 
-def _hot_gaps(pos: np.ndarray, rank: np.ndarray, counts: np.ndarray, L: int,
-              out: np.ndarray) -> None:
+@njit(cache=True)
+def _hot_gaps(pos, rank, counts, L, out, first, last):
     """Add the normalised gaps of each hot id with two or more accesses in this window of L
     accesses (positions `pos`, increasing; ranks `rank`; counts[k] = accesses of rank k here)
     to out[gap_class(count)].  An id's c gaps are the c - 1 between its consecutive accesses
     and the wrap from its last access round to its first (they add up to L); each is stored
     as floor(GAP_SCALE * gap * c / L), binned like reuse distances.  Independent references
-    give exponential normalised gaps; sessions give many small ones and a few large ones."""
-    if pos.size < 2:
-        return
-    order = np.argsort(rank, kind="stable")            # grouped by id, positions increasing
-    r, p = rank[order], pos[order].astype(np.int64)
-    first = np.r_[True, r[1:] != r[:-1]]
-    last = np.r_[r[1:] != r[:-1], True]
-    c = counts[r]
-    gaps = np.empty(r.size, dtype=np.int64)
-    gaps[:-1] = p[1:] - p[:-1]
-    # the wrap gap of each id sits on its last access: L - (last - first)
-    firsts = np.flatnonzero(first)
-    lasts = np.flatnonzero(last)
-    gaps[lasts] = L - (p[lasts] - p[firsts])
-    keep = c >= 2
-    q = (GAP_SCALE * gaps[keep] * c[keep]) // L
-    cls = gap_class(c[keep])
-    for k in np.unique(cls):
-        h, _ = _reuse._bin_counts(np.ascontiguousarray(q[cls == k]), out.shape[1])
-        out[k] += h
+    give exponential normalised gaps; sessions give many small ones and a few large ones.
+    first/last: scratch arrays of K entries."""
+    nb = out.shape[1]
+    for i in range(pos.shape[0]):
+        first[rank[i]] = -1
+    for i in range(pos.shape[0]):
+        r = rank[i]
+        c = counts[r]
+        if c < 2:
+            continue
+        if first[r] < 0:
+            first[r] = pos[i]
+        else:
+            b = _reuse.dist_bin((GAP_SCALE * (pos[i] - last[r]) * c) // L)
+            if b < nb:
+                out[_gap_class1(c), b] += 1
+        last[r] = pos[i]
+    for i in range(pos.shape[0]):
+        r = rank[i]
+        c = counts[r]
+        if c >= 2 and first[r] >= 0:
+            b = _reuse.dist_bin((GAP_SCALE * (L - (last[r] - first[r])) * c) // L)
+            if b < nb:
+                out[_gap_class1(c), b] += 1
+            first[r] = -2                      # the wrap gap of each id once
+
+
+@njit(cache=True)
+def _gap_class1(c):
+    cl = 0
+    while (c >> (cl + 1)) > 0:
+        cl += 1
+    return cl
 
 
 def _pooling(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,13 +277,15 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
     gap_rows = np.zeros((gap_class(max(wsize, 1)) + 1 if k else 0, _reuse.MAX_BINS),
                         dtype=np.int64)
     tstate = _reuse.ReuseState(max(bound, 1))
+    scratch = np.zeros((2, max(k, 1)), dtype=np.int64)
     for w in range(W):
         seg = np.ascontiguousarray(ids[w * wsize:(w + 1) * wsize], dtype=np.int64)
         rk = hot_rank[seg]
         hot_mask = rk >= 0
         if k:
             hot_win[:, w] = np.bincount(rk[hot_mask], minlength=k)
-            _hot_gaps(np.flatnonzero(hot_mask), rk[hot_mask], hot_win[:, w], seg.size, gap_rows)
+            _hot_gaps(np.flatnonzero(hot_mask), rk[hot_mask], hot_win[:, w], seg.size, gap_rows,
+                      scratch[0], scratch[1])
         tseg = seg[~hot_mask]
         if tseg.size:
             h, c = _reuse._bin_counts(tstate.feed(tseg), _reuse.MAX_BINS)

@@ -493,6 +493,8 @@ def default_rows(profile: LocalityProfile, length: int) -> int:
     (never shrunk) to hold the planned distinct count."""
     if profile.accesses == 0:
         return profile.rows
+    if length == profile.accesses:        # the source's own length plans its own distinct
+        return max(profile.rows, profile.distinct)
     return max(profile.rows, planned_distinct(profile, length))
 
 
