@@ -198,7 +198,8 @@ def _plot(trace, path: str) -> None:
               help="Profile windows per table (default 32).")
 @click.option("--hot", "hot", type=click.IntRange(min=0, max=4096), default=None,
               help="Hottest ids per table kept as per-window counts (default: chosen per table "
-                   "by measuring 16, 64, 256, 1024).")
+                   "by measuring 0, 4, 8, 16, 64, 256, 1024 and the naive model; a given K "
+                   "still measures its two placements).")
 @click.option("--profile-only", is_flag=True, help="Store profiles only (run synthesizes).")
 @click.option("--strict", is_flag=True, help="Fail on the first malformed input line.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
