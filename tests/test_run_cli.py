@@ -96,7 +96,8 @@ def test_trace_indices_beyond_rows_name_the_table(tiny_trace, tmp_path):
     header = json.loads(str(arrays.pop("header")))
     header["tables"][1]["rows"] = 5
     from dlrmprof.tracegen import tracefile
-    header["digest"] = tracefile.content_digest(header, arrays["indices"], arrays["offsets"])
+    full = tracefile.Trace.load(tiny_trace)          # the int64 layout the digest covers
+    header["digest"] = tracefile.content_digest(header, full.indices, full.offsets)
     bad = tmp_path / "bad.npz"
     tracefile._write_npz(bad, header, arrays)
     line = _error(_run("--trace", str(bad), "--config", "tiny", "--out",

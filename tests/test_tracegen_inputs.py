@@ -3,6 +3,7 @@ bad input of issue #2: one-line error naming file/line/field, exit 2, no partial
 
 import gzip
 import json
+from pathlib import Path
 import zipfile
 
 import numpy as np
@@ -291,7 +292,12 @@ def good_trace(tmp_path_factory):
     return p
 
 
-def _rewrite(src, dst, change):
+def _rewrite(src, dst, change, v1=False):
+    """Damage a copy of trace `src` at `dst`; with v1 the copy is in the version-1 layout
+    (int64 `indices`/`offsets`) first, for changes to those two arrays."""
+    if v1:
+        from conftest import trace_as_v1
+        src = trace_as_v1(src, Path(str(dst) + ".v1.npz"))
     with np.load(src, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     change(arrays)
@@ -312,7 +318,7 @@ def test_newer_trace_version(tmp_path, good_trace):
     p = tmp_path / "new.npz"
     _rewrite(good_trace, p, newer)
     assert_user_error(run("trace-stats", p), "new.npz", "header.version",
-                      "version <= 1", "upgrade dlrmprof", "got 99")
+                      "version <= 2", "upgrade dlrmprof", "got 99")
 
 
 def test_trace_indices_beyond_rows(tmp_path, good_trace):
@@ -324,7 +330,7 @@ def test_trace_indices_beyond_rows(tmp_path, good_trace):
         h["digest"] = content_digest(h, a["indices"], a["offsets"])
         a["header"] = np.array(json.dumps(h))
     p = tmp_path / "big.npz"
-    _rewrite(good_trace, p, bump)
+    _rewrite(good_trace, p, bump, v1=True)
     assert_user_error(run("export-trace", p, "--to", "tbe", "--out", tmp_path / "x.pt"),
                       "big.npz", "field indices", "indices in [0,", "got 1000000")
     assert not (tmp_path / "x.pt").exists()
@@ -337,7 +343,7 @@ def test_trace_modified_content_fails_digest(tmp_path, good_trace):
         idx[:k] = idx[:k][::-1]
         a["indices"] = idx
     p = tmp_path / "mod.npz"
-    _rewrite(good_trace, p, swap)
+    _rewrite(good_trace, p, swap, v1=True)
     assert_user_error(run("trace-stats", p), "mod.npz", "digest")
 
 

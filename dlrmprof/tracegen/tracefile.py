@@ -3,10 +3,17 @@
 ::
 
     header    0-d str array: JSON {format: "dlrmprof-trace", version, num_samples, tables,
-              source, seed, generator, fidelity, tool_version, has_indices}
-    indices   int64 [nnz]      all tables concatenated table-major     (absent if profile-only)
-    offsets   int64 [T*B+1]    bag b of table t = indices[offsets[t*B+b] : offsets[t*B+b+1]]
+              source, seed, generator, fidelity, tool_version, has_indices, storage}
+    i{t}      uint8/16/32/64 [nnz_t]  table t's indices, at the narrowest width holding its
+                                     rows                               (absent if profile-only)
+    l{t}      uint8/16/32 [B]  table t's bag lengths; absent when they are all equal (then
+                               header.storage.tables[t].pooling holds the one length)
     p{t}_{f}  int64 arrays     table t's LocalityProfile field f (hist, top_counts, ...)
+
+In memory a trace keeps FBGEMM's TBE layout whatever the file holds: `indices` int64 [nnz],
+all tables concatenated table-major, and `offsets` int64 [T*B+1], bag b of table t =
+indices[offsets[t*B+b] : offsets[t*B+b+1]].  (Version 1 files stored exactly these two
+arrays; they still load.)
 
     jagged layout (FBGEMM TBE), T=2 tables, B=3 samples:
       offsets  0   1   3   4 | 5   6   7
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,9 +42,17 @@ from dlrmprof.tracegen.profile import LocalityProfile
 
 FORMAT = "dlrmprof-trace"
 # Schema history:
-#   1 (dlrmprof 0.1): header JSON + indices/offsets (TBE layout) + per-table profile arrays
-#     p{t}_{field}; profile model = hot ids per window + tail LRU stack with cold schedule.
-SCHEMA_VERSION = 1
+#   1 (dlrmprof 0.1): header JSON + indices/offsets (TBE layout, int64) + per-table profile
+#     arrays p{t}_{field}; profile model = hot ids per window + tail LRU stack with cold
+#     schedule.
+#   2: indices stored per table (i{t}) at the narrowest unsigned width holding the table's
+#     rows, bag lengths (l{t}) instead of offsets and nothing when the pooling factor is
+#     constant (header.storage); profiles may carry hot_gap.  The digest keeps its
+#     definition: the int64 TBE layout and the header without digest and storage.
+SCHEMA_VERSION = 2
+# header keys the digest does not cover: the digest itself and how the arrays are stored
+UNHASHED = ("digest", "storage")
+_BULK = re.compile(r"indices|offsets|[il]\d+")      # arrays written without compression
 
 
 @dataclass(frozen=True)
@@ -102,11 +118,12 @@ class Trace:
         for t, p in enumerate(self.profiles):
             arr, _ = p.to_arrays(f"p{t}_")
             arrays.update(arr)
-        if self.has_indices:
-            arrays["indices"] = np.ascontiguousarray(self.indices, dtype=np.int64)
-            arrays["offsets"] = np.ascontiguousarray(self.offsets, dtype=np.int64)
         header = dict(self.header)
-        header["digest"] = self.digest
+        header["version"] = SCHEMA_VERSION
+        if self.has_indices:
+            stored, header["storage"] = _pack(self)
+            arrays.update(stored)
+        header["digest"] = content_digest(header, self.indices, self.offsets)
         with atomic_path(path) as tmp:
             _write_npz(tmp, header, arrays)
         return header["digest"]
@@ -172,8 +189,91 @@ def content_digest(header: dict, indices, offsets) -> str:
     if indices is not None:     # hashed through the buffer protocol: no copy of the indices
         h.update(memoryview(np.ascontiguousarray(indices, dtype="<i8")).cast("B"))
         h.update(memoryview(np.ascontiguousarray(offsets, dtype="<i8")).cast("B"))
-    h.update(_canonical({k: v for k, v in header.items() if k != "digest"}))
+    h.update(_canonical({k: v for k, v in header.items() if k not in UNHASHED}))
     return h.hexdigest()
+
+
+def _narrowest(top: int) -> np.dtype:
+    """The narrowest unsigned dtype holding 0..top."""
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return np.dtype(dt)
+    return np.dtype(np.uint64)
+
+
+def _pack(trace: "Trace") -> tuple[dict, dict]:
+    """Per-table arrays of the compact layout and the header's `storage` entry."""
+    B = trace.num_samples
+    arrays, tables = {}, []
+    for t, meta in enumerate(trace.tables):
+        off = trace.offsets[t * B:(t + 1) * B + 1]
+        seg = trace.indices[off[0]:off[-1]]
+        dt = _narrowest(max(meta.rows - 1, 0))
+        arrays[f"i{t}"] = seg.astype(dt)
+        lens = np.diff(off)
+        entry = {"index_dtype": dt.name}
+        if lens.size and (lens == lens[0]).all():
+            entry["pooling"] = int(lens[0])
+        else:
+            ldt = _narrowest(int(lens.max()) if lens.size else 0)
+            arrays[f"l{t}"] = lens.astype(ldt)
+            entry["pooling"] = None
+        tables.append(entry)
+    return arrays, {"layout": "per-table", "tables": tables}
+
+
+def _unpack(path, header: dict, arrays: dict, metas: list, B: int):
+    """The TBE layout (int64 indices and offsets) from a compact file; one-line errors on
+    anything that does not fit the header."""
+    def bad(expected, fld=None, got=None):
+        return input_error(path, expected, field=fld, got=got)
+
+    st = header.get("storage")
+    tabs = st.get("tables") if isinstance(st, dict) else None
+    if not isinstance(tabs, list) or len(tabs) != len(metas):
+        raise bad(f"a storage entry per table ({len(metas)})", "header.storage",
+                  repr(st)[:60])
+    sizes = []
+    for t, (meta, e) in enumerate(zip(metas, tabs)):
+        arr = arrays.get(f"i{t}")
+        if arr is None or arr.ndim != 1:
+            raise bad("a 1-D index array", f"i{t}", "missing" if arr is None else
+                      f"shape {arr.shape}")
+        if not isinstance(e, dict) or arr.dtype.name != e.get("index_dtype"):
+            raise bad(f"dtype {e.get('index_dtype') if isinstance(e, dict) else '?'}",
+                      f"i{t}", f"dtype {arr.dtype}")
+        if arr.size != meta.accesses:
+            raise bad(f"{meta.accesses} indices for table {meta.name}", f"i{t}",
+                      str(arr.size))
+        pool = e.get("pooling")
+        lens = arrays.get(f"l{t}")
+        if pool is None:
+            if lens is None or lens.ndim != 1 or lens.size != B or lens.dtype.kind != "u":
+                raise bad(f"{B} unsigned bag lengths", f"l{t}",
+                          "missing" if lens is None else f"shape {lens.shape} {lens.dtype}")
+            if int(lens.sum(dtype=np.int64)) != arr.size:
+                raise bad(f"bag lengths summing to {arr.size}", f"l{t}",
+                          str(int(lens.sum(dtype=np.int64))))
+        elif (not isinstance(pool, int) or isinstance(pool, bool) or pool < 0
+              or pool * B != arr.size):
+            raise bad(f"a pooling factor with pooling x {B} == {arr.size}",
+                      f"storage.tables[{t}].pooling", repr(pool))
+        sizes.append((arr, pool, lens))
+    nnz = sum(a.size for a, _, _ in sizes)
+    indices = np.empty(nnz, dtype=np.int64)
+    offsets = np.empty(len(metas) * B + 1, dtype=np.int64)
+    base = 0
+    for t, (arr, pool, lens) in enumerate(sizes):
+        indices[base:base + arr.size] = arr
+        if pool is None:
+            offsets[t * B] = base
+            np.cumsum(lens, out=offsets[t * B + 1:(t + 1) * B + 1], dtype=np.int64)
+            offsets[t * B + 1:(t + 1) * B + 1] += base
+        else:
+            offsets[t * B:(t + 1) * B] = base + pool * np.arange(B, dtype=np.int64)
+        base += arr.size
+    offsets[-1] = base
+    return indices, offsets
 
 
 def _write_npz(path: Path, header: dict, arrays: dict) -> None:
@@ -183,7 +283,7 @@ def _write_npz(path: Path, header: dict, arrays: dict) -> None:
         for name, arr in items:
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             # profiles are small and mostly zeros: deflate them; indices stay stored (fast)
-            info.compress_type = (zipfile.ZIP_STORED if name in ("indices", "offsets")
+            info.compress_type = (zipfile.ZIP_STORED if _BULK.fullmatch(name)
                                   else zipfile.ZIP_DEFLATED)
             with zf.open(info, "w", force_zip64=True) as fh:
                 np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
@@ -212,7 +312,8 @@ def _parse_header(path: Path, arr: np.ndarray) -> dict:
 
 
 def _upgrade(header: dict) -> dict:
-    """Step-by-step upgraders for older versions (none yet: version 1 is the first)."""
+    """Step-by-step upgraders for older versions.  1 -> 2 changes how indices are stored,
+    not what the header says: the loader reads a v1 file's `indices`/`offsets` as they are."""
     return header
 
 
@@ -250,10 +351,12 @@ def _from_parts(path: Path, header: dict, arrays: dict) -> Trace:
         profiles.append(prof)
     has = bool(header.get("has_indices", "indices" in arrays))
     indices = offsets = None
-    if has:
+    if has and header["version"] == 1:
         if "indices" not in arrays or "offsets" not in arrays:
             raise bad("'indices' and 'offsets' arrays", "indices", "missing")
         indices, offsets = arrays["indices"], arrays["offsets"]
+    elif has:
+        indices, offsets = _unpack(path, header, arrays, metas, B)
     trace = Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
                   indices=indices, offsets=offsets, path=str(path))
     _validate(trace, str(path))

@@ -1,0 +1,123 @@
+"""Trace format v2: indices per table at the narrowest width, bag lengths instead of offsets
+(nothing at a constant pooling factor); the in-memory TBE layout and digests unchanged;
+version-1 files (tests/data/traces, written by dlrmprof 0.1 before the change) still load."""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlrmprof.errors import UserError
+from dlrmprof.tracegen import Trace, build_profile, synthesize_trace
+from dlrmprof.tracegen.tracefile import _write_npz
+
+V1 = Path(__file__).parent / "data" / "traces" / "v1_kaggle_c1_c3_c9_400.npz"
+
+
+def _members(path: Path) -> dict:
+    with zipfile.ZipFile(path) as z:
+        return {i.filename[:-4]: i.file_size for i in z.infolist()}
+
+
+def _arrays(path: Path) -> tuple[dict, dict]:
+    import json
+
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "header"}
+        header = json.loads(str(z["header"]))
+    return header, arrays
+
+
+def test_version_1_file_loads_and_resaves_compact(tmp_path):
+    old = Trace.load(V1)
+    assert old.header["version"] == 1 and old.indices.dtype == np.int64
+    assert [m.name for m in old.tables] == ["C1", "C3", "C9"]
+    new_path = tmp_path / "v2.npz"
+    old.save(new_path)
+    new = Trace.load(new_path)
+    assert new.header["version"] == 2
+    np.testing.assert_array_equal(new.indices, old.indices)
+    np.testing.assert_array_equal(new.offsets, old.offsets)
+    members = _members(new_path)
+    assert "indices" not in members and "offsets" not in members
+    assert {"i0", "i1", "i2"} <= set(members) and not any(m.startswith("l") for m in members)
+    assert new_path.stat().st_size < V1.stat().st_size
+
+
+def test_constant_pooling_stores_no_offsets_and_narrow_indices(tmp_path):
+    rng = np.random.default_rng(1)
+    small = build_profile("small", rng.integers(0, 200, 3000))            # < 256 rows
+    big = build_profile("big", rng.integers(0, 70_000, 3000), rows=70_000)  # > 65,536 rows
+    trace = synthesize_trace([small, big], source={}, compute_fidelity=False)
+    path = tmp_path / "t.npz"
+    digest = trace.save(path)
+    header, arrays = _arrays(path)
+    assert arrays["i0"].dtype == np.uint8 and arrays["i1"].dtype == np.uint32
+    assert [e["pooling"] for e in header["storage"]["tables"]] == [1, 1]
+    back = Trace.load(path)
+    assert back.digest == digest == trace.digest
+    np.testing.assert_array_equal(back.offsets, trace.offsets)
+
+
+def test_variable_pooling_stores_lengths(tmp_path):
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(0, 5, 800)
+    prof = build_profile("bags", rng.integers(0, 500, int(lengths.sum())), lengths)
+    trace = synthesize_trace([prof], source={}, compute_fidelity=False)
+    path = tmp_path / "t.npz"
+    trace.save(path)
+    header, arrays = _arrays(path)
+    assert header["storage"]["tables"][0]["pooling"] is None
+    assert arrays["l0"].dtype == np.uint8 and arrays["l0"].size == trace.num_samples
+    back = Trace.load(path)
+    np.testing.assert_array_equal(back.indices, trace.indices)
+    np.testing.assert_array_equal(back.offsets, trace.offsets)
+
+
+def _rewrite(src: Path, dst: Path, change) -> Path:
+    header, arrays = _arrays(src)
+    change(header, arrays)
+    _write_npz(dst, header, arrays)
+    return dst
+
+
+@pytest.mark.parametrize("change, expect", [
+    (lambda h, a: a.update(i0=a["i0"].astype(np.int64)), "field i0: expected dtype uint8"),
+    (lambda h, a: a.pop("i1"), "field i1: expected a 1-D index array, got missing"),
+    (lambda h, a: a.update(i0=a["i0"][:-1]), "field i0: expected 400 indices"),
+    (lambda h, a: h["storage"]["tables"][0].update(pooling=2), "pooling x 400"),
+    (lambda h, a: h.pop("storage"), "field header.storage: expected a storage entry per table"),
+])
+def test_damaged_compact_files_are_one_line_errors(tmp_path, change, expect):
+    good = tmp_path / "good.npz"
+    Trace.load(V1).save(good)
+    bad = _rewrite(good, tmp_path / "bad.npz", change)
+    with pytest.raises(UserError) as exc:
+        Trace.load(bad)
+    msg = str(exc.value)
+    assert expect in msg and "\n" not in msg
+
+
+def test_lengths_not_matching_the_indices_are_refused(tmp_path):
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(1, 4, 300)
+    prof = build_profile("bags", rng.integers(0, 50, int(lengths.sum())), lengths)
+    path = tmp_path / "t.npz"
+    synthesize_trace([prof], source={}, compute_fidelity=False).save(path)
+
+    def change(h, a):
+        a["l0"] = a["l0"].copy()
+        a["l0"][0] += 1
+    with pytest.raises(UserError, match="field l0: expected bag lengths summing to"):
+        Trace.load(_rewrite(path, tmp_path / "bad.npz", change))
+
+
+def test_golden_v1_file_is_untouched_by_loading(tmp_path):
+    copy = tmp_path / "v1.npz"
+    shutil.copy(V1, copy)
+    Trace.load(copy)
+    assert copy.read_bytes() == V1.read_bytes()
