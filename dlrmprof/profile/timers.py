@@ -61,10 +61,10 @@ class NoiseMonitor:
     """Other processes' CPU use during measurement, in windows of at least `window_s`."""
 
     def __init__(self, threads: int, cpus: int | None = None, window_s: float = 0.1,
-                 tolerance: float = TOLERANCE_CORES, own_time=time.process_time):
+                 tolerance: float = TOLERANCE_CORES, own_time=None):
         """`own_time()`: CPU seconds of the work being measured (default this process; a
         multi-process measurement passes the sum over its processes)."""
-        self.own_time = own_time
+        self.own_time = own_time if own_time is not None else lambda: time.process_time()
         self.cpus = cpus or os.cpu_count() or 1
         self.threads = threads
         self.free_cores = max(0, self.cpus - threads)
