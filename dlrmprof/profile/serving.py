@@ -314,9 +314,17 @@ def markdown(sec: ServingSection) -> str:
             f"{p.noise.get('other_cores_mean', float('nan')):.2f} | "
             f"{'met' if p.meets_slo else 'missed'} |")
     lbt = sec.latency_bounded_qps
+    below = [p.offered_qps for p in sec.points
+             if lbt is not None and p.offered_qps < lbt and not p.meets_slo]
     out += ["", f"Latency-bounded throughput (highest offered rate with p99 <= "
                 f"{sec.slo_s * 1e3:g} ms): " + ("none of the rates" if lbt is None
-                                                  else f"{lbt:g} queries/s")]
+                                                  else f"{lbt:g} queries/s")
+            + (f" (but {', '.join(f'{r:g}' for r in below)} q/s missed: not monotone, see "
+               f"the other processes' cores)" if below else "")]
+    few = [p.offered_qps for p in sec.points if p.measured < 1000]
+    if few:
+        out.append(f"p99.9 rests on fewer than 1000 queries at {', '.join(f'{r:g}' for r in few)}"
+                   f" q/s (a longer --duration tightens it).")
     inter = sec.interference
     if inter is not None and inter.classes:
         out += ["", f"### Co-location interference ({inter.instances} instances, batch "

@@ -221,6 +221,11 @@ class Launcher:
             if dt > 0:
                 sleep(dt)
 
+    def predict(self, instance: int, start: int, n: int, timeout_s: float = 120.0) -> list:
+        """The instance's click probabilities for samples [start, start + n)."""
+        self._ctrls[instance].put(("predict", start, n))
+        return self._collect("predict", 1, timeout_s)[instance]
+
     # -- per-op probe -------------------------------------------------------------------
     def probe(self, indices: list[int], n: int, iters: int, timeout_s: float = 600.0) -> dict:
         """Closed loops of `iters` batches of `n` samples on `indices` at once; returns

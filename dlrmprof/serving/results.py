@@ -145,13 +145,11 @@ def point_figures(raw: RawPoint, *, warmup_s: float, slo_s: float, instances: in
 
 
 def latency_bounded(points: list[LoadPoint]) -> float | None:
-    """The highest offered rate that met the SLO, below the first rate that missed it."""
-    best = None
-    for p in sorted(points, key=lambda p: p.offered_qps):
-        if not p.meets_slo:
-            break
-        best = p.offered_qps
-    return best
+    """The highest offered rate whose p99 met the SLO (None: no rate did).  On a noisy host
+    a lower rate can miss while a higher one meets; the Markdown names those rates."""
+    met = [p.offered_qps for p in points if p.meets_slo]
+    return max(met) if met else None
+
 
 
 # -- interference ---------------------------------------------------------------------------

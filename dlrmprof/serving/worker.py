@@ -10,6 +10,9 @@ its own cores with `os.sched_setaffinity`, then obeys commands on its private co
 ``("probe", n, iters)``  a closed loop of `iters` batches of `n` samples (consecutive in the
                          data) with every op timed; answer ``("probe", instance, ops, nnz_mean,
                          wall_s)``.
+``("predict", start, n)``  answer ``("predict", instance, probabilities)`` for samples
+                         [start, start + n) (a benchmark checks an instance against its own
+                         in-process model before timing).
 ``("exit",)``
 
 Times are `time.perf_counter()`, which on Linux is CLOCK_MONOTONIC: one clock for every
@@ -60,6 +63,9 @@ class SleepModel:
     def cut(self, start: int, n: int):
         return n
 
+    def predict(self, batch) -> list[float]:
+        return [float(batch)]
+
     def infer(self, batch, timer=None) -> None:
         time.sleep(self.spec.base_s + self.spec.per_sample_s * batch)
 
@@ -93,6 +99,9 @@ class DLRMModel:
     def cut(self, start: int, n: int):
         return self.source.batch_at(start, n)
 
+    def predict(self, batch) -> list[float]:
+        return self.trainer.infer_step(batch).cpu().tolist()
+
     def infer(self, batch, timer=None) -> None:
         from dlrmprof.dlrm.model import NULL_TIMER
 
@@ -122,6 +131,8 @@ def worker_main(index: int, spec: ModelSpec, cores: list[int] | None, ctrl, task
                 _serve(index, model, tasks, results, abort_at)
             elif cmd[0] == "probe":
                 results.put(("probe", index) + _probe(model, spec, cmd[1], cmd[2]))
+            elif cmd[0] == "predict":
+                results.put(("predict", index, model.predict(model.cut(cmd[1], cmd[2]))))
             elif cmd[0] == "exit":
                 return
     except UserError as exc:
