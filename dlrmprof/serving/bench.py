@@ -19,6 +19,8 @@ from dlrmprof.errors import UserError
 from dlrmprof.serving.batcher import Policy
 from dlrmprof.serving.loadgen import ArrivalSpec, Schedule, SizeSpec, make_schedule
 
+PROBE_ROUNDS = 3   # solo / co-located probe alternations
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -72,8 +74,9 @@ def prepare_serve(run_opts, serve: ServeOptions) -> PreparedServe:
     if run_opts.data not in ("trace", "random", "kaggle"):
         raise UserError(f"--data: expected trace, random or kaggle, got {run_opts.data!r}")
     # the run's batch size is the largest batch an instance will see
+    probe_iters = PROBE_ROUNDS * -(-serve.probe_iters // PROBE_ROUNDS)
     prep = prepare(dataclasses.replace(run_opts, mode="infer", batch_size=serve.max_batch,
-                                       iters=max(1, serve.probe_iters), warmup=0,
+                                       iters=max(1, probe_iters), warmup=0,
                                        cache_study=False, simd=False))
     rates: list[float | None] = list(serve.rates) or [None]
     schedules = [make_schedule(r, serve.duration, serve.arrivals, serve.sizes,
@@ -100,11 +103,9 @@ def execute(ps: PreparedServe, say: Callable[[str], None] = lambda s: None):
         say(f"placement: {la.placement.note}")
         if serve.probe_iters:
             say(f"per-op probe: {serve.probe_iters} batches of {serve.max_batch}, one instance "
-                f"alone" + (", then all co-located" if serve.instances > 1 else ""))
-            probes["solo"] = la.probe([0], serve.max_batch, serve.probe_iters)
-            if serve.instances > 1:
-                probes["colocated"] = la.probe(list(range(serve.instances)), serve.max_batch,
-                                               serve.probe_iters)
+                f"alone" + (", then all co-located" if serve.instances > 1 else "") +
+                f", in {PROBE_ROUNDS} interleaved rounds")
+            probes = _probe_rounds(la, serve)
         for s in ps.schedules:
             say(f"offered {s.rate:g} queries/s for {serve.duration:g} s ({s.num_queries} "
                 f"queries)")
@@ -117,6 +118,50 @@ def execute(ps: PreparedServe, say: Callable[[str], None] = lambda s: None):
             points.append(p)
         placement, info = la.placement.to_json(), la.info
     return _report(ps, points, probes, placement, info, say)
+
+
+def _probe_rounds(la, serve: ServeOptions) -> dict:
+    """Solo and co-located probes alternated round by round (the host's drift hits both
+    alike); every instance's samples joined across rounds, each round's noise kept."""
+    per = max(1, -(-serve.probe_iters // PROBE_ROUNDS))
+    acc: dict[str, dict] = {"solo": {}, "colocated": {}}
+    noise: dict[str, list] = {"solo": [], "colocated": []}
+    for _ in range(PROBE_ROUNDS):
+        phases = [("solo", [0])]
+        if serve.instances > 1:
+            phases.append(("colocated", list(range(serve.instances))))
+        for phase, which in phases:
+            got = la.probe(which, serve.max_batch, per)
+            noise[phase].append(got.pop("noise"))
+            for inst, (ops, nnz, wall) in got.items():
+                _join(acc[phase], inst, ops, nnz, wall, per)
+    out = {}
+    for phase, by_inst in acc.items():
+        if not by_inst:
+            continue
+        rounds = noise[phase]
+        cores = [r.get("other_cores_mean") for r in rounds if r.get("windows")]
+        out[phase] = {inst: (v["ops"], (v["nnz"] / v["n"]).tolist() if v["n"] else [],
+                             v["wall"]) for inst, v in by_inst.items()}
+        out[phase]["noise"] = {"rounds": rounds, "cpus": rounds[0].get("cpus"),
+                               "other_cores_mean": sum(cores) / len(cores) if cores else None,
+                               "source": "measured (psutil /proc/stat minus the instances' "
+                                         "CPU time), per round"}
+    return out
+
+
+def _join(acc: dict, inst: int, ops: dict, nnz: list, wall: float, per: int) -> None:
+    import numpy as np
+
+    v = acc.setdefault(inst, {"ops": {}, "nnz": 0, "n": 0, "wall": 0.0})
+    off = v["n"]
+    for name, (samples, iters, method) in ops.items():
+        s, it, _ = v["ops"].setdefault(name, ([], [], method))
+        s.extend(samples)
+        it.extend(i + off for i in iters)
+    v["nnz"] = v["nnz"] + np.asarray(nnz or [0.0]) * per
+    v["n"] += per
+    v["wall"] += wall
 
 
 def _ms(x) -> str:
@@ -142,7 +187,7 @@ def _report(ps: PreparedServe, points, probes: dict, placement: dict, info: list
                         for v in sections["roofline"].get("rows") or [] if v.get("verdict")}
         if coloc:
             inter = R.interference(rows, coloc, verdicts, instances=serve.instances,
-                                   batch=serve.max_batch, iters=serve.probe_iters,
+                                   batch=serve.max_batch, iters=prep.opts.iters,
                                    noise_solo=probes["solo"]["noise"],
                                    noise_coloc=probes["colocated"]["noise"])
     sec = ServingSection(
