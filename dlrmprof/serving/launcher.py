@@ -226,6 +226,13 @@ class Launcher:
         self._ctrls[instance].put(("predict", start, n))
         return self._collect("predict", 1, timeout_s)[instance]
 
+    def bare(self, instance: int, batches: list[tuple[int, int]], gap_s: float = 0.0,
+             timeout_s: float = 600.0) -> list[tuple[float, float]]:
+        """(service, model) seconds per batch, run by the instance in a bare loop (with a
+        sleep of `gap_s` before each batch)."""
+        self._ctrls[instance].put(("bare", list(batches), gap_s))
+        return self._collect("bare", 1, timeout_s)[instance]
+
     # -- per-op probe -------------------------------------------------------------------
     def probe(self, indices: list[int], n: int, iters: int, timeout_s: float = 600.0) -> dict:
         """Closed loops of `iters` batches of `n` samples on `indices` at once; returns

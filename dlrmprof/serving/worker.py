@@ -13,6 +13,10 @@ its own cores with `os.sched_setaffinity`, then obeys commands on its private co
 ``("predict", start, n)``  answer ``("predict", instance, probabilities)`` for samples
                          [start, start + n) (a benchmark checks an instance against its own
                          in-process model before timing).
+``("bare", [(start, n), ...], gap_s)``  the same batches in a bare loop in this process
+                         (no queue, no messages; optionally a sleep of `gap_s` between
+                         batches, as a served instance blocks on its queue); answer ``("bare", instance, [(service, model)])``
+                         per batch: the baseline of the harness-overhead benchmark.
 ``("exit",)``
 
 Times are `time.perf_counter()`, which on Linux is CLOCK_MONOTONIC: one clock for every
@@ -131,6 +135,8 @@ def worker_main(index: int, spec: ModelSpec, cores: list[int] | None, ctrl, task
                 _serve(index, model, tasks, results, abort_at)
             elif cmd[0] == "probe":
                 results.put(("probe", index) + _probe(model, spec, cmd[1], cmd[2]))
+            elif cmd[0] == "bare":
+                results.put(("bare", index, _bare(model, cmd[1], cmd[2])))
             elif cmd[0] == "predict":
                 results.put(("predict", index, model.predict(model.cut(cmd[1], cmd[2]))))
             elif cmd[0] == "exit":
@@ -159,6 +165,21 @@ def _serve(index: int, model, tasks, results, abort_at) -> None:
         t_model = clock()
         model.infer(batch)
         results.put(("batch", index, bid, t_recv, t_model, clock()))
+
+
+def _bare(model, batches, gap_s: float = 0.0) -> list[tuple[float, float]]:
+    clock = time.perf_counter
+    out = []
+    for start, n in batches:
+        if gap_s:
+            time.sleep(gap_s)
+        t0 = clock()
+        batch = model.cut(start, n)
+        t1 = clock()
+        model.infer(batch)
+        t2 = clock()
+        out.append((t2 - t0, t2 - t1))
+    return out
 
 
 PROBE_WARMUP = 3
