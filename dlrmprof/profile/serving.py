@@ -112,7 +112,7 @@ class LoadPoint:
 
     offered_qps: float
     achieved_qps: float              # queries dispatched / their dispatch span
-    completed_qps: float             # measured queries answered / measurement window
+    completed_qps: float             # answers inside the measurement window / its length
     samples_per_s: float
     queries: int                     # in the schedule
     measured: int                    # after the warm-up

@@ -128,8 +128,11 @@ def point_figures(raw: RawPoint, *, warmup_s: float, slo_s: float, instances: in
     span_d = raw.dispatched[-1] - raw.dispatched[0] if s.num_queries > 1 else 0.0
     achieved = (s.num_queries - 1) / span_d if span_d > 0 else float("nan")
     window = s.duration - warmup_s
-    done = int((keep & answered).sum())
-    samples = int(s.sizes[keep & answered].sum())
+    # throughput: answers that came back inside the measurement window (any query's)
+    t_ans = np.where(answered, qt["answer"] - raw.t0, -1.0)
+    inside = (t_ans >= warmup_s) & (t_ans <= s.duration)
+    done = int(inside.sum())
+    samples = int(s.sizes[inside].sum())
     lat_p = percentiles(lat)
     ends = [r[3] for r in raw.served.values()]
     starts = [r[1] for r in raw.served.values()]
