@@ -343,18 +343,18 @@ def markdown(sec: ServingSection) -> str:
 
 def plot_latency_load(configs: list[tuple[str, ServingSection]], path,
                       percentiles: tuple[str, ...] = ("p50", "p99")):
-    """Latency percentiles vs offered load: one line per (config, percentile); the SLO as a
-    dashed line.  A point whose percentile is unbounded is drawn at the top edge."""
+    """Latency percentiles vs offered load (log latency axis): one line per (config,
+    percentile); the SLO as a dashed line.  An unbounded percentile is drawn at the top edge."""
     from dlrmprof.profile.render import _figure, _save
 
     fig = _figure(8, 5)
     ax = fig.add_subplot(1, 1, 1)
     styles = {"p50": ":", "p90": "-.", "p95": "--", "p99": "-", "p999": "-"}
-    top = 0.0
-    for label, sec in configs:
-        for p in sec.points:
-            top = max([top] + [getattr(p.latency, q) or 0 for q in percentiles])
-    top = max(top, max(sec.slo_s for _, sec in configs)) * 1.15 * 1e3
+    vals = [getattr(p.latency, q) for _, sec in configs for p in sec.points
+            for q in percentiles if getattr(p.latency, q)]
+    slo_max = max(sec.slo_s for _, sec in configs)
+    top = max(vals + [slo_max]) * 1.5 * 1e3
+    bottom = min(vals + [slo_max]) / 1.5 * 1e3
     for i, (label, sec) in enumerate(configs):
         color = f"C{i % 10}"
         xs = [p.offered_qps for p in sec.points]
@@ -367,7 +367,8 @@ def plot_latency_load(configs: list[tuple[str, ServingSection]], path,
         ax.axhline(slo * 1e3, color="gray", linestyle="--", linewidth=0.8)
         ax.annotate(f"SLO {slo * 1e3:g} ms", (0, slo * 1e3), xycoords=("axes fraction", "data"),
                     fontsize=7, va="bottom")
-    ax.set_ylim(0, top)
+    ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
     ax.set_xlabel("offered load (queries/s)")
     ax.set_ylabel("latency (ms, from scheduled arrival)")
     ax.set_title("latency vs offered load (measured; unbounded points at the top)", fontsize=9)
