@@ -313,6 +313,16 @@ def markdown(sec: ServingSection) -> str:
             f"{_ms(p.reference.p99)} | {p.batch_sizes.get('mean') or 0:.0f} | {p.unfinished} | "
             f"{p.noise.get('other_cores_mean', float('nan')):.2f} | "
             f"{'met' if p.meets_slo else 'missed'} |")
+    if sec.instances > 1 and sec.points:
+        out += ["", "Per instance (batches, busy fraction of the point, service p50 ms):", "",
+                "| offered q/s | " + " | ".join(f"instance {i.instance} (cores "
+                                                 f"{','.join(map(str, i.cores))})"
+                                                 for i in sec.points[0].instances) + " |",
+                "|---|" + "---|" * len(sec.points[0].instances)]
+        for p in sec.points:
+            out.append(f"| {p.offered_qps:g} | " + " | ".join(
+                f"{i.batches}, {i.busy_fraction:.0%}, {_ms(i.service.p50)}"
+                for i in p.instances) + " |")
     lbt = sec.latency_bounded_qps
     below = [p.offered_qps for p in sec.points
              if lbt is not None and p.offered_qps < lbt and not p.meets_slo]
@@ -365,13 +375,13 @@ def plot_latency_load(configs: list[tuple[str, ServingSection]], path,
                     label=f"{label} {q}")
     for slo in sorted({sec.slo_s for _, sec in configs}):
         ax.axhline(slo * 1e3, color="gray", linestyle="--", linewidth=0.8)
-        ax.annotate(f"SLO {slo * 1e3:g} ms", (0, slo * 1e3), xycoords=("axes fraction", "data"),
-                    fontsize=7, va="bottom")
+        ax.annotate(f"SLO {slo * 1e3:g} ms", (1, slo * 1e3), xycoords=("axes fraction", "data"),
+                    fontsize=7, va="bottom", ha="right")
     ax.set_yscale("log")
     ax.set_ylim(bottom, top)
     ax.set_xlabel("offered load (queries/s)")
     ax.set_ylabel("latency (ms, from scheduled arrival)")
     ax.set_title("latency vs offered load (measured; unbounded points at the top)", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _save(fig, path)
