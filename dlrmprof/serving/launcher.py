@@ -70,7 +70,8 @@ class RawPoint:
     t0: float                                  # the schedule's time zero
     dispatched: np.ndarray                     # per query: when the batcher got it
     batches: list[Batch] = field(default_factory=list)
-    served: dict = field(default_factory=dict)  # batch id -> (instance, t_recv, t_model, t_end)
+    served: dict = field(default_factory=dict)  # batch id -> (instance, t_recv, t_model,
+    #                                             t_end, cpu_s)
     skipped: set = field(default_factory=set)   # batch ids received after the drain deadline
     drain_deadline: float = 0.0
     noise: dict = field(default_factory=dict)
@@ -227,8 +228,8 @@ class Launcher:
         return self._collect("predict", 1, timeout_s)[instance]
 
     def bare(self, instance: int, batches: list[tuple[int, int]], gap_s: float = 0.0,
-             timeout_s: float = 600.0) -> list[tuple[float, float]]:
-        """(service, model) seconds per batch, run by the instance in a bare loop (with a
+             timeout_s: float = 600.0) -> list[tuple[float, float, float]]:
+        """(service, model, CPU) seconds per batch, run by the instance in a bare loop (with a
         sleep of `gap_s` before each batch)."""
         self._ctrls[instance].put(("bare", list(batches), gap_s))
         return self._collect("bare", 1, timeout_s)[instance]
@@ -271,8 +272,7 @@ class _Collector(threading.Thread):
                 continue
             kind = msg[0]
             if kind == "batch":
-                _, inst, bid, t_recv, t_model, t_end = msg
-                self.raw.served[bid] = (inst, t_recv, t_model, t_end)
+                self.raw.served[msg[2]] = (msg[1],) + tuple(msg[3:])
             elif kind == "skipped":
                 self.raw.skipped.add(msg[2])
             elif kind == "served":

@@ -99,7 +99,7 @@ def _batch_sizes(raw: RawPoint) -> dict:
 def _instances(raw: RawPoint, placement: dict, span: float) -> list[InstanceFigures]:
     per: dict[int, list] = defaultdict(list)
     sizes = {b.batch_id: b.size for b in raw.batches}
-    for bid, (inst, t_recv, _, t_end) in raw.served.items():
+    for bid, (inst, t_recv, _, t_end, *_) in raw.served.items():
         per[inst].append((t_end - t_recv, sizes.get(bid, 0)))
     out = []
     for i, cores in enumerate(placement.get("cores") or []):

@@ -6,7 +6,8 @@ its own cores with `os.sched_setaffinity`, then obeys commands on its private co
 
 ``("serve",)``           take ``(batch_id, start, n)`` messages from the shared task queue until
                          a ``None``; answer each with ``("batch", instance, batch_id, t_recv,
-                         t_model, t_end)``: received, data cut (model starts), result on the host.
+                         t_model, t_end, cpu_s)``: received, data cut (model starts), result
+                         on the host, and the process's CPU seconds in between.
 ``("probe", n, iters)``  a closed loop of `iters` batches of `n` samples (consecutive in the
                          data) with every op timed; answer ``("probe", instance, ops, nnz_mean,
                          wall_s)``.
@@ -15,7 +16,8 @@ its own cores with `os.sched_setaffinity`, then obeys commands on its private co
                          in-process model before timing).
 ``("bare", [(start, n), ...], gap_s)``  the same batches in a bare loop in this process
                          (no queue, no messages; optionally a sleep of `gap_s` between
-                         batches, as a served instance blocks on its queue); answer ``("bare", instance, [(service, model)])``
+                         batches, as a served instance blocks on its queue); answer
+                         ``("bare", instance, [(service, model, cpu_s)])``
                          per batch: the baseline of the harness-overhead benchmark.
 ``("exit",)``
 
@@ -150,13 +152,13 @@ def worker_main(index: int, spec: ModelSpec, cores: list[int] | None, ctrl, task
 def _serve(index: int, model, tasks, results, abort_at) -> None:
     """Serve until the end-of-point sentinel; a batch received after `abort_at` (the point's
     drain deadline, shared with the launcher) is answered ``("skipped", ...)`` unserved."""
-    clock = time.perf_counter
+    clock, cpu = time.perf_counter, time.process_time
     while True:
         msg = tasks.get()
         if msg is None:
             results.put(("served", index))
             return
-        t_recv = clock()
+        t_recv, c0 = clock(), cpu()
         bid, start, n = msg
         if t_recv > abort_at.value:
             results.put(("skipped", index, bid))
@@ -164,21 +166,22 @@ def _serve(index: int, model, tasks, results, abort_at) -> None:
         batch = model.cut(start, n)
         t_model = clock()
         model.infer(batch)
-        results.put(("batch", index, bid, t_recv, t_model, clock()))
+        t_end = clock()
+        results.put(("batch", index, bid, t_recv, t_model, t_end, cpu() - c0))
 
 
-def _bare(model, batches, gap_s: float = 0.0) -> list[tuple[float, float]]:
-    clock = time.perf_counter
+def _bare(model, batches, gap_s: float = 0.0) -> list[tuple[float, float, float]]:
+    clock, cpu = time.perf_counter, time.process_time
     out = []
     for start, n in batches:
         if gap_s:
             time.sleep(gap_s)
-        t0 = clock()
+        t0, c0 = clock(), cpu()
         batch = model.cut(start, n)
         t1 = clock()
         model.infer(batch)
         t2 = clock()
-        out.append((t2 - t0, t2 - t1))
+        out.append((t2 - t0, t2 - t1, cpu() - c0))
     return out
 
 
