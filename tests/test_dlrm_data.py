@@ -112,3 +112,28 @@ def test_metrics_against_brute_force():
     assert accuracy([1, 0, 1], [0.9, 0.2, 0.3]) == pytest.approx(2 / 3)
     base = base_rate_metrics(np.array([1, 0, 0, 0.0]), np.array([1, 0.0]))
     assert base["rate"] == 0.25 and base["auc"] == 0.5 and base["accuracy"] == 0.5
+
+
+def test_batch_at_cuts_any_sample_range_the_same_in_every_source():
+    """serve-bench's instances cut batches by position: the same samples as next_batch, the
+    same batch for the same (start, n) in any process, wrapping at the trace's end."""
+    tr = make_trace()
+    rows = [m.rows for m in tr.tables]
+    names = [m.name for m in tr.tables]
+    src = TraceSource(tr, 16, 13, rows, names, seed=1)
+    seq = [src.next_batch() for _ in range(3)]          # samples 0..47, wrapping at 40
+    for k, b in enumerate(seq):
+        cut = TraceSource(tr, 16, 13, rows, names, seed=1).batch_at(16 * k, 16)
+        for t in range(3):
+            assert np.array_equal(cut.indices[t], b.indices[t])
+            assert np.array_equal(cut.offsets[t], b.offsets[t])
+    a, b = src.batch_at(35, 10), TraceSource(tr, 16, 13, rows, names, seed=1).batch_at(35, 10)
+    assert np.array_equal(a.dense, b.dense) and np.array_equal(a.labels, b.labels)
+    assert a.offsets[0][-1] == len(a.indices[0]) and len(a.offsets[0]) == 11
+    with pytest.raises(ValueError):
+        src.batch_at(0, 41)
+    r1 = RandomSource(8, 13, rows, seed=5, trace=tr).batch_at(100, 7)
+    r2 = RandomSource(32, 13, rows, seed=5, trace=tr).batch_at(100, 7)
+    assert all(np.array_equal(x, y) for x, y in zip(r1.indices, r2.indices))
+    assert np.array_equal(np.diff(r1.offsets[0]),
+                          np.diff(tr.table_bags(0)[1])[(100 + np.arange(7)) % 40])

@@ -103,6 +103,7 @@ class TraceSource:
         self._off = [np.ascontiguousarray(o, dtype=np.int64) for _, o in bags]
         check_index_ranges(self._idx, rows, names, where)
         self.F = dense_features
+        self.seed = int(seed)
         self.rng = np.random.default_rng(seed)
         self.cursor = 0
         self.wraps = 0
@@ -119,18 +120,15 @@ class TraceSource:
         s, e = off[b0], off[b1]
         return self._idx[t][s:e], off[b0:b1 + 1] - s
 
-    def next_batch(self) -> Batch:
-        b0 = self.cursor
-        b1 = b0 + self.B
+    def _sparse(self, b0: int, n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Every table's bags for samples [b0, b0 + n), wrapping at the end of the trace."""
+        b1 = b0 + n
         indices, offsets = [], []
         if b1 <= self.N:
             for t in range(self.T):
                 i, o = self._cut(t, b0, b1)
                 indices.append(i)
                 offsets.append(o)
-            self.cursor = b1 % self.N
-            if self.cursor == 0:
-                self.wraps += 1
         else:  # wrap: tail of the trace, then its head
             rest = b1 - self.N
             for t in range(self.T):
@@ -138,11 +136,35 @@ class TraceSource:
                 i2, o2 = self._cut(t, 0, rest)
                 indices.append(np.concatenate([i1, i2]))
                 offsets.append(np.concatenate([o1, o2[1:] + o1[-1]]))
-            self.cursor = rest
+        return indices, offsets
+
+    def next_batch(self) -> Batch:
+        b0 = self.cursor
+        b1 = b0 + self.B
+        indices, offsets = self._sparse(b0, self.B)
+        if b1 <= self.N:
+            self.cursor = b1 % self.N
+            if self.cursor == 0:
+                self.wraps += 1
+        else:
+            self.cursor = b1 - self.N
             self.wraps += 1
         k = self._flip = 1 - self._flip  # two buffers: the previous batch stays valid
         _synthetic_dense(self.rng, self.B, self.F, self._dense[k], self._labels[k])
         return Batch(self._dense[k], self._labels[k], indices, offsets)
+
+    def batch_at(self, start: int, n: int) -> Batch:
+        """Samples [start, start + n) of the trace (wrapping at its end), with
+        dense features and labels drawn from a generator seeded by (seed, start): every
+        process that asks for the same samples gets the same batch."""
+        if not 0 < n <= self.N:
+            raise ValueError(f"batch_at: n must be in 1..{self.N} (the trace's samples), got {n}")
+        start %= self.N
+        indices, offsets = self._sparse(start, n)
+        dense = np.empty((n, self.F), np.float32)
+        labels = np.empty(n, np.float32)
+        _synthetic_dense(np.random.default_rng((self.seed, start)), n, self.F, dense, labels)
+        return Batch(dense, labels, indices, offsets)
 
 
 class RandomSource:
@@ -168,6 +190,7 @@ class RandomSource:
             self._lengths = [np.diff(trace.table_bags(t)[1]).astype(np.int64)
                              for t in range(len(self.rows))]
         self._ones = np.arange(self.B + 1, dtype=np.int64)
+        self.seed = int(seed)
 
     def describe(self) -> dict:
         return {"kind": self.kind, "batch_size": self.B,
@@ -191,6 +214,26 @@ class RandomSource:
         dense = np.empty((self.B, self.F), np.float32)
         labels = np.empty(self.B, np.float32)
         _synthetic_dense(self.rng, self.B, self.F, dense, labels)
+        return Batch(dense, labels, indices, offsets)
+
+    def batch_at(self, start: int, n: int) -> Batch:
+        """Samples [start, start + n): uniform indices, dense features and labels drawn from a
+        generator seeded by (seed, start), bag lengths from the trace's samples at those
+        positions (else 1): every process that asks for the same samples gets the same batch."""
+        rng = np.random.default_rng((self.seed, start))
+        indices, offsets = [], []
+        for t, r in enumerate(self.rows):
+            if self._lengths is None:
+                off = np.arange(n + 1, dtype=np.int64)
+            else:
+                pos = (start + np.arange(n)) % self.N
+                off = np.zeros(n + 1, np.int64)
+                np.cumsum(self._lengths[t][pos], out=off[1:])
+            indices.append(rng.integers(0, r, size=int(off[-1]), dtype=np.int64))
+            offsets.append(off)
+        dense = np.empty((n, self.F), np.float32)
+        labels = np.empty(n, np.float32)
+        _synthetic_dense(rng, n, self.F, dense, labels)
         return Batch(dense, labels, indices, offsets)
 
 
@@ -290,3 +333,7 @@ class KaggleSource:
         if self.cursor < b0 or self.cursor == 0:
             self.epochs += 1
         return self.data.batch(rows)
+
+    def batch_at(self, start: int, n: int) -> Batch:
+        """Training rows [start, start + n), cycling in file order."""
+        return self.data.batch((start + np.arange(n)) % self.N)

@@ -28,6 +28,9 @@ MAY_DIFFER = frozenset({"device", "backend", "threads", "torch_threads", "simd",
                         "chrome_trace", "host", "label", "repeats", "warmup", "iters",
                         "noise_budget_s", "torch_knobs", "trace", "render", "roofline",
                         "cache_study"})
+# serve-bench reports (config mode "serve") may also differ in what a serving comparison sets
+# side by side: instance count, batch policy (the model's batch size is the largest batch)
+SERVING_MAY_DIFFER = MAY_DIFFER | {"serving", "instances_info", "batch_size"}
 
 # host facts shown in the header: (label, getter)
 _FACTS = (
@@ -86,9 +89,12 @@ def check_compatible(reports: Sequence[Report], names: Sequence[str], force: boo
                      ) -> list[str]:
     """Mismatches between configs (and trace digests); UserError unless `force`."""
     base = reports[0]
+    serving = all(r.config.get("mode") == "serve" for r in reports)
+    may_differ = SERVING_MAY_DIFFER if serving else MAY_DIFFER
+
     def comparable(cfg: dict) -> dict:
         return {k: v for k, v in _flat(cfg).items()
-                if not MAY_DIFFER.intersection(k.split("."))}
+                if not may_differ.intersection(k.split("."))}
     bflat = comparable(base.config)
     problems = []
     for r, name in zip(reports[1:], names[1:]):
@@ -184,7 +190,9 @@ def compare(reports: Sequence[Report], names: Sequence[str] | None = None, *,
     e2e = []
     for r in reports:
         e2e.append((r.end_to_end or {}).get("samples_per_s"))
+    serving = _serving(reports, names)
     return {"reports": names, "baseline": names[0], "forced_mismatches": mismatches,
+            "serving": serving,
             "schema_versions": [r.loaded_from_version for r in reports],
             "hosts": {"shared": facts_shared, "differ": facts_diff}, "ops": rows,
             "verdict_changes": [f"{r['name']} ({r['phase']})" for r in rows
@@ -194,6 +202,47 @@ def compare(reports: Sequence[Report], names: Sequence[str] | None = None, *,
             "end_to_end": {"samples_per_s": e2e,
                            "ratio": [None if (x is None or not e2e[0]) else x / e2e[0]
                                      for x in e2e]}}
+
+
+def _serving(reports: Sequence[Report], names: Sequence[str]) -> list[dict]:
+    """Per report with a ``serving`` section: its config (host, instances, placement, batch
+    policy), latency-bounded throughput and p50/p99 per offered rate."""
+    from dlrmprof.profile.serving import ServingSection
+
+    out = []
+    for r, n in zip(reports, names):
+        if not r.serving:
+            continue
+        sec = ServingSection.from_json(r.serving, f"{n}: serving")
+        inter = sec.interference
+        out.append({"report": n, "host_id": r.host_id, "label": sec.label,
+                    "instances": sec.instances, "placement": sec.placement.get("mode"),
+                    "policy": sec.policy.get("label"), "slo_s": sec.slo_s,
+                    "latency_bounded_qps": sec.latency_bounded_qps,
+                    "points": [{"offered_qps": p.offered_qps, "p50": p.latency.p50,
+                                "p99": p.latency.p99, "meets_slo": p.meets_slo}
+                               for p in sec.points],
+                    "interference": {c.group: c.factor for c in inter.classes}
+                    if inter is not None else {}})
+    return out
+
+
+def serving_markdown(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    out = ["", "## Serving", "",
+           "| report | host | instances | batch policy | latency-bounded q/s | p99 ms by "
+           "offered q/s | interference |", "|---|---|---|---|---|---|---|"]
+    for s in rows:
+        pts = ", ".join(f"{p['offered_qps']:g}: " + ("-" if p["p99"] is None else
+                                                       f"{p['p99'] * 1e3:.1f}")
+                        for p in s["points"])
+        inter = ", ".join(f"{k} {v:.2f}x" for k, v in s["interference"].items()) or "-"
+        lbt = s["latency_bounded_qps"]
+        out.append(f"| {s['report']} | {s['host_id']} | {s['instances']} ({s['placement']}) | "
+                   f"{s['policy']} | {'none' if lbt is None else format(lbt, 'g')} | {pts} | "
+                   f"{inter} |")
+    return out
 
 
 # -- renderers ----------------------------------------------------------------------------------
@@ -268,6 +317,7 @@ def markdown(res: dict) -> str:
         out += ["", "**Verdict changes between hosts:** " + ", ".join(res["verdict_changes"])]
     else:
         out += ["", "No op changes verdict between these reports."]
+    out += serving_markdown(res.get("serving") or [])
     e = res["end_to_end"]
     if any(x is not None for x in e["samples_per_s"]):
         out += ["", "End to end (samples/s, higher is better; ratio = throughput / baseline's): "
@@ -296,3 +346,14 @@ def plot(res: dict, path) -> Path:
     ax.set_title("dlrmprof compare (* verdict changes)")
     ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def plot_serving(reports: Sequence[Report], names: Sequence[str], path) -> Path | None:
+    """Latency (p50, p99) vs offered load, one colour per report with a serving section."""
+    from dlrmprof.profile.serving import ServingSection, plot_latency_load
+
+    configs = [(f"{n}: {r.serving.get('instances')} inst, "
+                f"{(r.serving.get('policy') or {}).get('label')}",
+                ServingSection.from_json(r.serving, f"{n}: serving"))
+               for r, n in zip(reports, names) if r.serving]
+    return plot_latency_load(configs, path) if configs else None

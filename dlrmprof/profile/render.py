@@ -253,6 +253,11 @@ def markdown(report) -> str:
         out += ["", "## SIMD-width sensitivity", "", simd_markdown(simd)]
         if simd.get("torch"):
             out += ["", "torch ISA knobs:", "", simd_markdown(simd["torch"])]
+    if getattr(report, "serving", None):
+        from dlrmprof.profile.serving import ServingSection
+        from dlrmprof.profile.serving import markdown as serving_markdown
+
+        out += ["", serving_markdown(ServingSection.from_json(report.serving)).rstrip()]
     noise_ = report.noise or {}
     if noise_:
         out += ["", "## Noise", "", ", ".join(f"{k}: {v}" for k, v in noise_.items()

@@ -26,6 +26,9 @@ Sections (every one optional except `host` and `ops`; an absent section is an em
                 "sweep": sweep.run_sweep(...) (optional)}``.
 ``simd``        `dlrmprof.profile.simd.run_simd()` result (levels, ops, held, statement).
 ``training``    loss curve etc. when ``mode == "train"``.
+``serving``     `dlrmprof serve-bench`: `dlrmprof.profile.serving.ServingSection.to_json()`
+                (latency vs offered load, latency-bounded throughput, co-location
+                interference); validated through `ServingSection.from_json` when present.
 
 An ``ops`` row (a dict; `op_row()` builds one and `validate_op_row()` checks one)
 ---------------------------------------------------------------------------------
@@ -58,6 +61,8 @@ Schema history (SCHEMA_VERSION)
 -------------------------------
 1  first format: host, ceilings, config, trace, ops (rows as above), end_to_end, noise,
    roofline, cache, simd, training; sections as plain dicts.
+2  adds ``serving`` (typed: `dlrmprof.profile.serving.ServingSection`); a version-1 file
+   upgrades with an empty ``serving``.
 """
 
 from __future__ import annotations
@@ -76,18 +81,24 @@ from dlrmprof.errors import UserError
 from dlrmprof.fsutil import atomic_path
 
 SCHEMA = "dlrmprof-report"
-SCHEMA_VERSION = 1  # history in the module docstring
+SCHEMA_VERSION = 2  # history in the module docstring
 
 SOURCES = ("measured", "counted", "simulated")
 PHASES = ("forward", "backward", "optimizer", "data", "comm", "step")
 SECTIONS = ("host", "ceilings", "config", "trace", "ops", "end_to_end", "noise", "roofline",
-            "cache", "simd", "training")
+            "cache", "simd", "training", "serving")
 _DICT_SECTIONS = tuple(s for s in SECTIONS if s != "ops")
 
 # Upgraders: _UPGRADERS[v] turns a version-v dict into a version-(v+1) dict (pure functions on
 # plain dicts).  Add one here whenever SCHEMA_VERSION grows, and a golden file of the old
 # version under tests/data/reports/.
-_UPGRADERS: dict[int, Callable[[dict], dict]] = {}
+def _v1_to_v2(data: dict) -> dict:
+    data = dict(data)
+    data.setdefault("serving", {})
+    return data
+
+
+_UPGRADERS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
 
 
 def time_stats(samples: Iterable[float], *, flagged: int = 0) -> dict:
@@ -193,6 +204,7 @@ class Report:
     cache: dict = dataclasses.field(default_factory=dict)
     simd: dict = dataclasses.field(default_factory=dict)
     training: dict = dataclasses.field(default_factory=dict)
+    serving: dict = dataclasses.field(default_factory=dict)
     created: str = ""
     tool_version: str = __version__
     schema: str = SCHEMA
@@ -288,6 +300,10 @@ class Report:
             if key in seen:
                 raise _bad(where, f"ops[{i}]", "a unique (name, phase)", list(key))
             seen.add(key)
+        if self.serving:
+            from dlrmprof.profile.serving import ServingSection
+
+            ServingSection.from_json(self.serving, f"{where}: serving")
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically (temporary file beside `path`, then rename)."""

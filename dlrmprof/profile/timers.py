@@ -61,7 +61,10 @@ class NoiseMonitor:
     """Other processes' CPU use during measurement, in windows of at least `window_s`."""
 
     def __init__(self, threads: int, cpus: int | None = None, window_s: float = 0.1,
-                 tolerance: float = TOLERANCE_CORES):
+                 tolerance: float = TOLERANCE_CORES, own_time=None):
+        """`own_time()`: CPU seconds of the work being measured (default this process; a
+        multi-process measurement passes the sum over its processes)."""
+        self.own_time = own_time if own_time is not None else lambda: time.process_time()
         self.cpus = cpus or os.cpu_count() or 1
         self.threads = threads
         self.free_cores = max(0, self.cpus - threads)
@@ -75,14 +78,14 @@ class NoiseMonitor:
         now = time.perf_counter()
         if self._open is None:
             busy, steal = _system_busy()
-            self._open = (iteration, now, busy, steal, time.process_time())
+            self._open = (iteration, now, busy, steal, self.own_time())
             return
         it0, t0, busy0, steal0, own0 = self._open
         wall = now - t0
         if (wall < self.window_s and not force) or iteration == it0:
             return
         busy, steal = _system_busy()
-        own = time.process_time()
+        own = self.own_time()
         own_c = (own - own0) / wall
         other = max(0.0, (busy - busy0) - (own - own0)) / wall
         steal_c = max(0.0, steal - steal0) / wall
