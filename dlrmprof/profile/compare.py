@@ -71,8 +71,10 @@ def load_all(paths: Sequence[str | Path]) -> list[Report]:
         raise UserError("compare needs at least two reports")
     reports = [Report.load(p) for p in paths]
     for p, r in zip(paths, reports):
-        if not r.ops:
-            raise UserError(f"{p}: field ops: expected at least one op row to compare, got none")
+        if not r.ops and not getattr(r, "serving", None):
+            # a serve-bench report without per-op probes still has its serving figures
+            raise UserError(f"{p}: field ops: expected at least one op row (or a serving "
+                            f"section) to compare, got none")
     return reports
 
 
