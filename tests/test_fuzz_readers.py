@@ -253,6 +253,28 @@ def test_fuzz_csv(work, data, columns, header, strict):
           strict=strict)
 
 
+def _parquet_bytes() -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"user": [3, 1, 3, 2] * 8, "item": list("abcadbca") * 4}), buf,
+                   row_group_size=10)
+    return buf.getvalue()
+
+
+@fuzz(150)
+@given(data=st.data())
+def test_fuzz_parquet(work, data):
+    pytest.importorskip("pyarrow")
+    from dlrmprof.tracegen.csvlog import read_parquet
+
+    count("parquet")
+    blob = data.draw(damaged(_parquet_bytes()))
+    columns = data.draw(st.one_of(st.none(), st.sampled_from(["user", "item,0", "x", "9"])))
+    check(read_parquet, _write(work, "log.parquet", blob), columns=columns)
+
+
 @fuzz(200)
 @given(data=damaged(IDS.tobytes()), max_rows=st.one_of(st.none(), st.integers(1, 100)))
 def test_fuzz_index_bin(work, data, max_rows):

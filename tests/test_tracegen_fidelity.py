@@ -221,7 +221,7 @@ def test_csv_bad_options_are_one_line_errors(tmp_path, args, expect):
 def test_csv_options_refused_for_other_sources(tmp_path):
     res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--columns", "1",
                                    "--out", str(tmp_path / "t.npz")])
-    assert res.exit_code == 2 and "apply to --from csv" in res.output
+    assert res.exit_code == 2 and "to --from csv" in res.output
 
 
 def test_csv_empty_or_header_only(tmp_path):
@@ -242,3 +242,42 @@ def test_profile_of_a_csv_table_has_source_extras():
     assert ex["policies"]["accesses"] == 8087 and len(ex["policies"]["lfu"]) == len(
         ex["policies"]["sizes"])
     assert [b["batch_size"] for b in ex["batches"]] == [128, 2048]
+
+
+# ------------------------------------------------------------------ --from parquet
+def test_parquet_columns_match_the_csv_reading(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from dlrmprof.tracegen.csvlog import read_parquet
+
+    csv = read_csv(AVAZU, columns="site_id,device_ip,C14", max_rows=3000)
+    import csv as _csv
+    with open(AVAZU, newline="") as fh:
+        rows = list(_csv.DictReader(fh))[:3000]
+    table = pa.table({"site_id": [r["site_id"] for r in rows],
+                      "device_ip": [r["device_ip"] for r in rows],
+                      "C14": [int(r["C14"]) for r in rows]})
+    path = tmp_path / "log.parquet"
+    pq.write_table(table, path, row_group_size=700)        # several row groups
+    got = read_parquet(path, columns="site_id,1,C14")
+    assert [s.name for s in got.streams] == ["site_id", "device_ip", "C14"]
+    for a, b in zip(got.streams, csv.streams):
+        np.testing.assert_array_equal(a.ids, b.ids)
+    out = tmp_path / "t.npz"
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "parquet", "--input", str(path),
+                                   "--columns", "site_id,C14", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert [m.name for m in Trace.load(out).tables] == ["site_id", "C14"]
+
+
+def test_parquet_bad_input_is_one_line(tmp_path):
+    pytest.importorskip("pyarrow")
+    bad = tmp_path / "x.parquet"
+    bad.write_bytes(b"PAR1 not really")
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "parquet", "--input", str(bad),
+                                   "--out", str(tmp_path / "t.npz")])
+    assert res.exit_code == 2 and "a readable Parquet file" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "parquet", "--input", str(bad),
+                                   "--sep", ";", "--out", str(tmp_path / "t.npz")])
+    assert res.exit_code == 2 and "apply to --from csv" in res.output

@@ -12,7 +12,7 @@ import click
 
 from dlrmprof.errors import UserError
 
-SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv")
+SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv", "parquet")
 
 
 def _progress_bar(total: int | None, desc: str, unit: str = "B"):
@@ -181,7 +181,7 @@ def _plot(trace, path: str) -> None:
                    "Other sources: synthetic ids drawn from N rows.")
 @click.option("--tables", default=None, help="Criteo tables to keep, e.g. C3,C12 (default all).")
 @click.option("--columns", default=None,
-              help="--from csv: columns to read as tables, by header name or 0-based index, "
+              help="--from csv / parquet: columns to read as tables, by header name or 0-based index, "
                    "ranges a-b allowed, e.g. 'hour,C1,site_id' or '2-23' (default all).")
 @click.option("--sep", default=None,
               help="--from csv: field separator (default: sniffed among , TAB ; |; '\\t' for tab).")
@@ -223,6 +223,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
       dlrmprof gen-trace --from index --input dlrm_trace.bin     # DLRM reference trace log
       dlrmprof gen-trace --from tbe --input requests.pt --json
       dlrmprof gen-trace --from csv --input avazu_train.csv --columns 2-23
+      dlrmprof gen-trace --from parquet --input log.parquet --columns user_id,item_id
     """
     from dlrmprof.fsutil import prepare_output
     from dlrmprof.tracegen import generate, profile as _prof, readers
@@ -234,9 +235,10 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     notes = []
     info = readers.SourceInfo(kind=source, files=[str(p) for p in inputs],
                               table_rows_cap=table_rows)
-    if source != "csv" and (columns is not None or sep is not None or header != "auto"):
-        raise UserError(f"--columns, --sep and --header apply to --from csv, not "
-                        f"--from {source}")
+    if source not in ("csv", "parquet") and columns is not None:
+        raise UserError(f"--columns applies to --from csv or parquet, not --from {source}")
+    if source != "csv" and (sep is not None or header != "auto"):
+        raise UserError(f"--sep and --header apply to --from csv, not --from {source}")
     if source in ("kaggle", "terabyte"):
         paths = list(inputs)
         if not paths:
@@ -286,10 +288,17 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
             notes.append(f"csv: {len(streams)} columns as tables, "
                          f"{'a header line' if got.header else 'no header line'}, "
                          f"separator {got.sep!r}; values remapped per column")
+        elif source == "parquet":
+            from dlrmprof.tracegen import csvlog
+
+            got = csvlog.read_parquet(inputs[0], columns=columns, max_rows=max_rows)
+            streams = got.streams
+            notes.append(f"parquet: {len(streams)} columns as tables; values remapped per "
+                         "column")
         else:
             streams = readers.read_tbe(inputs[0])
         info.rows_read = int(sum(len(s.ids) for s in streams))
-        if source == "csv":
+        if source in ("csv", "parquet"):
             info.rows_read = got.rows_read
         profiles = generate.profiles_from_streams(streams, windows=windows, hot=hot, jobs=jobs,
                                                   sample_rate=sample_rate)

@@ -1,4 +1,4 @@
-"""Any tabular log as index streams: one table per chosen column of a CSV (or TSV) file.
+"""Any tabular log as index streams: one table per chosen column of a CSV/TSV or Parquet file.
 
 Avazu's ``train.csv``, interaction logs (user, item, ...) and other recsys logs go in without
 conversion: each chosen column is a table, each row one access per table (pooling factor 1),
@@ -16,6 +16,9 @@ Options, as `gen-trace --from csv` passes them:
 Malformed rows (a different number of fields than the first row) are counted and skipped, or
 stop the read under ``strict``: the error names the file, line and field count.  gzip input is
 detected by its magic bytes.
+
+`read_parquet` reads TorchRec-style Parquet logs the same way (names or indices in
+``columns``, rows in file order); it needs pyarrow (the ``parquet`` extra).
 """
 
 from __future__ import annotations
@@ -182,3 +185,43 @@ def _read_csv(path: Path, columns, sep, header, max_rows, strict) -> CsvRead:
                                    rows=max(len(maps[j]), 1)))
     return CsvRead(streams=streams, rows_read=rows, header=names, sep=sep, malformed=malformed,
                    malformed_examples=examples)
+
+
+def read_parquet(path, columns: str | None = None, max_rows: int | None = None) -> CsvRead:
+    """The chosen columns of a Parquet file as index streams, one table each, rows in file
+    order; values of any type remapped densely per column in order of first appearance
+    (nulls are a value of their own)."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise input_error(path, "pyarrow for --from parquet (pip install 'dlrmprof[parquet]')",
+                          got="no pyarrow") from None
+    try:
+        pf = pq.ParquetFile(path)
+        names = list(pf.schema_arrow.names)
+        cols = parse_columns(columns, names, len(names), path)
+        table = pf.read(columns=[names[c] for c in cols])
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        what = str(exc).splitlines()[0][:80] if str(exc) else type(exc).__name__
+        raise input_error(path, "a readable Parquet file",
+                          got=f"{type(exc).__name__}: {what}") from None
+    rows = table.num_rows if max_rows is None else min(table.num_rows, int(max_rows))
+    if rows == 0:
+        raise input_error(path, "at least one data row", got="none")
+    streams = []
+    for c in cols:
+        col = table.column(names[c]).slice(0, rows).combine_chunks()
+        try:
+            enc = pc.dictionary_encode(col, null_encoding="encode")
+        except pa.ArrowNotImplementedError:
+            raise input_error(path, "columns of scalar values (numbers, strings, bytes)",
+                              field=names[c], got=str(col.type)) from None
+        ids = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        streams.append(TableStream(name=names[c], ids=ids,
+                                   lengths=np.ones(ids.size, dtype=np.int64),
+                                   rows=max(len(enc.dictionary), 1)))
+    return CsvRead(streams=streams, rows_read=rows, header=names, sep="")
