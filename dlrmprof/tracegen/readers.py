@@ -592,6 +592,10 @@ def read_tbe(path) -> list[TableStream]:
                           got=f"{nbags} bags")
     B = nbags // T
     names = data.get("table_names")
+    if names is not None and (isinstance(names, (str, bytes)) or not hasattr(names, "__len__")
+                              or len(names) != T):
+        raise input_error(path, f"a list of {T} table names", field="table_names",
+                          got=repr(names)[:40])
     bounds = np.concatenate([[0], np.cumsum(lens)])
     out = []
     for t in range(T):
@@ -599,7 +603,7 @@ def read_tbe(path) -> list[TableStream]:
         arr = indices[lo:hi]
         tl = lens[t * B:(t + 1) * B]
         ids = DenseMap(max(arr.size, 1) * 2).map(arr) if arr.size else arr
-        name = str(names[t]) if names is not None and t < len(names) else f"t{t}"
+        name = str(names[t]) if names is not None else f"t{t}"
         out.append(TableStream(name=name, ids=ids, lengths=tl.copy(),
                                rows=int(ids.max()) + 1 if ids.size else 1))
     return out
