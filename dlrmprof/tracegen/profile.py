@@ -49,7 +49,7 @@ class LocalityProfile:
     tail_cold: np.ndarray          # int64 [W] tail first touches per window
     tail_hist: np.ndarray          # int64 [W, nbins_t] tail-only reuse distances per window
     # int64 [C, nbins_g] normalised gaps (see _hot_gaps) between consecutive accesses of one
-    # hot id inside a window, row gap_class(the id's count there);
+    # hot id inside a window, row gap_row(the id's count there);
     # shape [0, 0] when absent (older files): hot ids are then placed independently
     hot_gap: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     extra: dict = field(default_factory=dict)   # free-form JSON-able facts (e.g. sampling)
@@ -142,15 +142,15 @@ class LocalityProfile:
 
 
 # ------------------------------------------------------------------ building a profile
-def gap_class(count):
+@njit(cache=True)
+def gap_row(count):
     """Gap histogram row of a hot id with `count` accesses in a window: floor(log2(count))
     (counts 2-3 -> 1, 4-7 -> 2, ...; a single access has no gap).  Conditioning the gaps on
     the id's own count keeps their sum near the window's length whatever the id's rank."""
-    count = np.asarray(count, dtype=np.int64)
-    cls = np.zeros(count.shape, dtype=np.int64)
-    pos = count > 0
-    cls[pos] = np.floor(np.log2(count[pos])).astype(np.int64)
-    return cls if cls.ndim else int(cls)
+    row = 0
+    while (count >> (row + 1)) > 0:
+        row += 1
+    return row
 
 
 GAP_SCALE = 256      # gaps are stored as floor(GAP_SCALE * gap / mean gap of the id there)
@@ -160,7 +160,7 @@ GAP_SCALE = 256      # gaps are stored as floor(GAP_SCALE * gap / mean gap of th
 def _hot_gaps(pos, rank, counts, L, out, first, last):
     """Add the normalised gaps of each hot id with two or more accesses in this window of L
     accesses (positions `pos`, increasing; ranks `rank`; counts[k] = accesses of rank k here)
-    to out[gap_class(count)].  An id's c gaps are the c - 1 between its consecutive accesses
+    to out[gap_row(count)].  An id's c gaps are the c - 1 between its consecutive accesses
     and the wrap from its last access round to its first (they add up to L); each is stored
     as floor(GAP_SCALE * gap * c / L), binned like reuse distances.  Independent references
     give exponential normalised gaps; sessions give many small ones and a few large ones.
@@ -178,7 +178,7 @@ def _hot_gaps(pos, rank, counts, L, out, first, last):
         else:
             b = _reuse.dist_bin((GAP_SCALE * (pos[i] - last[r]) * c) // L)
             if b < nb:
-                out[_gap_class1(c), b] += 1
+                out[gap_row(c), b] += 1
         last[r] = pos[i]
     for i in range(pos.shape[0]):
         r = rank[i]
@@ -186,16 +186,8 @@ def _hot_gaps(pos, rank, counts, L, out, first, last):
         if c >= 2 and first[r] >= 0:
             b = _reuse.dist_bin((GAP_SCALE * (L - (last[r] - first[r])) * c) // L)
             if b < nb:
-                out[_gap_class1(c), b] += 1
+                out[gap_row(c), b] += 1
             first[r] = -2                      # the wrap gap of each id once
-
-
-@njit(cache=True)
-def _gap_class1(c):
-    cl = 0
-    while (c >> (cl + 1)) > 0:
-        cl += 1
-    return cl
 
 
 def _pooling(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -274,7 +266,7 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
     hot_win = np.zeros((k, W), dtype=np.int64)
     tail_cold = np.zeros(W, dtype=np.int64)
     tail_rows = np.zeros((W, _reuse.MAX_BINS), dtype=np.int64)
-    gap_rows = np.zeros((gap_class(max(wsize, 1)) + 1 if k else 0, _reuse.MAX_BINS),
+    gap_rows = np.zeros((gap_row(max(wsize, 1)) + 1 if k else 0, _reuse.MAX_BINS),
                         dtype=np.int64)
     tstate = _reuse.ReuseState(max(bound, 1))
     scratch = np.zeros((2, max(k, 1)), dtype=np.int64)

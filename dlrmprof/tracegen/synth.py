@@ -27,7 +27,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from dlrmprof.tracegen import reuse as _reuse
-from dlrmprof.tracegen.profile import LocalityProfile, gap_class
+from dlrmprof.tracegen.profile import LocalityProfile, gap_row
 from dlrmprof.tracegen.reuse import _pc
 
 
@@ -192,9 +192,7 @@ def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, re
         c = hot_cnt[k, w]
         if c == 0:
             continue
-        cl = 0
-        while (c >> (cl + 1)) > 0:          # gap_class(c) = floor(log2(c))
-            cl += 1
+        cl = gap_row(c)
         tot = gap_cdf[cl, nbg - 1] if c >= 2 and cl < C and nbg > 0 else 0
         if tot == 0:
             for i in range(c):
