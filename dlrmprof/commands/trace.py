@@ -67,6 +67,9 @@ def _table_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+_POLICY_NAMES = {"fifo": "FIFO", "lfu": "LFU", "setassoc32": "32-way set-associative LRU"}
+
+
 def _summary_lines(fids: list[tuple[str, dict]]) -> list[str]:
     import numpy as np
 
@@ -82,16 +85,16 @@ def _summary_lines(fids: list[tuple[str, dict]]) -> list[str]:
     out = [f"fidelity over {len(fids)} tables: LRU MRC MAE {stat([e['mrc_mae'] for e in errs])} "
            f"(naive baseline {stat([n.get('mrc_mae') for n in naive])}); distinct ratio "
            f"{min(ratios):.3f}..{max(ratios):.3f}",
-           "  " + "; ".join(f"{p} MAE {stat([e[p + '_mae'] for e in errs])}"
+           "  " + "; ".join(f"{_POLICY_NAMES.get(p, p)} MAE {stat([e[p + '_mae'] for e in errs])}"
                             for p in POLICIES)]
-    for what in ("unique", "overlap"):
+    for what, label in (("unique", "unique ids"), ("overlap", "overlap with the batch before")):
         worst = {}
         for _, f in fids:
             for b in f.get("batches") or []:
                 worst[b["batch_size"]] = max(worst.get(b["batch_size"], 0.0),
                                              b[f"{what}_rel_error"])
         if worst:
-            out.append(f"  per-batch {what} ids, worst relative error: " + ", ".join(
+            out.append(f"  per-batch {label}, worst relative error: " + ", ".join(
                 f"{100 * v:.1f}% at batch {k}" for k, v in sorted(worst.items())))
     losers = [name for name, f in fids if "mrc_mae" in f.get("loses_to_naive", ())]
     if losers:
