@@ -165,6 +165,30 @@ def _plot(trace, path: str) -> None:
     plt.close(fig)
 
 
+def _capture(spec, nproc):
+    """The profiles of every table: in this process, in `nproc` spawned ranks, or as one rank
+    of a torchrun job (None on ranks other than 0, which have nothing more to do)."""
+    import os
+
+    from dlrmprof.tracegen.capture import capture, capture_rank
+
+    if "RANK" not in os.environ and nproc in (None, 1):      # no torch import on this path
+        return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
+    from dlrmprof.dlrm.distributed import DistOptions, launch, under_torchrun
+
+    if under_torchrun():
+        if nproc is not None:
+            raise UserError("--nproc starts the ranks; under torchrun they are already "
+                            "started (drop --nproc)")
+        return capture_rank(spec)
+    if nproc is None or nproc == 1:
+        return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
+    click.echo(f"profiling the tables in {nproc} ranks (gloo, tables split round-robin)",
+               err=True)
+    return launch(None, DistOptions(nproc=nproc, backend="gloo"), entry=capture_rank,
+                  args=(spec,), fingerprint=False)[0]
+
+
 # ---------------------------------------------------------------------------- gen-trace
 @click.command("gen-trace")
 @click.option("--from", "source", type=click.Choice(SOURCES), required=True,
@@ -207,14 +231,18 @@ def _plot(trace, path: str) -> None:
 @click.option("--strict", is_flag=True, help="Fail on the first malformed input line.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tables processed in parallel processes.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Profile the tables in N torch.distributed processes (gloo; tables split "
+                   "round-robin, each reading the input in order); the same trace as one "
+                   "process. Under torchrun this is implied.")
 @click.option("--read-threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="Criteo input: threads parsing each block (helps on an idle multi-core host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.option("--plot", type=click.Path(dir_okay=False), default=None,
               help="Write source vs synthetic miss-ratio curves to this PNG.")
 def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, header, max_rows,
-              sample_rate, seed, windows, hot, profile_only, strict, jobs, read_threads, as_json,
-              plot):
+              sample_rate, seed, windows, hot, profile_only, strict, jobs, nproc, read_threads,
+              as_json, plot):
     """Capture per-table locality from a real index stream and write a synthetic trace.
 
     \b
@@ -227,85 +255,26 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
       dlrmprof gen-trace --from tbe --input requests.pt --json
       dlrmprof gen-trace --from csv --input avazu_train.csv --columns 2-23
       dlrmprof gen-trace --from parquet --input log.parquet --columns user_id,item_id
+      dlrmprof gen-trace --from terabyte --input day_0.gz --nproc 4          # tables in 4 ranks
+      torchrun --nnodes 2 --nproc_per_node 8 ... -m dlrmprof gen-trace --from terabyte ...
     """
     from dlrmprof.fsutil import prepare_output
-    from dlrmprof.tracegen import generate, profile as _prof, readers
+    from dlrmprof.tracegen import generate, profile as _prof
+    from dlrmprof.tracegen.capture import CaptureSpec
 
     prepare_output(out)
     if plot:
         prepare_output(plot)
-    windows = windows or _prof.DEFAULT_WINDOWS
-    notes = []
-    info = readers.SourceInfo(kind=source, files=[str(p) for p in inputs],
-                              table_rows_cap=table_rows)
-    if source not in ("csv", "parquet") and columns is not None:
-        raise UserError(f"--columns applies to --from csv or parquet, not --from {source}")
-    if source != "csv" and (sep is not None or header != "auto"):
-        raise UserError(f"--sep and --header apply to --from csv, not --from {source}")
-    if source in ("kaggle", "terabyte"):
-        paths = list(inputs)
-        if not paths:
-            if source == "terabyte":
-                raise UserError("--from terabyte: expected --input day_N file(s)")
-            paths = [str(readers.BUNDLED_SAMPLE)]
-            info.bundled_sample = True
-            info.files = ["<bundled>/criteo_kaggle_train_head2k.txt"]
-            notes.append("no --input: using the bundled real Criteo Kaggle sample "
-                         "(first 1,999 rows of train.txt; see dlrmprof/data/NOTICE)")
-        reader = readers.read_criteo(paths, max_rows=max_rows, tables=tables,
-                                     table_rows=table_rows, strict=strict,
-                                     threads=read_threads)
-        bar = _progress_bar(reader.total_bytes, "reading")
-        reader.progress = bar.update
-        try:
-            profiles = generate.profiles_from_criteo(reader, windows=windows, hot=hot, jobs=jobs,
-                                                      sample_rate=sample_rate)
-        finally:
-            bar.close()
-        info.rows_read = reader.rows_read
-        info.malformed = reader.malformed
-        info.malformed_examples = [str(m) for m in reader.malformed_examples]
-        if reader.rows_read == 0:
-            raise UserError(f"{paths[0]}: expected at least one well-formed Criteo row, got none"
-                            + (f" ({reader.malformed} malformed lines)" if reader.malformed else ""))
-        if table_rows is not None:
-            notes.append(f"--table-rows {table_rows}: raw values reduced modulo {table_rows} "
-                         "while reading; merged values change locality")
-        table_rows_synth = None
-    else:
-        if len(inputs) != 1:
-            raise UserError(f"--from {source}: expected exactly one --input file, "
-                            f"got {len(inputs)}")
-        if tables is not None:
-            raise UserError(f"--tables applies to Criteo input, not --from {source}")
-        if source == "index":
-            streams = readers.read_index(inputs[0], max_rows=max_rows)
-        elif source == "csv":
-            from dlrmprof.tracegen import csvlog
-
-            got = csvlog.read_csv(inputs[0], columns=columns, sep=sep, header=header,
-                                  max_rows=max_rows, strict=strict)
-            streams = got.streams
-            info.malformed = got.malformed
-            info.malformed_examples = got.malformed_examples
-            notes.append(f"csv: {len(streams)} columns as tables, "
-                         f"{'a header line' if got.header else 'no header line'}, "
-                         f"separator {got.sep!r}; values remapped per column")
-        elif source == "parquet":
-            from dlrmprof.tracegen import csvlog
-
-            got = csvlog.read_parquet(inputs[0], columns=columns, max_rows=max_rows)
-            streams = got.streams
-            notes.append(f"parquet: {len(streams)} columns as tables; values remapped per "
-                         "column")
-        else:
-            streams = readers.read_tbe(inputs[0])
-        info.rows_read = int(sum(len(s.ids) for s in streams))
-        if source in ("csv", "parquet"):
-            info.rows_read = got.rows_read
-        profiles = generate.profiles_from_streams(streams, windows=windows, hot=hot, jobs=jobs,
-                                                  sample_rate=sample_rate)
-        table_rows_synth = table_rows
+    spec = CaptureSpec(source=source, inputs=tuple(inputs), tables=tables, columns=columns,
+                       sep=sep, header=header, max_rows=max_rows, table_rows=table_rows,
+                       strict=strict, read_threads=read_threads,
+                       windows=windows or _prof.DEFAULT_WINDOWS, hot=hot, jobs=jobs,
+                       sample_rate=sample_rate)
+    got = _capture(spec, nproc)
+    if got is None:
+        return                               # a rank other than 0 under torchrun
+    profiles, info, notes = got.profiles, got.info, got.notes
+    table_rows_synth = got.table_rows_synth
     if sample_rate is not None:
         notes.append(f"SHARDS sampling at rate {sample_rate}: estimated MRC and its error "
                      "against the exact pass stored per table")

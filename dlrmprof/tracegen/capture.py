@@ -1,0 +1,174 @@
+"""Reading an input and profiling its tables: the first half of `gen-trace`, in one process or
+split by tables over the ranks of a `torch.distributed` job.
+
+`capture(spec)` reads the input named by a `CaptureSpec` and returns one locality profile per
+table.  With `spec.part = (rank, world)` it profiles only the tables rank, rank + world, ...;
+`capture_rank(spec)` is what each rank of `gen-trace --nproc N` (or of `torchrun -m dlrmprof
+gen-trace ...`) runs: its share of the tables, then the profiles gathered on rank 0 in table
+order.  Profiles do not depend on which process made them, so the trace (and its digest) is
+the same as one process writes.  Every rank reads the whole input in order (a Criteo or
+Terabyte file is parsed by each rank for its own columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from dlrmprof.errors import UserError
+
+
+@dataclass
+class CaptureSpec:
+    source: str
+    inputs: tuple = ()
+    tables: str | None = None
+    columns: str | None = None
+    sep: str | None = None
+    header: str = "auto"
+    max_rows: int | None = None
+    table_rows: int | None = None
+    strict: bool = False
+    read_threads: int = 1
+    windows: int = 32
+    hot: int | None = None
+    jobs: int = 1
+    sample_rate: float | None = None
+    progress: bool = True
+    part: tuple | None = None           # (rank, world): profile every world-th table
+
+
+@dataclass
+class Captured:
+    profiles: list
+    info: object                         # readers.SourceInfo
+    notes: list = field(default_factory=list)
+    table_rows_synth: int | None = None  # rows of synthetic tables (non-Criteo --table-rows)
+
+
+def _mine(names: list, part) -> list[int]:
+    if part is None:
+        return list(range(len(names)))
+    rank, world = part
+    return list(range(rank, len(names), world))
+
+
+def capture(spec: CaptureSpec, progress_bar=None) -> Captured:
+    """Read `spec`'s input and profile its tables (this process's share with `spec.part`)."""
+    from dlrmprof.tracegen import generate, readers
+
+    info = readers.SourceInfo(kind=spec.source, files=[str(p) for p in spec.inputs],
+                              table_rows_cap=spec.table_rows)
+    notes: list[str] = []
+    if spec.source not in ("csv", "parquet") and spec.columns is not None:
+        raise UserError(f"--columns applies to --from csv or parquet, not --from {spec.source}")
+    if spec.source != "csv" and (spec.sep is not None or spec.header != "auto"):
+        raise UserError(f"--sep and --header apply to --from csv, not --from {spec.source}")
+    if spec.source in ("kaggle", "terabyte"):
+        return _capture_criteo(spec, info, notes, progress_bar)
+    if len(spec.inputs) != 1:
+        raise UserError(f"--from {spec.source}: expected exactly one --input file, "
+                        f"got {len(spec.inputs)}")
+    if spec.tables is not None:
+        raise UserError(f"--tables applies to Criteo input, not --from {spec.source}")
+    streams, rows_read = _read_streams(spec, info, notes)
+    info.rows_read = rows_read
+    mine = [streams[i] for i in _mine(streams, spec.part)]
+    profiles = generate.profiles_from_streams(mine, windows=spec.windows, hot=spec.hot,
+                                              jobs=spec.jobs, sample_rate=spec.sample_rate)
+    return Captured(profiles, info, notes, spec.table_rows)
+
+
+def _read_streams(spec: CaptureSpec, info, notes: list) -> tuple[list, int]:
+    from dlrmprof.tracegen import readers
+
+    path = spec.inputs[0]
+    if spec.source == "index":
+        streams = readers.read_index(path, max_rows=spec.max_rows)
+    elif spec.source == "tbe":
+        streams = readers.read_tbe(path)
+    else:
+        from dlrmprof.tracegen import csvlog
+
+        if spec.source == "csv":
+            got = csvlog.read_csv(path, columns=spec.columns, sep=spec.sep, header=spec.header,
+                                  max_rows=spec.max_rows, strict=spec.strict)
+            info.malformed = got.malformed
+            info.malformed_examples = got.malformed_examples
+            notes.append(f"csv: {len(got.streams)} columns as tables, "
+                         f"{'a header line' if got.header else 'no header line'}, "
+                         f"separator {got.sep!r}; values remapped per column")
+        else:
+            got = csvlog.read_parquet(path, columns=spec.columns, max_rows=spec.max_rows)
+            notes.append(f"parquet: {len(got.streams)} columns as tables; values remapped per "
+                         "column")
+        return got.streams, got.rows_read
+    return streams, int(sum(len(s.ids) for s in streams))
+
+
+def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captured:
+    from dlrmprof.tracegen import generate, readers
+
+    paths = list(spec.inputs)
+    if not paths:
+        if spec.source == "terabyte":
+            raise UserError("--from terabyte: expected --input day_N file(s)")
+        paths = [str(readers.BUNDLED_SAMPLE)]
+        info.bundled_sample = True
+        info.files = ["<bundled>/criteo_kaggle_train_head2k.txt"]
+        notes.append("no --input: using the bundled real Criteo Kaggle sample "
+                     "(first 1,999 rows of train.txt; see dlrmprof/data/NOTICE)")
+    names = readers.parse_tables(spec.tables) or list(readers.CRITEO_TABLES)
+    mine = [names[i] for i in _mine(names, spec.part)]
+    reader = readers.read_criteo(paths, max_rows=spec.max_rows, tables=mine or names[:1],
+                                 table_rows=spec.table_rows, strict=spec.strict,
+                                 threads=spec.read_threads)
+    bar = progress_bar(reader.total_bytes) if progress_bar else None
+    if bar is not None:
+        reader.progress = bar.update
+    try:
+        profiles = generate.profiles_from_criteo(reader, windows=spec.windows, hot=spec.hot,
+                                                  jobs=spec.jobs, sample_rate=spec.sample_rate)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not mine:
+        profiles = []                   # more ranks than tables: this one only reads
+    info.rows_read = reader.rows_read
+    info.malformed = reader.malformed
+    info.malformed_examples = [str(m) for m in reader.malformed_examples]
+    if reader.rows_read == 0:
+        raise UserError(f"{paths[0]}: expected at least one well-formed Criteo row, got none"
+                        + (f" ({reader.malformed} malformed lines)" if reader.malformed else ""))
+    if spec.table_rows is not None:
+        notes.append(f"--table-rows {spec.table_rows}: raw values reduced modulo "
+                     f"{spec.table_rows} while reading; merged values change locality")
+    return Captured(profiles, info, notes, None)
+
+
+def capture_rank(spec: CaptureSpec) -> Captured | None:
+    """One rank of a table-parallel capture: profile this rank's tables, gather every rank's
+    profiles on rank 0 (in table order).  Returns the whole capture on rank 0, None on the
+    others.  Needs the torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    own_group = not dist.is_initialized()
+    if own_group:
+        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=3600))
+    try:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        part = capture(replace(spec, part=(rank, world), progress=False))
+        got = [None] * world if rank == 0 else None
+        dist.gather_object((rank, part.profiles), got, dst=0)
+        if rank != 0:
+            return None
+        profiles: list = [None] * sum(len(p) for _, p in got)
+        for r, profs in got:
+            for j, prof in enumerate(profs):
+                profiles[r + j * world] = prof
+        part.profiles = profiles
+        return part
+    finally:
+        if own_group:
+            dist.destroy_process_group()
