@@ -20,6 +20,8 @@ Model (see profile.py for what is stored):
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
@@ -454,7 +456,10 @@ def plan_windows(profile: LocalityProfile, length: int):
     src_w[np.arange(Wn) >= W] = last_full
     src_w[(np.arange(Wn) == W - 1) & (Wn > W)] = last_full   # a cut last window is not reused
     factor = win_len / np.maximum(src_len[src_w], 1)
-    hot = np.floor(profile.hot_win[:, src_w] * factor[None, :] + 0.5).astype(np.int64)
+    hot = profile.hot_win[:, src_w]                   # [K, W'] int64: the one big array
+    cut = np.flatnonzero(factor != 1.0)               # windows of another length: scaled
+    if cut.size:
+        hot[:, cut] = np.floor(hot[:, cut] * factor[cut][None, :] + 0.5).astype(np.int64)
     cold = np.floor(profile.tail_cold[src_w] * factor + 0.5).astype(np.int64)
     beyond = bounds[:-1] >= n_src
     if beyond.any() and n_src:
@@ -466,9 +471,9 @@ def plan_windows(profile: LocalityProfile, length: int):
         room = np.maximum(win_len - cold, 0)
         hsum = hot.sum(axis=0)
         squeeze = beyond & (hsum > room)
-        if squeeze.any():
-            hot[:, squeeze] = np.floor(hot[:, squeeze] * (room[squeeze] / hsum[squeeze])
-                                       ).astype(np.int64)
+        if squeeze.any():                             # in place: no [K, W'] temporaries
+            hot *= np.where(squeeze, room, 1)[None, :]
+            hot //= np.maximum(np.where(squeeze, hsum, 1), 1)[None, :]
     over_all = hot.sum(axis=0) + cold - win_len
     for w in np.flatnonzero(over_all > 0):        # rounding: counts must fit the window
         over = int(over_all[w])
@@ -481,6 +486,7 @@ def plan_windows(profile: LocalityProfile, length: int):
     return bounds, hot, cold, src_w
 
 
+@functools.lru_cache(maxsize=64)
 def planned_distinct(profile: LocalityProfile, length: int) -> int:
     _, hot, cold, _ = plan_windows(profile, length)
     return int((hot.sum(axis=1) > 0).sum() + cold.sum())
