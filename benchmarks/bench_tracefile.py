@@ -22,7 +22,7 @@ import numpy as np
 
 from dlrmprof.fsutil import atomic_write_text
 from dlrmprof.profile.noise import OtherCpu
-from dlrmprof.tracegen import Trace, tracefile
+from dlrmprof.tracegen import Trace
 from dlrmprof.tracegen.generate import profiles_from_criteo, synthesize_trace
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo
 
@@ -32,14 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def write_v1(trace: Trace, path: Path) -> None:
     """The format-1 layout of the same trace: int64 indices and offsets, as 0.1 wrote."""
-    header = {k: v for k, v in trace.header.items() if k not in tracefile.UNHASHED}
-    header["version"] = 1
-    arrays = {}
-    for t, p in enumerate(trace.profiles):
-        arrays.update(p.to_arrays(f"p{t}_")[0])
-    arrays["indices"], arrays["offsets"] = trace.indices, trace.offsets
-    header["digest"] = tracefile.content_digest(header, trace.indices, trace.offsets)
-    tracefile._write_npz(path, header, arrays)
+    trace.save(path, version=1)
 
 
 def timed(fn) -> tuple[float, float]:

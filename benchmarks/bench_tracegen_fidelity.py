@@ -114,27 +114,6 @@ def _fmt(a, digits=4):
     return "-" if a is None else f"{a['mean']:.{digits}f} / {a['worst']:.{digits}f}"
 
 
-def _fmtp(a):
-    return "-" if a is None else f"{100 * a['worst']:.1f}%"
-
-
-def report(results: dict) -> list[str]:
-    lines = ["| stream | LRU MAE model (mean / worst) | naive | naive / model | FIFO | LFU | "
-             "SA32 | distinct | top-10 | batch 128 uniq / ovl | batch 2048 uniq / ovl | "
-             "tables losing |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
-        m, n = r["mrc_mae"]["model"], r["mrc_mae"]["naive"]
-        lines.append(
-            f"| {name} | {_fmt(m)} | {_fmt(n)} | {n['mean'] / max(m['mean'], 1e-9):.1f}x | "
-            f"{_fmt(r['fifo_mae']['model'])} | {_fmt(r['lfu_mae']['model'])} | "
-            f"{_fmt(r['setassoc32_mae']['model'])} | {_fmtp(r['distinct']['model'])} | "
-            f"{_fmtp(r['top10_share']['model'])} | {_fmtp(r['batch128_unique'])} / "
-            f"{_fmtp(r['batch128_overlap'])} | {_fmtp(r['batch2048_unique'])} / "
-            f"{_fmtp(r['batch2048_overlap'])} | {len(r['loses_lru'])} |")
-    return lines
-
-
 def _gen_trace(cwd: Path, python: str, cache: str | None) -> tuple[float, float]:
     env = dict(os.environ, PYTHONPATH=str(cwd))
     if cache:
@@ -210,7 +189,9 @@ def main() -> None:
                   f"{args.timing_baseline} {np.median(t['baseline']):.2f} s, ratio "
                   f"{t['ratio_median']:.2f}")
     if results:
-        print("\n".join(report(results)))
+        from render_performance import render_tracegen_fidelity
+
+        print("\n".join(render_tracegen_fidelity({"streams": results})))
     atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
     print(f"wrote {args.out}")
 

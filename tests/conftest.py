@@ -51,19 +51,12 @@ def tiny_trace(tmp_path_factory):
     return _small_trace(tmp_path_factory.mktemp("tr") / "tiny.npz")
 
 
+
 def trace_as_v1(src, dst):
     """Write the trace at `src` in the version-1 layout (int64 `indices` and `offsets`, no
-    `storage`) at `dst`, with a matching digest: for tests that damage those two arrays and
-    for the v1 reading path."""
-    from dlrmprof.tracegen import Trace, tracefile
+    `storage`) at `dst`: for tests that damage those two arrays and for the v1 reading
+    path."""
+    from dlrmprof.tracegen import Trace
 
-    t = Trace.load(src)
-    header = {k: v for k, v in t.header.items() if k not in ("digest", "storage")}
-    header["version"] = 1
-    arrays = {}
-    for i, p in enumerate(t.profiles):
-        arrays.update(p.to_arrays(f"p{i}_")[0])
-    arrays["indices"], arrays["offsets"] = t.indices, t.offsets
-    header["digest"] = tracefile.content_digest(header, t.indices, t.offsets)
-    tracefile._write_npz(dst, header, arrays)
+    Trace.load(src).save(dst, version=1)
     return dst

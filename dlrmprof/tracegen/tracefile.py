@@ -111,16 +111,21 @@ class Trace:
         return trace
 
     # -------------------------------------------------------------- save / load
-    def save(self, path) -> str:
-        """Write atomically; returns the content digest."""
+    def save(self, path, version: int = SCHEMA_VERSION) -> str:
+        """Write atomically; returns the content digest.  `version=1` writes the format-1
+        layout (int64 indices and offsets) that dlrmprof 0.1 reads."""
+        if version not in (1, SCHEMA_VERSION):
+            raise ValueError(f"trace format version 1 or {SCHEMA_VERSION}, not {version}")
         self.validate()
         arrays = {}
         for t, p in enumerate(self.profiles):
             arr, _ = p.to_arrays(f"p{t}_")
             arrays.update(arr)
-        header = dict(self.header)
-        header["version"] = SCHEMA_VERSION
-        if self.has_indices:
+        header = {k: v for k, v in self.header.items() if k not in UNHASHED}
+        header["version"] = version
+        if self.has_indices and version == 1:
+            arrays["indices"], arrays["offsets"] = self.indices, self.offsets
+        elif self.has_indices:
             stored, header["storage"] = _pack(self)
             arrays.update(stored)
         header["digest"] = content_digest(header, self.indices, self.offsets)
