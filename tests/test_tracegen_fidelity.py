@@ -281,3 +281,20 @@ def test_parquet_bad_input_is_one_line(tmp_path):
     res = CliRunner().invoke(cli, ["gen-trace", "--from", "parquet", "--input", str(bad),
                                    "--sep", ";", "--out", str(tmp_path / "t.npz")])
     assert res.exit_code == 2 and "apply to --from csv" in res.output
+
+
+def test_length_as_a_multiple_of_the_source(tmp_path):
+    out = tmp_path / "t.npz"
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--tables", "C3,C12",
+                                   "--length", "10x", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "extrapolated beyond the source on 2 table(s)" in res.output
+    t = Trace.load(out)
+    assert t.num_samples == 19_990
+    ext = t.header["generator"]["extrapolated"]
+    assert set(ext) == {"C3", "C12"} and all(e["accesses"] == 19_990 for e in ext.values())
+    assert all(m.distinct > 2 * p.distinct for m, p in zip(t.tables, t.profiles))
+    for bad in ("0x", "-2x", "abc", "0"):
+        res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--length", bad,
+                                       "--out", str(tmp_path / "b.npz")])
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, bad

@@ -165,6 +165,37 @@ def _plot(trace, path: str) -> None:
     plt.close(fig)
 
 
+class _Length(click.ParamType):
+    """A sample count (a positive integer) or a multiple of the source's ('10x')."""
+
+    name = "N|Mx"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)):
+            return value
+        text = str(value).strip().lower()
+        try:
+            if text.endswith("x"):
+                mult = float(text[:-1])
+                if mult > 0 and mult != float("inf"):
+                    return mult
+            else:
+                n = int(text)
+                if n >= 1:
+                    return n
+        except ValueError:
+            pass
+        self.fail(f"expected a positive sample count or a multiple like 10x, got {value!r}",
+                  param, ctx)
+
+
+def _samples(length, profiles) -> int | None:
+    """--length as a sample count (a float is a multiple of the source's samples)."""
+    if length is None or isinstance(length, int):
+        return length
+    return max(1, int(round(length * max(p.num_bags for p in profiles))))
+
+
 def _capture(spec, nproc):
     """The profiles of every table: in this process, in `nproc` spawned ranks, or as one rank
     of a torchrun job (None on ranks other than 0, which have nothing more to do)."""
@@ -198,10 +229,12 @@ def _capture(spec, nproc):
                    "Default for kaggle: the bundled 1,999-row Criteo sample.")
 @click.option("--out", default="traces/locality.npz", show_default=True,
               type=click.Path(dir_okay=False), help="Trace file to write.")
-@click.option("--length", type=click.IntRange(min=1), default=None,
-              help="Samples (bags per table) to synthesize; default: the source's. Shorter "
-                   "follows the source's prefix; longer continues at its end-of-stream rate "
-                   "of new ids.")
+@click.option("--length", type=_Length(), default=None,
+              help="Samples (bags per table) to synthesize, or a multiple of the source's "
+                   "('10x', '0.5x'); default: the source's. Shorter follows the source's "
+                   "prefix; longer repeats its last window's locality and grows the distinct "
+                   "ids along the source's fitted growth curve (the summary says what was "
+                   "extrapolated).")
 @click.option("--table-rows", type=click.IntRange(min=1), default=None,
               help="Rows per table. Criteo: raw values are reduced modulo N while reading "
                    "(like DLRM's --max-ind-range; this merges values and changes locality). "
@@ -251,6 +284,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
       dlrmprof gen-trace --from kaggle --input train.txt --max-rows 1000000 --jobs 2
       dlrmprof gen-trace --from terabyte --input day_0.gz --input day_1.gz --tables C3,C12
       dlrmprof gen-trace --from index --input ids.npy --length 100000 --table-rows 1000000
+      dlrmprof gen-trace --from kaggle --length 10x          # 10 times the source, extrapolated
       dlrmprof gen-trace --from index --input dlrm_trace.bin     # DLRM reference trace log
       dlrmprof gen-trace --from tbe --input requests.pt --json
       dlrmprof gen-trace --from csv --input avazu_train.csv --columns 2-23
@@ -279,7 +313,8 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
         notes.append(f"SHARDS sampling at rate {sample_rate}: estimated MRC and its error "
                      "against the exact pass stored per table")
     info.notes = notes
-    trace = generate.synthesize_trace(profiles, source=info.to_json(), num_samples=length,
+    trace = generate.synthesize_trace(profiles, source=info.to_json(),
+                                      num_samples=_samples(length, profiles),
                                       table_rows=table_rows_synth, seed=seed,
                                       compute_fidelity=True, jobs=jobs,
                                       keep_indices=not profile_only)
