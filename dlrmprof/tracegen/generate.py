@@ -3,7 +3,9 @@
 Criteo input is spilled per table to temporary int32/int64 files while it streams in, so the
 reading side keeps bounded memory whatever the file length and each table is then profiled
 on its own (tables are independent: `jobs` > 1 profiles and synthesizes them in parallel
-processes).
+processes; `capture.capture_rank` splits them over torch.distributed ranks).  Each table's
+model variant is chosen by measurement (`choose_hot`), and its fidelity is stored beside the
+naive baseline's (`_measured`).
 """
 
 from __future__ import annotations
@@ -32,34 +34,34 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
         "exact count of first touches (the distinct count is kept); histogram of reuse "
         "distances among the other ids (LRU stack model, exact below 256, 16 bins per power "
         "of two above); pooling-factor histogram.  K (0, 4, 8, 16, 64, 256, 1024) and the "
-        "placement are chosen per table by measuring each against the source (LRU MRC, "
-        "popularity, distinct count), the naive whole-stream stack model among the "
-        "candidates, unless --hot is given")
+        "placement are chosen per table by measuring each against the source (LRU, LFU, "
+        "popularity, distinct count, per-batch figures), the naive whole-stream stack model "
+        "among the candidates, unless --hot is given")
 
 
 # ------------------------------------------------------------------ profiling
 HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024)
 HOT_PREFIX = 1 << 21          # candidates for K are compared on at most this many accesses
-# the selection objective: each error in units of its goal (LRU MRC MAE 0.004, popularity
-# share 20% relative, distinct count 2%, other caches' MAE 0.006, per-batch figures 5%
-# relative); the candidate with the smallest sum wins
-# the selection simulates LFU only of the other caches: set-associative and FIFO follow LRU
-# closely, LFU follows popularity
-SELECTION_POLICIES = ("lfu",)
-SELECTION_SEEDS = 3           # syntheses per candidate on streams up to SHORT_STREAM accesses
+SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
-FINALISTS = 3                 # candidates measured SELECTION_SEEDS times on short streams
+FINALISTS = 3
+# the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
+# the LRU curve closely, LFU follows popularity
+SELECTION_POLICIES = ("lfu",)
 NAIVE_SALT = 0x6E61697665     # the naive baseline's seed: derived from the table's, apart
-MAE_UNIT = 0.004
-SHARE_UNIT = 0.2
-DISTINCT_UNIT = 0.02
+
+# The selection objective: each error in units of its goal, summed; the smallest wins.
+MAE_UNIT = 0.004              # LRU MRC MAE
+SHARE_UNIT = 0.2              # top-10 / top-1% share, relative
+DISTINCT_UNIT = 0.02          # distinct count, relative
 CACHE_UNIT = 0.006            # FIFO / LFU / set-associative MRC MAE
 BATCH_UNIT = 0.05             # per-batch unique count and overlap, relative
 # the other caches and the batch figures weigh half as much as the LRU curve, and at most
 # SECONDARY_CAP units each: a goal no candidate can reach must not outvote the LRU curve
 SECONDARY = 0.5
-NAIVE_HINGE = 2.0
 SECONDARY_CAP = 4.0
+# 'no worse than the naive baseline': units per MAE_UNIT of LRU error above the naive one
+NAIVE_HINGE = 2.0
 
 
 def objective(f: dict) -> float:
