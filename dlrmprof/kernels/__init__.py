@@ -33,7 +33,7 @@ import sys
 import numpy as np
 
 from dlrmprof.errors import UserError
-from dlrmprof.kernels.cost import COST_OPS, Cost, cost
+from dlrmprof.kernels.cost import COST_OPS, Cost, cost, lines_per_row
 
 __all__ = [
     "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag", "resolve",
