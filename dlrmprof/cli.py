@@ -19,7 +19,7 @@ from dlrmprof import __version__
 from dlrmprof.errors import UserError
 
 # Modules under dlrmprof.commands; each exports COMMANDS, a list of click commands.
-COMMAND_MODULES = ("trace", "run", "host", "compare")
+COMMAND_MODULES = ("trace", "run", "host", "compare", "numerics")
 
 
 class _Group(click.Group):
