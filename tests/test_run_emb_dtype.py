@@ -122,6 +122,8 @@ def test_explain_names_the_bound():
     assert v == "faster" and "4.00 -> 2.00 lines" in why
     v, why = emb_dtype.explain("fp16", 16, 100, 0.7, l2, l3)
     assert v == "slower" and "fits in L2" in why
+    v, why = emb_dtype.explain("int8", 16, 10**6, 1.5, l2, l3)     # 61 MiB -> 23 MiB
+    assert v == "faster" and "(DRAM) to 22.9 MiB, within L3" in why
 
 
 def test_lines_per_row_by_hand():

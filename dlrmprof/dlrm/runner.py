@@ -474,7 +474,7 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     return RunResult(report, loop, summary, png)
 
 
-def _attach_emb_dtype(rows: list[dict], sparse, source, batches: int = 3) -> None:
+def _attach_emb_dtype(rows: list[dict], sparse, source, batches: int = 10) -> None:
     """Each table's forward row gets ``emb_dtype``: fp32 vs packed lookup time on the same
     batches (`profile.emb_dtype.compare_tables`) and why the smaller rows did or did not
     speed it up."""

@@ -7,10 +7,11 @@ boundary 2 times in 8, so they touch more lines on average (1.25), not fewer.  S
 latency-bound (one dependent miss per row) and gains little; a row of several lines (fp32 D
 64 is 4 lines, int8 D 64 is 72 bytes, 2 lines) moves fewer bytes when packed, and a lookup
 bound by those bytes gains.  A table that fits in L2 is bound by instructions (the
-conversion adds some), not by memory.
+conversion adds some), not by memory; one that shrinks into a closer level (DRAM -> L3)
+turns misses into hits whatever its lines.
 
-`compare_tables` times both lookups of every table on the same batches, interleaved (the
-profiler's `OpTimer`, one thread), and `TableDtypeVerdict` states the result with the counted
+`compare_tables` times both lookups of every table on the same fresh batches, interleaved
+(the profiler's `OpTimer`, one thread), and `TableDtypeVerdict` states the result with the counted
 lines and bytes; `run` attaches one to each table's op row (key ``emb_dtype``).
 """
 
@@ -68,6 +69,10 @@ def explain(dtype: str, dim: int, rows: int, speedup: float, l2: int, l3: int) -
     if home32 == "L2":
         why = (f"fits in L2 either way ({rows * rb32 / 2**10:.0f} KiB in fp32): bound by "
                f"instructions, not memory; {dtype} adds the conversion")
+    elif home != home32:
+        why = (f"the table shrinks from {rows * rb32 / 2**20:.1f} MiB ({home32}) to "
+               f"{rows * rb / 2**20:.1f} MiB, within {home}: lookups that missed to {home32} "
+               f"now hit in {home} ({ln32:.2f} -> {ln:.2f} lines a lookup)")
     elif ln >= ln32 - 0.05:
         why = (f"the {rb32}-byte fp32 row already costs {ln32:.2f} line(s) a lookup and the "
                f"{rb}-byte {dtype} row {ln:.2f}: latency-bound, one miss per row either way, "
@@ -80,11 +85,13 @@ def explain(dtype: str, dim: int, rows: int, speedup: float, l2: int, l3: int) -
 
 
 def compare_tables(names, fp32_tables, packed, bags, modes, backend: str = "numba",
-                   rounds: int = 7, l2: int | None = None, l3: int | None = None) -> list:
+                   l2: int | None = None, l3: int | None = None) -> list:
     """Per table: fp32 lookup (`kernels.resolve("embedding_bag", backend)`) vs the packed one
-    (`qembedding_bag`), each on every batch in `bags` ([(indices per table, offsets per
-    table)]), interleaved over `rounds` rounds (which goes first alternates); median per call.
-    Returns a `TableDtypeVerdict` per table."""
+    (`qembedding_bag`), one call each per batch in `bags` ([(indices per table, offsets per
+    table)]); batch 0 warms both up, each later batch is one timed round (which side goes
+    first alternates).  Every round takes a fresh batch, as the run's own loop does: batches
+    used again would find their rows cached.  Median per call; a `TableDtypeVerdict` per
+    table."""
     from dlrmprof.kernels.numba_cpu import L2_BYTES, L3_BYTES
     from dlrmprof.profile.timers import OpTimer
 
@@ -109,19 +116,18 @@ def compare_tables(names, fp32_tables, packed, bags, modes, backend: str = "numb
         q, (idx, off) = packed[t], bags[k]
         qeb(q.dtype, q.dim, q.data, idx[t], off[t], modes[t], None)
 
-    for r in range(rounds + 1):         # round 0 warms both up, untimed
+    for k in range(len(bags)):
         timer.begin_iteration()
         for t in range(len(names)):
             order = ((f"fp32.{t}", fp32), (f"q.{t}", pk))
-            for name, fn in (order if r % 2 == 0 else order[::-1]):
-                for k in range(len(bags)):
-                    if r == 0:
-                        fn(t, k)
-                        continue
-                    with timer.op(name):
-                        fn(t, k)
+            for name, fn in (order if k % 2 == 0 else order[::-1]):
+                if k == 0:
+                    fn(t, k)
+                    continue
+                with timer.op(name):
+                    fn(t, k)
         timer.end_iteration()
-        if r == 0:
+        if k == 0:
             timer.reset()
     out = []
     for t, name in enumerate(names):
