@@ -314,7 +314,7 @@ def markdown(res: NumericsResult) -> str:
             f"{_iv(r.auc_delta_ci, '{:+.4f}')}", f"{r.accuracy:.4f} {_iv(r.accuracy_ci)}",
             f"{r.max_abs_dp:.2e}", f"{r.mean_abs_dp:.2e}", f"{r.table_bytes / 2**20:.2f}",
             str(r.row_bytes), f"{r.lookup_s * 1e3:.2f}", f"{r.samples_per_s:,.0f}"]) + " |")
-    return head + "\n".join(lines) + f"\n\n{res.statement[0].upper()}{res.statement[1:]}.\n"
+    return head + "\n".join(lines) + f"\n\nNote: {res.statement}.\n"
 
 
 def plot(res: NumericsResult, path) -> None:
