@@ -2,6 +2,9 @@
 qembedding_bag backend against the float64 reference of the dequantized table."""
 
 import hashlib
+import os
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -201,3 +204,52 @@ def test_numba_quant_converts_in_registers():
     twin = numba.njit(sig, cache=False, boundscheck=False, error_model="numpy")(ser.py_func)
     ir = twin.inspect_llvm(sig)
     assert "uitofp <" in ir and "x i8> " in ir
+
+
+SIMULATED = """
+import numpy as np
+from dlrmprof import kernels
+from dlrmprof.kernels import quant
+rng = np.random.default_rng(3)
+checked = 0
+for dtype in ("int8", "fp16"):
+    for D in (4, 16, 40, 64):
+        R = 9
+        qt = quant.quantize(rng.standard_normal((R, D)).astype(np.float32), dtype)
+        r = int(rng.integers(R))
+        idx = np.array([r, r, rng.integers(R), rng.integers(R), r, rng.integers(R)], np.int64)
+        off = np.array([0, 3, 3, 4, 6], np.int64)
+        psw = rng.standard_normal(len(idx)).astype(np.float32)
+        for mode in ("sum", "mean"):
+            for p in (None, psw):
+                got = kernels.qembedding_bag(qt, idx, off, mode, p, backend="numba-cuda")
+                want = kernels.qembedding_bag(qt, idx, off, mode, p, backend="reference")
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+                assert np.all(got[1] == 0)
+                checked += 1
+qt = quant.quantize(np.ones((9, 8), np.float32), "int8")
+try:
+    kernels.qembedding_bag(qt, np.array([0, 9]), np.array([0, 2]), backend="numba-cuda")
+except IndexError:
+    pass
+else:
+    raise AssertionError("out-of-range index not reported")
+print("checked", checked)
+qt = quant.quantize(np.ones((9, 8), np.float32), "bf16")
+try:
+    kernels.qembedding_bag(qt, np.array([0, 1]), np.array([0, 2]), backend="numba-cuda")
+except Exception as exc:
+    assert type(exc).__name__ == "UserError" and "not bf16" in str(exc), exc
+else:
+    raise AssertionError("bf16 accepted")
+print("refused bf16")
+"""
+
+
+def test_numba_cuda_int8_and_fp16_under_the_simulator():
+    # NUMBA_ENABLE_CUDASIM must be set before numba is imported: a child process
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([sys.executable, "-c", SIMULATED], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "checked 32" in done.stdout and "refused bf16" in done.stdout

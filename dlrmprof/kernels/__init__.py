@@ -49,13 +49,14 @@ _IMPLEMENTS = {
     "reference": set(OPS),
     "numba": set(OPS),
     "torch": set(OPS),
-    "numba-cuda": {"embedding_bag", "embedding_bag_sgd"},
+    "numba-cuda": {"embedding_bag", "embedding_bag_sgd", "qembedding_bag"},
 }
 # ops that live outside a backend's main module
 _OP_MODULES = {
     ("qembedding_bag", "reference"): "dlrmprof.kernels.quant",
     ("qembedding_bag", "numba"): "dlrmprof.kernels.numba_quant",
     ("qembedding_bag", "torch"): "dlrmprof.kernels.torch_quant",
+    ("qembedding_bag", "numba-cuda"): "dlrmprof.kernels.numba_cuda_quant",
 }
 _MODULES = {
     "reference": "dlrmprof.kernels.reference",
