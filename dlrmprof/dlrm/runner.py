@@ -306,6 +306,9 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float],
     spec["emb_update"] = ("emb.all", "optimizer", "embedding_bag_sgd", all_upd,
                           dict(spec["emb"][4], row_bytes=D * 4, emb_dtype="fp32",
                                lines_per_lookup=kernels.lines_per_row(D * 4)))
+    if emb_dtype != "fp32":   # the fp32 master rows are updated, then the touched rows packed
+        spec["emb_update"][4]["note"] = (f"sparse SGD on the fp32 master rows, then the touched "
+                                         f"rows re-packed into {emb_dtype} (timed inside this row)")
     for t, table in enumerate(cfg.tables):
         shape = {"B": B, "D": D, "nnz": int(round(nnz_mean[t])), "rows": table.rows,
                  "row_bytes": row_b, "emb_dtype": emb_dtype,
