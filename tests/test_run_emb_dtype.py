@@ -108,7 +108,7 @@ def test_int4_with_odd_dim_is_refused(tiny_trace, tmp_path):
     assert "int4 packs two values a byte: D must be even" in line
 
 
-def test_set_emb_dtype_refuses_cuda_and_fused():
+def test_set_emb_dtype_refuses_fused_tables():
     cfg = load_config("tiny")
     with pytest.raises(UserError, match="packed tables run on the CPU"):
         build_dlrm(cfg, backend="numba", fused_tables=True, emb_dtype="int8")

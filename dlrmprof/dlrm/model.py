@@ -160,6 +160,7 @@ class SparseArch(nn.Module):
         quant.check_emb_dtype(emb_dtype, self.dim)
         if emb_dtype == "fp32":
             self.emb_dtype, self.packed = "fp32", None
+            self._all = self._all_tables_kernels()
             return
         if self.device.type != "cpu" or self.fused:
             raise UserError(f"--emb-dtype {emb_dtype}: packed tables run on the CPU, one call "

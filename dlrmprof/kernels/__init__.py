@@ -38,7 +38,7 @@ from dlrmprof.kernels.cost import COST_OPS, Cost, cost, lines_per_row
 __all__ = [
     "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag", "resolve",
     "embedding_bag_sgd", "interaction", "interaction_backward", "linear", "linear_backward",
-    "numba_asm", "qembedding_bag",
+    "numba_asm", "qembedding_bag", "lines_per_row",
 ]
 
 BACKENDS = ("reference", "numba", "torch", "numba-cuda")

@@ -44,8 +44,8 @@ def check_emb_dtype(dtype: str, dim: int | None = None, where: str = "--emb-dtyp
         raise UserError(f"{where}: unknown embedding dtype {dtype!r}; choose one of "
                         f"{', '.join(EMB_DTYPES)}")
     if dim is not None and (dim < 1 or (dtype == "int4" and dim % 2)):
-        raise UserError(f"{where} {dtype}: embedding dimension {dim} is not supported "
-                        f"({'int4 packs two values a byte: D must be even' if dim >= 1 else 'D must be >= 1'})")
+        why = "int4 packs two values a byte: D must be even" if dim >= 1 else "D must be >= 1"
+        raise UserError(f"{where} {dtype}: embedding dimension {dim} is not supported ({why})")
     return dtype
 
 

@@ -3,8 +3,8 @@
 int8 / int4: ``torch.ops.quantized.embedding_bag_byte_rowwise_offsets`` /
 ``embedding_bag_4bit_rowwise_offsets`` (FBGEMM's CPU kernels on the fused row-wise layout
 of `kernels.quant`; they return the bag's sum even when asked for mode 1, "mean", so a
-mean is their sum divided here); fp16 / bf16 / fp32: ``torch.nn.functional.embedding_bag`` on a table of
-that dtype (its output is in the table's dtype; returned here as float32).
+mean is their sum divided here); fp16 / bf16 / fp32: ``torch.nn.functional.embedding_bag``
+on a table of that dtype (its output is in the table's dtype; returned here as float32).
 """
 
 from __future__ import annotations
