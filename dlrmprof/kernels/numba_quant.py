@@ -8,7 +8,14 @@ converted in registers (`_qsimd`), never written out as float32.  int8 / int4 ro
 and odd columns: the low and high nibbles of the row's bytes) and interleaves them when the
 bag is stored.  Rows `pf_dist` lookups ahead are prefetched by the fp32 kernel's plan
 (`numba_cpu.prefetch_plan`) taken at the packed row's size in bytes: a D 64 int8 row is 72
-bytes (two lines unless it starts on one), an int4 row 36.
+bytes (two lines unless it starts on one), an int4 row 36.  Rows under 64 bytes in a table
+beyond L3 / 4 take the one-line plan (two-stage, 32 ahead) even when some straddle a line:
+under the two-line plan (L2, 64 ahead) the one-lookup Zipf cells of R 1e6 x D 16 ran at
+0.50-0.62x torch in some processes and 1.3-1.6x in others, the bimodal behaviour
+`numba_cpu.prefetch_plan` notes for fp32 D 16 (1.33-1.58x in three processes with the
+one-line plan); within L3 / 4 they keep the two-line plan (every other line, 16 ahead),
+which ran R 1e5 x D 16, L 20 uniform at 1.05x where the one-line plan ran 0.82x.  The
+prefetch of a straddling row still covers its last byte's line.
 
 Inputs come checked from `kernels.quant_ops`; fp16 and bf16 tables arrive as uint16
 views.  Out-of-range indices are counted and skipped (the caller raises); nothing wraps.
@@ -135,8 +142,12 @@ def kernels(dtype: str, D: int):
         B = offsets.shape[0] - 1
         if offsets[0] != 0 or offsets[B] != indices.shape[0]:
             return -1
-        # the fp32 kernel's plan, at the packed row's bytes (a row of RB one-byte "elements")
-        pf_dist, pf_level = _prefetch_plan(data.shape[0] * RB, RB, 1, _line_aligned(data, C),
+        # the fp32 kernel's plan, at the packed row's bytes (a row of RB one-byte "elements");
+        # beyond L3 / 4 a row under a line takes the one-line plan even where it straddles
+        # two (see the module note)
+        nbytes = data.shape[0] * RB
+        one_line = RB < 64 and nbytes > l3_bytes // 4
+        pf_dist, pf_level = _prefetch_plan(nbytes, RB, 1, one_line or _line_aligned(data, C),
                                            l2_bytes, l3_bytes)
         if threads > 1 and B > 1:
             return par(data, indices, offsets, psw, mean, out, min(threads, B), pf_dist,
