@@ -181,7 +181,9 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
     verdicts = {(v.get("name"), v.get("phase")): v
                 for v in (rep.roofline.get("rows") or [])}
     click.echo("\n".join(_table(rep, verdicts)))
-    click.echo("\n".join(_emb_dtype_lines(rep)))
+    emb_lines = _emb_dtype_lines(rep)
+    if emb_lines:
+        click.echo("\n".join(emb_lines))
     e2e = rep.end_to_end
     click.echo(f"end to end: {e2e['samples_per_s']:,.0f} samples/s (data loading + model); "
                f"model only {e2e['model_samples_per_s']:,.0f} samples/s; data loading "

@@ -525,12 +525,17 @@ def _cache_study(prep: Prepared, fp, say) -> dict | None:
     if not caches:
         return None
     say("simulating the trace's embedding rows through this host's caches")
-    sim = cachesim.simulate_trace(prep.trace, caches, dim=prep.config.embedding_dim)
+    from dlrmprof.kernels.quant import row_bytes
+
+    # the forward's rows at their stored size (a packed --emb-dtype row: scale and bias too)
+    rb = row_bytes(prep.opts.emb_dtype, prep.config.embedding_dim)
+    sim = cachesim.simulate_trace(prep.trace, caches, dim=rb, elem_bytes=1)
     from dlrmprof.profile import counters
 
     section = {"simulation": sim, "source": "simulated",
                "counters": fp.get("counters") or counters.availability(),
-               "note": "whole trace, every table's rows laid out one after another"}
+               "note": "whole trace, every table's rows laid out one after another",
+               "row_bytes": rb}
     return {"section": section, "per_op": sim}
 
 
