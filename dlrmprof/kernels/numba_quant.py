@@ -9,15 +9,13 @@ and odd columns: the low and high nibbles of the row's bytes) and interleaves th
 bag is stored.  Rows `pf_dist` lookups ahead are prefetched by the fp32 kernel's plan
 (`numba_cpu.prefetch_plan`) taken at the packed row's size in bytes: a D 64 int8 row is 72
 bytes (two lines unless it starts on one), an int4 row 36.  Rows under 64 bytes in a table
-beyond L3 / 4 take the one-line plan (two-stage, 32 ahead) even when some straddle a line:
-under the two-line plan (L2, 64 ahead) the one-lookup Zipf cells of R 1e6 x D 16 ran at
-0.50-0.62x torch in some processes and 1.3-1.6x in others, the bimodal behaviour
-`numba_cpu.prefetch_plan` notes for fp32 D 16 (1.33-1.58x in three processes with the
-one-line plan); within L3 / 4 they keep the two-line plan (every other line, 16 ahead),
-which ran R 1e5 x D 16, L 20 uniform at 1.05x where the one-line plan ran 0.82x.  The
-prefetch of a straddling row still covers its last byte's line.
+beyond L3 / 4 take the one-line plan (two-stage, 32 ahead) even where some straddle a line:
+under the two-line plan (L2, 64 ahead) the one-lookup Zipf cells ran fast in some processes
+and at half torch's speed in others, as `numba_cpu.prefetch_plan` notes for fp32 D 16;
+within L3 / 4 the two-line plan stays, which ran the 20-lookup cells faster (measurements:
+docs/performance.md).  The prefetch of a straddling row still covers its last byte's line.
 
-Inputs come checked from `kernels.quant_ops`; fp16 and bf16 tables arrive as uint16
+Inputs come checked by `kernels.qembedding_bag` (`quant.check_bags`); fp16 and bf16 tables arrive as uint16
 views.  Out-of-range indices are counted and skipped (the caller raises); nothing wraps.
 """
 
