@@ -104,7 +104,7 @@ def time_cell(qt, pool, offsets, seconds):
 
     def run_numba(i):   # the backend's own call, as kernels.resolve hands it out
         out = np.empty((B, dim), np.float32)
-        if entry(data, pool[i], offsets, None, False, out, l2, l3, 1):
+        if entry(data, pool[i], offsets, None, False, out, l2, l3, 1, 0):
             raise SystemExit("numba reported bad indices")
         return out
 

@@ -160,9 +160,9 @@ def test_numba_every_prefetch_plan_and_bad_index(rng, dtype):
     for dist in (1, 5, 32):
         for level in (0, 1, 2, 3, 4):
             out = np.full((B, D), np.nan, np.float32)
-            assert ser(data, indices, offsets, None, False, out, 0, B, dist, level) == 0
+            assert ser(data, indices, offsets, None, False, out, 0, B, dist, level, 0) == 0
             np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
-            assert ser(data, bad_idx, offsets, None, False, out, 0, B, dist, level) == 1
+            assert ser(data, bad_idx, offsets, None, False, out, 0, B, dist, level, 0) == 1
     with pytest.raises(IndexError, match="out-of-range"):
         kernels.qembedding_bag(qt, bad_idx, offsets, backend="numba")
 
@@ -199,7 +199,7 @@ def test_numba_quant_converts_in_registers():
     f2 = numba.types.Array(numba.float32, 2, "C")
     ser = numba_quant.kernels("int8", 16)[1]
     sig = (u2, i1, i1, numba.types.none, numba.boolean, f2, numba.int64, numba.int64,
-           numba.int64, numba.int64)
+           numba.int64, numba.int64, numba.int64)
     # a cached dispatcher may hold only object code: an uncached twin gives the IR text
     twin = numba.njit(sig, cache=False, boundscheck=False, error_model="numpy")(ser.py_func)
     ir = twin.inspect_llvm(sig)
@@ -253,3 +253,21 @@ def test_numba_cuda_int8_and_fp16_under_the_simulator():
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "checked 32" in done.stdout and "refused bf16" in done.stdout
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4"])
+def test_numba_writes_into_a_table_column_of_a_wider_buffer(rng, dtype):
+    from dlrmprof.kernels import numba_quant
+    R, D, B, T = 300, 16, 50, 3
+    qt = quant.quantize(_table(rng, R, D), dtype)
+    indices, offsets = _bags(rng, R, B, 6)
+    ref = kernels.qembedding_bag(qt, indices, offsets, backend="reference")
+    out = np.full((B, T * D), np.nan, np.float32)
+    got = numba_quant.qembedding_bag(dtype, D, qt.data, indices, offsets, "sum", None,
+                                     out=out, ocol=D)
+    assert got is out
+    np.testing.assert_allclose(out[:, D:2 * D], ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
+    assert np.isnan(out[:, :D]).all() and np.isnan(out[:, 2 * D:]).all()
+    with pytest.raises(ValueError, match="C-contiguous float32"):
+        numba_quant.qembedding_bag(dtype, D, qt.data, indices, offsets, "sum", None,
+                                   out=out, ocol=2 * D + 1)

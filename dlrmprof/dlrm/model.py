@@ -291,13 +291,18 @@ class SparseArch(nn.Module):
         T = len(self.weights)
         if self.packed is not None:
             out = pooled.detach().numpy()
+            flat = out.reshape(batch, T * self.dim)   # numba writes table t's columns there
             for t, qt in enumerate(self.packed):
                 idx, off = indices[t], offsets[t]
                 if isinstance(idx, torch.Tensor):
                     idx, off = idx.numpy(), off.numpy()
                 with timer.op(self.op_names[t]):
-                    out[:, t, :] = self._qeb(qt.dtype, qt.dim, qt.data, idx, off,
-                                             self.modes[t], None)
+                    if self.backend == "numba":
+                        self._qeb(qt.dtype, qt.dim, qt.data, idx, off, self.modes[t], None,
+                                  out=flat, ocol=t * self.dim)
+                    else:
+                        out[:, t, :] = self._qeb(qt.dtype, qt.dim, qt.data, idx, off,
+                                                 self.modes[t], None)
         elif self.fused:
             idx, off = self.combine(indices, offsets, batch)
             if self._np is not None:

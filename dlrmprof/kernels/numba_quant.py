@@ -53,9 +53,10 @@ def kernels(dtype: str, D: int):
     """(entry, serial range kernel) for packed `dtype` tables of dimension D; RB (the packed
     row's bytes) and D are closure constants, so each (dtype, D) compiles (and caches) once.
 
-    serial(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level) -> bad count
-    entry(data, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads) -> bad count
-    (-1: offsets do not run from 0 to len(indices))."""
+    serial(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, ocol)
+    entry(data, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads, ocol)
+    -> bad count (-1 from entry: offsets do not run from 0 to len(indices)); bag b is
+    written to out[b, ocol:ocol + D] (`out` may be a wider [B, T * D] buffer)."""
     KIND = _KINDS[dtype]                    # closure constants only: numba's cache keys
     H = D // 2                              # a closure on its values (an njit function
     itemsize = 2 if KIND < 2 else 1         # there would get a fresh key per process)
@@ -64,7 +65,7 @@ def kernels(dtype: str, D: int):
     LINE = 64 // itemsize                   # storage elements per 64-byte line
 
     @njit(**_OPTS)
-    def ser(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level):
+    def ser(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, ocol):
         R = data.shape[0]
         bad = 0
         p_end = offsets[b1]
@@ -118,25 +119,25 @@ def kernels(dtype: str, D: int):
                     hi = vfmadd(hi, vload_u4hi(data, idx, 0, H), sc)
             scale = np.float32(1.0 / (e - s)) if mean and e > s else np.float32(1.0)
             if KIND == 3:
-                vstore_zip(out, b, 0, _scaled(vaddscalar(lo, bsum), scale),
+                vstore_zip(out, b, ocol, _scaled(vaddscalar(lo, bsum), scale),
                            _scaled(vaddscalar(hi, bsum), scale))
             elif KIND == 2:
-                vstore(out, b, 0, _scaled(vaddscalar(acc, bsum), scale))
+                vstore(out, b, ocol, _scaled(vaddscalar(acc, bsum), scale))
             else:
-                vstore(out, b, 0, _scaled(acc, scale))
+                vstore(out, b, ocol, _scaled(acc, scale))
         return bad
 
     @njit(parallel=True, **_OPTS)
-    def par(data, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level):
+    def par(data, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, ocol):
         B = offsets.shape[0] - 1
         bad = 0
         for t in prange(nparts):   # static chunks of consecutive bags, one per thread
             bad += ser(data, indices, offsets, psw, mean, out, t * B // nparts,
-                       (t + 1) * B // nparts, pf_dist, pf_level)
+                       (t + 1) * B // nparts, pf_dist, pf_level, ocol)
         return bad
 
     @njit(**_OPTS)
-    def entry(data, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads):
+    def entry(data, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads, ocol):
         B = offsets.shape[0] - 1
         if offsets[0] != 0 or offsets[B] != indices.shape[0]:
             return -1
@@ -149,8 +150,8 @@ def kernels(dtype: str, D: int):
                                            l2_bytes, l3_bytes)
         if threads > 1 and B > 1:
             return par(data, indices, offsets, psw, mean, out, min(threads, B), pf_dist,
-                       pf_level)
-        return ser(data, indices, offsets, psw, mean, out, 0, B, pf_dist, pf_level)
+                       pf_level, ocol)
+        return ser(data, indices, offsets, psw, mean, out, 0, B, pf_dist, pf_level, ocol)
 
     return entry, ser
 
@@ -160,17 +161,30 @@ def storage(dtype: str, data: np.ndarray) -> np.ndarray:
     return data.view(np.uint16) if dtype == "fp16" else data
 
 
-def qembedding_bag(dtype, dim, data, indices, offsets, mode, per_sample_weights, threads=None):
+def qembedding_bag(dtype, dim, data, indices, offsets, mode, per_sample_weights, threads=None,
+                   out=None, ocol=0):
     """Pooled [B, dim] float32 from packed `data` (checked by the caller).  BadIndexError
-    on out-of-range indices or decreasing offsets.  fp32 tables take the fp32 kernel."""
-    if dtype == "fp32":
+    on out-of-range indices or decreasing offsets.  fp32 tables take the fp32 kernel.
+
+    `out` (optional): a C-contiguous float32 [B, >= ocol + dim] buffer to write bag b into
+    at out[b, ocol:ocol + dim] (one table's columns of a [B, T * D] pooled buffer: no
+    per-call output, no copy); returned as given."""
+    if dtype == "fp32" and out is None:
         from dlrmprof.kernels import numba_cpu
         return numba_cpu.embedding_bag(data, indices, offsets, mode, per_sample_weights)
-    out = np.empty((offsets.shape[0] - 1, dim), np.float32)
+    if dtype == "fp32":
+        raise ValueError("numba_quant.qembedding_bag: out= takes packed tables, not fp32")
+    B = offsets.shape[0] - 1
+    if out is None:
+        out = np.empty((B, dim), np.float32)
+    elif (out.dtype != np.float32 or out.ndim != 2 or not out.flags.c_contiguous
+          or out.shape[0] != B or ocol < 0 or out.shape[1] < ocol + dim):
+        raise ValueError(f"numba_quant.qembedding_bag: out must be a C-contiguous float32 "
+                         f"[{B}, >= {ocol + dim}] array, got {out.dtype} {out.shape}")
     if threads is None:
         threads = num_threads() if indices.shape[0] * dim >= PARALLEL_MIN_WORK else 1
     bad = kernels(dtype, dim)[0](storage(dtype, data), indices, offsets, per_sample_weights,
-                                 mode == "mean", out, L2_BYTES, L3_BYTES, threads)
+                                 mode == "mean", out, L2_BYTES, L3_BYTES, threads, ocol)
     if bad:
         _raise_bad(bad)
     return out
