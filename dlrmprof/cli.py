@@ -23,7 +23,7 @@ from dlrmprof import __version__
 from dlrmprof.errors import UserError
 
 # Modules under dlrmprof.commands; each exports COMMANDS, a list of click commands.
-COMMAND_MODULES = ("trace", "run", "host", "compare", "serve")
+COMMAND_MODULES = ("trace", "run", "host", "compare", "serve", "numerics")
 
 
 class Terminated(KeyboardInterrupt):

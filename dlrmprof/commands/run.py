@@ -46,6 +46,22 @@ def _table(report, verdicts: dict) -> list[str]:
     return lines
 
 
+def _emb_dtype_lines(report) -> list[str]:
+    """One line per table when --emb-dtype timed fp32 against the packed lookup."""
+    rows = [r for r in report.ops if r.get("emb_dtype") and r["phase"] == "forward"]
+    if not rows:
+        return []
+    v0 = rows[0]["emb_dtype"]
+    lines = [f"  {v0['dtype']} vs fp32 lookups, per table (same batches, interleaved; "
+             f"lines a lookup counted):"]
+    for r in rows:
+        v = r["emb_dtype"]
+        lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  {_fmt_s(v['fp32_time_s']):>9} -> "
+                     f"{_fmt_s(v['time_s']):>9} ({v['speedup']:.2f}x, {v['verdict']}): "
+                     f"{v['why']}")
+    return lines
+
+
 @click.command("run")
 @click.option("--device", default="cpu", show_default=True, metavar="cpu|cuda",
               help="Where the model runs; cuda needs a visible GPU.")
@@ -95,10 +111,15 @@ def _table(report, verdicts: dict) -> list[str]:
               show_default=True,
               help="bf16: the MLP GEMMs in bfloat16 on copies of fp32 master weights (opt-in: "
                    "it changes the numbers; verdicts use the bf16 GEMM roof).")
+@click.option("--emb-dtype", default="fp32", show_default=True,
+              metavar="fp32|fp16|bf16|int8|int4",
+              help="Look the tables up in this storage type (CPU, per table): int8/int4 "
+                   "row-wise (FBGEMM's layout; --mode infer), fp16/bf16 (train too, fp32 "
+                   "master rows).  The report times each table in fp32 and this dtype.")
 @distributed_options
 def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters, warmup,
         threads, seed, out, inputs, input_rows, test_fraction, eval_every, roofline,
-        cache_study, simd, render, fused_tables, mlp_dtype, dist_kw=None):
+        cache_study, simd, render, fused_tables, mlp_dtype, emb_dtype, dist_kw=None):
     """Profile a DLRM on this host: per-op time, bytes, FLOPs, verdicts, samples/s.
 
     Warm-up, then timed iterations; per op (embedding bag per table and all tables, bottom
@@ -122,15 +143,16 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
                       warmup=warmup, threads=threads, seed=seed, out=out, input=tuple(inputs),
                       input_rows=input_rows, test_fraction=test_fraction, eval_every=eval_every,
                       roofline=roofline, cache_study=cache_study, simd=simd, render=render,
-                      fused_tables=fused_tables, mlp_dtype=mlp_dtype)
+                      fused_tables=fused_tables, mlp_dtype=mlp_dtype, emb_dtype=emb_dtype)
     from dlrmprof.commands.distributed import run_distributed, wants_distributed
 
     if wants_distributed(dist_kw or {}):
-        if mlp_dtype != "fp32":
+        if mlp_dtype != "fp32" or emb_dtype != "fp32":
             from dlrmprof.errors import UserError
 
-            raise UserError(f"--mlp-dtype {mlp_dtype}: the hybrid-parallel path (--nproc / "
-                            "torchrun) runs fp32 MLPs only")
+            flag = f"--mlp-dtype {mlp_dtype}" if mlp_dtype != "fp32" else f"--emb-dtype {emb_dtype}"
+            raise UserError(f"{flag}: the hybrid-parallel path (--nproc / torchrun) runs fp32 "
+                            "MLPs and tables only")
         return run_distributed(opts, dist_kw or {})
     prep = prepare(opts)
     click.echo(prep.config.describe())
@@ -163,6 +185,9 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
         click.echo(f"note: the measured {st['roof']} ceiling ({st['measured']:.1f}) was stale: "
                    f"{st['op']}/{st['phase']} reached {st['reached']:.1f}; verdicts use that, "
                    "and the next run probes again")
+    emb_lines = _emb_dtype_lines(rep)
+    if emb_lines:
+        click.echo("\n".join(emb_lines))
     e2e = rep.end_to_end
     click.echo(f"end to end: {e2e['samples_per_s']:,.0f} samples/s (data loading + model); "
                f"model only {e2e['model_samples_per_s']:,.0f} samples/s; data loading "

@@ -101,7 +101,7 @@ class SparseArch(nn.Module):
 
     def __init__(self, tables: Sequence[TableConfig], backend: str = "numba",
                  device: str | torch.device = "cpu", generator: torch.Generator | None = None,
-                 fused: bool = False):
+                 fused: bool = False, emb_dtype: str = "fp32"):
         super().__init__()
         if not tables:
             raise UserError("SparseArch needs at least one table")
@@ -145,6 +145,39 @@ class SparseArch(nn.Module):
         self._sgd = kernels.resolve("embedding_bag_sgd", backend)
         self._all = self._all_tables_kernels()
         self._all_src = None
+        self.emb_dtype = "fp32"
+        self.packed: list | None = None
+        if emb_dtype != "fp32":
+            self.set_emb_dtype(emb_dtype)
+
+    def set_emb_dtype(self, emb_dtype: str) -> None:
+        """Look the tables up in `emb_dtype` (`kernels.quant`): each fp32 table is packed
+        (post-training, row-wise for int8 / int4) and the lookups read the packed copy, one
+        `qembedding_bag` call per table.  The fp32 rows stay the master copy: a sparse SGD
+        step updates them and re-packs the rows it touched (fp16 / bf16 training with fp32
+        master rows).  numba or torch on the CPU, per table (not fused)."""
+        from dlrmprof.kernels import quant
+        quant.check_emb_dtype(emb_dtype, self.dim)
+        if emb_dtype == "fp32":
+            self.emb_dtype, self.packed = "fp32", None
+            self._all = self._all_tables_kernels()
+            return
+        if self.device.type != "cpu" or self.fused:
+            raise UserError(f"--emb-dtype {emb_dtype}: packed tables run on the CPU, one call "
+                            "per table (not --device cuda, not --fused-tables)")
+        self.emb_dtype = emb_dtype
+        self.packed = [quant.quantize(w.detach().numpy(), emb_dtype) for w in self.weights]
+        self._qeb = kernels.resolve("qembedding_bag", self.backend)
+        self._all = None   # the all-tables kernels read fp32 rows
+
+    def _repack(self, indices: Sequence) -> None:
+        """Re-pack the rows a sparse SGD step touched from their fp32 master rows."""
+        from dlrmprof.kernels import quant
+        for t, qt in enumerate(self.packed):
+            idx = indices[t]
+            rows = np.unique(idx.numpy() if isinstance(idx, torch.Tensor) else idx)
+            qt.data[rows] = quant.quantize(self.weights[t].detach().numpy()[rows],
+                                           self.emb_dtype).data
 
     def _all_tables_kernels(self):
         """numba per table, on a host with an invariant TSC: the kernels that take every
@@ -256,7 +289,21 @@ class SparseArch(nn.Module):
         pooled = self.pooled_buffer(batch, requires_grad)
         eb = self._eb
         T = len(self.weights)
-        if self.fused:
+        if self.packed is not None:
+            out = pooled.detach().numpy()
+            flat = out.reshape(batch, T * self.dim)   # numba writes table t's columns there
+            for t, qt in enumerate(self.packed):
+                idx, off = indices[t], offsets[t]
+                if isinstance(idx, torch.Tensor):
+                    idx, off = idx.numpy(), off.numpy()
+                with timer.op(self.op_names[t]):
+                    if self.backend == "numba":
+                        self._qeb(qt.dtype, qt.dim, qt.data, idx, off, self.modes[t], None,
+                                  out=flat, ocol=t * self.dim)
+                    else:
+                        out[:, t, :] = self._qeb(qt.dtype, qt.dim, qt.data, idx, off,
+                                                 self.modes[t], None)
+        elif self.fused:
             idx, off = self.combine(indices, offsets, batch)
             if self._np is not None:
                 out = eb(self._np_all, idx, off, self.modes[0], None)
@@ -290,7 +337,14 @@ class SparseArch(nn.Module):
     @torch.no_grad()
     def sgd_update(self, indices: Sequence, offsets: Sequence, grad_pooled: torch.Tensor,
                    lr: float, timer=NULL_TIMER) -> None:
-        """Sparse SGD on the touched rows: weight[i] -= lr * d(loss)/d(pooled bag)."""
+        """Sparse SGD on the touched rows: weight[i] -= lr * d(loss)/d(pooled bag); packed
+        tables (`set_emb_dtype`) then re-pack those rows."""
+        self._sgd_update(indices, offsets, grad_pooled, lr, timer)
+        if self.packed is not None:
+            with timer.op("emb_repack"):
+                self._repack(indices)
+
+    def _sgd_update(self, indices, offsets, grad_pooled, lr, timer) -> None:
         sgd = self._sgd
         if self._use_all():
             a = self._all
@@ -624,18 +678,20 @@ MLP_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def build_dlrm(config: DLRMConfig, backend: str = "numba", device: str = "cpu",
-               seed: int = 0, fused_tables: bool = False, mlp_dtype: str = "fp32") -> DLRM:
+               seed: int = 0, fused_tables: bool = False, mlp_dtype: str = "fp32",
+               emb_dtype: str = "fp32") -> DLRM:
     """Build the DLRM of `config` (tables as configured) with a seeded generator.
 
     `mlp_dtype="bf16"` (opt-in, NOT the default: it changes the numbers) runs the two MLPs'
     GEMMs in bfloat16 on copies of the fp32 weights (fp32 master weights, SGD in fp32);
-    embeddings and interaction stay fp32."""
+    embeddings and interaction stay fp32.  `emb_dtype` (fp16, bf16, int8, int4; see
+    `SparseArch.set_emb_dtype`) looks the tables up in that storage type."""
     check_backend(device, backend)
     if mlp_dtype not in MLP_DTYPES:
         raise UserError(f"unknown MLP dtype {mlp_dtype!r}: choose {' or '.join(MLP_DTYPES)}")
     gen = torch.Generator().manual_seed(int(seed))
     sparse = SparseArch(config.tables, backend=backend, device=device, generator=gen,
-                        fused=fused_tables)
+                        fused=fused_tables, emb_dtype=emb_dtype)
     dense = DenseArch(config.bottom_mlp, generator=gen)
     inter = InteractionArch(config.num_tables, config.embedding_dim,
                             backend="numba" if backend == "numba" else "torch")

@@ -50,6 +50,7 @@ class RunOptions:
     render: bool = True                  # Markdown + PNGs beside the report
     fused_tables: bool = False           # one kernel call for all tables (no per-table rows)
     mlp_dtype: str = "fp32"              # "bf16": MLP GEMMs in bfloat16 (opt-in; other numbers)
+    emb_dtype: str = "fp32"              # tables looked up as fp16 / bf16 / int8 / int4
 
 
 @dataclass
@@ -139,6 +140,7 @@ def prepare(opts: RunOptions) -> Prepared:
     # fail now, not after the run, when the report cannot be written
     _check_writable(out if out is not None else Path("reports") / "report.json")
     config = load_config(opts.config, max_rows=opts.max_rows, batch_size=opts.batch_size)
+    _check_emb_dtype(opts, config, device)
     prep = Prepared(opts, config, backend, device, out=out)
 
     trace_path = opts.trace
@@ -189,6 +191,21 @@ def prepare(opts: RunOptions) -> Prepared:
     check_table_memory(config, device)
     prep.config = config
     return prep
+
+
+def _check_emb_dtype(opts: RunOptions, config: DLRMConfig, device: str) -> None:
+    """UserError unless --emb-dtype can run with the other options."""
+    from dlrmprof.kernels.quant import check_emb_dtype
+
+    dt = check_emb_dtype(opts.emb_dtype, config.embedding_dim)
+    if dt == "fp32":
+        return
+    if device != "cpu" or opts.fused_tables:
+        raise UserError(f"--emb-dtype {dt}: packed tables run on the CPU, one call per table "
+                        "(not --device cuda, not --fused-tables)")
+    if opts.mode == "train" and dt in ("int8", "int4"):
+        raise UserError(f"--emb-dtype {dt} is for --mode infer (post-training row-wise "
+                        "quantization); fp16 and bf16 also train, with fp32 master rows")
 
 
 def set_threads(threads: int, backend: str) -> None:
@@ -253,11 +270,17 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float],
         np.zeros(timer.iteration, bool)
     n_params = sum(a * b + b for a, b in zip(cfg.bottom_mlp[:-1], cfg.bottom_mlp[1:])) + \
         sum(a * b + b for a, b in zip(cfg.top_layers[:-1], cfg.top_layers[1:]))
+    from dlrmprof.kernels.quant import row_bytes as packed_row_bytes
+
+    emb_dtype = prep.opts.emb_dtype
+    row_b = packed_row_bytes(emb_dtype, D)   # the forward reads rows at their packed size
     emb_cost = {"forward": [], "optimizer": []}
     for t, table in enumerate(cfg.tables):
         nnz = int(round(nnz_mean[t]))
-        for phase, op in (("forward", "embedding_bag"), ("optimizer", "embedding_bag_sgd")):
-            emb_cost[phase].append(kernels.cost(op, batch=B, dim=D, nnz=nnz, mode=table.pooling))
+        emb_cost["forward"].append(kernels.cost("embedding_bag", batch=B, dim=D, nnz=nnz,
+                                                mode=table.pooling, row_bytes=row_b))
+        emb_cost["optimizer"].append(kernels.cost("embedding_bag_sgd", batch=B, dim=D, nnz=nnz,
+                                                  mode=table.pooling))
 
     # dense SGD: read p and grad, write p
     sgd = kernels.Cost(2 * 4 * n_params, 4 * n_params, 2 * n_params)
@@ -299,19 +322,26 @@ def op_rows(timer, prep: Prepared, nnz_mean: list[float],
     all_upd = sum(emb_cost["optimizer"][1:], emb_cost["optimizer"][0])
     spec["emb"] = ("emb.all", "forward", "embedding_bag", all_fwd,
                    {"B": B, "D": D, "tables": T, "nnz": int(round(sum(nnz_mean))),
-                    "rows": sum(t.rows for t in cfg.tables), "row_bytes": D * 4,
+                    "rows": sum(t.rows for t in cfg.tables), "row_bytes": row_b,
+                    "emb_dtype": emb_dtype, "lines_per_lookup": kernels.lines_per_row(row_b),
                     "fused": prep.opts.fused_tables,
                     "calls": 1 if prep.opts.fused_tables else T})
     spec["emb_update"] = ("emb.all", "optimizer", "embedding_bag_sgd", all_upd,
-                          dict(spec["emb"][4]))
+                          dict(spec["emb"][4], row_bytes=D * 4, emb_dtype="fp32",
+                               lines_per_lookup=kernels.lines_per_row(D * 4)))
+    if emb_dtype != "fp32":   # the fp32 master rows are updated, then the touched rows packed
+        spec["emb_update"][4]["note"] = (f"sparse SGD on the fp32 master rows, then the touched "
+                                         f"rows re-packed into {emb_dtype} (timed inside this row)")
     for t, table in enumerate(cfg.tables):
         shape = {"B": B, "D": D, "nnz": int(round(nnz_mean[t])), "rows": table.rows,
-                 "row_bytes": D * 4, "table": table.name}
+                 "row_bytes": row_b, "emb_dtype": emb_dtype,
+                 "lines_per_lookup": kernels.lines_per_row(row_b), "table": table.name}
         spec[f"emb.{table.name}"] = (f"emb.{table.name}", "forward", "embedding_bag",
                                      emb_cost["forward"][t], shape)
         spec[f"emb_update.{table.name}"] = (f"emb.{table.name}", "optimizer",
                                             "embedding_bag_sgd", emb_cost["optimizer"][t],
-                                            dict(shape))
+                                            dict(shape, row_bytes=D * 4, emb_dtype="fp32",
+                                                 lines_per_lookup=kernels.lines_per_row(D * 4)))
     rows = []
     dropped = {}
     for name in timer.names:
@@ -362,7 +392,8 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     source = make_source(prep)
     say(f"building the model ({sum(t.nbytes for t in cfg.tables) / 2**20:.1f} MiB of tables)")
     model = build_dlrm(cfg, backend=prep.backend, device=prep.device, seed=opts.seed,
-                       fused_tables=opts.fused_tables, mlp_dtype=opts.mlp_dtype)
+                       fused_tables=opts.fused_tables, mlp_dtype=opts.mlp_dtype,
+                       emb_dtype=opts.emb_dtype)
     trainer = DLRMTrain(model, cfg.lr)
     timer = OpTimer(device=prep.device, threads=opts.threads)
 
@@ -396,6 +427,9 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
 
     rows, dropped = op_rows(timer, prep, loop.nnz_mean,
                             sgd_in_backward=trainer.sgd_in_backward)
+    if opts.emb_dtype != "fp32":
+        say(f"timing each table's lookup in fp32 and {opts.emb_dtype} on the same batches")
+        _attach_emb_dtype(rows, model.sparse_arch, make_source(prep))
     B, n = cfg.batch_size, opts.iters
     step_s = float(np.sum(timer.samples("step")))
     data_s = float(np.sum(timer.samples("data")))
@@ -437,7 +471,7 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
     config = {"run": dataclasses.asdict(opts), "model": cfg.to_dict(), "device": prep.device,
               "backend": prep.backend, "mode": opts.mode, "data": opts.data,
               "threads": opts.threads, "batch_size": B, "preset": cfg.name,
-              "mlp_dtype": opts.mlp_dtype,
+              "mlp_dtype": opts.mlp_dtype, "emb_dtype": opts.emb_dtype,
               "torch_threads": torch.get_num_threads(), "source": source.describe()}
     config["run"]["input"] = list(opts.input)
 
@@ -493,6 +527,23 @@ def _ceilings(fp, say) -> dict:
     return c
 
 
+def _attach_emb_dtype(rows: list[dict], sparse, source, batches: int = 10) -> None:
+    """Each table's forward row gets ``emb_dtype``: fp32 vs packed lookup time on the same
+    batches (`profile.emb_dtype.compare_tables`) and why the smaller rows did or did not
+    speed it up."""
+    from dlrmprof.profile.emb_dtype import compare_tables
+
+    bags = [(b.indices, b.offsets) for b in (source.next_batch() for _ in range(batches))]
+    fp32 = [w.detach().numpy() for w in sparse.weights]
+    verdicts = compare_tables(sparse.names, fp32, sparse.packed, bags, sparse.modes,
+                              backend=sparse.backend)
+    by_name = {f"emb.{v.table}": v for v in verdicts}
+    for r in rows:
+        v = by_name.get(r["name"])
+        if v is not None and r["phase"] == "forward":
+            r["emb_dtype"] = v.to_json()
+
+
 def _roofline(rows, fp, prep: Prepared, say, c: dict) -> dict:
     from dlrmprof.profile import ceilings as ceil
     from dlrmprof.profile import roofline
@@ -523,12 +574,17 @@ def _cache_study(prep: Prepared, fp, say) -> dict | None:
     if not caches:
         return None
     say("simulating the trace's embedding rows through this host's caches")
-    sim = cachesim.simulate_trace(prep.trace, caches, dim=prep.config.embedding_dim)
+    from dlrmprof.kernels.quant import row_bytes
+
+    # the forward's rows at their stored size (a packed --emb-dtype row: scale and bias too)
+    rb = row_bytes(prep.opts.emb_dtype, prep.config.embedding_dim)
+    sim = cachesim.simulate_trace(prep.trace, caches, dim=rb, elem_bytes=1)
     from dlrmprof.profile import counters
 
     section = {"simulation": sim, "source": "simulated",
                "counters": fp.get("counters") or counters.availability(),
-               "note": "whole trace, every table's rows laid out one after another"}
+               "note": "whole trace, every table's rows laid out one after another",
+               "row_bytes": rb}
     return {"section": section, "per_op": sim}
 
 

@@ -33,23 +33,30 @@ import sys
 import numpy as np
 
 from dlrmprof.errors import UserError
-from dlrmprof.kernels.cost import COST_OPS, Cost, cost
+from dlrmprof.kernels.cost import COST_OPS, Cost, cost, lines_per_row
 
 __all__ = [
     "BACKENDS", "COST_OPS", "OPS", "Cost", "backends", "cost", "embedding_bag", "resolve",
     "embedding_bag_sgd", "interaction", "interaction_backward", "linear", "linear_backward",
-    "numba_asm",
+    "numba_asm", "qembedding_bag", "lines_per_row",
 ]
 
 BACKENDS = ("reference", "numba", "torch", "numba-cuda")
 OPS = ("embedding_bag", "embedding_bag_sgd", "interaction", "interaction_backward",
-       "linear", "linear_backward")
+       "linear", "linear_backward", "qembedding_bag")
 
 _IMPLEMENTS = {
     "reference": set(OPS),
     "numba": set(OPS),
     "torch": set(OPS),
-    "numba-cuda": {"embedding_bag", "embedding_bag_sgd"},
+    "numba-cuda": {"embedding_bag", "embedding_bag_sgd", "qembedding_bag"},
+}
+# ops that live outside a backend's main module
+_OP_MODULES = {
+    ("qembedding_bag", "reference"): "dlrmprof.kernels.quant",
+    ("qembedding_bag", "numba"): "dlrmprof.kernels.numba_quant",
+    ("qembedding_bag", "torch"): "dlrmprof.kernels.torch_quant",
+    ("qembedding_bag", "numba-cuda"): "dlrmprof.kernels.numba_cuda_quant",
 }
 _MODULES = {
     "reference": "dlrmprof.kernels.reference",
@@ -130,10 +137,11 @@ def _resolve(op: str, backend: str):
     why = _unavailable(backend)
     if why is not None:
         raise UserError(f"kernel backend {backend!r} is not available: {why}")
-    module = sys.modules.get(_MODULES[backend])
+    name = _OP_MODULES.get((op, backend), _MODULES[backend])
+    module = sys.modules.get(name)
     if module is None:
         import importlib
-        module = importlib.import_module(_MODULES[backend])
+        module = importlib.import_module(name)
     return getattr(module, op)
 
 
@@ -396,12 +404,25 @@ def linear_backward(x, weight, grad_out, backend="torch"):
     return _back(fn(a["x"], a["weight"], a["grad_out"]), _is_torch(x))
 
 
+def qembedding_bag(table, indices, offsets, mode="sum", per_sample_weights=None,
+                   backend="numba"):
+    """Pool the rows of a packed table (`quant.QTable`: fp32, fp16, bf16, row-wise int8 or
+    int4) named by each bag -> [B, D]: float32, float64 from the reference.  Numpy inputs."""
+    fn = _impl("qembedding_bag", backend)
+    from dlrmprof.kernels import quant
+    quant.check_bags(table, indices, offsets, mode, per_sample_weights)
+    return fn(table.dtype, table.dim, table.data, indices, offsets, mode, per_sample_weights)
+
+
 def numba_asm(op: str, dim: int = 64) -> str:
     """Assembly text of the numba CPU kernel behind `op` (float32 weights, int64 indices), as
     this process compiles it: set NUMBA_CPU_NAME / NUMBA_CPU_FEATURES before importing numba
     (a child process per ISA level) and count xmm / ymm / zmm registers in the text.
     `dim`: the embedding width whose specialised embedding_bag kernel to show."""
     _impl(op, "numba")
+    if op == "qembedding_bag":
+        raise UserError("numba_asm shows the fp32 kernels; for qembedding_bag use "
+                        "kernels.numba_quant.kernels(dtype, D)[1].inspect_asm()")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
         raise UserError(f"numba_asm: dim must be a positive int, got {dim!r}")
     from dlrmprof.kernels import numba_cpu

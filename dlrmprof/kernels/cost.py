@@ -57,6 +57,9 @@ def _embedding_bag(op: str, shape: dict) -> Cost:
     dim = _pos_int(op, "dim", shape.pop("dim"))
     nnz = _nnz(op, shape, batch)
     elem = _pos_int(op, "elem_bytes", shape.pop("elem_bytes", 4))
+    # a packed row (kernels.quant): its bytes, scale and bias included; the output stays fp32
+    row = shape.pop("row_bytes", None)
+    row = dim * elem if row is None else _pos_int(op, "row_bytes", row)
     index_bytes = _pos_int(op, "index_bytes", shape.pop("index_bytes", 8))
     weighted = bool(shape.pop("weighted", False))
     mean = shape.pop("mode", "sum") == "mean"
@@ -65,7 +68,7 @@ def _embedding_bag(op: str, shape: dict) -> Cost:
     meta = nnz * index_bytes + (batch + 1) * index_bytes + (nnz * elem if weighted else 0)
     mults = nnz * dim if weighted else 0
     if op == "embedding_bag":
-        return Cost(rows * dim * elem + meta, batch * dim * elem,
+        return Cost(rows * row + meta, batch * dim * elem,
                     nnz * dim + mults + (batch * dim if mean else 0))
     # embedding_bag_sgd: read grad_output and the touched rows, write the touched rows;
     # per lookup one multiply-add of the (scaled) gradient into the row.
@@ -127,11 +130,25 @@ _COSTS = {
 COST_OPS = tuple(_COSTS)
 
 
+def lines_per_row(row_bytes: int, line: int = 64) -> float:
+    """Mean number of `line`-byte cache lines one row of `row_bytes` spans when the rows lie
+    back to back from a line-aligned base (row r starts at r * row_bytes): 1.25 for 24-byte
+    rows (2 in 8 straddle a boundary), 1.0 for 64, 2.0 for 72."""
+    if row_bytes <= 0:
+        raise UserError(f"lines_per_row: row_bytes must be positive, got {row_bytes!r}")
+    import math
+    period = line // math.gcd(row_bytes, line)   # rows until the pattern repeats
+    spans = [(r * row_bytes + row_bytes - 1) // line - (r * row_bytes) // line + 1
+             for r in range(period)]
+    return sum(spans) / period
+
+
 def cost(op: str, **shape) -> Cost:
     """Bytes moved and FLOPs of one call of `op` at this shape.
 
     embedding_bag / embedding_bag_sgd: batch, dim, nnz= or pooling=, [mode, weighted,
-        elem_bytes=4, index_bytes=8, distinct_rows]
+        elem_bytes=4, index_bytes=8, distinct_rows, row_bytes=dim * elem_bytes (a packed
+        row's real size, e.g. kernels.quant.row_bytes("int8", dim) = dim + 8)]
     interaction / interaction_backward: batch, tables (T sparse features), dim, [elem_bytes]
     linear / linear_backward: batch, in_features, out_features, [bias=True, elem_bytes]
     mlp: batch, sizes=[in, h1, ..., out], [elem_bytes] (sum of its linear layers)

@@ -1,0 +1,216 @@
+"""numba embedding bag over packed tables (int8, int4, fp16; dlrmprof.kernels.numba_quant)
+vs torch's own lookups on the same bytes: ``torch.ops.quantized.
+embedding_bag_byte_rowwise_offsets`` / ``embedding_bag_4bit_rowwise_offsets`` (FBGEMM's CPU
+kernels) and ``F.embedding_bag`` on an fp16 table.  B 2048, sum pooling, 1 thread.
+
+    python benchmarks/bench_quantized_embedding.py            # R 1e4..1e7 x D 16/64/128
+    python benchmarks/bench_quantized_embedding.py --quick    # R 1e4, 1e6 x D 16, 128
+
+Per cell: both sides are checked against the float64 reference of the dequantized rows on
+a batch first (numba to 2e-5 relative; torch's fp16 lookup returns fp16, so to 2e-3); then
+the two are called in alternation (which goes first alternates), each call on its own batch
+from a pool of indices that touches >= 4x L3 of rows, and the medians compared: ratio =
+torch time / numba time.  "others" is the CPU other processes used during the cell (this
+host is shared); a cell where they took more than cores - 1 + 0.25 is marked '!'.  Tables
+are packed directly from random bytes (int8 / int4 codes, scale and bias drawn per row,
+fp16 values), allocated as dlrmprof's DLRM allocates tables (64-byte aligned, advised into
+2 MiB pages).  Results go to benchmarks/results/quantized_embedding.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+import psutil
+import torch
+
+from dlrmprof import kernels
+from dlrmprof.fsutil import atomic_write_text
+from dlrmprof.kernels import numba_quant, quant, torch_quant
+from dlrmprof.kernels.tables import empty_table
+from dlrmprof.profile.noise import OtherCpu
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_embedding_bag import zipf_ids  # noqa: E402
+
+SCHEMA = 1
+B = 2048
+L3_BYTES = 32 << 20
+CORES = psutil.cpu_count() or 1
+DTYPES = ("int8", "int4", "fp16")
+OUT = Path(__file__).parent / "results" / "quantized_embedding.json"
+
+
+def packed_table(rng, dtype, R, D):
+    """An R-row packed table of dimension D filled in pieces (no full-size temporary)."""
+    C = quant.packed_columns(dtype, D)
+    store = {"fp16": torch.float16}.get(dtype, torch.uint8)
+    data = empty_table(R, C, dtype=store).numpy()
+    step = 1 << 20
+    for r in range(0, R, step):
+        n = min(step, R - r)
+        if dtype == "fp16":
+            data[r:r + n] = rng.standard_normal((n, D), dtype=np.float32) * 0.05
+            continue
+        code_bytes = D if dtype == "int8" else D // 2
+        data[r:r + n, :code_bytes] = rng.integers(0, 256, (n, code_bytes), dtype=np.uint8)
+        sb = np.stack([rng.uniform(1e-4, 1e-2, n), rng.uniform(-0.5, 0.0, n)], axis=1)
+        ftype = np.float32 if dtype == "int8" else np.float16
+        data[r:r + n, code_bytes:] = sb.astype(ftype).view(np.uint8)
+    return quant.QTable(dtype, D, data)
+
+
+def index_pool(rng, R, row_bytes, L, dist):
+    """Batches enough that one sweep through them touches >= 4x L3 of rows."""
+    per_batch = B * L
+    nbatches = int(np.clip(np.ceil(4 * L3_BYTES / (per_batch * row_bytes)), 8, 512))
+    n = nbatches * per_batch
+    ids = rng.integers(0, R, size=n) if dist == "uniform" else zipf_ids(rng, n, R)
+    return ids.reshape(nbatches, per_batch), np.arange(0, per_batch + 1, L, dtype=np.int64)
+
+
+def check(qt, pool, offsets, table_t, off_t):
+    """Both sides against the float64 reference of the first batch; SystemExit if off."""
+    ref = kernels.qembedding_bag(qt, pool[0], offsets, backend="reference")
+    got = numba_quant.qembedding_bag(qt.dtype, qt.dim, qt.data, pool[0], offsets, "sum", None,
+                                     threads=1)
+    theirs = torch_quant.lookup(qt.dtype, table_t, torch.from_numpy(pool[0]), off_t, "sum",
+                                None).float().numpy()
+    big = max(1.0, float(np.abs(ref).max()))
+    for name, out, rtol in (("numba", got, 2e-5),
+                            ("torch", theirs, 2e-3 if qt.dtype == "fp16" else 2e-5)):
+        if not np.all(np.abs(out - ref) <= rtol * (np.abs(ref) + big)):
+            raise SystemExit(f"{name} {qt.dtype} result differs from the float64 reference: "
+                             f"max abs err {np.abs(out - ref).max():.3g}")
+
+
+def time_cell(qt, pool, offsets, seconds):
+    """(median numba s, median torch s, others in cores) of interleaved calls."""
+    table_t, _, off_t, _ = torch_quant.prepare(qt.dtype, qt.data, pool[0], offsets)
+    check(qt, pool, offsets, table_t, off_t)
+    data = numba_quant.storage(qt.dtype, qt.data)
+    entry = numba_quant.kernels(qt.dtype, qt.dim)[0]
+    l2, l3 = numba_quant.L2_BYTES, numba_quant.L3_BYTES
+    dim, dtype, nb = qt.dim, qt.dtype, pool.shape[0]
+    pt = torch.from_numpy(pool)
+
+    def run_numba(i):   # the backend's own call, as kernels.resolve hands it out
+        out = np.empty((B, dim), np.float32)
+        if entry(data, pool[i], offsets, None, False, out, l2, l3, 1, 0):
+            raise SystemExit("numba reported bad indices")
+        return out
+
+    def run_torch(i):
+        return torch_quant.lookup(dtype, table_t, pt[i], off_t, "sum", None)
+
+    for i in range(min(nb, 4)):
+        run_numba(i), run_torch(i)
+    samples = {"numba": [], "torch": []}
+    with OtherCpu() as oc:
+        t_start, k = time.perf_counter(), 0
+        while time.perf_counter() - t_start < seconds or len(samples["numba"]) < 5:
+            order = (("numba", run_numba), ("torch", run_torch))
+            for j, (name, fn) in enumerate(order if k % 2 == 0 else order[::-1]):
+                i = (2 * k + j) % nb
+                t0 = time.perf_counter_ns()
+                fn(i)
+                samples[name].append(time.perf_counter_ns() - t0)
+            k += 1
+    return (float(np.median(samples["numba"])) * 1e-9, float(np.median(samples["torch"])) * 1e-9,
+            oc.cpus)
+
+
+def geomean(x):
+    return float(np.exp(np.mean(np.log(x)))) if len(x) else None
+
+
+def summarize(cells):
+    out = {}
+    for dtype in DTYPES:
+        r = [c["ratio"] for c in cells if c["dtype"] == dtype]
+        clean = [c["ratio"] for c in cells if c["dtype"] == dtype and not c["contaminated"]]
+        if r:
+            worst = min((c for c in cells if c["dtype"] == dtype), key=lambda c: c["ratio"])
+            out[dtype] = dict(cells=len(r), geomean=geomean(r), min=min(r),
+                              at_least_1x=int(sum(x >= 1.0 for x in r)),
+                              clean_cells=len(clean), clean_geomean=geomean(clean),
+                              worst={k: worst[k] for k in ("R", "D", "L", "dist")})
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="R 1e4, 1e6 x D 16, 128")
+    ap.add_argument("--rows", type=float, nargs="*", help="override R values")
+    ap.add_argument("--dims", type=int, nargs="*", help="override D values (even)")
+    ap.add_argument("--dtypes", nargs="*", choices=DTYPES, help="default: all three")
+    ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=OUT, help=f"results JSON (default {OUT})")
+    args = ap.parse_args(argv)
+    rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
+    dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
+    if any(d < 2 or d % 2 for d in dims):
+        print("bench_quantized_embedding: --dims must be even and >= 2 (int4 packs two values "
+              "a byte)", file=sys.stderr)
+        return 2
+    dtypes = args.dtypes or list(DTYPES)
+    seconds = args.seconds or (0.2 if args.quick else 0.4)
+    rng = np.random.default_rng(args.seed)
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    print(f"B={B}, 1 thread, numba {numba.__version__}, torch {torch.__version__}; "
+          f"R={rows} D={dims} L=[1, 20] uniform/zipf, dtypes {dtypes}", flush=True)
+    print(f"{'dtype':>5} {'R':>7} {'D':>4} {'L':>3} {'dist':>7} {'row B':>5} {'MB':>6} "
+          f"{'numba us':>9} {'torch us':>9} {'ratio':>6} {'others':>6}", flush=True)
+    cells = []
+    for R in rows:
+        for D in dims:
+            for dtype in dtypes:
+                qt = packed_table(rng, dtype, R, D)
+                for L in (1, 20):
+                    for dist in ("uniform", "zipf"):
+                        pool, offsets = index_pool(rng, R, qt.row_bytes, L, dist)
+                        tn, tt, others = time_cell(qt, pool, offsets, seconds)
+                        bad = others > CORES - 1 + 0.25
+                        cells.append(dict(dtype=dtype, R=R, D=D, L=L, dist=dist,
+                                          row_bytes=qt.row_bytes, table_bytes=qt.nbytes,
+                                          numba_s=tn, torch_s=tt, ratio=tt / tn,
+                                          others_cpus=others, contaminated=bad))
+                        print(f"{dtype:>5} {R:>7.0e} {D:>4} {L:>3} {dist:>7} {qt.row_bytes:>5} "
+                              f"{qt.nbytes / 2**20:>6.0f} {tn * 1e6:>9.1f} {tt * 1e6:>9.1f} "
+                              f"{tt / tn:>5.2f}x {others:>6.2f}{'  !' if bad else ''}",
+                              flush=True)
+                        del pool
+                del qt
+                gc.collect()
+    summary = summarize(cells)
+    print()
+    for dtype, s in summary.items():
+        print(f"{dtype}: {s['cells']} cells, geomean {s['geomean']:.2f}x, min {s['min']:.2f}x "
+              f"(R={s['worst']['R']:.0e} D={s['worst']['D']} L={s['worst']['L']} "
+              f"{s['worst']['dist']}), >= 1.0x in {s['at_least_1x']}/{s['cells']}; clean "
+              f"cells {s['clean_cells']}, geomean "
+              + (f"{s['clean_geomean']:.2f}x" if s['clean_geomean'] else "-"))
+    doc = dict(schema=SCHEMA, benchmark="bench_quantized_embedding", argv=sys.argv[1:],
+               measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               host=dict(machine=platform.machine(), cpus=CORES,
+                         load_avg=list(psutil.getloadavg())),
+               versions=dict(numba=numba.__version__, torch=torch.__version__),
+               batch=B, threads=1, ratio="torch time / numba time (median of interleaved calls)",
+               cells=cells, summary=summary)
+    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
