@@ -1,6 +1,7 @@
 """DLRM configurations: small frozen dataclasses, YAML presets and user YAML files.
 
-A config describes the architecture (DESIGN.md §1) and default table sizes::
+A config describes the architecture (DLRM: bottom MLP, embedding bags, pairwise
+interaction, top MLP) and default table sizes::
 
     dense features [B, F] --bottom MLP F-...-D--> x [B, D] --+
     table t: bags of indices --embedding bag (sum)--> [B, D] --+--> interaction --> top MLP --> sigmoid

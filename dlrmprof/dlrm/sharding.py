@@ -1,6 +1,6 @@
 """Table-wise sharding for hybrid-parallel DLRM: which rank owns which embedding table.
 
-Every table lives whole on one rank (DESIGN.md §1, "each rank owns whole tables").  The plan
+Every table lives whole on one rank (DLRM's model parallelism for tables).  The plan
 balances two loads across ranks:
 
 * **bytes**: the table's weights, ``rows x dim x 4`` (memory each rank must hold);

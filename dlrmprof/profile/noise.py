@@ -3,7 +3,7 @@
 `OtherCpu` measures, over a window, how many CPUs' worth of time *other* processes used (system
 busy time minus this process's own CPU time), from psutil.  A sample is *contaminated* when that
 exceeds `threshold` CPUs (default 0.25): on a 2-core host another process holding a core ruins a
-2-thread OpenMP region (DESIGN.md §8).
+2-thread OpenMP region.
 
 `timed_samples(fn, repeats=..., budget_s=...)` times fn() `repeats` times, flags contaminated
 samples, and re-takes them while the time budget lasts.  Nothing here prints or seeds RNGs.

@@ -28,7 +28,7 @@ arithmetic counted) so the level is *verified*, not assumed, and times the kerne
 * ``mlp_kernels``: the same product through `dlrmprof.kernels.linear` (numba; explicitly
   vectorized like the embedding bag, so checked on its own).
 
-Torch's CPU kernels are steered by other knobs (DESIGN.md §8), one child per knob set:
+Torch's CPU kernels are steered by other knobs, one child per knob set:
 ``avx512`` (defaults), ``avx2`` (ATEN_CPU_CAPABILITY=avx2, FBGEMM_ENABLE_INSTRUCTIONS=AVX2,
 MKL_ENABLE_INSTRUCTIONS=AVX2, ONEDNN_MAX_CPU_ISA=AVX2), ``baseline`` (ATEN default,
 FBGEMM_NO_ASMJIT=1 i.e. FBGEMM's reference loop, MKL SSE4_2, oneDNN SSE41); timed ops:

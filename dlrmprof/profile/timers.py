@@ -12,7 +12,7 @@ CPU ops are timed with `time.perf_counter`; on CUDA each op records a pair of CU
 (the host does not wait inside the op) and the iteration synchronizes once at its end to
 read the elapsed times, so device work is timed on the device.
 
-Noise (DESIGN.md §8: this kind of machine is shared, and 2-thread code collapses while
+Noise (small shared machines: 2-thread code collapses while
 another process holds a core): the system-wide CPU time (`/proc/stat` via psutil) and this
 process's own CPU time (`time.process_time`, all threads) are read at iteration boundaries.
 `/proc/stat` counts in 10 ms ticks, so a reading is only taken once at least `window_s` has
