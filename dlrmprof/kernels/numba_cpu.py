@@ -352,27 +352,10 @@ def prefetch_plan(table_bytes, D, itemsize, aligned=True):
       rows of 3+ lines, table <= 512 MiB        two-stage, 16 (L1) and 64 (L2) ahead
       rows of 3+ lines, larger                  32 ahead into L2
 
-    Measured on the development host (Zen 4 VM, shared) with `bench_embedding_bag.py --tune`
-    (1 thread, each plan paired with torch, tables as DLRM allocates them, 2026-11-27
-    00:00 UTC), torch time / numba time over uniform/Zipf x L 1/20:
-
-      R 1e4, D 32-128 (1-5 MB), every other line     0.90-1.53x (the best plan per cell
-                                                     1.00-1.53x)
-      R 1e5-1e6, D 32, L2 64 ahead                   1.66-2.71x
-      R 1e5-1e6, D 64-128, two-stage                 1.27-2.38x (prefetcht1 alone
-                                                     1.08-2.20x, prefetcht0 alone 0.90-1.29x)
-      R 1e7, D 64-128 (2.4-4.9 GB), L2 32 ahead      1.02-1.69x (two-stage 0.75-1.64x)
-      R 1e5-1e7, D 16, two-stage 32 ahead            1.12-2.31x (00:25 UTC)
-
-    One-line rows (D 16) took L2 64 ahead before (1.29-2.45x), until the one-lookup Zipf
-    cells turned out to run at 0.63-0.80x under it in some processes and 1.9-2.2x in others
-    (R 1e6 and 1e7, the same inputs; neither the table's 2 MiB pages nor its offset in them
-    told the two apart).  Two-stage 32 ahead gave 1.43-2.16x on those cells in every process
-    tried, 2.1-2.75x on the uniform ones.
-
-    The plans before these had been tuned on numpy's 16-byte-aligned tables, where a row of
-    four lines spans five and no L2 prefetch gains (R 1e6 x D 64: 0.9-1.1x whatever the
-    plan).  Leads to re-measure on other hosts, not laws."""
+    The plans are chosen by measuring every plan against torch per cell
+    (`benchmarks/bench_embedding_bag.py --tune`); the measurements behind this table, and
+    why one-line rows use two-stage rather than L2-only prefetch, are in docs/performance.md
+    ("Prefetch plan").  They are leads to re-measure on other hosts, not laws."""
     return _prefetch_plan(table_bytes, D, itemsize, aligned, L2_BYTES, L3_BYTES)
 
 
@@ -580,10 +563,9 @@ def _interaction_bwd(dense, pooled, g, gd, gp):
 # stage-by-stage timing, not a counter).  The forward forms the Gram blocks G[t + 1, j0:j0+16]
 # = Z[t + 1] . Z^T[:, j0:j0+16] for four pooled rows t at a time and copies the lower triangle
 # out; the backward forms the symmetric pair-gradient matrix G and computes dZ = G Z four
-# rows at a time.  Against the one-row forms they replace (one vector load per FMA), paired
-# on the development host (2026-11-27): forward 67 -> 56 us and backward 82 -> 56 us at
-# B 128, T 26, D 16; 246 -> 173 and 227 -> 146 us at D 64 (tests/test_kernels.py checks
-# both against the float64 reference).
+# rows at a time; four rows share each vector load, where the one-row forms they replace
+# needed one load per FMA (the paired timings: docs/performance.md, "Interaction";
+# tests/test_kernels.py checks both against the float64 reference).
 _IL = 16
 
 

@@ -7,9 +7,8 @@ transparent huge pages in ``madvise`` mode (the usual Linux default) only memory
 ``MADV_HUGEPAGE`` gets 2 MiB pages; numpy advises its big arrays itself, torch does not.
 `empty_table` allocates with torch (64-byte aligned: a row of 64k bytes spans k lines, not k
 + 1 as in numpy's 16-byte-aligned arrays) and advises the range before anything touches it.
-Measured (`benchmarks/bench_row_prefetch.py --table dlrm` against `--table torch`, R 1e7 x D
-64, L 20, 1 thread, development host, 2026-11-26): torch's own lookup 2370 -> 1752 us a
-batch in 2 MiB pages, numba's two-stage prefetch 1966 -> 1059 us.
+`benchmarks/bench_row_prefetch.py --table dlrm` against `--table torch` measures what the
+alignment and the 2 MiB pages gain (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ VERDICTS = {"stream": "memory-bound", "random": "latency-bound", "compute": "com
 # less than OVERHEAD_WORK_S at the roof: then the fixed cost of a call (a few microseconds
 # on CPU; a launch, argument marshalling and Python on GPU, tens to hundreds of
 # microseconds) sets the time, not the memory system or the ALUs.  The second test is the
-# one that holds on a GPU: a batch-128 lookup there takes 45-800 us a call for work that
-# HBM would do in nanoseconds (H200, 2026-11-26).
+# one that holds on a GPU: a batch-128 lookup there takes tens to hundreds of microseconds a
+# call for work that HBM does in nanoseconds.
 OVERHEAD_PERCENT = 20.0
 OVERHEAD_CALL_S = 20e-6
 OVERHEAD_WORK_S = 5e-6
