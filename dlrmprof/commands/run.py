@@ -195,8 +195,7 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
     emb = verdicts.get(("emb.all", "forward")) or {}
     if device == "cuda" and not fused_tables and emb.get("overhead_dominated"):
         click.echo("note: the embedding lookups are overhead-dominated (one call per table); "
-                   "--fused-tables looks all tables up in one call (H200, kaggle train, batch "
-                   "128: 13.8k -> 25.8k samples/s)")
+                   "--fused-tables looks all tables up in one call")
     nz = rep.noise
     if nz.get("windows"):
         click.echo(f"noise: other processes used {nz['other_cores_mean']:.2f} cores on average "
