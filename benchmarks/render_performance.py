@@ -68,8 +68,8 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
                        f"{k['ratio_median']:.2f} |")
         oc = t.get("other_cpus") or []
         if oc:
-            out.append(f"\nOther processes used {min(oc):.2f}-{max(oc):.2f} CPUs during these "
-                       "runs.")
+            out.append(f"\nOther processes (besides the timed gen-trace) used {min(oc):.2f}-"
+                       f"{max(oc):.2f} CPUs during these runs.")
     return out
 
 

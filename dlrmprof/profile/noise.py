@@ -25,7 +25,9 @@ except (AttributeError, ValueError, OSError):
 
 
 class OtherCpu:
-    """Context manager: ``with OtherCpu() as oc: work(); oc.cpus`` -> CPUs used by others."""
+    """Context manager: ``with OtherCpu() as oc: work(); oc.cpus`` -> CPUs used by others
+    (not by this process, nor by the child processes it waited for inside the block, such
+    as a timed command run with subprocess.run)."""
 
     def __init__(self) -> None:
         self._proc = psutil.Process()
@@ -43,12 +45,17 @@ class OtherCpu:
         sys1 = psutil.cpu_times()
         me1 = self._proc.cpu_times()
         busy = _busy(sys1) - _busy(self._sys0)
-        mine = (me1.user + me1.system) - (self._me0.user + self._me0.system)
+        mine = _own(me1) - _own(self._me0)
         self.wall = wall
         self.other_s = max(0.0, busy - mine)
         # /proc/stat counts in clock ticks (10 ms): allow two ticks of rounding before blaming
         # other processes, so a short sample is flagged only for clear contamination
         self.cpus = max(0.0, self.other_s - 2 * _TICK) / wall if wall > 0 else 0.0
+
+
+def _own(t) -> float:
+    return (t.user + t.system + getattr(t, "children_user", 0.0)
+            + getattr(t, "children_system", 0.0))
 
 
 def _busy(t) -> float:
