@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from dlrmprof.errors import UserError
+from dlrmprof.tracegen.profile import DEFAULT_WINDOWS
 
 
 @dataclass
@@ -29,11 +30,10 @@ class CaptureSpec:
     table_rows: int | None = None
     strict: bool = False
     read_threads: int = 1
-    windows: int = 32
+    windows: int = DEFAULT_WINDOWS
     hot: int | None = None
     jobs: int = 1
     sample_rate: float | None = None
-    progress: bool = True
     part: tuple | None = None           # (rank, world): profile every world-th table
 
 
@@ -158,7 +158,7 @@ def capture_rank(spec: CaptureSpec) -> Captured | None:
         dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=3600))
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
-        part = capture(replace(spec, part=(rank, world), progress=False))
+        part = capture(replace(spec, part=(rank, world)))
         got = [None] * world if rank == 0 else None
         dist.gather_object((rank, part.profiles), got, dst=0)
         if rank != 0:
