@@ -87,6 +87,43 @@ def render_policies(doc: dict) -> list[str]:
     return out
 
 
+def render_serving(doc: dict) -> list[str]:
+    lg, oh = doc["loadgen"], doc["overhead"]
+    out = [f"Load generator: offered {lg['offered_qps']:g} q/s for {lg['duration_s']:g} s, "
+           f"{lg['queries']} queries; achieved {lg['achieved_qps']:.2f} q/s "
+           f"({100 * (lg['achieved_over_offered'] - 1):+.2f}%).", "",
+           "| latency | measured (ms) | numpy on the raw timestamps | ideal-queue replay |",
+           "|---|---|---|---|"]
+    for q in ("p50", "p90", "p95", "p99", "p999"):
+        out.append(f"| {q} | {1e3 * lg['latency_s'][q]:.2f} | {lg['vs_numpy'][q]:.3f}x | "
+                   f"{lg['vs_reference'][q]:.3f}x |")
+    noise = lg.get("noise") or {}
+    if noise:
+        out.append(f"\nOther processes used {noise.get('other_cores_mean', 0):.2f} cores on "
+                   f"average (max {noise.get('other_cores_max', 0):.2f}).")
+    out += ["", f"Harness overhead on service time ({oh.get('model', '')}): median ratio "
+            f"harness / bare loop {oh['median_ratio_service']:.3f} (wall), "
+            f"{oh['median_ratio_cpu']:.3f} (CPU), over {len(oh['rounds'])} rounds "
+            f"({min(r['ratio_service'] for r in oh['rounds']):.2f}-"
+            f"{max(r['ratio_service'] for r in oh['rounds']):.2f})."]
+    return out
+
+
+def render_quantized(doc: dict) -> list[str]:
+    out = [f"Batch {doc['batch']}, {doc['threads']} thread(s); ratio = {doc['ratio']}.", "",
+           "| dtype | cells | geomean | min | cells >= 1.0x | uncontaminated cells | their "
+           "geomean |", "|---|---|---|---|---|---|---|"]
+    for dt, r in doc["summary"].items():
+        out.append(f"| {dt} | {r['cells']} | {r['geomean']:.2f}x | {r['min']:.2f}x | "
+                   f"{r['at_least_1x']} | {r['clean_cells']} | {r['clean_geomean']:.2f}x |")
+    under = [c for c in doc["cells"] if c["ratio"] < 1.0]
+    if under:
+        out += ["", "Cells under 1.0x: " + "; ".join(
+            f"{c['dtype']} R {c['R']:g} D {c['D']} L {c['L']} {c['dist']} {c['ratio']:.2f}x"
+            for c in under) + "."]
+    return out
+
+
 def render_generic(doc: dict) -> list[str]:
     """Top-level scalar fields and a 'summary' mapping, if any."""
     rows = [(k, v) for k, v in doc.items()
@@ -101,13 +138,21 @@ def render_generic(doc: dict) -> list[str]:
 
 
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
-             "dlrmprof.bench.policies": render_policies}
+             "dlrmprof.bench.policies": render_policies,
+             "dlrmprof-bench-serving": render_serving}
+
+
+def _renderer(doc: dict):
+    schema = str(doc.get("schema", "unknown"))
+    if doc.get("benchmark") == "bench_quantized_embedding":
+        return render_quantized
+    return RENDERERS.get(schema.split("/")[0], render_generic)
 
 
 def section(path: Path) -> list[str]:
     doc = json.loads(path.read_text())
     schema = str(doc.get("schema", "unknown"))
-    render = RENDERERS.get(schema.split("/")[0], render_generic)
+    render = _renderer(doc)
     host = doc.get("host", {})
     host_s = ", ".join(f"{k} {_fmt(v)}" for k, v in host.items()) if isinstance(
         host, dict) else str(host)
