@@ -181,11 +181,11 @@ def tune_cell(weight, weight_t, pool, offsets, seconds, plans):
     figures (R 1e6 x D 64, L 20, Zipf, numpy table: two-stage 2.39x torch and prefetcht0
     1.32x in a 14-way rotation, 1.05x and 1.10x in pairs, as in the full sweep), so each
     plan is measured as the sweep measures the library's choice."""
-    from dlrmprof.kernels import numba_cpu
+    from dlrmprof.kernels import numba_embedding
     torch.set_num_threads(1)
     numba.set_num_threads(1)
     D = weight.shape[1]
-    _, ser = numba_cpu._eb_vec_kernels(D, weight.itemsize)
+    _, ser = numba_embedding._eb_vec_kernels(D, weight.itemsize)
     out = np.empty((B, D), dtype=np.float32)
     offsets_t, pool_t = torch.from_numpy(offsets), torch.from_numpy(pool)
 

@@ -5,7 +5,7 @@ from DRAM much faster than torch does?
     python benchmarks/bench_row_prefetch.py                 # R 1e7 x D 64 (2.4 GB), L 20
     python benchmarks/bench_row_prefetch.py --table torch   # the same table in 4 KiB pages
 
-This is the experiment behind `numba_cpu.prefetch_plan`'s choices for rows of 3+ lines
+This is the experiment behind `numba_prefetch.prefetch_plan`'s choices for rows of 3+ lines
 from DRAM.  It runs a plain numba bag-sum loop that differs only in its prefetches, and the
 library's own kernel under three plans, against torch:
 
@@ -22,7 +22,7 @@ prefetcht0 alone stays at 1.0-1.1x; in 4 KiB pages (`--table torch`) every row i
 miss and the best scheme reaches 1.23x; with numpy's 16-byte-aligned rows (5 lines each)
 no scheme passes 1.23x.  The library's first two-stage version ran at 0.65x here where the
 plain loop ran at 1.8x: its second inlined prefetch call took a reference on the table per
-lookup (see `numba_cpu._prefetch_row`); now it runs with the plain loop.
+lookup (see `numba_prefetch._prefetch_row`); now it runs with the plain loop.
 
 Every scheme's result is checked against torch first; then all run interleaved, round by
 round (order rotated, each call on its own batch from a pool larger than L3), and the medians
@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from numba import njit
 
-from dlrmprof.kernels._simd import prefetch, prefetch_l2, vadd, vload, vstore, vzero
+from dlrmprof.kernels._simd import prefetch_at, vadd, vload, vstore, vzero
 from dlrmprof.kernels.tables import empty_table, huge_page_share
 
 D = 64  # four 64-byte lines of fp32
@@ -54,26 +54,28 @@ def bag_sum(weight, indices, offsets, out, d0, d1, half, tail):
     `tail`, also the line of the row's last element (rows that do not start on a line span
     five)."""
     n = indices.shape[0]
+    base = np.uint64(weight.ctypes.data)
+    rowbytes = np.uint64(weight.shape[1] * weight.itemsize)
     for b in range(offsets.shape[0] - 1):
         acc = vzero(weight, 64)
         for p in range(offsets[b], offsets[b + 1]):
             if d1 > 0 and p + d1 < n:
-                r = indices[p + d1]
-                prefetch_l2(weight, r, 0)
-                prefetch_l2(weight, r, 32)
+                a = base + np.uint64(indices[p + d1]) * rowbytes
+                prefetch_at(a, 2)
+                prefetch_at(a + np.uint64(128), 2)
                 if not half:
-                    prefetch_l2(weight, r, 16)
-                    prefetch_l2(weight, r, 48)
+                    prefetch_at(a + np.uint64(64), 2)
+                    prefetch_at(a + np.uint64(192), 2)
                     if tail:
-                        prefetch_l2(weight, r, 63)
+                        prefetch_at(a + np.uint64(252), 2)
             if d0 > 0 and p + d0 < n:
-                r = indices[p + d0]
-                prefetch(weight, r, 0)
-                prefetch(weight, r, 16)
-                prefetch(weight, r, 32)
-                prefetch(weight, r, 48)
+                a = base + np.uint64(indices[p + d0]) * rowbytes
+                prefetch_at(a, 1)
+                prefetch_at(a + np.uint64(64), 1)
+                prefetch_at(a + np.uint64(128), 1)
+                prefetch_at(a + np.uint64(192), 1)
                 if tail:
-                    prefetch(weight, r, 63)
+                    prefetch_at(a + np.uint64(252), 1)
             acc = vadd(acc, vload(weight, indices[p], 0, 64))
         vstore(out, b, 0, acc)
 
@@ -141,8 +143,8 @@ def main(argv=None):
     for name, (d0, d1, half) in SCHEMES.items():
         fns[name] = lambda i, a=d0, c=d1, h=half: bag_sum(weight, pool[i], offsets, out, a, c, h,
                                                           tail)
-    from dlrmprof.kernels import numba_cpu
-    _, ser = numba_cpu._eb_vec_kernels(D, 4)
+    from dlrmprof.kernels import numba_embedding
+    _, ser = numba_embedding._eb_vec_kernels(D, 4)
     for d, lv in ((16, 1), (16, 2), (16, 4)):
         fns[f"library kernel, plan {d}/{lv}"] = (lambda i, d=d, lv=lv: ser(
             weight, pool[i], offsets, None, False, out, 0, B, d, lv))

@@ -1,4 +1,4 @@
-"""The fused MLP op (`dlrmprof.dlrm.model._MLPFunction`) against torch autograd through the
+"""The fused MLP op (`dlrmprof.dlrm.mlp._MLPFunction`) against torch autograd through the
 plain `nn.Sequential`, on fresh random inputs: forward values and every gradient."""
 
 import copy
@@ -6,7 +6,10 @@ import copy
 import pytest
 import torch
 
-from dlrmprof.dlrm.model import DenseArch, OverArch, _mlp, mlp_forward
+from dlrmprof.dlrm.mlp import build_mlp as _mlp
+from dlrmprof.dlrm.mlp import mlp_forward
+from dlrmprof.dlrm.model import DenseArch, OverArch
+from dlrmprof.dlrm.optim import InBackwardSGD
 
 
 def _plain_and_fused(layers, last_relu, seed, batch, x_grad):
@@ -79,11 +82,12 @@ def test_arches_use_the_fused_mlp_and_keep_their_state_dict_keys():
 @pytest.mark.parametrize("layers,last_relu", [((13, 512, 256, 64, 16), True),
                                               ((367, 512, 256, 1), False)])
 def test_sgd_in_backward_is_the_plain_sgd_step(layers, last_relu):
-    """With `sgd_lr` the backward leaves no gradients and the weights hold p - lr * grad."""
+    """With the in-backward SGD the backward leaves no gradients and the weights hold
+    p - lr * grad."""
     lr = 0.37
     mlp, ref, xf, xr, gen = _plain_and_fused(layers, last_relu, 8, 29, True)
     g = torch.randn(29, layers[-1], generator=gen)
-    mlp_forward(mlp, xf, last_relu, sgd_lr=lr).backward(g)
+    mlp_forward(mlp, xf, last_relu, update=InBackwardSGD(lr)).backward(g)
     ref(xr).backward(g)
     for pf, pr in zip(mlp.parameters(), ref.parameters()):
         assert pf.grad is None

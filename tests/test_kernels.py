@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,13 +12,13 @@ import torch
 
 from dlrmprof import kernels
 from dlrmprof.errors import UserError
-from dlrmprof.kernels import numba_cpu, reference
+from dlrmprof.kernels import numba_cpu, numba_embedding, numba_embedding_sgd, numba_util, reference
 
 
 @pytest.fixture(autouse=True)
 def poisoned_outputs(monkeypatch):
     """numba outputs start as NaN: a kernel that forgets to write an element fails."""
-    monkeypatch.setattr(numba_cpu, "_alloc", lambda shape, dtype: np.full(shape, np.nan, dtype))
+    monkeypatch.setattr(numba_util, "alloc", lambda shape, dtype: np.full(shape, np.nan, dtype))
 
 
 @pytest.fixture
@@ -197,7 +198,7 @@ def test_all_tables_forward_matches_each_table(rng, D):
     off = np.concatenate([o for _, o in bags])
     out = np.full((B, len(rows) * D), np.nan, np.float32)
     cycles = np.full(len(rows), -1, np.int64)
-    bad = numba_cpu._eb_tables_kernel(D)(weight, rows, base, means, idx, off, B, out, cycles,
+    bad = numba_embedding._eb_tables_kernel(D)(weight, rows, base, means, idx, off, B, out, cycles,
                                          numba_cpu.L2_BYTES, numba_cpu.L3_BYTES)
     assert bad == 0 and (cycles > 0).all()
     for t, (i, o) in enumerate(bags):
@@ -206,7 +207,7 @@ def test_all_tables_forward_matches_each_table(rng, D):
         np.testing.assert_allclose(out[:, t * D:(t + 1) * D], want, **_tol(want))
     # an index past its own table (though inside the buffer) is refused
     idx[-1] = rows[-1]
-    assert numba_cpu._eb_tables_kernel(D)(weight, rows, base, means, idx, off, B, out, cycles,
+    assert numba_embedding._eb_tables_kernel(D)(weight, rows, base, means, idx, off, B, out, cycles,
                                           numba_cpu.L2_BYTES, numba_cpu.L3_BYTES) == 1
 
 
@@ -224,14 +225,14 @@ def test_all_tables_sgd_matches_each_table_and_is_all_or_nothing(rng):
                                     "mean" if means[t] else "sum", None)
     got = weight.copy()
     cycles = np.zeros(len(rows), np.int64)
-    assert numba_cpu.eb_tables_sgd(got, rows, base, means, idx, off, B, grad, lr, cycles,
+    assert numba_embedding_sgd.eb_tables_sgd(got, rows, base, means, idx, off, B, grad, lr, cycles,
                                    16, 1024) == 0
     np.testing.assert_allclose(got, want, **_tol(want))
     assert (cycles > 0).all()
     bad_idx = idx.copy()
     bad_idx[-1] = rows[-1]             # the last table's last lookup is out of its range
     before = got.copy()
-    assert numba_cpu.eb_tables_sgd(got, rows, base, means, bad_idx, off, B, grad, lr, cycles,
+    assert numba_embedding_sgd.eb_tables_sgd(got, rows, base, means, bad_idx, off, B, grad, lr, cycles,
                                    16, 1024) == 1
     np.testing.assert_array_equal(got, before)   # nothing written, not even the first table
 
@@ -520,16 +521,22 @@ def test_numba_rejects_foreign_byte_order_clearly():
     np.testing.assert_array_equal(w, 1.0)
 
 
-def test_numba_cpu_names_the_simd_source_it_was_compiled_with():
-    # numba's cache is keyed on numba_cpu.py's content only: the digest there must follow
-    # _simd.py, or kernels compiled with an older _simd are loaded from the cache
-    import hashlib
-    from pathlib import Path
-
-    from dlrmprof.kernels import _simd, numba_cpu
-    sha = hashlib.sha256(Path(_simd.__file__).read_bytes()).hexdigest()[:16]
-    assert numba_cpu._SIMD_SHA256 == sha, (
-        f"update numba_cpu._SIMD_SHA256 to {sha!r} (dlrmprof/kernels/_simd.py changed)")
+@pytest.mark.parametrize("module", ["numba_embedding", "numba_embedding_sgd",
+                                    "numba_interaction", "numba_dense", "numba_quant"])
+def test_kernel_modules_name_the_sources_they_were_compiled_with(module):
+    # numba's cache is keyed on a kernel module's own content only: its digest of the
+    # intrinsics and inlined helpers it compiles in must follow them, or kernels compiled
+    # with older ones are loaded from the cache
+    import importlib
+    mod = importlib.import_module(f"dlrmprof.kernels.{module}")
+    sha = numba_util.deps_digest(*mod._DEPS)
+    assert mod._DEPS_SHA256 == sha, (
+        f"update {module}._DEPS_SHA256 to {sha!r} ({', '.join(mod._DEPS)} changed)")
+    # every kernels/ module it takes jitted code from is named
+    text = Path(mod.__file__).read_text()
+    for dep in ("_simd", "_qsimd", "numba_prefetch"):
+        if f"dlrmprof.kernels.{dep} import" in text:
+            assert f"{dep}.py" in mod._DEPS, f"{module} compiles in {dep}.py but does not name it"
 
 
 @pytest.mark.parametrize("D", [12, 24, 48, 80, 96])
@@ -577,7 +584,7 @@ def test_every_prefetch_plan_gives_the_reference_result(rng, aligned):
     assert (w.ctypes.data % 64 == 0) == aligned
     indices, offsets = _bags(rng, R, B, 12)
     want = kernels.embedding_bag(w, indices, offsets, backend="reference")
-    ser = numba_cpu._eb_vec_kernels(D, 4)[1]
+    ser = numba_embedding._eb_vec_kernels(D, 4)[1]
     bad_idx = indices.copy()
     bad_idx[5] = R
     bad_off = offsets.copy()

@@ -182,14 +182,6 @@ def test_qembedding_bag_bad_inputs():
         kernels.numba_asm("qembedding_bag")
 
 
-def test_numba_quant_names_the_simd_sources_it_was_compiled_with():
-    from dlrmprof.kernels import _qsimd, _simd, numba_quant
-    sha = hashlib.sha256(Path(_simd.__file__).read_bytes()
-                         + Path(_qsimd.__file__).read_bytes()).hexdigest()[:16]
-    assert numba_quant._SIMD_SHA256 == sha, (
-        f"update numba_quant._SIMD_SHA256 to {sha!r} (_simd.py or _qsimd.py changed)")
-
-
 def test_numba_quant_converts_in_registers():
     # the int8 row is widened in vector registers (no scalar loop over the row's bytes)
     from dlrmprof.kernels import numba_quant

@@ -23,9 +23,10 @@ Kernel backends (chosen by name, never silently replaced):
     cuda    numba-cuda   dlrmprof.kernels numba-cuda           torch
 
 The MLPs are torch `nn.Linear` layers (torch's GEMM, MKL on CPU) on every backend, run as one
-autograd op per MLP (`_MLPFunction`: autograd's GEMMs and ReLU masks, fewer tiny ops; with
-`DLRMTrain` the dense SGD happens inside its backward).  `build_dlrm(mlp_dtype="bf16")` is an
-opt-in that runs those GEMMs in bfloat16 (different numbers; fp32 is the default).
+autograd op per MLP (`dlrmprof.dlrm.mlp`: autograd's GEMMs and ReLU masks, fewer tiny ops);
+`DLRMTrain` hands their backward its optimizer (`dlrmprof.dlrm.optim.InBackwardSGD`), which
+steps each layer as soon as its gradient exists.  `build_dlrm(mlp_dtype="bf16")` is an opt-in
+that runs those GEMMs in bfloat16 (different numbers; fp32 is the default).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from torch import nn
 
 from dlrmprof import kernels
 from dlrmprof.dlrm.config import DLRMConfig, TableConfig
+from dlrmprof.dlrm.mlp import MLPArch
 from dlrmprof.errors import UserError
 from dlrmprof.kernels.tables import empty_table
 
@@ -188,11 +190,13 @@ class SparseArch(nn.Module):
         runs more than one thread) one call per table, each timed with perf_counter."""
         if self.backend != "numba" or self.fused or self.dim % 4 or self.dim > 1024:
             return None
-        from dlrmprof.kernels import numba_cpu as nc
-        period = nc.tsc_period_s()
+        from dlrmprof.kernels.numba_embedding import embedding_bag_tables
+        from dlrmprof.kernels.numba_embedding_sgd import embedding_bag_tables_sgd
+        from dlrmprof.platform import tsc_period_s
+        period = tsc_period_s()
         if period is None:
             return None
-        return dict(fwd=nc.embedding_bag_tables, sgd=nc.embedding_bag_tables_sgd, tsc=period,
+        return dict(fwd=embedding_bag_tables, sgd=embedding_bag_tables_sgd, tsc=period,
                     rows=np.array([t.rows for t in self.tables], np.int64),
                     means=np.array([m == "mean" for m in self.modes]),
                     cycles=np.zeros(len(self.tables), np.int64))
@@ -210,7 +214,7 @@ class SparseArch(nn.Module):
     def _use_all(self) -> bool:
         if self._all is None:
             return False
-        from dlrmprof.kernels.numba_cpu import num_threads
+        from dlrmprof.kernels.numba_util import num_threads
         return num_threads() == 1
 
     def _refresh_views(self) -> None:
@@ -380,21 +384,10 @@ class SparseArch(nn.Module):
                     sgd(self.weights[t], indices[t], offsets[t], g[t], lr, self.modes[t], None)
 
 
-class DenseArch(nn.Module):
+class DenseArch(MLPArch):
     """Bottom MLP: F-...-D with ReLU after every layer (as the DLRM reference)."""
 
-    def __init__(self, layers: Sequence[int], generator: torch.Generator | None = None):
-        super().__init__()
-        self.layers = tuple(layers)
-        self.mlp = _mlp(layers, last_relu=True, generator=generator)
-        self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
-        self.compute_dtype: torch.dtype | None = None  # opt-in bf16 GEMMs (build_dlrm)
-        self.numba_helpers = False  # numba elementwise steps in the backward (build_dlrm)
-
-    def forward(self, dense: torch.Tensor) -> torch.Tensor:
-        return mlp_forward(self.mlp, dense, last_relu=True, sgd_lr=self.sgd_lr,
-                           numba_helpers=self.numba_helpers,
-                           compute_dtype=self.compute_dtype)
+    last_relu = True
 
 
 class _NumbaInteraction(torch.autograd.Function):
@@ -433,200 +426,23 @@ class InteractionArch(nn.Module):
         return kernels.interaction(dense, pooled, backend="torch")
 
 
-class OverArch(nn.Module):
+class OverArch(MLPArch):
     """Top MLP: ReLU between layers, none after the last (a logit); `predict` adds the
     sigmoid that gives the click probability."""
 
+    last_relu = False
+
     def __init__(self, layers: Sequence[int], generator: torch.Generator | None = None):
-        super().__init__()
         if layers[-1] != 1:
             raise UserError(f"OverArch must end in one logit, got layers {list(layers)}")
-        self.layers = tuple(layers)
-        self.mlp = _mlp(layers, last_relu=False, generator=generator)
-        self.sgd_lr: float | None = None  # set: SGD inside the backward (see _MLPFunction)
-        self.compute_dtype: torch.dtype | None = None  # opt-in bf16 GEMMs (build_dlrm)
-        self.numba_helpers = False  # numba elementwise steps in the backward (build_dlrm)
+        super().__init__(layers, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mlp_forward(self.mlp, x, last_relu=False, sgd_lr=self.sgd_lr,
-                           numba_helpers=self.numba_helpers,
-                           compute_dtype=self.compute_dtype).squeeze(1)
+        return super().forward(x).squeeze(1)
 
     @staticmethod
     def predict(logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
-
-
-# -- the MLPs ------------------------------------------------------------------------------
-# An MLP runs as one autograd node (`_MLPFunction`) instead of 2 per layer (Linear, ReLU) with
-# their transposes, views and per-parameter bookkeeping: at batch 128 those tiny ops cost about
-# as much as a small GEMM each.  It issues the GEMMs autograd would (forward `addmm(b, x, W^T)`,
-# backward dX = dY W and dW = dY^T X, db = sum of dY) and the same ReLU masks, so the numbers are
-# autograd's; in addition the ReLU runs in place, the first layer's dX is skipped when its input
-# needs no gradient, and a thin layer (K << N: 13 -> 512) gets dW as (X^T dY)^T, the GEMM shape
-# MKL runs faster (132 -> 32 us on the Zen4 host, 1 thread, B = 128).  (The same for 367 -> 512
-# saved 90-180 us in the GEMM but its transposed dW then costs ~320 us more to apply or copy.)
-#
-# With `sgd_lr` set (by `DLRMTrain`, which owns the dense SGD), the backward also applies plain
-# SGD to each layer as soon as its gradient exists, after dX = dY W has used the old W, and
-# returns no parameter gradients.  The weight's step is folded into its gradient GEMM,
-# W.addmm_(dY^T, X, alpha=-lr): no dW buffer is written and read back (paired A/B of the
-# kaggle-1M step at batch 128, 1 thread: +3.9% and +5.9% samples/s); a thin layer whose dW
-# is computed transposed (13 -> 512) keeps dW then W += -lr * dW, as does the bias.  The
-# same update as the separate multi-tensor step, up to the last bit of rounding.  Left unset
-# (None) it returns the gradients as autograd does (what DDP and any other optimizer need).
-
-_threshold_backward = torch.ops.aten.threshold_backward.default  # ReLU's own backward
-_FOLD_SGD = True  # W -= lr dY^T X as one GEMM (see above); False: dW, then W += -lr dW
-_NUMBA_HELPERS = True  # False: torch ops even where an arch asks for the numba helpers
-
-
-def _dw_transposed(k: int, n: int) -> bool:
-    """dW [n, k] as (X^T dY)^T rather than dY^T X (same products and sums; MKL's speed)."""
-    return 4 * k <= n
-
-
-def _padded_dw(w: torch.Tensor) -> torch.Tensor:
-    """A [N, K] view into a reused [N, K rounded up to 16] buffer, for dW of a layer whose K is
-    not a multiple of 16 floats (used and consumed inside one backward, with the SGD there):
-    MKL writes 64-byte-aligned rows, 966 -> 749 us for 367 -> 512 at B = 128 with cold
-    caches (as in a training step).  The buffer lives on the parameter."""
-    buf = getattr(w, "_dw_pad", None)
-    if (buf is None or buf.shape[0] != w.shape[0] or buf.dtype != w.dtype
-            or buf.device != w.device):
-        buf = torch.empty(w.shape[0], (w.shape[1] + 15) // 16 * 16, dtype=w.dtype,
-                          device=w.device)
-        w._dw_pad = buf
-    return buf[:, :w.shape[1]]
-
-
-class _MLPFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, last_relu, sgd_lr, opts, *params):
-        compute_dtype, ctx.numba_helpers = opts
-        n = len(params) // 2
-        ctx.params = params if sgd_lr is not None else None  # the fp32 parameters
-        ctx.out_dtype = x.dtype
-        ctx.cast = compute_dtype is not None and compute_dtype != params[0].dtype
-        if ctx.cast:  # reduced-precision GEMMs (opt-in): bf16 copies, fp32 master weights
-            params = tuple(p.detach().to(compute_dtype) for p in params)
-            x = x.detach().to(compute_dtype)
-        h = x
-        acts = [x]
-        for i in range(n):
-            w, b = params[2 * i], params[2 * i + 1]
-            h = torch.addmm(b, h, w.t())
-            if last_relu or i < n - 1:
-                h.relu_()
-            acts.append(h)
-        ctx.last_relu = last_relu
-        ctx.sgd_lr = sgd_lr
-        ctx.save_for_backward(*acts, *params[0::2])
-        if ctx.cast:
-            return h.to(ctx.out_dtype)
-        return h
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable  # no double backward through the MLPs
-    def backward(ctx, grad):
-        saved = ctx.saved_tensors
-        n = (len(saved) - 1) // 2
-        acts, weights = saved[:n + 1], saved[n + 1:]
-        need = ctx.needs_input_grad
-        lr = ctx.sgd_lr
-        params = ctx.params if lr is not None else None
-        grads: list = [None] * (2 * n)
-        g = grad.to(weights[0].dtype) if ctx.cast else grad
-        gx = None
-        # numba elementwise helpers (see numba_cpu.relu_grad_): fp32 CPU with SGD in the
-        # backward; g is then always a fresh contiguous tensor of this backward, safe to mask
-        # in place
-        nb = (lr is not None and not ctx.cast and ctx.numba_helpers and _NUMBA_HELPERS
-              and g.device.type == "cpu" and g.dtype == torch.float32)
-        if nb:
-            from dlrmprof.kernels.numba_cpu import bias_sgd_, relu_grad_
-            g = g.contiguous()
-            if ctx.last_relu and g.data_ptr() == grad.data_ptr():
-                g = g.clone()  # the mask below must not write into the incoming gradient
-        for i in range(n - 1, -1, -1):
-            y, x_in, w = acts[i + 1], acts[i], weights[i]
-            if ctx.last_relu or i < n - 1:
-                if nb:
-                    relu_grad_(g.numpy(), y.numpy())
-                else:
-                    g = _threshold_backward(g, y, 0)
-            fold = (lr is not None and not ctx.cast and need[4 + 2 * i]
-                    and not _dw_transposed(w.shape[1], w.shape[0]) and _FOLD_SGD)
-            if fold:
-                pass  # W -= lr * dY^T X as one GEMM into W, below, once dX has used the old W
-            elif need[4 + 2 * i]:
-                if _dw_transposed(w.shape[1], w.shape[0]):
-                    grads[2 * i] = torch.mm(x_in.t(), g).t()
-                elif lr is not None and w.shape[1] % 16 and not ctx.cast:
-                    grads[2 * i] = torch.mm(g.t(), x_in, out=_padded_dw(params[2 * i]))
-                else:
-                    grads[2 * i] = torch.mm(g.t(), x_in)
-            if need[5 + 2 * i] and nb:
-                bias_sgd_(params[2 * i + 1].detach().numpy(), g.numpy(), lr)
-            elif need[5 + 2 * i]:
-                grads[2 * i + 1] = g.sum(0, dtype=torch.float32) if ctx.cast else g.sum(0)
-            g_out = g
-            if i > 0:
-                g = torch.mm(g, w)
-            elif need[0]:
-                gx = torch.mm(g, w)
-            if fold:
-                params[2 * i].addmm_(g_out.t(), x_in, alpha=-lr)
-            if lr is not None:  # the layer's SGD step, now that dX has used the old W
-                for k in (2 * i, 2 * i + 1):
-                    if grads[k] is not None:
-                        params[k].add_(grads[k], alpha=-lr)  # fp32 += bf16: in fp32
-                        grads[k] = None
-        if ctx.cast:
-            grads = [None if t is None else t.to(ctx.out_dtype) for t in grads]
-            gx = None if gx is None else gx.to(ctx.out_dtype)
-        return (gx, None, None, None, *grads)
-
-
-def mlp_forward(mlp: nn.Sequential, x: torch.Tensor, last_relu: bool,
-                sgd_lr: float | None = None,
-                compute_dtype: torch.dtype | None = None,
-                numba_helpers: bool = False) -> torch.Tensor:
-    """Run `mlp` (Linear / ReLU as `_mlp` builds it) as one fused op; the same values as
-    ``mlp(x)`` and, under autograd, the same gradients (or, with `sgd_lr`, the SGD step
-    applied in the backward instead of gradients).  `compute_dtype` (opt-in, e.g.
-    torch.bfloat16) runs the GEMMs on copies in that type: different numbers, fp32 in/out.
-    `numba_helpers` (the numba backend): with `sgd_lr` on fp32 CPU tensors, the ReLU masks
-    and bias steps of the backward run as numba kernels (`numba_cpu.relu_grad_`,
-    `bias_sgd_`) instead of torch ops; the GEMMs stay torch's."""
-    params = [p for m in mlp if isinstance(m, nn.Linear) for p in (m.weight, m.bias)]
-    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _MLPFunction.apply(x, last_relu, sgd_lr, (compute_dtype, numba_helpers),
-                                  *params)
-    out_dtype = x.dtype
-    if compute_dtype is not None and compute_dtype != params[0].dtype:
-        params = [p.to(compute_dtype) for p in params]
-        x = x.to(compute_dtype)
-    n = len(params) // 2
-    h = x
-    for i in range(n):
-        h = torch.addmm(params[2 * i + 1], h, params[2 * i].t())
-        if last_relu or i < n - 1:
-            h.relu_()
-    return h.to(out_dtype)
-
-
-def _mlp(layers: Sequence[int], last_relu: bool, generator) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for i, (n_in, n_out) in enumerate(zip(layers[:-1], layers[1:])):
-        lin = torch.nn.utils.skip_init(nn.Linear, n_in, n_out)  # no draw from the global RNG
-        with torch.no_grad():  # DLRM reference init: N(0, sqrt(2/(m+n))), bias N(0, sqrt(1/m))
-            lin.weight.normal_(0.0, math.sqrt(2.0 / (n_in + n_out)), generator=generator)
-            lin.bias.normal_(0.0, math.sqrt(1.0 / n_out), generator=generator)
-        mods.append(lin)
-        if last_relu or i < len(layers) - 2:
-            mods.append(nn.ReLU())
-    return nn.Sequential(*mods)
 
 
 class DLRM(nn.Module):

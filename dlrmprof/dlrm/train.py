@@ -4,8 +4,8 @@
 numba backend the loss and its gradient come from one numba pass, `NumbaBCE`), SGD on the
 dense parameters, and the sparse embedding update (the kernels' fused `embedding_bag_sgd` on the
 rows each batch touched, timed as its own op ``emb_update``).  The dense SGD of the two MLPs
-runs inside their backward, layer by layer as each weight gradient appears (see
-`dlrmprof.dlrm.model._MLPFunction`: the same update, W += -lr * dW, while dW is in cache), so
+runs inside their backward, layer by layer as each weight gradient appears
+(`dlrmprof.dlrm.optim.InBackwardSGD`: the same update, W += -lr * dW, while dY and X are in cache), so
 it is timed under ``backward``; ``optimizer`` covers any other dense parameter (none in the
 built models).  ``DLRMTrain(model, lr, sgd_in_backward=False)`` keeps the gradients and the
 separate step.
@@ -35,6 +35,7 @@ from torch import nn
 
 from dlrmprof.dlrm.data import Batch
 from dlrmprof.dlrm.model import DLRM, NULL_TIMER
+from dlrmprof.dlrm.optim import InBackwardSGD
 
 
 class NumbaBCE:
@@ -81,7 +82,8 @@ class DLRMTrain:
         self.lr = float(lr)
         self.sgd_in_backward = bool(sgd_in_backward)
         for arch in (model.dense_arch, model.over_arch):
-            arch.sgd_lr = self.lr if sgd_in_backward else None
+            arch.param_update = (InBackwardSGD(self.lr, numba_bias=arch.numba_helpers)
+                                 if sgd_in_backward else None)
         self.loss_fn = nn.BCEWithLogitsLoss()
         self.params = [p for p in model.parameters() if p.requires_grad]
         self._cuda = model.device.type == "cuda"

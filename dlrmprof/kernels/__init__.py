@@ -425,5 +425,5 @@ def numba_asm(op: str, dim: int = 64) -> str:
                         "kernels.numba_quant.kernels(dtype, D)[1].inspect_asm()")
     if isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
         raise UserError(f"numba_asm: dim must be a positive int, got {dim!r}")
-    from dlrmprof.kernels import numba_cpu
-    return numba_cpu.numba_asm(op, dim)
+    from dlrmprof.kernels.numba_inspect import numba_asm as asm
+    return asm(op, dim)

@@ -10,7 +10,7 @@ stored in fewer bytes, converting in registers (no float32 copy of the row is wr
     load_f32(a, i, j)        the float32 at bytes a[i, j:j+4] (a row's int8 scale or bias)
     load_f16(a, i, j)        the half at bytes a[i, j:j+2], as float32 (int4's scale, bias)
     vstore_zip(out, i, j, lo, hi)   out[i, j+2k] = lo[k], out[i, j+2k+1] = hi[k]
-    vaddscalar(v, s)         v + s in every lane
+    vaddscalar(v, s)         v + s in every lane (`_simd`'s, re-exported)
 
 Vectors whose length is not a power of two are `_simd`'s struct of power-of-two pieces;
 these intrinsics load and store piece by piece, as `_simd.vload` does.
@@ -23,7 +23,7 @@ from numba.core import types
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
-from dlrmprof.kernels._simd import Vec, _item_pointer, _literal_count, _pieces, _splat
+from dlrmprof.kernels._simd import Vec, _item_pointer, _literal_count, vaddscalar  # noqa: F401
 
 _F32 = ir.FloatType()
 
@@ -96,34 +96,21 @@ def _cvt_hi(builder, raw, lanes):
     return builder.uitofp(hi, ir.VectorType(_F32, lanes))
 
 
-@intrinsic
-def vload_f16(typingctx, arr, i, j, count):
-    vt, codegen = _loader(arr, count, types.uint16, 16, _cvt_f16)
-    return vt(arr, i, j, count), codegen
+def _loader_intrinsic(name, kind, bits, convert):
+    """An intrinsic `name`(arr, i, j, n): n `bits`-bit elements of a 2-D `kind` array from
+    arr[i, j], `convert`ed to a Vec(float32, n)."""
+    def impl(typingctx, arr, i, j, count):
+        vt, codegen = _loader(arr, count, kind, bits, convert)
+        return vt(arr, i, j, count), codegen
+    impl.__name__ = impl.__qualname__ = name
+    return intrinsic(impl)
 
 
-@intrinsic
-def vload_bf16(typingctx, arr, i, j, count):
-    vt, codegen = _loader(arr, count, types.uint16, 16, _cvt_bf16)
-    return vt(arr, i, j, count), codegen
-
-
-@intrinsic
-def vload_u8(typingctx, arr, i, j, count):
-    vt, codegen = _loader(arr, count, types.uint8, 8, _cvt_u8)
-    return vt(arr, i, j, count), codegen
-
-
-@intrinsic
-def vload_u4lo(typingctx, arr, i, j, count):
-    vt, codegen = _loader(arr, count, types.uint8, 8, _cvt_lo)
-    return vt(arr, i, j, count), codegen
-
-
-@intrinsic
-def vload_u4hi(typingctx, arr, i, j, count):
-    vt, codegen = _loader(arr, count, types.uint8, 8, _cvt_hi)
-    return vt(arr, i, j, count), codegen
+vload_f16 = _loader_intrinsic("vload_f16", types.uint16, 16, _cvt_f16)
+vload_bf16 = _loader_intrinsic("vload_bf16", types.uint16, 16, _cvt_bf16)
+vload_u8 = _loader_intrinsic("vload_u8", types.uint8, 8, _cvt_u8)
+vload_u4lo = _loader_intrinsic("vload_u4lo", types.uint8, 8, _cvt_lo)
+vload_u4hi = _loader_intrinsic("vload_u4hi", types.uint8, 8, _cvt_hi)
 
 
 def _scalar_at(arr, bits, fty):
@@ -166,18 +153,3 @@ def vstore_zip(typingctx, arr, i, j, lo, hi):
             builder.store(zipped, builder.bitcast(p, zipped.type.as_pointer()), align=4)
         return context.get_dummy_value()
     return types.void(arr, i, j, lo, hi), codegen
-
-
-@intrinsic
-def vaddscalar(typingctx, x, s):
-    if not (isinstance(x, Vec) and isinstance(s, (types.Float, types.Integer))):
-        raise TypingError(f"vaddscalar of {x}, {s}")
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(sig.args[0])
-
-        def piece(t, xv):
-            return builder.fadd(xv, _splat(context, builder, t, sig.args[1], args[1],
-                                           sig.args[0].dtype))
-        return _pieces(builder, vty, piece, args[0])
-    return x(x, s), codegen

@@ -6,9 +6,9 @@ in (D / 16) zmm or (D / 8) ymm registers, whatever the target's width, and every
 added with full-width loads, no loop, no aliasing question between the table and the output.
 The vector length must be a compile-time constant (a literal int: a closure constant).
 
-`prefetch(arr, i, j)` issues ``llvm.prefetch`` (read, high locality, data) for the address of
-``arr[i, j]``; it never faults, so a prefetch of a bad address is harmless.  `prefetch_at(addr)`
-does the same for an integer byte address (see its note on inlined helpers).
+`prefetch_at(addr, level)` issues ``llvm.prefetch`` (read, data) for an integer byte address
+into L1 (level 1: prefetcht0) or L2 (level 2: prefetcht1); it never faults, so a prefetch of a
+bad address is harmless.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from numba.core import cgutils, types
 from numba.core.datamodel import models, register_default
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
+
+from dlrmprof.platform.tsc import cycle_counter  # noqa: F401 - the kernels take it from here
 
 
 class Vec(types.Type):
@@ -166,128 +168,79 @@ def _splat(context, builder, vty, scalar_ty, scalar, target_dtype):
                                   ir.Constant(ir.VectorType(ir.IntType(32), vty.count), None))
 
 
-@intrinsic
-def vfma(typingctx, acc, x, s):
-    """acc + x * s (s a scalar, broadcast)."""
-    if not (isinstance(acc, Vec) and acc == x and isinstance(s, (types.Float, types.Integer))):
-        raise TypingError(f"vfma of {acc}, {x}, {s}")
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(sig.args[0])
-
-        def piece(t, a, xv):
-            sv = _splat(context, builder, t, sig.args[2], args[2], sig.args[0].dtype)
-            return builder.fadd(a, builder.fmul(xv, sv))
-        return _pieces(builder, vty, piece, args[0], args[1])
-    return acc(acc, x, s), codegen
+def _splat_piece(context, builder, sig, args, t):
+    """The scalar argument sig.args[-1] broadcast to the piece type `t` of the vector."""
+    return _splat(context, builder, t, sig.args[-1], args[-1], sig.args[0].dtype)
 
 
-@intrinsic
-def vfmadd(typingctx, acc, x, s):
-    """x * s + acc as one fused multiply-add (``llvm.fma``: one rounding; `vfma` is a
-    multiply, then an add)."""
-    if not (isinstance(acc, Vec) and acc == x and isinstance(s, (types.Float, types.Integer))):
-        raise TypingError(f"vfmadd of {acc}, {x}, {s}")
+def _vec_scalar_op(name, fn, with_acc):
+    """An intrinsic `name`: (acc, x, s) -> fn(builder, t, acc, x, s) when `with_acc`, else
+    (x, s) -> fn(builder, t, x, s), piece by piece (`_pieces`), with the scalar s broadcast
+    to each piece; Vec operands of one type, s any float or integer scalar."""
+    def typer(typingctx, *operands):
+        *vecs, s = operands
+        if not (isinstance(vecs[0], Vec) and all(v == vecs[0] for v in vecs)
+                and isinstance(s, (types.Float, types.Integer))):
+            raise TypingError(f"{name} of {', '.join(map(str, operands))}")
 
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(sig.args[0])
+        def codegen(context, builder, sig, args):
+            vty = context.get_value_type(sig.args[0])
 
-        def piece(t, a, xv):
-            sv = _splat(context, builder, t, sig.args[2], args[2], sig.args[0].dtype)
-            elem = {ir.FloatType(): "f32", ir.DoubleType(): "f64"}[t.element]
-            fnty = ir.FunctionType(t, [t, t, t])
-            fn = builder.module.declare_intrinsic(f"llvm.fma.v{t.count}{elem}", (), fnty)
-            return builder.call(fn, [xv, sv, a])
-        return _pieces(builder, vty, piece, args[0], args[1])
-    return acc(acc, x, s), codegen
+            def piece(t, *vals):
+                return fn(builder, t, *vals, _splat_piece(context, builder, sig, args, t))
+            return _pieces(builder, vty, piece, *args[:-1])
+        return vecs[0](*operands), codegen
 
-
-@intrinsic
-def vscale(typingctx, x, s):
-    """x * s (s a scalar, broadcast)."""
-    if not (isinstance(x, Vec) and isinstance(s, (types.Float, types.Integer))):
-        raise TypingError(f"vscale of {x}, {s}")
-
-    def codegen(context, builder, sig, args):
-        vty = context.get_value_type(sig.args[0])
-
-        def piece(t, xv):
-            return builder.fmul(xv, _splat(context, builder, t, sig.args[1], args[1],
-                                           sig.args[0].dtype))
-        return _pieces(builder, vty, piece, args[0])
-    return x(x, s), codegen
+    if with_acc:
+        def impl(typingctx, acc, x, s):
+            return typer(typingctx, acc, x, s)
+    else:
+        def impl(typingctx, x, s):
+            return typer(typingctx, x, s)
+    impl.__name__ = impl.__qualname__ = name
+    return intrinsic(impl)
 
 
-@intrinsic
-def cycle_counter(typingctx):
-    """The CPU's time-stamp counter (``llvm.readcyclecounter``: rdtsc on x86-64).  Only
-    called where the host has an invariant TSC (see numba_cpu.tsc_period_s)."""
-    def codegen(context, builder, sig, args):
-        fnty = ir.FunctionType(ir.IntType(64), [])
-        fn = builder.module.declare_intrinsic("llvm.readcyclecounter", (), fnty)
-        return builder.call(fn, [])
-    return types.int64(), codegen
+def _fused(builder, t, a, xv, sv):
+    elem = {ir.FloatType(): "f32", ir.DoubleType(): "f64"}[t.element]
+    fnty = ir.FunctionType(t, [t, t, t])
+    fn = builder.module.declare_intrinsic(f"llvm.fma.v{t.count}{elem}", (), fnty)
+    return builder.call(fn, [xv, sv, a])
 
 
-@intrinsic
-def prefetch(typingctx, arr, i, j):
-    """Software prefetch of &arr[i, j] into L1 (prefetcht0; no fault, no effect on results)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 2):
-        raise TypingError(f"prefetch needs a 2-D array, got {arr}")
-    return _prefetch_sig(arr, i, j, 3)
+# acc + x * s (s a scalar, broadcast): a multiply, then an add
+vfma = _vec_scalar_op("vfma", lambda b, t, a, xv, sv: b.fadd(a, b.fmul(xv, sv)), True)
+# x * s + acc as one fused multiply-add (``llvm.fma``: one rounding)
+vfmadd = _vec_scalar_op("vfmadd", _fused, True)
+# x * s and x + s (s a scalar, broadcast)
+vscale = _vec_scalar_op("vscale", lambda b, t, xv, sv: b.fmul(xv, sv), False)
+vaddscalar = _vec_scalar_op("vaddscalar", lambda b, t, xv, sv: b.fadd(xv, sv), False)
 
 
-@intrinsic
-def prefetch_l2(typingctx, arr, i, j):
-    """Software prefetch of &arr[i, j] into L2 (prefetcht1 on x86)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 2):
-        raise TypingError(f"prefetch needs a 2-D array, got {arr}")
-    return _prefetch_sig(arr, i, j, 2)
+_LOCALITY = {1: 3, 2: 2}   # cache level -> llvm.prefetch locality (prefetcht0, prefetcht1)
 
 
-@intrinsic
-def prefetch_at(typingctx, addr):
-    """Software prefetch of the byte address `addr` (an integer) into L1 (prefetcht0).
+@intrinsic(prefer_literal=True)
+def prefetch_at(typingctx, addr, level):
+    """Software prefetch of the byte address `addr` (an integer) into L1 (`level` 1:
+    prefetcht0) or L2 (level 2: prefetcht1); `level` a literal int.
 
-    For helpers inlined into a hot loop: an array argument to a numba function inlined at IR
-    level (``inline="always"``) may cost an NRT_incref / NRT_decref call pair per call
-    (the loop's vector registers spilled around them, an atomic add each) wherever numba's
-    reference-count pruning does not remove it; an integer address costs nothing."""
+    It takes an address, not an array, for helpers inlined into a hot loop: an array argument
+    to a numba function inlined at IR level (``inline="always"``) may cost an NRT_incref /
+    NRT_decref call pair per call (the loop's vector registers spilled around them, an atomic
+    add each) wherever numba's reference-count pruning does not remove it; an integer address
+    costs nothing."""
     if not isinstance(addr, types.Integer):
         raise TypingError(f"prefetch_at needs an integer address, got {addr}")
-    return _prefetch_addr_sig(addr, 3)
-
-
-@intrinsic
-def prefetch_at_l2(typingctx, addr):
-    """Software prefetch of the byte address `addr` into L2 (prefetcht1 on x86)."""
-    if not isinstance(addr, types.Integer):
-        raise TypingError(f"prefetch_at_l2 needs an integer address, got {addr}")
-    return _prefetch_addr_sig(addr, 2)
-
-
-def _prefetch_addr_sig(addr, locality):
+    if not isinstance(level, types.IntegerLiteral) or level.literal_value not in _LOCALITY:
+        raise TypingError(f"prefetch_at needs a literal level 1 or 2, got {level}")
+    locality = _LOCALITY[level.literal_value]
 
     def codegen(context, builder, sig, args):
         i8p = ir.IntType(8).as_pointer()
-        ptr = builder.inttoptr(args[0], i8p)
-        _emit_prefetch(builder, ptr, locality)
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
+        builder.call(fn, [builder.inttoptr(args[0], i8p), i32(0), i32(locality), i32(1)])
         return context.get_dummy_value()
-    return types.void(addr), codegen
-
-
-def _emit_prefetch(builder, ptr, locality):
-    i8p = ir.IntType(8).as_pointer()
-    i32 = ir.IntType(32)
-    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-    fn = builder.module.declare_intrinsic("llvm.prefetch", [i8p], fnty)
-    builder.call(fn, [ptr, i32(0), i32(locality), i32(1)])
-
-
-def _prefetch_sig(arr, i, j, locality):
-
-    def codegen(context, builder, sig, args):
-        ptr = _item_pointer(context, builder, sig, args)
-        _emit_prefetch(builder, builder.bitcast(ptr, ir.IntType(8).as_pointer()), locality)
-        return context.get_dummy_value()
-    return types.void(arr, i, j), codegen
+    return types.void(addr, level), codegen

@@ -1,17 +1,17 @@
 """numba CPU embedding bag over packed tables (fp16, bf16, int8, int4; `kernels.quant`).
 
-One kernel per (dtype, D), the fp32 kernel's shape (`numba_cpu._eb_vec_range`): a bag's sum
+One kernel per (dtype, D), the fp32 kernel's shape (`numba_embedding._eb_vec_range`): a bag's sum
 is one ``<D x float>`` register value; each looked-up row is loaded in its stored width and
 converted in registers (`_qsimd`), never written out as float32.  int8 / int4 rows add
 ``q * (w * scale)`` with one fused multiply-add per element and keep the sum of
 ``w * bias`` as a scalar, added once per bag; int4 keeps two ``<D/2 x float>`` sums (even
 and odd columns: the low and high nibbles of the row's bytes) and interleaves them when the
 bag is stored.  Rows `pf_dist` lookups ahead are prefetched by the fp32 kernel's plan
-(`numba_cpu.prefetch_plan`) taken at the packed row's size in bytes: a D 64 int8 row is 72
+(`numba_prefetch.prefetch_plan`) taken at the packed row's size in bytes: a D 64 int8 row is 72
 bytes (two lines unless it starts on one), an int4 row 36.  Rows under 64 bytes in a table
 beyond L3 / 4 take the one-line plan (two-stage, 32 ahead) even where some straddle a line:
 under the two-line plan (L2, 64 ahead) the one-lookup Zipf cells ran fast in some processes
-and at half torch's speed in others, as `numba_cpu.prefetch_plan` notes for fp32 D 16;
+and at half torch's speed in others, as fp32 D 16 rows did;
 within L3 / 4 the two-line plan stays, which ran the 20-lookup cells faster (measurements:
 docs/performance.md).  The prefetch of a straddling row still covers its last byte's line.
 
@@ -29,53 +29,51 @@ from numba import njit, prange
 from dlrmprof.kernels._qsimd import (load_f16, load_f32, vaddscalar, vload_bf16, vload_f16,
                                      vload_u4hi, vload_u4lo, vload_u8, vstore_zip)
 from dlrmprof.kernels._simd import vadd, vfmadd, vscale, vstore, vzero
-from dlrmprof.kernels.numba_cpu import (_FAR, _PF_PROLOGUE, L2_BYTES, L3_BYTES, PARALLEL_MIN_WORK,
-                                        _line_aligned, _prefetch_plan, _prefetch_row, _raise_bad,
-                                        _tail_line, num_threads)
+from dlrmprof.kernels.numba_prefetch import (FAR, L2_BYTES, L3_BYTES, _line_aligned,
+                                             _prefetch_plan, _prefetch_row, _tail_line)
+from dlrmprof.kernels.numba_util import OPTS, PARALLEL_MIN_WORK, num_threads, raise_bad
 
-# numba's cache follows this file's stamp only: the digest of _simd.py + _qsimd.py, checked
-# by tests/test_kernels_quant.py, makes an edit there recompile these kernels
-_SIMD_SHA256 = "1a02e9424e6e05b3"
-
-_OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
+# the sources these kernels compile in (see numba_util): update when they change
+_DEPS = ("_simd.py", "_qsimd.py", "numba_prefetch.py")
+_DEPS_SHA256 = "fee8e154bea56a63"
 
 
 _KINDS = {"fp16": 0, "bf16": 1, "int8": 2, "int4": 3}
 
 
-@njit(inline="always", **_OPTS)
+@njit(inline="always", **OPTS)
 def _scaled(v, s):
     return vscale(v, s) if s != 1.0 else v
 
 
-@functools.lru_cache(maxsize=None)
-def kernels(dtype: str, D: int):
-    """(entry, serial range kernel) for packed `dtype` tables of dimension D; RB (the packed
-    row's bytes) and D are closure constants, so each (dtype, D) compiles (and caches) once.
-
-    serial(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, ocol)
-    entry(data, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads, ocol)
-    -> bad count (-1 from entry: offsets do not run from 0 to len(indices)); bag b is
-    written to out[b, ocol:ocol + D] (`out` may be a wider [B, T * D] buffer)."""
-    KIND = _KINDS[dtype]                    # closure constants only: numba's cache keys
-    H = D // 2                              # a closure on its values (an njit function
-    itemsize = 2 if KIND < 2 else 1         # there would get a fresh key per process)
+def _layout(dtype: str, D: int):
+    """(KIND, H, C, RB, LINE) of packed `dtype` rows of dimension D: the kind's number, half
+    of D, storage elements per row, the packed row in bytes, storage elements per line."""
+    KIND = _KINDS[dtype]
+    H = D // 2
+    itemsize = 2 if KIND < 2 else 1
     C = D if KIND < 2 else (D + 8 if KIND == 2 else H + 4)
-    RB = C * itemsize                       # the packed row in bytes
-    LINE = 64 // itemsize                   # storage elements per 64-byte line
+    return KIND, H, C, C * itemsize, 64 // itemsize
 
-    @njit(**_OPTS)
+
+@functools.lru_cache(maxsize=None)
+def _serial(dtype: str, D: int):
+    """The serial range kernel of `kernels` (closure constants only: numba's cache keys a
+    closure on its values, and an njit function there would get a fresh key per process)."""
+    KIND, H, C, RB, LINE = _layout(dtype, D)
+
+    @njit(**OPTS)
     def ser(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, ocol):
         R = data.shape[0]
         bad = 0
         p_end = offsets[b1]
         tail = _tail_line(data, pf_level, C)
         base = np.uint64(data.ctypes.data)
-        if pf_level > 0 and _PF_PROLOGUE:
+        if pf_level > 0:
             for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
                 _prefetch_row(base, indices[q], pf_level, tail, C, LINE)
             if pf_level == 4:
-                for q in range(offsets[b0] + pf_dist, min(offsets[b0] + _FAR * pf_dist, p_end)):
+                for q in range(offsets[b0] + pf_dist, min(offsets[b0] + FAR * pf_dist, p_end)):
                     _prefetch_row(base, indices[q], 2, tail, C, LINE)
         for b in range(b0, b1):
             s = offsets[b]
@@ -94,7 +92,7 @@ def kernels(dtype: str, D: int):
                     if q < p_end:
                         _prefetch_row(base, indices[np.uint64(q)], pf_level, tail, C, LINE)
                     if pf_level == 4:
-                        q = p + _FAR * pf_dist
+                        q = p + FAR * pf_dist
                         if q < p_end:
                             _prefetch_row(base, indices[np.uint64(q)], 2, tail, C, LINE)
                 idx = indices[np.uint64(p)]
@@ -127,7 +125,22 @@ def kernels(dtype: str, D: int):
                 vstore(out, b, ocol, _scaled(acc, scale))
         return bad
 
-    @njit(parallel=True, **_OPTS)
+    return ser
+
+
+@functools.lru_cache(maxsize=None)
+def kernels(dtype: str, D: int):
+    """(entry, serial range kernel) for packed `dtype` tables of dimension D; RB (the packed
+    row's bytes) and D are closure constants, so each (dtype, D) compiles (and caches) once.
+
+    serial(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, ocol)
+    entry(data, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads, ocol)
+    -> bad count (-1 from entry: offsets do not run from 0 to len(indices)); bag b is
+    written to out[b, ocol:ocol + D] (`out` may be a wider [B, T * D] buffer)."""
+    _, _, C, RB, _ = _layout(dtype, D)
+    ser = _serial(dtype, D)
+
+    @njit(parallel=True, **OPTS)
     def par(data, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, ocol):
         B = offsets.shape[0] - 1
         bad = 0
@@ -136,7 +149,7 @@ def kernels(dtype: str, D: int):
                        (t + 1) * B // nparts, pf_dist, pf_level, ocol)
         return bad
 
-    @njit(**_OPTS)
+    @njit(**OPTS)
     def entry(data, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads, ocol):
         B = offsets.shape[0] - 1
         if offsets[0] != 0 or offsets[B] != indices.shape[0]:
@@ -170,8 +183,8 @@ def qembedding_bag(dtype, dim, data, indices, offsets, mode, per_sample_weights,
     at out[b, ocol:ocol + dim] (one table's columns of a [B, T * D] pooled buffer: no
     per-call output, no copy); returned as given."""
     if dtype == "fp32" and out is None:
-        from dlrmprof.kernels import numba_cpu
-        return numba_cpu.embedding_bag(data, indices, offsets, mode, per_sample_weights)
+        from dlrmprof.kernels.numba_embedding import embedding_bag
+        return embedding_bag(data, indices, offsets, mode, per_sample_weights)
     if dtype == "fp32":
         raise ValueError("numba_quant.qembedding_bag: out= takes packed tables, not fp32")
     B = offsets.shape[0] - 1
@@ -186,5 +199,5 @@ def qembedding_bag(dtype, dim, data, indices, offsets, mode, per_sample_weights,
     bad = kernels(dtype, dim)[0](storage(dtype, data), indices, offsets, per_sample_weights,
                                  mode == "mean", out, L2_BYTES, L3_BYTES, threads, ocol)
     if bad:
-        _raise_bad(bad)
+        raise_bad(bad)
     return out

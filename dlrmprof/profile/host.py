@@ -35,8 +35,13 @@ import platform
 import re
 import socket
 import sys
-from pathlib import Path
 from typing import Any
+
+from dlrmprof.platform import (cpuinfo_blocks, data_caches, parse_cpulist, parse_size, path,
+                               processor_flags, read_caches, read_int, read_text)
+
+__all__ = ["SIMD_FLAGS", "collect", "cpuinfo_info", "data_caches", "host_id", "parse_cpulist",
+           "parse_size", "read_caches", "read_cpuinfo", "stable_fields", "summary"]
 
 # SIMD levels we report, from /proc/cpuinfo flags (x86) or Features (ARM).
 SIMD_FLAGS = ("sse2", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
@@ -52,84 +57,24 @@ _ARM_PARTS = {(0x41, 0xD0C): "Neoverse-N1", (0x41, 0xD40): "Neoverse-V1",
 _VENDORS = {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "HygonGenuine": "Hygon"}
 
 
-def _p(root: str | os.PathLike, rel: str) -> Path:
-    return Path(root) / rel.lstrip("/")
-
-
-def _read(root, rel: str) -> str | None:
-    try:
-        return _p(root, rel).read_text().strip()
-    except (OSError, UnicodeDecodeError):
-        return None
-
-
-def _int(s: str | None, base: int = 10) -> int | None:
-    if s is None:
-        return None
-    try:
-        return int(s.strip(), base)
-    except ValueError:
-        return None
-
-
-def parse_size(s: str | None) -> int | None:
-    """'32K' / '1024 KB' / '32768K' / '1M' / '4096' -> bytes."""
-    if not s:
-        return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(i?B)?\s*", s, re.IGNORECASE)
-    if not m:
-        return None
-    mult = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}[m.group(2).upper()]
-    return int(float(m.group(1)) * mult)
-
-
-def parse_cpulist(s: str | None) -> list[int]:
-    """'0-3,8,10-11' -> [0, 1, 2, 3, 8, 10, 11]."""
-    out: list[int] = []
-    for part in (s or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            if a.isdigit() and b.isdigit():
-                out.extend(range(int(a), int(b) + 1))
-        elif part.isdigit():
-            out.append(int(part))
-    return out
-
-
 # -- collectors ---------------------------------------------------------------------------------
 
 def read_cpuinfo(root="/") -> dict:
     """CPU identity and flags from /proc/cpuinfo (x86 and ARM layouts)."""
-    text = _read(root, "proc/cpuinfo")
-    if text is None:
+    blocks = cpuinfo_blocks(root)
+    if blocks is None:
         return {}
-    blocks = [b for b in re.split(r"\n\s*\n", text) if b.strip()]
-    procs = []
-    top: dict[str, str] = {}
-    for b in blocks:
-        kv = {}
-        for line in b.splitlines():
-            if ":" in line:
-                k, v = line.split(":", 1)
-                kv[k.strip()] = v.strip()
-        if "processor" in kv and kv["processor"].isdigit():
-            procs.append(kv)
-        else:
-            top.update(kv)  # ARM: "Hardware", "Serial" after the processor blocks
+    procs, top = blocks
     first = procs[0] if procs else top
     out: dict[str, Any] = {"logical_cpus": len(procs) or None}
-    flags = (first.get("flags") or first.get("Features") or "").split()
-    out["flags"] = sorted(set(flags))
+    out["flags"] = sorted(processor_flags(first))
     if "vendor_id" in first:  # x86
         out["arch"] = "x86_64"
         out["vendor"] = _VENDORS.get(first["vendor_id"], first["vendor_id"])
         out["model_name"] = first.get("model name")
-        out["family"] = _int(first.get("cpu family"))
-        out["model"] = _int(first.get("model"))
-        out["stepping"] = _int(first.get("stepping"))
+        out["family"] = read_int(first.get("cpu family"))
+        out["model"] = read_int(first.get("model"))
+        out["stepping"] = read_int(first.get("stepping"))
         mhz = first.get("cpu MHz")
         out["freq_mhz"] = {"current": float(mhz)} if mhz and _is_float(mhz) else {}
         phys = {(p.get("physical id"), p.get("core id")) for p in procs}
@@ -139,12 +84,12 @@ def read_cpuinfo(root="/") -> dict:
         out["sockets"] = len(sockets) if procs and None not in sockets else None
     elif "CPU implementer" in first:  # ARM
         out["arch"] = "aarch64"
-        impl = _int(first.get("CPU implementer"), 16)
+        impl = read_int(first.get("CPU implementer"), 16)
         out["vendor"] = _ARM_IMPLEMENTERS.get(impl, f"0x{impl:02x}" if impl is not None else None)
         out["implementer"] = impl
-        out["part"] = _int(first.get("CPU part"), 16)
-        out["variant"] = _int(first.get("CPU variant"), 16)
-        out["revision"] = _int(first.get("CPU revision"))
+        out["part"] = read_int(first.get("CPU part"), 16)
+        out["variant"] = read_int(first.get("CPU variant"), 16)
+        out["revision"] = read_int(first.get("CPU revision"))
         out["model_name"] = (top.get("Hardware") or first.get("model name")
                              or _ARM_PARTS.get((impl, out["part"])))
         out["freq_mhz"] = {}
@@ -159,44 +104,8 @@ def _is_float(s: str) -> bool:
         return False
 
 
-def read_caches(root="/", cpu: int = 0) -> list[dict]:
-    """Per-core caches of `cpu` from sysfs, sorted by level (data before instruction)."""
-    base = _p(root, f"sys/devices/system/cpu/cpu{cpu}/cache")
-    out = []
-    try:
-        dirs = sorted(d for d in base.iterdir() if d.name.startswith("index"))
-    except OSError:
-        return []
-    for d in dirs:
-        rel = str(d.relative_to(Path(root)))
-        level = _int(_read(root, rel + "/level"))
-        size = parse_size(_read(root, rel + "/size"))
-        if level is None or size is None:
-            continue
-        ways = _int(_read(root, rel + "/ways_of_associativity"))
-        line = _int(_read(root, rel + "/coherency_line_size"))
-        sets = _int(_read(root, rel + "/number_of_sets"))
-        if ways == 0 and line and sets:  # some kernels report 0 for fully associative
-            ways = size // line
-        out.append({"level": level, "type": (_read(root, rel + "/type") or "Unified").lower(),
-                    "size_bytes": size, "ways": ways, "line_bytes": line, "sets": sets,
-                    "shared_cpus": parse_cpulist(_read(root, rel + "/shared_cpu_list"))})
-    order = {"data": 0, "unified": 1, "instruction": 2}
-    out.sort(key=lambda c: (c["level"], order.get(c["type"], 3)))
-    return out
-
-
-def data_caches(caches: list[dict]) -> list[dict]:
-    """The data/unified caches by level (L1d, L2, L3, ...), the hierarchy a load walks."""
-    by_level: dict[int, dict] = {}
-    for c in caches:
-        if c["type"] in ("data", "unified") and c["level"] not in by_level:
-            by_level[c["level"]] = c
-    return [by_level[k] for k in sorted(by_level)]
-
-
 def read_meminfo(root="/") -> dict:
-    text = _read(root, "proc/meminfo") or ""
+    text = read_text(root, "proc/meminfo") or ""
     vals = {}
     for line in text.splitlines():
         m = re.match(r"(\w+):\s+(\d+)\s*kB", line)
@@ -206,7 +115,7 @@ def read_meminfo(root="/") -> dict:
 
 
 def read_numa(root="/") -> dict:
-    base = _p(root, "sys/devices/system/node")
+    base = path(root, "sys/devices/system/node")
     nodes = []
     try:
         names = sorted((d.name for d in base.iterdir() if re.fullmatch(r"node\d+", d.name)),
@@ -214,10 +123,10 @@ def read_numa(root="/") -> dict:
     except OSError:
         return {}
     for n in names:
-        mem = _read(root, f"sys/devices/system/node/{n}/meminfo") or ""
+        mem = read_text(root, f"sys/devices/system/node/{n}/meminfo") or ""
         m = re.search(r"MemTotal:\s+(\d+)\s*kB", mem)
         nodes.append({"id": int(n[4:]),
-                      "cpus": parse_cpulist(_read(root, f"sys/devices/system/node/{n}/cpulist")),
+                      "cpus": parse_cpulist(read_text(root, f"sys/devices/system/node/{n}/cpulist")),
                       "mem_total_bytes": int(m.group(1)) * 1024 if m else None})
     return {"nodes": nodes}
 
@@ -225,8 +134,8 @@ def read_numa(root="/") -> dict:
 def read_freq(root="/", cpu: int = 0) -> dict:
     base = f"sys/devices/system/cpu/cpu{cpu}/cpufreq/"
     out = {}
-    mx = _int(_read(root, base + "cpuinfo_max_freq"))
-    bs = _int(_read(root, base + "base_frequency"))
+    mx = read_int(read_text(root, base + "cpuinfo_max_freq"))
+    bs = read_int(read_text(root, base + "base_frequency"))
     if mx:
         out["max"] = mx / 1000.0
     if bs:
@@ -236,16 +145,16 @@ def read_freq(root="/", cpu: int = 0) -> dict:
 
 def read_topology(root="/") -> dict:
     """Threads per core from sysfs (cpu0's thread_siblings_list)."""
-    sib = parse_cpulist(_read(root, "sys/devices/system/cpu/cpu0/topology/thread_siblings_list"))
+    sib = parse_cpulist(read_text(root, "sys/devices/system/cpu/cpu0/topology/thread_siblings_list"))
     return {"threads_per_core": len(sib)} if sib else {}
 
 
 def read_os(root="/") -> dict:
-    out: dict[str, Any] = {"kernel": _read(root, "proc/sys/kernel/osrelease")}
-    rel = _read(root, "etc/os-release") or ""
+    out: dict[str, Any] = {"kernel": read_text(root, "proc/sys/kernel/osrelease")}
+    rel = read_text(root, "etc/os-release") or ""
     m = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', rel, re.M)
     out["distro"] = m.group(1) if m else None
-    out["hostname"] = _read(root, "proc/sys/kernel/hostname")
+    out["hostname"] = read_text(root, "proc/sys/kernel/hostname")
     if str(root) == "/":
         out["system"] = platform.system()
         out["hostname"] = out["hostname"] or socket.gethostname()
