@@ -139,8 +139,8 @@ class SparseArch(nn.Module):
         self._tbe = None
         self._idx_buf = np.empty(0, np.int64)
         # The backend's kernels, resolved once (UserError here if the backend cannot run).
-        # They are called without the public entry points' per-call checks (about 20 us a
-        # call, 26 tables x 2 calls a step): the data sources check every index against its
+        # They are called without the public entry points' per-call checks (26 tables x 2
+        # calls a step): the data sources check every index against its
         # table's rows once, up front, and the numba kernels still refuse (never wrap) an
         # out-of-range index.
         self._eb = kernels.resolve("embedding_bag", backend)
@@ -184,9 +184,8 @@ class SparseArch(nn.Module):
     def _all_tables_kernels(self):
         """numba per table, on a host with an invariant TSC: the kernels that take every
         table's bags in one call (one thread) and time each table inside with the time-stamp
-        counter, so the per-table figures stay (method "tsc") without 2T calls a step
-        (kaggle preset, batch 128, profiled step: lookups 320 -> 221 us, update 438 -> 417
-        us; untimed, within noise).  None where they do not apply; then (and whenever numba
+        counter, so the per-table figures stay (method "tsc") without 2T calls a step (the
+        gain: docs/performance.md, "Kernel and model choices").  None where they do not apply; then (and whenever numba
         runs more than one thread) one call per table, each timed with perf_counter."""
         if self.backend != "numba" or self.fused or self.dim % 4 or self.dim > 1024:
             return None

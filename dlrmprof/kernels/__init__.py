@@ -336,6 +336,15 @@ def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode="sum",
        a["per_sample_weights"])
 
 
+def _call_dense(fn, backend: str, like, **arrays):
+    """fn(*arrays) with the arrays in the backend's kind (numpy ones C-contiguous; None
+    stays None), the result back in the kind of `like`."""
+    a = _convert(backend, arrays)
+    if _WANTS[backend] == "numpy":
+        a = {k: (None if v is None else np.ascontiguousarray(v)) for k, v in a.items()}
+    return _back(fn(*a.values()), _is_torch(like))
+
+
 def _check_interaction(op, dense, pooled):
     _check(_ndim(dense) == 2 and _ndim(pooled) == 3 and _is_float(dense) and _is_float(pooled),
            lambda: f"{op}: dense must be [B, D] and pooled [B, T, D] float arrays, got "
@@ -350,10 +359,7 @@ def interaction(dense, pooled, backend="numba"):
     pooled] ([B, T+1, D]), pairs ordered row-major over i > j: (1,0), (2,0), (2,1), ..."""
     fn = _impl("interaction", backend)
     _check_interaction("interaction", dense, pooled)
-    a = _convert(backend, dict(dense=dense, pooled=pooled))
-    if _WANTS[backend] == "numpy":
-        a = {k: np.ascontiguousarray(v) for k, v in a.items()}
-    return _back(fn(a["dense"], a["pooled"]), _is_torch(dense))
+    return _call_dense(fn, backend, dense, dense=dense, pooled=pooled)
 
 
 def interaction_backward(dense, pooled, grad_out, backend="numba"):
@@ -364,10 +370,7 @@ def interaction_backward(dense, pooled, grad_out, backend="numba"):
     _check(tuple(grad_out.shape) == (B, D + (T + 1) * T // 2),
            lambda: f"interaction_backward: grad_out must be [{B}, {D + (T + 1) * T // 2}], got "
            f"{tuple(grad_out.shape)}")
-    a = _convert(backend, dict(dense=dense, pooled=pooled, grad_out=grad_out))
-    if _WANTS[backend] == "numpy":
-        a = {k: np.ascontiguousarray(v) for k, v in a.items()}
-    return _back(fn(a["dense"], a["pooled"], a["grad_out"]), _is_torch(dense))
+    return _call_dense(fn, backend, dense, dense=dense, pooled=pooled, grad_out=grad_out)
 
 
 def _check_linear(op, x, weight):
@@ -385,10 +388,7 @@ def linear(x, weight, bias=None, backend="torch"):
     if bias is not None:
         _check(tuple(bias.shape) == (weight.shape[0],),
                lambda: f"linear: bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
-    a = _convert(backend, dict(x=x, weight=weight, bias=bias))
-    if _WANTS[backend] == "numpy":
-        a = {k: (None if v is None else np.ascontiguousarray(v)) for k, v in a.items()}
-    return _back(fn(a["x"], a["weight"], a["bias"]), _is_torch(x))
+    return _call_dense(fn, backend, x, x=x, weight=weight, bias=bias)
 
 
 def linear_backward(x, weight, grad_out, backend="torch"):
@@ -398,10 +398,7 @@ def linear_backward(x, weight, grad_out, backend="torch"):
     _check(tuple(grad_out.shape) == (x.shape[0], weight.shape[0]),
            lambda: f"linear_backward: grad_out must be [{x.shape[0]}, {weight.shape[0]}], got "
            f"{tuple(grad_out.shape)}")
-    a = _convert(backend, dict(x=x, weight=weight, grad_out=grad_out))
-    if _WANTS[backend] == "numpy":
-        a = {k: np.ascontiguousarray(v) for k, v in a.items()}
-    return _back(fn(a["x"], a["weight"], a["grad_out"]), _is_torch(x))
+    return _call_dense(fn, backend, x, x=x, weight=weight, grad_out=grad_out)
 
 
 def qembedding_bag(table, indices, offsets, mode="sum", per_sample_weights=None,

@@ -32,8 +32,8 @@ class Vec(types.Type):
 def _chunks(count: int, itemsize: int) -> list[int] | None:
     """The power-of-two pieces (largest first, at most 64 bytes: one zmm) that a vector of
     `count` elements is held as, or None when `count` is a power of two (one LLVM vector).
-    LLVM legalises vectors of other lengths badly: a ``<48 x float>`` running sum ran 3-5x
-    slower than torch where ``<64 x float>`` ran 1.6x faster (R 1e4, L 20, 1 thread)."""
+    LLVM legalises vectors of other lengths badly: a ``<48 x float>`` running sum ran several
+    times slower than a ``<64 x float>`` one (docs/performance.md, "Kernel and model choices")."""
     if count & (count - 1) == 0:
         return None
     widest = max(1, 64 // itemsize)

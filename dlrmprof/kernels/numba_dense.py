@@ -19,7 +19,7 @@ from dlrmprof.kernels.numba_util import FAST, OPTS
 
 # the sources these kernels compile in (see numba_util): update when they change
 _DEPS = ("_simd.py",)
-_DEPS_SHA256 = "f1a6a1750bf652a4"
+_DEPS_SHA256 = "fdf529105fd4963e"
 
 
 @njit(**OPTS)

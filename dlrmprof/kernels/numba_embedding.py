@@ -19,12 +19,13 @@ from numba import literally, njit, prange
 from dlrmprof.kernels import numba_util as nu
 from dlrmprof.kernels._simd import cycle_counter, vadd, vfma, vload, vscale, vstore, vzero
 from dlrmprof.kernels.numba_prefetch import (FAR, L2_BYTES, L3_BYTES, _line_aligned,
-                                             _prefetch_plan, _prefetch_row, _tail_line)
+                                             _prefetch_plan, _prefetch_row, _tail_line,
+                                             prefetch_first_rows)
 from dlrmprof.kernels.numba_util import OPTS, PARALLEL_MIN_WORK, num_threads, raise_bad
 
 # the sources these kernels compile in (see numba_util): update when they change
 _DEPS = ("_simd.py", "numba_prefetch.py")
-_DEPS_SHA256 = "f5c522fc82bd67c0"
+_DEPS_SHA256 = "bd17819262b94ecc"
 
 
 @njit(**OPTS)
@@ -102,14 +103,8 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
     tail = _tail_line(weight, pf_level, D)
     base = np.uint64(weight.ctypes.data)
     if pf_level > 0:
-        # prologue: the first pf_dist rows, which the loop's look-ahead never reaches (at
-        # B = 128 and one lookup per bag, half of a table's rows); issued back to back, so
-        # their misses overlap
-        for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
-            _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], pf_level, tail, D, line)
-        if pf_level == 4:   # and the far stage's first rows, into L2
-            for q in range(offsets[b0] + pf_dist, min(offsets[b0] + FAR * pf_dist, p_end)):
-                _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], 2, tail, D, line)
+        prefetch_first_rows(base, indices, p0, row0, offsets[b0], p_end, pf_dist, pf_level,
+                            tail, D, line)
     for b in range(b0, b1):
         s = offsets[b]
         e = offsets[b + 1]
@@ -177,7 +172,7 @@ def _eb_vec_kernels(D, itemsize=4):
             return eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
                               pf_dist, pf_level)
         # through eb_vec_ser, not _eb_vec_range: compiled as its own function the loop ran
-        # 5-10% faster than inlined here (R=1e4, D=128, L=20, paired runs vs torch)
+        # faster than inlined here (docs/performance.md, "Kernel and model choices")
         return eb_vec_ser(weight, indices, offsets, psw, mean, out, 0, B, pf_dist, pf_level)
 
     return eb_vec, eb_vec_ser
@@ -234,8 +229,8 @@ def embedding_bag_fast(weight, indices, offsets, mode):
     the checks it needs before compiled code may run (array ranks, dtypes, a C-contiguous
     table of a D the specialised kernel takes), then the kernel, which checks the offsets'
     ends itself and the indices' range as it goes.  Returns None where these inputs need
-    the general path (which also names any fault), else the pooled [B, D].  About 1 us
-    less per call than the general path (half of a 1e4 x 16, B 2048, one-lookup call)."""
+    the general path (which also names any fault), else the pooled [B, D].  It saves the
+    general path's per-call Python work, a visible share of a small call."""
     if (weight.ndim != 2 or indices.ndim != 1 or offsets.ndim != 1 or not offsets.shape[0]
             or (weight.dtype, indices.dtype, offsets.dtype) not in _FAST_DTYPES
             or not weight.flags.c_contiguous or (mode != "sum" and mode != "mean")):

@@ -15,12 +15,12 @@ from numba import njit, prange
 
 from dlrmprof.kernels._simd import cycle_counter, vfma, vload, vstore
 from dlrmprof.kernels.numba_prefetch import (L1_BYTES, L2_BYTES, SGD_PREFETCH, _prefetch_row,
-                                             _tail_line)
+                                             _tail_line, prefetch_first_rows)
 from dlrmprof.kernels.numba_util import OPTS, PARALLEL_MIN_WORK, num_threads, raise_bad
 
 # the sources these kernels compile in (see numba_util): update when they change
 _DEPS = ("_simd.py", "numba_prefetch.py")
-_DEPS_SHA256 = "f5c522fc82bd67c0"
+_DEPS_SHA256 = "bd17819262b94ecc"
 
 
 @njit(**OPTS)
@@ -51,7 +51,7 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
                 nparts):
     """The fused SGD on one thread, rows in lookup order; each row `pf_dist` lookups ahead is
     prefetched into L1 (0: no prefetch): a training step reaches these rows again only after
-    the MLPs have pushed them out of L2.  As in `_eb_vec_range`, the table is rows row0.. of
+    the MLPs have pushed them out of L2.  As in `numba_embedding._eb_vec_range`, the table is rows row0.. of
     `weight`, its lookups start at indices[p0], and bag b's gradient is grad[b, gcol:gcol+D]
     (one table: 0, 0, 0).  With nparts > 1 only the rows with row % nparts == part are
     updated (one thread's share, see `_eb_sgd_par`).  Indices are not checked here: callers
@@ -63,8 +63,7 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
     tail = _tail_line(weight, 1, D)
     base = np.uint64(weight.ctypes.data)
     if pf_dist > 0:
-        for q in range(offsets[0], min(offsets[0] + pf_dist, nnz)):  # as in the forward
-            _prefetch_row(base, row0 + indices[p0 + q], 1, tail, D, line)
+        prefetch_first_rows(base, indices, p0, row0, offsets[0], nnz, pf_dist, 1, tail, D, line)
     for b in range(B):
         s = offsets[b]
         e = offsets[b + 1]
@@ -79,8 +78,8 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
                 continue
             c = scale if psw is None else scale * psw[p0 + p]
             # 16 lanes at a time as explicit vectors: a plain `for k` loop here gets runtime
-            # alias checks between weight and grad on every row (2.3x slower at 2048 lookups
-            # of a 7-row table); w - c g is computed as w + g (-c), the same rounding
+            # alias checks between weight and grad on every row (much slower on small
+            # tables); w - c g is computed as w + g (-c), the same rounding
             k = 0
             while k + 16 <= D:
                 vstore(weight, idx, k, vfma(vload(weight, idx, k, 16),
@@ -94,14 +93,13 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
 @njit(**OPTS)
 def eb_tables_sgd(weight, rows, row_base, means, indices, offsets, B, grad, lr, cycles,
                   pf_dist, l1_bytes):
-    """The fused SGD of the tables of `_eb_tables_kernel` (same layout; grad [B, T * D]) in
+    """The fused SGD of the tables of `numba_embedding._eb_tables_kernel` (same layout; grad [B, T * D]) in
     one call, one thread, each table timed by the time-stamp counter (`cycles[t]`).  All or
     nothing: every index and offset is checked before the first write; returns the number
     of bad entries (nothing written when > 0).  The rows of every table larger than L1 are
     prefetched, those within L2 too: in a training step the MLPs run between the lookup and
-    this update and push the rows out of L2 (kaggle preset, bundled trace, tables of
-    2-1,293 rows, batch 128, 1 thread: 176 -> 86 us in the kernel); a table within L1 (a few
-    rows, hit over and over) gains nothing from it."""
+    this update and push the rows out of L2 (the gain: docs/performance.md, "Kernel and
+    model choices"); a table within L1 (a few rows, hit over and over) gains nothing."""
     T = rows.shape[0]
     D = weight.shape[1]
     bad = 0

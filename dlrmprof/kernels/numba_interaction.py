@@ -26,7 +26,7 @@ from dlrmprof.kernels.numba_util import FAST
 
 # the sources these kernels compile in (see numba_util): update when they change
 _DEPS = ("_simd.py",)
-_DEPS_SHA256 = "f1a6a1750bf652a4"
+_DEPS_SHA256 = "fdf529105fd4963e"
 
 
 @njit(parallel=True, **FAST)

@@ -58,6 +58,21 @@ def _prefetch_row(base, row, pf_level, tail, D, line):
             prefetch_at(a + rowbytes - np.uint64(1), 1)
 
 
+@njit(**OPTS)
+def prefetch_first_rows(base, indices, p0, row0, start, p_end, pf_dist, pf_level, tail, D,
+                        line):
+    """The prologue of a kernel's look-ahead: the rows of lookups start .. start + pf_dist
+    (indices[p0 + q], rows row0 + index of the table at `base`), which the loop's look-ahead
+    never reaches (at B = 128 and one lookup per bag, half of a table's rows); issued back
+    to back, so their misses overlap; at level 4 also the far stage's first rows, into L2.
+    A call of its own, once per kernel call: its array argument costs nothing in the loop."""
+    for q in range(start, min(start + pf_dist, p_end)):
+        _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], pf_level, tail, D, line)
+    if pf_level == 4:
+        for q in range(start + pf_dist, min(start + FAR * pf_dist, p_end)):
+            _prefetch_row(base, row0 + indices[np.uint64(p0 + q)], 2, tail, D, line)
+
+
 @njit(inline="always", **OPTS)
 def _line_aligned(weight, D):
     """Whether every row of `weight` starts on a 64-byte line."""

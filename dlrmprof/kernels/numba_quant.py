@@ -1,22 +1,23 @@
 """numba CPU embedding bag over packed tables (fp16, bf16, int8, int4; `kernels.quant`).
 
-One kernel per (dtype, D), the fp32 kernel's shape (`numba_embedding._eb_vec_range`): a bag's sum
-is one ``<D x float>`` register value; each looked-up row is loaded in its stored width and
-converted in registers (`_qsimd`), never written out as float32.  int8 / int4 rows add
-``q * (w * scale)`` with one fused multiply-add per element and keep the sum of
+One kernel per (dtype, D), the fp32 kernel's shape (`numba_embedding._eb_vec_range`): a
+bag's sum is one ``<D x float>`` register value; each looked-up row is loaded in its stored
+width and converted in registers (`_qsimd`), never written out as float32.  int8 / int4 rows
+add ``q * (w * scale)`` with one fused multiply-add per element and keep the sum of
 ``w * bias`` as a scalar, added once per bag; int4 keeps two ``<D/2 x float>`` sums (even
 and odd columns: the low and high nibbles of the row's bytes) and interleaves them when the
 bag is stored.  Rows `pf_dist` lookups ahead are prefetched by the fp32 kernel's plan
-(`numba_prefetch.prefetch_plan`) taken at the packed row's size in bytes: a D 64 int8 row is 72
-bytes (two lines unless it starts on one), an int4 row 36.  Rows under 64 bytes in a table
-beyond L3 / 4 take the one-line plan (two-stage, 32 ahead) even where some straddle a line:
-under the two-line plan (L2, 64 ahead) the one-lookup Zipf cells ran fast in some processes
-and at half torch's speed in others, as fp32 D 16 rows did;
-within L3 / 4 the two-line plan stays, which ran the 20-lookup cells faster (measurements:
+(`numba_prefetch.prefetch_plan`) taken at the packed row's size in bytes: a D 64 int8 row is
+72 bytes (two lines unless it starts on one), an int4 row 36.  Rows under 64 bytes in a
+table beyond L3 / 4 take the one-line plan (two-stage, 32 ahead) even where some straddle a
+line: under the two-line plan (L2, 64 ahead) the one-lookup Zipf cells ran fast in some
+processes and at half torch's speed in others, as fp32 D 16 rows did; within L3 / 4 the
+two-line plan stays, which ran the 20-lookup cells faster (measurements:
 docs/performance.md).  The prefetch of a straddling row still covers its last byte's line.
 
-Inputs come checked by `kernels.qembedding_bag` (`quant.check_bags`); fp16 and bf16 tables arrive as uint16
-views.  Out-of-range indices are counted and skipped (the caller raises); nothing wraps.
+Inputs come checked by `kernels.qembedding_bag` (`quant.check_bags`); fp16 and bf16 tables
+arrive as uint16 views.  Out-of-range indices are counted and skipped (the caller raises);
+nothing wraps.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from dlrmprof.kernels._qsimd import (load_f16, load_f32, vaddscalar, vload_bf16,
                                      vload_u4hi, vload_u4lo, vload_u8, vstore_zip)
 from dlrmprof.kernels._simd import vadd, vfmadd, vscale, vstore, vzero
 from dlrmprof.kernels.numba_prefetch import (FAR, L2_BYTES, L3_BYTES, _line_aligned,
-                                             _prefetch_plan, _prefetch_row, _tail_line)
+                                             _prefetch_plan, _prefetch_row, _tail_line,
+                                             prefetch_first_rows)
 from dlrmprof.kernels.numba_util import OPTS, PARALLEL_MIN_WORK, num_threads, raise_bad
 
 # the sources these kernels compile in (see numba_util): update when they change
 _DEPS = ("_simd.py", "_qsimd.py", "numba_prefetch.py")
-_DEPS_SHA256 = "fee8e154bea56a63"
+_DEPS_SHA256 = "c457a81310a1d228"
 
 
 _KINDS = {"fp16": 0, "bf16": 1, "int8": 2, "int4": 3}
@@ -70,11 +72,8 @@ def _serial(dtype: str, D: int):
         tail = _tail_line(data, pf_level, C)
         base = np.uint64(data.ctypes.data)
         if pf_level > 0:
-            for q in range(offsets[b0], min(offsets[b0] + pf_dist, p_end)):
-                _prefetch_row(base, indices[q], pf_level, tail, C, LINE)
-            if pf_level == 4:
-                for q in range(offsets[b0] + pf_dist, min(offsets[b0] + FAR * pf_dist, p_end)):
-                    _prefetch_row(base, indices[q], 2, tail, C, LINE)
+            prefetch_first_rows(base, indices, 0, 0, offsets[b0], p_end, pf_dist, pf_level,
+                                tail, C, LINE)
         for b in range(b0, b1):
             s = offsets[b]
             e = offsets[b + 1]
