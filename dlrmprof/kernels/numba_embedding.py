@@ -138,27 +138,44 @@ def _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_
     return bad
 
 
+@njit(**OPTS)
+def _eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, D, line):
+    """Bags b0..b1 of one table (`_eb_vec_range` on the whole of `weight`); D and line
+    literal, so one compiled form per D."""
+    D = literally(D)
+    line = literally(line)
+    return _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level,
+                         D, line, 0, weight.shape[0], 0, 0)
+
+
+@njit(parallel=True, **OPTS)
+def _eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, D, line):
+    """`_eb_vec_ser` on `nparts` threads: static chunks of consecutive bags, one each."""
+    D = literally(D)
+    line = literally(line)
+    B = offsets.shape[0] - 1
+    bad = 0
+    for t in prange(nparts):
+        bad += _eb_vec_ser(weight, indices, offsets, psw, mean, out, t * B // nparts,
+                           (t + 1) * B // nparts, pf_dist, pf_level, D, line)
+    return bad
+
+
 @functools.lru_cache(maxsize=None)
 def _eb_vec_kernels(D, itemsize=4):
     """(entry, serial range kernel) for dimension D.  D is a closure constant, so the calls
     below pass a literal and the kernels above compile (and cache) once per D; a plain Python
     call with `literally` would re-dispatch on every call.  The entry picks serial or
-    parallel and the prefetch plan in compiled code: no per-call Python work."""
+    parallel and the prefetch plan in compiled code: no per-call Python work.  The closures
+    hold ints only and call module-level kernels: numba's cache keys a closure on its cells'
+    values, and a cell holding a kernel gets a fresh key in every process (a recompile of
+    several seconds per process)."""
     line = 64 // itemsize
 
     @njit(**OPTS)
     def eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level):
-        return _eb_vec_range(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist,
-                             pf_level, D, line, 0, weight.shape[0], 0, 0)
-
-    @njit(parallel=True, **OPTS)
-    def eb_vec_par(weight, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level):
-        B = offsets.shape[0] - 1
-        bad = 0
-        for t in prange(nparts):   # static chunks of consecutive bags, one per thread
-            bad += eb_vec_ser(weight, indices, offsets, psw, mean, out, t * B // nparts,
-                              (t + 1) * B // nparts, pf_dist, pf_level)
-        return bad
+        return _eb_vec_ser(weight, indices, offsets, psw, mean, out, b0, b1, pf_dist,
+                           pf_level, D, line)
 
     @njit(**OPTS)
     def eb_vec(weight, indices, offsets, psw, mean, out, l2_bytes, l3_bytes, threads):
@@ -169,11 +186,12 @@ def _eb_vec_kernels(D, itemsize=4):
                                            weight.itemsize, _line_aligned(weight, D),
                                            l2_bytes, l3_bytes)
         if threads > 1 and B > 1:
-            return eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
-                              pf_dist, pf_level)
-        # through eb_vec_ser, not _eb_vec_range: compiled as its own function the loop ran
+            return _eb_vec_par(weight, indices, offsets, psw, mean, out, min(threads, B),
+                               pf_dist, pf_level, D, line)
+        # through _eb_vec_ser, not _eb_vec_range: compiled as its own function the loop ran
         # faster than inlined here (docs/performance.md, "Kernel and model choices")
-        return eb_vec_ser(weight, indices, offsets, psw, mean, out, 0, B, pf_dist, pf_level)
+        return _eb_vec_ser(weight, indices, offsets, psw, mean, out, 0, B, pf_dist, pf_level,
+                           D, line)
 
     return eb_vec, eb_vec_ser
 
