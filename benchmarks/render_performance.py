@@ -124,6 +124,18 @@ def render_quantized(doc: dict) -> list[str]:
     return out
 
 
+def render_kernel_load(doc: dict) -> list[str]:
+    out = [f"First call of each kernel family in a fresh process, median of {doc['rounds']} "
+           "rounds.", "",
+           "| family | warm cache (s) | cold, compiled (s) | cold / warm | served by the cache |",
+           "|---|---|---|---|---|"]
+    for name, r in doc["families"].items():
+        out.append(f"| {name} | {r['warm_s']:.2f} | {r['cold_s']:.2f} | "
+                   f"{r['cold_over_warm']:.1f}x | "
+                   f"{'yes' if r['served_by_cache'] else 'no: compiles in every process'} |")
+    return out
+
+
 def render_generic(doc: dict) -> list[str]:
     """Top-level scalar fields and a 'summary' mapping, if any."""
     rows = [(k, v) for k, v in doc.items()
@@ -139,7 +151,8 @@ def render_generic(doc: dict) -> list[str]:
 
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
              "dlrmprof.bench.policies": render_policies,
-             "dlrmprof-bench-serving": render_serving}
+             "dlrmprof-bench-serving": render_serving,
+             "dlrmprof.bench.kernel_load": render_kernel_load}
 
 
 def _renderer(doc: dict):

@@ -140,9 +140,8 @@ class SparseArch(nn.Module):
         self._idx_buf = np.empty(0, np.int64)
         # The backend's kernels, resolved once (UserError here if the backend cannot run).
         # They are called without the public entry points' per-call checks (26 tables x 2
-        # calls a step): the data sources check every index against its
-        # table's rows once, up front, and the numba kernels still refuse (never wrap) an
-        # out-of-range index.
+        # calls a step): the data sources check every index against its table's rows once,
+        # up front, and the numba kernels still refuse (never wrap) an out-of-range index.
         self._eb = kernels.resolve("embedding_bag", backend)
         self._sgd = kernels.resolve("embedding_bag_sgd", backend)
         self._all = self._all_tables_kernels()
@@ -185,8 +184,9 @@ class SparseArch(nn.Module):
         """numba per table, on a host with an invariant TSC: the kernels that take every
         table's bags in one call (one thread) and time each table inside with the time-stamp
         counter, so the per-table figures stay (method "tsc") without 2T calls a step (the
-        gain: docs/performance.md, "Kernel and model choices").  None where they do not apply; then (and whenever numba
-        runs more than one thread) one call per table, each timed with perf_counter."""
+        gain: docs/performance.md, "Kernel and model choices").  None where they do not
+        apply; then (and whenever numba runs more than one thread) one call per table, each
+        timed with perf_counter."""
         if self.backend != "numba" or self.fused or self.dim % 4 or self.dim > 1024:
             return None
         from dlrmprof.kernels.numba_embedding import embedding_bag_tables

@@ -31,8 +31,9 @@ class InBackwardSGD:
             from dlrmprof.kernels.numba_dense import bias_sgd_
             self._bias_sgd = bias_sgd_
 
-    @torch.no_grad()
     def step(self, weight, bias, dy, x, need_weight, need_bias) -> None:
+        """The layer's step, in place (called from the backward, where autograd records
+        nothing; elsewhere wrap it in torch.no_grad())."""
         lr = self.lr
         if need_weight:
             if folds_into_gemm(weight, dy):

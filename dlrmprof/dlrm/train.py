@@ -5,10 +5,10 @@ numba backend the loss and its gradient come from one numba pass, `NumbaBCE`), S
 dense parameters, and the sparse embedding update (the kernels' fused `embedding_bag_sgd` on the
 rows each batch touched, timed as its own op ``emb_update``).  The dense SGD of the two MLPs
 runs inside their backward, layer by layer as each weight gradient appears
-(`dlrmprof.dlrm.optim.InBackwardSGD`: the same update, W += -lr * dW, while dY and X are in cache), so
-it is timed under ``backward``; ``optimizer`` covers any other dense parameter (none in the
-built models).  ``DLRMTrain(model, lr, sgd_in_backward=False)`` keeps the gradients and the
-separate step.
+(`dlrmprof.dlrm.optim.InBackwardSGD`: the same update, W += -lr * dW, while dY and X are in
+cache), so it is timed under ``backward``; ``optimizer`` covers any other dense parameter
+(none in the built models).  ``DLRMTrain(model, lr, sgd_in_backward=False)`` keeps the
+gradients and the separate step.
 
 Op names recorded on the timer (per iteration)::
 

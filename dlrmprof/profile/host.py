@@ -20,9 +20,10 @@
 ``gpu``         ``[{name, memory_bytes, sm_count, l2_bytes, capability}]`` when CUDA is usable.
 ``counters``    hardware-counter availability: ``{available: bool, reason, events}``.
 
-All readers take ``root`` so tests feed canned /proc and /sys trees; the caches and the CPU flags
-come from `dlrmprof.platform`, which the kernels read too (one reader per host fact).  py-cpuinfo is slow (about
-1.3 s a call) and is called at most once per process, and only for the live host (root "/").
+All readers take ``root`` so tests feed canned /proc and /sys trees; the caches and the CPU
+flags come from `dlrmprof.platform`, which the kernels read too (one reader per host fact).
+py-cpuinfo is slow (about 1.3 s a call) and is called at most once per process, and only for
+the live host (root "/").
 """
 
 from __future__ import annotations
