@@ -125,7 +125,7 @@ def main() -> int:
               f"  (others up to {r['others_cpus_max']:.2f} cores)")
     if not args.no_write:
         doc = {"schema": SCHEMA,
-               "command": "python benchmarks/bench_kernel_load.py " + " ".join(sys.argv[1:]),
+               "command": " ".join(["python benchmarks/bench_kernel_load.py", *sys.argv[1:]]),
                "host": {"machine": os.uname().machine, "cpus": os.cpu_count(),
                         "loadavg": list(os.getloadavg())},
                "source": "measured (time.perf_counter around the first call in a fresh child "

@@ -616,3 +616,14 @@ def test_empty_table_is_line_aligned_and_advised_into_huge_pages():
         share = tables.huge_page_share(t.data_ptr(), t.numel() * 4)
         assert share is not None and 0.0 <= share <= 1.0
     assert tables.huge_page_share(0, 4096) in (0.0, None)   # no mapping there
+
+
+def test_embedding_kernel_closures_hold_ints_only():
+    # numba's cache keys a jitted closure on its cells' values; a cell holding another kernel
+    # gets a fresh key in every process, which then compiles the kernel again (seconds per
+    # process: benchmarks/bench_kernel_load.py)
+    for D in (16, 64):
+        for kern in (*numba_embedding._eb_vec_kernels(D, 4),
+                     numba_embedding._eb_tables_kernel(D, 4)):
+            cells = [c.cell_contents for c in kern.py_func.__closure__ or ()]
+            assert cells and all(type(c) is int for c in cells), (kern, cells)

@@ -51,11 +51,11 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
                 nparts):
     """The fused SGD on one thread, rows in lookup order; each row `pf_dist` lookups ahead is
     prefetched into L1 (0: no prefetch): a training step reaches these rows again only after
-    the MLPs have pushed them out of L2.  As in `numba_embedding._eb_vec_range`, the table is rows row0.. of
-    `weight`, its lookups start at indices[p0], and bag b's gradient is grad[b, gcol:gcol+D]
-    (one table: 0, 0, 0).  With nparts > 1 only the rows with row % nparts == part are
-    updated (one thread's share, see `_eb_sgd_par`).  Indices are not checked here: callers
-    validate first."""
+    the MLPs have pushed them out of L2.  As in `numba_embedding._eb_vec_range`, the table
+    is rows row0.. of `weight`, its lookups start at indices[p0], and bag b's gradient is
+    grad[b, gcol:gcol+D] (one table: 0, 0, 0).  With nparts > 1 only the rows with
+    row % nparts == part are updated (one thread's share, see `_eb_sgd_par`).  Indices are
+    not checked here: callers validate first."""
     B = offsets.shape[0] - 1
     D = weight.shape[1]
     nnz = offsets[B]
@@ -93,13 +93,14 @@ def _eb_sgd_ser(weight, indices, offsets, grad, psw, mean, lr, pf_dist, row0, p0
 @njit(**OPTS)
 def eb_tables_sgd(weight, rows, row_base, means, indices, offsets, B, grad, lr, cycles,
                   pf_dist, l1_bytes):
-    """The fused SGD of the tables of `numba_embedding._eb_tables_kernel` (same layout; grad [B, T * D]) in
-    one call, one thread, each table timed by the time-stamp counter (`cycles[t]`).  All or
-    nothing: every index and offset is checked before the first write; returns the number
-    of bad entries (nothing written when > 0).  The rows of every table larger than L1 are
-    prefetched, those within L2 too: in a training step the MLPs run between the lookup and
-    this update and push the rows out of L2 (the gain: docs/performance.md, "Kernel and
-    model choices"); a table within L1 (a few rows, hit over and over) gains nothing."""
+    """The fused SGD of the tables of `numba_embedding._eb_tables_kernel` (same layout; grad
+    [B, T * D]) in one call, one thread, each table timed by the time-stamp counter
+    (`cycles[t]`).  All or nothing: every index and offset is checked before the first
+    write; returns the number of bad entries (nothing written when > 0).  The rows of every
+    table larger than L1 are prefetched, those within L2 too: in a training step the MLPs
+    run between the lookup and this update and push the rows out of L2 (the gain:
+    docs/performance.md, "Kernel and model choices"); a table within L1 (a few rows, hit
+    over and over) gains nothing."""
     T = rows.shape[0]
     D = weight.shape[1]
     bad = 0

@@ -44,8 +44,9 @@ _THREADS = []
 
 def num_threads() -> int:
     """numba.get_num_threads() (this thread's setting) without the public call's checks (a
-    fraction of its cost, on every kernel call): numba's own accessor behind it, once the public call has started the pool and agreed with it;
-    the public call wherever that accessor is missing (another numba version)."""
+    fraction of its cost, on every kernel call): numba's own accessor behind it, once the
+    public call has started the pool and agreed with it; the public call wherever that
+    accessor is missing (another numba version)."""
     if not _THREADS:
         n = numba.get_num_threads()
         fast = getattr(numba.np.ufunc.parallel, "_get_num_threads", None)

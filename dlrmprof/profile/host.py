@@ -128,7 +128,8 @@ def read_numa(root="/") -> dict:
         mem = read_text(root, f"sys/devices/system/node/{n}/meminfo") or ""
         m = re.search(r"MemTotal:\s+(\d+)\s*kB", mem)
         nodes.append({"id": int(n[4:]),
-                      "cpus": parse_cpulist(read_text(root, f"sys/devices/system/node/{n}/cpulist")),
+                      "cpus": parse_cpulist(
+                          read_text(root, f"sys/devices/system/node/{n}/cpulist")),
                       "mem_total_bytes": int(m.group(1)) * 1024 if m else None})
     return {"nodes": nodes}
 
@@ -147,7 +148,8 @@ def read_freq(root="/", cpu: int = 0) -> dict:
 
 def read_topology(root="/") -> dict:
     """Threads per core from sysfs (cpu0's thread_siblings_list)."""
-    sib = parse_cpulist(read_text(root, "sys/devices/system/cpu/cpu0/topology/thread_siblings_list"))
+    sib = parse_cpulist(
+        read_text(root, "sys/devices/system/cpu/cpu0/topology/thread_siblings_list"))
     return {"threads_per_core": len(sib)} if sib else {}
 
 
