@@ -7,8 +7,9 @@ Every process that runs a kernel (a `dlrmprof run`, each child of the SIMD sweep
 pays this once per kernel.  A kernel that numba's cache serves loads in a fraction of its
 compile time; one that it cannot serve (a jitted closure whose cells hold another kernel gets
 a fresh cache key in every process) compiles again in every process, and its warm time stays
-near its cold time.  Each family runs in a fresh child process per condition, warm and cold
-interleaved in every round, the first call timed and its result checked against the float64
+near its cold time (about half of it where only the entry kernels recompile; "served" below
+means under a quarter).  Each family runs in a fresh child process per condition, warm and
+cold interleaved in every round, the first call timed and its result checked against the float64
 reference before the time counts.  Writes benchmarks/results/kernel_load.json.
 """
 
@@ -68,6 +69,10 @@ ok = bool(np.allclose(got, want, rtol=1e-4, atol=1e-4))
 print(json.dumps({"first_call_s": dt, "ok": ok}))
 """
 
+# served by the cache: the warm first call under this share of the cold one (a family whose
+# entry kernels compile again in every process stays near half of its cold time or above)
+SERVED = 0.25
+
 FAMILIES = ("embedding_bag", "embedding_bag_sgd", "interaction", "qembedding_bag_int8")
 
 
@@ -106,7 +111,7 @@ def summarise(raw: dict) -> dict:
     for f, r in raw.items():
         warm, cold = statistics.median(r["warm"]), statistics.median(r["cold"])
         rows[f] = {"warm_s": warm, "cold_s": cold, "cold_over_warm": cold / warm,
-                   "served_by_cache": warm < 0.5 * cold, "warm_samples_s": r["warm"],
+                   "served_by_cache": warm < SERVED * cold, "warm_samples_s": r["warm"],
                    "cold_samples_s": r["cold"], "others_cpus_max": max(r["others"])}
     return rows
 
