@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import click
 
+from dlrmprof import fmt
 from dlrmprof.commands.distributed import distributed_options
-
-
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s >= 1e-1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} us"
 
 
 def _table(report, verdicts: dict) -> list[str]:
@@ -30,14 +21,15 @@ def _table(report, verdicts: dict) -> list[str]:
         gfl = f"{r['flops'] / med / 1e9:8.2f}" if r.get("flops") and med > 0 else f"{'':>8}"
         v = verdicts.get((r["name"], r["phase"]))
         vtxt = label(v) if v and v.get("verdict") else ""
-        lines.append(f"  {r['name']:<22} {r['phase']:<9} {_fmt_s(med):>10} "
-                     f"{_fmt_s(t['p10']) + '..' + _fmt_s(t['p90']):>21} {t['flagged']:>4} "
+        lines.append(f"  {r['name']:<22} {r['phase']:<9} {fmt.seconds(med):>10} "
+                     f"{fmt.seconds(t['p10']) + '..' + fmt.seconds(t['p90']):>21} "
+                     f"{t['flagged']:>4} "
                      f"{gbs} {gfl}  {vtxt}")
     if per_table:
         fwd = sorted((r for r in per_table if r["phase"] == "forward"),
                      key=lambda r: -r["time"]["median"])
         if fwd:
-            top = ", ".join(f"{r['name'][4:]} {_fmt_s(r['time']['median'])} "
+            top = ", ".join(f"{r['name'][4:]} {fmt.seconds(r['time']['median'])} "
                             f"({r['shape'].get('rows')} rows)" for r in fwd[:4])
             how = (" (inside the one all-tables kernel call, by the time-stamp counter)"
                    if fwd[0].get("timer") == "tsc" else "")
@@ -56,8 +48,8 @@ def _emb_dtype_lines(report) -> list[str]:
              f"lines a lookup counted):"]
     for r in rows:
         v = r["emb_dtype"]
-        lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  {_fmt_s(v['fp32_time_s']):>9} -> "
-                     f"{_fmt_s(v['time_s']):>9} ({v['speedup']:.2f}x, {v['verdict']}): "
+        lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  {fmt.seconds(v['fp32_time_s']):>9} -> "
+                     f"{fmt.seconds(v['time_s']):>9} ({v['speedup']:.2f}x, {v['verdict']}): "
                      f"{v['why']}")
     return lines
 

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from dlrmprof import fmt
 from dlrmprof.errors import UserError
 
 SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv", "parquet")
@@ -20,18 +21,6 @@ def _progress_bar(total: int | None, desc: str, unit: str = "B"):
 
     return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False,
                 disable=None if sys.stderr.isatty() else True, file=sys.stderr)
-
-
-def _fmt_share(x: float) -> str:
-    return f"{100 * x:5.1f}%"
-
-
-def _fmt_err(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
-def _fmt_pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
 
 
 def _table_lines(rows: list[dict]) -> list[str]:
@@ -51,12 +40,12 @@ def _table_lines(rows: list[dict]) -> list[str]:
             batch = max((x for x in (e["batch_unique"], e["batch_overlap"]) if x is not None),
                         default=None)
             flag = " !" if "mrc_mae" in f.get("loses_to_naive", ()) else ""
-            tail = (f"{f['mrc_mae']:8.4f} {_fmt_err(n.get('mrc_mae')):>7} "
+            tail = (f"{f['mrc_mae']:8.4f} {fmt.num(n.get('mrc_mae'), '.4f'):>7} "
                     f"{f['distinct_ratio']:10.3f} "
-                    f"{_fmt_share(f['top10_share_source']):>9} "
-                    f"{_fmt_share(f['top10_share_synthetic']):>9} "
-                    f"{_fmt_err(e['fifo_mae']):>6} {_fmt_err(e['lfu_mae']):>6} "
-                    f"{_fmt_err(e['setassoc32_mae']):>6} {_fmt_pct(batch):>6}{flag}")
+                    f"{fmt.percent(f['top10_share_source'], '5.1f'):>9} "
+                    f"{fmt.percent(f['top10_share_synthetic'], '5.1f'):>9} "
+                    f"{fmt.num(e['fifo_mae'], '.4f'):>6} {fmt.num(e['lfu_mae'], '.4f'):>6} "
+                    f"{fmt.num(e['setassoc32_mae'], '.4f'):>6} {fmt.percent(batch):>6}{flag}")
         else:
             tail = " ".join(f"{'-':>{w}}" for w in (8, 7, 10, 9, 9, 6, 6, 6, 6))
         lines.append(f"{r['name']:<{nw}} {r['rows']:>9} {r['accesses']:>10} {r['distinct']:>9} "

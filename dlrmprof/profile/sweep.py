@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from dlrmprof import fmt
 from dlrmprof.errors import UserError
 from dlrmprof.profile import noise
 from dlrmprof.profile.host import data_caches
@@ -154,26 +155,18 @@ def summary(res: dict) -> str:
     lines = [f"working-set sweep ({res['threads']} thread(s), rows of {res['dim']} float32):",
              f"  {'size':>10}  {'gather GB/s':>11} {'ns/row':>7}  {'read GB/s':>9}"]
     for p in res["points"]:
-        lines.append(f"  {_fmt(p['size_bytes']):>10}  {p['gather_gbs']:11.2f} "
+        lines.append(f"  {fmt.size(p['size_bytes']):>10}  {p['gather_gbs']:11.2f} "
                      f"{p['gather_ns_per_row']:7.2f}  {p['read_gbs']:9.2f}")
     for kind in ("gather", "read"):
         for k in res["knees"][kind]:
             nc = k["nearest_cache"]
             cmp = ""
             if nc and nc["matches"]:
-                cmp = (f": reported L{nc['level']} {_fmt(nc['size_bytes'])} "
+                cmp = (f": reported L{nc['level']} {fmt.size(nc['size_bytes'])} "
                        f"(knee at {nc['ratio']:.2f}x it)")
             elif nc:
                 cmp = (f": no reported cache within 2x (nearest L{nc['level']} "
-                       f"{_fmt(nc['size_bytes'])}); TLB reach or a smaller usable cache?")
+                       f"{fmt.size(nc['size_bytes'])}); TLB reach or a smaller usable cache?")
             lines.append(f"  {kind} knee: {k['drop']:.0%} drop between "
-                         f"{_fmt(k['between'][0])} and {_fmt(k['between'][1])}{cmp}")
+                         f"{fmt.size(k['between'][0])} and {fmt.size(k['between'][1])}{cmp}")
     return "\n".join(lines)
-
-
-def _fmt(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
