@@ -75,7 +75,7 @@ def _read_kernel() -> Callable:
 def measure_point(size: int, *, dim: int = 16, lookups: int = 1 << 18, pooling: int = 32,
                   repeats: int = 3, seed: int = 0, threads: int = 1) -> dict:
     from dlrmprof import kernels
-    from dlrmprof.profile.ceilings import numba_threads
+    from dlrmprof.profile.probes import numba_threads
 
     row_bytes = dim * 4
     rows = max(1, size // row_bytes)
