@@ -1,0 +1,134 @@
+"""The ceilings record (`dlrmprof.profile.ceilings.probe`) and its roofs, as typed `Record`s.
+
+    Ceilings
+      stream: StreamProbe        copy / triad / read: {threads: Rate}   (GB/s)
+      random: RandomProbe        by_threads: {threads: RandomRate}, latency_ns
+      gemm: GemmProbe            fp32 / bf16: {threads: Rate}           (GFLOP/s), engine
+      cuda: CudaProbe            copy, fp32, bf16: Rate                 when a GPU was present
+      roofs: {threads: Roofs}    the best of each kind, what the roofline uses
+
+Thread counts are string keys, as in the JSON file.  Every figure is measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlrmprof.profile.record import Record, dict_of, nested
+
+
+def _extra() -> Any:
+    return field(default_factory=dict, repr=False)
+
+
+def _order() -> Any:
+    return field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Roofs(Record):
+    """The roofs at one thread count (or of a CUDA device, without the random-access ones)."""
+
+    stream_gbs: float | None = None          # best of STREAM copy / triad / read
+    stream_read_gbs: float | None = None
+    random_gbs: float | None = None          # independent random 64-byte lines
+    random_ns_per_line: float | None = None
+    latency_ns: float | None = None          # dependent pointer chase
+    fp32_gflops: float | None = None
+    bf16_gflops: float | None = None
+    threads: int | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class Rate(Record):
+    """One probe's rate statistics (GB/s or GFLOP/s) from its samples in seconds."""
+
+    best: float
+    median: float | None = None
+    min: float | None = None
+    samples_s: list = field(default_factory=list)
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class RandomRate(Record):
+    best: float
+    ns_per_line: float
+    mlp: float | None = None                 # latency / ns per line: lines in flight
+    median: float | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class StreamProbe(Record):
+    copy: dict = dict_of(Rate)
+    triad: dict = dict_of(Rate)
+    read: dict = dict_of(Rate)
+    flagged: int = 0
+    contaminated_kept: int = 0
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class RandomProbe(Record):
+    by_threads: dict = dict_of(RandomRate)
+    latency_ns: float | None = None
+    flagged: int = 0
+    contaminated_kept: int = 0
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class GemmProbe(Record):
+    fp32: dict = dict_of(Rate)
+    bf16: dict = dict_of(Rate)
+    engine: dict = field(default_factory=dict)   # probes.gemm_engines()
+    flagged: int = 0
+    contaminated_kept: int = 0
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class CudaProbe(Record):
+    available: bool = False
+    reason: str | None = None
+    device: str | None = None
+    copy: Rate | None = nested(Rate, default=None)
+    fp32: Rate | None = nested(Rate, default=None)
+    bf16: Rate | None = nested(Rate, default=None)
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class Ceilings(Record):
+    """A host's measured ceilings (one probe, or the best of several provisional ones)."""
+
+    host_id: str | None = None
+    threads: list = field(default_factory=list)
+    full: bool | None = None
+    created: str | None = None
+    probe_s: float | None = None
+    stream: StreamProbe | None = nested(StreamProbe, default=None)
+    random: RandomProbe | None = nested(RandomProbe, default=None)
+    gemm: GemmProbe | None = nested(GemmProbe, default=None)
+    cuda: CudaProbe | None = nested(CudaProbe, default=None)
+    sizes: dict = field(default_factory=dict)
+    llc_bytes: int | None = None
+    roofs: dict = dict_of(Roofs)
+    provisional: bool | None = None
+    provisional_reasons: list = field(default_factory=list)
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+    def flagged(self) -> int:
+        """Samples flagged as contaminated (and re-taken) over every probe."""
+        return sum(p.flagged for p in (self.stream, self.random, self.gemm) if p is not None)

@@ -1,0 +1,113 @@
+"""`Record`: the base of the report's typed sections (`dlrmprof.profile.model`).
+
+A record is a frozen dataclass whose fields are the JSON keys the code reads, typed; nested
+records, lists of records and maps of records are declared with `nested`, `list_of` and
+`dict_of`.  ``from_json(d)`` keeps what it does not know: keys without a field go to ``extra``
+and the order of the keys read goes to ``key_order``, so ``from_json(d).to_json() == d`` with
+the same key order (a report rewritten from its model is the same bytes), and a key that was
+absent stays absent rather than turning into ``null``.  A record built in code
+(``key_order=None``) writes its fields in declaration order, then ``extra``.
+
+Required fields (those without a default) must be present; a missing one, or a nested record
+that is not an object, is a `UserError` naming the field.  Values are not converted (an int
+stays an int, so the bytes do not change); checking their ranges is the job of the section's
+validator (`dlrmprof.profile.report.validate_op_row`, `ServingSection.from_json`, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from dlrmprof.errors import UserError
+
+_INTERNAL = ("extra", "key_order")
+
+
+def nested(cls: type, **kw: Any) -> Any:
+    """A field holding one record of type `cls` (or None)."""
+    return dataclasses.field(metadata={"record": cls, "shape": "one"}, **kw)
+
+
+def list_of(cls: type, **kw: Any) -> Any:
+    """A field holding a list of records of type `cls`."""
+    kw.setdefault("default_factory", list)
+    return dataclasses.field(metadata={"record": cls, "shape": "list"}, **kw)
+
+
+def dict_of(cls: type, **kw: Any) -> Any:
+    """A field holding a map from a string key to a record of type `cls`."""
+    kw.setdefault("default_factory", dict)
+    return dataclasses.field(metadata={"record": cls, "shape": "dict"}, **kw)
+
+
+def _shown(x: Any) -> str:
+    g = repr(x)
+    return g[:57] + "..." if len(g) > 60 else g
+
+
+class Record:
+    """Mixin for a frozen dataclass that is one JSON object (see the module docstring).
+
+    Subclasses end with the two bookkeeping fields::
+
+        extra: dict = dataclasses.field(default_factory=dict, repr=False)
+        key_order: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
+    """
+
+    @classmethod
+    def from_json(cls, d: Any, where: str = "<report>") -> Any:
+        if not isinstance(d, Mapping):
+            raise UserError(f"{where}: expected an object, got {_shown(d)}")
+        kw: dict[str, Any] = {}
+        known = set()
+        for f in dataclasses.fields(cls):
+            if f.name in _INTERNAL:
+                continue
+            known.add(f.name)
+            if f.name not in d:
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                    raise UserError(f"{where}: field {f.name}: missing")
+                continue
+            kw[f.name] = _load(f, d[f.name], f"{where}.{f.name}")
+        extra = {k: v for k, v in d.items() if k not in known}
+        return cls(**kw, extra=extra, key_order=tuple(d))
+
+    def to_json(self) -> dict:
+        names = [f.name for f in dataclasses.fields(self) if f.name not in _INTERNAL]
+        order = self.key_order if self.key_order is not None else (*names, *self.extra)
+        by_name = {f.name: f for f in dataclasses.fields(self)}
+        out: dict[str, Any] = {}
+        for k in order:
+            if k in self.extra and k not in names:
+                out[k] = self.extra[k]
+            elif k in names:
+                out[k] = _dump(by_name[k], getattr(self, k))
+        return out
+
+
+def _load(f: dataclasses.Field, v: Any, where: str) -> Any:
+    cls = f.metadata.get("record")
+    if cls is None or v is None:
+        return v
+    shape = f.metadata["shape"]
+    if shape == "one":
+        return cls.from_json(v, where)
+    if shape == "list":
+        if not isinstance(v, list):
+            raise UserError(f"{where}: expected a list, got {_shown(v)}")
+        return [cls.from_json(x, f"{where}[{i}]") for i, x in enumerate(v)]
+    if not isinstance(v, Mapping):
+        raise UserError(f"{where}: expected an object, got {_shown(v)}")
+    return {k: cls.from_json(x, f"{where}.{k}") for k, x in v.items()}
+
+
+def _dump(f: dataclasses.Field, v: Any) -> Any:
+    if f.metadata.get("record") is None or v is None:
+        return v
+    shape = f.metadata["shape"]
+    if shape == "one":
+        return v.to_json()
+    if shape == "list":
+        return [x.to_json() for x in v]
+    return {k: x.to_json() for k, x in v.items()}
