@@ -330,11 +330,33 @@ class SimLevel(Record):
 
 
 @dataclass(frozen=True)
+class Mrc(Record):
+    """A miss-ratio curve as hit rate against capacity in bytes."""
+
+    sizes_bytes: list = field(default_factory=list)
+    hit_rates: list = field(default_factory=list)
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class TraceMrc(Record):
+    """A table's own LRU hit rates from its locality profile (`cachesim.trace_mrc`)."""
+
+    capacities_bytes: list = field(default_factory=list)
+    hit_rates: list = field(default_factory=list)
+    curve: Mrc | None = nested(Mrc, default=None)
+    source: str | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
 class OpCacheSim(Record):
     levels: list = list_of(SimLevel)
     dram_bytes: int | None = None
     row_bytes_total: int | None = None
-    trace_mrc: dict | None = None        # {"curve": {"sizes_bytes", "hit_rates"}, ...}
+    trace_mrc: TraceMrc | None = nested(TraceMrc, default=None)
     extra: dict = _extra()
     key_order: tuple | None = _order()
 
@@ -344,16 +366,6 @@ class OpCacheSim(Record):
         if self.dram_bytes is None or not self.row_bytes_total:
             return None
         return self.dram_bytes / self.row_bytes_total
-
-
-@dataclass(frozen=True)
-class Mrc(Record):
-    """A miss-ratio curve as hit rate against capacity in bytes."""
-
-    sizes_bytes: list = field(default_factory=list)
-    hit_rates: list = field(default_factory=list)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
 @dataclass(frozen=True)
@@ -385,11 +397,23 @@ class SimdOp(Record):
 
 
 @dataclass(frozen=True)
+class AsmCounts(Record):
+    """Vector registers and packed FP instructions counted in the generated assembly."""
+
+    xmm: int = 0
+    ymm: int = 0
+    zmm: int = 0
+    packed_fp: int | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
 class SimdLevel(Record):
     """An ISA level and what the generated code showed (``asm``) or the knobs (``verify``)."""
 
     name: str
-    asm: dict | None = None                # xmm, ymm, zmm, packed_fp register counts
+    asm: AsmCounts | None = nested(AsmCounts, default=None)
     verify: dict | None = None
     verified: bool | None = None
     expect: str | None = None

@@ -2,10 +2,11 @@
 
 A record is a frozen dataclass whose fields are the JSON keys the code reads, typed; nested
 records, lists of records and maps of records are declared with `nested`, `list_of` and
-`dict_of`.  ``from_json(d)`` keeps what it does not know: keys without a field go to ``extra``
-and the order of the keys read goes to ``key_order``, so ``from_json(d).to_json() == d`` with
-the same key order (a report rewritten from its model is the same bytes), and a key that was
-absent stays absent rather than turning into ``null``.  A record built in code
+`dict_of` (a null element of a list or map stays None).  ``from_json(d)`` keeps what it does
+not know: keys without a field go to ``extra`` and the order of the keys read goes to
+``key_order``, so ``from_json(d).to_json() == d`` with the same key order (a report rewritten
+from its model is the same bytes), and a key that was absent stays absent rather than turning
+into ``null``.  A record built in code
 (``key_order=None``) writes its fields in declaration order, then ``extra``.
 
 Required fields (those without a default) must be present; a missing one, or a nested record
@@ -73,6 +74,10 @@ class Record:
         extra = {k: v for k, v in d.items() if k not in known}
         return cls(**kw, extra=extra, key_order=tuple(d))
 
+    def is_empty(self) -> bool:
+        """True for a record read from an empty object (a section the report does not have)."""
+        return self.key_order == () and not self.extra
+
     def to_json(self) -> dict:
         names = [f.name for f in dataclasses.fields(self) if f.name not in _INTERNAL]
         order = self.key_order if self.key_order is not None else (*names, *self.extra)
@@ -96,10 +101,11 @@ def _load(f: dataclasses.Field, v: Any, where: str) -> Any:
     if shape == "list":
         if not isinstance(v, list):
             raise UserError(f"{where}: expected a list, got {_shown(v)}")
-        return [cls.from_json(x, f"{where}[{i}]") for i, x in enumerate(v)]
+        return [None if x is None else cls.from_json(x, f"{where}[{i}]")
+                for i, x in enumerate(v)]
     if not isinstance(v, Mapping):
         raise UserError(f"{where}: expected an object, got {_shown(v)}")
-    return {k: cls.from_json(x, f"{where}.{k}") for k, x in v.items()}
+    return {k: None if x is None else cls.from_json(x, f"{where}.{k}") for k, x in v.items()}
 
 
 def _dump(f: dataclasses.Field, v: Any) -> Any:
@@ -109,5 +115,5 @@ def _dump(f: dataclasses.Field, v: Any) -> Any:
     if shape == "one":
         return v.to_json()
     if shape == "list":
-        return [x.to_json() for x in v]
-    return {k: x.to_json() for k, x in v.items()}
+        return [None if x is None else x.to_json() for x in v]
+    return {k: None if x is None else x.to_json() for k, x in v.items()}
