@@ -40,16 +40,16 @@ def _pair(tmp_path, **kw):
 def test_compare_rows(tmp_path):
     pa, pb = _pair(tmp_path)
     res = compare.compare(compare.load_all([pa, pb]), ["a", "b"])
-    rows = {r["name"]: r for r in res["ops"]}
-    emb = rows["emb.all"]["cells"]
-    assert emb[1]["ratio"] == pytest.approx(2.0) and not emb[1]["within_noise"]
-    mlp = rows["top_mlp"]["cells"]
-    assert mlp[1]["within_noise"]
-    assert res["verdict_changes"] == ["top_mlp (forward)"]
-    assert mlp[0]["verdict"] == "compute-bound" and mlp[1]["verdict"] == "memory-bound"
-    assert res["hosts"]["shared"]["CPU"] == "AMD None"
-    assert res["hosts"]["differ"]["host id"] == ["hostA", "hostB"]
-    assert res["hosts"]["differ"]["stream GB/s"] == [20.0, 5.0]
+    rows = {r.name: r for r in res.ops}
+    emb = rows["emb.all"].cells
+    assert emb[1].ratio == pytest.approx(2.0) and not emb[1].within_noise
+    mlp = rows["top_mlp"].cells
+    assert mlp[1].within_noise
+    assert res.verdict_changes == ["top_mlp (forward)"]
+    assert mlp[0].verdict == "compute-bound" and mlp[1].verdict == "memory-bound"
+    assert res.hosts_shared["CPU"] == "AMD None"
+    assert res.hosts_differ["host id"] == ["hostA", "hostB"]
+    assert res.hosts_differ["stream GB/s"] == [20.0, 5.0]
 
 
 def test_rows_timed_differently_are_marked(tmp_path):
@@ -60,7 +60,7 @@ def test_rows_timed_differently_are_marked(tmp_path):
     a.ops[0]["timer"], b.ops[0]["timer"] = "perf_counter", "tsc"
     a.ops[1]["timer"] = b.ops[1]["timer"] = "perf_counter"
     res = compare.compare([a, b], ["a", "b"])
-    assert res["timer_differs"] == ["emb.all (forward)"]
+    assert res.timer_differs == ["emb.all (forward)"]
     md = compare.markdown(res)
     assert "| emb.all † | forward |" in md and "| top_mlp | forward |" in md
     assert "a: perf_counter, b: tsc" in md
@@ -148,5 +148,5 @@ def test_older_schema_upgraded(tmp_path, monkeypatch):
     new = old.replace(created="2026-11-26T12:00:00+00:00")
     p = new.save(tmp_path / "new.json")
     res = compare.compare([Report.load(GOLDEN), Report.load(p)], ["old", "new"])
-    assert res["schema_versions"] == [1, 2]
+    assert res.schema_versions == [1, 2]
     assert "(upgraded)" in compare.markdown(res)

@@ -48,8 +48,8 @@ def _emb_dtype_lines(report) -> list[str]:
              f"lines a lookup counted):"]
     for r in rows:
         v = r["emb_dtype"]
-        lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  {fmt.seconds(v['fp32_time_s']):>9} -> "
-                     f"{fmt.seconds(v['time_s']):>9} ({v['speedup']:.2f}x, {v['verdict']}): "
+        lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  "
+                     f"{fmt.seconds(v['fp32_time_s']):>9} -> {fmt.seconds(v['time_s']):>9} ({v['speedup']:.2f}x, {v['verdict']}): "
                      f"{v['why']}")
     return lines
 

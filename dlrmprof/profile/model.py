@@ -222,6 +222,29 @@ class GpuFacts(Record):
 
 
 @dataclass(frozen=True)
+class OsFacts(Record):
+    kernel: str | None = None
+    distro: str | None = None
+    system: str | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class SoftwareFacts(Record):
+    """Versions of the packages that set the figures (`host.software_versions`)."""
+
+    python: str | None = None
+    torch: str | None = None
+    numba: str | None = None
+    llvmlite: str | None = None
+    numpy: str | None = None
+    dlrmprof: str | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
 class Host(Record):
     """The host fingerprint (`dlrmprof.profile.host.collect`)."""
 
@@ -230,8 +253,8 @@ class Host(Record):
     caches: list = list_of(CacheFacts)
     memory: dict = field(default_factory=dict)      # total_bytes, available_bytes
     numa: dict = field(default_factory=dict)        # nodes: [...]
-    os: dict = field(default_factory=dict)          # kernel, distro, ...
-    software: dict = field(default_factory=dict)    # package -> version
+    os: OsFacts | None = nested(OsFacts, default=None)
+    software: SoftwareFacts | None = nested(SoftwareFacts, default=None)
     gpu: list = list_of(GpuFacts)
     extra: dict = _extra()
     key_order: tuple | None = _order()
@@ -241,11 +264,11 @@ class Host(Record):
 
     @property
     def memory_bytes(self) -> int | None:
-        return self.memory.get("total_bytes")
+        return (self.memory or {}).get("total_bytes")
 
     @property
     def numa_nodes(self) -> int:
-        return len(self.numa.get("nodes") or [])
+        return len((self.numa or {}).get("nodes") or [])
 
 
 @dataclass(frozen=True)
@@ -264,6 +287,11 @@ class RunConfig(Record):
     run: dict = field(default_factory=dict)
     extra: dict = _extra()
     key_order: tuple | None = _order()
+
+    @property
+    def iters(self) -> int | None:
+        """Timed iterations of the run loop (``run.iters``)."""
+        return (self.run or {}).get("iters")
 
     def scalars(self) -> list[tuple[str, Any]]:
         """The options that are single values, in the file's order."""
