@@ -43,7 +43,9 @@ from typing import Callable
 import numpy as np
 
 from dlrmprof import __version__
+from dlrmprof.errors import UserError
 from dlrmprof.fsutil import atomic_path
+from dlrmprof.profile.ceilings_model import Ceilings
 from dlrmprof.profile.host import data_caches
 # the probes themselves (kernels, timing loops) live in probes.py; their names stay
 # importable from here for callers that measure one family of roofs
@@ -139,16 +141,16 @@ MAX_PROVISIONAL_PROBES = 3
 def quality_problems(c: dict) -> list[str]:
     """Why a probe's figures may be under-measured: samples that stayed contaminated by other
     processes after every re-take, or a roof that falls when threads are added."""
+    rec = Ceilings.from_json(c, "ceilings")
     out = []
-    kept = sum(int(c[s].get("contaminated_kept", 0)) for s in ("stream", "random", "gemm"))
+    kept = sum(int(p.contaminated_kept) for p in (rec.stream, rec.random, rec.gemm))
     if kept:
         out.append(f"{kept} samples were taken while other processes used the CPUs and could "
                    "not be re-taken within the time budget")
-    roofs = c.get("roofs") or {}
-    counts = sorted(int(k) for k in roofs)
+    counts = sorted(int(k) for k in rec.roofs)
     for lo, hi in zip(counts, counts[1:]):
         for key in ("stream_gbs", "fp32_gflops", "bf16_gflops"):
-            a, b = roofs[str(lo)].get(key), roofs[str(hi)].get(key)
+            a, b = getattr(rec.roofs[str(lo)], key), getattr(rec.roofs[str(hi)], key)
             if a and b and b < MONOTONE_SLACK * a:
                 out.append(f"{key} at {hi} threads ({b:.1f}) is below {lo} thread(s) ({a:.1f})")
     return out
@@ -195,24 +197,26 @@ def cache_problem(data) -> str | None:
         summary(data)
         if not isinstance(data.get("cuda", {}), dict):
             return "field cuda: expected an object"
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, UserError) as exc:
         return f"missing or wrong-typed field ({type(exc).__name__}: {str(exc)[:60]})"
     return None
 
 
 def summarize(c: dict) -> dict:
     """Per thread count: the best roof of each kind."""
+    rec = Ceilings.from_json(c, "ceilings")
+    st, rnd, gemm = rec.stream, rec.random, rec.gemm
     roofs = {}
-    for t in c["threads"]:
+    for t in rec.threads:
         k = str(t)
-        rt = c["random"]["by_threads"][k]
+        rt = rnd.by_threads[k]
         roofs[k] = {
-            "stream_gbs": max(c["stream"][n][k]["best"] for n in ("copy", "triad", "read")),
-            "stream_read_gbs": c["stream"]["read"][k]["best"],
-            "random_gbs": rt["best"], "random_ns_per_line": rt["ns_per_line"],
-            "latency_ns": c["random"]["latency_ns"],
-            "fp32_gflops": c["gemm"]["fp32"][k]["best"],
-            "bf16_gflops": c["gemm"]["bf16"][k]["best"],
+            "stream_gbs": max(st.copy[k].best, st.triad[k].best, st.read[k].best),
+            "stream_read_gbs": st.read[k].best,
+            "random_gbs": rt.best, "random_ns_per_line": rt.ns_per_line,
+            "latency_ns": rnd.latency_ns,
+            "fp32_gflops": gemm.fp32[k].best,
+            "bf16_gflops": gemm.bf16[k].best,
         }
     return roofs
 
@@ -321,36 +325,38 @@ def mark_provisional(c: dict, reason: str) -> None:
 
 def summary(c: dict) -> str:
     """Human lines for the CLI (the library never prints)."""
-    lines = [f"ceilings for host {c['host_id']} ({'full' if c.get('full') else 'quick'} probe, "
-             f"{c.get('created')}, {c.get('probe_s', 0):.1f} s):"]
+    rec = Ceilings.from_json(c, "ceilings")
+    st, rnd, gemm = rec.stream, rec.random, rec.gemm
+    lines = [f"ceilings for host {c['host_id']} ({'full' if rec.full else 'quick'} probe, "
+             f"{rec.created}, {rec.probe_s or 0:.1f} s):"]
     lines.append(f"  {'threads':>7}  {'copy':>7} {'triad':>7} {'read':>7}  {'random':>7} "
                  f"{'ns/line':>7}  {'fp32':>8} {'bf16':>8}")
-    for t in c["threads"]:
+    for t in rec.threads:
         k = str(t)
-        st, r = c["stream"], c["random"]["by_threads"][k]
-        lines.append(f"  {t:>7}  {st['copy'][k]['best']:7.1f} {st['triad'][k]['best']:7.1f} "
-                     f"{st['read'][k]['best']:7.1f}  {r['best']:7.2f} {r['ns_per_line']:7.2f}  "
-                     f"{c['gemm']['fp32'][k]['best']:8.1f} {c['gemm']['bf16'][k]['best']:8.1f}")
+        r = rnd.by_threads[k]
+        lines.append(f"  {t:>7}  {st.copy[k].best:7.1f} {st.triad[k].best:7.1f} "
+                     f"{st.read[k].best:7.1f}  {r.best:7.2f} {r.ns_per_line:7.2f}  "
+                     f"{gemm.fp32[k].best:8.1f} {gemm.bf16[k].best:8.1f}")
     lines.append("  (GB/s for copy/triad/read/random, GFLOP/s for GEMM; best of "
-                 f"{c.get('sizes', {}).get('repeats', '?')} samples)")
-    lines.append(f"  memory latency (dependent chase): {c['random']['latency_ns']:.0f} ns; "
+                 f"{rec.sizes.get('repeats', '?')} samples)")
+    lines.append(f"  memory latency (dependent chase): {rnd.latency_ns:.0f} ns; "
                  f"random-read parallelism at 1 thread: "
-                 f"{c['random']['by_threads'][str(c['threads'][0])]['mlp']:.1f} lines in flight")
-    e = c["gemm"]["engine"]
-    lines.append(f"  GEMM engines: fp32 {e.get('fp32_impl')}, bf16 {e.get('bf16_impl')} "
-                 f"(AMX {'used' if e.get('bf16_uses_amx') else 'not used'}"
-                 f"{'' if e.get('amx_tile') else ': this CPU has no AMX'}); "
-                 f"ATen capability {e.get('aten_cpu_capability')}")
-    cu = c.get("cuda") or {}
-    if cu.get("available"):
-        lines.append(f"  CUDA {cu['device']}: copy {cu['copy']['best']:.0f} GB/s, fp32 GEMM "
-                     f"{cu['fp32']['best']:.0f} GFLOP/s, bf16 {cu['bf16']['best']:.0f} GFLOP/s")
+                 f"{rnd.by_threads[str(rec.threads[0])].mlp:.1f} lines in flight")
+    e = gemm.engine
+    lines.append(f"  GEMM engines: fp32 {e.fp32_impl}, bf16 {e.bf16_impl} "
+                 f"(AMX {'used' if e.bf16_uses_amx else 'not used'}"
+                 f"{'' if e.amx_tile else ': this CPU has no AMX'}); "
+                 f"ATen capability {e.aten_cpu_capability}")
+    cu = rec.cuda
+    if cu is not None and cu.available:
+        lines.append(f"  CUDA {cu.device}: copy {cu.copy.best:.0f} GB/s, fp32 GEMM "
+                     f"{cu.fp32.best:.0f} GFLOP/s, bf16 {cu.bf16.best:.0f} GFLOP/s")
     else:
-        lines.append(f"  CUDA: skipped ({cu.get('reason')})")
-    flagged = sum(c[s].get("flagged", 0) for s in ("stream", "random", "gemm"))
+        lines.append(f"  CUDA: skipped ({None if cu is None else cu.reason})")
+    flagged = rec.flagged()
     if flagged:
         lines.append(f"  noise: {flagged} samples flagged (other processes used CPU) and re-taken")
-    if c.get("provisional"):
-        lines.append("  provisional: " + "; ".join(c.get("provisional_reasons") or [])
+    if rec.provisional:
+        lines.append("  provisional: " + "; ".join(rec.provisional_reasons or [])
                      + " (the next run probes again)")
     return "\n".join(lines)

@@ -86,10 +86,23 @@ class RandomProbe(Record):
 
 
 @dataclass(frozen=True)
+class GemmEngine(Record):
+    """Which engine ran the GEMMs (`probes.gemm_engines`)."""
+
+    fp32_impl: str | None = None       # e.g. "MKL sgemm"
+    bf16_impl: str | None = None       # oneDNN implementation, e.g. "brg_matmul:avx512_core_amx"
+    bf16_uses_amx: bool | None = None
+    amx_tile: bool | None = None       # the CPU has AMX tiles
+    aten_cpu_capability: str | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
 class GemmProbe(Record):
     fp32: dict = dict_of(Rate)
     bf16: dict = dict_of(Rate)
-    engine: dict = field(default_factory=dict)   # probes.gemm_engines()
+    engine: GemmEngine = nested(GemmEngine, default_factory=GemmEngine)
     flagged: int = 0
     contaminated_kept: int = 0
     extra: dict = _extra()
