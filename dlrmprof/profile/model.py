@@ -29,6 +29,7 @@ from typing import Any
 
 from dlrmprof.profile.ceilings_model import Ceilings, Roofs
 from dlrmprof.profile.record import Record, dict_of, list_of, nested
+from dlrmprof.profile.sweep import SweepResult
 
 
 def _extra() -> Any:
@@ -401,7 +402,7 @@ class CacheSection(Record):
     counters: dict | None = None          # counters.availability() / measure()
     simulation: dict = dict_of(OpCacheSim)
     mrc: dict = dict_of(Mrc)
-    sweep: dict | None = None             # sweep.run_sweep(): points, caches, knees
+    sweep: SweepResult | None = nested(SweepResult, default=None)   # sweep.run_sweep()
     extra: dict = _extra()
     key_order: tuple | None = _order()
 

@@ -20,6 +20,7 @@ from dlrmprof import fmt
 from dlrmprof.fsutil import atomic_path, atomic_write_text
 from dlrmprof.profile.ceilings_model import Roofs
 from dlrmprof.profile.model import CacheSection, ReportModel, SimdStudy, Verdict
+from dlrmprof.profile.sweep import SweepResult
 
 
 def _figure(w: float = 7.5, h: float = 5.0):
@@ -154,26 +155,27 @@ def plot_simd(simd: SimdStudy | Mapping, path) -> Path:
     return _save(fig, path)
 
 
-def plot_sweep(res: Mapping, path) -> Path:
-    """GB/s vs working-set size for the gather and the streaming read; cache sizes marked."""
+def plot_sweep(res: Mapping | SweepResult, path) -> Path:
+    """GB/s vs working-set size for the gather and the streaming read (`sweep.run_sweep`);
+    cache sizes marked."""
+    r = res if isinstance(res, SweepResult) else SweepResult.from_json(res, "sweep")
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    xs = [p["size_bytes"] for p in res["points"]]
-    ax.plot(xs, [p["gather_gbs"] for p in res["points"]], "o-", label="gather (embedding bag)")
-    ax.plot(xs, [p["read_gbs"] for p in res["points"]], "s-", label="streaming read")
-    for c in res.get("caches", []):
-        ax.axvline(c["size_bytes"], color="gray", linestyle=":")
-        ax.annotate(f"L{c['level']} {fmt.size(c['size_bytes'])}", (c["size_bytes"], 1),
+    xs = [p.size_bytes for p in r.points]
+    ax.plot(xs, [p.gather_gbs for p in r.points], "o-", label="gather (embedding bag)")
+    ax.plot(xs, [p.read_gbs for p in r.points], "s-", label="streaming read")
+    for c in r.caches:
+        ax.axvline(c.size_bytes, color="gray", linestyle=":")
+        ax.annotate(f"L{c.level} {fmt.size(c.size_bytes)}", (c.size_bytes, 1),
                     xycoords=("data", "axes fraction"), fontsize=7, rotation=90,
                     va="top", ha="right")
-    for kind in ("gather", "read"):
-        for k in (res.get("knees") or {}).get(kind, []):
-            ax.axvline(k["at_bytes"], color="tab:red", alpha=0.3)
+    for k in r.knees.gather + r.knees.read:
+        ax.axvline(k.at_bytes, color="tab:red", alpha=0.3)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("working set (bytes)")
     ax.set_ylabel("GB/s")
-    ax.set_title(f"working-set sweep ({res.get('threads', 1)} thread(s)); red: knees")
+    ax.set_title(f"working-set sweep ({r.threads} thread(s)); red: knees")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -329,7 +331,7 @@ def render_report(report, json_path) -> list[Path]:
         written.append(plot_roofline(rl.rows, rl.roofs, f"{stem}.roofline.png"))
     if m.cache.simulation or m.cache.mrc:
         written.append(plot_mrc(m.cache, f"{stem}.mrc.png"))
-    if (m.cache.sweep or {}).get("points"):
+    if m.cache.sweep is not None and m.cache.sweep.points:
         written.append(plot_sweep(m.cache.sweep, f"{stem}.sweep.png"))
     if m.simd.ops:
         written.append(plot_simd(m.simd, f"{stem}.simd.png"))

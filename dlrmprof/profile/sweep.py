@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,8 +22,83 @@ from dlrmprof import fmt
 from dlrmprof.errors import UserError
 from dlrmprof.profile import noise
 from dlrmprof.profile.host import data_caches
+from dlrmprof.profile.record import Record, list_of, nested
 
 MIN_SIZE = 16 << 10
+
+
+# -- the result, typed (`run_sweep` returns its JSON form; readers type it) ---------------------
+
+def _extra() -> Any:
+    return field(default_factory=dict, repr=False)
+
+
+def _order() -> Any:
+    return field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class SweepPoint(Record):
+    """One table size: gather and streaming-read GB/s (`measure_point`)."""
+
+    size_bytes: int
+    gather_gbs: float
+    read_gbs: float
+    gather_ns_per_row: float | None = None
+    rows: int | None = None
+    flagged: int = 0
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class NearestCache(Record):
+    level: int
+    size_bytes: int
+    ratio: float                   # knee size / cache size
+    matches: bool                  # within a factor 2
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class Knee(Record):
+    """A fall of GB/s between two neighbouring sizes (`find_knees`)."""
+
+    between: list                  # [smaller size, larger size] in bytes
+    at_bytes: int
+    drop: float                    # fraction of GB/s lost
+    nearest_cache: NearestCache | None = nested(NearestCache, default=None)
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class Knees(Record):
+    gather: list = list_of(Knee)
+    read: list = list_of(Knee)
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class CacheMark(Record):
+    level: int
+    size_bytes: int
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
+class SweepResult(Record):
+    points: list = list_of(SweepPoint)
+    threads: int = 1
+    dim: int | None = None
+    caches: list = list_of(CacheMark)
+    knees: Knees = nested(Knees, default_factory=Knees)
+    source: str | None = None
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
 
 
 def parse_bytes(text: str, *, what: str = "size") -> int:
@@ -151,22 +227,23 @@ def run_sweep(fp: dict, *, min_size: int = MIN_SIZE, max_size: int | None = None
             "source": "measured"}
 
 
-def summary(res: dict) -> str:
-    lines = [f"working-set sweep ({res['threads']} thread(s), rows of {res['dim']} float32):",
+def summary(res: dict | SweepResult) -> str:
+    r = res if isinstance(res, SweepResult) else SweepResult.from_json(res, "sweep")
+    lines = [f"working-set sweep ({r.threads} thread(s), rows of {r.dim} float32):",
              f"  {'size':>10}  {'gather GB/s':>11} {'ns/row':>7}  {'read GB/s':>9}"]
-    for p in res["points"]:
-        lines.append(f"  {fmt.size(p['size_bytes']):>10}  {p['gather_gbs']:11.2f} "
-                     f"{p['gather_ns_per_row']:7.2f}  {p['read_gbs']:9.2f}")
-    for kind in ("gather", "read"):
-        for k in res["knees"][kind]:
-            nc = k["nearest_cache"]
+    for p in r.points:
+        lines.append(f"  {fmt.size(p.size_bytes):>10}  {p.gather_gbs:11.2f} "
+                     f"{p.gather_ns_per_row:7.2f}  {p.read_gbs:9.2f}")
+    for kind, knees in (("gather", r.knees.gather), ("read", r.knees.read)):
+        for k in knees:
+            nc = k.nearest_cache
             cmp = ""
-            if nc and nc["matches"]:
-                cmp = (f": reported L{nc['level']} {fmt.size(nc['size_bytes'])} "
-                       f"(knee at {nc['ratio']:.2f}x it)")
+            if nc and nc.matches:
+                cmp = (f": reported L{nc.level} {fmt.size(nc.size_bytes)} "
+                       f"(knee at {nc.ratio:.2f}x it)")
             elif nc:
-                cmp = (f": no reported cache within 2x (nearest L{nc['level']} "
-                       f"{fmt.size(nc['size_bytes'])}); TLB reach or a smaller usable cache?")
-            lines.append(f"  {kind} knee: {k['drop']:.0%} drop between "
-                         f"{fmt.size(k['between'][0])} and {fmt.size(k['between'][1])}{cmp}")
+                cmp = (f": no reported cache within 2x (nearest L{nc.level} "
+                       f"{fmt.size(nc.size_bytes)}); TLB reach or a smaller usable cache?")
+            lines.append(f"  {kind} knee: {k.drop:.0%} drop between "
+                         f"{fmt.size(k.between[0])} and {fmt.size(k.between[1])}{cmp}")
     return "\n".join(lines)
