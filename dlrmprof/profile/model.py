@@ -398,8 +398,19 @@ class OpCacheSim(Record):
 
 
 @dataclass(frozen=True)
+class Counters(Record):
+    """Hardware counters (`counters.availability` / `measure`): measured, or why not."""
+
+    available: bool | None = None
+    reason: str | None = None
+    events: dict = field(default_factory=dict)
+    extra: dict = _extra()
+    key_order: tuple | None = _order()
+
+
+@dataclass(frozen=True)
 class CacheSection(Record):
-    counters: dict | None = None          # counters.availability() / measure()
+    counters: Counters | None = nested(Counters, default=None)
     simulation: dict = dict_of(OpCacheSim)
     mrc: dict = dict_of(Mrc)
     sweep: SweepResult | None = nested(SweepResult, default=None)   # sweep.run_sweep()

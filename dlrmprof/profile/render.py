@@ -280,9 +280,8 @@ def _cache_lines(cache: CacheSection) -> list[str]:
             out.append(f"| {name} | " + " | ".join(cells)
                        + f" | {fmt.num(s.dram_fraction, '.1%')} |")
     cnt = cache.counters
-    if cnt:
-        out += ["", "Hardware counters: " + ("measured" if cnt.get("available")
-                                             else str(cnt.get("reason")))]
+    if cnt is not None and not cnt.is_empty():
+        out += ["", "Hardware counters: " + ("measured" if cnt.available else str(cnt.reason))]
     return out
 
 
