@@ -153,3 +153,12 @@ def test_fmt_helpers():
     assert fmt.percent(None) == "-"
     assert fmt.num(float("nan")) == "-" and fmt.num(None) == "-" and fmt.num(12345.0) == "1.23e+04"
     assert fmt.num(0.00123, ".4f") == "0.0012"
+
+
+def test_unknown_top_level_keys_are_kept_and_a_report_needs_ops():
+    d = json.loads((ROOT / "tests/data/reports/report_v2.json").read_text())
+    d["from_a_newer_tool"] = {"x": 1}
+    assert json.dumps(ReportModel.from_json(d).to_json()) == json.dumps(d)
+    del d["ops"]
+    with pytest.raises(UserError, match="r.json: field ops: expected a list of op rows"):
+        ReportModel.from_json(d, "r.json")

@@ -27,6 +27,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from dlrmprof.errors import UserError
 from dlrmprof.profile.ceilings_model import Ceilings, Roofs
 from dlrmprof.profile.record import Record, dict_of, list_of, nested
 from dlrmprof.profile.sweep import SweepResult
@@ -517,7 +518,8 @@ class ReportModel:
     training: Training
     serving: Any = None            # ServingSection, or None when the report has none
     loaded_from_version: int | None = None
-    key_order: tuple | None = field(default=None, repr=False, compare=False)
+    extra: dict = _extra()           # top-level keys this tool does not know (kept)
+    key_order: tuple | None = _order()
 
     @classmethod
     def of(cls, report: Any) -> "ReportModel":
@@ -533,20 +535,27 @@ class ReportModel:
                                                     "created", "ceilings")}
         for name, rec in _SECTIONS.items():
             kw[name] = rec.from_json(d.get(name) or {}, f"{where}.{name}")
-        kw["ops"] = [OpRow.from_json(r, f"{where}.ops[{i}]") for i, r in enumerate(d["ops"])]
+        ops = d.get("ops")
+        if not isinstance(ops, list):
+            raise UserError(f"{where}: field ops: expected a list of op rows, got {ops!r:.60}")
+        kw["ops"] = [OpRow.from_json(r, f"{where}.ops[{i}]") for i, r in enumerate(ops)]
         serving = d.get("serving")
         kw["serving"] = ServingSection.from_json(serving, f"{where}.serving") if serving else None
-        return cls(**kw, key_order=tuple(d))
+        extra = {k: v for k, v in d.items() if k not in _ORDER}
+        return cls(**kw, extra=extra, key_order=tuple(d))
 
     def to_json(self) -> dict:
         out: dict[str, Any] = {}
         for k in self.key_order or _ORDER:
+            if k in self.extra:
+                out[k] = self.extra[k]
+                continue
             v = getattr(self, k)
             if k == "ops":
                 v = [r.to_json() for r in v]
             elif k == "serving":
                 v = {} if v is None else v.to_json()
-            elif k in _SECTIONS or k == "host":
+            elif k in _SECTIONS:
                 v = v.to_json()
             out[k] = v
         return out
