@@ -41,6 +41,12 @@ def seconds(s: float | None) -> str:
     return f"{s * 1e6:.1f} us"
 
 
+def ms(s: float | None, *, unit: bool = False, missing: str = MISSING) -> str:
+    """Seconds as milliseconds with two decimals (``12.34``, or ``12.34 ms`` with `unit`);
+    `missing` for None (e.g. a latency the run could not bound)."""
+    return missing if s is None else f"{s * 1e3:.2f}" + (" ms" if unit else "")
+
+
 def percent(x: float | None, spec: str = ".1f") -> str:
     """A fraction (0.25) as a percentage (``25.0%``); "-" for None."""
     return MISSING if x is None else f"{100 * x:{spec}}%"

@@ -153,6 +153,8 @@ def test_fmt_helpers():
     assert fmt.percent(None) == "-"
     assert fmt.num(float("nan")) == "-" and fmt.num(None) == "-" and fmt.num(12345.0) == "1.23e+04"
     assert fmt.num(0.00123, ".4f") == "0.0012"
+    assert fmt.ms(0.01234) == "12.34" and fmt.ms(0.5, unit=True) == "500.00 ms"
+    assert fmt.ms(None) == "-" and fmt.ms(None, missing="unbounded") == "unbounded"
 
 
 def test_unknown_top_level_keys_are_kept_and_a_report_needs_ops():
