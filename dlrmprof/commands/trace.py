@@ -10,7 +10,6 @@ import sys
 
 import click
 
-from dlrmprof import fmt
 from dlrmprof.errors import UserError
 
 SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv", "parquet")
@@ -27,6 +26,7 @@ def _table_lines(rows: list[dict]) -> list[str]:
     """The fidelity table: the model's figures, the naive baseline's LRU error beside them,
     FIFO / LFU / set-associative errors, the worst per-batch errors; '!' marks a table where
     the model loses to the naive baseline on the LRU MRC."""
+    from dlrmprof import fmt
     from dlrmprof.tracegen.fidelity import errors
 
     nw = max([8] + [len(r["name"]) for r in rows])

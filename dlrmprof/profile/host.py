@@ -38,8 +38,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dlrmprof import fmt
-
 # SIMD levels we report, from /proc/cpuinfo flags (x86) or Features (ARM).
 SIMD_FLAGS = ("sse2", "sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
               "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
@@ -411,6 +409,7 @@ def host_id(fp: dict) -> str:
 
 def summary(fp: dict) -> str:
     """A few human lines (the CLI prints them; the library never does)."""
+    from dlrmprof import fmt
     cpu = fp.get("cpu", {})
     lines = [f"host {fp.get('host_id')}: {cpu.get('vendor')} {cpu.get('model_name')} "
              f"({cpu.get('arch')}), {cpu.get('logical_cpus')} logical CPUs"]
