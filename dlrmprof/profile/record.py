@@ -58,20 +58,16 @@ class Record:
 
     @classmethod
     def from_json(cls, d: Any, where: str = "<report>") -> Any:
-        if not isinstance(d, Mapping):
+        if not isinstance(d, (dict, Mapping)):     # dict first: the cheap check
             raise UserError(f"{where}: expected an object, got {_shown(d)}")
         kw: dict[str, Any] = {}
-        known = set()
-        for f in dataclasses.fields(cls):
-            if f.name in _INTERNAL:
-                continue
-            known.add(f.name)
-            if f.name not in d:
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                    raise UserError(f"{where}: field {f.name}: missing")
-                continue
-            kw[f.name] = _load(f, d[f.name], f"{where}.{f.name}")
-        extra = {k: v for k, v in d.items() if k not in known}
+        spec = _spec(cls)
+        for name, f, required in spec.fields:
+            if name in d:
+                kw[name] = _load(f, d[name], where) if f.metadata else d[name]
+            elif required:
+                raise UserError(f"{where}: field {name}: missing")
+        extra = {k: v for k, v in d.items() if k not in spec.by_name}
         return cls(**kw, extra=extra, key_order=tuple(d))
 
     def is_empty(self) -> bool:
@@ -79,22 +75,47 @@ class Record:
         return self.key_order == () and not self.extra
 
     def to_json(self) -> dict:
-        names = [f.name for f in dataclasses.fields(self) if f.name not in _INTERNAL]
-        order = self.key_order if self.key_order is not None else (*names, *self.extra)
-        by_name = {f.name: f for f in dataclasses.fields(self)}
+        spec = _spec(type(self))
+        order = self.key_order if self.key_order is not None else (*spec.names, *self.extra)
         out: dict[str, Any] = {}
         for k in order:
-            if k in self.extra and k not in names:
-                out[k] = self.extra[k]
-            elif k in names:
-                out[k] = _dump(by_name[k], getattr(self, k))
+            f = spec.by_name.get(k)
+            if f is None:
+                if k in self.extra:
+                    out[k] = self.extra[k]
+            else:
+                v = getattr(self, k)
+                out[k] = _dump(f, v) if f.metadata else v
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    fields: tuple            # (name, Field, required) of the JSON fields
+    names: tuple
+    by_name: dict
+
+
+_SPECS: dict[type, _Spec] = {}
+
+
+def _spec(cls: type) -> _Spec:
+    """The JSON fields of a record class (computed once per class)."""
+    spec = _SPECS.get(cls)
+    if spec is None:
+        fs = [f for f in dataclasses.fields(cls) if f.name not in _INTERNAL]
+        spec = _Spec(tuple((f.name, f, f.default is dataclasses.MISSING
+                            and f.default_factory is dataclasses.MISSING) for f in fs),
+                     tuple(f.name for f in fs), {f.name: f for f in fs})
+        _SPECS[cls] = spec
+    return spec
 
 
 def _load(f: dataclasses.Field, v: Any, where: str) -> Any:
     cls = f.metadata.get("record")
     if cls is None or v is None:
         return v
+    where = f"{where}.{f.name}"
     shape = f.metadata["shape"]
     if shape == "one":
         return cls.from_json(v, where)
