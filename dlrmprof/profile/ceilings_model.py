@@ -12,21 +12,12 @@ Thread counts are string keys, as in the JSON file.  Every figure is measured.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
 
-from dlrmprof.profile.record import Record, dict_of, nested
-
-
-def _extra() -> Any:
-    return field(default_factory=dict, repr=False)
+from dlrmprof.profile.record import Record, dict_of, json_record, nested
 
 
-def _order() -> Any:
-    return field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
+@json_record
 class Roofs(Record):
     """The roofs at one thread count (or of a CUDA device, without the random-access ones)."""
 
@@ -38,11 +29,9 @@ class Roofs(Record):
     fp32_gflops: float | None = None
     bf16_gflops: float | None = None
     threads: int | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class Rate(Record):
     """One probe's rate statistics (GB/s or GFLOP/s) from its samples in seconds."""
 
@@ -50,42 +39,34 @@ class Rate(Record):
     median: float | None = None
     min: float | None = None
     samples_s: list = field(default_factory=list)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class RandomRate(Record):
     best: float
     ns_per_line: float
     mlp: float | None = None                 # latency / ns per line: lines in flight
     median: float | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class StreamProbe(Record):
     copy: dict = dict_of(Rate)
     triad: dict = dict_of(Rate)
     read: dict = dict_of(Rate)
     flagged: int = 0
     contaminated_kept: int = 0
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class RandomProbe(Record):
     by_threads: dict = dict_of(RandomRate)
     latency_ns: float | None = None
     flagged: int = 0
     contaminated_kept: int = 0
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class GemmEngine(Record):
     """Which engine ran the GEMMs (`probes.gemm_engines`)."""
 
@@ -94,22 +75,18 @@ class GemmEngine(Record):
     bf16_uses_amx: bool | None = None
     amx_tile: bool | None = None       # the CPU has AMX tiles
     aten_cpu_capability: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class GemmProbe(Record):
     fp32: dict = dict_of(Rate)
     bf16: dict = dict_of(Rate)
     engine: GemmEngine = nested(GemmEngine, default_factory=GemmEngine)
     flagged: int = 0
     contaminated_kept: int = 0
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class CudaProbe(Record):
     available: bool = False
     reason: str | None = None
@@ -117,11 +94,9 @@ class CudaProbe(Record):
     copy: Rate | None = nested(Rate, default=None)
     fp32: Rate | None = nested(Rate, default=None)
     bf16: Rate | None = nested(Rate, default=None)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class Ceilings(Record):
     """A host's measured ceilings (one probe, or the best of several provisional ones)."""
 
@@ -139,8 +114,6 @@ class Ceilings(Record):
     roofs: dict = dict_of(Roofs)
     provisional: bool | None = None
     provisional_reasons: list = field(default_factory=list)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     def flagged(self) -> int:
         """Samples flagged as contaminated (and re-taken) over every probe."""

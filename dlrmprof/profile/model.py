@@ -29,21 +29,13 @@ from typing import Any
 
 from dlrmprof.errors import UserError
 from dlrmprof.profile.ceilings_model import Ceilings, Roofs
-from dlrmprof.profile.record import Record, dict_of, list_of, nested
+from dlrmprof.profile.record import Record, dict_of, json_record, list_of, nested
 from dlrmprof.profile.sweep import SweepResult
-
-
-def _extra() -> Any:
-    return field(default_factory=dict, repr=False)
-
-
-def _order() -> Any:
-    return field(default=None, repr=False, compare=False)
 
 
 # -- ops and their verdicts ---------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@json_record
 class TimeStats(Record):
     """Per-call time in seconds (`report.time_stats`): raw samples kept after dropping
     contaminated ones; ``flagged`` = how many samples other processes contaminated."""
@@ -55,11 +47,9 @@ class TimeStats(Record):
     n: int
     samples: list = field(default_factory=list)
     flagged: int = 0
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class OpRow(Record):
     """One timed op (`report.op_row`): bytes and FLOPs counted by the cost model."""
 
@@ -76,8 +66,6 @@ class OpRow(Record):
     timer: str | None = None            # "perf_counter", "tsc", "cuda_event" ...
     dropped_contaminated: int | None = None
     emb_dtype: dict | None = None       # emb_dtype.TableDtypeVerdict.to_json()
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     @property
     def key(self) -> tuple[str, str]:
@@ -93,7 +81,7 @@ class OpRow(Record):
         return self.flops / t / 1e9 if self.flops and t else None
 
 
-@dataclass(frozen=True)
+@json_record
 class Verdict(Record):
     """An op against the host's roofs (`roofline.verdict_for`); None where not judged.
 
@@ -136,8 +124,6 @@ class Verdict(Record):
     percent_of_roof_dram: float | None = None
     dram_exceeds_roof: bool | None = None
     sources: dict = field(default_factory=dict)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     @property
     def key(self) -> tuple[str | None, str | None]:
@@ -156,7 +142,7 @@ class Verdict(Record):
         return self.verdict + (f" ({pct:.0f}% of roof)" if has_pct else "")
 
 
-@dataclass(frozen=True)
+@json_record
 class StaleCeiling(Record):
     """A roof an op ran above: raised to what the op reached (`roofline.verdicts`)."""
 
@@ -166,11 +152,9 @@ class StaleCeiling(Record):
     op: str | None = None
     phase: str | None = None
     measured: float | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class RooflineSection(Record):
     """`roofline.section`: a verdict per op and the roofs of the run's device."""
 
@@ -180,8 +164,6 @@ class RooflineSection(Record):
     device: str | None = None
     stale_ceilings: list = list_of(StaleCeiling)
     source: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     def by_key(self) -> dict[tuple, Verdict]:
         """Verdicts by (op name, phase)."""
@@ -190,18 +172,16 @@ class RooflineSection(Record):
 
 # -- host, config, trace ------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@json_record
 class CpuFacts(Record):
     vendor: str | None = None
     model_name: str | None = None
     arch: str | None = None
     logical_cpus: int | None = None
     simd: list = field(default_factory=list)    # SIMD levels from the CPU flags
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class CacheFacts(Record):
     """One cache of the host (sysfs or py-cpuinfo): per core unless ``shared_cpus`` says."""
 
@@ -210,29 +190,23 @@ class CacheFacts(Record):
     type: str | None = None            # "data", "instruction", "unified"
     ways: int | None = None
     line_bytes: int | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class GpuFacts(Record):
     name: str | None = None
     memory_bytes: int | None = None
     sm_count: int | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class OsFacts(Record):
     kernel: str | None = None
     distro: str | None = None
     system: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class SoftwareFacts(Record):
     """Versions of the packages that set the figures (`host.software_versions`)."""
 
@@ -242,11 +216,9 @@ class SoftwareFacts(Record):
     llvmlite: str | None = None
     numpy: str | None = None
     dlrmprof: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class Host(Record):
     """The host fingerprint (`dlrmprof.profile.host.collect`)."""
 
@@ -258,8 +230,6 @@ class Host(Record):
     os: OsFacts | None = nested(OsFacts, default=None)
     software: SoftwareFacts | None = nested(SoftwareFacts, default=None)
     gpu: list = list_of(GpuFacts)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     def data_caches(self) -> list[CacheFacts]:
         return [c for c in self.caches if c.type != "instruction"]
@@ -273,7 +243,7 @@ class Host(Record):
         return len((self.numa or {}).get("nodes") or [])
 
 
-@dataclass(frozen=True)
+@json_record
 class RunConfig(Record):
     """The run's options; ``run`` holds the timing loop's (iters, warmup ...)."""
 
@@ -287,8 +257,6 @@ class RunConfig(Record):
     simd_level: str | None = None
     simd: str | None = None
     run: dict = field(default_factory=dict)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     @property
     def iters(self) -> int | None:
@@ -300,53 +268,45 @@ class RunConfig(Record):
         return [(k, v) for k, v in self.to_json().items() if not isinstance(v, (dict, list))]
 
 
-@dataclass(frozen=True)
+@json_record
 class TraceSummary(Record):
     path: str | None = None
     digest: str | None = None
     num_samples: int | None = None
     tables: list = field(default_factory=list)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
 # -- end to end, noise, training ----------------------------------------------------------------
 
-@dataclass(frozen=True)
+@json_record
 class EndToEnd(Record):
     samples_per_s: float | None = None
     time: TimeStats | None = nested(TimeStats, default=None)
     source: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class Noise(Record):
     """Other processes' CPU use during the run (`dlrmprof.profile.noise`)."""
 
     flagged: int | None = None
     dropped: int | None = None
     source: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     def scalars(self) -> list[tuple[str, Any]]:
         return [(k, v) for k, v in self.to_json().items() if not isinstance(v, (dict, list))]
 
 
-@dataclass(frozen=True)
+@json_record
 class Training(Record):
     losses: list = field(default_factory=list)
     first_loss: float | None = None
     last_loss: float | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
 # -- cache study and SIMD sensitivity -----------------------------------------------------------
 
-@dataclass(frozen=True)
+@json_record
 class SimLevel(Record):
     """One cache level in a simulation (`cachesim.simulate_op`); rates are cumulative from L1."""
 
@@ -355,21 +315,17 @@ class SimLevel(Record):
     cumulative_hit_rate: float
     ways: int | None = None
     fa_cumulative_hit_rate: float | None = None   # fully-associative LRU of the same size
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class Mrc(Record):
     """A miss-ratio curve as hit rate against capacity in bytes."""
 
     sizes_bytes: list = field(default_factory=list)
     hit_rates: list = field(default_factory=list)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class TraceMrc(Record):
     """A table's own LRU hit rates from its locality profile (`cachesim.trace_mrc`)."""
 
@@ -377,18 +333,14 @@ class TraceMrc(Record):
     hit_rates: list = field(default_factory=list)
     curve: Mrc | None = nested(Mrc, default=None)
     source: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class OpCacheSim(Record):
     levels: list = list_of(SimLevel)
     dram_bytes: int | None = None
     row_bytes_total: int | None = None
     trace_mrc: TraceMrc | None = nested(TraceMrc, default=None)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     @property
     def dram_fraction(self) -> float | None:
@@ -398,46 +350,38 @@ class OpCacheSim(Record):
         return self.dram_bytes / self.row_bytes_total
 
 
-@dataclass(frozen=True)
+@json_record
 class Counters(Record):
     """Hardware counters (`counters.availability` / `measure`): measured, or why not."""
 
     available: bool | None = None
     reason: str | None = None
     events: dict = field(default_factory=dict)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class CacheSection(Record):
     counters: Counters | None = nested(Counters, default=None)
     simulation: dict = dict_of(OpCacheSim)
     mrc: dict = dict_of(Mrc)
     sweep: SweepResult | None = nested(SweepResult, default=None)   # sweep.run_sweep()
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class SimdCell(Record):
     time_s: float | None = None
     speedup: float | None = None           # scalar time / this level's time
     error: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class SimdOp(Record):
     op: str
     verdict: str | None = None
     by_level: dict = dict_of(SimdCell)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class AsmCounts(Record):
     """Vector registers and packed FP instructions counted in the generated assembly."""
 
@@ -445,11 +389,9 @@ class AsmCounts(Record):
     ymm: int = 0
     zmm: int = 0
     packed_fp: int | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class SimdLevel(Record):
     """An ISA level and what the generated code showed (``asm``) or the knobs (``verify``)."""
 
@@ -458,11 +400,9 @@ class SimdLevel(Record):
     verify: dict | None = None
     verified: bool | None = None
     expect: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class SimdStudy(Record):
     """`simd.run_simd()`: per op and ISA level; ``torch`` is the torch knobs' sub-study."""
 
@@ -472,8 +412,6 @@ class SimdStudy(Record):
     statement: str | None = None
     notes: list = field(default_factory=list)
     torch: dict | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
     @property
     def is_sub_study(self) -> bool:
@@ -518,8 +456,8 @@ class ReportModel:
     training: Training
     serving: Any = None            # ServingSection, or None when the report has none
     loaded_from_version: int | None = None
-    extra: dict = _extra()           # top-level keys this tool does not know (kept)
-    key_order: tuple | None = _order()
+    extra: dict = field(default_factory=dict, repr=False)   # top-level keys not known here
+    key_order: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, report: Any) -> "ReportModel":

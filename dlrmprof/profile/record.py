@@ -1,13 +1,14 @@
 """`Record`: the base of the report's typed sections (`dlrmprof.profile.model`).
 
-A record is a frozen dataclass whose fields are the JSON keys the code reads, typed; nested
-records, lists of records and maps of records are declared with `nested`, `list_of` and
-`dict_of` (a null element of a list or map stays None).  ``from_json(d)`` keeps what it does
-not know: keys without a field go to ``extra`` and the order of the keys read goes to
-``key_order``, so ``from_json(d).to_json() == d`` with the same key order (a report rewritten
-from its model is the same bytes), and a key that was absent stays absent rather than turning
-into ``null``.  A record built in code
-(``key_order=None``) writes its fields in declaration order, then ``extra``.
+A record is a frozen dataclass (declared with `json_record`) whose fields are the JSON keys
+the code reads, typed; nested records, lists of records and maps of records are declared with
+`nested`, `list_of` and `dict_of` (a null element of a list or map stays None).
+``from_json(d)`` keeps what it does not know: keys without a field go to ``extra`` and the
+order of the keys read goes to ``key_order``, so ``from_json(d).to_json() == d`` with the same
+key order (a report rewritten from its model is the same bytes), and a key that was absent
+stays absent rather than turning into ``null``.  A record built in code (``key_order=None``)
+writes its fields in declaration order, then ``extra``; one changed with
+`dataclasses.replace` keeps the key order it was read with.
 
 Required fields (those without a default) must be present; a missing one, or a nested record
 that is not an object, is a `UserError` naming the field.  Values are not converted (an int
@@ -47,14 +48,21 @@ def _shown(x: Any) -> str:
     return g[:57] + "..." if len(g) > 60 else g
 
 
+def json_record(cls: type) -> type:
+    """Class decorator: `cls` (a `Record` subclass) as a frozen dataclass with the two
+    bookkeeping fields after its own, ``extra`` (unknown keys) and ``key_order``."""
+    cls.__annotations__ = {**cls.__dict__.get("__annotations__", {}),
+                           "extra": "dict", "key_order": "tuple | None"}
+    cls.extra = dataclasses.field(default_factory=dict, repr=False)
+    cls.key_order = dataclasses.field(default=None, repr=False, compare=False)
+    return dataclasses.dataclass(frozen=True)(cls)
+
+
 class Record:
-    """Mixin for a frozen dataclass that is one JSON object (see the module docstring).
+    """Base of a `json_record` class: one JSON object (see the module docstring)."""
 
-    Subclasses end with the two bookkeeping fields::
-
-        extra: dict = dataclasses.field(default_factory=dict, repr=False)
-        key_order: tuple | None = dataclasses.field(default=None, repr=False, compare=False)
-    """
+    extra: dict
+    key_order: tuple | None
 
     @classmethod
     def from_json(cls, d: Any, where: str = "<report>") -> Any:

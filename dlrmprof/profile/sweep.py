@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -22,22 +21,14 @@ from dlrmprof import fmt
 from dlrmprof.errors import UserError
 from dlrmprof.profile import noise
 from dlrmprof.profile.host import data_caches
-from dlrmprof.profile.record import Record, list_of, nested
+from dlrmprof.profile.record import Record, json_record, list_of, nested
 
 MIN_SIZE = 16 << 10
 
 
 # -- the result, typed (`run_sweep` returns its JSON form; readers type it) ---------------------
 
-def _extra() -> Any:
-    return field(default_factory=dict, repr=False)
-
-
-def _order() -> Any:
-    return field(default=None, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
+@json_record
 class SweepPoint(Record):
     """One table size: gather and streaming-read GB/s (`measure_point`)."""
 
@@ -47,21 +38,17 @@ class SweepPoint(Record):
     gather_ns_per_row: float | None = None
     rows: int | None = None
     flagged: int = 0
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class NearestCache(Record):
     level: int
     size_bytes: int
     ratio: float                   # knee size / cache size
     matches: bool                  # within a factor 2
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class Knee(Record):
     """A fall of GB/s between two neighbouring sizes (`find_knees`)."""
 
@@ -69,27 +56,21 @@ class Knee(Record):
     at_bytes: int
     drop: float                    # fraction of GB/s lost
     nearest_cache: NearestCache | None = nested(NearestCache, default=None)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class Knees(Record):
     gather: list = list_of(Knee)
     read: list = list_of(Knee)
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class CacheMark(Record):
     level: int
     size_bytes: int
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
-@dataclass(frozen=True)
+@json_record
 class SweepResult(Record):
     points: list = list_of(SweepPoint)
     threads: int = 1
@@ -97,8 +78,6 @@ class SweepResult(Record):
     caches: list = list_of(CacheMark)
     knees: Knees = nested(Knees, default_factory=Knees)
     source: str | None = None
-    extra: dict = _extra()
-    key_order: tuple | None = _order()
 
 
 def parse_bytes(text: str, *, what: str = "size") -> int:
