@@ -14,6 +14,7 @@ and upgraded on load, and what the run layer builds.  `ReportModel.of(report)` t
       end_to_end: EndToEnd, noise: Noise, training: Training
       cache: CacheSection           simulation: {op: OpCacheSim}, mrc: {table: Mrc}, sweep
       simd: SimdStudy               ops: [SimdOp], levels: [SimdLevel]
+                                    (the cache and SIMD types: dlrmprof.profile.study_model)
       serving: ServingSection | None   (dlrmprof.profile.serving)
 
 Every class is a `Record`: ``from_json(d).to_json() == d``, key order and absent keys
@@ -29,8 +30,8 @@ from typing import Any
 
 from dlrmprof.errors import UserError
 from dlrmprof.profile.ceilings_model import Ceilings, Roofs
-from dlrmprof.profile.record import Record, dict_of, json_record, list_of, nested
-from dlrmprof.profile.sweep import SweepResult
+from dlrmprof.profile.record import Record, json_record, list_of, nested
+from dlrmprof.profile.study_model import CacheSection, SimdStudy
 
 
 # -- ops and their verdicts ---------------------------------------------------------------------
@@ -302,124 +303,6 @@ class Training(Record):
     losses: list = field(default_factory=list)
     first_loss: float | None = None
     last_loss: float | None = None
-
-
-# -- cache study and SIMD sensitivity -----------------------------------------------------------
-
-@json_record
-class SimLevel(Record):
-    """One cache level in a simulation (`cachesim.simulate_op`); rates are cumulative from L1."""
-
-    level: int
-    size_bytes: int
-    cumulative_hit_rate: float
-    ways: int | None = None
-    fa_cumulative_hit_rate: float | None = None   # fully-associative LRU of the same size
-
-
-@json_record
-class Mrc(Record):
-    """A miss-ratio curve as hit rate against capacity in bytes."""
-
-    sizes_bytes: list = field(default_factory=list)
-    hit_rates: list = field(default_factory=list)
-
-
-@json_record
-class TraceMrc(Record):
-    """A table's own LRU hit rates from its locality profile (`cachesim.trace_mrc`)."""
-
-    capacities_bytes: list = field(default_factory=list)
-    hit_rates: list = field(default_factory=list)
-    curve: Mrc | None = nested(Mrc, default=None)
-    source: str | None = None
-
-
-@json_record
-class OpCacheSim(Record):
-    levels: list = list_of(SimLevel)
-    dram_bytes: int | None = None
-    row_bytes_total: int | None = None
-    trace_mrc: TraceMrc | None = nested(TraceMrc, default=None)
-
-    @property
-    def dram_fraction(self) -> float | None:
-        """Predicted DRAM bytes over the bytes of every looked-up row."""
-        if self.dram_bytes is None or not self.row_bytes_total:
-            return None
-        return self.dram_bytes / self.row_bytes_total
-
-
-@json_record
-class Counters(Record):
-    """Hardware counters (`counters.availability` / `measure`): measured, or why not."""
-
-    available: bool | None = None
-    reason: str | None = None
-    events: dict = field(default_factory=dict)
-
-
-@json_record
-class CacheSection(Record):
-    counters: Counters | None = nested(Counters, default=None)
-    simulation: dict = dict_of(OpCacheSim)
-    mrc: dict = dict_of(Mrc)
-    sweep: SweepResult | None = nested(SweepResult, default=None)   # sweep.run_sweep()
-
-
-@json_record
-class SimdCell(Record):
-    time_s: float | None = None
-    speedup: float | None = None           # scalar time / this level's time
-    error: str | None = None
-
-
-@json_record
-class SimdOp(Record):
-    op: str
-    verdict: str | None = None
-    by_level: dict = dict_of(SimdCell)
-
-
-@json_record
-class AsmCounts(Record):
-    """Vector registers and packed FP instructions counted in the generated assembly."""
-
-    xmm: int = 0
-    ymm: int = 0
-    zmm: int = 0
-    packed_fp: int | None = None
-
-
-@json_record
-class SimdLevel(Record):
-    """An ISA level and what the generated code showed (``asm``) or the knobs (``verify``)."""
-
-    name: str
-    asm: AsmCounts | None = nested(AsmCounts, default=None)
-    verify: dict | None = None
-    verified: bool | None = None
-    expect: str | None = None
-
-
-@json_record
-class SimdStudy(Record):
-    """`simd.run_simd()`: per op and ISA level; ``torch`` is the torch knobs' sub-study."""
-
-    ops: list = list_of(SimdOp)
-    levels: list = list_of(SimdLevel)
-    held: bool | None = None
-    statement: str | None = None
-    notes: list = field(default_factory=list)
-    torch: dict | None = None
-
-    @property
-    def is_sub_study(self) -> bool:
-        """True for a study rendered on its own (the torch knobs), which has no ``held``."""
-        return self.key_order is not None and "held" not in self.key_order
-
-    def torch_study(self) -> "SimdStudy | None":
-        return SimdStudy.from_json(self.torch, "simd.torch") if self.torch else None
 
 
 # -- the whole report ---------------------------------------------------------------------------

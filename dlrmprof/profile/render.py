@@ -19,8 +19,8 @@ from typing import Mapping
 from dlrmprof import fmt
 from dlrmprof.fsutil import atomic_path, atomic_write_text
 from dlrmprof.profile.ceilings_model import Roofs
-from dlrmprof.profile.model import CacheSection, ReportModel, SimdStudy, Verdict
-from dlrmprof.profile.sweep import SweepResult
+from dlrmprof.profile.model import ReportModel, Verdict
+from dlrmprof.profile.study_model import CacheSection, SimdStudy, SweepResult
 
 
 def _figure(w: float = 7.5, h: float = 5.0):

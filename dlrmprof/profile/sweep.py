@@ -21,63 +21,9 @@ from dlrmprof import fmt
 from dlrmprof.errors import UserError
 from dlrmprof.profile import noise
 from dlrmprof.profile.host import data_caches
-from dlrmprof.profile.record import Record, json_record, list_of, nested
+from dlrmprof.profile.study_model import SweepResult
 
 MIN_SIZE = 16 << 10
-
-
-# -- the result, typed (`run_sweep` returns its JSON form; readers type it) ---------------------
-
-@json_record
-class SweepPoint(Record):
-    """One table size: gather and streaming-read GB/s (`measure_point`)."""
-
-    size_bytes: int
-    gather_gbs: float
-    read_gbs: float
-    gather_ns_per_row: float | None = None
-    rows: int | None = None
-    flagged: int = 0
-
-
-@json_record
-class NearestCache(Record):
-    level: int
-    size_bytes: int
-    ratio: float                   # knee size / cache size
-    matches: bool                  # within a factor 2
-
-
-@json_record
-class Knee(Record):
-    """A fall of GB/s between two neighbouring sizes (`find_knees`)."""
-
-    between: list                  # [smaller size, larger size] in bytes
-    at_bytes: int
-    drop: float                    # fraction of GB/s lost
-    nearest_cache: NearestCache | None = nested(NearestCache, default=None)
-
-
-@json_record
-class Knees(Record):
-    gather: list = list_of(Knee)
-    read: list = list_of(Knee)
-
-
-@json_record
-class CacheMark(Record):
-    level: int
-    size_bytes: int
-
-
-@json_record
-class SweepResult(Record):
-    points: list = list_of(SweepPoint)
-    threads: int = 1
-    dim: int | None = None
-    caches: list = list_of(CacheMark)
-    knees: Knees = nested(Knees, default_factory=Knees)
-    source: str | None = None
 
 
 def parse_bytes(text: str, *, what: str = "size") -> int:
