@@ -227,19 +227,14 @@ def plot_training(curve: list[dict], base: dict, path: Path) -> None:
     from dlrmprof.fsutil import atomic_path
 
     steps = [c["step"] for c in curve]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    a1.plot(steps, [c["train_logloss"] for c in curve], label="train")
-    a1.plot(steps, [c["test_logloss"] for c in curve], label="test")
-    a1.axhline(base["logloss"], ls="--", color="gray", label="base rate (test)")
-    a1.set_xlabel("iteration")
-    a1.set_ylabel("logloss")
-    a1.legend()
-    a2.plot(steps, [c["train_accuracy"] for c in curve], label="train")
-    a2.plot(steps, [c["test_accuracy"] for c in curve], label="test")
-    a2.axhline(base["accuracy"], ls="--", color="gray", label="base rate (test)")
-    a2.set_xlabel("iteration")
-    a2.set_ylabel("accuracy")
-    a2.legend()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key in zip(axes, ("logloss", "accuracy")):
+        ax.plot(steps, [c[f"train_{key}"] for c in curve], label="train")
+        ax.plot(steps, [c[f"test_{key}"] for c in curve], label="test")
+        ax.axhline(base[key], ls="--", color="gray", label="base rate (test)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(key)
+        ax.legend()
     fig.suptitle("DLRM on Criteo rows: training and held-out test")
     fig.tight_layout()
     with atomic_path(path) as tmp:
