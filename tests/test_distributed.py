@@ -1,5 +1,6 @@
-"""Hybrid-parallel DLRM (dlrmprof.dlrm.distributed, dlrmprof.session, sharding): plan, init, equivalence with
-one process (in-process world of 1, and a real 2-rank gloo launch), bad input."""
+"""Hybrid-parallel DLRM (dlrmprof.dlrm.distributed, sharding; the run layer's ranks, launch
+and merge in dlrmprof.session): plan, init, equivalence with one process (in-process world of
+1, and a real 2-rank gloo launch), bad input."""
 
 import dataclasses
 import os
@@ -11,17 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from dlrmprof.dlrm.distributed import build_rank_parts
-from dlrmprof.session import launch as D
-from dlrmprof.session.ranks import run_rank
 from dlrmprof.dlrm import sharding as S
 from dlrmprof.dlrm.config import load_config
+from dlrmprof.dlrm.distributed import build_rank_parts
 from dlrmprof.dlrm.model import build_dlrm
-from dlrmprof.session.prepare import RunOptions, make_source, prepare
 from dlrmprof.dlrm.train import DLRMTrain, run_loop
 from dlrmprof.errors import UserError
 from dlrmprof.profile.report import Report
 from dlrmprof.profile.timers import OpTimer
+from dlrmprof.session import launch as D
+from dlrmprof.session.prepare import RunOptions, make_source, prepare
+from dlrmprof.session.ranks import run_rank
 from dlrmprof.tracegen import build_profile
 
 
