@@ -38,15 +38,15 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 
-from dlrmprof.session import launch as D  # noqa: E402
 from dlrmprof.dlrm import sharding as S  # noqa: E402
 from dlrmprof.dlrm.config import load_config  # noqa: E402
 from dlrmprof.dlrm.data import bundled_criteo_sample  # noqa: E402
 from dlrmprof.dlrm.model import build_dlrm  # noqa: E402
-from dlrmprof.session.prepare import RunOptions, make_source, prepare  # noqa: E402
 from dlrmprof.dlrm.train import DLRMTrain, run_loop  # noqa: E402
 from dlrmprof.profile.report import Report  # noqa: E402
 from dlrmprof.profile.timers import OpTimer  # noqa: E402
+from dlrmprof.session import launch as D  # noqa: E402
+from dlrmprof.session.prepare import RunOptions, make_source, prepare  # noqa: E402
 
 
 def make_trace(path: str, max_rows: int, num_samples: int, seed: int) -> str:

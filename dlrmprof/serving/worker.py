@@ -82,8 +82,8 @@ class DLRMModel:
     def __init__(self, spec: ModelSpec):
         from dlrmprof.dlrm.model import build_dlrm
         from dlrmprof.dlrm.runner import set_threads
-        from dlrmprof.session.prepare import make_source, prepare
         from dlrmprof.dlrm.train import DLRMTrain
+        from dlrmprof.session.prepare import make_source, prepare
 
         prep = prepare(spec.opts)
         set_threads(spec.opts.threads, prep.backend)

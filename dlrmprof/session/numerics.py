@@ -171,8 +171,8 @@ def train_fp32(opts: NumericsOptions, say: Callable[[str], None]):
     from dlrmprof.dlrm.data import KaggleSource
     from dlrmprof.dlrm.model import build_dlrm
     from dlrmprof.dlrm.runner import set_threads
-    from dlrmprof.session.prepare import RunOptions, prepare
     from dlrmprof.dlrm.train import DLRMTrain
+    from dlrmprof.session.prepare import RunOptions, prepare
 
     prep = prepare(RunOptions(data="kaggle", mode="train", backend=opts.backend,
                               config=opts.config, max_rows=opts.max_rows,
