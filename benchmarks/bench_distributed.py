@@ -11,7 +11,7 @@ to the capped Kaggle cardinalities), synthetic dense features and labels.
 Variants, interleaved round by round so the machine's noise hits them alike:
 
 * ``plain``:  the single-process loop (`DLRM` + `DLRMTrain`, as `dlrmprof run`), in this process;
-* ``1 rank``: `dlrmprof.dlrm.distributed` with one rank (the all-to-all degenerates to a
+* ``1 rank``: `dlrmprof.session.launch` with one rank (the all-to-all degenerates to a
   local copy, DDP to a no-op all-reduce): the cost of the distributed machinery itself;
 * ``2 ranks``: two processes through `launch` (torchrun's elastic agent, gloo): tables split
   by the sharding plan, batch split in two, all-to-all forward/backward, DDP all-reduce;
@@ -38,15 +38,15 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 
-from dlrmprof.dlrm import distributed as D  # noqa: E402
 from dlrmprof.dlrm import sharding as S  # noqa: E402
 from dlrmprof.dlrm.config import load_config  # noqa: E402
 from dlrmprof.dlrm.data import bundled_criteo_sample  # noqa: E402
 from dlrmprof.dlrm.model import build_dlrm  # noqa: E402
-from dlrmprof.dlrm.runner import RunOptions, make_source, prepare  # noqa: E402
 from dlrmprof.dlrm.train import DLRMTrain, run_loop  # noqa: E402
 from dlrmprof.profile.report import Report  # noqa: E402
 from dlrmprof.profile.timers import OpTimer  # noqa: E402
+from dlrmprof.session import launch as D  # noqa: E402
+from dlrmprof.session.prepare import RunOptions, make_source, prepare  # noqa: E402
 
 
 def make_trace(path: str, max_rows: int, num_samples: int, seed: int) -> str:

@@ -26,7 +26,7 @@ import time
 import psutil
 import torch
 
-from dlrmprof.dlrm.runner import RunOptions, make_source, prepare
+from dlrmprof.session.prepare import RunOptions, make_source, prepare
 from dlrmprof.dlrm.model import build_dlrm
 from dlrmprof.dlrm.train import DLRMTrain, run_loop
 from dlrmprof.profile.timers import OpTimer

@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlrmprof.dlrm.runner import RunOptions
+from dlrmprof.session.prepare import RunOptions
 from dlrmprof.fsutil import atomic_write_text
 from dlrmprof.serving import results as R
 from dlrmprof.serving.batcher import Policy

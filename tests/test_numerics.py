@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlrmprof.cli import cli
-from dlrmprof.dlrm import numerics
+from dlrmprof.session import numerics
 
 
 def _error(result):

@@ -50,7 +50,7 @@ def numerics(inputs, input_rows, test_fraction, config, max_rows, batch_size, ep
     """
     from pathlib import Path
 
-    from dlrmprof.dlrm.numerics import NumericsOptions, check_options, markdown, plot, \
+    from dlrmprof.session.numerics import NumericsOptions, check_options, markdown, plot, \
         run_numerics
     from dlrmprof.fsutil import atomic_write_text
 

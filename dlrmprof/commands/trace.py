@@ -205,7 +205,8 @@ def _capture(spec, nproc):
 
     if "RANK" not in os.environ and nproc in (None, 1):      # no torch import on this path
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
-    from dlrmprof.dlrm.distributed import DistOptions, launch, under_torchrun
+    from dlrmprof.session.launch import DistOptions, launch
+    from dlrmprof.session.ranks import under_torchrun
 
     if under_torchrun():
         if nproc is not None:

@@ -49,6 +49,7 @@ from dlrmprof import __version__
 from dlrmprof.fsutil import atomic_path
 from dlrmprof.profile import noise
 from dlrmprof.profile.host import data_caches
+from dlrmprof.profile.timers import cuda_times
 
 CEILINGS_VERSION = 1
 LINE = 64
@@ -311,17 +312,7 @@ def probe_cuda(repeats: int, full: bool) -> dict:
                            "device": torch.cuda.get_device_name(0)}
 
     def timed(fn) -> list[float]:
-        fn()
-        torch.cuda.synchronize()
-        res = []
-        for _ in range(repeats):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            res.append(s.elapsed_time(e) / 1e3)
-        return res
+        return cuda_times(fn, repeats)
 
     nbytes = (1 << 30) if full else (256 << 20)
     x = torch.rand(nbytes // 4, device=dev)  # random, not zeros: checked after timing
