@@ -178,6 +178,7 @@ def test_real_clock_and_noise_record():
 
 def test_results_json_roundtrip_and_schema(tmp_path):
     c = _cmp([False, True, False], [2.0, 3.0, 2.0], [1.0, 1.0, 1.0])
+    c.samples_s["cand"][0] = 1.0000000001     # kept to 5 significant digits
     c.params = {"R": 1000, "D": 16}
     doc = harness.results_doc("dlrmprof.bench.test/1", source="measured (test)",
                               comparisons=[c], command="python benchmarks/x.py --quick",
@@ -193,7 +194,8 @@ def test_results_json_roundtrip_and_schema(tmp_path):
     assert j["speedup"]["cand"]["median"] == pytest.approx(2.0)
     assert j["params"] == {"R": 1000, "D": 16} and j["used"] == "clean"
     again = harness.Comparison.from_json(j)
-    assert again.samples_s == c.samples_s and again.contaminated == c.contaminated
+    assert again.samples_s == {"base": [2.0, 3.0, 2.0], "cand": [1.0, 1.0, 1.0]}
+    assert again.contaminated == c.contaminated
     assert harness.RatioStat.from_json(j["speedup"]["cand"]) == c.speedup("cand")
     assert [p.name for p in tmp_path.iterdir()] == ["r.json"]   # nothing left beside it
 

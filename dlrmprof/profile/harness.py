@@ -56,7 +56,7 @@ from dlrmprof.profile.timers import NoiseMonitor, OpTimer, summarize
 #      stats per variant, ratios against the baseline.
 HARNESS_SCHEMA = "dlrmprof.profile.harness/1"
 _SCHEMA_RE = re.compile(r"^[a-z0-9_.\-]+/[1-9][0-9]*$")
-MAX_SAMPLES = 512   # rounds kept raw in a results file; beyond it only the statistics
+MAX_SAMPLES = 200   # rounds kept raw in a results file; beyond it only the statistics
 
 
 class CheckFailed(AssertionError):
@@ -163,9 +163,12 @@ class Comparison:
             "stats": {n: self.stats(n) for n in self.names},
             "speedup": {n: self.speedup(n).to_json() for n in self.names
                         if n != self.baseline},
-            "samples_s": dict(self.samples_s) if keep else None,
+            # raw rounds to 5 significant digits (a results file stays small)
+            "samples_s": ({n: [float(f"{v:.5g}") for v in vs]
+                           for n, vs in self.samples_s.items()} if keep else None),
             "contaminated": list(self.contaminated) if keep else None,
-            "other_cores": list(self.other_cores) if keep else None,
+            "other_cores": ([None if v is None else round(v, 3) for v in self.other_cores]
+                            if keep else None),
             "noise": dict(self.noise),
         }
 
