@@ -89,7 +89,7 @@ def bench_sgd(rng, quick, seconds, threads, out):
                            f"thr={thr}", check=lambda o, b=before: same_update(o, b))
                         out.append(cmp)
                         ratios.append(row(cmp))
-                    del w_np, w_t
+                    w_np = w_t = None   # free the table before the next one
     return ratios
 
 
