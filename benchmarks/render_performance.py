@@ -140,9 +140,9 @@ def render_comparisons(doc: dict) -> list[str]:
     out = ["| cell | baseline | its median | candidate | its median | speed-up [quartiles] | "
            "rounds used / clean / all | others (cores) |", "|---|---|---|---|---|---|---|---|"]
     for c in doc["comparisons"]:
-        base = c["baseline"]
         oc = c.get("other_cores_mean")
         for name, r in c["speedup"].items():
+            base = c.get("baseline_of", {}).get(name, c["baseline"])
             out.append(f"| {' '.join(c['label'].split())} | {base} | "
                        f"{_time(c['stats'][base].get('median_s'))} | {name} | "
                        f"{_time(c['stats'][name].get('median_s'))} | {r['median']:.2f}x "

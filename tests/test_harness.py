@@ -236,3 +236,18 @@ def test_command_line_is_relative_and_quoted(tmp_path, monkeypatch):
     script = tmp_path / "benchmarks" / "b.py"
     assert harness.command_line([str(script), "--quick", "a b"]) == \
         "python benchmarks/b.py --quick 'a b'"
+
+
+def test_groups_with_their_own_baselines(clock):
+    costs = {"train/base": 4e-3, "train/ours": 2e-3, "infer/base": 1e-3, "infer/ours": 0.5e-3}
+    fns = {n: (lambda c: lambda i: clock.spend(c))(c) for n, c in costs.items()}
+    cmp = harness.compare(fns, baseline="train/base", rounds=4, warmup=0,
+                          baseline_of={"infer/ours": "infer/base"})
+    assert cmp.candidates == ["train/ours", "infer/ours"]
+    assert cmp.speedup("infer/ours").median == pytest.approx(2.0)
+    assert cmp.speedup("infer/ours").numerator == "infer/base"
+    j = cmp.to_json()
+    assert set(j["speedup"]) == {"train/ours", "infer/ours"}
+    assert harness.Comparison.from_json(j).baseline_of == {"infer/ours": "infer/base"}
+    with pytest.raises(ValueError, match="baseline 'nope'"):
+        harness.compare(fns, baseline="train/base", rounds=1, baseline_of={"x": "nope"})

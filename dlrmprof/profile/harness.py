@@ -102,6 +102,18 @@ class Comparison:
     calls: int = 1
     params: dict[str, Any] = field(default_factory=dict)
     noise: dict[str, Any] = field(default_factory=dict)
+    # variants measured against another baseline than `baseline` (several groups timed in
+    # the same rounds, e.g. train and inference steps)
+    baseline_of: dict[str, str] = field(default_factory=dict)
+
+    def baseline_for(self, name: str) -> str:
+        return self.baseline_of.get(name, self.baseline)
+
+    @property
+    def candidates(self) -> list[str]:
+        """Every variant that is not itself a baseline."""
+        bases = {self.baseline, *self.baseline_of.values()}
+        return [n for n in self.names if n not in bases]
 
     @property
     def rounds(self) -> int:
@@ -146,7 +158,7 @@ class Comparison:
 
     def speedup(self, name: str) -> RatioStat:
         """baseline time / `name`'s time per round: above 1, `name` is faster."""
-        return self.ratio(self.baseline, name)
+        return self.ratio(self.baseline_for(name), name)
 
     def other_cores_mean(self) -> float | None:
         vals = [v for v in self.other_cores if v is not None]
@@ -161,8 +173,8 @@ class Comparison:
             "clean_rounds": self.clean_rounds, "used": self.used,
             "other_cores_mean": self.other_cores_mean(),
             "stats": {n: self.stats(n) for n in self.names},
-            "speedup": {n: self.speedup(n).to_json() for n in self.names
-                        if n != self.baseline},
+            "baseline_of": dict(self.baseline_of),
+            "speedup": {n: self.speedup(n).to_json() for n in self.candidates},
             # raw rounds to 5 significant digits (a results file stays small)
             "samples_s": ({n: [float(f"{v:.5g}") for v in vs]
                            for n, vs in self.samples_s.items()} if keep else None),
@@ -184,7 +196,7 @@ class Comparison:
                    samples_s={k: list(v) for k, v in d["samples_s"].items()},
                    contaminated=list(d["contaminated"]), other_cores=list(d["other_cores"]),
                    method=d["method"], calls=d["calls"], params=dict(d["params"]),
-                   noise=dict(d["noise"]))
+                   noise=dict(d["noise"]), baseline_of=dict(d.get("baseline_of", {})))
 
 
 def run_check(variants: Mapping[str, Callable[[int], Any]],
@@ -211,14 +223,19 @@ def compare(variants: Mapping[str, Callable[[int], Any]], *, baseline: str,
             seconds: float | None = None, min_rounds: int = 5, max_rounds: int | None = None,
             warmup: int = 1, nargs: int | None = None, calls: int = 1, threads: int = 1,
             device: str = "cpu", window_s: float = 0.05, own_time=None, label: str = "",
-            params: Mapping[str, Any] | None = None) -> Comparison:
+            params: Mapping[str, Any] | None = None,
+            baseline_of: Mapping[str, str] | None = None) -> Comparison:
     """Time `variants` (name -> fn(call_index)) in interleaved rounds; see the module doc.
+
+    `baseline_of`: {variant: its baseline} for variants compared with another baseline
+    than `baseline` (several groups timed in the same rounds).
 
     Stops after exactly `rounds` rounds, or else once `seconds` have passed and at least
     `min_rounds` are done (or at `max_rounds`).  `own_time()`: CPU seconds of the measured
     work when it runs in other processes too (the noise monitor's argument)."""
-    if baseline not in variants:
-        raise ValueError(f"baseline {baseline!r} is not one of {list(variants)}")
+    for b in (baseline, *(baseline_of or {}).values()):
+        if b not in variants:
+            raise ValueError(f"baseline {b!r} is not one of {list(variants)}")
     if rounds is None and seconds is None:
         raise ValueError("give rounds or seconds")
     if calls < 1 or (rounds is not None and rounds < 1):
@@ -253,7 +270,8 @@ def compare(variants: Mapping[str, Callable[[int], Any]], *, baseline: str,
         contaminated=[bool(f) for f in flags],
         other_cores=[None if np.isnan(v) else float(v) for v in other],
         method=timer.method, calls=calls, params=dict(params or {}),
-        noise=timer.noise.summary() if timer.noise is not None else {})
+        noise=timer.noise.summary() if timer.noise is not None else {},
+        baseline_of=dict(baseline_of or {}))
 
 
 class _Counter:
