@@ -137,7 +137,11 @@ def render_comparisons(doc: dict) -> list[str]:
     """Results of the benchmark harness (dlrmprof.profile.harness): one row per candidate of
     each comparison, its speed-up over the baseline (baseline time / its time, per round:
     median [quartiles]), the rounds the figures use, other processes' CPU use."""
-    out = ["| cell | baseline | its median | candidate | its median | speed-up [quartiles] | "
+    out = ["Speed-up = baseline time / candidate time, per interleaved round; median "
+           "[quartiles] over the rounds used.  A row whose rounds start with *all* had too "
+           "few clean rounds (other processes took cores the benchmark needed): its figures "
+           "are contaminated.", "",
+           "| cell | baseline | its median | candidate | its median | speed-up [quartiles] | "
            "rounds used / clean / all | others (cores) |", "|---|---|---|---|---|---|---|---|"]
     for c in doc["comparisons"]:
         oc = c.get("other_cores_mean")
