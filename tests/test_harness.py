@@ -169,9 +169,9 @@ def test_real_clock_and_noise_record():
         return fn
 
     cmp = harness.compare({"slow": spin(2e-3), "fast": spin(1e-3)}, baseline="slow",
-                          rounds=15, warmup=1, window_s=0.0)
-    assert 1.5 < cmp.speedup("fast").median < 2.6
-    assert len(cmp.other_cores) == 15 and len(cmp.contaminated) == 15
+                          rounds=21, warmup=1, window_s=0.0)
+    assert 1.2 < cmp.speedup("fast").median < 3.5   # 2 on a quiet host; loose on a busy one
+    assert len(cmp.other_cores) == 21 and len(cmp.contaminated) == 21
     assert cmp.noise["source"].startswith("measured")
     assert cmp.noise["windows"] >= 1
 
@@ -251,3 +251,24 @@ def test_groups_with_their_own_baselines(clock):
     assert harness.Comparison.from_json(j).baseline_of == {"infer/ours": "infer/base"}
     with pytest.raises(ValueError, match="baseline 'nope'"):
         harness.compare(fns, baseline="train/base", rounds=1, baseline_of={"x": "nope"})
+
+
+def test_check_each_sees_a_shared_buffer_right_after_each_call(clock):
+    buf = np.zeros(2)
+    seen = {}
+
+    def writer(value):
+        def fn(i):
+            clock.spend(1e-3)
+            buf[:] = value
+            return buf
+        return fn
+
+    def check_each(name, out):
+        seen[name] = out.copy()
+        return out[0] == {"a": 1.0, "b": 1.0, "c": 2.0}[name]
+
+    with pytest.raises(harness.CheckFailed, match=r"disagree \(c\)"):
+        harness.compare({"a": writer(1.0), "b": writer(1.0), "c": writer(3.0)}, baseline="a",
+                        rounds=2, check_each=check_each)
+    assert seen["a"][0] == 1.0 and seen["c"][0] == 3.0

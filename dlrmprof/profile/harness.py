@@ -29,7 +29,8 @@ use the clean rounds when there are enough of them (at least a third, and two), 
 rounds, and say which (`used`).
 
 `check(outputs)` is called with every variant's result on call index 0, before any warm-up
-or timing: returning False or raising AssertionError raises `CheckFailed`, so no figure is
+or timing (`check_each(name, output)` right after each call, for variants that write into a
+shared buffer): a false result or an AssertionError raises `CheckFailed`, so no figure is
 ever printed for a variant that computes something else.  Nothing here prints.
 """
 
@@ -200,26 +201,35 @@ class Comparison:
 
 
 def run_check(variants: Mapping[str, Callable[[int], Any]],
-              check: Callable[[dict[str, Any]], Any] | None) -> dict[str, Any]:
-    """Every variant once on call index 0, then `check(outputs)`; `CheckFailed` if it
-    returns False or raises AssertionError."""
-    outputs = {name: fn(0) for name, fn in variants.items()}
-    if check is None:
-        return outputs
+              check: Callable[[dict[str, Any]], Any] | None,
+              check_each: Callable[[str, Any], Any] | None = None) -> dict[str, Any]:
+    """Every variant once on call index 0, then `check(outputs)`; `check_each(name, output)`
+    right after each call (for variants that write into a shared buffer).  `CheckFailed` if
+    a check returns False or raises AssertionError."""
+    outputs = {}
+    for name, fn in variants.items():
+        outputs[name] = fn(0)
+        if check_each is not None:
+            _verdict(lambda: check_each(name, outputs[name]), name)
+    if check is not None:
+        _verdict(lambda: check(outputs), ", ".join(variants))
+    return outputs
+
+
+def _verdict(fn: Callable[[], Any], what: str) -> None:
     try:
-        ok = check(outputs)
+        ok = fn()
     except CheckFailed:
         raise
     except AssertionError as exc:
         raise CheckFailed(f"result check failed before timing: {exc}") from None
-    if ok is False:
-        raise CheckFailed("result check failed before timing: the variants' results "
-                          f"disagree ({', '.join(variants)})")
-    return outputs
+    if ok is not None and not ok:           # False, numpy's False_, an empty result
+        raise CheckFailed(f"result check failed before timing: the results disagree ({what})")
 
 
 def compare(variants: Mapping[str, Callable[[int], Any]], *, baseline: str,
-            check: Callable[[dict[str, Any]], Any] | None = None, rounds: int | None = None,
+            check: Callable[[dict[str, Any]], Any] | None = None,
+            check_each: Callable[[str, Any], Any] | None = None, rounds: int | None = None,
             seconds: float | None = None, min_rounds: int = 5, max_rounds: int | None = None,
             warmup: int = 1, nargs: int | None = None, calls: int = 1, threads: int = 1,
             device: str = "cpu", window_s: float = 0.05, own_time=None, label: str = "",
@@ -241,7 +251,7 @@ def compare(variants: Mapping[str, Callable[[int], Any]], *, baseline: str,
     if calls < 1 or (rounds is not None and rounds < 1):
         raise ValueError("calls and rounds must be >= 1")
     names = list(variants)
-    run_check(variants, check)
+    run_check(variants, check, check_each)
     counter = _Counter(nargs)
     for _ in range(warmup):
         for name in names:
