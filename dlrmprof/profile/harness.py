@@ -335,9 +335,12 @@ def command_line(argv: Sequence[str] | None = None) -> str:
 
 
 def results_doc(schema: str, *, source: str, comparisons: Sequence[Comparison] = (),
-                command: str | None = None, **payload: Any) -> dict[str, Any]:
+                command: str | None = None, max_samples: int = MAX_SAMPLES,
+                **payload: Any) -> dict[str, Any]:
     """A results document: schema, command, host, where the figures come from, the
-    comparisons, and the benchmark's own fields (`payload`, e.g. a `summary` mapping)."""
+    comparisons, and the benchmark's own fields (`payload`, e.g. a `summary` mapping).
+    `max_samples`: comparisons with more rounds keep their statistics only (0: all do, for
+    sweeps of many cells)."""
     if not _SCHEMA_RE.match(schema):
         raise ValueError(f"schema {schema!r}: expected 'name/<version>', e.g. "
                          "'dlrmprof.bench.kernels/1'")
@@ -345,7 +348,7 @@ def results_doc(schema: str, *, source: str, comparisons: Sequence[Comparison] =
                            "host": host_facts(), "source": source}
     if comparisons:
         doc["harness"] = HARNESS_SCHEMA
-        doc["comparisons"] = [c.to_json() for c in comparisons]
+        doc["comparisons"] = [c.to_json(max_samples) for c in comparisons]
     doc.update(payload)
     return doc
 
