@@ -175,7 +175,8 @@ def render_generic(doc: dict, nested: bool = False) -> list[str]:
 
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
              "dlrmprof.bench.policies": render_policies,
-             "dlrmprof-bench-serving": render_serving}
+             "dlrmprof-bench-serving": render_serving,
+             "dlrmprof.bench.serving": render_serving}
 
 
 def _renderer(doc: dict):
