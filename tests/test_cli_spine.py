@@ -182,10 +182,11 @@ def _declared():
 
 def test_docs_cli_vocabulary_matches_the_commands():
     doc, declared = _vocabulary(), _declared()
-    assert doc == declared, (
-        f"in the commands, not in docs/cli.md: "
-        f"{ {k: v - doc.get(k, set()) for k, v in declared.items() if v - doc.get(k, set())} }; "
-        f"in docs/cli.md, not in the commands: "
-        f"{ {k: v - declared.get(k, set()) for k, v in doc.items() if v - declared.get(k, set())} }")
+
+    def missing(a, b):
+        return {k: v - b.get(k, set()) for k, v in a.items() if v - b.get(k, set())}
+
+    assert doc == declared, (f"in the commands, not in docs/cli.md: {missing(declared, doc)}; "
+                             f"in docs/cli.md, not in the commands: {missing(doc, declared)}")
     assert re.search(r"\| `--max-rows N` \| gen-trace \| `--input-rows N` \|",
                      (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text())

@@ -10,8 +10,8 @@ import sys
 
 import click
 
-from dlrmprof.errors import UserError
 from dlrmprof.commands.flags import renamed
+from dlrmprof.errors import UserError
 
 SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv", "parquet")
 
