@@ -185,6 +185,7 @@ def test_results_json_roundtrip_and_schema(tmp_path):
                               summary={"geomean": 2.0})
     path = harness.write_results(tmp_path / "r.json", doc)
     back = json.loads(path.read_text())
+    assert '"base": [2.0, 3.0, 2.0]' in path.read_text()    # number lists on one line
     assert back["schema"] == "dlrmprof.bench.test/1"
     assert back["harness"] == harness.HARNESS_SCHEMA
     assert back["command"] == "python benchmarks/x.py --quick"

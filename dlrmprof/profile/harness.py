@@ -53,8 +53,9 @@ from dlrmprof.fsutil import atomic_write_text
 from dlrmprof.profile.timers import NoiseMonitor, OpTimer, summarize
 
 # The comparison layout inside results files; history:
-#   1: label, baseline, names, method, calls, params, samples_s per round, per-round noise,
-#      stats per variant, ratios against the baseline.
+#   1: label, baseline (and baseline_of), names, method, calls, params, rounds, clean_rounds,
+#      used, stats per variant, speedup per candidate, samples_s / contaminated / other_cores
+#      per round (null beyond MAX_SAMPLES rounds), the noise monitor's summary.
 HARNESS_SCHEMA = "dlrmprof.profile.harness/1"
 _SCHEMA_RE = re.compile(r"^[a-z0-9_.\-]+/[1-9][0-9]*$")
 MAX_SAMPLES = 200   # rounds kept raw in a results file; beyond it only the statistics
@@ -248,8 +249,8 @@ def compare(variants: Mapping[str, Callable[[int], Any]], *, baseline: str,
             raise ValueError(f"baseline {b!r} is not one of {list(variants)}")
     if rounds is None and seconds is None:
         raise ValueError("give rounds or seconds")
-    if calls < 1 or (rounds is not None and rounds < 1):
-        raise ValueError("calls and rounds must be >= 1")
+    if calls < 1 or min_rounds < 1 or (rounds is not None and rounds < 1):
+        raise ValueError("calls, rounds and min_rounds must be >= 1")
     names = list(variants)
     run_check(variants, check, check_each)
     counter = _Counter(nargs)
@@ -359,9 +360,18 @@ def write_results(path: str | os.PathLike, doc: Mapping[str, Any]) -> Path:
     schema = doc.get("schema")
     if not isinstance(schema, str) or not _SCHEMA_RE.match(schema):
         raise ValueError(f"results document without a versioned schema: {schema!r}")
-    text = json.dumps(_finite(doc), indent=1, allow_nan=False, default=_jsonable) + "\n"
-    atomic_write_text(path, text)
+    text = json.dumps(_finite(doc), indent=1, allow_nan=False, default=_jsonable)
+    atomic_write_text(path, _SCALARS.sub(_one_line_list, text) + "\n")
     return Path(path)
+
+
+# a JSON list of numbers / null / booleans, one element a line as `indent` writes it
+_SCALARS = re.compile(r"\[\s*(?:(?:-?[0-9][0-9.eE+\-]*|null|true|false)\s*,\s*)*"
+                      r"(?:-?[0-9][0-9.eE+\-]*|null|true|false)\s*\]")
+
+
+def _one_line_list(m: re.Match) -> str:
+    return "[" + ", ".join(x.strip() for x in m.group(0)[1:-1].split(",")) + "]"
 
 
 def _finite(x: Any) -> Any:
