@@ -20,8 +20,8 @@ probe: independent loads of random 64-byte lines from a 1 GiB table, `dlrmprof h
 of D fp32 must fetch L * ceil(4D / 64) lines, so (lines * ns per line) is the least time a
 cell can take when its rows miss every cache and each line is fetched alone.  It bounds
 uniform DRAM cells with one-line rows (fp32 D <= 16); rows of several adjacent lines pass
-it (the hardware fetches neighbouring lines together: D = 128 reaches 140-190% here), and
-Zipf cells keep their hot rows cached.  The summary says, for the uniform one-line-row DRAM
+it (the hardware fetches neighbouring lines together), and Zipf cells keep their hot rows
+cached.  The summary says, for the uniform one-line-row DRAM
 cells under 1.3x, whether 1.3x torch's rate would go past the roof (torch above 77% of it).
 A round is contaminated when others took CPU the benchmark needed: more than cores - threads
 + 0.15 cores (the profiler's rule); a cell is marked '!' when too few of its rounds were clean
@@ -168,8 +168,8 @@ def tune_cell(weight, weight_t, pool, offsets, seconds, plans):
     """1 thread: the D-specialised numba kernel under each prefetch plan (distance, level),
     each paired with torch on its own (the two interleaved, as in `time_cell`); returns
     {plan: Comparison}.  Each plan is measured against torch alone, as the sweep measures
-    the library's choice: one rotation through all plans at once gave other figures than
-    the pairs do (docs/performance.md)."""
+    the library's choice (a rotation through all plans at once measures them in another
+    setting than the one the library's choice runs in)."""
     from dlrmprof.kernels import numba_cpu
     torch.set_num_threads(1)
     numba.set_num_threads(1)
