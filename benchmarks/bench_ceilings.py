@@ -22,7 +22,7 @@ from dlrmprof.profile import ceilings, harness, host
 from dlrmprof.profile.timers import NoiseMonitor
 
 SCHEMA = "dlrmprof.bench.ceilings/1"
-OUT = "benchmarks/results/ceilings.json"
+OUT = harness.results_path(__file__, "ceilings.json")
 
 
 def figures(c: dict) -> dict[str, float]:

@@ -53,7 +53,7 @@ from dlrmprof.profile.report import Report  # noqa: E402
 from dlrmprof.profile.timers import OpTimer  # noqa: E402
 
 SCHEMA = "dlrmprof.bench.distributed/1"
-OUT = "benchmarks/results/distributed.json"
+OUT = harness.results_path(__file__, "distributed.json")
 
 
 def make_trace(path: str, max_rows: int, num_samples: int, seed: int) -> str:

@@ -60,7 +60,7 @@ from dlrmprof.profile import harness  # noqa: E402
 
 TARGETS = {"train_model": 23_000, "train_e2e": 8_000, "infer": 55_000}
 SCHEMA = "dlrmprof.bench.dlrm/1"
-OUT = "benchmarks/results/dlrm.json"
+OUT = harness.results_path(__file__, "dlrm.json")
 
 
 # -- the plain baseline (reference-script style) ---------------------------------------------

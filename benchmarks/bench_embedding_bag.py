@@ -46,7 +46,7 @@ from dlrmprof.profile import harness
 B = 2048
 L3_BYTES = 32 << 20
 SCHEMA = "dlrmprof.bench.embedding_bag/1"
-OUT = "benchmarks/results/embedding_bag.json"
+OUT = harness.results_path(__file__, "embedding_bag.json")
 
 
 def contaminated(cmp: harness.Comparison) -> bool:
@@ -292,7 +292,7 @@ def main(argv=None):
 
 
 def _write(args, kind, cmps, **payload):
-    out = args.out or OUT.replace(".json", f"{kind}.json")
+    out = args.out or OUT[:-len(".json")] + f"{kind}.json"
     doc = harness.results_doc(
         SCHEMA, comparisons=cmps, table=args.table, batch=B,
         source="measured (perf_counter, interleaved rounds; ratio = torch time / numba time)",

@@ -24,7 +24,7 @@ B = 2048
 
 
 SCHEMA = "dlrmprof.bench.embedding_bag_cuda/1"
-OUT = "benchmarks/results/embedding_bag_cuda.json"
+OUT = harness.results_path(__file__, "embedding_bag_cuda.json")
 
 
 def copy_bandwidth(nbytes=1 << 30):

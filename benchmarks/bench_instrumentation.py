@@ -34,7 +34,7 @@ from dlrmprof.profile import harness
 from dlrmprof.profile.timers import OpTimer
 
 SCHEMA = "dlrmprof.bench.instrumentation/1"
-OUT = "benchmarks/results/instrumentation.json"
+OUT = harness.results_path(__file__, "instrumentation.json")
 
 
 def same_loss(trainer, model, batch, lr) -> None:

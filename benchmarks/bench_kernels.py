@@ -25,7 +25,7 @@ from dlrmprof import kernels
 from dlrmprof.profile import harness
 
 SCHEMA = "dlrmprof.bench.kernels/1"
-OUT = "benchmarks/results/kernels.json"
+OUT = harness.results_path(__file__, "kernels.json")
 
 
 def compare(fns: dict, seconds: float, nargs: int, threads: int, label: str,

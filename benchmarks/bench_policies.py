@@ -95,7 +95,7 @@ def bench_stream(name: str, ids: np.ndarray, rounds: int) -> tuple[dict, list]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/results/policies.json")
+    ap.add_argument("--out", default=harness.results_path(__file__, "policies.json"))
     args = ap.parse_args()
     n = 200_000 if args.quick else 2_000_000
     rounds = 3

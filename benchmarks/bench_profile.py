@@ -27,7 +27,7 @@ import numpy as np
 from dlrmprof.profile import cachesim, harness, host, noise
 
 SCHEMA = "dlrmprof.bench.profile/1"
-OUT = "benchmarks/results/profile.json"
+OUT = harness.results_path(__file__, "profile.json")
 
 
 def bench_cachesim(n: int, caches, rounds: int) -> harness.Comparison:

@@ -44,7 +44,7 @@ SCHEMA = "dlrmprof.bench.quantized_embedding/2"
 B = 2048
 L3_BYTES = 32 << 20
 DTYPES = ("int8", "int4", "fp16")
-OUT = Path(__file__).parent / "results" / "quantized_embedding.json"
+OUT = harness.results_path(__file__, "quantized_embedding.json")
 
 
 def packed_table(rng, dtype, R, D):
@@ -153,7 +153,7 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="*", choices=DTYPES, help="default: all three")
     ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=OUT, help=f"results JSON (default {OUT})")
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
     args = ap.parse_args(argv)
     try:
         return run(args)

@@ -42,7 +42,7 @@ from dlrmprof.profile import harness
 
 D = 64  # four 64-byte lines of fp32
 SCHEMA = "dlrmprof.bench.row_prefetch/1"
-OUT = "benchmarks/results/row_prefetch.json"
+OUT = harness.results_path(__file__, "row_prefetch.json")
 TORCH = "torch F.embedding_bag"
 
 

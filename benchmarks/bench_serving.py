@@ -155,7 +155,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rate", type=float, default=40.0)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0, help="harness seconds per round")
-    ap.add_argument("--out", default="benchmarks/results/bench_serving.json")
+    ap.add_argument("--out", default=harness.results_path(__file__, "bench_serving.json"))
     args = ap.parse_args(argv)
     doc = harness.results_doc(
         SCHEMA, loadgen=part_loadgen(args.rate, args.duration),

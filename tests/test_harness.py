@@ -273,3 +273,9 @@ def test_check_each_sees_a_shared_buffer_right_after_each_call(clock):
         harness.compare({"a": writer(1.0), "b": writer(1.0), "c": writer(3.0)}, baseline="a",
                         rounds=2, check_each=check_each)
     assert seen["a"][0] == 1.0 and seen["c"][0] == 3.0
+
+
+def test_results_path_is_beside_the_script(tmp_path):
+    script = tmp_path / "benchmarks" / "bench_x.py"
+    assert harness.results_path(str(script), "x.json") == \
+        str(tmp_path / "benchmarks" / "results" / "x.json")

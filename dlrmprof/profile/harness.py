@@ -335,6 +335,12 @@ def command_line(argv: Sequence[str] | None = None) -> str:
     return shlex.join(["python", str(script), *argv[1:]])
 
 
+def results_path(script: str, name: str) -> str:
+    """`results/<name>` beside a benchmark script (its default output, wherever it is run
+    from)."""
+    return str(Path(script).resolve().parent / "results" / name)
+
+
 def results_doc(schema: str, *, source: str, comparisons: Sequence[Comparison] = (),
                 command: str | None = None, max_samples: int = MAX_SAMPLES,
                 **payload: Any) -> dict[str, Any]:
