@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from dlrmprof.commands.flags import renamed
 from dlrmprof.errors import UserError
 
 SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv", "parquet")
@@ -194,7 +195,8 @@ def _capture(spec, nproc):
 
     if "RANK" not in os.environ and nproc in (None, 1):      # no torch import on this path
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
-    from dlrmprof.dlrm.distributed import DistOptions, launch, under_torchrun
+    from dlrmprof.session.launch import DistOptions, launch
+    from dlrmprof.session.ranks import under_torchrun
 
     if under_torchrun():
         if nproc is not None:
@@ -211,6 +213,8 @@ def _capture(spec, nproc):
 
 # ---------------------------------------------------------------------------- gen-trace
 @click.command("gen-trace")
+@renamed("--max-rows", "--input-rows", "in run, --max-rows caps the tables' rows")
+@renamed("--plot", "--png")
 @click.option("--from", "source", type=click.Choice(SOURCES), required=True,
               help="Kind of input stream.")
 @click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
@@ -236,8 +240,8 @@ def _capture(spec, nproc):
               help="--from csv: field separator (default: sniffed among , TAB ; |; '\\t' for tab).")
 @click.option("--header", "header", type=click.Choice(["auto", "yes", "no"]), default="auto",
               show_default=True, help="--from csv: whether the first line names the columns.")
-@click.option("--max-rows", type=click.IntRange(min=1), default=None,
-              help="Read at most this many rows (lines / accesses).")
+@click.option("--input-rows", "max_rows", type=click.IntRange(min=1), default=None,
+              help="Read at most this many input rows (lines / accesses).")
 @click.option("--sample-rate", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Also estimate each MRC by SHARDS spatial sampling at this rate and store "
                    "its measured error against the exact pass.")
@@ -260,7 +264,7 @@ def _capture(spec, nproc):
 @click.option("--read-threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="Criteo input: threads parsing each block (helps on an idle multi-core host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--png", "plot", type=click.Path(dir_okay=False), default=None,
               help="Write source vs synthetic miss-ratio curves to this PNG.")
 def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, header, max_rows,
               sample_rate, seed, windows, hot, profile_only, strict, jobs, nproc, read_threads,
@@ -270,7 +274,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     \b
     Examples:
       dlrmprof gen-trace --from kaggle                       # bundled real sample
-      dlrmprof gen-trace --from kaggle --input train.txt --max-rows 1000000 --jobs 2
+      dlrmprof gen-trace --from kaggle --input train.txt --input-rows 1000000 --jobs 2
       dlrmprof gen-trace --from terabyte --input day_0.gz --input day_1.gz --tables C3,C12
       dlrmprof gen-trace --from index --input ids.npy --length 100000 --table-rows 1000000
       dlrmprof gen-trace --from kaggle --length 10x          # 10 times the source, extrapolated

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dlrmprof.profile import noise
+from dlrmprof.profile.timers import cuda_times
 
 LINE = 64
 
@@ -252,17 +253,7 @@ def probe_cuda(repeats: int, full: bool) -> dict:
                            "device": torch.cuda.get_device_name(0)}
 
     def timed(fn) -> list[float]:
-        fn()
-        torch.cuda.synchronize()
-        res = []
-        for _ in range(repeats):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            res.append(s.elapsed_time(e) / 1e3)
-        return res
+        return cuda_times(fn, repeats)
 
     nbytes = (1 << 30) if full else (256 << 20)
     x = torch.rand(nbytes // 4, device=dev)  # random, not zeros: checked after timing
