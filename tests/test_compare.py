@@ -150,3 +150,16 @@ def test_older_schema_upgraded(tmp_path, monkeypatch):
     res = compare.compare([Report.load(GOLDEN), Report.load(p)], ["old", "new"])
     assert res.schema_versions == [1, 2]
     assert "(upgraded)" in compare.markdown(res)
+
+
+def test_the_serving_comparison_renders_to_its_committed_markdown():
+    """Golden file: reports/examples/serving/compare.md is `dlrmprof compare` of the four
+    serving reports labelled without their common prefix."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "reports" / "examples" / "serving"
+    names = ["1x-b1024-w2ms", "1x-b256-w0", "2x-b1024-w2ms", "2x-b256-w0"]
+    reps = compare.load_all([root / f"kaggle-1m-{n}.json" for n in names])
+    res = compare.compare(reps, names)
+    assert compare.markdown(res) == (root / "compare.md").read_text()
+    assert json.loads(json.dumps(res.to_json()))["baseline"] == names[0]
