@@ -23,8 +23,7 @@ def _table(report, verdicts: dict) -> list[str]:
         vtxt = label(v) if v and v.get("verdict") else ""
         lines.append(f"  {r['name']:<22} {r['phase']:<9} {fmt.seconds(med):>10} "
                      f"{fmt.seconds(t['p10']) + '..' + fmt.seconds(t['p90']):>21} "
-                     f"{t['flagged']:>4} "
-                     f"{gbs} {gfl}  {vtxt}")
+                     f"{t['flagged']:>4} {gbs} {gfl}  {vtxt}")
     if per_table:
         fwd = sorted((r for r in per_table if r["phase"] == "forward"),
                      key=lambda r: -r["time"]["median"])
@@ -49,8 +48,8 @@ def _emb_dtype_lines(report) -> list[str]:
     for r in rows:
         v = r["emb_dtype"]
         lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  "
-                     f"{fmt.seconds(v['fp32_time_s']):>9} -> {fmt.seconds(v['time_s']):>9} ({v['speedup']:.2f}x, {v['verdict']}): "
-                     f"{v['why']}")
+                     f"{fmt.seconds(v['fp32_time_s']):>9} -> {fmt.seconds(v['time_s']):>9} "
+                     f"({v['speedup']:.2f}x, {v['verdict']}): {v['why']}")
     return lines
 
 
