@@ -19,7 +19,9 @@
 Each figure keeps its raw samples, best and median; the ceiling used by the roofline is the
 *best* (what the host can reach).  ``roofs[threads]`` summarises:
 ``{"stream_gbs", "random_gbs", "random_ns_per_line", "latency_ns", "fp32_gflops",
-"bf16_gflops"}``.  Everything here has ``source: "measured"``.
+"bf16_gflops"}``.  Everything here has ``source: "measured"``.  The kernels and timing loops
+of each family are in `dlrmprof.profile.probes`; the record, typed, is
+`dlrmprof.profile.ceilings_model.Ceilings` (what `summary` reads).
 
 Results are cached per host_id in ``$DLRMPROF_CACHE_DIR`` (default ``~/.cache/dlrmprof``)/
 ``ceilings/<host_id>.json``; `load_or_probe` re-probes when asked (``refresh``), when the cached
