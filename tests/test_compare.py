@@ -128,6 +128,28 @@ def test_bad_report_files(tmp_path, content, needle):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "bad.json"]
 
 
+@pytest.mark.parametrize("section, value, needle", [
+    ("roofline", {"rows": "nope"}, "bad.json: field roofline.rows: expected a list, got 'nope'"),
+    ("host", {"host_id": "h", "caches": [{"level": 1}]},
+     "bad.json: field host.caches[0].size_bytes: missing"),
+    ("cache", {"simulation": {"emb.all": 3}},
+     "bad.json: field cache.simulation.emb.all: expected an object, got 3"),
+])
+def test_a_report_section_of_the_wrong_shape_is_one_line(tmp_path, section, value, needle):
+    """A file that parses and validates but whose section has another shape: one line naming
+    the file and the field (not a traceback from deep in the renderer)."""
+    good, b = _pair(tmp_path)
+    data = json.loads(b.read_text())
+    data[section] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    md = tmp_path / "out.md"
+    r = CliRunner().invoke(cli, ["compare", str(good), str(bad), "--md", str(md)])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and r.output.count("\n") == 1
+    assert not md.exists()
+
+
 def test_needs_two_reports(tmp_path):
     pa, _ = _pair(tmp_path)
     r = CliRunner().invoke(cli, ["compare", str(pa)])

@@ -85,7 +85,7 @@ def test_a_record_built_in_code_writes_its_fields_in_order():
 
 @pytest.mark.parametrize("d, needle", [
     ({"name": "a", "phase": "forward", "device": "cpu", "backend": "numba"},
-     "ops[3]: field time: missing"),
+     "r.json: ops[3].time: missing"),
     ({"name": "a", "phase": "forward", "device": "cpu", "backend": "numba", "time": [1]},
      "ops[3].time: expected an object, got [1]"),
     ("not a row", "ops[3]: expected an object, got 'not a row'"),
@@ -99,7 +99,7 @@ def test_a_bad_shape_is_one_line_naming_the_field(d, needle):
 def test_a_report_whose_section_has_the_wrong_shape_is_refused_in_one_line(tmp_path):
     rep = Report.load(ROOT / "tests/data/reports/report_v2.json")
     bad = rep.replace(roofline={"rows": "nope"})
-    with pytest.raises(UserError, match=r"<report>\.roofline\.rows: expected a list"):
+    with pytest.raises(UserError, match=r"<report>: field roofline\.rows: expected a list"):
         ReportModel.of(bad)
 
 

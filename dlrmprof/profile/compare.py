@@ -227,8 +227,9 @@ def _round(x):
     return None if x is None else float(f"{x:.3g}")
 
 
-def load_all(paths: Sequence[str | Path]) -> list[Report]:
-    """Load every report first (so a bad file stops everything before any output)."""
+def load_all(paths: Sequence[str | Path]) -> list[ReportModel]:
+    """Load and type every report first (so a bad file stops everything before any output,
+    with one line naming the file and the field)."""
     if len(paths) < 2:
         raise UserError("compare needs at least two reports")
     reports = [Report.load(p) for p in paths]
@@ -237,7 +238,7 @@ def load_all(paths: Sequence[str | Path]) -> list[Report]:
             # a serve-bench report without per-op probes still has its serving figures
             raise UserError(f"{p}: field ops: expected at least one op row (or a serving "
                             f"section) to compare, got none")
-    return reports
+    return [ReportModel.of(r, str(p)) for p, r in zip(paths, reports)]
 
 
 def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -495,7 +496,8 @@ def plot(res: Comparison, path) -> Path:
     return _save(fig, path)
 
 
-def plot_serving(reports: Sequence[Report], names: Sequence[str], path) -> Path | None:
+def plot_serving(reports: Sequence[Report | ReportModel], names: Sequence[str],
+                 path) -> Path | None:
     """Latency (p50, p99) vs offered load, one colour per report with a serving section."""
     from dlrmprof.profile.serving import plot_latency_load
 

@@ -343,9 +343,10 @@ class ReportModel:
     key_order: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def of(cls, report: Any) -> "ReportModel":
-        """Type a `Report` (already validated and upgraded)."""
-        return dataclasses.replace(cls.from_json(report.to_dict()),
+    def of(cls, report: Any, where: str = "<report>") -> "ReportModel":
+        """Type a `Report` (already validated and upgraded); `where` (its file) names it in
+        errors."""
+        return dataclasses.replace(cls.from_json(report.to_dict(), where),
                                    loaded_from_version=report.loaded_from_version)
 
     @classmethod
@@ -355,13 +356,13 @@ class ReportModel:
         kw: dict[str, Any] = {k: d.get(k) for k in ("schema", "schema_version", "tool_version",
                                                     "created", "ceilings")}
         for name, rec in _SECTIONS.items():
-            kw[name] = rec.from_json(d.get(name) or {}, f"{where}.{name}")
+            kw[name] = rec.from_json(d.get(name) or {}, f"{where}: field {name}")
         ops = d.get("ops")
         if not isinstance(ops, list):
             raise UserError(f"{where}: field ops: expected a list of op rows, got {ops!r:.60}")
-        kw["ops"] = [OpRow.from_json(r, f"{where}.ops[{i}]") for i, r in enumerate(ops)]
+        kw["ops"] = [OpRow.from_json(r, f"{where}: field ops[{i}]") for i, r in enumerate(ops)]
         serving = d.get("serving")
-        kw["serving"] = ServingSection.from_json(serving, f"{where}.serving") if serving else None
+        kw["serving"] = ServingSection.from_json(serving, f"{where}: serving") if serving else None
         extra = {k: v for k, v in d.items() if k not in _ORDER}
         return cls(**kw, extra=extra, key_order=tuple(d))
 

@@ -11,7 +11,8 @@ writes its fields in declaration order, then ``extra``; one changed with
 `dataclasses.replace` keeps the key order it was read with.
 
 Required fields (those without a default) must be present; a missing one, or a nested record
-that is not an object, is a `UserError` naming the field.  Values are not converted (an int
+that is not an object, is a `UserError` naming the field by its path
+(``r.json: field host.caches[0].size_bytes: missing``).  Values are not converted (an int
 stays an int, so the bytes do not change); checking their ranges is the job of the section's
 validator (`dlrmprof.profile.report.validate_op_row`, `ServingSection.from_json`, ...).
 """
@@ -65,7 +66,10 @@ class Record:
     key_order: tuple | None
 
     @classmethod
-    def from_json(cls, d: Any, where: str = "<report>") -> Any:
+    def from_json(cls, d: Any, where: str | None = None) -> Any:
+        """`d` typed; `where` names it in errors (``"r.json: field ops[3]"``; default: the
+        class name)."""
+        where = cls.__name__ if where is None else where
         if not isinstance(d, (dict, Mapping)):     # dict first: the cheap check
             raise UserError(f"{where}: expected an object, got {_shown(d)}")
         kw: dict[str, Any] = {}
@@ -74,7 +78,7 @@ class Record:
             if name in d:
                 kw[name] = _load(f, d[name], where) if f.metadata else d[name]
             elif required:
-                raise UserError(f"{where}: field {name}: missing")
+                raise UserError(f"{where}.{name}: missing")
         extra = {k: v for k, v in d.items() if k not in spec.by_name}
         return cls(**kw, extra=extra, key_order=tuple(d))
 
