@@ -6,17 +6,23 @@
 Target (issue #4): every ceiling within +-5% across the two probes on a quiet machine.  This
 machine is shared, so each figure is printed with its relative difference and the other
 processes' CPU use during the run, and the verdict is per figure, not a pass/fail of the host.
-Nothing is cached (the probes are not written to the ceilings cache).
+Nothing is cached (the probes are not written to the ceilings cache).  Other processes' CPU
+use during each probe is the profiler's noise record (profile.timers.NoiseMonitor).  Not an
+interleaved comparison (it compares a probe with itself), so it uses the harness only for
+its results file: benchmarks/results/ceilings.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-import psutil
+from dlrmprof.profile import ceilings, harness, host
+from dlrmprof.profile.timers import NoiseMonitor
 
-from dlrmprof.profile import ceilings, host
+SCHEMA = "dlrmprof.bench.ceilings/1"
+OUT = harness.results_path(__file__, "ceilings.json")
 
 
 def figures(c: dict) -> dict[str, float]:
@@ -32,33 +38,43 @@ def figures(c: dict) -> dict[str, float]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--full", action="store_true")
     ap.add_argument("--tolerance", type=float, default=0.05)
-    args = ap.parse_args()
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
+    args = ap.parse_args(argv)
     fp = host.collect(gpu=True)
-    psutil.cpu_percent()
-    runs = []
+    runs, noise = [], []
     for i in range(2):
+        mon = NoiseMonitor(threads=max(fp["cpu"].get("logical_cpus") or 1, 1), window_s=0.0)
+        mon.mark(0)
         t0 = time.perf_counter()
         runs.append(ceilings.probe(fp, full=args.full))
-        print(f"probe {i + 1}: {time.perf_counter() - t0:.1f} s", flush=True)
-    busy = psutil.cpu_percent()
+        mon.mark(1, force=True)
+        noise.append(mon.summary())
+        print(f"probe {i + 1}: {time.perf_counter() - t0:.1f} s; other processes "
+              f"{noise[-1].get('other_cores_mean', 0):.2f} cores", flush=True)
     a, b = figures(runs[0]), figures(runs[1])
-    ok = 0
+    rows = {}
     print(f"\n{'figure':28} {'probe 1':>10} {'probe 2':>10} {'diff':>8}  within +-"
           f"{args.tolerance:.0%}")
     for k in a:
         d = (b[k] - a[k]) / a[k]
-        good = abs(d) <= args.tolerance
-        ok += good
-        print(f"{k:28} {a[k]:10.2f} {b[k]:10.2f} {d:+8.1%}  {'yes' if good else 'NO'}")
+        rows[k] = {"probe1": a[k], "probe2": b[k], "diff": d, "within": abs(d) <= args.tolerance}
+        print(f"{k:28} {a[k]:10.2f} {b[k]:10.2f} {d:+8.1%}  "
+              f"{'yes' if rows[k]['within'] else 'NO'}")
+    ok = sum(r["within"] for r in rows.values())
     flagged = sum(r[s].get("flagged", 0) for r in runs for s in ("stream", "random", "gemm"))
     print(f"\n{ok}/{len(a)} figures reproducible within +-{args.tolerance:.0%}; "
-          f"whole-machine CPU use during the probes {busy:.0f}%; {flagged} samples flagged as "
-          f"contaminated by other processes")
+          f"{flagged} samples flagged as contaminated by other processes")
+    doc = harness.results_doc(
+        SCHEMA, figures=rows, noise=noise, tolerance=args.tolerance,
+        summary={"reproducible": ok, "figures": len(a), "flagged_samples": flagged},
+        source="measured (profile.ceilings.probe twice, back to back)")
+    print(f"wrote {harness.write_results(args.out, doc)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

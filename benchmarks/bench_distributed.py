@@ -11,7 +11,7 @@ to the capped Kaggle cardinalities), synthetic dense features and labels.
 Variants, interleaved round by round so the machine's noise hits them alike:
 
 * ``plain``:  the single-process loop (`DLRM` + `DLRMTrain`, as `dlrmprof run`), in this process;
-* ``1 rank``: `dlrmprof.dlrm.distributed` with one rank (the all-to-all degenerates to a
+* ``1 rank``: `dlrmprof.session.launch` with one rank (the all-to-all degenerates to a
   local copy, DDP to a no-op all-reduce): the cost of the distributed machinery itself;
 * ``2 ranks``: two processes through `launch` (torchrun's elastic agent, gloo): tables split
   by the sharding plan, batch split in two, all-to-all forward/backward, DDP all-reduce;
@@ -23,6 +23,9 @@ distributed ones), the 2-rank/1-rank ratio, the 2-rank report's breakdown per ra
 wait before collectives, transfer; the all-to-all time, bytes and bandwidth per step; the
 all-reduce), the accounting check (compute + communication vs the measured step, target
 within 10%), and other processes' CPU use during the runs (this machine is shared).
+Results: benchmarks/results/distributed.json (through the benchmark harness's results writer;
+the rounds are not harness-timed: each variant's figure is the step time its own run's
+report measured, the slowest rank's for the distributed ones).
 """
 
 from __future__ import annotations
@@ -38,15 +41,19 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "2")
 
 import numpy as np  # noqa: E402
 
-from dlrmprof.dlrm import distributed as D  # noqa: E402
 from dlrmprof.dlrm import sharding as S  # noqa: E402
 from dlrmprof.dlrm.config import load_config  # noqa: E402
 from dlrmprof.dlrm.data import bundled_criteo_sample  # noqa: E402
 from dlrmprof.dlrm.model import build_dlrm  # noqa: E402
-from dlrmprof.dlrm.runner import RunOptions, make_source, prepare  # noqa: E402
 from dlrmprof.dlrm.train import DLRMTrain, run_loop  # noqa: E402
+from dlrmprof.profile import harness  # noqa: E402
 from dlrmprof.profile.report import Report  # noqa: E402
 from dlrmprof.profile.timers import OpTimer  # noqa: E402
+from dlrmprof.session import launch as D  # noqa: E402
+from dlrmprof.session.prepare import RunOptions, make_source, prepare  # noqa: E402
+
+SCHEMA = "dlrmprof.bench.distributed/1"
+OUT = harness.results_path(__file__, "distributed.json")
 
 
 def make_trace(path: str, max_rows: int, num_samples: int, seed: int) -> str:
@@ -99,6 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--backend", default="numba", choices=["numba", "torch"])
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
     args = ap.parse_args(argv)
 
     tmp = tempfile.mkdtemp(prefix="bench-dist-")
@@ -137,38 +145,56 @@ def main(argv=None) -> int:
     print("\n" + S.ShardingPlan.from_dict(
         results["2 ranks"][-1]["report"].config["distributed"]["plan"]).describe())
 
-    # breakdown of the last 2-rank and 1-rank runs
-    for key in ("1 rank", "2 ranks"):
-        rep = results[key][-1]["report"]
-        d = rep.end_to_end["distributed"]
-        print(f"\n{key} (last round) breakdown, per-step means:")
-        worst = 0.0
-        for r in d["ranks"]:
-            a = r["accounting"]
-            worst = max(worst, a["accounting_error"])
-            col = r["collectives"]
-            print(f"  rank {r['rank']} ({len(r['tables'])} tables): step {a['step_s'] * 1e3:.2f} ms"
-                  f" = compute {a['compute_s'] * 1e3:.2f} + wait {a['wait_s'] * 1e3:.2f} + "
-                  f"transfer {a['transfer_s'] * 1e3:.2f} ms; untimed "
-                  f"{a['unaccounted_s'] * 1e3:.3f} ms -> accounting error "
-                  f"{a['accounting_error']:.1%}")
-            if r.get("own_cores_mean") is not None:
-                print(f"    CPU obtained {r['own_cores_mean']:.2f} cores; all other processes "
-                      f"(other ranks included) {r['other_cores_mean']:.2f} cores")
-            for name in ("alltoall.fwd", "alltoall.bwd", "allreduce"):
-                c = col.get(name)
-                if c:
-                    print(f"    {name:<13} {c['mean_s'] * 1e3:7.3f} ms  "
-                          f"{c['bytes_per_step'] / 1e3:8.1f} kB  algbw {c['algbw_gbs']:.3f} "
-                          f"GB/s  busbw {c['busbw_gbs']:.3f} GB/s")
-        print(f"  all-to-all per step {d['alltoall_per_step_s'] * 1e3:.2f} ms "
-              f"({d['alltoall_fraction_of_step']:.1%} of the step); all communication incl. "
-              f"waits {d['comm_per_step_s'] * 1e3:.2f} ms; compute imbalance "
-              f"{d['load_imbalance_compute']:.2f}")
-        ok = worst <= 0.10
-        print(f"  accounting: max error over ranks {worst:.1%} "
-              f"({'within' if ok else 'OUTSIDE'} the 10% target)")
+    breakdown = {key: print_breakdown(key, results[key][-1]["report"])
+                 for key in ("1 rank", "2 ranks")}
+    doc = harness.results_doc(
+        SCHEMA, source="measured (each run's own report: median step time, the slowest "
+                       "rank's for the distributed runs; psutil noise per rank)",
+        rounds={k: [{"step_s": r["step_s"], "other_cores": r["other_cores"]} for r in v]
+                for k, v in results.items()},
+        breakdown=breakdown,
+        summary={**{f"{k} step_s": v for k, v in med.items()},
+                 "2 ranks / 1 rank": med["2 ranks"] / med["1 rank"],
+                 "1 rank / plain": med["1 rank"] / med["plain"]})
+    print(f"wrote {harness.write_results(args.out, doc)}")
     return 0
+
+
+def print_breakdown(key: str, rep) -> dict:
+    """Print the per-rank accounting of one run's report; returns it for the results file."""
+    d = rep.end_to_end["distributed"]
+    print(f"\n{key} (last round) breakdown, per-step means:")
+    worst = 0.0
+    for r in d["ranks"]:
+        a = r["accounting"]
+        worst = max(worst, a["accounting_error"])
+        col = r["collectives"]
+        print(f"  rank {r['rank']} ({len(r['tables'])} tables): step {a['step_s'] * 1e3:.2f} ms"
+              f" = compute {a['compute_s'] * 1e3:.2f} + wait {a['wait_s'] * 1e3:.2f} + "
+              f"transfer {a['transfer_s'] * 1e3:.2f} ms; untimed "
+              f"{a['unaccounted_s'] * 1e3:.3f} ms -> accounting error "
+              f"{a['accounting_error']:.1%}")
+        if r.get("own_cores_mean") is not None:
+            print(f"    CPU obtained {r['own_cores_mean']:.2f} cores; all other processes "
+                  f"(other ranks included) {r['other_cores_mean']:.2f} cores")
+        for name in ("alltoall.fwd", "alltoall.bwd", "allreduce"):
+            c = col.get(name)
+            if c:
+                print(f"    {name:<13} {c['mean_s'] * 1e3:7.3f} ms  "
+                      f"{c['bytes_per_step'] / 1e3:8.1f} kB  algbw {c['algbw_gbs']:.3f} "
+                      f"GB/s  busbw {c['busbw_gbs']:.3f} GB/s")
+    print(f"  all-to-all per step {d['alltoall_per_step_s'] * 1e3:.2f} ms "
+          f"({d['alltoall_fraction_of_step']:.1%} of the step); all communication incl. "
+          f"waits {d['comm_per_step_s'] * 1e3:.2f} ms; compute imbalance "
+          f"{d['load_imbalance_compute']:.2f}")
+    ok = worst <= 0.10
+    print(f"  accounting: max error over ranks {worst:.1%} "
+          f"({'within' if ok else 'OUTSIDE'} the 10% target)")
+    return {"ranks": [{"rank": r["rank"], "tables": len(r["tables"]),
+                       "accounting": r["accounting"]} for r in d["ranks"]],
+            "alltoall_per_step_s": d["alltoall_per_step_s"],
+            "alltoall_fraction_of_step": d["alltoall_fraction_of_step"],
+            "comm_per_step_s": d["comm_per_step_s"], "accounting_error_max": worst}
 
 
 if __name__ == "__main__":

@@ -25,10 +25,16 @@ each batch from a trace file (`TraceSource`: indices from the trace, synthetic d
 The trace is synthesized with the trace toolkit from the locality of the bundled Criteo
 sample, with each table's rows set to the capped Kaggle cardinality.
 
+Timed on the benchmark harness (dlrmprof.profile.harness): every variant runs `--iters`
+steps per round, all variants in each round (order rotated round by round).  Before timing,
+the first step of each of dlrmprof's variants must give the same loss (train) and
+predictions (infer) as the others on the same batch (same seed, same model).
+
 Reported: samples/s per variant (median over clean rounds: rounds in which other processes
 left this run's cores alone; all rounds when too few are clean), the fastest round, the
-ratio to the baseline (median of per-round ratios), other processes' CPU use while measuring, and the issue's absolute targets
-(23k train model-only, 8k train end-to-end, 55k inference, all at 1 thread).
+ratio to the baseline (median of per-round ratios), other processes' CPU use while
+measuring, and the issue's absolute targets (23k train model-only, 8k train end-to-end,
+55k inference, all at 1 thread).  Results: benchmarks/results/dlrm.json.
 """
 
 from __future__ import annotations
@@ -50,9 +56,11 @@ from dlrmprof.dlrm.config import load_config  # noqa: E402
 from dlrmprof.dlrm.data import TraceSource  # noqa: E402
 from dlrmprof.dlrm.model import build_dlrm  # noqa: E402
 from dlrmprof.dlrm.train import DLRMTrain  # noqa: E402
-from dlrmprof.profile.timers import NoiseMonitor  # noqa: E402
+from dlrmprof.profile import harness  # noqa: E402
 
 TARGETS = {"train_model": 23_000, "train_e2e": 8_000, "infer": 55_000}
+SCHEMA = "dlrmprof.bench.dlrm/1"
+OUT = harness.results_path(__file__, "dlrm.json")
 
 
 # -- the plain baseline (reference-script style) ---------------------------------------------
@@ -115,16 +123,23 @@ def kaggle_trace(cfg, num_samples, seed, path):
 
 
 # -- timing ----------------------------------------------------------------------------------
-def timed(fn, n, monitor):
-    monitor.reset()
-    monitor.mark(0)
-    t0 = time.perf_counter()
-    for k in range(n):
-        fn(k)
-    dt = time.perf_counter() - t0
-    monitor.mark(n, force=True)
-    other = monitor.windows[-1].other_cores if monitor.windows else float("nan")
-    return dt, other
+def same_results(out: dict) -> None:
+    """dlrmprof's variants on batch 0, first step from the same initial model: the same
+    train loss and the same inference predictions, whichever kernel backend or table layout
+    (the plain baseline has its own initialisation and is only required to be finite)."""
+    for mode in ("train", "infer"):
+        ours = {k: v for k, v in out.items() if k.startswith(mode + "/")
+                and k.split("/")[1] not in ("baseline", "mlp-only")
+                and not k.endswith("bf16")}
+        vals = {k: (v[0] if isinstance(v, tuple) else v) for k, v in ours.items()}
+        first = next(iter(vals.values()))
+        for k, v in vals.items():
+            assert torch.allclose(v.float(), first.float(), rtol=1e-4, atol=1e-5), \
+                f"{k} differs from {next(iter(vals))} on the first batch"
+    for k, v in out.items():
+        if v is not None:
+            t = v[0] if isinstance(v, tuple) else v
+            assert torch.isfinite(torch.as_tensor(t)).all(), f"{k}: non-finite result"
 
 
 def main(argv=None):
@@ -135,6 +150,7 @@ def main(argv=None):
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
     ap.add_argument("--bf16", action="store_true",
                     help="also time the opt-in bf16-MLP model (different numerics)")
     args = ap.parse_args(argv)
@@ -213,80 +229,85 @@ def main(argv=None):
                for be in ours}
 
     variants = {
-        ("train", "baseline"): plain_train,
-        ("train", "mlp-only"): mlp_train,
-        ("infer", "baseline"): plain_infer,
-        ("infer", "mlp-only"): mlp_infer,
+        "train/baseline": plain_train,
+        "train/mlp-only": mlp_train,
+        "infer/baseline": plain_infer,
+        "infer/mlp-only": mlp_infer,
     }
     for be, tr in ours.items():
-        variants[("train", be)] = (lambda tr: lambda k: tr.train_step(batches[k]))(tr)
-        variants[("infer", be)] = (lambda tr: lambda k: tr.infer_step(batches[k]))(tr)
-        variants[("train-e2e", be)] = (lambda tr, s: lambda k: tr.train_step(s.next_batch()))(
+        variants[f"train/{be}"] = (lambda tr: lambda k: tr.train_step(batches[k]))(tr)
+        variants[f"infer/{be}"] = (lambda tr: lambda k: tr.infer_step(batches[k]))(tr)
+        variants[f"train-e2e/{be}"] = (lambda tr, s: lambda k: tr.train_step(s.next_batch()))(
             tr, e2e_src[be])
-        variants[("infer-e2e", be)] = (lambda tr, s: lambda k: tr.infer_step(s.next_batch()))(
+        variants[f"infer-e2e/{be}"] = (lambda tr, s: lambda k: tr.infer_step(s.next_batch()))(
             tr, e2e_src[be])
+    base_of = {k: k.split("/")[0].split("-")[0] + "/baseline" for k in variants}
+    try:
+        cmp = harness.compare(variants, baseline="train/baseline", check=same_results,
+                              rounds=args.repeats, warmup=min(5, n), nargs=n, calls=n,
+                              threads=args.threads, window_s=0.0, label="kaggle preset",
+                              params=dict(max_rows=args.max_rows, batch=B, iters=n,
+                                          threads=args.threads),
+                              baseline_of={k: v for k, v in base_of.items() if k != v})
+    except harness.CheckFailed as exc:
+        raise SystemExit(f"bench_dlrm: {exc}") from None
+    report(cmp, args, ours, B)
+    targets = {}
+    for be in ours:
+        for label, key, target in (("train_model", f"train/{be}", TARGETS["train_model"]),
+                                   ("train_e2e", f"train-e2e/{be}", TARGETS["train_e2e"]),
+                                   ("infer", f"infer/{be}", TARGETS["infer"])):
+            targets[f"{be} {label}"] = {"samples_s": B / cmp.median_s(key), "target": target}
+    doc = harness.results_doc(
+        SCHEMA, comparisons=[cmp], targets=targets,
+        source="measured (perf_counter over --iters steps per variant per round, "
+               "interleaved rounds; speed-up = baseline time / variant time)",
+        summary={k: round(v["samples_s"]) for k, v in targets.items()})
+    print(f"wrote {harness.write_results(args.out, doc)}")
+    return 0
 
-    monitor = NoiseMonitor(threads=args.threads, window_s=0.0)
-    for fn in variants.values():  # warm-up: JIT, allocator, caches
-        for k in range(min(5, n)):
-            fn(k)
-    rates = {k: [] for k in variants}
-    others = {k: [] for k in variants}
-    for rep in range(args.repeats):
-        for key, fn in variants.items():
-            dt, other = timed(fn, n, monitor)
-            rates[key].append(n * B / dt)
-            others[key].append(other)
-        print(f"  round {rep + 1}/{args.repeats} done", file=sys.stderr)
-    free = monitor.free_cores + monitor.tolerance
-    # a round is clean when, during every variant's chunk of it, other processes left this
-    # run's cores alone (their CPU use <= the free cores + tolerance)
-    clean = np.array([all(others[k][r] <= free for k in variants) for r in range(args.repeats)])
 
-    def stat(key, use_clean):
-        r = np.array(rates[key])
-        return float(np.median(r[clean])) if use_clean and clean.any() else float(np.median(r))
+def report(cmp: harness.Comparison, args, ours, B) -> None:
+    """Print samples/s per variant, ratios to the baselines and the issue's targets."""
+    def rate(key):   # samples/s, median over the rounds the statistics use
+        return B / cmp.median_s(key)
 
-    def ratio(a, b, use_clean):
-        r = np.array(rates[a]) / np.array(rates[b])
-        return float(np.median(r[clean])) if use_clean and clean.any() else float(np.median(r))
+    def best(key):
+        return B / min(cmp.samples_s[key])
 
-    use_clean = bool(clean.sum() >= max(2, args.repeats // 3))
-    print(f"\n{clean.sum()} of {args.repeats} rounds clean (other processes <= {free:.2f} cores "
-          f"during all variants); figures below: median over "
-          f"{'clean rounds' if use_clean else 'all rounds (too few clean ones)'}; best = "
-          f"fastest round")
+    print(f"\n{cmp.clean_rounds} of {cmp.rounds} rounds clean (other processes left this "
+          f"run's cores alone); figures below: median over "
+          f"{'clean rounds' if cmp.used == 'clean' else 'all rounds (too few clean ones)'}; "
+          f"best = fastest round")
     print(f"{'mode':<10} {'variant':<10} {'samples/s':>10} {'best':>9} {'x baseline':>10} "
-          f"{'others (cores, mean)':>21}")
-    for key in sorted(variants, key=lambda k: (k[0], k[1])):
-        mode = key[0].split("-")[0]
-        base = (mode, "baseline")
-        x = f"{ratio(key, base, use_clean):10.2f}" if key != base else f"{'1.00':>10}"
-        print(f"{key[0]:<10} {key[1]:<10} {stat(key, use_clean):10,.0f} "
-              f"{max(rates[key]):9,.0f} {x} {np.mean(others[key]):21.2f}")
-
+          f"{'quartiles':>12}")
+    for key in sorted(cmp.names):
+        mode, variant = key.split("/")
+        if key in cmp.candidates:
+            r = cmp.speedup(key)
+            x, q = f"{r.median:10.2f}", f"{r.q25:.2f}-{r.q75:.2f}"
+        else:
+            x, q = f"{'1.00':>10}", ""
+        print(f"{mode:<10} {variant:<10} {rate(key):10,.0f} {best(key):9,.0f} {x} {q:>12}")
+    print(f"other processes' CPU use: {cmp.other_cores_mean() or 0:.2f} cores on average")
     print("\ntargets (issue #3, 1 thread; fp32 model, the numbers of plain autograd):")
     for be in ours:
         if be.endswith("bf16"):
             continue
-        for label, key, target in (("train model-only", ("train", be), TARGETS["train_model"]),
-                                   ("train end-to-end", ("train-e2e", be), TARGETS["train_e2e"]),
-                                   ("inference", ("infer", be), TARGETS["infer"])):
-            got = stat(key, use_clean)
-            best = max(rates[key])
+        for label, key, target in (("train model-only", f"train/{be}", TARGETS["train_model"]),
+                                   ("train end-to-end", f"train-e2e/{be}", TARGETS["train_e2e"]),
+                                   ("inference", f"infer/{be}", TARGETS["infer"])):
+            got, b = rate(key), best(key)
             print(f"  {be:<7} {label:<17} {got:9,.0f} samples/s vs {target:,}: "
                   f"{'met' if got >= target else 'NOT met'} ({got / target:.2f}x; fastest "
-                  f"round {best:,.0f}, {best / target:.2f}x)")
-    floor_t = stat(("train", "mlp-only"), use_clean)
-    floor_i = stat(("infer", "mlp-only"), use_clean)
-    print(f"  for scale: the MLPs alone reach {floor_t:,.0f} (train) and {floor_i:,.0f} "
-          f"(infer) samples/s on this host in this run")
+                  f"round {b:,.0f}, {b / target:.2f}x)")
+    print(f"  for scale: the MLPs alone reach {rate('train/mlp-only'):,.0f} (train) and "
+          f"{rate('infer/mlp-only'):,.0f} (infer) samples/s on this host in this run")
     if args.bf16:
         print(f"  opt-in bf16 MLPs (different numerics, not counted above): train "
-              f"{stat(('train', 'numba-bf16'), use_clean):,.0f}, train end-to-end "
-              f"{stat(('train-e2e', 'numba-bf16'), use_clean):,.0f}, inference "
-              f"{stat(('infer', 'numba-bf16'), use_clean):,.0f} samples/s")
-
+              f"{rate('train/numba-bf16'):,.0f}, train end-to-end "
+              f"{rate('train-e2e/numba-bf16'):,.0f}, inference "
+              f"{rate('infer/numba-bf16'):,.0f} samples/s")
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

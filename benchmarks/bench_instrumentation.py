@@ -11,39 +11,44 @@ noise hits both alike:
   read at iteration boundaries).
 
 Before timing, both loops run one step from identical model copies on the same batch and
-their losses must agree exactly (the timer does not change the computation).  Printed: the
-median per-iteration wall time of each loop and the median of per-round ratios
-instrumented / plain - 1 (the overhead), with other processes' CPU use while measuring.
+their losses must agree exactly (the timer does not change the computation).  Timed on the
+benchmark harness (dlrmprof.profile.harness): one call = `--iters` iterations of a loop, the
+two loops interleaved round by round.  Printed: the median per-iteration wall time of each
+loop and the median of per-round ratios instrumented / plain - 1 (the overhead) with its
+quartiles, with other processes' CPU use while measuring.  Results:
+benchmarks/results/instrumentation.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
+import sys
 
-import psutil
 import torch
 
-from dlrmprof.dlrm.runner import RunOptions, make_source, prepare
 from dlrmprof.dlrm.model import build_dlrm
 from dlrmprof.dlrm.train import DLRMTrain, run_loop
+from dlrmprof.profile import harness
 from dlrmprof.profile.timers import OpTimer
+from dlrmprof.session.prepare import RunOptions, make_source, prepare
+
+SCHEMA = "dlrmprof.bench.instrumentation/1"
+OUT = harness.results_path(__file__, "instrumentation.json")
 
 
-def other_cpu(wall_s: float, own_cpu_s: float, busy0: float) -> float:
-    t = psutil.cpu_times()
-    busy = sum(t) - t.idle - getattr(t, "iowait", 0.0)
-    return max(0.0, (busy - busy0 - own_cpu_s) / wall_s)
+def same_loss(trainer, model, batch, lr) -> None:
+    """One train step of the model and of a twin under an OpTimer: the same loss."""
+    twin = DLRMTrain(copy.deepcopy(model), lr)
+    a = float(trainer.train_step(batch)[0])
+    timer = OpTimer(device="cpu", threads=1)
+    timer.begin_iteration()
+    b = float(twin.train_step(batch, timer)[0])
+    timer.end_iteration()
+    assert a == b, f"instrumented loss {b!r} != plain loss {a!r}"
 
 
-def busy_now() -> float:
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def main(argv=None) -> None:
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=40, help="iterations per loop per round")
     ap.add_argument("--rounds", type=int, default=9)
@@ -51,6 +56,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--mode", choices=("train", "infer"), default="train")
     ap.add_argument("--backend", default="numba")
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -65,57 +71,55 @@ def main(argv=None) -> None:
 
     # Check first: the timer must not change what is computed.
     batch = source.next_batch()
-    twin = DLRMTrain(copy.deepcopy(model), cfg.lr)
-    if args.mode == "train":
-        a = float(trainer.train_step(batch)[0])
-        timer = OpTimer(device="cpu", threads=1)
-        timer.begin_iteration()
-        b = float(twin.train_step(batch, timer)[0])
-        timer.end_iteration()
-        if a != b:
-            raise SystemExit(f"instrumented loss {b!r} != plain loss {a!r}")
-    del twin
-
     step = trainer.train_step if args.mode == "train" else trainer.infer_step
 
-    def plain() -> float:
-        t0 = time.perf_counter()
+    def plain(i):
         for _ in range(args.iters):
             step(source.next_batch())
-        return (time.perf_counter() - t0) / args.iters
 
-    def instrumented() -> float:
+    def instrumented(i):
         timer = OpTimer(device="cpu", threads=1)
-        t0 = time.perf_counter()
         run_loop(trainer, source, mode=args.mode, iters=args.iters, warmup=0, timer=timer)
-        return (time.perf_counter() - t0) / args.iters
 
-    plain(), instrumented()  # warm-up (JIT, allocator)
-    rows = []
-    for r in range(args.rounds):
-        busy0, cpu0, w0 = busy_now(), time.process_time(), time.perf_counter()
-        order = (plain, instrumented) if r % 2 == 0 else (instrumented, plain)
-        res = {fn.__name__: fn() for fn in order}
-        wall = time.perf_counter() - w0
-        res["other"] = other_cpu(wall, time.process_time() - cpu0, busy0)
-        rows.append(res)
-        print(f"round {r}: plain {res['plain'] * 1e3:7.3f} ms/iter  instrumented "
-              f"{res['instrumented'] * 1e3:7.3f} ms/iter  ratio "
-              f"{res['instrumented'] / res['plain']:.3f}  other processes {res['other']:.2f} cores")
-    ratios = sorted(r["instrumented"] / r["plain"] for r in rows)
-    ratio = statistics.median(ratios)
-    q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
-    total = sum(r["instrumented"] for r in rows) / sum(r["plain"] for r in rows)
-    print(f"\nkaggle preset ({args.mode}, {args.backend}, batch {args.batch_size}, tables capped at "
-          f"{args.max_rows} rows, 1 thread), {args.rounds} interleaved rounds x {args.iters} iterations")
-    print(f"plain        {statistics.median(r['plain'] for r in rows) * 1e3:.3f} ms/iter")
-    print(f"instrumented {statistics.median(r['instrumented'] for r in rows) * 1e3:.3f} ms/iter")
-    print(f"overhead (median of per-round ratios - 1): {100 * (ratio - 1):+.2f}%  (target <= 5%); "
-          f"interquartile {100 * (q1 - 1):+.1f}%..{100 * (q3 - 1):+.1f}%; "
+    def check(_out):
+        if args.mode == "train":
+            same_loss(trainer, model, batch, cfg.lr)
+
+    try:
+        cmp = harness.compare({"plain": plain, "instrumented": instrumented}, baseline="plain",
+                              check=check, rounds=args.rounds, warmup=1, calls=1, threads=1,
+                              label=f"kaggle {args.mode} {args.backend}",
+                              params=dict(mode=args.mode, backend=args.backend,
+                                          batch=args.batch_size, max_rows=args.max_rows,
+                                          iters=args.iters))
+    except harness.CheckFailed as exc:
+        raise SystemExit(f"bench_instrumentation: {exc}") from None
+    for r in range(cmp.rounds):
+        p, q = cmp.samples_s["plain"][r], cmp.samples_s["instrumented"][r]
+        oc = cmp.other_cores[r]
+        print(f"round {r}: plain {p / args.iters * 1e3:7.3f} ms/iter  instrumented "
+              f"{q / args.iters * 1e3:7.3f} ms/iter  ratio {q / p:.3f}  other processes "
+              f"{'-' if oc is None else f'{oc:.2f}'} cores"
+              f"{'  (contaminated)' if cmp.contaminated[r] else ''}")
+    ov = cmp.ratio("instrumented", "plain")
+    total = sum(cmp.samples_s["instrumented"]) / sum(cmp.samples_s["plain"])
+    print(f"\nkaggle preset ({args.mode}, {args.backend}, batch {args.batch_size}, tables capped "
+          f"at {args.max_rows} rows, 1 thread), {args.rounds} interleaved rounds x {args.iters} "
+          f"iterations; figures over {ov.used} rounds ({cmp.clean_rounds} clean)")
+    print(f"plain        {cmp.median_s('plain') / args.iters * 1e3:.3f} ms/iter")
+    print(f"instrumented {cmp.median_s('instrumented') / args.iters * 1e3:.3f} ms/iter")
+    print(f"overhead (median of per-round ratios - 1): {100 * (ov.median - 1):+.2f}%  (target "
+          f"<= 5%); interquartile {100 * (ov.q25 - 1):+.1f}%..{100 * (ov.q75 - 1):+.1f}%; "
           f"total time ratio {100 * (total - 1):+.2f}%")
-    print(f"other processes' CPU use while measuring: median "
-          f"{statistics.median(r['other'] for r in rows):.2f} cores of {psutil.cpu_count()}")
+    print(f"other processes' CPU use while measuring: {cmp.other_cores_mean() or 0:.2f} cores "
+          f"on average")
+    doc = harness.results_doc(
+        SCHEMA, comparisons=[cmp], source="measured (perf_counter, interleaved rounds)",
+        summary={"overhead_median": ov.median - 1, "overhead_q25": ov.q25 - 1,
+                 "overhead_q75": ov.q75 - 1, "target": 0.05, "rounds_used": ov.used})
+    print(f"wrote {harness.write_results(args.out, doc)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

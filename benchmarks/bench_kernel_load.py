@@ -10,7 +10,8 @@ a fresh cache key in every process) compiles again in every process, and its war
 near its cold time (about half of it where only the entry kernels recompile; "served" below
 means under a quarter).  Each family runs in a fresh child process per condition, warm and
 cold interleaved in every round, the first call timed and its result checked against the float64
-reference before the time counts.  Writes benchmarks/results/kernel_load.json.
+reference before the time counts.  The times are taken inside the child, which the harness
+cannot time; its results writer writes benchmarks/results/kernel_load.json.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dlrmprof.fsutil import atomic_write_text  # noqa: E402
+from dlrmprof.profile import harness  # noqa: E402
 from dlrmprof.profile.noise import OtherCpu  # noqa: E402
 
 SCHEMA = "dlrmprof.bench.kernel_load/1"
-OUT = ROOT / "benchmarks" / "results" / "kernel_load.json"
+OUT = harness.results_path(__file__, "kernel_load.json")
 
 # one child per (family, condition): build inputs, time the first call, check it
 CHILD = r"""
@@ -120,6 +121,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--families", nargs="*", choices=FAMILIES, default=list(FAMILIES))
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
     ap.add_argument("--no-write", action="store_true", help="print only")
     args = ap.parse_args()
     rows = summarise(measure(args.families, args.rounds))
@@ -129,15 +131,11 @@ def main() -> int:
               f"{'yes' if r['served_by_cache'] else 'NO: compiles in every process'}"
               f"  (others up to {r['others_cpus_max']:.2f} cores)")
     if not args.no_write:
-        doc = {"schema": SCHEMA,
-               "command": " ".join(["python benchmarks/bench_kernel_load.py", *sys.argv[1:]]),
-               "host": {"machine": os.uname().machine, "cpus": os.cpu_count(),
-                        "loadavg": list(os.getloadavg())},
-               "source": "measured (time.perf_counter around the first call in a fresh child "
-                         "process; warm: numba's cache filled beforehand, cold: an empty one)",
-               "rounds": args.rounds, "families": rows}
-        atomic_write_text(OUT, json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {OUT.relative_to(ROOT)}")
+        doc = harness.results_doc(
+            SCHEMA, source="measured (time.perf_counter around the first call in a fresh child "
+            "process; warm: numba's cache filled beforehand, cold: an empty one)",
+            rounds=args.rounds, families=rows)
+        print(f"wrote {harness.write_results(args.out, doc)}")
     return 0
 
 

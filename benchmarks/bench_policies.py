@@ -14,24 +14,23 @@ interleaved rounds, it times:
              already pays for the LRU curve, so ours / lru says what the new curves add;
   reference  the Python reference at sizes 1..64 (powers of two) on the prefix, scaled per
              access and size, against ours at the same sizes on the whole stream.
-Other processes' CPU use is recorded per timed call (profile.noise.OtherCpu).
+Timed on the benchmark harness (dlrmprof.profile.harness): the four run in rotated rounds;
+the figures are each one's best round (its own CPU seconds beside), and other processes' CPU
+use is recorded per round.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import time
 
 import numpy as np
 
-from dlrmprof.fsutil import atomic_write_text
-from dlrmprof.profile.noise import OtherCpu
+from dlrmprof.profile import harness
 from dlrmprof.tracegen import policies, reuse, workloads
 
-SCHEMA = "dlrmprof.bench.policies/1"
+# history: 1: results per stream; 2: plus the harness's comparisons (rounds, noise)
+SCHEMA = "dlrmprof.bench.policies/2"
 POLICIES = {"fifo": policies.fifo_hit_rates, "lfu": policies.lfu_hit_rates,
             "setassoc": policies.setassoc_hit_rates}
 PREFIX = 20_000
@@ -48,58 +47,55 @@ def check(ids: np.ndarray) -> None:
             assert abs(got[k] - want) < 1e-12, f"{name} at {c}: {got[k]} != reference {want}"
 
 
-def timed(fn):
-    """(wall seconds, this process's CPU seconds, other processes' CPUs) of one call."""
-    with OtherCpu() as oc:
+def with_cpu(fn, cpu: list):
+    """fn(i) that also appends its own CPU seconds (this process, all threads) to `cpu`."""
+    def call(i):
         c0 = time.process_time()
-        t0 = time.perf_counter()
-        fn()
-        dt = time.perf_counter() - t0
-        cpu = time.process_time() - c0
-    return dt, cpu, oc.cpus
+        out = fn()
+        cpu.append(time.process_time() - c0)
+        return out
+    return call
 
 
-def bench_stream(name: str, ids: np.ndarray, rounds: int) -> dict:
+def bench_stream(name: str, ids: np.ndarray, rounds: int) -> tuple[dict, list]:
     sizes = 1 << np.arange(21)
-    check(ids)
     pre = ids[:PREFIX].tolist()
-    runs = {"ours": [], "lru": [], "ours_small": [], "reference_small": []}
-    cpu = {k: [] for k in runs}
-    other = []
-    for _ in range(rounds):
-        for key, fn in (
-                ("ours", lambda: policies.policy_mrcs(ids, sizes)),
-                ("lru", lambda: reuse.reuse_distances(ids)),
-                ("ours_small", lambda: [f(ids, SMALL) for f in POLICIES.values()]),
-                ("reference_small", lambda: [policies.reference_hit_rate(p, pre, c)
-                                             for p in POLICIES for c in SMALL])):
-            dt, c, oc = timed(fn)
-            runs[key].append(dt)
-            cpu[key].append(c)
-            other.append(oc)
-    per_policy = {}
-    for p, fn in POLICIES.items():
-        per_policy[p] = min(timed(lambda: fn(ids, sizes))[0] for _ in range(rounds))
+    work = {"ours": lambda: policies.policy_mrcs(ids, sizes),
+            "lru": lambda: reuse.reuse_distances(ids),
+            "ours_small": lambda: [f(ids, SMALL) for f in POLICIES.values()],
+            "reference_small": lambda: [policies.reference_hit_rate(p, pre, c)
+                                        for p in POLICIES for c in SMALL]}
+    cpu = {k: [] for k in work}
+    cmp = harness.compare({k: with_cpu(fn, cpu[k]) for k, fn in work.items()}, baseline="lru",
+                          baseline_of={"ours_small": "reference_small"},
+                          check=lambda _out: check(ids), rounds=rounds, warmup=0,
+                          threads=2, label=name, params={"accesses": int(ids.size)})
+    cpu = {k: v[1:] for k, v in cpu.items()}       # the check call is not a timed round
+    per = harness.compare({p: (lambda f: lambda i: f(ids, sizes))(f)
+                           for p, f in POLICIES.items()}, baseline="fifo", rounds=rounds,
+                          warmup=0, threads=2, label=f"{name} per policy")
+    runs = {k: list(cmp.samples_s[k]) for k in work}
     best = {k: min(v) for k, v in runs.items()}
     ours_small_per = best["ours_small"] / (ids.size * len(SMALL))
     ref_small_per = best["reference_small"] / (len(pre) * len(SMALL))
+    other = [c for c in cmp.other_cores if c is not None] or [0.0]
     res = {"stream": name, "accesses": int(ids.size), "distinct": int(np.unique(ids).size),
            "sizes": f"2^0..2^{sizes.size - 1}", "rounds": rounds,
-           "seconds": {k: v for k, v in runs.items()}, "best_s": best,
+           "seconds": runs, "best_s": best,
            "cpu_seconds": cpu, "best_cpu_s": {k: min(v) for k, v in cpu.items()},
-           "per_policy_best_s": per_policy,
+           "per_policy_best_s": {p: min(per.samples_s[p]) for p in POLICIES},
            "ours_over_lru": best["ours"] / best["lru"],
            "reference_ns_per_access_size": ref_small_per * 1e9,
            "ours_ns_per_access_size_small": ours_small_per * 1e9,
            "speedup_vs_reference": ref_small_per / ours_small_per,
            "other_cpus_max": max(other), "other_cpus_mean": float(np.mean(other))}
-    return res
+    return res, [cmp, per]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", default="benchmarks/results/policies.json")
+    ap.add_argument("--out", default=harness.results_path(__file__, "policies.json"))
     args = ap.parse_args()
     n = 200_000 if args.quick else 2_000_000
     rounds = 3
@@ -107,10 +103,14 @@ def main() -> None:
                "bursty_sessions": workloads.bursty_sessions(n, 1 << 20, 1.0, 10, 64, 2)}
     policies.policy_mrcs(streams["irm_zipf_1.05"][:1000], [1, 2, 64])   # compile / load
     reuse.reuse_distances(streams["irm_zipf_1.05"][:1000])
-    results = []
+    results, cmps = [], []
     for name, ids in streams.items():
-        r = bench_stream(name, ids, rounds)
+        try:
+            r, c = bench_stream(name, ids, rounds)
+        except harness.CheckFailed as exc:
+            raise SystemExit(f"bench_policies: {name}: {exc}") from None
         results.append(r)
+        cmps += c
         pp = ", ".join(f"{k} {v:.2f}" for k, v in r["per_policy_best_s"].items())
         print(f"{name}: {r['accesses']} accesses, {r['distinct']} distinct, sizes {r['sizes']}: "
               f"fifo+lfu+setassoc32 {r['best_s']['ours']:.2f} s ({pp}); exact LRU pass "
@@ -119,15 +119,10 @@ def main() -> None:
               f"{r['reference_ns_per_access_size']:.0f} ns vs "
               f"{r['ours_ns_per_access_size_small']:.1f} ns: {r['speedup_vs_reference']:.0f}x "
               f"faster; other processes' CPU max {r['other_cpus_max']:.2f}")
-    doc = {"schema": SCHEMA, "command": "python benchmarks/bench_policies.py"
-           + (" --quick" if args.quick else ""),
-           "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
-                    "loadavg": list(os.getloadavg())},
-           "source": "measured (time.perf_counter, best of interleaved rounds)",
-           "results": results}
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    doc = harness.results_doc(
+        SCHEMA, comparisons=cmps, results=results,
+        source="measured (time.perf_counter, best of interleaved rounds)")
+    print(f"wrote {harness.write_results(args.out, doc)}")
 
 
 if __name__ == "__main__":

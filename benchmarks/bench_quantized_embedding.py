@@ -6,12 +6,14 @@ kernels) and ``F.embedding_bag`` on an fp16 table.  B 2048, sum pooling, 1 threa
     python benchmarks/bench_quantized_embedding.py            # R 1e4..1e7 x D 16/64/128
     python benchmarks/bench_quantized_embedding.py --quick    # R 1e4, 1e6 x D 16, 128
 
-Per cell: both sides are checked against the float64 reference of the dequantized rows on
-a batch first (numba to 2e-5 relative; torch's fp16 lookup returns fp16, so to 2e-3); then
-the two are called in alternation (which goes first alternates), each call on its own batch
-from a pool of indices that touches >= 4x L3 of rows, and the medians compared: ratio =
-torch time / numba time.  "others" is the CPU other processes used during the cell (this
-host is shared); a cell where they took more than cores - 1 + 0.25 is marked '!'.  Tables
+Per cell, on the benchmark harness (dlrmprof.profile.harness): both sides are checked
+against the float64 reference of the dequantized rows on a batch first (numba to 2e-5
+relative; torch's fp16 lookup returns fp16, so to 2e-3); then the two are called in
+interleaved rounds (which goes first alternates), each call on its own batch from a pool of
+indices that touches >= 4x L3 of rows: ratio = torch time / numba time per round, median
+[quartiles].  "others" is the CPU other processes used during the cell (this host is
+shared); a cell with too few clean rounds (others took the core it needed) is marked '!'.
+Tables
 are packed directly from random bytes (int8 / int4 codes, scale and bias drawn per row,
 fp16 values), allocated as dlrmprof's DLRM allocates tables (64-byte aligned, advised into
 2 MiB pages).  Results go to benchmarks/results/quantized_embedding.json.
@@ -21,32 +23,28 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import platform
 import sys
-import time
 from pathlib import Path
 
 import numba
 import numpy as np
-import psutil
 import torch
 
 from dlrmprof import kernels
-from dlrmprof.fsutil import atomic_write_text
 from dlrmprof.kernels import numba_quant, quant, torch_quant
 from dlrmprof.kernels.tables import empty_table
-from dlrmprof.profile.noise import OtherCpu
+from dlrmprof.profile import harness
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_embedding_bag import zipf_ids  # noqa: E402
 
-SCHEMA = 1
+# history: 1: cells and summary (an integer schema); 2: the harness's comparisons (statistics
+# per cell), per-cell ratio quartiles and clean rounds
+SCHEMA = "dlrmprof.bench.quantized_embedding/2"
 B = 2048
 L3_BYTES = 32 << 20
-CORES = psutil.cpu_count() or 1
 DTYPES = ("int8", "int4", "fp16")
-OUT = Path(__file__).parent / "results" / "quantized_embedding.json"
+OUT = harness.results_path(__file__, "quantized_embedding.json")
 
 
 def packed_table(rng, dtype, R, D):
@@ -77,29 +75,25 @@ def index_pool(rng, R, row_bytes, L, dist):
     return ids.reshape(nbatches, per_batch), np.arange(0, per_batch + 1, L, dtype=np.int64)
 
 
-def check(qt, pool, offsets, table_t, off_t):
-    """Both sides against the float64 reference of the first batch; SystemExit if off."""
+def check(qt, pool, offsets, outputs):
+    """Both sides' results on the first batch against its float64 reference."""
     ref = kernels.qembedding_bag(qt, pool[0], offsets, backend="reference")
-    got = numba_quant.qembedding_bag(qt.dtype, qt.dim, qt.data, pool[0], offsets, "sum", None,
-                                     threads=1)
-    theirs = torch_quant.lookup(qt.dtype, table_t, torch.from_numpy(pool[0]), off_t, "sum",
-                                None).float().numpy()
     big = max(1.0, float(np.abs(ref).max()))
-    for name, out, rtol in (("numba", got, 2e-5),
-                            ("torch", theirs, 2e-3 if qt.dtype == "fp16" else 2e-5)):
-        if not np.all(np.abs(out - ref) <= rtol * (np.abs(ref) + big)):
-            raise SystemExit(f"{name} {qt.dtype} result differs from the float64 reference: "
-                             f"max abs err {np.abs(out - ref).max():.3g}")
+    for name, rtol in (("numba", 2e-5), ("torch", 2e-3 if qt.dtype == "fp16" else 2e-5)):
+        out = outputs[name]
+        out = out.float().numpy() if isinstance(out, torch.Tensor) else out
+        assert np.all(np.abs(out - ref) <= rtol * (np.abs(ref) + big)), (
+            f"{name} {qt.dtype} result differs from the float64 reference: max abs err "
+            f"{np.abs(out - ref).max():.3g}")
 
 
-def time_cell(qt, pool, offsets, seconds):
-    """(median numba s, median torch s, others in cores) of interleaved calls."""
+def time_cell(qt, pool, offsets, seconds, label, params):
+    """numba vs torch on one packed table, interleaved rounds (a harness.Comparison)."""
     table_t, _, off_t, _ = torch_quant.prepare(qt.dtype, qt.data, pool[0], offsets)
-    check(qt, pool, offsets, table_t, off_t)
     data = numba_quant.storage(qt.dtype, qt.data)
     entry = numba_quant.kernels(qt.dtype, qt.dim)[0]
     l2, l3 = numba_quant.L2_BYTES, numba_quant.L3_BYTES
-    dim, dtype, nb = qt.dim, qt.dtype, pool.shape[0]
+    dim, dtype = qt.dim, qt.dtype
     pt = torch.from_numpy(pool)
 
     def run_numba(i):   # the backend's own call, as kernels.resolve hands it out
@@ -111,25 +105,30 @@ def time_cell(qt, pool, offsets, seconds):
     def run_torch(i):
         return torch_quant.lookup(dtype, table_t, pt[i], off_t, "sum", None)
 
-    for i in range(min(nb, 4)):
-        run_numba(i), run_torch(i)
-    samples = {"numba": [], "torch": []}
-    with OtherCpu() as oc:
-        t_start, k = time.perf_counter(), 0
-        while time.perf_counter() - t_start < seconds or len(samples["numba"]) < 5:
-            order = (("numba", run_numba), ("torch", run_torch))
-            for j, (name, fn) in enumerate(order if k % 2 == 0 else order[::-1]):
-                i = (2 * k + j) % nb
-                t0 = time.perf_counter_ns()
-                fn(i)
-                samples[name].append(time.perf_counter_ns() - t0)
-            k += 1
-    return (float(np.median(samples["numba"])) * 1e-9, float(np.median(samples["torch"])) * 1e-9,
-            oc.cpus)
+    return harness.compare({"torch": run_torch, "numba": run_numba}, baseline="torch",
+                           check=lambda o: check(qt, pool, offsets, o), seconds=seconds,
+                           warmup=4, nargs=pool.shape[0], threads=1, label=label,
+                           params=params)
 
 
-def geomean(x):
-    return float(np.exp(np.mean(np.log(x)))) if len(x) else None
+def cell(qt, pool, offsets, seconds, cmps, facts):
+    """Time one cell, print its row, return its record."""
+    cmp = time_cell(qt, pool, offsets, seconds, label=" ".join(
+        f"{k} {v:.0e}" if k == "R" else f"{k} {v}" for k, v in facts.items()), params=facts)
+    cmps.append(cmp)
+    tn, tt = cmp.median_s("numba"), cmp.median_s("torch")
+    r = cmp.speedup("numba")
+    others = cmp.other_cores_mean() or 0.0
+    bad = cmp.used != "clean"
+    print(f"{facts['dtype']:>5} {facts['R']:>7.0e} {facts['D']:>4} {facts['L']:>3} "
+          f"{facts['dist']:>7} {qt.row_bytes:>5} {qt.nbytes / 2**20:>6.0f} {tn * 1e6:>9.1f} "
+          f"{tt * 1e6:>9.1f} {r.median:>5.2f}x {others:>6.2f}{'  !' if bad else ''}", flush=True)
+    return dict(facts, row_bytes=qt.row_bytes, table_bytes=qt.nbytes, numba_s=tn, torch_s=tt,
+                ratio=r.median, ratio_q25=r.q25, ratio_q75=r.q75, others_cpus=others,
+                rounds=cmp.rounds, clean_rounds=cmp.clean_rounds, contaminated=bad)
+
+
+geomean = harness.geomean
 
 
 def summarize(cells):
@@ -154,8 +153,15 @@ def main(argv=None):
     ap.add_argument("--dtypes", nargs="*", choices=DTYPES, help="default: all three")
     ap.add_argument("--seconds", type=float, default=None, help="timing budget per cell")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=OUT, help=f"results JSON (default {OUT})")
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
     args = ap.parse_args(argv)
+    try:
+        return run(args)
+    except harness.CheckFailed as exc:
+        raise SystemExit(f"bench_quantized_embedding: {exc}") from None
+
+
+def run(args):
     rows = [int(r) for r in (args.rows or ([1e4, 1e6] if args.quick else [1e4, 1e5, 1e6, 1e7]))]
     dims = args.dims or ([16, 128] if args.quick else [16, 64, 128])
     if any(d < 2 or d % 2 for d in dims):
@@ -171,7 +177,7 @@ def main(argv=None):
           f"R={rows} D={dims} L=[1, 20] uniform/zipf, dtypes {dtypes}", flush=True)
     print(f"{'dtype':>5} {'R':>7} {'D':>4} {'L':>3} {'dist':>7} {'row B':>5} {'MB':>6} "
           f"{'numba us':>9} {'torch us':>9} {'ratio':>6} {'others':>6}", flush=True)
-    cells = []
+    cells, cmps = [], []
     for R in rows:
         for D in dims:
             for dtype in dtypes:
@@ -179,16 +185,8 @@ def main(argv=None):
                 for L in (1, 20):
                     for dist in ("uniform", "zipf"):
                         pool, offsets = index_pool(rng, R, qt.row_bytes, L, dist)
-                        tn, tt, others = time_cell(qt, pool, offsets, seconds)
-                        bad = others > CORES - 1 + 0.25
-                        cells.append(dict(dtype=dtype, R=R, D=D, L=L, dist=dist,
-                                          row_bytes=qt.row_bytes, table_bytes=qt.nbytes,
-                                          numba_s=tn, torch_s=tt, ratio=tt / tn,
-                                          others_cpus=others, contaminated=bad))
-                        print(f"{dtype:>5} {R:>7.0e} {D:>4} {L:>3} {dist:>7} {qt.row_bytes:>5} "
-                              f"{qt.nbytes / 2**20:>6.0f} {tn * 1e6:>9.1f} {tt * 1e6:>9.1f} "
-                              f"{tt / tn:>5.2f}x {others:>6.2f}{'  !' if bad else ''}",
-                              flush=True)
+                        cells.append(cell(qt, pool, offsets, seconds, cmps,
+                                          dict(dtype=dtype, R=R, D=D, L=L, dist=dist)))
                         del pool
                 del qt
                 gc.collect()
@@ -200,14 +198,12 @@ def main(argv=None):
               f"{s['worst']['dist']}), >= 1.0x in {s['at_least_1x']}/{s['cells']}; clean "
               f"cells {s['clean_cells']}, geomean "
               + (f"{s['clean_geomean']:.2f}x" if s['clean_geomean'] else "-"))
-    doc = dict(schema=SCHEMA, benchmark="bench_quantized_embedding", argv=sys.argv[1:],
-               measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-               host=dict(machine=platform.machine(), cpus=CORES,
-                         load_avg=list(psutil.getloadavg())),
-               versions=dict(numba=numba.__version__, torch=torch.__version__),
-               batch=B, threads=1, ratio="torch time / numba time (median of interleaved calls)",
-               cells=cells, summary=summary)
-    atomic_write_text(args.out, json.dumps(doc, indent=1) + "\n")
+    doc = harness.results_doc(
+        SCHEMA, comparisons=cmps, max_samples=0, benchmark="bench_quantized_embedding",
+        source="measured (perf_counter, interleaved rounds; ratio = torch time / numba time)",
+        batch=B, threads=1, ratio="torch time / numba time (median of per-round ratios)",
+        cells=cells, summary=summary)
+    harness.write_results(args.out, doc)
     print(f"wrote {args.out}")
     return 0
 

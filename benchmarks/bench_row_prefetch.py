@@ -16,35 +16,34 @@ library's own kernel under three plans, against torch:
   t1 half      prefetcht1 of every other line (the L2's adjacent-line prefetcher the rest)
   none         no software prefetch (hardware prefetchers only)
 
-What it showed on the development host (Zen 4 VM): with rows on 64-byte lines and the table
-in 2 MiB pages, prefetcht1 far ahead reaches 1.6-1.7x torch and two-stage 1.8x, where
-prefetcht0 alone stays at 1.0-1.1x; in 4 KiB pages (`--table torch`) every row is also a TLB
-miss and the best scheme reaches 1.23x; with numpy's 16-byte-aligned rows (5 lines each)
-no scheme passes 1.23x.  The library's first two-stage version ran at 0.65x here where the
-plain loop ran at 1.8x: its second inlined prefetch call took a reference on the table per
-lookup (see `numba_prefetch._prefetch_row`); now it runs with the plain loop.
+What the schemes gave is in docs/performance.md ("Prefetch schemes for one DRAM cell").
 
-Every scheme's result is checked against torch first; then all run interleaved, round by
-round (order rotated, each call on its own batch from a pool larger than L3), and the medians
-are compared.  "others" is the CPU other processes used meanwhile, in cores (shared host).
+Timed on the benchmark harness (dlrmprof.profile.harness): every scheme's result is checked
+against torch first; then all run interleaved, round by round (order rotated, each call on
+its own batch from a pool larger than L3), ratio = torch time / scheme time per round
+(median [quartiles]).  "others" is the CPU other processes used meanwhile, in cores (shared
+host).  Results: benchmarks/results/row_prefetch.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import sys
 
 import numba
 import numpy as np
-import psutil
 import torch
 import torch.nn.functional as F
 from numba import njit
 
 from dlrmprof.kernels._simd import prefetch_at, vadd, vload, vstore, vzero
 from dlrmprof.kernels.tables import empty_table, huge_page_share
+from dlrmprof.profile import harness
 
 D = 64  # four 64-byte lines of fp32
+SCHEMA = "dlrmprof.bench.row_prefetch/1"
+OUT = harness.results_path(__file__, "row_prefetch.json")
+TORCH = "torch F.embedding_bag"
 
 
 @njit(fastmath=True, boundscheck=False, nogil=True)
@@ -106,11 +105,6 @@ def pages_note(weight):
     return "page size unknown" if share is None else f"{share:.0%} in 2 MiB pages"
 
 
-def busy(c):
-    return c.user + c.system + getattr(c, "nice", 0) + getattr(c, "irq", 0) + \
-        getattr(c, "softirq", 0)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=float, default=1e7, help="table rows (default 1e7: 2.4 GB)")
@@ -118,6 +112,7 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=OUT, help=f"results JSON (default {OUT})")
     ap.add_argument("--table", choices=["dlrm", "torch", "numpy"], default="dlrm",
                     help="dlrm: kernels.tables.empty_table (64-byte aligned, 2 MiB pages, as "
                     "dlrmprof's DLRM); torch: torch.empty (4 KiB pages unless THP is "
@@ -138,7 +133,7 @@ def main(argv=None):
     out = np.empty((B, D), dtype=np.float32)
     tail = weight.ctypes.data % 64 != 0
 
-    fns = {"torch F.embedding_bag": lambda i: F.embedding_bag(
+    fns = {TORCH: lambda i: F.embedding_bag(
         pool_t[i], weight_t, offsets_t, mode="sum", include_last_offset=True)}
     for name, (d0, d1, half) in SCHEMES.items():
         fns[name] = lambda i, a=d0, c=d1, h=half: bag_sum(weight, pool[i], offsets, out, a, c, h,
@@ -148,45 +143,44 @@ def main(argv=None):
     for d, lv in ((16, 1), (16, 2), (16, 4)):
         fns[f"library kernel, plan {d}/{lv}"] = (lambda i, d=d, lv=lv: ser(
             weight, pool[i], offsets, None, False, out, 0, B, d, lv))
-    want = fns["torch F.embedding_bag"](0).numpy()
-    for name, fn in fns.items():
-        if name.startswith("torch"):
-            continue
-        fn(0)
-        if not np.allclose(out, want, rtol=1e-4, atol=1e-4):
-            raise SystemExit(f"{name}: result differs from torch "
-                             f"(max err {np.abs(out - want).max():.3g})")
+    want = {}
 
-    names = list(fns)
-    samples = {n: [] for n in names}
-    me = psutil.Process()
-    cpu0, mine0, t_start = psutil.cpu_times(), me.cpu_times(), time.perf_counter()
-    for k in range(args.rounds):
-        order = names[k % len(names):] + names[:k % len(names)]
-        for j, n in enumerate(order):
-            i = (k * len(names) + j) % nb
-            t0 = time.perf_counter_ns()
-            fns[n](i)
-            samples[n].append(time.perf_counter_ns() - t0)
-    wall = time.perf_counter() - t_start
-    cpu1, mine1 = psutil.cpu_times(), me.cpu_times()
-    others = max(0.0, (busy(cpu1) - busy(cpu0) - (mine1.user + mine1.system - mine0.user
-                                                  - mine0.system)) / wall)
+    def check_each(name, got):
+        """Each scheme writes `out`: compared with torch's result right after its call."""
+        if name == TORCH:
+            want["v"] = got.numpy()
+            return True
+        err = np.abs(out - want["v"]).max()
+        assert np.allclose(out, want["v"], rtol=1e-4, atol=1e-4), \
+            f"{name}: result differs from torch (max err {err:.3g})"
 
-    med = {n: float(np.median(v)) * 1e-9 for n, v in samples.items()}
-    t_torch = med["torch F.embedding_bag"]
+    try:
+        cmp = harness.compare(fns, baseline=TORCH, check_each=check_each, rounds=args.rounds,
+                              warmup=1, nargs=nb, threads=1, label=f"R={R:.0e} D={D} L={L}",
+                              params=dict(R=R, D=D, L=L, B=B, table=args.table))
+    except harness.CheckFailed as exc:
+        raise SystemExit(f"bench_row_prefetch: {exc}") from None
     lines = B * L * (D * 4 // 64)
     print(f"R={R:.0e} x D={D} fp32 ({R * D * 4 / 2**30:.2f} GiB, {args.table}: "
           f"{'rows of 5 lines' if tail else 'line-aligned rows'}, {pages_note(weight)}), B={B}, "
-          f"L={L}, 1 thread, {args.rounds} rounds interleaved; others {others:.2f} cores")
-    print(f"{'scheme':32} {'us':>8} {'ns/line':>8} {'GB/s':>7} {'vs torch':>9}")
-    for n in names:
-        t = med[n]
+          f"L={L}, 1 thread, {cmp.rounds} rounds interleaved ({cmp.clean_rounds} clean); others "
+          f"{cmp.other_cores_mean() or 0:.2f} cores")
+    print(f"{'scheme':32} {'us':>8} {'ns/line':>8} {'GB/s':>7} {'vs torch [quartiles]':>21}")
+    for n in cmp.names:
+        t = cmp.median_s(n)
+        ratio = "1.00x" if n == TORCH else cmp.speedup(n).describe()
         print(f"{n:32} {t * 1e6:8.0f} {t * 1e9 / lines:8.2f} {lines * 64 / t / 1e9:7.2f} "
-              f"{t_torch / t:8.2f}x")
-    best = max((n for n in names if not n.startswith("torch")), key=lambda n: t_torch / med[n])
-    print(f"best scheme: {best}, {t_torch / med[best]:.2f}x torch")
+              f"{ratio:>21}")
+    best = max(cmp.candidates, key=lambda n: cmp.speedup(n).median)
+    print(f"best scheme: {best}, {cmp.speedup(best).describe()} torch")
+    doc = harness.results_doc(
+        SCHEMA, comparisons=[cmp], summary={"best": best, "best_speedup":
+                                            cmp.speedup(best).median},
+        source="measured (perf_counter, interleaved rotated rounds; ratio = torch time / "
+               "scheme time)")
+    print(f"wrote {harness.write_results(args.out, doc)}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,30 +23,31 @@
    move it.  Before timing, the instance's predictions for a batch must equal
    this process's own model's (same seed, same samples).
 
-Writes ``benchmarks/results/bench_serving.json`` (schema ``dlrmprof-bench-serving/1``) with the
-other processes' CPU use during every part.
+Writes ``benchmarks/results/bench_serving.json`` (schema ``dlrmprof.bench.serving/2``) with the
+other processes' CPU use during every part, through the benchmark harness's results writer.
+The rounds are not timed by the harness: their figures are the service times the served
+instance records itself (received -> answered), which no timer in this process can see.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 
-from dlrmprof.dlrm.runner import RunOptions
-from dlrmprof.fsutil import atomic_write_text
+from dlrmprof.profile import harness
+from dlrmprof.session.prepare import RunOptions
 from dlrmprof.serving import results as R
 from dlrmprof.serving.batcher import Policy
 from dlrmprof.serving.launcher import Launcher
 from dlrmprof.serving.loadgen import ArrivalSpec, SizeSpec, make_schedule
 from dlrmprof.serving.worker import DLRMModel, ModelSpec
 
-SCHEMA = "dlrmprof-bench-serving/1"
+# history: 1 ("dlrmprof-bench-serving/1"): loadgen, overhead, cpus, loadavg, created;
+# 2: the harness's results layout (command, host, source) around the same two parts
+SCHEMA = "dlrmprof.bench.serving/2"
 PCT = ("p50", "p90", "p95", "p99", "p999")
 GAP_S = 0.0002   # the bare loop's sleep between batches, as a served instance blocks on its queue
 
@@ -154,15 +155,14 @@ def main(argv=None) -> None:
     ap.add_argument("--rate", type=float, default=40.0)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0, help="harness seconds per round")
-    ap.add_argument("--out", default="benchmarks/results/bench_serving.json")
+    ap.add_argument("--out", default=harness.results_path(__file__, "bench_serving.json"))
     args = ap.parse_args(argv)
-    res = {"schema": SCHEMA, "loadgen": part_loadgen(args.rate, args.duration),
-           "overhead": part_overhead(args.rounds, args.seconds),
-           "cpus": os.cpu_count(), "loadavg": list(os.getloadavg()),
-           "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(res, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    doc = harness.results_doc(
+        SCHEMA, loadgen=part_loadgen(args.rate, args.duration),
+        overhead=part_overhead(args.rounds, args.seconds),
+        source="measured (the served instance's own receive/answer timestamps; "
+               "time.process_time in the instance process)")
+    print(f"wrote {harness.write_results(args.out, doc)}")
 
 
 if __name__ == "__main__":

@@ -136,22 +136,59 @@ def render_kernel_load(doc: dict) -> list[str]:
     return out
 
 
-def render_generic(doc: dict) -> list[str]:
+def _time(s) -> str:
+    if s is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if s >= scale:
+            return f"{s / scale:.3g} {unit}"
+    return f"{s / 1e-9:.3g} ns"
+
+
+def render_comparisons(doc: dict) -> list[str]:
+    """Results of the benchmark harness (dlrmprof.profile.harness): one row per candidate of
+    each comparison, its speed-up over the baseline (baseline time / its time, per round:
+    median [quartiles]), the rounds the figures use, other processes' CPU use."""
+    out = ["Speed-up = baseline time / candidate time, per interleaved round; median "
+           "[quartiles] over the rounds used.  A row whose rounds start with *all* had too "
+           "few clean rounds (other processes took cores the benchmark needed): its figures "
+           "are contaminated.", "",
+           "| cell | baseline | its median | candidate | its median | speed-up [quartiles] | "
+           "rounds used / clean / all | others (cores) |", "|---|---|---|---|---|---|---|---|"]
+    for c in doc["comparisons"]:
+        oc = c.get("other_cores_mean")
+        for name, r in c["speedup"].items():
+            base = c.get("baseline_of", {}).get(name, c["baseline"])
+            out.append(f"| {' '.join(c['label'].split())} | {base} | "
+                       f"{_time(c['stats'][base].get('median_s'))} | {name} | "
+                       f"{_time(c['stats'][name].get('median_s'))} | {r['median']:.2f}x "
+                       f"[{r['q25']:.2f}-{r['q75']:.2f}] | {c['used']} / {c['clean_rounds']} / "
+                       f"{c['rounds']} | {'-' if oc is None else f'{oc:.2f}'} |")
+    summary = render_generic({k: v for k, v in doc.items() if k != "comparisons"}, nested=True)
+    return out + ([""] + summary if summary else [])
+
+
+def render_generic(doc: dict, nested: bool = False) -> list[str]:
     """Top-level scalar fields and a 'summary' mapping, if any."""
     rows = [(k, v) for k, v in doc.items()
-            if k not in ("schema", "command", "host", "source") and
+            if k not in ("schema", "command", "host", "source", "harness") and
             isinstance(v, (int, float, str, bool))]
     summary = doc.get("summary")
     if isinstance(summary, dict):
         rows += [(k, v) for k, v in summary.items() if isinstance(v, (int, float, str, bool))]
+        if nested:   # {"sgd": {"geomean": ...}, ...}: one row per group
+            rows += [(k, ", ".join(f"{kk} {_fmt(vv)}" for kk, vv in v.items()
+                                   if isinstance(vv, (int, float, str, bool))))
+                     for k, v in summary.items() if isinstance(v, dict)]
     if not rows:
-        return ["(no summary fields; see the results file)"]
+        return [] if nested else ["(no summary fields; see the results file)"]
     return ["| field | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in rows]
 
 
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
              "dlrmprof.bench.policies": render_policies,
              "dlrmprof-bench-serving": render_serving,
+             "dlrmprof.bench.serving": render_serving,
              "dlrmprof.bench.kernel_load": render_kernel_load}
 
 
@@ -159,6 +196,8 @@ def _renderer(doc: dict):
     schema = str(doc.get("schema", "unknown"))
     if doc.get("benchmark") == "bench_quantized_embedding":
         return render_quantized
+    if doc.get("harness") and schema.split("/")[0] not in RENDERERS:
+        return render_comparisons
     return RENDERERS.get(schema.split("/")[0], render_generic)
 
 

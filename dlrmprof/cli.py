@@ -67,7 +67,18 @@ def interrupt_signal(exc: BaseException) -> int | None:
 
 
 def _one_line(text: str) -> str:
-    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+    """Lines joined into one: after a ',' or ':' with a space (click's list of choices),
+    else with '; '."""
+    out = ""
+    for line in (ln.strip() for ln in str(text).splitlines()):
+        if line:
+            out += (line if not out else
+                    (" " if out.endswith((",", ":")) else "; ") + line)
+    return out
+
+
+# click >= 8.2 raises this for a bare group (8.1 printed the help and exited 0 itself)
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 class _Group(click.Group):
@@ -93,6 +104,9 @@ class _Group(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _NO_ARGS_IS_HELP as exc:   # a bare `dlrmprof` (or group): its help, exit 0
+            click.echo(exc.ctx.get_help() if exc.ctx else "")
+            sys.exit(0)
         except click.ClickException as exc:
             cmd = exc.ctx.command_path if getattr(exc, "ctx", None) else (prog_name or "dlrmprof")
             hint = f" (see {cmd} --help)" if isinstance(exc, click.UsageError) else ""
@@ -104,7 +118,7 @@ class _Group(click.Group):
         sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("dlrmprof", cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dlrmprof")
 def cli() -> None:
     """Profile DLRM on this host's memory system and vector units, from synthetic traces

@@ -40,16 +40,16 @@ def _pair(tmp_path, **kw):
 def test_compare_rows(tmp_path):
     pa, pb = _pair(tmp_path)
     res = compare.compare(compare.load_all([pa, pb]), ["a", "b"])
-    rows = {r["name"]: r for r in res["ops"]}
-    emb = rows["emb.all"]["cells"]
-    assert emb[1]["ratio"] == pytest.approx(2.0) and not emb[1]["within_noise"]
-    mlp = rows["top_mlp"]["cells"]
-    assert mlp[1]["within_noise"]
-    assert res["verdict_changes"] == ["top_mlp (forward)"]
-    assert mlp[0]["verdict"] == "compute-bound" and mlp[1]["verdict"] == "memory-bound"
-    assert res["hosts"]["shared"]["CPU"] == "AMD None"
-    assert res["hosts"]["differ"]["host id"] == ["hostA", "hostB"]
-    assert res["hosts"]["differ"]["stream GB/s"] == [20.0, 5.0]
+    rows = {r.name: r for r in res.ops}
+    emb = rows["emb.all"].cells
+    assert emb[1].ratio == pytest.approx(2.0) and not emb[1].within_noise
+    mlp = rows["top_mlp"].cells
+    assert mlp[1].within_noise
+    assert res.verdict_changes == ["top_mlp (forward)"]
+    assert mlp[0].verdict == "compute-bound" and mlp[1].verdict == "memory-bound"
+    assert res.hosts_shared["CPU"] == "AMD None"
+    assert res.hosts_differ["host id"] == ["hostA", "hostB"]
+    assert res.hosts_differ["stream GB/s"] == [20.0, 5.0]
 
 
 def test_rows_timed_differently_are_marked(tmp_path):
@@ -60,7 +60,7 @@ def test_rows_timed_differently_are_marked(tmp_path):
     a.ops[0]["timer"], b.ops[0]["timer"] = "perf_counter", "tsc"
     a.ops[1]["timer"] = b.ops[1]["timer"] = "perf_counter"
     res = compare.compare([a, b], ["a", "b"])
-    assert res["timer_differs"] == ["emb.all (forward)"]
+    assert res.timer_differs == ["emb.all (forward)"]
     md = compare.markdown(res)
     assert "| emb.all † | forward |" in md and "| top_mlp | forward |" in md
     assert "a: perf_counter, b: tsc" in md
@@ -128,6 +128,28 @@ def test_bad_report_files(tmp_path, content, needle):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json", "bad.json"]
 
 
+@pytest.mark.parametrize("section, value, needle", [
+    ("roofline", {"rows": "nope"}, "bad.json: field roofline.rows: expected a list, got 'nope'"),
+    ("host", {"host_id": "h", "caches": [{"level": 1}]},
+     "bad.json: field host.caches[0].size_bytes: missing"),
+    ("cache", {"simulation": {"emb.all": 3}},
+     "bad.json: field cache.simulation.emb.all: expected an object, got 3"),
+])
+def test_a_report_section_of_the_wrong_shape_is_one_line(tmp_path, section, value, needle):
+    """A file that parses and validates but whose section has another shape: one line naming
+    the file and the field (not a traceback from deep in the renderer)."""
+    good, b = _pair(tmp_path)
+    data = json.loads(b.read_text())
+    data[section] = value
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    md = tmp_path / "out.md"
+    r = CliRunner().invoke(cli, ["compare", str(good), str(bad), "--md", str(md)])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and r.output.count("\n") == 1
+    assert not md.exists()
+
+
 def test_needs_two_reports(tmp_path):
     pa, _ = _pair(tmp_path)
     r = CliRunner().invoke(cli, ["compare", str(pa)])
@@ -148,5 +170,18 @@ def test_older_schema_upgraded(tmp_path, monkeypatch):
     new = old.replace(created="2026-11-26T12:00:00+00:00")
     p = new.save(tmp_path / "new.json")
     res = compare.compare([Report.load(GOLDEN), Report.load(p)], ["old", "new"])
-    assert res["schema_versions"] == [1, 2]
+    assert res.schema_versions == [1, 2]
     assert "(upgraded)" in compare.markdown(res)
+
+
+def test_the_serving_comparison_renders_to_its_committed_markdown():
+    """Golden file: reports/examples/serving/compare.md is `dlrmprof compare` of the four
+    serving reports labelled without their common prefix."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "reports" / "examples" / "serving"
+    names = ["1x-b1024-w2ms", "1x-b256-w0", "2x-b1024-w2ms", "2x-b256-w0"]
+    reps = compare.load_all([root / f"kaggle-1m-{n}.json" for n in names])
+    res = compare.compare(reps, names)
+    assert compare.markdown(res) == (root / "compare.md").read_text()
+    assert json.loads(json.dumps(res.to_json()))["baseline"] == names[0]

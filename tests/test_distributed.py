@@ -1,5 +1,6 @@
-"""Hybrid-parallel DLRM (dlrmprof.dlrm.distributed, sharding): plan, init, equivalence with
-one process (in-process world of 1, and a real 2-rank gloo launch), bad input."""
+"""Hybrid-parallel DLRM (dlrmprof.dlrm.distributed, sharding; the run layer's ranks, launch
+and merge in dlrmprof.session): plan, init, equivalence with one process (in-process world of
+1, and a real 2-rank gloo launch), bad input."""
 
 import dataclasses
 import os
@@ -11,15 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from dlrmprof.dlrm import distributed as D
 from dlrmprof.dlrm import sharding as S
 from dlrmprof.dlrm.config import load_config
+from dlrmprof.dlrm.distributed import build_rank_parts
 from dlrmprof.dlrm.model import build_dlrm
-from dlrmprof.dlrm.runner import RunOptions, make_source, prepare
 from dlrmprof.dlrm.train import DLRMTrain, run_loop
 from dlrmprof.errors import UserError
 from dlrmprof.profile.report import Report
 from dlrmprof.profile.timers import OpTimer
+from dlrmprof.session import launch as D
+from dlrmprof.session.prepare import RunOptions, make_source, prepare
+from dlrmprof.session.ranks import run_rank
 from dlrmprof.tracegen import build_profile
 
 
@@ -111,7 +114,7 @@ def test_lookup_cost_follows_the_miss_ratio_curve():
 def test_rank_parts_initialised_as_build_dlrm(owned):
     cfg = load_config("tiny")
     ref = build_dlrm(cfg, backend="numba", seed=7)
-    sparse, dense, _, over = D.build_rank_parts(cfg, owned, "numba", "cpu", 7)
+    sparse, dense, _, over = build_rank_parts(cfg, owned, "numba", "cpu", 7)
     for i, t in enumerate(owned):
         assert torch.equal(sparse.weights[i], ref.sparse_arch.weights[t])
     for a, b in zip(list(dense.parameters()) + list(over.parameters()),
@@ -121,7 +124,7 @@ def test_rank_parts_initialised_as_build_dlrm(owned):
 
 def test_one_rank_world_matches_single_process(tiny_trace, tmp_path, world_of_one):
     opts = _opts(tiny_trace, out=str(tmp_path / "d1.json"), iters=12, warmup=2)
-    res = D.run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), keep_weights=True,
+    res = run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), keep_weights=True,
                      fingerprint=False)
     losses, weights = _single_process(opts)
     # the same ops but for the dense SGD: the single process folds W -= lr dY^T X into one
@@ -140,7 +143,7 @@ def test_one_rank_world_on_criteo_rows_matches_single_process(tmp_path, world_of
     opts = RunOptions(config="kaggle", data="kaggle", batch_size=32, iters=4, warmup=1,
                       out=str(tmp_path / "k.json"), roofline=False, cache_study=False,
                       render=False)
-    res = D.run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), fingerprint=False)
+    res = run_rank(opts, D.DistOptions(nproc=1, timeout_s=30), fingerprint=False)
     losses, _ = _single_process(opts)
     # as above: equal but for the last bit of the dense SGD's rounding
     np.testing.assert_allclose(np.array(res["losses"]), losses, rtol=1e-6, atol=0)
@@ -153,7 +156,7 @@ def test_nccl_without_gpus_names_the_rank(tiny_trace, world_of_one):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     with pytest.raises(UserError, match=r"^rank 0: --dist-backend nccl needs CUDA GPUs"):
-        D.run_rank(_opts(tiny_trace), D.DistOptions(backend="nccl"), fingerprint=False)
+        run_rank(_opts(tiny_trace), D.DistOptions(backend="nccl"), fingerprint=False)
 
 
 @pytest.mark.parametrize("dopts,opts_kw,match", [
@@ -267,7 +270,7 @@ def _dying_entry(opts, dopts):
         if rank == 1 and count[0] == 3:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    return D.run_rank(opts, dopts, progress=progress, fingerprint=False)
+    return run_rank(opts, dopts, progress=progress, fingerprint=False)
 
 
 def _stuck_entry(opts, dopts):
@@ -280,13 +283,13 @@ def _stuck_entry(opts, dopts):
         if rank == 1 and count[0] == 2:
             time.sleep(120)
 
-    return D.run_rank(opts, dopts, progress=progress, fingerprint=False)
+    return run_rank(opts, dopts, progress=progress, fingerprint=False)
 
 
 def _user_error_entry(opts, dopts):
     if int(os.environ["RANK"]) == 1:
         opts = dataclasses.replace(opts, config="no-such-preset")
-    return D.run_rank(opts, dopts, fingerprint=False)
+    return run_rank(opts, dopts, fingerprint=False)
 
 
 def test_rank_dying_mid_run_stops_all_and_writes_nothing(tiny_trace, tmp_path):

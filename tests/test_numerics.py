@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlrmprof.cli import cli
-from dlrmprof.dlrm import numerics
+from dlrmprof.session import numerics
 
 
 def _error(result):
@@ -20,7 +20,7 @@ def _error(result):
 def test_numerics_on_the_bundled_sample_writes_ten_pairs(tmp_path):
     out, js = tmp_path / "n.md", tmp_path / "n.json"
     res = CliRunner().invoke(cli, ["numerics", "--epochs", "1", "--bootstrap", "100",
-                                   "--repeats", "1", "--out", str(out), "--json", str(js)])
+                                   "--repeats", "1", "--out", str(out), "--json-out", str(js)])
     assert res.exit_code == 0, res.output
     doc = json.loads(js.read_text())
     assert doc["schema"] == "dlrmprof-numerics" and doc["schema_version"] == 1

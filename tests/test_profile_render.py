@@ -49,3 +49,14 @@ def test_render_report_writes_md_and_pngs(tmp_path):
     assert "held" in md
     # nothing but the report and its renderings in the folder (no temporary files left)
     assert len(list(tmp_path.iterdir())) == 5
+
+
+def test_the_serving_examples_render_to_their_committed_markdown():
+    """Golden files: reports/examples/serving/*.md were written by `render.markdown`."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "reports" / "examples" / "serving"
+    paths = sorted(root.glob("kaggle-*.json"))
+    assert len(paths) == 4
+    for p in paths:
+        assert render.markdown(Report.load(p)) == p.with_suffix(".md").read_text(), p.name

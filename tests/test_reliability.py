@@ -145,11 +145,11 @@ def test_npy_header_promising_more_than_the_file_holds(tmp_path):
         read_index(p)
 
 
-def test_index_file_beyond_memory_names_max_rows(tmp_path, monkeypatch):
+def test_index_file_beyond_memory_names_input_rows(tmp_path, monkeypatch):
     p = tmp_path / "ids.bin"
     np.arange(1000, dtype="<i8").tofile(p)
     monkeypatch.setattr(memcheck, "available_bytes", lambda device="cpu": 10_000)
-    with pytest.raises(UserError, match="ids.bin: reading its indices needs .*--max-rows"):
+    with pytest.raises(UserError, match="ids.bin: reading its indices needs .*--input-rows"):
         read_index(p)
     assert read_index(p, max_rows=100)[0].ids.size == 100
 
@@ -262,7 +262,7 @@ def test_stale_temp_files_of_killed_runs_are_removed(tmp_path, ids_npy, monkeypa
     (spill / "0.bin").write_bytes(b"\0" * 64)
     monkeypatch.setenv("TMPDIR", str(tmpdir))
     monkeypatch.setattr("tempfile.tempdir", None)
-    assert run("gen-trace", "--from", "kaggle", "--max-rows", 50, "--tables", "C1", "--hot", 16,
+    assert run("gen-trace", "--from", "kaggle", "--input-rows", 50, "--tables", "C1", "--hot", 16,
                "--out", out).exit_code == 0
     assert not stale.exists() and live.exists() and other.exists() and out.exists()
     assert not spill.exists()

@@ -65,3 +65,71 @@ def test_op_timer_flags_samples_from_contaminated_windows(monkeypatch):
         t.end_iteration()
     st = t.stats("x")
     assert st["contaminated"] == 3  # 10 s of others' CPU per ~1 ms window
+
+
+class _FakeDevice:
+    """A stand-in for torch.cuda's timing events: a device clock (ms) that the timed work
+    advances; elapsed_time refuses an end event the device has not reached yet."""
+
+    def __init__(self):
+        self.clock_ms = 0.0
+        self.done_ms = 0.0   # how far the device has executed (synchronize catches up)
+        self.syncs = 0
+        dev = self
+
+        class Event:
+            def __init__(self, enable_timing=False):
+                assert enable_timing
+                self.t = None
+
+            def record(self):
+                self.t = dev.clock_ms
+
+            def synchronize(self):
+                dev.done_ms = max(dev.done_ms, self.t)
+
+            def elapsed_time(self, end):
+                assert end.t <= dev.done_ms, "read before the end event completed"
+                return end.t - self.t
+
+        self.Event = Event
+
+    def synchronize(self):
+        self.syncs += 1
+        self.done_ms = self.clock_ms
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    import torch
+
+    dev = _FakeDevice()
+    monkeypatch.setattr(torch.cuda, "Event", dev.Event)
+    monkeypatch.setattr(torch.cuda, "synchronize", dev.synchronize)
+    return dev
+
+
+def test_cuda_times_reads_one_span_per_call_after_warmup(fake_cuda):
+    durations = iter([9.0, 1.0, 2.0, 4.0])   # ms; the first call is the warm-up
+
+    def work():
+        fake_cuda.clock_ms += next(durations)
+
+    assert timers.cuda_times(work, repeats=3) == pytest.approx([1e-3, 2e-3, 4e-3])
+    assert fake_cuda.syncs == 1
+
+
+def test_op_timer_on_cuda_reads_spans_at_the_iteration_end(fake_cuda):
+    t = OpTimer(device="cuda", noise=False)
+    assert t.method == "cuda-events"
+    for it in range(3):
+        t.begin_iteration()
+        with t.op("gemm"):
+            fake_cuda.clock_ms += 1.0 + it
+        with t.op("data", host=True):       # host-side work: perf_counter, not events
+            pass
+        t.end_iteration()
+    assert t.samples("gemm").tolist() == pytest.approx([1e-3, 2e-3, 3e-3])
+    assert t._ops["gemm"].iters == [0, 1, 2]
+    assert t.method_of("gemm") == "cuda-events" and t.method_of("data") == "perf_counter"
+    assert fake_cuda.syncs == 3           # one synchronize per iteration, none inside ops

@@ -185,7 +185,7 @@ def test_shards_estimate_error_is_small_and_measured(tmp_path):
     # through the command: stored in the profile, printed in --json
     import json
     out = tmp_path / "s.npz"
-    res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--max-rows", 500,
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--input-rows", 500,
                                    "--tables", "C3", "--sample-rate", "0.5", "--json",
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -216,7 +216,7 @@ def test_length_and_rows_scaling():
 
 def test_materialize_profile_only_matches_table_counts(tmp_path):
     out = tmp_path / "p.npz"
-    res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--max-rows", 400,
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--input-rows", 400,
                                    "--profile-only", "--out", str(out)])
     assert res.exit_code == 0, res.output
     t = Trace.load(out)

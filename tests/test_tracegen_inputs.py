@@ -144,7 +144,7 @@ def test_tbe_reader_pt_and_npz(tmp_path):
 
 def test_exports(tmp_path):
     src = tmp_path / "t.npz"
-    assert run("gen-trace", "--from", "kaggle", "--max-rows", 300, "--tables", "C1,C3",
+    assert run("gen-trace", "--from", "kaggle", "--input-rows", 300, "--tables", "C1,C3",
                "--out", src).exit_code == 0
     t = Trace.load(src)
     assert run("export-trace", src, "--to", "oracle-general", "--out", tmp_path / "o.bin"
@@ -173,7 +173,7 @@ def test_exports(tmp_path):
 
 def test_trace_stats_json_and_text(tmp_path):
     src = tmp_path / "t.npz"
-    run("gen-trace", "--from", "kaggle", "--max-rows", 200, "--out", src, "--profile-only")
+    run("gen-trace", "--from", "kaggle", "--input-rows", 200, "--out", src, "--profile-only")
     res = run("trace-stats", src, "--json")
     assert res.exit_code == 0, res.output
     doc = json.loads(res.output)
@@ -287,7 +287,7 @@ def test_bad_tbe_offsets(tmp_path, out, offsets, needles):
 @pytest.fixture(scope="module")
 def good_trace(tmp_path_factory):
     p = tmp_path_factory.mktemp("good") / "t.npz"
-    assert run("gen-trace", "--from", "kaggle", "--max-rows", 300, "--tables", "C1,C2",
+    assert run("gen-trace", "--from", "kaggle", "--input-rows", 300, "--tables", "C1,C2",
                "--out", p).exit_code == 0
     return p
 
@@ -358,7 +358,7 @@ def test_not_a_trace(tmp_path):
 
 def test_jobs_two_processes_same_bytes(tmp_path):
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
-    args = ["gen-trace", "--from", "kaggle", "--max-rows", 600, "--tables", "C1,C3,C4,C12",
+    args = ["gen-trace", "--from", "kaggle", "--input-rows", 600, "--tables", "C1,C3,C4,C12",
             "--hot", 16]
     assert run(*args, "--out", a).exit_code == 0
     res = run(*args, "--out", b, "--jobs", 2)
@@ -367,8 +367,8 @@ def test_jobs_two_processes_same_bytes(tmp_path):
 
 
 def test_plot_writes_png(tmp_path):
-    res = run("gen-trace", "--from", "kaggle", "--max-rows", 300, "--tables", "C1,C2,C3",
-              "--out", tmp_path / "t.npz", "--plot", tmp_path / "mrc.png")
+    res = run("gen-trace", "--from", "kaggle", "--input-rows", 300, "--tables", "C1,C2,C3",
+              "--out", tmp_path / "t.npz", "--png", tmp_path / "mrc.png")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "mrc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

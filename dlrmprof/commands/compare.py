@@ -40,13 +40,13 @@ def compare_cmd(reports, md_path, as_json, png, force, labels) -> None:
     latency_png = None
     if png:
         compare.plot(res, png)
-        if res.get("serving"):
+        if res.serving:
             latency_png = compare.plot_serving(loaded, names,
                                                Path(png).with_suffix(".latency.png"))
     if md_path:
         atomic_write_text(md_path, text)
     if as_json:
-        click.echo(json.dumps(res, indent=1))
+        click.echo(json.dumps(res.to_json(), indent=1))
     elif md_path:
         click.echo(f"wrote {md_path}" + (f" and {png}" if png else "")
                    + (f" and {latency_png}" if latency_png else ""))

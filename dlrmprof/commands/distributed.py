@@ -62,7 +62,7 @@ def distributed_options(f):
 
 
 def wants_distributed(dist_kw: dict) -> bool:
-    from dlrmprof.dlrm.distributed import under_torchrun
+    from dlrmprof.session.ranks import under_torchrun
 
     return dist_kw.get("nproc") is not None or under_torchrun()
 
@@ -111,28 +111,29 @@ def summary_lines(merged: dict) -> list[str]:
 
 def run_distributed(opts, dist_kw: dict) -> None:
     """Launch (or, under torchrun, be) the ranks of a hybrid-parallel run and print."""
-    from dlrmprof.dlrm import distributed as D
+    from dlrmprof.dlrm.distributed import resolve_backend
+    from dlrmprof.session import launch as L
+    from dlrmprof.session import ranks as R
 
-    if D.under_torchrun():
-        dopts = D.DistOptions(**{k: v for k, v in dist_kw.items() if v is not None})
-        env = D.rank_env()
+    dopts = R.DistOptions(**{k: v for k, v in dist_kw.items() if v is not None})
+    if R.under_torchrun():
+        env = R.rank_env()
         if dist_kw.get("nproc") is not None:
             raise click.UsageError("--nproc is for starting the ranks; under torchrun the "
                                    "ranks are already started (drop --nproc)")
-        res = D.run_rank(opts, dopts)
+        res = R.run_rank(opts, dopts)
         if env["rank"] == 0:
             _print_result(res["summary"], plan=True)
         return
-    dopts = D.DistOptions(**{k: v for k, v in dist_kw.items() if v is not None})
-    prep, plan = D.precheck(opts, dopts)
+    prep, plan = L.precheck(opts, dopts)
     click.echo(prep.config.describe())
     click.echo(plan.describe())
     world = dopts.nproc * dopts.nnodes
     click.echo(f"launching {dopts.nproc} rank(s) on this host ({world} in all, "
-               f"{D.resolve_backend(dopts.backend, 'cpu' if opts.device == 'cpu' else 'cuda:0')}"
+               f"{resolve_backend(dopts.backend, 'cpu' if opts.device == 'cpu' else 'cuda:0')}"
                f", global batch {prep.config.batch_size} = {world} x "
                f"{prep.config.batch_size // world})", err=True)
-    res = D.launch(opts, dopts)
+    res = L.launch(opts, dopts)
     if 0 in res:
         _print_result(res[0]["summary"])
     else:

@@ -6,8 +6,11 @@ import json
 
 import click
 
+from dlrmprof.commands.flags import renamed
+
 
 @click.command("numerics")
+@renamed("--json", "--json-out", "elsewhere --json prints JSON on stdout")
 @click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
               help="Criteo train.txt-format file(s) (default: the bundled sample).")
 @click.option("--input-rows", type=int, default=None, help="Read at most N rows.")
@@ -31,8 +34,8 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default="reports/numerics.md",
               show_default=True, help="Markdown table; the plot goes beside it (.png).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
-              help="Also write the rows as JSON here.")
+@click.option("--json-out", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the rows as JSON to this file.")
 def numerics(inputs, input_rows, test_fraction, config, max_rows, batch_size, epochs, backend,
              emb_dtypes, mlp_dtypes, bootstrap, repeats, seed, out, json_path):
     """Train a DLRM in fp32 on real Criteo rows, then evaluate it with its tables in each
@@ -45,12 +48,12 @@ def numerics(inputs, input_rows, test_fraction, config, max_rows, batch_size, ep
 
     \b
       dlrmprof numerics
-      dlrmprof numerics --input train.txt --input-rows 1000000 --max-rows 1000000 --json n.json
+      dlrmprof numerics --input train.txt --input-rows 1000000 --max-rows 1000000 --json-out n.json
       dlrmprof numerics --emb-dtype fp32 --emb-dtype int8 --mlp-dtype fp32
     """
     from pathlib import Path
 
-    from dlrmprof.dlrm.numerics import NumericsOptions, check_options, markdown, plot, \
+    from dlrmprof.session.numerics import NumericsOptions, check_options, markdown, plot, \
         run_numerics
     from dlrmprof.fsutil import atomic_write_text
 

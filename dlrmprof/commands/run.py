@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import click
 
+from dlrmprof import fmt
 from dlrmprof.commands.distributed import distributed_options
-
-
-def _fmt_s(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s >= 1e-1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} us"
 
 
 def _table(report, verdicts: dict) -> list[str]:
@@ -30,14 +21,14 @@ def _table(report, verdicts: dict) -> list[str]:
         gfl = f"{r['flops'] / med / 1e9:8.2f}" if r.get("flops") and med > 0 else f"{'':>8}"
         v = verdicts.get((r["name"], r["phase"]))
         vtxt = label(v) if v and v.get("verdict") else ""
-        lines.append(f"  {r['name']:<22} {r['phase']:<9} {_fmt_s(med):>10} "
-                     f"{_fmt_s(t['p10']) + '..' + _fmt_s(t['p90']):>21} {t['flagged']:>4} "
-                     f"{gbs} {gfl}  {vtxt}")
+        lines.append(f"  {r['name']:<22} {r['phase']:<9} {fmt.seconds(med):>10} "
+                     f"{fmt.seconds(t['p10']) + '..' + fmt.seconds(t['p90']):>21} "
+                     f"{t['flagged']:>4} {gbs} {gfl}  {vtxt}")
     if per_table:
         fwd = sorted((r for r in per_table if r["phase"] == "forward"),
                      key=lambda r: -r["time"]["median"])
         if fwd:
-            top = ", ".join(f"{r['name'][4:]} {_fmt_s(r['time']['median'])} "
+            top = ", ".join(f"{r['name'][4:]} {fmt.seconds(r['time']['median'])} "
                             f"({r['shape'].get('rows')} rows)" for r in fwd[:4])
             how = (" (inside the one all-tables kernel call, by the time-stamp counter)"
                    if fwd[0].get("timer") == "tsc" else "")
@@ -56,9 +47,9 @@ def _emb_dtype_lines(report) -> list[str]:
              f"lines a lookup counted):"]
     for r in rows:
         v = r["emb_dtype"]
-        lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  {_fmt_s(v['fp32_time_s']):>9} -> "
-                     f"{_fmt_s(v['time_s']):>9} ({v['speedup']:.2f}x, {v['verdict']}): "
-                     f"{v['why']}")
+        lines.append(f"    {v['table']:<6} {v['rows']:>9} rows  "
+                     f"{fmt.seconds(v['fp32_time_s']):>9} -> {fmt.seconds(v['time_s']):>9} "
+                     f"({v['speedup']:.2f}x, {v['verdict']}): {v['why']}")
     return lines
 
 
@@ -136,7 +127,8 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
       dlrmprof run --nproc 2 --config tiny --data random   (hybrid-parallel, 2 ranks)
       torchrun --standalone --nproc_per_node 2 -m dlrmprof run --config tiny --data random
     """
-    from dlrmprof.dlrm.runner import RunOptions, execute, prepare
+    from dlrmprof.session.prepare import RunOptions, prepare
+    from dlrmprof.session.single import execute
 
     opts = RunOptions(device=device, trace=trace, data=data, mode=mode, backend=backend,
                       config=config, max_rows=max_rows, batch_size=batch_size, iters=iters,
@@ -155,19 +147,7 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
                             "MLPs and tables only")
         return run_distributed(opts, dist_kw or {})
     prep = prepare(opts)
-    click.echo(prep.config.describe())
-    if data == "kaggle":
-        info = prep.trace_info
-        click.echo(f"data: {info['rows']} Criteo rows from {info['path']}"
-                   f"{' (the bundled sample)' if info['bundled'] else ''}: {info['train_rows']} "
-                   f"train, {info['test_rows']} test; {info['malformed']} malformed lines skipped")
-        if info.get("note"):
-            click.echo(f"note: {info['note']}")
-    elif prep.trace is not None:
-        info = prep.trace_info
-        click.echo(f"trace: {info['path']} ({info['num_samples']} samples"
-                   f"{', synthesized from its profiles' if info['materialized'] else ''}), "
-                   f"sha256 {info['digest'][:16]}...")
+    click.echo("\n".join(_input_lines(prep)))
 
     from tqdm import tqdm
 
@@ -177,46 +157,72 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
         result = execute(prep, progress=bar.update, say=lambda s: click.echo(s, err=True))
     finally:
         bar.close()
+    click.echo("\n".join(_result_lines(result, device, fused_tables)))
+
+
+def _input_lines(prep) -> list[str]:
+    """The model and where its batches come from (printed before the run)."""
+    lines = [prep.config.describe()]
+    info = prep.trace_info
+    if prep.opts.data == "kaggle":
+        lines.append(f"data: {info['rows']} Criteo rows from {info['path']}"
+                     f"{' (the bundled sample)' if info['bundled'] else ''}: "
+                     f"{info['train_rows']} train, {info['test_rows']} test; "
+                     f"{info['malformed']} malformed lines skipped")
+        if info.get("note"):
+            lines.append(f"note: {info['note']}")
+    elif prep.trace is not None:
+        lines.append(f"trace: {info['path']} ({info['num_samples']} samples"
+                     f"{', synthesized from its profiles' if info['materialized'] else ''}), "
+                     f"sha256 {info['digest'][:16]}...")
+    return lines
+
+
+def _result_lines(result, device: str, fused_tables: bool) -> list[str]:
+    """The op table, end-to-end figures, noise, training and the files written."""
     rep = result.report
     verdicts = {(v.get("name"), v.get("phase")): v
                 for v in (rep.roofline.get("rows") or [])}
-    click.echo("\n".join(_table(rep, verdicts)))
+    lines = _table(rep, verdicts)
     for st in rep.roofline.get("stale_ceilings") or []:
-        click.echo(f"note: the measured {st['roof']} ceiling ({st['measured']:.1f}) was stale: "
-                   f"{st['op']}/{st['phase']} reached {st['reached']:.1f}; verdicts use that, "
-                   "and the next run probes again")
-    emb_lines = _emb_dtype_lines(rep)
-    if emb_lines:
-        click.echo("\n".join(emb_lines))
+        lines.append(f"note: the measured {st['roof']} ceiling ({st['measured']:.1f}) was "
+                     f"stale: {st['op']}/{st['phase']} reached {st['reached']:.1f}; verdicts "
+                     "use that, and the next run probes again")
+    lines += _emb_dtype_lines(rep)
     e2e = rep.end_to_end
-    click.echo(f"end to end: {e2e['samples_per_s']:,.0f} samples/s (data loading + model); "
-               f"model only {e2e['model_samples_per_s']:,.0f} samples/s; data loading "
-               f"{e2e['data_fraction']:.1%} of the time")
+    lines.append(f"end to end: {e2e['samples_per_s']:,.0f} samples/s (data loading + model); "
+                 f"model only {e2e['model_samples_per_s']:,.0f} samples/s; data loading "
+                 f"{e2e['data_fraction']:.1%} of the time")
     emb = verdicts.get(("emb.all", "forward")) or {}
     if device == "cuda" and not fused_tables and emb.get("overhead_dominated"):
-        click.echo("note: the embedding lookups are overhead-dominated (one call per table); "
-                   "--fused-tables looks all tables up in one call")
+        lines.append("note: the embedding lookups are overhead-dominated (one call per "
+                     "table); --fused-tables looks all tables up in one call")
     nz = rep.noise
     if nz.get("windows"):
-        click.echo(f"noise: other processes used {nz['other_cores_mean']:.2f} cores on average "
-                   f"(max {nz['other_cores_max']:.2f}) of {nz['cpus']}; "
-                   f"{nz['contaminated_windows']}/{nz['windows']} windows contaminated, "
-                   f"{nz['flagged']} op samples flagged")
-    tr = rep.training
+        lines.append(f"noise: other processes used {nz['other_cores_mean']:.2f} cores on "
+                     f"average (max {nz['other_cores_max']:.2f}) of {nz['cpus']}; "
+                     f"{nz['contaminated_windows']}/{nz['windows']} windows contaminated, "
+                     f"{nz['flagged']} op samples flagged")
+    lines += _training_lines(rep.training, result.png)
+    lines.append(f"wrote {result.summary['out']}")
+    lines += [f"wrote {p}" for p in result.summary.get("rendered", [])]
+    return lines
+
+
+def _training_lines(tr: dict, png) -> list[str]:
     if tr.get("test"):
         t, b = tr["test"], tr["base_rate"]
         auc = "n/a" if t["auc"] is None else f"{t['auc']:.3f}"
-        click.echo(f"held-out test ({t['n']} rows): logloss {t['logloss']:.4f} vs base rate "
-                   f"{b['logloss']:.4f}; accuracy {t['accuracy']:.3f} vs {b['accuracy']:.3f}; "
-                   f"ROC AUC {auc} vs 0.5")
-        if result.png is not None:
-            click.echo(f"wrote {result.png}")
-    elif tr.get("losses"):
-        click.echo(f"training loss {tr['first_loss']:.4f} -> {tr['last_loss']:.4f} "
-                   f"({tr.get('note', '')})")
-    click.echo(f"wrote {result.summary['out']}")
-    for p in result.summary.get("rendered", []):
-        click.echo(f"wrote {p}")
+        lines = [f"held-out test ({t['n']} rows): logloss {t['logloss']:.4f} vs base rate "
+                 f"{b['logloss']:.4f}; accuracy {t['accuracy']:.3f} vs {b['accuracy']:.3f}; "
+                 f"ROC AUC {auc} vs 0.5"]
+        if png is not None:
+            lines.append(f"wrote {png}")
+        return lines
+    if tr.get("losses"):
+        return [f"training loss {tr['first_loss']:.4f} -> {tr['last_loss']:.4f} "
+                f"({tr.get('note', '')})"]
+    return []
 
 
 COMMANDS = [run]

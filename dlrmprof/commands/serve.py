@@ -96,7 +96,7 @@ def serve_bench(rates, duration, warmup_t, instances, max_batch, max_wait, slo, 
       dlrmprof serve-bench --trace traces/locality.npz --arrivals file:arrivals.txt
       dlrmprof compare reports/a-serve.json reports/b-serve.json   (configs side by side)
     """
-    from dlrmprof.dlrm.runner import RunOptions
+    from dlrmprof.session.prepare import RunOptions
     from dlrmprof.serving import bench
     from dlrmprof.serving.loadgen import parse_arrivals, parse_sizes
 

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from dlrmprof.commands.flags import renamed
 from dlrmprof.errors import UserError
 
 SOURCES = ("kaggle", "terabyte", "index", "tbe", "csv", "parquet")
@@ -22,22 +23,11 @@ def _progress_bar(total: int | None, desc: str, unit: str = "B"):
                 disable=None if sys.stderr.isatty() else True, file=sys.stderr)
 
 
-def _fmt_share(x: float) -> str:
-    return f"{100 * x:5.1f}%"
-
-
-def _fmt_err(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
-
-
-def _fmt_pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
 def _table_lines(rows: list[dict]) -> list[str]:
     """The fidelity table: the model's figures, the naive baseline's LRU error beside them,
     FIFO / LFU / set-associative errors, the worst per-batch errors; '!' marks a table where
     the model loses to the naive baseline on the LRU MRC."""
+    from dlrmprof import fmt
     from dlrmprof.tracegen.fidelity import errors
 
     nw = max([8] + [len(r["name"]) for r in rows])
@@ -51,12 +41,12 @@ def _table_lines(rows: list[dict]) -> list[str]:
             batch = max((x for x in (e["batch_unique"], e["batch_overlap"]) if x is not None),
                         default=None)
             flag = " !" if "mrc_mae" in f.get("loses_to_naive", ()) else ""
-            tail = (f"{f['mrc_mae']:8.4f} {_fmt_err(n.get('mrc_mae')):>7} "
+            tail = (f"{f['mrc_mae']:8.4f} {fmt.num(n.get('mrc_mae'), '.4f'):>7} "
                     f"{f['distinct_ratio']:10.3f} "
-                    f"{_fmt_share(f['top10_share_source']):>9} "
-                    f"{_fmt_share(f['top10_share_synthetic']):>9} "
-                    f"{_fmt_err(e['fifo_mae']):>6} {_fmt_err(e['lfu_mae']):>6} "
-                    f"{_fmt_err(e['setassoc32_mae']):>6} {_fmt_pct(batch):>6}{flag}")
+                    f"{fmt.percent(f['top10_share_source'], '5.1f'):>9} "
+                    f"{fmt.percent(f['top10_share_synthetic'], '5.1f'):>9} "
+                    f"{fmt.num(e['fifo_mae'], '.4f'):>6} {fmt.num(e['lfu_mae'], '.4f'):>6} "
+                    f"{fmt.num(e['setassoc32_mae'], '.4f'):>6} {fmt.percent(batch):>6}{flag}")
         else:
             tail = " ".join(f"{'-':>{w}}" for w in (8, 7, 10, 9, 9, 6, 6, 6, 6))
         lines.append(f"{r['name']:<{nw}} {r['rows']:>9} {r['accesses']:>10} {r['distinct']:>9} "
@@ -205,7 +195,8 @@ def _capture(spec, nproc):
 
     if "RANK" not in os.environ and nproc in (None, 1):      # no torch import on this path
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
-    from dlrmprof.dlrm.distributed import DistOptions, launch, under_torchrun
+    from dlrmprof.session.launch import DistOptions, launch
+    from dlrmprof.session.ranks import under_torchrun
 
     if under_torchrun():
         if nproc is not None:
@@ -222,6 +213,8 @@ def _capture(spec, nproc):
 
 # ---------------------------------------------------------------------------- gen-trace
 @click.command("gen-trace")
+@renamed("--max-rows", "--input-rows", "in run, --max-rows caps the tables' rows")
+@renamed("--plot", "--png")
 @click.option("--from", "source", type=click.Choice(SOURCES), required=True,
               help="Kind of input stream.")
 @click.option("--input", "inputs", multiple=True, type=click.Path(dir_okay=False),
@@ -247,8 +240,8 @@ def _capture(spec, nproc):
               help="--from csv: field separator (default: sniffed among , TAB ; |; '\\t' for tab).")
 @click.option("--header", "header", type=click.Choice(["auto", "yes", "no"]), default="auto",
               show_default=True, help="--from csv: whether the first line names the columns.")
-@click.option("--max-rows", type=click.IntRange(min=1), default=None,
-              help="Read at most this many rows (lines / accesses).")
+@click.option("--input-rows", "max_rows", type=click.IntRange(min=1), default=None,
+              help="Read at most this many input rows (lines / accesses).")
 @click.option("--sample-rate", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Also estimate each MRC by SHARDS spatial sampling at this rate and store "
                    "its measured error against the exact pass.")
@@ -271,7 +264,7 @@ def _capture(spec, nproc):
 @click.option("--read-threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="Criteo input: threads parsing each block (helps on an idle multi-core host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
+@click.option("--png", "plot", type=click.Path(dir_okay=False), default=None,
               help="Write source vs synthetic miss-ratio curves to this PNG.")
 def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, header, max_rows,
               sample_rate, seed, windows, hot, profile_only, strict, jobs, nproc, read_threads,
@@ -281,7 +274,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     \b
     Examples:
       dlrmprof gen-trace --from kaggle                       # bundled real sample
-      dlrmprof gen-trace --from kaggle --input train.txt --max-rows 1000000 --jobs 2
+      dlrmprof gen-trace --from kaggle --input train.txt --input-rows 1000000 --jobs 2
       dlrmprof gen-trace --from terabyte --input day_0.gz --input day_1.gz --tables C3,C12
       dlrmprof gen-trace --from index --input ids.npy --length 100000 --table-rows 1000000
       dlrmprof gen-trace --from kaggle --length 10x          # 10 times the source, extrapolated

@@ -322,19 +322,20 @@ def host_id(fp: dict) -> str:
 
 def summary(fp: dict) -> str:
     """A few human lines (the CLI prints them; the library never does)."""
+    from dlrmprof import fmt
     cpu = fp.get("cpu", {})
     lines = [f"host {fp.get('host_id')}: {cpu.get('vendor')} {cpu.get('model_name')} "
              f"({cpu.get('arch')}), {cpu.get('logical_cpus')} logical CPUs"]
     caches = ", ".join(f"L{c['level']}{c['type'][0] if c['level'] == 1 else ''} "
-                       f"{_fmt_bytes(c['size_bytes'])}/{c.get('ways') or '?'}-way"
+                       f"{fmt.size(c['size_bytes'])}/{c.get('ways') or '?'}-way"
                        for c in data_caches(fp.get("caches", [])))
     lines.append(f"caches ({fp.get('caches_source')}): {caches or 'unknown'}")
     mem = (fp.get("memory") or {}).get("total_bytes")
-    lines.append(f"memory {_fmt_bytes(mem) if mem else 'unknown'}, "
+    lines.append(f"memory {fmt.size(mem) if mem else 'unknown'}, "
                  f"NUMA nodes {len((fp.get('numa') or {}).get('nodes', [])) or '?'}")
     lines.append("SIMD: " + (" ".join(cpu.get("simd", [])) or "none known"))
     for g in fp.get("gpu", []):
-        lines.append(f"GPU {g['index']}: {g['name']}, {_fmt_bytes(g['memory_bytes'])}, "
+        lines.append(f"GPU {g['index']}: {g['name']}, {fmt.size(g['memory_bytes'])}, "
                      f"{g['sm_count']} SMs")
     c = fp.get("counters") or {}
     if c.get("available"):
@@ -344,13 +345,3 @@ def summary(fp: dict) -> str:
     else:
         lines.append(f"hardware counters: not available on this host: {c.get('reason')}")
     return "\n".join(lines)
-
-
-def _fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "?"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" or n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"

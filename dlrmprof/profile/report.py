@@ -1,6 +1,9 @@
 """The run report: one JSON file per run, schema-versioned, loaded through step-by-step upgraders.
 
-A `Report` is a frozen dataclass of plain JSON values (dicts, lists, numbers, strings).  It is
+A `Report` is a frozen dataclass of plain JSON values (dicts, lists, numbers, strings): the
+file, and what the run layer assembles.  Readers type it with
+`dlrmprof.profile.model.ReportModel.of(report)` (a dataclass per section, the same bytes
+back from ``to_json()``) and read attributes, not string keys.  It is
 written atomically with `save(path)` and read back with `Report.load(path)`, which validates it,
 upgrades an older `schema_version` one step at a time, and refuses a newer one.  Any problem with
 a file (not JSON, truncated, not a dlrmprof report, newer than this tool, a malformed field) is a

@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from dlrmprof.profile.ceilings import roofs_for
+from dlrmprof.profile.model import Verdict
 
 RANDOM_KINDS = ("embedding_bag", "embedding_bag_sgd")
 VERDICTS = {"stream": "memory-bound", "random": "latency-bound", "compute": "compute-bound"}
@@ -76,85 +77,104 @@ def _table_bytes(row: Mapping) -> int | None:
 
 def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
                 llc_bytes: int | None = None) -> dict:
-    """One op row against one set of roofs (`ceilings.roofs_for(...)`)."""
+    """One op row against one set of roofs (`ceilings.roofs_for(...)`): a dict with the keys of
+    `dlrmprof.profile.model.Verdict` (the report stores it as it is; readers type it)."""
+    shape = row.get("shape") or {}
     t = (row.get("time") or {}).get("median")
+    b, f = row.get("bytes"), row.get("flops")
     out: dict[str, Any] = {"name": row.get("name"), "phase": row.get("phase"),
                            "kind": row.get("kind"), "device": row.get("device"),
-                           "backend": row.get("backend"), "time_s": t,
-                           "bytes": row.get("bytes"), "flops": row.get("flops"),
+                           "backend": row.get("backend"), "time_s": t, "bytes": b, "flops": f,
                            "threads": roofs.get("threads")}
-    b, f = row.get("bytes"), row.get("flops")
     if not t or t <= 0 or not b or f is None:
         out.update(verdict=None, reason="no measured time" if not t else
                    "no byte/FLOP counts from the cost model")
         return out
-    dtype = (row.get("shape") or {}).get("dtype") or row.get("dtype") or "fp32"
+    dtype = shape.get("dtype") or row.get("dtype") or "fp32"
     compute = roofs["bf16_gflops"] if str(dtype) in ("bf16", "bfloat16") else roofs["fp32_gflops"]
     intensity = f / b
     ach_gbs = b / t / 1e9
     ach_gflops = f / t / 1e9
     out.update(intensity=intensity, achieved_gbs=ach_gbs, achieved_gflops=ach_gflops,
                compute_roof_gflops=compute, compute_roof=f"{dtype} GEMM")
-
-    # memory roof: random-access for gathers that come from DRAM, else streaming
-    memroof, mem_gbs, why = "stream", roofs["stream_gbs"], "streaming access"
     dram_frac = None
     if cache and cache.get("dram_bytes") is not None and cache.get("row_bytes_total"):
         dram_frac = cache["dram_bytes"] / cache["row_bytes_total"]
-    if _is_random(row) and roofs.get("random_gbs"):
-        tb = _table_bytes(row)
-        if tb is not None and llc_bytes and tb <= llc_bytes:
-            # the whole table fits in the LLC: it stays resident across iterations, whatever
-            # a single pass's compulsory misses say
-            from_dram = False
-            why = (f"gather over {tb / 2**20:.2f} MiB of table <= LLC "
-                   f"{llc_bytes / 2**20:.0f} MiB (cache-resident)")
-        elif dram_frac is not None:
-            from_dram = dram_frac >= 0.5
-            why = f"gather; cache simulation predicts {dram_frac:.0%} of row bytes from DRAM"
-        elif tb is not None and llc_bytes:
-            from_dram = True
-            why = (f"gather over {tb / 2**20:.1f} MiB of table > LLC "
-                   f"{llc_bytes / 2**20:.0f} MiB")
-        else:
-            from_dram = True
-            why = "gather; table size unknown, assumed to exceed the caches"
-        if from_dram:
-            memroof, mem_gbs = "random", roofs["random_gbs"]
+    memroof, mem_gbs, why = _memory_roof(row, roofs, dram_frac, llc_bytes)
     mem_attainable = intensity * mem_gbs
     if mem_attainable < compute:
         governing, attainable = memroof, mem_attainable
     else:
         governing, attainable, why = "compute", compute, (
             f"intensity {intensity:.1f} FLOP/B above the ridge {compute / mem_gbs:.1f}")
+    pct = 100.0 * ach_gflops / attainable if attainable else None
     out.update(memory_roof=memroof, memory_roof_gbs=mem_gbs, ridge_intensity=compute / mem_gbs,
                attainable_gflops=attainable, governing_roof=governing,
-               verdict=VERDICTS[governing], why=why,
-               percent_of_roof=100.0 * ach_gflops / attainable if attainable else None,
+               verdict=VERDICTS[governing], why=why, percent_of_roof=pct,
                percent_of_stream=100.0 * ach_gbs / roofs["stream_gbs"])
     # above a measured roof: for compute and streaming roofs this means the ceiling was
     # under-measured (e.g. probed while other processes held the cores); for the random roof
     # it means lookups hit in cache more than the roof assumes (effective bandwidth)
-    pct = out["percent_of_roof"]
     out["exceeds_roof"] = bool(pct is not None and pct > 105.0)
     if out["exceeds_roof"]:
-        row_bytes = (row.get("shape") or {}).get("row_bytes") or 0
-        lines = -(-int(row_bytes) // 64) if row_bytes else 0
-        out["note"] = ("achieved exceeds the measured " + governing + " roof: " + (
-            (f"rows of {lines} adjacent cache lines: the random-access probe fetches single "
-             "lines, while a row's neighbouring lines come in together (the hardware "
-             "fetches adjacent lines), and hot rows hit in cache; "
-             if lines > 1 else "") +
-            "lookups hit in cache more than a random-access roof assumes, or the roof was "
-            "measured under contention (`dlrmprof host --probe --refresh`)"
-            if governing == "random" else
-            "the ceiling was probably measured under contention; re-probe with "
-            "`dlrmprof host --probe --refresh` on a quiet machine"))
-    # far below every roof with only microseconds per kernel call, or with a call's work
-    # worth microseconds at the roof: the fixed cost of a call (dispatch, launch, argument
-    # handling, Python) dominates, not the memory system or the ALUs
-    calls = (row.get("shape") or {}).get("calls") or 1
-    per_call = t / calls
+        out["note"] = _exceeds_note(shape, governing)
+    _judge_overhead(out, t / (shape.get("calls") or 1), pct, governing)
+    has_dram = bool(cache and cache.get("dram_bytes") is not None)
+    if has_dram:
+        dram_gbs = cache["dram_bytes"] / t / 1e9
+        out.update(dram_bytes_est=cache["dram_bytes"], dram_gbs_est=dram_gbs,
+                   dram_fraction_est=dram_frac,
+                   percent_of_roof_dram=100.0 * dram_gbs / mem_gbs,
+                   dram_exceeds_roof=dram_gbs > 1.05 * roofs["stream_gbs"])
+    out["sources"] = {"time": "measured", "bytes": "counted", "flops": "counted",
+                      "roofs": "measured",
+                      **({"dram_bytes_est": "simulated"} if has_dram else {})}
+    return out
+
+
+def _memory_roof(row: Mapping, roofs: Mapping, dram_frac: float | None,
+                 llc_bytes: int | None) -> tuple[str, float, str]:
+    """(roof, GB/s, why): random-access for gathers whose rows come from DRAM, else stream."""
+    if not (_is_random(row) and roofs.get("random_gbs")):
+        return "stream", roofs["stream_gbs"], "streaming access"
+    tb = _table_bytes(row)
+    if tb is not None and llc_bytes and tb <= llc_bytes:
+        # the whole table fits in the LLC: it stays resident across iterations, whatever
+        # a single pass's compulsory misses say
+        return "stream", roofs["stream_gbs"], (
+            f"gather over {tb / 2**20:.2f} MiB of table <= LLC {llc_bytes / 2**20:.0f} MiB "
+            "(cache-resident)")
+    if dram_frac is not None:
+        why = f"gather; cache simulation predicts {dram_frac:.0%} of row bytes from DRAM"
+        if dram_frac < 0.5:
+            return "stream", roofs["stream_gbs"], why
+    elif tb is not None and llc_bytes:
+        why = f"gather over {tb / 2**20:.1f} MiB of table > LLC {llc_bytes / 2**20:.0f} MiB"
+    else:
+        why = "gather; table size unknown, assumed to exceed the caches"
+    return "random", roofs["random_gbs"], why
+
+
+def _exceeds_note(shape: Mapping, governing: str) -> str:
+    """Why an op ran above its roof (see verdict_for)."""
+    if governing != "random":
+        return ("achieved exceeds the measured " + governing + " roof: the ceiling was "
+                "probably measured under contention; re-probe with "
+                "`dlrmprof host --probe --refresh` on a quiet machine")
+    row_bytes = shape.get("row_bytes") or 0
+    lines = -(-int(row_bytes) // 64) if row_bytes else 0
+    return ("achieved exceeds the measured random roof: " + (
+        f"rows of {lines} adjacent cache lines: the random-access probe fetches single "
+        "lines, while a row's neighbouring lines come in together (the hardware "
+        "fetches adjacent lines), and hot rows hit in cache; " if lines > 1 else "") +
+        "lookups hit in cache more than a random-access roof assumes, or the roof was "
+        "measured under contention (`dlrmprof host --probe --refresh`)")
+
+
+def _judge_overhead(out: dict, per_call: float, pct: float | None, governing: str) -> None:
+    """Far below every roof with only microseconds per kernel call, or with a call's work
+    worth microseconds at the roof: the fixed cost of a call (dispatch, launch, argument
+    handling, Python) dominates, not the memory system or the ALUs."""
     out["per_call_s"] = per_call
     out["roof_time_per_call_s"] = per_call * pct / 100.0 if pct is not None else None
     out["overhead_dominated"] = bool(
@@ -166,34 +186,14 @@ def verdict_for(row: Mapping, roofs: Mapping, *, cache: Mapping | None = None,
                        f"{out['roof_time_per_call_s'] * 1e6:.2g} us at the roof: per-call "
                        "overhead (dispatch, launch, argument handling, Python) dominates; a "
                        "larger batch, or all tables in one call, shows what the hardware does")
-    if cache and cache.get("dram_bytes") is not None:
-        dram_gbs = cache["dram_bytes"] / t / 1e9
-        out.update(dram_bytes_est=cache["dram_bytes"], dram_gbs_est=dram_gbs,
-                   dram_fraction_est=dram_frac,
-                   percent_of_roof_dram=100.0 * dram_gbs / mem_gbs,
-                   dram_exceeds_roof=dram_gbs > 1.05 * roofs["stream_gbs"])
-    out["sources"] = {"time": "measured", "bytes": "counted", "flops": "counted",
-                      "roofs": "measured",
-                      **({"dram_bytes_est": "simulated"} if cache and
-                         cache.get("dram_bytes") is not None else {})}
-    return out
 
 
-def label(v: Mapping | None, percent: bool = True) -> str:
-    """A verdict as tables print it: "memory-bound (12% of roof)", or
+def label(v: Mapping | Verdict | None, percent: bool = True) -> str:
+    """A verdict as tables print it (`model.Verdict.label`): "memory-bound (12% of roof)", or
     "overhead-dominated (0% of memory-bound roof)" when a call's fixed cost sets the time."""
-    if not v or not v.get("verdict"):
+    if not v:
         return "-"
-    pct = v.get("percent_of_roof")
-    if v.get("overhead_dominated"):
-        text = "overhead-dominated"
-        if percent and isinstance(pct, (int, float)):
-            text += f" ({pct:.0f}% of {v['verdict']} roof)"
-        return text
-    text = v["verdict"]
-    if percent and isinstance(pct, (int, float)):
-        text += f" ({pct:.0f}% of roof)"
-    return text
+    return (v if isinstance(v, Verdict) else Verdict.from_json(v, "verdict")).label(percent)
 
 
 def _row_roofs(ceilings: Mapping, threads: int | None, row: Mapping,

@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from dlrmprof import fmt
 from dlrmprof.errors import UserError
 
 PCTS = (("p50", 50.0), ("p90", 90.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
@@ -288,10 +289,6 @@ class ServingSection:
 
 
 # -- rendering ------------------------------------------------------------------------------
-def _ms(x: float | None) -> str:
-    return "-" if x is None else f"{x * 1e3:.2f}"
-
-
 def markdown(sec: ServingSection) -> str:
     """The section as Markdown: one row per offered rate, then interference by class."""
     out = [f"## Serving: {sec.label}", "",
@@ -308,9 +305,10 @@ def markdown(sec: ServingSection) -> str:
         L = p.latency
         out.append(
             f"| {p.offered_qps:g} | {p.achieved_qps:.1f} | {p.completed_qps:.1f} | "
-            f"{p.samples_per_s:,.0f} | {_ms(L.p50)} | {_ms(L.p90)} | {_ms(L.p95)} | "
-            f"{_ms(L.p99)} | {_ms(L.p999)} | {_ms(p.wait.p50)} | {_ms(p.service.p50)} | "
-            f"{_ms(p.reference.p99)} | {p.batch_sizes.get('mean') or 0:.0f} | {p.unfinished} | "
+            f"{p.samples_per_s:,.0f} | {fmt.ms(L.p50)} | {fmt.ms(L.p90)} | {fmt.ms(L.p95)} | "
+            f"{fmt.ms(L.p99)} | {fmt.ms(L.p999)} | {fmt.ms(p.wait.p50)} | "
+            f"{fmt.ms(p.service.p50)} | "
+            f"{fmt.ms(p.reference.p99)} | {p.batch_sizes.get('mean') or 0:.0f} | {p.unfinished} | "
             f"{p.noise.get('other_cores_mean', float('nan')):.2f} | "
             f"{'met' if p.meets_slo else 'missed'} |")
     if sec.instances > 1 and sec.points:
@@ -321,7 +319,7 @@ def markdown(sec: ServingSection) -> str:
                 "|---|" + "---|" * len(sec.points[0].instances)]
         for p in sec.points:
             out.append(f"| {p.offered_qps:g} | " + " | ".join(
-                f"{i.batches}, {i.busy_fraction:.0%}, {_ms(i.service.p50)}"
+                f"{i.batches}, {i.busy_fraction:.0%}, {fmt.ms(i.service.p50)}"
                 for i in p.instances) + " |")
     lbt = sec.latency_bounded_qps
     below = [p.offered_qps for p in sec.points
@@ -342,7 +340,7 @@ def markdown(sec: ServingSection) -> str:
                 "| class | ops | solo ms | co-located ms | factor |", "|---|---|---|---|---|"]
         for c in inter.classes:
             ops = ", ".join(c.ops[:4]) + (f" (+{len(c.ops) - 4})" if len(c.ops) > 4 else "")
-            out.append(f"| {c.group} | {ops} | {_ms(c.solo_s)} | {_ms(c.colocated_s)} | "
+            out.append(f"| {c.group} | {ops} | {fmt.ms(c.solo_s)} | {fmt.ms(c.colocated_s)} | "
                        f"{c.factor:.2f}x |")
         ns, nc = inter.noise_solo, inter.noise_colocated
         out += ["", f"Noise (other processes' cores, mean): solo "

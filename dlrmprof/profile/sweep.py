@@ -17,9 +17,11 @@ from typing import Callable
 
 import numpy as np
 
+from dlrmprof import fmt
 from dlrmprof.errors import UserError
 from dlrmprof.profile import noise
 from dlrmprof.profile.host import data_caches
+from dlrmprof.profile.study_model import SweepResult
 
 MIN_SIZE = 16 << 10
 
@@ -74,7 +76,7 @@ def _read_kernel() -> Callable:
 def measure_point(size: int, *, dim: int = 16, lookups: int = 1 << 18, pooling: int = 32,
                   repeats: int = 3, seed: int = 0, threads: int = 1) -> dict:
     from dlrmprof import kernels
-    from dlrmprof.profile.ceilings import numba_threads
+    from dlrmprof.profile.probes import numba_threads
 
     row_bytes = dim * 4
     rows = max(1, size // row_bytes)
@@ -150,30 +152,23 @@ def run_sweep(fp: dict, *, min_size: int = MIN_SIZE, max_size: int | None = None
             "source": "measured"}
 
 
-def summary(res: dict) -> str:
-    lines = [f"working-set sweep ({res['threads']} thread(s), rows of {res['dim']} float32):",
+def summary(res: dict | SweepResult) -> str:
+    r = res if isinstance(res, SweepResult) else SweepResult.from_json(res, "sweep")
+    lines = [f"working-set sweep ({r.threads} thread(s), rows of {r.dim} float32):",
              f"  {'size':>10}  {'gather GB/s':>11} {'ns/row':>7}  {'read GB/s':>9}"]
-    for p in res["points"]:
-        lines.append(f"  {_fmt(p['size_bytes']):>10}  {p['gather_gbs']:11.2f} "
-                     f"{p['gather_ns_per_row']:7.2f}  {p['read_gbs']:9.2f}")
-    for kind in ("gather", "read"):
-        for k in res["knees"][kind]:
-            nc = k["nearest_cache"]
+    for p in r.points:
+        lines.append(f"  {fmt.size(p.size_bytes):>10}  {p.gather_gbs:11.2f} "
+                     f"{p.gather_ns_per_row:7.2f}  {p.read_gbs:9.2f}")
+    for kind, knees in (("gather", r.knees.gather), ("read", r.knees.read)):
+        for k in knees:
+            nc = k.nearest_cache
             cmp = ""
-            if nc and nc["matches"]:
-                cmp = (f": reported L{nc['level']} {_fmt(nc['size_bytes'])} "
-                       f"(knee at {nc['ratio']:.2f}x it)")
+            if nc and nc.matches:
+                cmp = (f": reported L{nc.level} {fmt.size(nc.size_bytes)} "
+                       f"(knee at {nc.ratio:.2f}x it)")
             elif nc:
-                cmp = (f": no reported cache within 2x (nearest L{nc['level']} "
-                       f"{_fmt(nc['size_bytes'])}); TLB reach or a smaller usable cache?")
-            lines.append(f"  {kind} knee: {k['drop']:.0%} drop between "
-                         f"{_fmt(k['between'][0])} and {_fmt(k['between'][1])}{cmp}")
+                cmp = (f": no reported cache within 2x (nearest L{nc.level} "
+                       f"{fmt.size(nc.size_bytes)}); TLB reach or a smaller usable cache?")
+            lines.append(f"  {kind} knee: {k.drop:.0%} drop between "
+                         f"{fmt.size(k.between[0])} and {fmt.size(k.between[1])}{cmp}")
     return "\n".join(lines)
-
-
-def _fmt(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if n == int(n) else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)

@@ -158,22 +158,65 @@ class _CpuOp:
         return False
 
 
-class _CudaOp(_CpuOp):
-    __slots__ = ("start",)
+class CudaSpan:
+    """One interval timed on the device: a pair of CUDA timing events recorded on the
+    current stream.  `start()` and `stop()` do not wait for the device; `seconds()` reads
+    the elapsed time once the end event has completed (`sync=True` waits for it)."""
 
-    def __enter__(self):
+    __slots__ = ("begin", "end")
+
+    def __init__(self):
+        self.begin = None
+        self.end = None
+
+    def start(self) -> "CudaSpan":
         import torch
 
-        self.start = torch.cuda.Event(enable_timing=True)
-        self.start.record()
+        self.begin = torch.cuda.Event(enable_timing=True)
+        self.begin.record()
+        return self
+
+    def stop(self) -> "CudaSpan":
+        import torch
+
+        self.end = torch.cuda.Event(enable_timing=True)
+        self.end.record()
+        return self
+
+    def seconds(self, sync: bool = False) -> float:
+        if sync:
+            self.end.synchronize()
+        return self.begin.elapsed_time(self.end) / 1e3
+
+
+def cuda_times(fn, repeats: int, warmup: int = 1) -> list[float]:
+    """Device seconds of `repeats` calls of `fn()` (each timed by its own `CudaSpan` and
+    waited for), after `warmup` untimed calls and a device synchronize."""
+    import torch
+
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(repeats):
+        span = CudaSpan().start()
+        fn()
+        out.append(span.stop().seconds(sync=True))
+    return out
+
+
+class _CudaOp(_CpuOp):
+    """Times on the device: the span is read at the end of the iteration (one synchronize
+    for all ops), so the host never waits inside an op."""
+
+    __slots__ = ("span",)
+
+    def __enter__(self):
+        self.span = CudaSpan().start()
         return self
 
     def __exit__(self, *exc):
-        import torch
-
-        end = torch.cuda.Event(enable_timing=True)
-        end.record()
-        self.timer._pending.append((self, self.start, end, self.timer.iteration))
+        self.timer._pending.append((self, self.span.stop(), self.timer.iteration))
         return False
 
 
@@ -239,8 +282,8 @@ class OpTimer:
             import torch
 
             torch.cuda.synchronize()
-            for o, start, end, it in self._pending:
-                o.samples.append(start.elapsed_time(end) / 1e3)
+            for o, span, it in self._pending:
+                o.samples.append(span.seconds())
                 o.iters.append(it)
             self._pending.clear()
         self.iter_wall.append(time.perf_counter() - self._iter_t0)

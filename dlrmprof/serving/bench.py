@@ -46,7 +46,7 @@ class ServeOptions:
 
 @dataclass
 class PreparedServe:
-    run: Any                       # dlrm.runner.Prepared (options checked, inputs loaded)
+    run: Any                       # session.prepare.Prepared (options checked, inputs loaded)
     serve: ServeOptions
     policy: Policy
     schedules: list[Schedule]
@@ -54,7 +54,7 @@ class PreparedServe:
 
 def prepare_serve(run_opts, serve: ServeOptions) -> PreparedServe:
     """Check every option, load the inputs and make the schedules; UserError on a bad one."""
-    from dlrmprof.dlrm.runner import prepare
+    from dlrmprof.session.prepare import prepare
 
     if not serve.rates and serve.arrivals.kind != "file":
         raise UserError("--rate: give at least one rate (queries/s)")
@@ -215,7 +215,7 @@ def _report(ps: PreparedServe, points, probes: dict, placement: dict, info: list
 
 def _probe_rows(prep, probes: dict) -> tuple[list[dict], list[list[dict]]]:
     """Report op rows (the run command's `op_rows`) for the solo and co-located probes."""
-    from dlrmprof.dlrm.runner import op_rows
+    from dlrmprof.session.rows import op_rows
     from dlrmprof.serving.worker import rebuild_timer
 
     iters = prep.opts.iters

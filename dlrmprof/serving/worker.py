@@ -81,8 +81,9 @@ class DLRMModel:
 
     def __init__(self, spec: ModelSpec):
         from dlrmprof.dlrm.model import build_dlrm
-        from dlrmprof.dlrm.runner import make_source, prepare, set_threads
+        from dlrmprof.dlrm.runner import set_threads
         from dlrmprof.dlrm.train import DLRMTrain
+        from dlrmprof.session.prepare import make_source, prepare
 
         prep = prepare(spec.opts)
         set_threads(spec.opts.threads, prep.backend)
@@ -216,7 +217,7 @@ def _probe(model, spec: ModelSpec, n: int, iters: int) -> tuple:
 
 
 def rebuild_timer(ops: dict, iterations: int, device: str = "cpu"):
-    """An `OpTimer` holding samples measured in another process (for `runner.op_rows`)."""
+    """An `OpTimer` holding samples measured in another process (for `session.rows.op_rows`)."""
     from dlrmprof.profile.timers import OpTimer
 
     timer = OpTimer(device=device, noise=False)

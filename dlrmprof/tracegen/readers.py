@@ -120,7 +120,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
             _check_file(p)
         self.max_rows = None if max_rows is None else int(max_rows)
         if self.max_rows is not None and self.max_rows < 1:
-            raise UserError(f"--max-rows: expected a positive integer, got {max_rows}")
+            raise UserError(f"--input-rows: expected a positive integer, got {max_rows}")
         self.table_names = parse_tables(tables) or list(CRITEO_TABLES)
         self._cols = np.array([CRITEO_TABLES.index(n) for n in self.table_names], dtype=np.int64)
         if table_rows is not None and int(table_rows) < 1:
@@ -437,7 +437,7 @@ def read_index(path, max_rows: int | None = None) -> list[TableStream]:
         if max_rows is not None and suffix != ".npz":
             values = min(values, int(max_rows))
         memcheck.check_fits([(str(path), 24 * values)], what="reading its indices",
-                            hint="read a prefix with --max-rows")
+                            hint="read a prefix with --input-rows")
     arrays: list[tuple[str, np.ndarray]] = []
     if suffix == ".npy":
         from dlrmprof.tracegen.tracefile import damage_text

@@ -170,8 +170,9 @@ def train_fp32(opts: NumericsOptions, say: Callable[[str], None]):
     """(trainer, prepared run, steps): the DLRM trained in fp32 on the train split."""
     from dlrmprof.dlrm.data import KaggleSource
     from dlrmprof.dlrm.model import build_dlrm
-    from dlrmprof.dlrm.runner import RunOptions, prepare, set_threads
+    from dlrmprof.dlrm.runner import set_threads
     from dlrmprof.dlrm.train import DLRMTrain
+    from dlrmprof.session.prepare import RunOptions, prepare
 
     prep = prepare(RunOptions(data="kaggle", mode="train", backend=opts.backend,
                               config=opts.config, max_rows=opts.max_rows,
