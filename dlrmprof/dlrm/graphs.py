@@ -1,0 +1,231 @@
+"""The DLRM step as one callable over static input buffers, and its capture as a CUDA graph.
+
+At batch 128 a GPU step is a few hundred small kernels; launching them one by one from Python
+costs more than running them.  A CUDA graph records the step's launches once and replays them
+with one call.  A graph reads and writes fixed addresses, so the step reads its inputs from
+*static buffers* that each batch is copied into::
+
+    batch (numpy) --copy_in--> static buffers (dense, labels, indices[t], offsets[t])
+                                      |
+                          StaticStep.body(): DLRMTrain.train_on / infer_on
+                                      |
+                          outputs (loss, logits | probabilities), reused per shape
+
+`StaticStep` is that step without CUDA: it runs the body eagerly (on CPU too, where tests
+check it against the normal step).  `GraphStep` adds the capture: per batch *shape* (B and
+every table's lookup count) one graph, captured when a shape comes back a second time (a
+shape seen once runs the normal eager step), after warm-up iterations on a side stream
+whose parameter updates are undone (the model's tensors are copied before and restored
+after, in place, so the captured addresses stay valid).  Traces whose bag lengths differ
+from batch to batch give new shapes every batch: those steps run eagerly and `GraphInfo`
+says how many did.  A graph holds its own memory pool, its buffers and the model's pooled
+buffer of its batch size alive.
+
+Inside a graph there are no per-op timings (the ops are not separate host calls any more):
+`run` times the replayed step end to end and gets per-op times from an eager profiling pass
+after the timed loop (`GraphInfo.per_op_source` says so in the report).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from dlrmprof.dlrm.data import Batch
+from dlrmprof.dlrm.model import NULL_TIMER
+
+MAX_GRAPHS = 8        # captured shapes kept; later new shapes run eagerly
+WARMUP = 3            # side-stream iterations before a capture (cuBLAS handles, autograd)
+
+
+@dataclass
+class GraphInfo:
+    """How `run` stepped: the report's ``cuda_graph`` section."""
+    enabled: bool
+    reason: str                      # why on or off
+    mode: str = "train"
+    captures: int = 0                # shapes captured
+    replays: int = 0                 # steps that ran as a graph replay
+    eager_steps: int = 0             # steps that ran eagerly (first sight of a shape, cap)
+    distinct_shapes: int = 0
+    profile_iters: int = 0           # eager iterations of the per-op profiling pass
+    per_op_source: str = ""
+    graph_step_median_s: float | None = None
+    eager_step_median_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "GraphInfo":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def batch_shape(batch: Batch) -> tuple:
+    """The key a graph is captured for: batch size and every table's lookup count."""
+    return (int(batch.dense.shape[0]),) + tuple(int(i.shape[0]) for i in batch.indices)
+
+
+class _Buffers:
+    """Static inputs of one shape, in the form `DLRMTrain.inputs` makes them."""
+
+    def __init__(self, trainer, batch: Batch):
+        dense, labels, idx, off = trainer.inputs(batch)
+        own = _clone
+        self.dense, self.labels = own(dense), own(labels)
+        self.idx = [own(i) for i in idx]
+        self.off = [own(o) for o in off]
+
+    def copy_in(self, batch: Batch) -> None:
+        _copy(self.dense, batch.dense)
+        _copy(self.labels, batch.labels)
+        for dst, src in zip(self.idx, batch.indices):
+            _copy(dst, src)
+        for dst, src in zip(self.off, batch.offsets):
+            _copy(dst, src)
+
+    def args(self) -> tuple:
+        # fresh lists each call: SparseArch caches combined inputs by the lists' identity,
+        # which must not survive into the next batch's data
+        return self.dense, self.labels, list(self.idx), list(self.off)
+
+
+def _clone(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    return np.array(x, copy=True)
+
+
+def _copy(dst, src: np.ndarray) -> None:
+    if isinstance(dst, torch.Tensor):
+        s = torch.from_numpy(np.ascontiguousarray(src))
+        if s.dtype != dst.dtype:
+            s = s.to(dst.dtype)
+        dst.copy_(s, non_blocking=dst.device.type == "cuda")
+    else:
+        np.copyto(dst, src, casting="same_kind")
+
+
+class StaticStep:
+    """The train or infer step over static buffers, one set per batch shape (run eagerly).
+
+    ``step(batch)`` copies the batch into its shape's buffers and runs the body; the outputs
+    are the body's (train: detached loss and logits; infer: probabilities)."""
+
+    def __init__(self, trainer, mode: str):
+        if mode not in ("train", "infer"):
+            raise ValueError(f"mode must be train or infer, got {mode!r}")
+        self.trainer = trainer
+        self.mode = mode
+        self._body = trainer.train_on if mode == "train" else trainer.infer_on
+        self._bufs: dict[tuple, _Buffers] = {}
+
+    def buffers(self, batch: Batch) -> _Buffers:
+        key = batch_shape(batch)
+        b = self._bufs.get(key)
+        if b is None:
+            b = self._bufs[key] = _Buffers(self.trainer, batch)
+        return b
+
+    def body(self, bufs: _Buffers, timer=NULL_TIMER):
+        return self._body(*bufs.args(), timer)
+
+    def __call__(self, batch: Batch, timer=NULL_TIMER):
+        bufs = self.buffers(batch)
+        with timer.op("to_device"):
+            bufs.copy_in(batch)
+        return self.body(bufs, timer)
+
+
+def _state(model) -> list[torch.Tensor]:
+    """Every tensor a step may update in place (parameters and buffers: the tables)."""
+    seen, out = set(), []
+    for t in list(model.parameters()) + list(model.buffers()):
+        if id(t) not in seen:
+            seen.add(id(t))
+            out.append(t)
+    return out
+
+
+class GraphStep(StaticStep):
+    """`StaticStep` whose body is captured as a CUDA graph per batch shape and replayed."""
+
+    def __init__(self, trainer, mode: str, max_graphs: int = MAX_GRAPHS,
+                 warmup: int = WARMUP):
+        super().__init__(trainer, mode)
+        self.max_graphs = max_graphs
+        self.warmup = warmup
+        self._graphs: dict[tuple, tuple] = {}   # shape -> (graph, outputs, kept alive)
+        self._seen: dict[tuple, int] = {}
+        self.info = GraphInfo(True, "", mode=mode)
+        self._eager = trainer.train_step if mode == "train" else trainer.infer_step
+
+    def __call__(self, batch: Batch, timer=NULL_TIMER):
+        key = batch_shape(batch)
+        g = self._graphs.get(key)
+        if g is None:
+            n = self._seen[key] = self._seen.get(key, 0) + 1
+            if n < 2 or len(self._graphs) >= self.max_graphs:
+                self.info.eager_steps += 1
+                return self._eager(batch, timer)
+            bufs = self.buffers(batch)
+            bufs.copy_in(batch)
+            g = self._graphs[key] = self._capture(bufs)
+            self.info.captures += 1
+        else:
+            bufs = self._bufs[key]
+            with timer.op("to_device"):
+                bufs.copy_in(batch)
+        with timer.op("graph_replay"):
+            g[0].replay()
+        self.info.replays += 1
+        return g[1]
+
+    def _capture(self, bufs: _Buffers) -> tuple:
+        model = self.trainer.model
+        saved = [t.detach().clone() for t in _state(model)]
+        side = torch.cuda.Stream(device=model.device)
+        side.wait_stream(torch.cuda.current_stream(model.device))
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup):
+                self.body(bufs)
+        torch.cuda.current_stream(model.device).wait_stream(side)
+        torch.cuda.synchronize(model.device)
+        with torch.no_grad():   # the warm-up trained on this batch: undo it, in place
+            for t, s in zip(_state(model), saved):
+                t.copy_(s)
+        del saved
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.body(bufs)
+        pooled = model.sparse_arch._pooled
+        return graph, out, (bufs, pooled)
+
+    def distinct_shapes(self) -> int:
+        return len(self._seen)
+
+    def check(self) -> None:
+        """Raise for lookups the captured numba-cuda kernels found out of range (inside a
+        graph they count on the device instead of raising: `numba_cuda.check_deferred`)."""
+        model = self.trainer.model
+        if model.backend == "numba-cuda":
+            from dlrmprof.kernels import numba_cuda
+            numba_cuda.check_deferred(model.device)
+
+
+def graph_support(device: str, backend: str, fused_tables: bool,
+                  emb_dtype: str) -> tuple[bool, str]:
+    """(can the step run as a CUDA graph here, why)."""
+    if not device.startswith("cuda"):
+        return False, "CUDA graphs need --device cuda"
+    if emb_dtype != "fp32":
+        return False, f"--emb-dtype {emb_dtype} runs on the CPU"
+    if backend not in ("torch", "numba-cuda"):
+        return False, f"backend {backend!r} has no CUDA graph path"
+    return True, (f"{backend} step captured per batch shape and replayed"
+                  + (" (all tables in one call)" if fused_tables else ""))
