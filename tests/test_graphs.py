@@ -148,3 +148,60 @@ def test_cuda_graph_step_matches_the_eager_step(backend, fused, mode):
             torch.testing.assert_close(step(b).clone(), eager.infer_step(b))
     step.check()
     assert step.info.captures == 1 and step.info.replays == STEPS - 1
+
+
+# -- `run --cuda-graph` ----------------------------------------------------------------------
+FAST = ["--config", "tiny", "--batch-size", "16", "--no-roofline", "--no-cache-study",
+        "--no-render", "--iters", "4", "--warmup", "2"]
+
+
+def _run(*args):
+    from click.testing import CliRunner
+
+    from dlrmprof.cli import cli
+    return CliRunner().invoke(cli, ["run", *args])
+
+
+def _error(res):
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.splitlines() if ln.startswith("dlrmprof: error:")]
+    assert len(lines) == 1 and "Traceback" not in res.output
+    return lines[0]
+
+
+def test_cuda_graph_asked_for_where_it_cannot_run(tiny_trace, tmp_path):
+    out = tmp_path / "r.json"
+    line = _error(_run("--trace", tiny_trace, "--cuda-graph", "--out", str(out), *FAST))
+    assert "--cuda-graph" in line and "--device cuda" in line
+    line = _error(_run("--trace", tiny_trace, "--cuda-graph", "--nproc", "2", *FAST))
+    assert "--cuda-graph" in line and "eagerly" in line
+    assert not out.exists()
+
+
+def test_cpu_report_says_the_step_ran_eagerly(tiny_trace, tmp_path):
+    from dlrmprof.profile.report import Report
+    out = tmp_path / "r.json"
+    res = _run("--trace", tiny_trace, "--backend", "torch", "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    g = Report.load(out).end_to_end["cuda_graph"]
+    assert g["enabled"] is False and "--device cuda" in g["reason"] and g["replays"] == 0
+    res = _run("--trace", tiny_trace, "--no-cuda-graph", "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    assert "--no-cuda-graph" in Report.load(out).end_to_end["cuda_graph"]["reason"]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", ["torch", "numba-cuda"])
+def test_run_on_cuda_steps_as_a_graph(tiny_trace, tmp_path, backend):
+    from dlrmprof.profile.report import Report
+    out = tmp_path / "g.json"
+    res = _run("--device", "cuda", "--backend", backend, "--trace", tiny_trace,
+               "--data", "random", "--out", str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    g = rep.end_to_end["cuda_graph"]
+    assert g["enabled"] and g["captures"] >= 1 and g["replays"] >= 1, g
+    assert "eager profiling pass" in g["per_op_source"] and g["profile_iters"] == 4
+    assert rep.op("step", "step")["timed_in"].startswith("cuda graph")
+    assert rep.op("emb.C1")["timed_in"].startswith("eager profiling pass")
+    assert "step as a CUDA graph" in res.output

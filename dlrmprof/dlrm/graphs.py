@@ -218,6 +218,37 @@ class GraphStep(StaticStep):
             numba_cuda.check_deferred(model.device)
 
 
+def plan(requested: bool | None, device: str, backend: str, fused_tables: bool,
+         emb_dtype: str) -> GraphInfo:
+    """Whether `run` steps as a CUDA graph: `requested` None (the default) means "where it
+    applies"; True where it cannot apply is a UserError naming why."""
+    ok, why = graph_support(device, backend, fused_tables, emb_dtype)
+    if requested is True and not ok:
+        from dlrmprof.errors import UserError
+        raise UserError(f"--cuda-graph: {why}")
+    if requested is False:
+        return GraphInfo(False, "--no-cuda-graph: every step ran eagerly")
+    return GraphInfo(ok, why if ok else f"not used: {why}")
+
+
+PROFILED_IN_GRAPH_LOOP = ("data", "to_device", "step")
+
+
+def merge_rows(graph_rows: list[dict], profile_rows: list[dict], info: GraphInfo) -> list[dict]:
+    """Report rows of a graph run: data, to_device and step from the timed graph loop; every
+    other op from the eager profiling pass, marked as such."""
+    keep = [r for r in graph_rows if r["name"] in PROFILED_IN_GRAPH_LOOP]
+    for r in keep:
+        if r["name"] == "step":
+            r["timed_in"] = "cuda graph replay (timed loop)"
+    for r in profile_rows:
+        if r["name"] in PROFILED_IN_GRAPH_LOOP:
+            continue
+        keep.append(dict(r, timed_in=f"eager profiling pass ({info.profile_iters} "
+                                      "iterations after the graph loop)"))
+    return keep
+
+
 def graph_support(device: str, backend: str, fused_tables: bool,
                   emb_dtype: str) -> tuple[bool, str]:
     """(can the step run as a CUDA graph here, why)."""

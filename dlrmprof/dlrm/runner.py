@@ -51,6 +51,7 @@ class RunOptions:
     fused_tables: bool = False           # one kernel call for all tables (no per-table rows)
     mlp_dtype: str = "fp32"              # "bf16": MLP GEMMs in bfloat16 (opt-in; other numbers)
     emb_dtype: str = "fp32"              # tables looked up as fp16 / bf16 / int8 / int4
+    cuda_graph: bool | None = None       # step as a CUDA graph (None: where it applies)
 
 
 @dataclass
@@ -141,6 +142,8 @@ def prepare(opts: RunOptions) -> Prepared:
     _check_writable(out if out is not None else Path("reports") / "report.json")
     config = load_config(opts.config, max_rows=opts.max_rows, batch_size=opts.batch_size)
     _check_emb_dtype(opts, config, device)
+    from dlrmprof.dlrm.graphs import plan as graph_plan
+    graph_plan(opts.cuda_graph, device, backend, opts.fused_tables, opts.emb_dtype)
     prep = Prepared(opts, config, backend, device, out=out)
 
     trace_path = opts.trace
@@ -422,11 +425,22 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
         ceilings = _ceilings(fp, say)
     say(f"warm-up {opts.warmup}, then {opts.iters} timed iterations of batch {cfg.batch_size} "
         f"({opts.mode}, {prep.backend} on {prep.device}, {opts.threads} thread(s))")
+    from dlrmprof.dlrm import graphs
+
+    graph = graphs.plan(opts.cuda_graph, prep.device, prep.backend, opts.fused_tables,
+                        opts.emb_dtype)
+    ptimer = OpTimer(device=prep.device, threads=opts.threads) if graph.enabled else None
     loop = run_loop(trainer, source, mode=opts.mode, iters=opts.iters, warmup=opts.warmup,
-                    timer=timer, progress=progress, evaluate=evaluate, eval_every=eval_every)
+                    timer=timer, progress=progress, evaluate=evaluate, eval_every=eval_every,
+                    graph=graph, profile_timer=ptimer, profile_iters=min(opts.iters, 50))
 
     rows, dropped = op_rows(timer, prep, loop.nnz_mean,
                             sgd_in_backward=trainer.sgd_in_backward)
+    if ptimer is not None:
+        prow, pdropped = op_rows(ptimer, prep, loop.nnz_mean,
+                                 sgd_in_backward=trainer.sgd_in_backward)
+        rows = graphs.merge_rows(rows, prow, loop.graph)
+        dropped.update({k: v for k, v in pdropped.items() if k not in dropped})
     if opts.emb_dtype != "fp32":
         say(f"timing each table's lookup in fp32 and {opts.emb_dtype} on the same batches")
         _attach_emb_dtype(rows, model.sparse_arch, make_source(prep))
@@ -445,6 +459,7 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
         "definition": "samples_per_s: timed iterations (data loading + model step) / their "
                       "wall time; model_samples_per_s: the same over the model step only",
         "source": "measured",
+        "cuda_graph": loop.graph.to_json(),
     }
     noise = dict(timer.noise.summary()) if timer.noise is not None else {}
     noise["flagged"] = int(sum(r["time"]["flagged"] for r in rows))

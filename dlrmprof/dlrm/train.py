@@ -304,9 +304,11 @@ def _profile_pass(trainer: DLRMTrain, source, gstep: GraphStep, timer, profile_t
     graph cannot give), and the counts and step medians for the report."""
     info = gstep.info
     info.distinct_shapes = gstep.distinct_shapes()
-    steps = timer.samples("graph_replay")
-    if len(steps):
-        info.graph_step_median_s = float(np.median(timer.samples("step")))
+    if "graph_replay" in timer.names:   # the step time of the iterations that replayed
+        replayed = set(timer._ops["graph_replay"].iters)
+        o = timer._ops["step"]
+        s = [x for x, it in zip(o.samples, o.iters) if it in replayed]
+        info.graph_step_median_s = float(np.median(s)) if s else None
     if info.replays == 0:
         info.notes.append("no batch shape repeated (bag lengths vary per batch): every step "
                           "ran eagerly")
