@@ -61,7 +61,7 @@ class GraphInfo:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "GraphInfo":
+    def from_json(cls, d: dict[str, Any]) -> GraphInfo:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -201,7 +201,9 @@ class GraphStep(StaticStep):
                 t.copy_(s)
         del saved
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # captured on the warm-up stream: what was built per stream there (numba-cuda's
+        # stream wrappers) is reused, not created inside the capture
+        with torch.cuda.graph(graph, stream=side):
             out = self.body(bufs)
         pooled = model.sparse_arch._pooled
         return graph, out, (bufs, pooled)

@@ -39,7 +39,6 @@ captured (`dlrmprof.dlrm.graphs`) nothing may synchronise: the kernels only coun
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
@@ -57,6 +56,7 @@ from numba import cuda, float32  # noqa: E402
 _numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
 from dlrmprof.errors import UserError  # noqa: E402
+from dlrmprof.kernels.numba_cuda_launch import launcher_for  # noqa: E402
 
 WARP = 32
 THREADS = 128        # threads per block: 128 / tpb bags
@@ -228,14 +228,6 @@ def _check_kernel(indices, offsets, R, err):
     for b in range(start, offsets.shape[0] - 1, stride):
         if offsets[b + 1] < offsets[b]:
             cuda.atomic.add(err, 0, 1)
-
-
-def _is_torch(x):
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
-from dlrmprof.kernels.numba_cuda_launch import Launcher, launcher_for  # noqa: E402
 
 
 def _check_float32(weight):
