@@ -1,19 +1,19 @@
 """CUDA graphs and the lean numba-cuda launch on a GPU (issue 22), for benchmarks/gpu_check.sh.
 
     python3 benchmarks/gpu_graph_check.py --out launch_graph.json [--rows 1000000]
-        [--steps 50] [--rounds 7] [--round-steps 40] [--device cuda|cpu]
+        [--eq-rows 100000] [--steps 50] [--rounds 7] [--round-steps 40] [--device cuda|cpu]
 
 Three parts, each checked before anything is timed, written to one JSON file (schema
 ``dlrmprof.gpu_graph_check/1``):
 
-* ``equality``: the kaggle preset (tables capped at --rows), batch 128, one-hot batches: a
+* ``equality``: the kaggle preset (tables capped at --eq-rows), batch 128, one-hot batches: a
   model stepped through `dlrmprof.dlrm.graphs.GraphStep` against a copy stepped eagerly, over
   --steps steps, for torch and numba-cuda, per table and fused, train and infer.  Training:
   the largest relative loss difference and the largest table difference, next to the same
   figures for two *eager* copies (CUDA's atomics add in no fixed order: that is the floor
   of round-off a graph is held to); the goal: within max(1e-5, 4 x that floor).  Inference:
   the largest probability difference (goal <= 1e-6).
-* ``throughput``: model samples/s (pre-drawn batches, the loss read every training step
+* ``throughput``: model samples/s (tables capped at --rows; pre-drawn batches, the loss read every training step
   as `run` does) of the eager step and the graph step on one model, in interleaved rounds
   (order alternating); the ratio is the median of the per-round ratios.  Goal (issue 22):
   train >= 4 x 25.8k, infer >= 4 x 53.7k samples/s (the H200 figures before graphs).
@@ -298,7 +298,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
-    ap.add_argument("--rows", type=int, default=1_000_000, help="rows per table (cap)")
+    ap.add_argument("--rows", type=int, default=1_000_000,
+                    help="rows per table (cap) for the throughput part")
+    ap.add_argument("--eq-rows", type=int, default=100_000,
+                    help="rows per table (cap) for the equality part")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--round-steps", type=int, default=40)
@@ -314,13 +317,19 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     backends = ["torch", "numba-cuda"] if dev == "cuda" else ["torch", "numba"]
     doc = {"schema": SCHEMA, "device": dev,
+           "command": "python3 benchmarks/gpu_graph_check.py " + " ".join(
+               sys.argv[1:] if argv is None else argv),
+           "source": "measured" if dev == "cuda" else "CPU / CUDA-simulator self-test of the "
+                                                      "harness: not GPU figures",
            "card": torch.cuda.get_device_name() if dev == "cuda" else "CPU (harness self-test)",
            "preset": args.config, "batch": 128, "rows_per_table": args.rows,
+           "equality_rows_per_table": min(args.rows, args.eq_rows),
            "equality": [], "throughput": []}
     for backend in backends:
         for fused in (False, True):
             for mode in ("train", "infer"):
-                r = equality_case(dev, args.rows, backend, fused, mode, args.steps)
+                r = equality_case(dev, min(args.rows, args.eq_rows), backend, fused, mode,
+                                  args.steps)
                 doc["equality"].append(r)
                 d = r.get("max_rel_loss_diff", r.get("max_prob_diff"))
                 say(f"graph == eager  {backend:<10} {'fused' if fused else 'per-table':<9} "
