@@ -51,11 +51,15 @@ def _pair(backend, fused=False, device="cpu", seed=3):
     return cfg, a, b
 
 
-@pytest.mark.parametrize("backend,fused,bags", [("torch", False, False), ("torch", True, True),
-                                                 ("numba", False, True)])
-def test_static_step_trains_like_the_eager_step(backend, fused, bags):
+@pytest.mark.parametrize("backend,fused,bags,pack", [("torch", False, False, False),
+                                                      ("torch", True, True, False),
+                                                      ("torch", False, True, True),
+                                                      ("numba", False, True, False)])
+def test_static_step_trains_like_the_eager_step(backend, fused, bags, pack):
+    """pack: the inputs as views into two flat buffers filled by one copy each (the GPU
+    layout), here on the CPU."""
     cfg, eager, static = _pair(backend, fused)
-    step = graphs.StaticStep(static, "train")
+    step = graphs.StaticStep(static, "train", pack=pack)
     batches = _batches(cfg, 11, STEPS, bags=bags)
     la, lb = [], []
     for b in batches:
@@ -66,7 +70,7 @@ def test_static_step_trains_like_the_eager_step(backend, fused, bags):
     for x, y in zip(eager.model.state_dict().values(), static.model.state_dict().values()):
         assert torch.equal(x, y)
     # inference over the trained model, through its own static buffers
-    inf = graphs.StaticStep(static, "infer")
+    inf = graphs.StaticStep(static, "infer", pack=pack)
     for b in batches[:5]:
         assert torch.equal(eager.infer_step(b), inf(b))
 

@@ -72,16 +72,62 @@ def batch_shape(batch: Batch) -> tuple:
 
 
 class _Buffers:
-    """Static inputs of one shape, in the form `DLRMTrain.inputs` makes them."""
+    """Static inputs of one shape, in the form `DLRMTrain.inputs` makes them.
 
-    def __init__(self, trainer, batch: Batch):
+    On a GPU the inputs are views into two flat device buffers (int64: every table's indices
+    and offsets; float32: dense features and labels), filled from two pinned host buffers
+    with one copy each: two host-to-device copies a step instead of 2T + 2.  A pinned
+    buffer is refilled only after its previous copy has completed (an event)."""
+
+    def __init__(self, trainer, batch: Batch, pack: bool | None = None):
         dense, labels, idx, off = trainer.inputs(batch)
+        self._packed = None
+        if pack is None:   # on a GPU (pack=True: on the CPU too, to test the packing)
+            pack = isinstance(dense, torch.Tensor) and dense.device.type == "cuda"
+        if pack and isinstance(dense, torch.Tensor) and \
+                all(t.dtype == torch.int64 for t in list(idx) + list(off)):
+            self._pack(dense, labels, idx, off)
+            return
         own = _clone
         self.dense, self.labels = own(dense), own(labels)
         self.idx = [own(i) for i in idx]
         self.off = [own(o) for o in off]
 
+    def _pack(self, dense, labels, idx, off) -> None:
+        groups = []
+        for dtype, tensors in ((torch.int64, list(idx) + list(off)),
+                               (torch.float32, [dense, labels])):
+            n = sum(t.numel() for t in tensors)
+            dev = torch.empty(n, dtype=dtype, device=dense.device)
+            host = torch.empty(n, dtype=dtype, pin_memory=dense.device.type == "cuda")
+            views, spans, s = [], [], 0
+            for t in tensors:
+                views.append(dev[s:s + t.numel()].view(t.shape))
+                views[-1].copy_(t)
+                spans.append((s, s + t.numel()))
+                s += t.numel()
+            groups.append((dev, host, host.numpy(), spans, views))
+        (_, _, _, _, iv), (_, _, _, _, fv) = groups
+        T = len(idx)
+        self.idx, self.off = iv[:T], iv[T:]
+        self.dense, self.labels = fv
+        self._packed = groups
+        self._event = torch.cuda.Event() if dense.device.type == "cuda" else None
+        if self._event is not None:
+            self._event.record()
+
     def copy_in(self, batch: Batch) -> None:
+        if self._packed is not None:
+            if self._event is not None:
+                self._event.synchronize()  # the pinned buffers' last copy has completed
+            sources = (list(batch.indices) + list(batch.offsets), [batch.dense, batch.labels])
+            for (dev, host, host_np, spans, _), srcs in zip(self._packed, sources):
+                for (a, b), src in zip(spans, srcs):
+                    np.copyto(host_np[a:b], src.reshape(-1), casting="same_kind")
+                dev.copy_(host, non_blocking=True)
+            if self._event is not None:
+                self._event.record()
+            return
         _copy(self.dense, batch.dense)
         _copy(self.labels, batch.labels)
         for dst, src in zip(self.idx, batch.indices):
@@ -117,9 +163,10 @@ class StaticStep:
     ``step(batch)`` copies the batch into its shape's buffers and runs the body; the outputs
     are the body's (train: detached loss and logits; infer: probabilities)."""
 
-    def __init__(self, trainer, mode: str):
+    def __init__(self, trainer, mode: str, pack: bool | None = None):
         if mode not in ("train", "infer"):
             raise ValueError(f"mode must be train or infer, got {mode!r}")
+        self.pack = pack
         self.trainer = trainer
         self.mode = mode
         self._body = trainer.train_on if mode == "train" else trainer.infer_on
@@ -129,7 +176,7 @@ class StaticStep:
         key = batch_shape(batch)
         b = self._bufs.get(key)
         if b is None:
-            b = self._bufs[key] = _Buffers(self.trainer, batch)
+            b = self._bufs[key] = _Buffers(self.trainer, batch, self.pack)
         return b
 
     def body(self, bufs: _Buffers, timer=NULL_TIMER):
