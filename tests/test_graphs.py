@@ -209,3 +209,28 @@ def test_run_on_cuda_steps_as_a_graph(tiny_trace, tmp_path, backend):
     assert rep.op("step", "step")["timed_in"].startswith("cuda graph")
     assert rep.op("emb.C1")["timed_in"].startswith("eager profiling pass")
     assert "step as a CUDA graph" in res.output
+
+
+def test_run_path_of_a_graph_step_on_cpu(tiny_trace, tmp_path, monkeypatch):
+    """`run` with the step "as a graph" (the capture replaced by the eager stand-in, so it
+    runs here): the report keeps the graph loop's step/data rows, takes every other op from
+    the eager profiling pass and says so."""
+    from dlrmprof.dlrm import train
+    from dlrmprof.profile.report import Report
+    monkeypatch.setattr(graphs, "plan", lambda *a: graphs.GraphInfo(True, "stand-in"))
+    monkeypatch.setattr(train, "GraphStep", _EagerStandIn)
+    out = tmp_path / "g.json"
+    res = _run("--trace", tiny_trace, "--backend", "torch", "--data", "random", "--out",
+               str(out), *FAST)
+    assert res.exit_code == 0, res.output
+    rep = Report.load(out)
+    g = rep.end_to_end["cuda_graph"]
+    assert g["enabled"] and g["replays"] >= 1 and g["profile_iters"] == 4, g
+    assert g["graph_step_median_s"] > 0 and g["eager_step_median_s"] > 0
+    assert rep.op("step", "step")["timed_in"].startswith("cuda graph")
+    assert rep.op("data", "data")["time"]["n"] == 4
+    emb = rep.op("emb.C1")
+    assert emb["timed_in"].startswith("eager profiling pass") and emb["time"]["n"] == 4
+    assert {("backward", "backward"), ("emb.all", "optimizer")} <= \
+        {(r["name"], r["phase"]) for r in rep.ops}
+    assert "step as a CUDA graph" in res.output
