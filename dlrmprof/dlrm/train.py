@@ -296,8 +296,6 @@ def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, 
     return result
 
 
-
-
 def _profile_pass(trainer: DLRMTrain, source, gstep: GraphStep, timer, profile_timer,
                   iters: int) -> GraphInfo:
     """After a graph-replayed loop: `iters` eager steps on `profile_timer` (per-op times a
@@ -332,7 +330,8 @@ def _profile_pass(trainer: DLRMTrain, source, gstep: GraphStep, timer, profile_t
     profile_timer.finish()
     info.profile_iters = iters
     info.eager_step_median_s = float(np.median(profile_timer.samples("step")))
+    how = "CUDA events" if sync is not None else "perf_counter"
     info.per_op_source = (f"an eager (non-graph) profiling pass of {iters} iterations after "
-                          "the timed graph loop, each op timed with CUDA events; the step, "
+                          f"the timed graph loop, each op timed with {how}; the step, "
                           "to_device and data rows and samples/s are the graph loop's")
     return info
