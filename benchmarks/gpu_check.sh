@@ -12,7 +12,7 @@
 # reports/examples/ (see docs/gpu.md).  A rerun of some steps on the still-warm machine:
 #   command:   GPU_CHECK_STEPS="bench" GPU_CHECK_BUDGET_S=200 bash benchmarks/gpu_check.sh
 #
-# Here, without a GPU (< 2 min; every CUDA step prints "SKIP: no GPU"):
+# Here, without a GPU (about 2-3 min; every CUDA step prints "SKIP: no GPU"):
 #   OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh --cpu-dry-run
 #
 # Steps (each time-boxed with `timeout`, each independent: a failing step does not stop the
@@ -42,7 +42,7 @@
 #              were left) -> embedding_bench.{json,md}
 #   summary    summary.txt, printed last
 #
-# Environment: OUT (default reports/gpu_check), GPU_CHECK_BUDGET_S (480 on a GPU, 150 for the
+# Environment: OUT (default reports/gpu_check), GPU_CHECK_BUDGET_S (480 on a GPU, 190 for the
 # dry run), GPU_CHECK_STEPS (subset of: ceilings pytest check graphs runs bench; default all),
 # GPU_CHECK_RUNS (a bash regex: only the runs whose name matches, e.g. "numba-cuda"),
 # GPU_CHECK_KEEP_WORK=1 keeps the scratch folder (traces, per-step logs), PYTHON (python3).
@@ -92,7 +92,7 @@ if [ "$HAVE_GPU" = 1 ]; then
   JOBS=$(( NCPU / 4 > 1 ? NCPU / 4 : 1 ))
 else
   MODE=$([ "$DRY" = 1 ] && echo cpu-dry-run || echo no-gpu)
-  BUDGET=${GPU_CHECK_BUDGET_S:-150}
+  BUDGET=${GPU_CHECK_BUDGET_S:-190}
   TRACE_LEN=4096; TABLE_ROWS=100000; ITERS=10; WARMUP=2; CPU_THREADS=1; JOBS=1
 fi
 STEPS=${GPU_CHECK_STEPS:-ceilings pytest check graphs runs bench}
@@ -219,12 +219,12 @@ main() {
 
   # -- CUDA graphs and the numba-cuda launch (issue 22) ---------------------------------------
   if want graphs; then
-    step graphs 200 40 --skip-rc 3 --note 'graph check' -- \
+    step graphs 200 "$([ "$MODE" = gpu ] && echo 40 || echo 5)" --skip-rc 3 --note 'graph check' -- \
       "$PY" benchmarks/gpu_graph_check.py --out "$OUT/launch_graph.json" --rows "$TABLE_ROWS"
     if [ "$MODE" != gpu ]; then
       step graphs-selftest 90 10 --note 'graph check' -- \
-        "$PY" benchmarks/gpu_graph_check.py --device cpu --config tiny --rows 1000 --steps 10 \
-          --rounds 2 --round-steps 5 --out "$OUT/launch_graph.json"
+        "$PY" benchmarks/gpu_graph_check.py --device cpu --config tiny --rows 1000 --steps 6 \
+          --rounds 2 --round-steps 3 --out "$OUT/launch_graph.json"
     fi
   fi
 

@@ -168,7 +168,7 @@ def test_cpu_dry_run_runs_every_cpu_step_and_skips_cuda(tmp_path):
     elapsed = time.perf_counter() - t0
     tail = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, tail
-    assert elapsed < 180, f"dry run took {elapsed:.0f} s"
+    assert elapsed < 240, f"dry run took {elapsed:.0f} s"
     # what comes back from a device call: at most 8 plain files, flat
     files = sorted(p.name for p in out.iterdir())
     assert all((out / f).is_file() for f in files) and len(files) <= 8, files
@@ -196,7 +196,7 @@ def test_cpu_dry_run_runs_every_cpu_step_and_skips_cuda(tmp_path):
     assert check["ok"] and check["device"] == "cpu"
     graph = json.loads((out / "launch_graph.json").read_text())
     assert graph["ok"] and graph["device"] == "cpu" and graph["launch"]["ok"]
-    assert len(graph["equality"]) == 8 and all(r["ok"] for r in graph["equality"])
+    assert len(graph["equality"]) == 4 and all(r["ok"] for r in graph["equality"])
     assert "graph step == eager" in summary and "CPU self-test" in summary
     bench = json.loads((out / "embedding_bench.json").read_text())
     assert bench["complete"] and bench["cells"]
