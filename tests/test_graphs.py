@@ -234,3 +234,22 @@ def test_run_path_of_a_graph_step_on_cpu(tiny_trace, tmp_path, monkeypatch):
     assert {("backward", "backward"), ("emb.all", "optimizer")} <= \
         {(r["name"], r["phase"]) for r in rep.ops}
     assert "step as a CUDA graph" in res.output
+
+
+@pytest.mark.parametrize("backend,fused", [("torch", False), ("torch", True), ("numba", False)])
+def test_warm_up_before_a_capture_leaves_the_model_as_it_was(backend, fused):
+    """The warm-up runs whole training steps with the learning rates at 0: every weight
+    keeps its bits, the learning rates come back, and the next step trains as usual."""
+    cfg, eager, gr = _pair(backend, fused)
+    step = graphs.GraphStep(gr, "train", warmup=3)
+    b = _batches(cfg, 3, 1, bags=True)[0]
+    before = {k: v.clone() for k, v in gr.model.state_dict().items()}
+    bufs = step.buffers(b)
+    bufs.copy_in(b)
+    step.warm_up(bufs)
+    for k, v in gr.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert gr.lr == cfg.lr and gr.model.dense_arch.sgd_lr == cfg.lr
+    assert float(step.body(bufs)[0]) == float(eager.train_step(b)[0])
+    for x, y in zip(eager.model.state_dict().values(), gr.model.state_dict().values()):
+        assert torch.equal(x, y)

@@ -14,11 +14,10 @@ with one call.  A graph reads and writes fixed addresses, so the step reads its 
 `StaticStep` is that step without CUDA: it runs the body eagerly (on CPU too, where tests
 check it against the normal step).  `GraphStep` adds the capture: per batch *shape* (B and
 every table's lookup count) one graph, captured when a shape comes back a second time (a
-shape seen once runs the normal eager step), after warm-up iterations on a side stream
-whose parameter updates are undone (the model's tensors are copied before and restored
-after, in place, so the captured addresses stay valid).  Traces whose bag lengths differ
-from batch to batch give new shapes every batch: those steps run eagerly and `GraphInfo`
-says how many did.  A graph holds its own memory pool, its buffers and the model's pooled
+shape seen once runs the normal eager step), after warm-up iterations on a side stream run
+with the learning rates at 0 (`zero_lr`: the whole step runs, the weights stay as they
+were).  Traces whose bag lengths differ from batch to batch give new shapes every batch:
+those steps run eagerly and `GraphInfo` says how many did.  A graph holds its own memory pool, its buffers and the model's pooled
 buffer of its batch size alive.
 
 Inside a graph there are no per-op timings (the ops are not separate host calls any more):
@@ -28,6 +27,7 @@ after the timed loop (`GraphInfo.per_op_source` says so in the report).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -189,14 +189,23 @@ class StaticStep:
         return self.body(bufs, timer)
 
 
-def _state(model) -> list[torch.Tensor]:
-    """Every tensor a step may update in place (parameters and buffers: the tables)."""
-    seen, out = set(), []
-    for t in list(model.parameters()) + list(model.buffers()):
-        if id(t) not in seen:
-            seen.add(id(t))
-            out.append(t)
-    return out
+@contextmanager
+def zero_lr(trainer):
+    """The trainer's learning rates (sparse, dense, the MLPs' in-backward SGD) at 0 inside:
+    every update then adds -0 * gradient, which leaves each weight as it is (for finite
+    gradients), so warm-up steps run the whole step without training the model."""
+    archs = [a for a in (trainer.model.dense_arch, trainer.model.over_arch)
+             if getattr(a, "sgd_lr", None) is not None]
+    saved = trainer.lr, [a.sgd_lr for a in archs]
+    trainer.lr = 0.0
+    for a in archs:
+        a.sgd_lr = 0.0
+    try:
+        yield
+    finally:
+        trainer.lr = saved[0]
+        for a, lr in zip(archs, saved[1]):
+            a.sgd_lr = lr
 
 
 class GraphStep(StaticStep):
@@ -233,20 +242,21 @@ class GraphStep(StaticStep):
         self.info.replays += 1
         return g[1]
 
+    def warm_up(self, bufs: _Buffers) -> None:
+        """`warmup` steps of the body on `bufs` (first-use work: cuBLAS handles, autograd,
+        compiled kernels) with the learning rates at 0: the model is left as it was."""
+        with zero_lr(self.trainer):
+            for _ in range(self.warmup):
+                self.body(bufs)
+
     def _capture(self, bufs: _Buffers) -> tuple:
         model = self.trainer.model
-        saved = [t.detach().clone() for t in _state(model)]
         side = torch.cuda.Stream(device=model.device)
         side.wait_stream(torch.cuda.current_stream(model.device))
         with torch.cuda.stream(side):
-            for _ in range(self.warmup):
-                self.body(bufs)
+            self.warm_up(bufs)
         torch.cuda.current_stream(model.device).wait_stream(side)
         torch.cuda.synchronize(model.device)
-        with torch.no_grad():   # the warm-up trained on this batch: undo it, in place
-            for t, s in zip(_state(model), saved):
-                t.copy_(s)
-        del saved
         graph = torch.cuda.CUDAGraph()
         # captured on the warm-up stream: what was built per stream there (numba-cuda's
         # stream wrappers) is reused, not created inside the capture
