@@ -135,3 +135,60 @@ def test_lean_launch_on_torch_tensors():
         nc.embedding_bag(w, bad, off, "sum", None)
     got = nc.embedding_bag(w, idx, off, "sum", None)   # the counter moved on: no stale error
     np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_specialised_launch_path_with_a_stand_in_dispatcher():
+    """The real (non-simulator) launch logic, with numba's dispatcher replaced by a stand-in:
+    one specialisation per argument signature, the compiled kernel's own launch called with
+    the raw device arrays, 3-d grid and block and the launcher's stream; a dispatcher
+    without `specialize` falls back to numba's configured call."""
+    from numba import config
+
+    from dlrmprof.kernels import numba_cuda_launch as ncl
+    if config.ENABLE_CUDASIM:
+        pytest.skip("this process runs the simulator")
+    calls = {"specialize": 0, "launch": [], "configured": []}
+
+    class Kernel:
+        def launch(self, args, griddim, blockdim, stream, sharedmem):
+            calls["launch"].append((args, griddim, blockdim, stream, sharedmem))
+
+    class Disp:
+        def specialize(self, *args):
+            calls["specialize"] += 1
+            return type("Spec", (), {"overloads": {"sig": Kernel()}})()
+
+    class Plain:
+        def __getitem__(self, cfg):
+            return lambda *a: calls["configured"].append((cfg, a))
+
+    class Arr:      # what a device array shows the signature key
+        def __init__(self, dt, nd, c=True):
+            self.dtype, self.ndim, self._c = np.dtype(dt), nd, c
+
+        def is_c_contiguous(self):
+            return self._c
+
+    class L(ncl._Base):
+        def __init__(self):
+            self.compiled = ncl._Compiled()
+
+        def core_stream(self):
+            return "core-stream"
+
+        def stream(self):
+            return "numba-stream"
+
+    la = L()
+    d, a64, a32 = Disp(), ncl._View(Arr("f4", 2)), ncl._View(Arr("i8", 1))
+    la.launch(d, 7, 128, (a64, a32, 3, True))
+    la.launch(d, 9, 128, (a64, a32, 5, False))       # same types: no new specialisation
+    assert calls["specialize"] == 1 and la.compiled.path == "specialised kernel"
+    args, grid, block, stream, shm = calls["launch"][-1]
+    assert args == [a64.arr, a32.arr, 5, False]
+    assert (grid, block, stream, shm) == ((9, 1, 1), (128, 1, 1), "core-stream", 0)
+    la.launch(d, 1, 32, (a64, ncl._View(Arr("i4", 1)), 3, True))   # int32 indices
+    la.launch(d, 1, 32, (ncl._View(Arr("f4", 2, c=False)), a32, 3, True))  # strided
+    assert calls["specialize"] == 3
+    la.launch(Plain(), 4, 64, (a64, 1.5))
+    assert calls["configured"] == [((4, 64, "numba-stream"), (a64.arr, 1.5))]
