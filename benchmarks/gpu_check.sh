@@ -53,7 +53,7 @@ DRY=0
 for a in "$@"; do
   case "$a" in
     --cpu-dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $a (expected --cpu-dry-run)" >&2; exit 2 ;;
   esac
 done
