@@ -128,7 +128,7 @@ def test_lean_launch_on_torch_tensors():
     for _ in range(3):      # cached views and kernels give the same answer each time
         got = nc.embedding_bag(w, idx, off, "sum", None)
         np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
-    assert ncl.launch_path() == "specialised kernel"
+    assert ncl.launch_path() == "packed"
     bad = idx.clone()
     bad[17] = 1000
     with pytest.raises(IndexError):
@@ -192,3 +192,71 @@ def test_specialised_launch_path_with_a_stand_in_dispatcher():
     assert calls["specialize"] == 3
     la.launch(Plain(), 4, 64, (a64, 1.5))
     assert calls["configured"] == [((4, 64, "numba-stream"), (a64.arr, 1.5))]
+
+
+def test_packed_launch_packs_each_array_once(monkeypatch):
+    """`_Packed`: numba's own `_prepare_args` packs each device array once (kept on its
+    view), scalars every call; cuda.core's launch gets the stream, a configuration kept per
+    grid and the compiled kernel; a launch that cuda.core refuses falls back to
+    `_Kernel.launch`."""
+    from numba.cuda import dispatcher as nd
+
+    from dlrmprof.kernels import numba_cuda_launch as ncl
+    packs, launches, fallbacks = [], [], []
+
+    class Kern:
+        argument_types = ("array", "array", "int64")
+        cooperative = False
+        debug = False
+        _codelibrary = type("Lib", (), {"get_cufunc": lambda self: type(
+            "F", (), {"kernel": "cu-kernel"})()})()
+
+        def _prepare_args(self, ty, val, stream, retr, out):
+            packs.append((ty, val))
+            out.extend([f"{ty}:{val}"])
+
+        def launch(self, *a):
+            fallbacks.append(a)
+
+    monkeypatch.setattr(nd, "LaunchConfig", lambda **kw: ("cfg", tuple(sorted(kw.items()))))
+    monkeypatch.setattr(nd, "launch", lambda *a: launches.append(a))
+    k = ncl._Packed(Kern())
+
+    class Arr:
+        def __init__(self, name):
+            self.name, self.dtype, self.ndim = name, np.dtype("f4"), 1
+
+        def is_c_contiguous(self):
+            return True
+
+        def __str__(self):
+            return self.name
+
+    a, b = ncl._View(Arr("a")), ncl._View(Arr("b"))
+    k(4, 128, (a, b, 7), "stream")
+    k(4, 128, (a, b, 8), "stream")
+    assert [v for _, v in packs] == [a.arr, b.arr, 7, 8]      # arrays once, scalars each time
+    assert launches[-1][0] == "stream" and launches[-1][2] == "cu-kernel"
+    assert launches[-1][3:] == ("array:a", "array:b", "int64:8")
+    assert launches[0][1] is launches[1][1] and len(k._configs) == 1
+    assert dict(launches[0][1][1])["grid"] == (4, 1, 1)
+
+    # cuda.core refusing the packed call: the launcher falls back to _Kernel.launch
+    def refuse(*a):
+        raise TypeError("no")
+    monkeypatch.setattr(nd, "launch", refuse)
+
+    class L(ncl._Base):
+        def __init__(self):
+            self.compiled = ncl._Compiled()
+
+        def core_stream(self):
+            return "core"
+
+    la = L()
+    disp = object()
+    la.compiled._cache[(id(disp), la.compiled.signature((a, b, 1)))] = (disp, ncl._Packed(Kern()))
+    la.launch(disp, 2, 64, (a, b, 1))
+    assert len(fallbacks) == 1 and "packed launch failed" in la.compiled.path
+    la.launch(disp, 2, 64, (a, b, 1))
+    assert len(fallbacks) == 2

@@ -18,12 +18,13 @@ of the row, read through a float32 view of the same bytes, so D % 4 == 0).
 
 The launch (`Launcher`): numba's own kernel call types every argument and converts every
 torch tensor (`__cuda_array_interface__`, a pointer-attribute query) on each call, about
-0.5 ms of host time (upstream numba-cuda issues #98, #477).  Here the kernel is specialised
-once per argument signature and launched through its compiled form, the device views of
-torch tensors are cached by (pointer, shape, strides, dtype) (a view holds only the pointer:
-the same key is the same memory, whichever tensor owns it now), the stream wrapper is cached
-per torch stream, and out-of-range lookups are counted in one persistent device counter per
-device (no allocation per call).
+0.5 ms of host time (upstream numba-cuda issues #98, #477).  Here (`numba_cuda_launch`) the
+kernel is specialised once per argument signature and launched straight through cuda.core
+with each device array's arguments packed once, the device views of torch tensors are
+cached by (pointer, shape, strides, dtype) (a view holds only the pointer: the same key is
+the same memory, whichever tensor owns it now), the stream wrapper is cached per torch
+stream, and out-of-range lookups are counted in one persistent device counter per device
+(no allocation per call).
 
 The fused SGD update adds each lookup's scaled gradient with atomics, so rows repeated
 inside a batch (or inside a bag) accumulate correctly; summation order is not fixed.

@@ -5,9 +5,11 @@ every torch tensor through ``__cuda_array_interface__`` and marshals the launch 
 call.  `Launcher` does each of those once:
 
 * the kernel is specialised once per argument signature (numba's ``specialize``) and
-  launched through its compiled form (``_Kernel.launch``: the same call numba's dispatcher
-  makes after typing); where those names are missing (another numba-cuda, the CUDA
-  simulator) it falls back to numba's configured call and says so in `path`;
+  launched straight through cuda.core's ``launch`` as numba's ``_Kernel.launch`` does it,
+  each device array's launch arguments packed once by numba's own ``_prepare_args`` and
+  kept, the launch configuration kept per grid (`_Packed`); where those names are missing
+  it launches through ``_Kernel.launch``, and failing that (another numba-cuda, the CUDA
+  simulator) through numba's configured call; `launch_path()` says which;
 * a torch tensor's device view is built once per (pointer, shape, strides, dtype), without
   an owner reference (the view is only the pointer: whichever tensor owns that memory now,
   the same key is the same bytes) and without a stream synchronisation;
@@ -42,12 +44,59 @@ def _is_torch(x) -> bool:
     return t is not None and isinstance(x, t.Tensor)
 
 
+class _Packed:
+    """A compiled kernel launched straight through cuda.core, as numba's `_Kernel.launch`
+    does it, with each device array's launch arguments packed once (by numba's own
+    `_prepare_args`) and kept on its view, and the launch configuration kept per grid."""
+
+    def __init__(self, kern):
+        from numba.cuda import dispatcher as nd
+        if getattr(kern, "debug", False):
+            raise AttributeError("debug kernels check errors after the launch")
+        self.kern = kern
+        self.types = tuple(kern.argument_types)
+        self.cukernel = kern._codelibrary.get_cufunc().kernel
+        self._launch, self._config_cls = nd.launch, nd.LaunchConfig
+        self._coop = ("is_cooperative" if nd.CUDA_CORE_GE_1_0 else "cooperative_launch",
+                      bool(kern.cooperative))
+        self._configs: dict = {}
+        self.launched = False
+
+    def config(self, blocks: int, threads: int):
+        c = self._configs.get((blocks, threads))
+        if c is None:
+            c = self._configs[blocks, threads] = self._config_cls(
+                grid=(blocks, 1, 1), block=(threads, 1, 1), shmem_size=0,
+                **{self._coop[0]: self._coop[1]})
+        return c
+
+    def kernel_args(self, args, stream) -> list:
+        out: list = []
+        prep = self.kern._prepare_args
+        for ty, a in zip(self.types, args):
+            if isinstance(a, _View):
+                if a.packed is None:
+                    packed: list = []
+                    prep(ty, a.arr, stream, [], packed)
+                    a.packed = packed
+                out.extend(a.packed)
+            else:
+                prep(ty, a, stream, [], out)
+        return out
+
+    def __call__(self, blocks: int, threads: int, args, stream) -> None:
+        self._launch(stream, self.config(blocks, threads), self.cukernel,
+                     *self.kernel_args(args, stream))
+
+
 class _Compiled:
-    """Specialised kernels per (dispatcher, argument signature), and how they launch."""
+    """Specialised kernels per (dispatcher, argument signature), and how they launch:
+    'packed' (`_Packed`), 'specialised kernel' (numba's `_Kernel.launch`), or 'dispatcher'
+    (numba's configured call: the CUDA simulator, or a numba-cuda without those names)."""
 
     def __init__(self):
         self._cache: dict = {}
-        self.path = "dispatcher"   # or "specialised kernel"
+        self.path = "dispatcher"
 
     @staticmethod
     def signature(args) -> tuple:
@@ -60,6 +109,14 @@ class _Compiled:
             k = self._cache[key] = (disp, self._specialise(disp, args))
         return k[1]
 
+    def unpack(self, disp, args, exc: Exception):
+        """Fall back from a packed launch that failed to numba's `_Kernel.launch`."""
+        key = (id(disp), self.signature(args))
+        kern = self._cache[key][1].kern
+        self._cache[key] = (disp, kern)
+        self.path = f"specialised kernel (the packed launch failed: {type(exc).__name__}: {exc})"
+        return kern
+
     def _specialise(self, disp, args):
         if _numba_config.ENABLE_CUDASIM:
             return None
@@ -71,17 +128,24 @@ class _Compiled:
             driver._to_core_stream  # noqa: B018
         except (AttributeError, StopIteration, ImportError):
             return None
-        self.path = "specialised kernel"
-        return kern
+        try:
+            packed = _Packed(kern)
+        except (AttributeError, ImportError):
+            self.path = "specialised kernel"
+            return kern
+        self.path = "packed"
+        return packed
 
 
 class _View:
-    """A device array and its numba signature key (dtype, ndim, C-contiguous)."""
-    __slots__ = ("arr", "sig")
+    """A device array, its numba signature key (dtype, ndim, C-contiguous) and, once
+    packed, its launch arguments."""
+    __slots__ = ("arr", "sig", "packed")
 
     def __init__(self, arr):
         self.arr = arr
         self.sig = (arr.dtype.str, arr.ndim, bool(arr.is_c_contiguous()))
+        self.packed = None
 
 
 def _raw(a):
@@ -89,8 +153,6 @@ def _raw(a):
 
 
 class _Base:
-    capture_checked = False
-
     def __init__(self):
         self.compiled = _COMPILED
 
@@ -104,6 +166,16 @@ class _Base:
 
     def launch(self, disp, blocks: int, threads: int, args) -> None:
         kern = self.compiled.get(disp, args)
+        if isinstance(kern, _Packed):
+            if kern.launched:
+                kern(blocks, threads, args, self.core_stream())
+                return
+            try:        # the first launch tells whether cuda.core takes the packed call
+                kern(blocks, threads, args, self.core_stream())
+                kern.launched = True
+                return
+            except (TypeError, AttributeError, ValueError) as exc:
+                kern = self.compiled.unpack(disp, args, exc)
         raw = [_raw(a) for a in args]
         if kern is None:
             disp[blocks, threads, self.stream()](*raw)
@@ -262,6 +334,6 @@ def deferred_bad(device=None) -> int:
 
 
 def launch_path() -> str:
-    """'specialised kernel' once a kernel launched through its compiled form, else
-    'dispatcher' (numba's configured call)."""
+    """How the last kernel compiled here launches: 'packed', 'specialised kernel' or
+    'dispatcher' (see `_Compiled`)."""
     return _COMPILED.path
