@@ -6,12 +6,13 @@
 #   timeout_s: 570          (the script keeps itself to GPU_CHECK_BUDGET_S=480 s)
 #   carry:     none         (the image has torch, numba, numba-cuda, pytest, setuptools)
 # It writes under $OUT (at most 8 files, flat): summary.txt, gpu_check.log, ceilings.json,
-# kernels_check.json, embedding_bench.json, embedding_bench.md, reports.tar.gz; the last
+# kernels_check.json, launch_graph.json, embedding_bench.json, embedding_bench.md,
+# reports.tar.gz; the last
 # lines it prints are the summary table.  After fetching, copy the small ones into
 # reports/examples/ (see docs/gpu.md).  A rerun of some steps on the still-warm machine:
 #   command:   GPU_CHECK_STEPS="bench" GPU_CHECK_BUDGET_S=200 bash benchmarks/gpu_check.sh
 #
-# Here, without a GPU (< 2 min; every CUDA step prints "SKIP: no GPU"):
+# Here, without a GPU (about 2-3 min; every CUDA step prints "SKIP: no GPU"):
 #   OUT=/tmp/gpu_check bash benchmarks/gpu_check.sh --cpu-dry-run
 #
 # Steps (each time-boxed with `timeout`, each independent: a failing step does not stop the
@@ -26,9 +27,14 @@
 #   pytest     python3 -m pytest -q -m cuda tests/
 #   check      numba-cuda and torch-on-CUDA kernels vs the float64 reference, fresh random
 #              inputs (benchmarks/gpu_check_kernels.py check) -> kernels_check.json
+#   graphs     CUDA graphs and the lean numba-cuda launch (benchmarks/gpu_graph_check.py):
+#              graph step == eager step over 50 steps (torch, numba-cuda; per table, fused;
+#              train, infer), kaggle batch-128 samples/s eager vs graph in interleaved
+#              rounds, numba-cuda call overhead old vs lean path -> launch_graph.json
 #   runs       dlrmprof run --device cuda for the kaggle and terabyte presets (train and
-#              infer, torch; train with numba-cuda), a CPU report of the same configs, and
-#              dlrmprof compare CPU vs GPU -> reports.tar.gz
+#              infer, torch; train with numba-cuda; steps as CUDA graphs, the default, and
+#              kaggle torch with --no-cuda-graph beside them), a CPU report of the same
+#              configs, and dlrmprof compare CPU vs GPU -> reports.tar.gz
 #   bench      embedding-bag forward + fused backward GB/s vs the measured copy bandwidth,
 #              D 16-256, L 1/20/100, 1e6/1e7 rows, uniform/Zipf(1.1), B 2048-65536, checked
 #              before timing (benchmarks/gpu_check_kernels.py bench; the steps before it
@@ -36,8 +42,8 @@
 #              were left) -> embedding_bench.{json,md}
 #   summary    summary.txt, printed last
 #
-# Environment: OUT (default reports/gpu_check), GPU_CHECK_BUDGET_S (480 on a GPU, 150 for the
-# dry run), GPU_CHECK_STEPS (subset of: ceilings pytest check runs bench; default all),
+# Environment: OUT (default reports/gpu_check), GPU_CHECK_BUDGET_S (480 on a GPU, 190 for the
+# dry run), GPU_CHECK_STEPS (subset of: ceilings pytest check graphs runs bench; default all),
 # GPU_CHECK_RUNS (a bash regex: only the runs whose name matches, e.g. "numba-cuda"),
 # GPU_CHECK_KEEP_WORK=1 keeps the scratch folder (traces, per-step logs), PYTHON (python3).
 
@@ -47,7 +53,7 @@ DRY=0
 for a in "$@"; do
   case "$a" in
     --cpu-dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $a (expected --cpu-dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -68,7 +74,7 @@ OUT=${OUT:-$REPO/reports/gpu_check}
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 # our own outputs only (a stale file would be read by the summary)
-rm -f "$OUT"/{summary.txt,gpu_check.log,ceilings.json,kernels_check.json,embedding_bench.json,embedding_bench.md,reports.tar.gz}
+rm -f "$OUT"/{summary.txt,gpu_check.log,ceilings.json,kernels_check.json,launch_graph.json,embedding_bench.json,embedding_bench.md,reports.tar.gz}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX") || exit 2
 mkdir -p "$WORK/logs" "$WORK/reports" "$WORK/traces" "$WORK/cache"
 export DLRMPROF_CACHE_DIR="$WORK/cache"      # fresh ceilings, probed once by the ceilings step
@@ -86,10 +92,10 @@ if [ "$HAVE_GPU" = 1 ]; then
   JOBS=$(( NCPU / 4 > 1 ? NCPU / 4 : 1 ))
 else
   MODE=$([ "$DRY" = 1 ] && echo cpu-dry-run || echo no-gpu)
-  BUDGET=${GPU_CHECK_BUDGET_S:-150}
+  BUDGET=${GPU_CHECK_BUDGET_S:-190}
   TRACE_LEN=4096; TABLE_ROWS=100000; ITERS=10; WARMUP=2; CPU_THREADS=1; JOBS=1
 fi
-STEPS=${GPU_CHECK_STEPS:-ceilings pytest check runs bench}
+STEPS=${GPU_CHECK_STEPS:-ceilings pytest check graphs runs bench}
 RESERVE=25                     # seconds kept for packing and the summary
 HOLD=0                         # seconds kept for the bench while the steps before it run
 if [[ " $STEPS " == *" bench "* ]]; then HOLD=$([ "$HAVE_GPU" = 1 ] && echo 120 || echo 20); fi
@@ -211,6 +217,17 @@ main() {
     fi
   fi
 
+  # -- CUDA graphs and the numba-cuda launch (issue 22) ---------------------------------------
+  if want graphs; then
+    step graphs 200 "$([ "$MODE" = gpu ] && echo 40 || echo 5)" --skip-rc 3 --note 'graph check' -- \
+      "$PY" benchmarks/gpu_graph_check.py --out "$OUT/launch_graph.json" --rows "$TABLE_ROWS"
+    if [ "$MODE" != gpu ]; then
+      step graphs-selftest 90 10 --note 'graph check' -- \
+        "$PY" benchmarks/gpu_graph_check.py --device cpu --config tiny --rows 1000 --steps 6 \
+          --rounds 2 --round-steps 3 --out "$OUT/launch_graph.json"
+    fi
+  fi
+
   # -- dlrmprof run on the GPU, a CPU report of the same config, compare ----------------------
   if want runs; then
     banner gen-trace "waiting for the background trace"
@@ -296,10 +313,13 @@ compare_reports() {
 
 runs_and_compare() {
   if [ "$MODE" = gpu ]; then
+    # steps as CUDA graphs (run's default on cuda); -eager: the same with --no-cuda-graph
     run_one gpu-kaggle-train-torch cuda torch kaggle train
+    run_one gpu-kaggle-train-torch-eager cuda torch kaggle train --no-cuda-graph
     run_one gpu-kaggle-train-numba-cuda cuda numba-cuda kaggle train
     # all 26 tables in one kernel call (TBE layout): at batch 128 a GPU step is launch-bound
     run_one gpu-kaggle-train-torch-fused cuda torch kaggle train --fused-tables
+    run_one gpu-kaggle-train-torch-fused-eager cuda torch kaggle train --fused-tables --no-cuda-graph
     run_one gpu-kaggle-train-numba-cuda-fused cuda numba-cuda kaggle train --fused-tables
     run_one cpu-kaggle-train-numba cpu numba kaggle train
     compare_reports kaggle-train cpu-numba=cpu-kaggle-train-numba \
@@ -308,6 +328,7 @@ runs_and_compare() {
     compare_reports kaggle-train-fused gpu-torch-fused=gpu-kaggle-train-torch-fused \
       gpu-numba-cuda-fused=gpu-kaggle-train-numba-cuda-fused
     run_one gpu-kaggle-infer-torch cuda torch kaggle infer
+    run_one gpu-kaggle-infer-torch-eager cuda torch kaggle infer --no-cuda-graph
     run_one gpu-terabyte-train-torch cuda torch terabyte train
     run_one gpu-terabyte-train-numba-cuda cuda numba-cuda terabyte train
     run_one cpu-terabyte-train-numba cpu numba terabyte train

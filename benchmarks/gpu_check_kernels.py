@@ -23,8 +23,8 @@ indices), the forward (`embedding_bag`) and the fused backward (`embedding_bag_s
   index_add_ for the update);
 * ``numba-cuda``: the same, including the backend's index checks (a device-to-host read that
   synchronises: part of the real per-call cost);
-* ``numba-cuda kernel``: the numba kernel launch alone (its inputs prepared once), i.e. what
-  the kernel itself reaches.
+* ``numba-cuda kernel``: the numba kernel launch alone (its inputs prepared once, through
+  the backend's lean launcher, no error read), i.e. what the kernel itself reaches.
 
 Each cell is checked before it is timed: forward on 256 random bags against a float64
 gather-sum, backend against backend on the whole output, and the SGD update of up to 2048
@@ -504,37 +504,31 @@ def sgd_check(w, backend, ind, R, D, L, Bc, dist, device) -> dict:
 
 
 def numba_kernel_launchers(w, idx, off, g, lr):
-    """The numba-cuda kernels launched directly (inputs prepared once), or (None, reason)."""
+    """The numba-cuda kernels launched directly through the backend's lean launcher (inputs
+    prepared once, no error read), or (None, reason)."""
     try:
         from dlrmprof.kernels import numba_cuda as nc
+        from dlrmprof.kernels.numba_cuda_launch import launcher_for
         B, D = off.shape[0] - 1, w.shape[1]
-        a = nc._Args(weight=w, indices=idx, offsets=off, per_sample_weights=None)
-        result, out = a.empty((B, D))
-        psw, has_w = a.psw()
-        err = a.errors()
+        L = launcher_for(w, idx, off, g)
+        result, out = L.empty((B, D))
+        dw, _, di, do, psw, has_w = L.args(w, None, idx, off, None)
         blocks, threads = nc.grid(B, D)
-        fwd_k = nc.kernel("fwd", D)[blocks, threads, a.stream]
-        sg = _cuda_view(g)
-        sgd_k = nc.kernel("sgd", D)[blocks, threads, a.stream]
-        dw, di, do = a.dev["weight"], a.dev["indices"], a.dev["offsets"]
-        lr32 = np.float32(lr)
+        fk, sk = nc.kernel("fwd", D), nc.kernel("sgd", D)
+        fargs = (dw, dw, D, di, do, psw, has_w, False, out, L.err)
+        sargs = (dw, di, do, L.view(g), psw, has_w, False, np.float32(lr), L.err)
 
         def fwd():
-            fwd_k(dw, di, do, psw, has_w, False, out, err)
+            L.launch(fk, blocks, threads, fargs)
 
         def sgd():
-            sgd_k(dw, di, do, sg, psw, has_w, False, lr32)
+            L.launch(sk, blocks, threads, sargs)
 
         def errors():
-            return a.count(err)
+            return L.bad()
         return {"fwd": fwd, "sgd": sgd, "result": result, "errors": errors}, None
-    except Exception as exc:  # private names moved: say so, time the public call only
+    except Exception as exc:  # the launcher's names moved: say so, time the public call only
         return None, f"{type(exc).__name__}: {exc}"
-
-
-def _cuda_view(t):
-    from numba import cuda
-    return cuda.as_cuda_array(t.detach())
 
 
 def bench_cell(c: dict, w, ind: Indices, timer: Timer, backends: list[str], device,

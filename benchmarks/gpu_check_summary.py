@@ -150,6 +150,33 @@ def report_lines(reports: Path) -> list[str]:
     return out
 
 
+def graph_lines(g) -> list[str]:
+    """CUDA graphs and the numba-cuda launch (benchmarks/gpu_graph_check.py, issue 22)."""
+    if not isinstance(g, dict):
+        return []
+    tag = "" if g.get("device") == "cuda" else " [CPU self-test of the harness]"
+    eq = g.get("equality", [])
+    out = [f"graph step == eager ({g.get('preset')}, batch {g.get('batch')}): "
+           f"{sum(bool(r.get('ok')) for r in eq)}/{len(eq)} cases within tolerance" + tag]
+    for r in g.get("throughput", []):
+        m = r["median_samples_per_s"]
+        goal = "" if r.get("goal_met") is None else \
+            f", goal {r['goal_samples_per_s']:,} {'met' if r['goal_met'] else 'NOT met'}"
+        out.append(f"  {r['backend']} {'fused' if r['fused'] else 'per-table'} {r['mode']}: "
+                   f"eager {m['eager']:,.0f}, graph {m['graph']:,.0f} samples/s "
+                   f"(x{r['graph_over_eager']:.2f}{goal})")
+    lo = g.get("launch") or {}
+    if lo.get("overhead_s"):
+        ov = lo["overhead_s"]
+        out.append(f"numba-cuda call overhead ({lo.get('launch_path')}): old "
+                   f"{_fmt_t(ov['old call'])}, lean {_fmt_t(ov['lean call'])}, torch "
+                   f"{_fmt_t(ov['torch call'])} (kernel {_fmt_t(lo['kernel_median_s'])}); "
+                   f"goal <= 30 us {'met' if lo.get('goal_met') else 'NOT met'}")
+    elif lo:
+        out.append(f"numba-cuda launch: {'OK' if lo.get('ok') else 'FAIL'} ({lo.get('source', '')})")
+    return out
+
+
 def cmd_summary(args) -> int:
     work, out = Path(args.work), Path(args.out)
     lines: list[str] = []
@@ -198,6 +225,7 @@ def cmd_summary(args) -> int:
                if k.get("out_of_range") else "")
             + (f"; MISSING {', '.join(k['missing_backends'])}" if k.get("missing_backends") else "")
             + (" [CPU self-test of the harness]" if k.get("device") == "cpu" else ""))
+    lines += graph_lines(_load(out / "launch_graph.json"))
     lines += report_lines(work / "reports")
     for cmp in sorted((work / "reports").glob("compare-*.md")):
         lines.append(f"compare: {cmp.name} (in reports.tar.gz)")

@@ -185,7 +185,33 @@ def render_generic(doc: dict, nested: bool = False) -> list[str]:
     return ["| field | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in rows]
 
 
+def render_gpu_graph(doc: dict) -> list[str]:
+    """benchmarks/gpu_graph_check.py (issue 22): graph == eager, eager vs graph samples/s,
+    numba-cuda call overhead."""
+    eq = doc.get("equality", [])
+    out = [f"{doc.get('card')}, {doc.get('preset')} preset, batch {doc.get('batch')}: graph "
+           f"step == eager step in {sum(bool(r.get('ok')) for r in eq)}/{len(eq)} cases.", "",
+           "| backend | tables | mode | eager samples/s | graph samples/s | graph / eager | "
+           "goal |", "|---|---|---|---|---|---|---|"]
+    for r in doc.get("throughput", []):
+        m = r["median_samples_per_s"]
+        goal = "-" if r.get("goal_met") is None else \
+            f"{r['goal_samples_per_s']:,} {'met' if r['goal_met'] else 'not met'}"
+        out.append(f"| {r['backend']} | {'fused' if r['fused'] else 'per table'} | "
+                   f"{r['mode']} | {m['eager']:,.0f} | {m['graph']:,.0f} | "
+                   f"{r['graph_over_eager']:.2f}x | {goal} |")
+    lo = doc.get("launch") or {}
+    if lo.get("overhead_s"):
+        ov = lo["overhead_s"]
+        out += ["", f"numba-cuda call overhead ({lo.get('launch_path')}): old path "
+                f"{ov['old call'] * 1e6:.1f} us, lean {ov['lean call'] * 1e6:.1f} us, torch "
+                f"{ov['torch call'] * 1e6:.1f} us over a {lo['kernel_median_s'] * 1e6:.1f} us "
+                f"kernel ({lo.get('definition')})."]
+    return out
+
+
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
+             "dlrmprof.gpu_graph_check": render_gpu_graph,
              "dlrmprof.bench.policies": render_policies,
              "dlrmprof-bench-serving": render_serving,
              "dlrmprof.bench.serving": render_serving,

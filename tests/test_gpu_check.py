@@ -127,12 +127,33 @@ def test_zipf_indices_follow_the_bounded_law():
 
 
 @pytest.mark.skipif(_has_cuda(), reason="checks the no-GPU path")
-def test_helpers_say_no_gpu_and_exit_3():
-    for sub in ("check", "bench"):
-        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check_kernels.py"),
-                               sub], capture_output=True, text=True, timeout=120)
+def test_helpers_say_no_gpu_and_exit_3(tmp_path):
+    for cmd in (["gpu_check_kernels.py", "check"], ["gpu_check_kernels.py", "bench"],
+                ["gpu_graph_check.py", "--out", str(tmp_path / "g.json")]):
+        done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / cmd[0]), *cmd[1:]],
+                              capture_output=True, text=True, timeout=120)
         assert done.returncode == 3, done.stderr
         assert "SKIP: no GPU" in done.stdout
+    assert not (tmp_path / "g.json").exists()
+
+
+def test_graph_check_catches_a_step_that_differs(monkeypatch):
+    """The graph check's equality test must fail a graph step that computes something else
+    (here: the static-buffer step of a model trained with another learning rate)."""
+    ggc = _load("gpu_graph_check")
+    ggc.PRESET = "tiny"
+    ok = ggc.equality_case("cpu", 1000, "torch", False, "train", 8)
+    assert ok["ok"] and ok["max_rel_loss_diff"] == 0.0
+    real = ggc._graph_step
+
+    def off_by_lr(tr, mode, device):    # 10% more on the sparse and the dense SGD
+        tr.lr *= 1.1
+        for arch in (tr.model.dense_arch, tr.model.over_arch):
+            arch.sgd_lr = tr.lr
+        return real(tr, mode, device)
+    monkeypatch.setattr(ggc, "_graph_step", off_by_lr)
+    bad = ggc.equality_case("cpu", 1000, "torch", False, "train", 8)
+    assert not bad["ok"] and bad["max_rel_loss_diff"] > bad["tolerance"]
 
 
 @pytest.mark.slow
@@ -147,12 +168,13 @@ def test_cpu_dry_run_runs_every_cpu_step_and_skips_cuda(tmp_path):
     elapsed = time.perf_counter() - t0
     tail = done.stdout[-6000:] + done.stderr[-2000:]
     assert done.returncode == 0, tail
-    assert elapsed < 180, f"dry run took {elapsed:.0f} s"
+    assert elapsed < 240, f"dry run took {elapsed:.0f} s"
     # what comes back from a device call: at most 8 plain files, flat
     files = sorted(p.name for p in out.iterdir())
     assert all((out / f).is_file() for f in files) and len(files) <= 8, files
     assert {"summary.txt", "gpu_check.log", "ceilings.json", "kernels_check.json",
-            "embedding_bench.json", "embedding_bench.md", "reports.tar.gz"} <= set(files)
+            "launch_graph.json", "embedding_bench.json", "embedding_bench.md",
+            "reports.tar.gz"} <= set(files)
     summary = (out / "summary.txt").read_text()
     assert done.stdout.rstrip().endswith(summary.rstrip().splitlines()[-1])  # printed last
     assert "RESULT: OK" in summary
@@ -161,16 +183,21 @@ def test_cpu_dry_run_runs_every_cpu_step_and_skips_cuda(tmp_path):
         m = re.match(r"^(\S+)\s+(OK|SKIP|FAIL|TIMEOUT|WARN)\s+\d+\s+(.*)$", line)
         if m:
             steps[m.group(1)] = (m.group(2), m.group(3))
-    for name in ("pytest-cuda", "kernels-check", "run-gpu", "bench"):
+    for name in ("pytest-cuda", "kernels-check", "graphs", "run-gpu", "bench"):
         assert steps[name][0] == "SKIP" and "no GPU" in steps[name][1], (name, steps.get(name))
     for name in ("setup", "import", "versions", "ceilings", "gen-trace", "kernels-check-selftest",
                  "run-cpu-kaggle-train-numba", "run-cpu-kaggle-train-torch",
-                 "run-cpu-terabyte-train-numba", "compare-kaggle-train", "bench-selftest"):
+                 "run-cpu-terabyte-train-numba", "compare-kaggle-train", "bench-selftest",
+                 "graphs-selftest"):
         assert steps[name][0] == "OK", (name, steps.get(name))
     ceil = json.loads((out / "ceilings.json").read_text())
     assert ceil["ceilings"]["cuda"]["available"] is False
     check = json.loads((out / "kernels_check.json").read_text())
     assert check["ok"] and check["device"] == "cpu"
+    graph = json.loads((out / "launch_graph.json").read_text())
+    assert graph["ok"] and graph["device"] == "cpu" and graph["launch"]["ok"]
+    assert len(graph["equality"]) == 4 and all(r["ok"] for r in graph["equality"])
+    assert "graph step == eager" in summary and "CPU self-test" in summary
     bench = json.loads((out / "embedding_bench.json").read_text())
     assert bench["complete"] and bench["cells"]
     assert all(c["checked_ok"] and c["times"] for c in bench["cells"])

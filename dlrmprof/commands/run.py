@@ -107,10 +107,15 @@ def _emb_dtype_lines(report) -> list[str]:
               help="Look the tables up in this storage type (CPU, per table): int8/int4 "
                    "row-wise (FBGEMM's layout; --mode infer), fp16/bf16 (train too, fp32 "
                    "master rows).  The report times each table in fp32 and this dtype.")
+@click.option("--cuda-graph/--no-cuda-graph", default=None,
+              help="Run each step as a CUDA graph captured per batch shape (default: on for "
+                   "--device cuda, off on cpu); per-op times then come from an eager "
+                   "profiling pass after the timed loop.")
 @distributed_options
 def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters, warmup,
         threads, seed, out, inputs, input_rows, test_fraction, eval_every, roofline,
-        cache_study, simd, render, fused_tables, mlp_dtype, emb_dtype, dist_kw=None):
+        cache_study, simd, render, fused_tables, mlp_dtype, emb_dtype, cuda_graph,
+        dist_kw=None):
     """Profile a DLRM on this host: per-op time, bytes, FLOPs, verdicts, samples/s.
 
     Warm-up, then timed iterations; per op (embedding bag per table and all tables, bottom
@@ -135,10 +140,16 @@ def run(device, trace, data, mode, backend, config, max_rows, batch_size, iters,
                       warmup=warmup, threads=threads, seed=seed, out=out, input=tuple(inputs),
                       input_rows=input_rows, test_fraction=test_fraction, eval_every=eval_every,
                       roofline=roofline, cache_study=cache_study, simd=simd, render=render,
-                      fused_tables=fused_tables, mlp_dtype=mlp_dtype, emb_dtype=emb_dtype)
+                      fused_tables=fused_tables, mlp_dtype=mlp_dtype, emb_dtype=emb_dtype,
+                      cuda_graph=cuda_graph)
     from dlrmprof.commands.distributed import run_distributed, wants_distributed
 
     if wants_distributed(dist_kw or {}):
+        if cuda_graph:
+            from dlrmprof.errors import UserError
+
+            raise UserError("--cuda-graph: the hybrid-parallel path (--nproc / torchrun) steps "
+                            "eagerly")
         if mlp_dtype != "fp32" or emb_dtype != "fp32":
             from dlrmprof.errors import UserError
 
@@ -193,6 +204,11 @@ def _result_lines(result, device: str, fused_tables: bool) -> list[str]:
     lines.append(f"end to end: {e2e['samples_per_s']:,.0f} samples/s (data loading + model); "
                  f"model only {e2e['model_samples_per_s']:,.0f} samples/s; data loading "
                  f"{e2e['data_fraction']:.1%} of the time")
+    g = e2e.get("cuda_graph") or {}
+    if g.get("enabled"):
+        lines.append(f"step as a CUDA graph: {g['replays']} replays, {g['captures']} shape(s) "
+                     f"captured, {g['eager_steps']} eager steps; per-op times from "
+                     f"{g['per_op_source'].split(',')[0]}")
     emb = verdicts.get(("emb.all", "forward")) or {}
     if device == "cuda" and not fused_tables and emb.get("overhead_dominated"):
         lines.append("note: the embedding lookups are overhead-dominated (one call per "

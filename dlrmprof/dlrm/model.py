@@ -277,7 +277,7 @@ class SparseArch(nn.Module):
             starts = np.concatenate([[0], np.cumsum([int(i.shape[0]) for i in indices])])
             idx = torch.cat([i + int(b) for i, b in zip(indices, self.row_base)])
             off = torch.cat([o[:-1] + int(starts[t]) for t, o in enumerate(offsets)]
-                            + [torch.tensor([int(starts[-1])], device=idx.device)])
+                            + [idx.new_full((1,), int(starts[-1]))])   # no host copy: graph-safe
         self._tbe_src = (indices, offsets)  # held, so their identity cannot be reused
         self._tbe = (idx, off)
         return idx, off

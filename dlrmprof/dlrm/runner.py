@@ -91,14 +91,20 @@ def held_out_evaluator(trainer, train_data, test_data) -> Callable[[int, list], 
 
 def timed_loop(trainer, source, *, mode: str, iters: int, warmup: int, device: str,
                threads: int, progress: Callable[[int], None] | None = None,
-               evaluate: Callable | None = None, eval_every: int = 0):
-    """(timer, loop): `warmup` untimed then `iters` timed steps of `trainer` on `source`,
-    every op timed by one `OpTimer` (`threads`: the cores this run counts as its own when
-    it flags other processes' CPU use)."""
+               evaluate: Callable | None = None, eval_every: int = 0, graph=None,
+               profile_iters: int = 50):
+    """(timer, loop, profile_timer): `warmup` untimed then `iters` timed steps of `trainer` on
+    `source`, every op timed by one `OpTimer` (`threads`: the cores this run counts as its own
+    when it flags other processes' CPU use).  With `graph` (a `dlrm.graphs.GraphInfo`,
+    enabled) the timed steps replay a CUDA graph and `profile_timer` times the ops of
+    min(iters, profile_iters) eager steps after them; otherwise `profile_timer` is None."""
     from dlrmprof.dlrm.train import run_loop
     from dlrmprof.profile.timers import OpTimer
 
     timer = OpTimer(device=device, threads=threads)
+    ptimer = OpTimer(device=device, threads=threads) if graph is not None and graph.enabled \
+        else None
     loop = run_loop(trainer, source, mode=mode, iters=iters, warmup=warmup, timer=timer,
-                    progress=progress, evaluate=evaluate, eval_every=eval_every)
-    return timer, loop
+                    progress=progress, evaluate=evaluate, eval_every=eval_every, graph=graph,
+                    profile_timer=ptimer, profile_iters=min(iters, profile_iters))
+    return timer, loop, ptimer

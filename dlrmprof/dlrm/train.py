@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from dlrmprof.dlrm.data import Batch
+from dlrmprof.dlrm.graphs import GraphInfo, GraphStep
 from dlrmprof.dlrm.model import DLRM, NULL_TIMER
 from dlrmprof.dlrm.optim import InBackwardSGD
 
@@ -124,9 +125,14 @@ class DLRMTrain:
     # -- steps ---------------------------------------------------------------------------
     def train_step(self, batch: Batch, timer=NULL_TIMER) -> tuple[torch.Tensor, torch.Tensor]:
         """One SGD step; returns (loss, logits), both detached."""
-        model = self.model
         with timer.op("to_device"):
             dense, labels, idx, off = self.inputs(batch)
+        return self.train_on(dense, labels, idx, off, timer)
+
+    def train_on(self, dense, labels, idx, off, timer=NULL_TIMER):
+        """The SGD step on inputs already in the backend's form (`inputs`): what a CUDA graph
+        captures (`dlrmprof.dlrm.graphs`).  Returns (loss, logits), both detached."""
+        model = self.model
         logits, pooled = model(dense, idx, off, requires_grad=True, timer=timer)
         loss = loss_and_backward(logits, labels, self._bce, self.loss_fn, timer)
         with timer.op("optimizer"):
@@ -135,11 +141,16 @@ class DLRMTrain:
             model.sparse_arch.sgd_update(idx, off, pooled.grad, self.lr, timer)
         return loss.detach(), logits.detach()
 
-    @torch.no_grad()
     def infer_step(self, batch: Batch, timer=NULL_TIMER) -> torch.Tensor:
         """Click probabilities [B] (no gradients)."""
         with timer.op("to_device"):
             dense, _, idx, off = self.inputs(batch)
+        return self.infer_on(dense, None, idx, off, timer)
+
+    @torch.no_grad()
+    def infer_on(self, dense, labels, idx, off, timer=NULL_TIMER) -> torch.Tensor:
+        """Click probabilities [B] from inputs already in the backend's form; `labels` is
+        unused (the same signature as `train_on`)."""
         logits, _ = self.model(dense, idx, off, requires_grad=False, timer=timer)
         with timer.op("sigmoid"):
             return self.model.over_arch.predict(logits)
@@ -211,19 +222,29 @@ class LoopResult:
     losses: list[float] = field(default_factory=list)     # per timed training step
     nnz_mean: list[float] = field(default_factory=list)   # mean lookups per table per batch
     curve: list[dict] = field(default_factory=list)       # evaluations, when asked
+    graph: GraphInfo | None = None    # how the step ran when CUDA graphs were asked for
 
 
 def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, timer,
              progress: Callable[[int], None] | None = None,
              evaluate: Callable[[int, list[float]], dict] | None = None,
-             eval_every: int = 0) -> LoopResult:
+             eval_every: int = 0, graph: GraphInfo | None = None,
+             profile_timer=None, profile_iters: int = 0) -> LoopResult:
     """Warm up (untimed), then `iters` timed iterations of data loading + model step.
 
     `evaluate(step, recent_train_losses)` runs between iterations (outside the timing) every
     `eval_every` steps when given; its dicts form `LoopResult.curve`.
+
+    `graph` (enabled): the step runs as a CUDA graph per batch shape (`GraphStep`); `timer`
+    then sees ``data``, ``to_device``, ``graph_replay`` and ``step``, and `profile_iters`
+    eager iterations after the timed loop give `profile_timer` the per-op times.
     """
     train = mode == "train"
     step_fn = trainer.train_step if train else trainer.infer_step
+    gstep = None
+    if graph is not None and graph.enabled:
+        gstep = step_fn = GraphStep(trainer, mode)
+        gstep.info.reason = graph.reason
     sync = torch.cuda.synchronize if trainer.model.device.type == "cuda" else None
     recent: list[float] = []
     result = LoopResult(mode, iters, warmup, source.B, 0.0)
@@ -264,6 +285,12 @@ def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, 
             result.curve.append(evaluate(step_no, recent))
             recent = []
     timer.finish()
+    if gstep is not None:
+        gstep.check()
+        result.graph = _profile_pass(trainer, source, gstep, timer, profile_timer,
+                                     profile_iters)
+    elif graph is not None:
+        result.graph = graph
     if evaluate is not None and eval_every and step_no % eval_every != 0:
         result.curve.append(evaluate(step_no, recent))
     result.wall_s = float(sum(timer.iter_wall))
@@ -271,3 +298,42 @@ def run_loop(trainer: DLRMTrain, source, *, mode: str, iters: int, warmup: int, 
     return result
 
 
+def _profile_pass(trainer: DLRMTrain, source, gstep: GraphStep, timer, profile_timer,
+                  iters: int) -> GraphInfo:
+    """After a graph-replayed loop: `iters` eager steps on `profile_timer` (per-op times a
+    graph cannot give), and the counts and step medians for the report."""
+    info = gstep.info
+    info.distinct_shapes = gstep.distinct_shapes()
+    if "graph_replay" in timer.names:   # the step time of the iterations that replayed
+        replayed = set(timer._ops["graph_replay"].iters)
+        o = timer._ops["step"]
+        s = [x for x, it in zip(o.samples, o.iters) if it in replayed]
+        info.graph_step_median_s = float(np.median(s)) if s else None
+    if info.replays == 0:
+        info.notes.append("no batch shape repeated (bag lengths vary per batch): every step "
+                          "ran eagerly")
+    if profile_timer is None or iters <= 0:
+        info.per_op_source = "none: only the whole step was timed"
+        return info
+    step_fn = trainer.train_step if info.mode == "train" else trainer.infer_step
+    sync = torch.cuda.synchronize if trainer.model.device.type == "cuda" else None
+    if sync is not None:
+        sync()
+    profile_timer.reset()
+    for _ in range(iters):
+        profile_timer.begin_iteration()
+        with profile_timer.op("data", host=True):
+            batch = source.next_batch()
+        with profile_timer.op("step"):
+            out = step_fn(batch, profile_timer)
+        if info.mode == "train":
+            float(out[0])
+        profile_timer.end_iteration()
+    profile_timer.finish()
+    info.profile_iters = iters
+    info.eager_step_median_s = float(np.median(profile_timer.samples("step")))
+    how = "CUDA events" if sync is not None else "perf_counter"
+    info.per_op_source = (f"an eager (non-graph) profiling pass of {iters} iterations after "
+                          f"the timed graph loop, each op timed with {how}; the step, "
+                          "to_device and data rows and samples/s are the graph loop's")
+    return info

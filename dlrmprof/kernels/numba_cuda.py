@@ -1,4 +1,5 @@
-"""numba-cuda kernels for the embedding-bag ops (float32 tables).
+"""numba-cuda kernels for the embedding-bag ops: float32 tables, and the packed fp16 / int8
+tables of `kernels.quant` (`numba_cuda_quant` is their entry point), one bag loop for all.
 
 Takes torch CUDA tensors zero-copy through `__cuda_array_interface__` and runs on torch's
 current stream; numpy inputs are copied to the device and the result copied back (handy for
@@ -7,29 +8,38 @@ tests, slow for real use).
 Layout: a group of `tpb` threads per bag (`tpb` = D rounded up to a power of two, at most a
 warp: D 16 puts two bags in a warp, D >= 32 one), thread `l` of the group owning columns
 l, l + tpb, l + 2 tpb, ...: each warp-wide load reads contiguous row bytes.  Every thread keeps
-its ceil(D / tpb) column sums in registers (the kernels are compiled per (tpb, columns)), so
-a bag's indices are read once, and the bag is walked four lookups at a time: four indices,
-then 4 x columns independent loads in flight before the adds (a gather is latency-bound:
-HBM wants megabytes in flight, Little's law).
+its ceil(D / tpb) column sums in registers (the kernels are compiled per (tpb, columns, row
+kind)), so a bag's indices are read once, and the bag is walked four lookups at a time: four
+indices, then 4 x columns independent loads in flight before the adds (a gather is
+latency-bound: HBM wants megabytes in flight, Little's law).  A packed row is widened as it is
+read: fp16 halves to float32; int8 codes times the row's scale, and the bag's sum of
+``w * bias`` added once after its lookups (the scale and bias are float32 words D/4 and D/4+1
+of the row, read through a float32 view of the same bytes, so D % 4 == 0).
 
-Per call, numba-cuda itself costs about 0.5 ms of host time on an H200's host (converting
-each torch tensor, marshalling the launch in Python; upstream numba-cuda issues #98, #477),
-against 66 us for the kernel on 65,536 one-lookup bags of D 256: batch the tables into one
-call (`run --fused-tables`) where calls are small.
+The launch (`Launcher`): numba's own kernel call types every argument and converts every
+torch tensor (`__cuda_array_interface__`, a pointer-attribute query) on each call, about
+0.5 ms of host time (upstream numba-cuda issues #98, #477).  Here (`numba_cuda_launch`) the
+kernel is specialised once per argument signature and launched straight through cuda.core
+with each device array's arguments packed once, the device views of torch tensors are
+cached by (pointer, shape, strides, dtype) (a view holds only the pointer: the same key is
+the same memory, whichever tensor owns it now), the stream wrapper is cached per torch
+stream, and out-of-range lookups are counted in one persistent device counter per device
+(no allocation per call).
 
 The fused SGD update adds each lookup's scaled gradient with atomics, so rows repeated
 inside a batch (or inside a bag) accumulate correctly; summation order is not fixed.
 
 Out-of-range indices are counted on the device and raise `IndexError` after the kernel
 (that read synchronises the stream); an out-of-range lookup reads row 0 with weight 0 rather
-than leaving the table.  The SGD update checks first and writes nothing when any index is
-bad.
+than leaving the table, and the SGD update skips it.  Outside a CUDA-graph capture the SGD
+update checks first and writes nothing when any index is bad.  While torch's stream is being
+captured (`dlrmprof.dlrm.graphs`) nothing may synchronise: the kernels only count, and
+`check_deferred` raises for what they counted.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 
@@ -46,10 +56,12 @@ from numba import cuda, float32  # noqa: E402
 # the index check launches few blocks on purpose: not a performance problem to warn about
 _numba_config.CUDA_LOW_OCCUPANCY_WARNINGS = 0
 
-from dlrmprof.errors import UserError
+from dlrmprof.errors import UserError  # noqa: E402
+from dlrmprof.kernels.numba_cuda_launch import launcher_for  # noqa: E402
 
 WARP = 32
 THREADS = 128        # threads per block: 128 / tpb bags
+KINDS = {"fp32": 0, "fp16": 1, "int8": 2}
 
 
 def layout(D: int) -> tuple[int, int]:
@@ -60,18 +72,37 @@ def layout(D: int) -> tuple[int, int]:
     return tpb, -(-D // tpb)
 
 
-def _make_fwd(TPB, COLS, FULL):
+def _make_fwd(TPB, COLS, FULL, KIND):
+    """The pooled forward for rows of `KIND` (0 fp32, 1 fp16, 2 int8 row-wise); `sb` is the
+    float32 view of an int8 table's bytes (the scale and bias words), unused otherwise."""
     GROUPS = THREADS // TPB
+    INT8 = KIND == 2
+
+    @cuda.jit(device=True, inline=True)
+    def lookup(indices, psw, has_w, p, R, sb, D4):
+        """(row, row weight, weight for the bias sum, bad) of lookup p."""
+        i = indices[p]
+        w = float32(1.0)
+        if has_w:
+            w = psw[p]
+        bad = 0
+        if i < 0 or i >= R:
+            bad = 1
+            i = 0
+            w = float32(0.0)
+        if INT8:
+            return i, sb[i, D4] * w, w, bad
+        return i, w, w, bad
 
     @cuda.jit
-    def fwd(weight, indices, offsets, psw, has_w, mean, out, err):
+    def fwd(data, sb, D, indices, offsets, psw, has_w, mean, out, err):
         t = cuda.threadIdx.x
         b = cuda.blockIdx.x * GROUPS + t // TPB
         lane = t % TPB
         if b >= offsets.shape[0] - 1:
             return
-        R = weight.shape[0]
-        D = weight.shape[1]
+        R = data.shape[0]
+        D4 = D // 4
         s = offsets[b]
         e = offsets[b + 1]
         bad = 0
@@ -80,61 +111,37 @@ def _make_fwd(TPB, COLS, FULL):
         acc = cuda.local.array(COLS, float32)
         for j in range(COLS):
             acc[j] = float32(0.0)
+        bsum = float32(0.0)
         p = s
         while p + 4 <= e:
-            i0 = indices[p]
-            i1 = indices[p + 1]
-            i2 = indices[p + 2]
-            i3 = indices[p + 3]
-            w0 = float32(1.0)
-            w1 = float32(1.0)
-            w2 = float32(1.0)
-            w3 = float32(1.0)
-            if has_w:
-                w0 = psw[p]
-                w1 = psw[p + 1]
-                w2 = psw[p + 2]
-                w3 = psw[p + 3]
-            if i0 < 0 or i0 >= R:
-                bad += 1
-                i0 = 0
-                w0 = float32(0.0)
-            if i1 < 0 or i1 >= R:
-                bad += 1
-                i1 = 0
-                w1 = float32(0.0)
-            if i2 < 0 or i2 >= R:
-                bad += 1
-                i2 = 0
-                w2 = float32(0.0)
-            if i3 < 0 or i3 >= R:
-                bad += 1
-                i3 = 0
-                w3 = float32(0.0)
+            i0, c0, v0, b0 = lookup(indices, psw, has_w, p, R, sb, D4)
+            i1, c1, v1, b1 = lookup(indices, psw, has_w, p + 1, R, sb, D4)
+            i2, c2, v2, b2 = lookup(indices, psw, has_w, p + 2, R, sb, D4)
+            i3, c3, v3, b3 = lookup(indices, psw, has_w, p + 3, R, sb, D4)
+            bad += b0 + b1 + b2 + b3
+            if INT8:
+                bsum += (sb[i0, D4 + 1] * v0 + sb[i1, D4 + 1] * v1
+                         + sb[i2, D4 + 1] * v2 + sb[i3, D4 + 1] * v3)
             for j in range(COLS):
                 k = lane + j * TPB
                 if FULL or k < D:
-                    acc[j] += (weight[i0, k] * w0 + weight[i1, k] * w1
-                               + weight[i2, k] * w2 + weight[i3, k] * w3)
+                    acc[j] += (float32(data[i0, k]) * c0 + float32(data[i1, k]) * c1
+                               + float32(data[i2, k]) * c2 + float32(data[i3, k]) * c3)
             p += 4
         while p < e:
-            i0 = indices[p]
-            w0 = float32(1.0)
-            if has_w:
-                w0 = psw[p]
-            if i0 < 0 or i0 >= R:
-                bad += 1
-                i0 = 0
-                w0 = float32(0.0)
+            i0, c0, v0, b0 = lookup(indices, psw, has_w, p, R, sb, D4)
+            bad += b0
+            if INT8:
+                bsum += sb[i0, D4 + 1] * v0
             for j in range(COLS):
                 k = lane + j * TPB
                 if FULL or k < D:
-                    acc[j] += weight[i0, k] * w0
+                    acc[j] += float32(data[i0, k]) * c0
             p += 1
         for j in range(COLS):
             k = lane + j * TPB
             if FULL or k < D:
-                v = acc[j]
+                v = acc[j] + bsum
                 if mean and e > s:
                     v /= float32(e - s)
                 out[b, k] = v
@@ -148,12 +155,13 @@ def _make_sgd(TPB, COLS, FULL):
     GROUPS = THREADS // TPB
 
     @cuda.jit
-    def sgd(weight, indices, offsets, grad, psw, has_w, mean, lr):
+    def sgd(weight, indices, offsets, grad, psw, has_w, mean, lr, err):
         t = cuda.threadIdx.x
         b = cuda.blockIdx.x * GROUPS + t // TPB
         lane = t % TPB
         if b >= offsets.shape[0] - 1:
             return
+        R = weight.shape[0]
         D = weight.shape[1]
         s = offsets[b]
         e = offsets[b + 1]
@@ -168,8 +176,12 @@ def _make_sgd(TPB, COLS, FULL):
             g[j] = float32(0.0)
             if FULL or k < D:
                 g[j] = grad[b, k] * scale
+        bad = 0
         for p in range(s, e):
             idx = indices[p]
+            if idx < 0 or idx >= R:
+                bad += 1
+                continue
             c = float32(1.0)
             if has_w:
                 c = psw[p]
@@ -177,6 +189,8 @@ def _make_sgd(TPB, COLS, FULL):
                 k = lane + j * TPB
                 if FULL or k < D:
                     cuda.atomic.add(weight, (idx, k), -(g[j] * c))
+        if bad > 0 and lane == 0:
+            cuda.atomic.add(err, 0, bad)
 
     return sgd
 
@@ -184,14 +198,18 @@ def _make_sgd(TPB, COLS, FULL):
 _KERNELS: dict = {}
 
 
-def kernel(op: str, D: int):
-    """The compiled kernel for `op` ('fwd' or 'sgd') and row width D, built on first use."""
+def kernel(op: str, D: int, kind: str = "fp32"):
+    """The compiled kernel for `op` ('fwd' or 'sgd'), row width D and row kind ('fp32',
+    'fp16', 'int8'; the SGD takes fp32 rows), built on first use."""
     tpb, cols = layout(D)
-    key = (op, tpb, cols, tpb * cols == D)
+    key = (op, tpb, cols, tpb * cols == D, kind)
     k = _KERNELS.get(key)
     if k is None:
-        make = _make_fwd if op == "fwd" else _make_sgd
-        k = _KERNELS[key] = make(tpb, cols, tpb * cols == D)
+        if op == "fwd":
+            k = _make_fwd(tpb, cols, tpb * cols == D, KINDS[kind])
+        else:
+            k = _make_sgd(tpb, cols, tpb * cols == D)
+        _KERNELS[key] = k
     return k
 
 
@@ -213,120 +231,57 @@ def _check_kernel(indices, offsets, R, err):
             cuda.atomic.add(err, 0, 1)
 
 
-def _is_torch(x):
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
-class _Args:
-    """Device views of the inputs, the stream to launch on, and how to hand results back."""
-
-    def __init__(self, **arrays):
-        self.torch = any(_is_torch(v) for v in arrays.values() if v is not None)
-        if self.torch:
-            import torch
-            devices = {v.device for v in arrays.values() if v is not None}
-            if len(devices) != 1 or next(iter(devices)).type != "cuda":
-                raise UserError("backend 'numba-cuda' needs every tensor on one CUDA device, "
-                                f"got {sorted(map(str, devices))}")
-            self.device = next(iter(devices))
-            self.stream = cuda.external_stream(torch.cuda.current_stream(self.device).cuda_stream)
-            self.dev = {k: (None if v is None else cuda.as_cuda_array(v.detach()))
-                        for k, v in arrays.items()}
-        else:
-            self.stream = cuda.stream()
-            self.dev = {k: (None if v is None else cuda.to_device(np.ascontiguousarray(v),
-                                                                   stream=self.stream))
-                        for k, v in arrays.items()}
-        self.arrays = arrays
-
-    def empty(self, shape, dtype=np.float32):
-        if self.torch:
-            import torch
-            t = torch.empty(shape, dtype=getattr(torch, np.dtype(dtype).name), device=self.device)
-            return t, cuda.as_cuda_array(t)
-        d = cuda.device_array(shape, dtype=dtype, stream=self.stream)
-        return d, d
-
-    def psw(self):
-        w = self.dev["per_sample_weights"]
-        if w is not None:
-            return w, True
-        if self.torch:  # a placeholder the kernel never reads: one per device, kept
-            d = _PLACEHOLDER.get(self.device)
-            if d is None:
-                import torch
-                t = torch.zeros(1, dtype=torch.float32, device=self.device)
-                d = _PLACEHOLDER[self.device] = (t, cuda.as_cuda_array(t))
-            return d[1], False
-        return cuda.device_array(1, dtype=np.float32, stream=self.stream), False
-
-    def errors(self):
-        """A zeroed int64 counter the kernels add bad indices to.  With torch inputs it
-        comes from torch's caching allocator rather than numba's (a cuMemAlloc per call, and
-        frees that synchronise the device): on an H200 that took the backend call from 0.62x
-        to 0.97x torch's forward speed, 1.80x to 2.25x its sparse SGD (geomean of 24 cells
-        with B 65536, L >= 20, D >= 64)."""
-        if self.torch:
-            import torch
-            self._err_t = torch.zeros(1, dtype=torch.int64, device=self.device)
-            return cuda.as_cuda_array(self._err_t)
-        return cuda.to_device(np.zeros(1, dtype=np.int64), stream=self.stream)
-
-    def to_host(self, dev):
-        """Device array -> numpy, complete (a copy on a stream is asynchronous)."""
-        host = dev.copy_to_host(stream=self.stream)
-        self.stream.synchronize()
-        return host
-
-    def count(self, err):
-        if self.torch:
-            return int(self._err_t.item())   # a copy on torch's stream, which the kernel used
-        return int(self.to_host(err)[0])
-
-
-_PLACEHOLDER: dict = {}
-
-
 def _check_float32(weight):
     dt = str(weight.dtype)
     if not dt.endswith("float32"):
         raise UserError(f"backend 'numba-cuda' takes float32 tables, got {dt}; use 'torch'")
 
 
-def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
-    _check_float32(weight)
-    a = _Args(weight=weight, indices=indices, offsets=offsets,
-              per_sample_weights=per_sample_weights)
-    B, D = offsets.shape[0] - 1, weight.shape[1]
-    result, out = a.empty((B, D))
-    psw, has_w = a.psw()
-    err = a.errors()
-    blocks, threads = grid(B, D)
-    kernel("fwd", D)[blocks, threads, a.stream](a.dev["weight"], a.dev["indices"],
-                                                a.dev["offsets"], psw, has_w, mode == "mean",
-                                                out, err)
-    bad = a.count(err)
+def _raise_bad(bad: int) -> None:
     if bad:
         raise IndexError(f"{bad} out-of-range indices or decreasing offsets")
-    return result if a.torch else a.to_host(out)
+
+
+def forward(kind: str, data, sb, D: int, indices, offsets, mode, per_sample_weights):
+    """Pooled [B, D] float32 of rows of `kind` (see `kernel`); torch CUDA tensors in, a torch
+    tensor out; numpy in, numpy out (copied through the device)."""
+    L = launcher_for(data, indices, offsets, per_sample_weights)
+    B = offsets.shape[0] - 1
+    result, out = L.empty((B, D))
+    blocks, threads = grid(B, D)
+    args = L.args(data, sb, indices, offsets, per_sample_weights)
+    L.launch(kernel("fwd", D, kind), blocks, threads,
+             (args[0], args[1], D, args[2], args[3], args[4], args[5], mode == "mean", out,
+              L.err))
+    if not L.capturing():
+        _raise_bad(L.bad())
+    return L.result(result, out)
+
+
+def embedding_bag(weight, indices, offsets, mode, per_sample_weights):
+    _check_float32(weight)
+    return forward("fp32", weight, weight, weight.shape[1], indices, offsets, mode,
+                   per_sample_weights)
 
 
 def embedding_bag_sgd(weight, indices, offsets, grad_output, lr, mode, per_sample_weights):
     _check_float32(weight)
-    a = _Args(weight=weight, indices=indices, offsets=offsets, grad_output=grad_output,
-              per_sample_weights=per_sample_weights)
+    L = launcher_for(weight, indices, offsets, per_sample_weights, grad_output)
     B, D = offsets.shape[0] - 1, weight.shape[1]
-    err = a.errors()
-    blocks = max(1, min(256, math.ceil(max(indices.shape[0], B) / 256)))
-    _check_kernel[blocks, 256, a.stream](a.dev["indices"], a.dev["offsets"], weight.shape[0], err)
-    bad = a.count(err)
-    if bad:
-        raise IndexError(f"{bad} out-of-range indices or decreasing offsets")
-    psw, has_w = a.psw()
+    dw, _, di, do, psw, has_w = L.args(weight, None, indices, offsets, per_sample_weights)
+    if not L.capturing():   # check first: a bad batch writes nothing
+        blocks = max(1, min(256, math.ceil(max(indices.shape[0], B) / 256)))
+        L.launch(_check_kernel, blocks, 256, (di, do, weight.shape[0], L.err))
+        _raise_bad(L.bad())
     blocks, threads = grid(B, D)
-    kernel("sgd", D)[blocks, threads, a.stream](a.dev["weight"], a.dev["indices"],
-                                                a.dev["offsets"], a.dev["grad_output"], psw,
-                                                has_w, mode == "mean", np.float32(lr))
-    if not a.torch:
-        weight[...] = a.to_host(a.dev["weight"])
+    L.launch(kernel("sgd", D), blocks, threads,
+             (dw, di, do, L.view(grad_output), psw, has_w, mode == "mean", np.float32(lr),
+              L.err))
+    L.writeback(weight, dw)
+
+
+def check_deferred(device=None) -> None:
+    """Raise IndexError for out-of-range lookups counted while a graph was captured or
+    replayed (they are not checked per call there)."""
+    from dlrmprof.kernels.numba_cuda_launch import deferred_bad
+    _raise_bad(deferred_bad(device))

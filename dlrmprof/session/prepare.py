@@ -49,6 +49,7 @@ class RunOptions:
     fused_tables: bool = False           # one kernel call for all tables (no per-table rows)
     mlp_dtype: str = "fp32"              # "bf16": MLP GEMMs in bfloat16 (opt-in; other numbers)
     emb_dtype: str = "fp32"              # tables looked up as fp16 / bf16 / int8 / int4
+    cuda_graph: bool | None = None       # step as a CUDA graph (None: where it applies)
 
 
 @dataclass
@@ -113,6 +114,9 @@ def prepare(opts: RunOptions) -> Prepared:
     _check_writable(out if out is not None else Path("reports") / "report.json")
     config = load_config(opts.config, max_rows=opts.max_rows, batch_size=opts.batch_size)
     _check_emb_dtype(opts, config, device)
+    from dlrmprof.dlrm.graphs import plan as graph_plan
+
+    graph_plan(opts.cuda_graph, device, backend, opts.fused_tables, opts.emb_dtype)
     prep = Prepared(opts, config, backend, device, out=out)
     trace_path = opts.trace
     if opts.data == "trace" and trace_path is None:

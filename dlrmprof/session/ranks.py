@@ -279,7 +279,7 @@ def _run_rank(opts, dopts, env, device, backend, progress, keep_weights, fingerp
                                barriers=dopts.barriers,
                                fused_tables=bool(getattr(opts, "fused_tables", False)))
     # the ranks on this host compete for its cores: count them all as "ours" for noise flags
-    timer, loop = runner.timed_loop(trainer, source, mode=opts.mode, iters=opts.iters,
+    timer, loop, _ = runner.timed_loop(trainer, source, mode=opts.mode, iters=opts.iters,
                                     warmup=opts.warmup, device=device,
                                     threads=opts.threads * env["local_world_size"],
                                     progress=progress)

@@ -51,11 +51,21 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
         ceilings = _ceilings(fp, say)
     say(f"warm-up {opts.warmup}, then {opts.iters} timed iterations of batch {cfg.batch_size} "
         f"({opts.mode}, {prep.backend} on {prep.device}, {opts.threads} thread(s))")
-    timer, loop = runner.timed_loop(trainer, source, mode=opts.mode, iters=opts.iters,
-                                    warmup=opts.warmup, device=prep.device,
-                                    threads=opts.threads, progress=progress,
-                                    evaluate=evaluate, eval_every=eval_every)
+    from dlrmprof.dlrm import graphs
+
+    graph = graphs.plan(opts.cuda_graph, prep.device, prep.backend, opts.fused_tables,
+                        opts.emb_dtype)
+    timer, loop, ptimer = runner.timed_loop(trainer, source, mode=opts.mode, iters=opts.iters,
+                                            warmup=opts.warmup, device=prep.device,
+                                            threads=opts.threads, progress=progress,
+                                            evaluate=evaluate, eval_every=eval_every,
+                                            graph=graph)
     rows, dropped = op_rows(timer, prep, loop.nnz_mean, sgd_in_backward=trainer.sgd_in_backward)
+    if ptimer is not None:      # per-op rows from the eager profiling pass after the graph loop
+        prow, pdropped = op_rows(ptimer, prep, loop.nnz_mean,
+                                 sgd_in_backward=trainer.sgd_in_backward)
+        rows = graphs.merge_rows(rows, prow, loop.graph)
+        dropped.update({k: v for k, v in pdropped.items() if k not in dropped})
     if opts.emb_dtype != "fp32":
         say(f"timing each table's lookup in fp32 and {opts.emb_dtype} on the same batches")
         _attach_emb_dtype(rows, trainer.model.sparse_arch, make_source(prep))
@@ -72,6 +82,8 @@ def execute(prep: Prepared, progress: Callable[[int], None] | None = None,
         "noise": sections.noise(timer, rows, dropped),
         "training": _training(prep, trainer, loop),
     }
+    if loop.graph is not None:      # how the step ran: as a CUDA graph or why not
+        secs["end_to_end"]["cuda_graph"] = loop.graph.to_json()
     if fp is None:
         fp = _fingerprint(say)
     if opts.roofline:
