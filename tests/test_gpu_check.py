@@ -149,7 +149,7 @@ def test_graph_check_catches_a_step_that_differs(monkeypatch):
     def off_by_lr(tr, mode, device):    # 10% more on the sparse and the dense SGD
         tr.lr *= 1.1
         for arch in (tr.model.dense_arch, tr.model.over_arch):
-            arch.sgd_lr = tr.lr
+            arch.param_update.lr = tr.lr
         return real(tr, mode, device)
     monkeypatch.setattr(ggc, "_graph_step", off_by_lr)
     bad = ggc.equality_case("cpu", 1000, "torch", False, "train", 8)

@@ -249,7 +249,7 @@ def test_warm_up_before_a_capture_leaves_the_model_as_it_was(backend, fused):
     step.warm_up(bufs)
     for k, v in gr.model.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert gr.lr == cfg.lr and gr.model.dense_arch.sgd_lr == cfg.lr
+    assert gr.lr == cfg.lr and gr.model.dense_arch.param_update.lr == cfg.lr
     assert float(step.body(bufs)[0]) == float(eager.train_step(b)[0])
     for x, y in zip(eager.model.state_dict().values(), gr.model.state_dict().values()):
         assert torch.equal(x, y)

@@ -137,11 +137,23 @@ def test_lean_launch_on_torch_tensors():
     np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-5)
 
 
+
+def _needs_cuda_core_dispatcher():
+    """The packed and specialised launch paths drive numba-cuda's dispatcher (cuda.core's
+    `launch` / `LaunchConfig`): the `.[cuda]` extra.  numba's own deprecated numba.cuda
+    lacks them; there `launch_path()` falls back to the plain call, tested above."""
+    from numba.cuda import dispatcher as nd
+
+    if not (hasattr(nd, "launch") and hasattr(nd, "LaunchConfig")):
+        pytest.skip("needs numba-cuda's dispatcher (pip install -e '.[cuda]')")
+
+
 def test_specialised_launch_path_with_a_stand_in_dispatcher():
     """The real (non-simulator) launch logic, with numba's dispatcher replaced by a stand-in:
     one specialisation per argument signature, the compiled kernel's own launch called with
     the raw device arrays, 3-d grid and block and the launcher's stream; a dispatcher
     without `specialize` falls back to numba's configured call."""
+    _needs_cuda_core_dispatcher()
     from numba import config
 
     from dlrmprof.kernels import numba_cuda_launch as ncl
@@ -199,6 +211,7 @@ def test_packed_launch_packs_each_array_once(monkeypatch):
     view), scalars every call; cuda.core's launch gets the stream, a configuration kept per
     grid and the compiled kernel; a launch that cuda.core refuses falls back to
     `_Kernel.launch`."""
+    _needs_cuda_core_dispatcher()
     from numba.cuda import dispatcher as nd
 
     from dlrmprof.kernels import numba_cuda_launch as ncl

@@ -194,18 +194,18 @@ def zero_lr(trainer):
     """The trainer's learning rates (sparse, dense, the MLPs' in-backward SGD) at 0 inside:
     every update then adds -0 * gradient, which leaves each weight as it is (for finite
     gradients), so warm-up steps run the whole step without training the model."""
-    archs = [a for a in (trainer.model.dense_arch, trainer.model.over_arch)
-             if getattr(a, "sgd_lr", None) is not None]
-    saved = trainer.lr, [a.sgd_lr for a in archs]
+    updates = [a.param_update for a in (trainer.model.dense_arch, trainer.model.over_arch)
+               if getattr(a, "param_update", None) is not None]   # InBackwardSGD objects
+    saved = trainer.lr, [u.lr for u in updates]
     trainer.lr = 0.0
-    for a in archs:
-        a.sgd_lr = 0.0
+    for u in updates:
+        u.lr = 0.0
     try:
         yield
     finally:
         trainer.lr = saved[0]
-        for a, lr in zip(archs, saved[1]):
-            a.sgd_lr = lr
+        for u, lr in zip(updates, saved[1]):
+            u.lr = lr
 
 
 class GraphStep(StaticStep):
