@@ -450,39 +450,35 @@ SHARDS_HEAVY = 512           # ids kept at rate 1 (found from a 1-in-64 access s
 
 
 @njit(cache=True)
-def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, nbins):
-    """Weighted histogram of estimated distances for the merged substream m_ids (dense):
-    heavy accesses weigh 1, sampled ones 1/rate; estimated distance = distinct heavy ids in
-    between + (other distinct ids in between) / rate."""
-    hist = np.zeros(nbins, dtype=np.float64)
-    cold = 0.0
+def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, i0, prev, hlast, hist,
+                     cold):
+    """Add to the weighted histogram `hist` the estimated distances of this piece of the
+    merged substream (dense ids m_ids, its accesses numbered from i0): heavy accesses weigh
+    1, sampled ones 1/rate; estimated distance = distinct heavy ids in between + (other
+    distinct ids in between) / rate.  prev (per id) and hlast (per heavy id) hold the last
+    position seen, -1 none, carried across pieces.  Returns the weighted cold count."""
     n = m_ids.shape[0]
-    top = 0
-    for i in range(n):
-        if m_ids[i] > top:
-            top = m_ids[i]
-    prev = np.full(top + 1, -1, dtype=np.int64)
-    hlast = np.full(max(n_heavy, 1), -1, dtype=np.int64)
     inv = 1.0 / rate
-    for i in range(n):
-        x = m_ids[i]
-        w = 1.0 if is_heavy[i] else inv
+    for j in range(n):
+        i = i0 + j
+        x = m_ids[j]
+        w = 1.0 if is_heavy[j] else inv
         q = prev[x]
-        if dist[i] < 0:
+        if dist[j] < 0:
             cold += w
         else:
             hb = 0
             for h in range(n_heavy):
                 if hlast[h] > q:
                     hb += 1
-            if is_heavy[i]:
-                hb -= 1 if hlast[heavy_idx[i]] > q else 0     # itself is not "in between"
-            est = hb + (dist[i] - hb) * inv
+            if is_heavy[j]:
+                hb -= 1 if hlast[heavy_idx[j]] > q else 0     # itself is not "in between"
+            est = hb + (dist[j] - hb) * inv
             hist[dist_bin(np.int64(est))] += w
         prev[x] = i
-        if is_heavy[i]:
-            hlast[heavy_idx[i]] = i
-    return hist, cold
+        if is_heavy[j]:
+            hlast[heavy_idx[j]] = i
+    return cold
 
 
 @njit(cache=True)
@@ -516,6 +512,67 @@ def _shards_select(ids, hkeys, hvals, salt, threshold):
     return out[:m].copy(), hidx[:m].copy()
 
 
+def shards_heavy(probe_counts: np.ndarray, heavy: int = SHARDS_HEAVY) -> np.ndarray:
+    """The `heavy` ids most frequent in the probe (every 64th access; probe_counts[x] = times
+    id x was probed), ties to the smaller id."""
+    vals = np.flatnonzero(probe_counts)
+    cnt = probe_counts[vals]
+    return vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
+
+
+class ShardsStream:
+    """SHARDS with the heavy ids kept exactly (see `shards_histogram`), fed the stream chunk by
+    chunk: memory O(sampled ids + heavy ids), never O(accesses)."""
+
+    def __init__(self, heavy_ids: np.ndarray, rate: float, seed: int = 0):
+        hv = np.ascontiguousarray(heavy_ids, dtype=np.int64)
+        hsize = 1 << max(4, (2 * len(hv)).bit_length())
+        self.hkeys = np.zeros(hsize, dtype=np.int64)
+        self.hvals = np.full(hsize, -1, dtype=np.int64)
+        _hash_remap(hv, self.hkeys, self.hvals, np.empty(len(hv), dtype=np.int64), 0)
+        self.n_heavy = len(hv)
+        self.rate = float(rate)
+        self.salt = np.uint64((seed * 0x632BE59BD9B4E019 + 0x9E3779B97F4A7C15)
+                              & 0xFFFFFFFFFFFFFFFF)
+        self.threshold = np.uint64(int(rate * (1 << 32)))
+        self.dense = DenseMap()
+        self.state = ReuseState()
+        self.prev = np.full(1024, -1, dtype=np.int64)
+        self.hlast = np.full(max(self.n_heavy, 1), -1, dtype=np.int64)
+        self.hist = np.zeros(MAX_BINS, dtype=np.float64)
+        self.cold = 0.0
+        self.kept = 0                    # accesses of the merged substream so far
+        self.total = 0
+
+    def feed(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.total += ids.shape[0]
+        sub, heavy_idx = _shards_select(ids, self.hkeys, self.hvals, self.salt, self.threshold)
+        if not sub.size:
+            return
+        dense = self.dense.map(sub)
+        dist = self.state.feed(dense)
+        top = len(self.dense)
+        if top > self.prev.shape[0]:
+            grown = np.full(max(top, 2 * self.prev.shape[0]), -1, dtype=np.int64)
+            grown[: self.prev.shape[0]] = self.prev
+            self.prev = grown
+        self.cold = _shards_weighted(dense, dist, heavy_idx >= 0, heavy_idx, self.n_heavy,
+                                     self.rate, self.kept, self.prev, self.hlast, self.hist,
+                                     self.cold)
+        self.kept += sub.shape[0]
+
+    def result(self) -> tuple[np.ndarray, int, int]:
+        """(histogram, cold, accesses) scaled to the whole stream."""
+        if self.total == 0:
+            return np.zeros(0, dtype=np.int64), 0, 0
+        factor = self.total / max(self.hist.sum() + self.cold, 1.0)
+        hist = np.round(self.hist * factor).astype(np.int64)
+        nz = np.flatnonzero(hist)
+        hist = hist[: int(nz[-1]) + 1 if nz.size else 0]
+        return hist, int(round(self.cold * factor)), self.total
+
+
 def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0,
                      heavy: int = SHARDS_HEAVY) -> tuple[np.ndarray, int, int]:
     """SHARDS estimate of the distance histogram, scaled to the full stream: (hist, cold,
@@ -528,28 +585,15 @@ def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0,
     kept, at weight 1, and a sampled access's distance is estimated as the heavy ids touched
     in between plus the other ids in between divided by rate."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    total = ids.shape[0]
-    if total == 0:
+    if ids.shape[0] == 0:
         return np.zeros(0, dtype=np.int64), 0, 0
     probe = ids[::64]
-    vals, cnt = np.unique(probe, return_counts=True)
-    hv = vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
-    hsize = 1 << max(4, (2 * len(hv)).bit_length())
-    hkeys = np.zeros(hsize, dtype=np.int64)
-    hvals = np.full(hsize, -1, dtype=np.int64)
-    hcount = _hash_remap(np.ascontiguousarray(hv, dtype=np.int64), hkeys, hvals,
-                         np.empty(len(hv), dtype=np.int64), 0)[1]
-    salt = np.uint64((seed * 0x632BE59BD9B4E019 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-    sub, heavy_idx = _shards_select(ids, hkeys, hvals, salt,
-                                    np.uint64(int(rate * (1 << 32))))
-    sub_heavy = heavy_idx >= 0
-    del hcount
-    dense = DenseMap(max(sub.size, 1) * 2).map(sub)
-    dist = ReuseState(int(dense.max()) + 1 if dense.size else 1).feed(dense)
-    hist, cold = _shards_weighted(dense, dist, sub_heavy, heavy_idx, len(hv),
-                                  float(rate), MAX_BINS)
-    factor = total / max(hist.sum() + cold, 1.0)
-    hist = np.round(hist * factor).astype(np.int64)
-    nz = np.flatnonzero(hist)
-    hist = hist[: int(nz[-1]) + 1 if nz.size else 0]
-    return hist, int(round(cold * factor)), total
+    if int(probe.min()) >= 0 and int(probe.max()) < max(4 * probe.size, 1 << 16):
+        probe_counts = np.bincount(probe)
+        hv = shards_heavy(probe_counts, heavy)
+    else:                                 # large raw ids: count the distinct ones
+        vals, cnt = np.unique(probe, return_counts=True)
+        hv = vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
+    st = ShardsStream(hv, rate, seed)
+    st.feed(ids)
+    return st.result()
