@@ -130,9 +130,35 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     # long streams: compare candidates on a prefix (bags of one access each there), then
     # build the chosen profile on the whole stream
     on_prefix = n > HOT_PREFIX and (lengths is None or len(lengths) == n)
-    sub = ids[:HOT_PREFIX] if on_prefix else ids
-    sub_lengths = None if on_prefix else lengths
-    sub_hc = stream_histogram(sub) if on_prefix else hist_cold
+    if on_prefix:
+        prof, chosen = select_hot(name, ids[:HOT_PREFIX], None, rows, windows, None,
+                                  candidates, seed)
+        prof = with_placement(build_profile(name, ids, lengths, rows=rows, windows=windows,
+                                            hot=chosen["chosen"], hist_cold=hist_cold),
+                              chosen["placement"])
+    else:
+        prof, chosen = select_hot(name, ids, lengths, rows, windows, hist_cold, candidates,
+                                  seed)
+    prof.extra.pop("source_extras", None)     # the caller measures the whole stream's
+    return prof, chosen
+
+
+def with_placement(prof: LocalityProfile, placement: str) -> LocalityProfile:
+    """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
+    independently (no gap histogram), or the naive model."""
+    if placement == "independent":
+        return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
+    if placement == NAIVE:
+        prof.extra["model"] = NAIVE
+    return prof
+
+
+def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CANDIDATES,
+               seed: int = 12345) -> tuple[LocalityProfile, dict]:
+    """The selection of `choose_hot` on the stream `sub` (the whole stream or its prefix;
+    `sub_hc` its reuse histogram, None to measure it): (the winning candidate's profile of
+    `sub`, what was measured)."""
+    sub_hc = stream_histogram(sub) if sub_hc is None else sub_hc
     distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
@@ -160,14 +186,6 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
         _hinge(tried)
     best = min(pool, key=lambda t: t["objective"])
     prof = best["_prof"]
-    if on_prefix:
-        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=best["hot"],
-                             hist_cold=hist_cold)
-        if best["placement"] == "independent":
-            prof = replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
-        elif best["placement"] == NAIVE:
-            prof.extra["model"] = NAIVE
-    prof.extra.pop("source_extras", None)     # the caller measures the whole stream's
     for t in tried:
         del t["_prof"], t["_f"], t["_base"]
     return prof, {"chosen": best["hot"], "placement": best["placement"],
@@ -182,13 +200,19 @@ def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityPro
     prof.extra["hot_selection"] = tried
     prof.extra["source_extras"] = source_extras(ids, lengths, prof.distinct)
     if sample_rate is not None:
-        prof.extra["shards"] = shards_error(np.asarray(ids, dtype=np.int64), sample_rate, prof)
+        hist, cold, _ = _reuse.shards_histogram(np.asarray(ids, dtype=np.int64), sample_rate)
+        prof.extra["shards"] = shards_record(hist, cold, sample_rate, prof)
     return prof
 
 
 def shards_error(ids: np.ndarray, rate: float, prof: LocalityProfile, seed: int = 0) -> dict:
     """SHARDS estimate of the MRC at `rate` and its error against the exact one."""
     hist, cold, _ = _reuse.shards_histogram(ids, rate, seed)
+    return shards_record(hist, cold, rate, prof)
+
+
+def shards_record(hist: np.ndarray, cold: int, rate: float, prof: LocalityProfile) -> dict:
+    """A SHARDS estimate's MRC and its error against the profile's exact one."""
     sizes = _reuse.mrc_sizes(prof.distinct)
     est = _reuse.hit_rates(hist, cold, sizes)
     exact = prof.mrc(sizes)[1]
