@@ -1,9 +1,9 @@
 """The gen-trace pipeline: streams -> profiles -> synthetic trace (+ fidelity).
 
-Criteo input is spilled per table to temporary int32/int64 files while it streams in, so the
-reading side keeps bounded memory whatever the file length and each table is then profiled
-on its own (tables are independent: `jobs` > 1 profiles and synthesizes them in parallel
-processes; `capture.capture_rank` splits them over torch.distributed ranks).  Each table's
+Criteo input is profiled as it streams in (`onepass`: memory O(distinct ids), no temporary
+files); other inputs are in memory already.  Tables are independent: `jobs` > 1 profiles and
+synthesizes them in parallel processes; `capture.capture_rank` splits them over
+torch.distributed ranks.  Each table's
 model variant is chosen by measurement (`choose_hot`), and its fidelity is stored beside the
 naive baseline's (`_measured`).
 """
@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -221,39 +220,28 @@ def shards_record(hist: np.ndarray, cold: int, rate: float, prof: LocalityProfil
             "sizes": sizes.tolist(), "estimated_hit_rate": est.tolist()}
 
 
-def _profile_spilled(args) -> LocalityProfile:
-    path, name, n, rows, windows, hot, sample_rate = args
-    ids = np.memmap(path, dtype=np.int32, mode="r", shape=(n,))
-    return _profile(name, ids, None, rows, windows, hot, sample_rate)
-
-
 def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None = None,
                          jobs: int = 1, on_rows: Callable[[int], None] | None = None,
                          sample_rate: float | None = None) -> list[LocalityProfile]:
-    """Consume a `read_criteo` reader; one profile per table (pooling factor 1)."""
-    names = reader.table_names
-    from dlrmprof.fsutil import spill_dir
+    """Consume a `read_criteo` reader; one profile per table (pooling factor 1), in memory
+    O(distinct ids) and no temporary files (`onepass`: a stream longer than the selection's
+    prefix is read a second time, with `reader.again()`)."""
+    from dlrmprof.tracegen.onepass import profiles_from_rows
 
-    with spill_dir() as tmp:
-        files = [open(Path(tmp) / f"{i}.bin", "wb") for i in range(len(names))]
-        try:
-            for chunk in reader:
-                sp = chunk.sparse
-                for i, fh in enumerate(files):
-                    np.ascontiguousarray(sp[:, i], dtype=np.int32).tofile(fh)
-                if on_rows:
-                    on_rows(sp.shape[0])
-        finally:
-            for fh in files:
-                fh.close()
-        n = reader.rows_read
-        if n == 0:
-            return []
-        distinct = reader.table_distinct
-        tasks = [(str(Path(tmp) / f"{i}.bin"), names[i], n,
-                  reader.table_rows or max(distinct[i], 1), windows, hot, sample_rate)
-                 for i in range(len(names))]
-        return _map(_profile_spilled, tasks, jobs)
+    def read():
+        first = not read.calls
+        read.calls += 1
+        for chunk in (reader if first else reader.again(progress=None)):
+            if on_rows and first:
+                on_rows(chunk.sparse.shape[0])
+            yield chunk.sparse
+    read.calls = 0
+
+    def rows():
+        return [reader.table_rows or max(d, 1) for d in reader.table_distinct]
+
+    return profiles_from_rows(read, list(reader.table_names), rows, windows, hot, jobs,
+                              sample_rate)
 
 
 def profiles_from_streams(streams: list[TableStream], windows: int = DEFAULT_WINDOWS,

@@ -142,12 +142,12 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         self._started = False
         self._args = (self.paths, max_rows, tables, table_rows, strict, block_bytes, threads)
 
-    def again(self) -> "read_criteo":
+    def again(self, progress: Callable[[int], None] | None = None) -> "read_criteo":
         """A fresh reader of the same input with the same settings (a second pass over the
         rows, in the same order and with the same ids, since ids follow first appearance)."""
         paths, max_rows, tables, table_rows, strict, block_bytes, threads = self._args
         return read_criteo(paths, max_rows=max_rows, tables=tables, table_rows=table_rows,
-                           strict=strict, progress=self.progress, block_bytes=block_bytes,
+                           strict=strict, progress=progress, block_bytes=block_bytes,
                            threads=threads)
 
     @property
