@@ -226,8 +226,10 @@ def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None
     """Consume a `read_criteo` reader; one profile per table (pooling factor 1), in memory
     O(distinct ids) and no temporary files (`onepass`: a stream longer than the selection's
     prefix is read a second time, with `reader.again()`)."""
+    from dlrmprof.fsutil import remove_stale_spills
     from dlrmprof.tracegen.onepass import profiles_from_rows
 
+    remove_stale_spills()
     def read():
         first = not read.calls
         read.calls += 1
