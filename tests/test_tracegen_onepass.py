@@ -123,7 +123,8 @@ def _capture(columns, rng, prefix, sample_rate=None, hot=None, windows=32):
 
     rows = [int(c.max()) + 1 for c in columns]
     profs = onepass.profiles_from_rows(read, [f"C{i}" for i in range(len(columns))], rows,
-                                       windows, hot, sample_rate=sample_rate, prefix=prefix)
+                                       windows, hot, sample_rate=sample_rate, prefix=prefix,
+                                       in_memory=prefix)
     return profs, rows, len(reads)
 
 
@@ -157,14 +158,17 @@ def test_criteo_capture_on_the_real_sample_equals_in_memory(monkeypatch, tmp_pat
     """The bundled real rows, with a prefix shorter than the stream: the same profiles as the
     in-memory path, and nothing written to the temporary directory."""
     monkeypatch.setattr(generate, "HOT_PREFIX", 600)
+    monkeypatch.setattr(onepass, "IN_MEMORY", 600)          # read twice: 1999 rows > 600
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)
     tables = ["C1", "C3", "C9", "C20"]
-    seen = []
-    profs = generate.profiles_from_criteo(read_criteo(BUNDLED_SAMPLE, tables=tables),
-                                          on_rows=seen.append)
-    assert sum(seen) == 1999 and list(tmp_path.iterdir()) == []
+    seen, again = [], []
+    reader = read_criteo(BUNDLED_SAMPLE, tables=tables)
+    monkeypatch.setattr(reader, "again", lambda progress: again.append(1) or
+                        read_criteo(BUNDLED_SAMPLE, tables=tables))
+    profs = generate.profiles_from_criteo(reader, on_rows=seen.append)
+    assert sum(seen) == 1999 and again == [1] and list(tmp_path.iterdir()) == []
     sp = np.concatenate([c.sparse for c in read_criteo(BUNDLED_SAMPLE, tables=tables)])
     for j, got in enumerate(profs):
         col = np.ascontiguousarray(sp[:, j])

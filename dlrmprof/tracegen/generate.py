@@ -40,7 +40,7 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
 
 # ------------------------------------------------------------------ profiling
 HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024)
-HOT_PREFIX = 1 << 18          # candidates are compared on at most this many accesses (a prefix)
+HOT_PREFIX = 1 << 16          # candidates are compared on at most this many accesses (a prefix)
 SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
 FINALISTS = 3

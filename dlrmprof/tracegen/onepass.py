@@ -5,9 +5,10 @@ written to disk.
 
 * Pass 1, all tables at once as the reader yields rows: the exact LRU reuse-distance
   histogram (`ReuseState`, time axis compacted to the live ids), each id's access count,
-  the per-batch statistics (`BatchStream`), the first HOT_PREFIX accesses (the hot-set
-  selection and the FIFO / LFU / set-associative curves are measured on them, as the
-  in-memory capture does) and, with SHARDS, every 64th access's id count.
+  the per-batch statistics (`BatchStream`), the first POLICY_PREFIX accesses (the hot-set
+  selection, on the first HOT_PREFIX of them, and the FIFO / LFU / set-associative curves
+  are measured there, as the in-memory capture does) and, with SHARDS, every 64th access's
+  id count.
 * Selection: the hot-set size and placement are chosen on each table's prefix
   (`generate.select_hot`); the hot ids are then the K most accessed of the whole stream.
 * Pass 2 reads the input again: the windowed model (`WindowState`: hot ids' counts and gaps
@@ -16,7 +17,8 @@ written to disk.
   counts), so an exact profile needs them before the windows are measured: reading twice
   costs a second parse and no disk, where keeping the stream costs disk O(rows).
 
-A stream no longer than the prefix is kept whole by pass 1 and profiled in memory as before.
+A stream of at most IN_MEMORY (= POLICY_PREFIX) accesses is kept whole by pass 1 and profiled
+in memory, read once.
 The profiles equal `generate._profile`'s on the whole stream (tests check it).
 """
 
@@ -31,6 +33,9 @@ from dlrmprof.tracegen.fidelity import POLICY_PREFIX, source_extras
 from dlrmprof.tracegen.policies import BatchStream
 from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, count_ids,
                                        hot_ranks)
+
+IN_MEMORY = POLICY_PREFIX       # streams up to this many accesses are kept whole and read once
+
 
 class TablePass:
     """Pass-1 state of one table: feed it the table's ids (dense, >= 0) chunk by chunk."""
@@ -88,15 +93,18 @@ def _grown(a: np.ndarray, bound: int) -> np.ndarray:
 def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str],
                        rows: list[int] | Callable[[], list[int]], windows: int,
                        hot: int | None, jobs: int = 1, sample_rate: float | None = None,
-                       prefix: int | None = None) -> list[LocalityProfile]:
+                       prefix: int | None = None,
+                       in_memory: int | None = None) -> list[LocalityProfile]:
     """One profile per table of a row stream: `read()` yields [rows, tables] arrays of dense
-    ids (it is called twice for streams longer than `prefix`, default generate.HOT_PREFIX,
-    the selection's prefix); `rows`: each table's rows (or a function giving them after
-    pass 1).  Equal to `generate._profile` on each column."""
+    ids; it is called a second time for streams longer than `in_memory` (default IN_MEMORY;
+    shorter ones are kept whole).  `prefix`: the selection's (default generate.HOT_PREFIX); `rows`: each
+    table's rows (or a function giving them after pass 1).  Equal to `generate._profile` on
+    each column."""
     from dlrmprof.tracegen import generate
 
     prefix = generate.HOT_PREFIX if prefix is None else int(prefix)
-    tables = [TablePass(n, max(prefix, POLICY_PREFIX), sample_rate is not None)
+    in_memory = max(IN_MEMORY if in_memory is None else int(in_memory), prefix)
+    tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None)
               for n in names]
     for sp in read():
         for i, t in enumerate(tables):
@@ -106,7 +114,7 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         return []
     rows = rows() if callable(rows) else rows
     candidates = generate.HOT_CANDIDATES if hot is None else (hot,)
-    if n <= prefix:                       # the whole stream is in memory: profile it there
+    if n <= in_memory:                    # the whole stream is in memory: profile it there
         tasks = [(t.name, t.head, None, r, windows, hot, sample_rate)
                  for t, r in zip(tables, rows)]
         return generate._map(_whole_task, tasks, jobs)
