@@ -124,6 +124,37 @@ def render_quantized(doc: dict) -> list[str]:
     return out
 
 
+def render_capture_scale(doc: dict) -> list[str]:
+    """One row per input size and code: rows/s, peak RSS, peak temporary disk, ratios."""
+    out = [f"Baseline: the code at `{doc['baseline']}`, run in the same session; best of "
+           f"{doc['rounds']} interleaved round(s).", "",
+           "| rows | input MiB | code | trace | s | rows/s | peak RSS MiB | peak temp MiB "
+           "| temp / input | MRC MAE mean | vs baseline |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for size in doc["sizes"]:
+        for name in ("ours", "ours_nproc2", "baseline"):
+            r = size.get(name)
+            if not r:
+                continue
+            ratio = ""
+            if name == "ours" and "speedup_vs_baseline" in size:
+                ratio = f"{size['speedup_vs_baseline']:.2f}x"
+            elif name == "ours_nproc2" and "nproc2_speedup" in size:
+                ratio = f"{size['nproc2_speedup']:.2f}x of 1 process"
+            mae = r.get("fidelity", {}).get("mrc_mae_mean")
+            out.append(f"| {size['rows']:,} | {size['input_mb']:.0f} | {name} | "
+                       f"{'profile-only' if size.get('profile_only') else 'full'} | "
+                       f"{r['best_s']:.1f} | {r['rows_per_s'] / 1e3:.0f}k | "
+                       f"{r['peak_rss_mb']:.0f} | {r['peak_tmp_mb']:.0f} | "
+                       f"{100 * r['tmp_over_input']:.1f}% | "
+                       f"{'-' if mae is None else f'{mae:.5f}'} | {ratio} |")
+    other = [x["other_cpus"] for size in doc["sizes"] for k, v in size.items()
+             if isinstance(v, dict) and "runs" in v for x in v["runs"]]
+    if other:
+        out += ["", f"Other processes used {min(other):.2f}-{max(other):.2f} CPUs during the "
+                    "timed runs (of 2)."]
+    return out
+
+
 def render_generic(doc: dict) -> list[str]:
     """Top-level scalar fields and a 'summary' mapping, if any."""
     rows = [(k, v) for k, v in doc.items()
@@ -138,6 +169,7 @@ def render_generic(doc: dict) -> list[str]:
 
 
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
+             "dlrmprof.bench.capture_scale": render_capture_scale,
              "dlrmprof.bench.policies": render_policies,
              "dlrmprof-bench-serving": render_serving}
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from dlrmprof.errors import UserError, input_error
 from dlrmprof.tracegen import _criteo_parse as cp
+from dlrmprof.tracegen import hashmap
 
 CRITEO_TABLES = tuple(f"C{i}" for i in range(1, 27))
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "criteo_kaggle_train_head2k.txt"
@@ -137,8 +138,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         self.malformed_examples: list[Malformed] = []
         self.bytes_read = 0
         self._counts = np.zeros(len(self.table_names), dtype=np.int64)
-        self._keys = np.zeros(1 << 16, dtype=np.int64)
-        self._vals = np.full(1 << 16, -1, dtype=np.int64)
+        self._keys, self._vals = hashmap.empty(1 << 16)
         self._started = False
         self._args = (self.paths, max_rows, tables, table_rows, strict, block_bytes, threads)
 
@@ -176,11 +176,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
             done += cp.map_tables(cats[done:], self._cols, self.table_rows or 0, self._keys,
                                   self._vals, self._counts, out[done:])
             if done < cats.shape[0]:
-                size = self._keys.shape[0] * 2
-                nkeys = np.zeros(size, dtype=np.int64)
-                nvals = np.full(size, -1, dtype=np.int64)
-                cp.rehash_tables(self._keys, self._vals, nkeys, nvals)
-                self._keys, self._vals = nkeys, nvals
+                self._keys, self._vals = hashmap.doubled(self._keys, self._vals)
         return out
 
     def _read_file(self, path: Path) -> Iterator[CriteoChunk]:

@@ -24,6 +24,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from dlrmprof.tracegen import hashmap as _hm
+
 # ---------------------------------------------------------------- distance histogram bins
 # Exact bins for distances < 2**EXACT_BITS, then SUB_BITS sub-bins per power of two.  Bin
 # boundaries fall on every power of two, so hit rates at cache sizes 2**j are exact.
@@ -128,6 +130,32 @@ def _pc(x):
 
 
 @njit(cache=True)
+def fenwick_build(bits, tree):
+    """The Fenwick tree (1-based, tree[0] unused) over the popcounts of the bitmap's words."""
+    nw = bits.shape[0]
+    for i in range(1, nw + 1):
+        tree[i] = 0
+    for i in range(1, nw + 1):
+        tree[i] += _pc(bits[i - 1])
+        j = i + (i & (-i))
+        if j <= nw:
+            tree[j] += tree[i]
+
+
+@njit(cache=True, inline="always")
+def fenwick_add(tree, j, stop, delta):
+    """Add `delta` along the Fenwick update path from node j while the node is below `stop`;
+    returns the first node not updated.  A move of one slot from word ws to word wt > ws is
+    `stop = fenwick_add(tree, ws + 1, wt + 1, -1)` then `fenwick_add(tree, wt + 1,
+    min(stop, nw + 1), +1)`: both paths stop where they meet, so it walks only the part of
+    the tree between the two words."""
+    while j < stop:
+        tree[j] += delta
+        j += j & (-j)
+    return j
+
+
+@njit(cache=True)
 def _rebuild(bits, tree, d):
     """Slots 1..d occupied (slot s = bit s & 63 of word s >> 6); Fenwick tree over words."""
     nw = bits.shape[0]
@@ -145,13 +173,7 @@ def _rebuild(bits, tree, d):
             else:
                 word = ((np.uint64(1) << np.uint64(n)) - np.uint64(1)) << np.uint64(a - lo)
         bits[w] = word
-    for i in range(1, nw + 1):
-        tree[i] = 0
-    for i in range(1, nw + 1):
-        tree[i] += _pc(bits[i - 1])
-        j = i + (i & (-i))
-        if j <= nw:
-            tree[j] += tree[i]
+    fenwick_build(bits, tree)
 
 
 @njit(cache=True)
@@ -189,10 +211,7 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
         if s == 0:
             out[i] = -1
             d += 1
-            j = wt + 1
-            while j <= nw:
-                tree[j] += 1
-                j += j & (-j)
+            fenwick_add(tree, wt + 1, nw + 1, 1)
         else:
             ws = s >> 6
             if ws == wt:
@@ -214,15 +233,8 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
                     r -= tree[b]
                     b &= b - 1
                 bits[ws] &= ~(one << np.uint64(s & 63))
-                j = ws + 1
-                while j < wt + 1:
-                    tree[j] -= 1
-                    j += j & (-j)
-                stop = j
-                j = wt + 1
-                while j < stop and j <= nw:
-                    tree[j] += 1
-                    j += j & (-j)
+                stop = fenwick_add(tree, ws + 1, wt + 1, -1)
+                fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
             out[i] = r
         bits[wt] |= one << np.uint64(t & 63)
         last[x] = t
@@ -300,51 +312,31 @@ class ReuseState:
 # ---------------------------------------------------------------- dense remapping
 @njit(cache=True)
 def _hash_remap(x, keys, vals, out, n):
-    """Open addressing map int64 -> dense id; returns (next index, n); stops when half full."""
+    """Map int64 keys to dense ids in a `hashmap`; returns (next index, n); stops when half
+    full."""
     mask = keys.shape[0] - 1
     limit = keys.shape[0] // 2
     for i in range(x.shape[0]):
         k = x[i]
-        h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
-        p = np.int64(h) & mask
-        while True:
-            v = vals[p]
-            if v < 0:
-                if n >= limit:
-                    return i, n
-                keys[p] = k
-                vals[p] = n
-                out[i] = n
-                n += 1
-                break
-            if keys[p] == k:
-                out[i] = v
-                break
-            p = (p + 1) & mask
+        p = _hm.slot(keys, vals, k, mask)
+        v = vals[p]
+        if v < 0:
+            if n >= limit:
+                return i, n
+            keys[p] = k
+            vals[p] = n
+            out[i] = n
+            n += 1
+        else:
+            out[i] = v
     return x.shape[0], n
-
-
-@njit(cache=True)
-def _rehash(keys, vals, nkeys, nvals):
-    mask = nkeys.shape[0] - 1
-    for q in range(keys.shape[0]):
-        if vals[q] >= 0:
-            k = keys[q]
-            h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
-            p = np.int64(h) & mask
-            while nvals[p] >= 0:
-                p = (p + 1) & mask
-            nkeys[p] = k
-            nvals[p] = vals[q]
 
 
 class DenseMap:
     """Map arbitrary int64 keys to dense ids 0,1,2,... in order of first appearance."""
 
     def __init__(self, capacity: int = 1 << 12):
-        size = 1 << max(12, int(capacity - 1).bit_length())
-        self.keys = np.zeros(size, dtype=np.int64)
-        self.vals = np.full(size, -1, dtype=np.int64)
+        self.keys, self.vals = _hm.empty(1 << max(12, int(capacity - 1).bit_length()))
         self.n = 0
 
     def __len__(self) -> int:
@@ -359,11 +351,7 @@ class DenseMap:
             i += done
             if i >= x.shape[0]:
                 return out
-            size = self.keys.shape[0] * 2
-            nkeys = np.zeros(size, dtype=np.int64)
-            nvals = np.full(size, -1, dtype=np.int64)
-            _rehash(self.keys, self.vals, nkeys, nvals)
-            self.keys, self.vals = nkeys, nvals
+            self.keys, self.vals = _hm.doubled(self.keys, self.vals)
 
 
 def dense_ids(ids: np.ndarray) -> np.ndarray:
@@ -491,13 +479,7 @@ def _shards_select(ids, hkeys, hvals, salt, threshold):
     m = 0
     for i in range(n):
         x = ids[i]
-        p = np.int64((np.uint64(x) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)) & mask
-        k = -1
-        while hvals[p] >= 0:
-            if hkeys[p] == x:
-                k = hvals[p]
-                break
-            p = (p + 1) & mask
+        k = hvals[_hm.slot(hkeys, hvals, x, mask)]
         keep = k >= 0
         if not keep:
             h = (np.uint64(x) ^ salt) * np.uint64(0xBF58476D1CE4E5B9)
@@ -526,9 +508,7 @@ class ShardsStream:
 
     def __init__(self, heavy_ids: np.ndarray, rate: float, seed: int = 0):
         hv = np.ascontiguousarray(heavy_ids, dtype=np.int64)
-        hsize = 1 << max(4, (2 * len(hv)).bit_length())
-        self.hkeys = np.zeros(hsize, dtype=np.int64)
-        self.hvals = np.full(hsize, -1, dtype=np.int64)
+        self.hkeys, self.hvals = _hm.empty(1 << max(4, (2 * len(hv)).bit_length()))
         _hash_remap(hv, self.hkeys, self.hvals, np.empty(len(hv), dtype=np.int64), 0)
         self.n_heavy = len(hv)
         self.rate = float(rate)
