@@ -195,6 +195,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--nproc", default="1,2", help="comma-separated --nproc values of ours")
     ap.add_argument("--baseline", default="ce54615", help="commit of the baseline code")
+    ap.add_argument("--ours", default=str(ROOT),
+                    help="source tree timed as ours (default: this checkout)")
     ap.add_argument("--baseline-max-rows", type=int, default=2_000_000)
     ap.add_argument("--profile-only-from", type=int, default=10_000_000,
                     help="sizes from this many rows run with --profile-only (a trace of that "
@@ -205,10 +207,11 @@ def main() -> None:
     sizes = [int(x) for x in args.rows.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-capture-", dir=args.workdir))
     try:
-        codes = {"ours": (ROOT, 1)}
+        ours = Path(args.ours).resolve()
+        codes = {"ours": (ours, 1)}
         for n in (int(x) for x in args.nproc.split(",")):
             if n > 1:
-                codes[f"ours_nproc{n}"] = (ROOT, n)
+                codes[f"ours_nproc{n}"] = (ours, n)
         if any(s <= args.baseline_max_rows for s in sizes):
             codes["baseline"] = (_baseline_tree(args.baseline, work / "baseline"), 1)
         for code, _ in set(codes.values()):
