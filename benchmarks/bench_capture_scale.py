@@ -136,7 +136,7 @@ def _warm(code: Path, work: Path) -> None:
                    capture_output=True)
 
 
-def bench_size(rows: int, args, work: Path, codes: dict) -> dict:
+def bench_size(rows: int, args, work: Path, codes: dict, on_run=None) -> dict:
     src = work / f"kaggle_{rows}.txt"
     t0 = time.perf_counter()
     make_criteo_file(src, rows)
@@ -156,6 +156,9 @@ def bench_size(rows: int, args, work: Path, codes: dict) -> dict:
                 _check(out, code)
                 out.unlink()
                 runs.setdefault(name, []).append(res)
+                if on_run is not None:         # keep what is measured if a later run fails
+                    on_run(_summarize(rows, size_mb, made_s, runs,
+                                      rows >= args.profile_only_from))
                 print(f"[{rows} rows] {name} round {r}: {res['s']:.1f} s, "
                       f"{rows / res['s'] / 1e3:.0f} k rows/s, peak RSS "
                       f"{res['peak_rss_mb']:.0f} MiB, peak temp {res['peak_tmp_mb']:.0f} MiB, "
@@ -216,11 +219,33 @@ def main() -> None:
             codes["baseline"] = (_baseline_tree(args.baseline, work / "baseline"), 1)
         for code, _ in set(codes.values()):
             _warm(code, work)
-        results = [bench_size(rows, args, work, codes) for rows in sizes]
+        results: list = []
+        for rows in sizes:
+            results.append(bench_size(rows, args, work, codes, lambda partial: _write(
+                args, results + [dict(partial, partial=True)])))
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    _write(args, results)
+    print(f"wrote {args.out}")
+
+
+def _shown_args() -> list[str]:
+    """The command's options without the paths of this machine (--ours, --out, --workdir):
+    the results file names the code it timed, not where a copy of it lay."""
+    out, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif a in ("--ours", "--out", "--workdir"):
+            skip = True
+        elif not a.startswith(("--ours=", "--out=", "--workdir=")):
+            out.append(a)
+    return out
+
+
+def _write(args, results: list) -> None:
     doc = {"schema": SCHEMA,
-           "command": "python benchmarks/bench_capture_scale.py " + " ".join(sys.argv[1:]),
+           "command": "python benchmarks/bench_capture_scale.py " + " ".join(_shown_args()),
            "host": {"machine": os.uname().machine, "cpus": os.cpu_count(),
                     "loadavg": list(os.getloadavg())},
            "source": "measured: wall time of the gen-trace child (time.perf_counter), peak "
@@ -228,7 +253,6 @@ def main() -> None:
                      "0.1 s (psutil, os.walk); other processes' CPU use from profile/noise.py",
            "baseline": args.baseline, "rounds": args.rounds, "sizes": results}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
