@@ -3,9 +3,8 @@
 Criteo input is profiled as it streams in (`onepass`: memory O(distinct ids), no temporary
 files); other inputs are in memory already.  Tables are independent: `jobs` > 1 profiles and
 synthesizes them in parallel processes; `capture.capture_rank` splits them over
-torch.distributed ranks.  Each table's
-model variant is chosen by measurement (`choose_hot`), and its fidelity is stored beside the
-naive baseline's (`_measured`).
+torch.distributed ranks.  Each table's model variant is chosen by measurement
+(`choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`).
 """
 
 from __future__ import annotations
@@ -199,8 +198,7 @@ def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityPro
     prof.extra["hot_selection"] = tried
     prof.extra["source_extras"] = source_extras(ids, lengths, prof.distinct)
     if sample_rate is not None:
-        hist, cold, _ = _reuse.shards_histogram(np.asarray(ids, dtype=np.int64), sample_rate)
-        prof.extra["shards"] = shards_record(hist, cold, sample_rate, prof)
+        prof.extra["shards"] = shards_error(np.asarray(ids, dtype=np.int64), sample_rate, prof)
     return prof
 
 
@@ -224,8 +222,8 @@ def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None
                          jobs: int = 1, on_rows: Callable[[int], None] | None = None,
                          sample_rate: float | None = None) -> list[LocalityProfile]:
     """Consume a `read_criteo` reader; one profile per table (pooling factor 1), in memory
-    O(distinct ids) and no temporary files (`onepass`: a stream longer than the selection's
-    prefix is read a second time, with `reader.again()`)."""
+    O(distinct ids) and no temporary files (`onepass`: an input longer than
+    onepass.IN_MEMORY rows is read a second time, with `reader.again()`)."""
     from dlrmprof.fsutil import remove_stale_spills
     from dlrmprof.tracegen.onepass import profiles_from_rows
 

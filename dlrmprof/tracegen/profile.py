@@ -277,7 +277,8 @@ class WindowState:
         hot_mask = rk >= 0
         if self.k:
             self.hot_win[:, w] += np.bincount(rk[hot_mask], minlength=self.k)
-            self.hot_parts.append((np.flatnonzero(hot_mask) + off, rk[hot_mask]))
+            self.hot_parts.append(((np.flatnonzero(hot_mask) + off).astype(np.int32),
+                                   rk[hot_mask].astype(np.int32)))
         tseg = seg[~hot_mask]
         if tseg.size:
             h, c = _reuse._bin_counts(self.tstate.feed(tseg), _reuse.MAX_BINS)
