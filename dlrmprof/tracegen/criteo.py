@@ -183,9 +183,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         labels = np.empty(cap_rows, dtype=np.float32)
         dense = np.empty((cap_rows, cp.N_DENSE), dtype=np.float32)
         cats = np.empty((cap_rows, cp.N_SPARSE), dtype=np.int64)
-        err_line = np.empty(self.MAX_EXAMPLES, dtype=np.int64)
-        err_code = np.empty(self.MAX_EXAMPLES, dtype=np.int64)
-        err_field = np.empty(self.MAX_EXAMPLES, dtype=np.int64)
+        err_line, err_code, err_field = np.empty((3, self.MAX_EXAMPLES), dtype=np.int64)
         line_no = 1                     # 1-based number of the next line to parse
         carry = b""
         par = self._parallel_buffers(block) if self.threads > 1 else None

@@ -97,9 +97,9 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
                        in_memory: int | None = None) -> list[LocalityProfile]:
     """One profile per table of a row stream: `read()` yields [rows, tables] arrays of dense
     ids; it is called a second time for streams longer than `in_memory` (default IN_MEMORY;
-    shorter ones are kept whole).  `prefix`: the selection's (default generate.HOT_PREFIX); `rows`: each
-    table's rows (or a function giving them after pass 1).  Equal to `generate._profile` on
-    each column."""
+    shorter ones are kept whole).  `prefix`: the selection's (default generate.HOT_PREFIX);
+    `rows`: each table's rows (or a function giving them after pass 1).  Equal to
+    `generate._profile` on each column."""
     from dlrmprof.tracegen import generate
 
     prefix = generate.HOT_PREFIX if prefix is None else int(prefix)
