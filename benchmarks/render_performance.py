@@ -168,6 +168,38 @@ def render_comparisons(doc: dict) -> list[str]:
     return out + ([""] + summary if summary else [])
 
 
+def render_capture_scale(doc: dict) -> list[str]:
+    """One row per input size and code: rows/s, peak RSS, peak temporary disk, ratios, and
+    every run's time with the CPUs other processes used during it."""
+    has_base = any("baseline" in size for size in doc["sizes"])
+    out = [(f"Baseline: the code at `{doc['baseline']}`, run in the same session; "
+            if has_base else "No baseline run at this size; ") +
+           f"best of {doc['rounds']} interleaved round(s). A --nproc 2 row is kept only "
+           "when its digest equals 1 process's.", "",
+           "| rows | input MiB | code | trace | best s | rows/s | peak RSS MiB | peak temp MiB "
+           "| temp / input | MRC MAE mean | ratio | runs: s (other CPUs) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for size in doc["sizes"]:
+        for name in ("ours", "ours_nproc2", "baseline"):
+            r = size.get(name)
+            if not r:
+                continue
+            ratio = ""
+            if name == "ours" and "speedup_vs_baseline" in size:
+                ratio = f"{size['speedup_vs_baseline']:.2f}x of baseline"
+            elif name == "ours_nproc2" and "nproc2_speedup" in size:
+                ratio = f"{size['nproc2_speedup']:.2f}x of 1 process"
+            mae = r.get("fidelity", {}).get("mrc_mae_mean")
+            runs = ", ".join(f"{x['s']:.1f} ({x['other_cpus']:.2f})" for x in r["runs"])
+            out.append(f"| {size['rows']:,} | {size['input_mb']:.0f} | {name} | "
+                       f"{'profile-only' if size.get('profile_only') else 'full'} | "
+                       f"{r['best_s']:.1f} | {r['rows_per_s'] / 1e3:.0f}k | "
+                       f"{r['peak_rss_mb']:.0f} | {r['peak_tmp_mb']:.0f} | "
+                       f"{100 * r['tmp_over_input']:.1f}% | "
+                       f"{'-' if mae is None else f'{mae:.5f}'} | {ratio} | {runs} |")
+    return out
+
+
 def render_generic(doc: dict, nested: bool = False) -> list[str]:
     """Top-level scalar fields and a 'summary' mapping, if any."""
     rows = [(k, v) for k, v in doc.items()
@@ -212,6 +244,7 @@ def render_gpu_graph(doc: dict) -> list[str]:
 
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
              "dlrmprof.gpu_graph_check": render_gpu_graph,
+             "dlrmprof.bench.capture_scale": render_capture_scale,
              "dlrmprof.bench.policies": render_policies,
              "dlrmprof-bench-serving": render_serving,
              "dlrmprof.bench.serving": render_serving,

@@ -5,9 +5,10 @@ not a regular file is ever replaced, and nothing is left behind.
   The target must be a new path or a writable regular file (a symlink is followed to its
   target); a FIFO, device node, socket or directory, or a read-only file, is a `UserError`.
   An existing file keeps its mode.
-* Temporary names carry the writer's pid (``.<name>.dlrmprof-<pid>-<random><suffix>``, spill
-  directories ``dlrmprof-spill-<pid>-<random>``), so a run killed by SIGKILL leaves names the
-  next run recognises: `remove_stale` deletes those whose pid is no longer alive.
+* Temporary names carry the writer's pid (``.<name>.dlrmprof-<pid>-<random><suffix>``, older
+  versions' spill directories ``dlrmprof-spill-<pid>-<random>``), so a run killed by SIGKILL
+  leaves names the next run recognises: `remove_stale` deletes those whose pid is no longer
+  alive (and `remove_stale_spills` the spill directories older versions of gen-trace made).
 """
 
 from __future__ import annotations
@@ -152,11 +153,11 @@ SPILL_PREFIX = "dlrmprof-spill-"
 _STALE_SPILL = re.compile(r"^" + SPILL_PREFIX + r"(\d+)-[^/]*$")
 
 
-def spill_dir() -> tempfile.TemporaryDirectory:
-    """A temporary directory named with this pid (removed on exit, KeyboardInterrupt and
-    SIGTERM included); spill directories of dead dlrmprof processes are removed first."""
-    remove_stale(tempfile.gettempdir(), _STALE_SPILL)
-    return tempfile.TemporaryDirectory(prefix=f"{SPILL_PREFIX}{os.getpid()}-")
+def remove_stale_spills() -> list[Path]:
+    """Remove the spill directories (``dlrmprof-spill-<pid>-*`` in the temporary directory)
+    that killed runs of older dlrmprof versions left behind; gen-trace itself no longer
+    spills."""
+    return remove_stale(tempfile.gettempdir(), _STALE_SPILL)
 
 
 def prepare_output(path: str | os.PathLike) -> Path:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from dlrmprof.tracegen.hashmap import slot
+
 N_DENSE = 13
 N_SPARSE = 26
 N_FIELDS = 1 + N_DENSE + N_SPARSE
@@ -140,8 +142,8 @@ def parse_block(buf, start, end, labels, dense, cats, max_rows, err_line, err_co
 def map_tables(cats, cols, modulo, keys, vals, counts, out):
     """Map raw categorical values of the chosen columns to dense per-table ids.
 
-    keys/vals: one open-addressing table for all tables, key = table << 34 | value.
-    Returns the number of rows done (stops early when the table is half full: grow, resume).
+    keys/vals: one `hashmap` for all tables, key = table << 34 | value.
+    Returns the number of rows done (stops early when the map is half full: grow, resume).
     """
     mask = keys.shape[0] - 1
     limit = keys.shape[0] // 2
@@ -157,36 +159,17 @@ def map_tables(cats, cols, modulo, keys, vals, counts, out):
             if modulo > 0:
                 v = v % modulo
             k = (np.int64(j) << np.int64(34)) | v
-            h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(17)
-            p = np.int64(h) & mask
-            while True:
-                cur = vals[p]
-                if cur < 0:
-                    keys[p] = k
-                    vals[p] = counts[j]
-                    out[r, j] = counts[j]
-                    counts[j] += 1
-                    total += 1
-                    break
-                if keys[p] == k:
-                    out[r, j] = cur
-                    break
-                p = (p + 1) & mask
+            p = slot(keys, vals, k, mask)
+            cur = vals[p]
+            if cur < 0:
+                keys[p] = k
+                vals[p] = counts[j]
+                out[r, j] = counts[j]
+                counts[j] += 1
+                total += 1
+            else:
+                out[r, j] = cur
     return n
-
-
-@njit(cache=True)
-def rehash_tables(keys, vals, nkeys, nvals):
-    mask = nkeys.shape[0] - 1
-    for q in range(keys.shape[0]):
-        if vals[q] >= 0:
-            k = keys[q]
-            h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(17)
-            p = np.int64(h) & mask
-            while nvals[p] >= 0:
-                p = (p + 1) & mask
-            nkeys[p] = k
-            nvals[p] = vals[q]
 
 
 @njit(cache=True, parallel=True)

@@ -7,7 +7,8 @@ table.  With `spec.part = (rank, world)` it profiles only the tables rank, rank 
 gen-trace ...`) runs: its share of the tables, then the profiles gathered on rank 0 in table
 order.  Profiles do not depend on which process made them, so the trace (and its digest) is
 the same as one process writes.  Every rank reads the whole input in order (a Criteo or
-Terabyte file is parsed by each rank for its own columns).
+Terabyte file is parsed by each rank for its own columns, twice when it holds more than
+onepass.IN_MEMORY rows; no temporary files).
 """
 
 from __future__ import annotations

@@ -54,19 +54,23 @@ def _offsets(lengths: np.ndarray | None, n: int) -> np.ndarray | None:
     return off
 
 
-def source_extras(ids, lengths: np.ndarray | None, distinct: int) -> dict:
+def source_extras(ids, lengths: np.ndarray | None, distinct: int,
+                  batches: tuple | None = None) -> dict:
     """What fidelity needs of the source beyond its profile, measured once at capture:
     FIFO/LFU/set-associative hit rates on the first POLICY_PREFIX accesses (sizes 2^0 up to
-    twice the distinct count) and per-batch statistics.  JSON-able (kept in profile.extra)."""
+    twice the distinct count) and per-batch statistics.  JSON-able (kept in profile.extra).
+    `batches`: the stream's `batch_stats` when measured elsewhere (a streaming capture, which
+    passes only the stream's first POLICY_PREFIX accesses as `ids`)."""
     n = int(ids.shape[0])
     m = min(n, POLICY_PREFIX)
     head = np.ascontiguousarray(ids[:m], dtype=np.int64)
     sizes = _reuse.mrc_sizes(2 * max(distinct, 1))
     curves = _pol.policy_mrcs(head, sizes) if m else {p: [0.0] * len(sizes) for p in POLICIES}
-    arr = np.ascontiguousarray(ids, dtype=np.int64)
-    stats = _pol.batch_stats(arr, _offsets(lengths, n)) if n else ()
+    if batches is None:
+        arr = np.ascontiguousarray(ids, dtype=np.int64)
+        batches = _pol.batch_stats(arr, _offsets(lengths, n)) if n else ()
     return {"policies": {"sizes": sizes.tolist(), "accesses": m, **curves},
-            "batches": [s.to_json() for s in stats]}
+            "batches": [s.to_json() for s in batches]}
 
 
 def _rel(src: float, syn: float) -> float:

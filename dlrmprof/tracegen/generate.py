@@ -1,11 +1,10 @@
 """The gen-trace pipeline: streams -> profiles -> synthetic trace (+ fidelity).
 
-Criteo input is spilled per table to temporary int32/int64 files while it streams in, so the
-reading side keeps bounded memory whatever the file length and each table is then profiled
-on its own (tables are independent: `jobs` > 1 profiles and synthesizes them in parallel
-processes; `capture.capture_rank` splits them over torch.distributed ranks).  Each table's
-model variant is chosen by measurement (`choose_hot`), and its fidelity is stored beside the
-naive baseline's (`_measured`).
+Criteo input is profiled as it streams in (`onepass`: memory O(distinct ids), no temporary
+files); other inputs are in memory already.  Tables are independent: `jobs` > 1 profiles and
+synthesizes them in parallel processes; `capture.capture_rank` splits them over
+torch.distributed ranks.  Each table's model variant is chosen by measurement
+(`choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -41,7 +39,7 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
 
 # ------------------------------------------------------------------ profiling
 HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024)
-HOT_PREFIX = 1 << 18          # candidates are compared on at most this many accesses (a prefix)
+HOT_PREFIX = 1 << 16          # candidates are compared on at most this many accesses (a prefix)
 SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
 FINALISTS = 3
@@ -130,9 +128,35 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     # long streams: compare candidates on a prefix (bags of one access each there), then
     # build the chosen profile on the whole stream
     on_prefix = n > HOT_PREFIX and (lengths is None or len(lengths) == n)
-    sub = ids[:HOT_PREFIX] if on_prefix else ids
-    sub_lengths = None if on_prefix else lengths
-    sub_hc = stream_histogram(sub) if on_prefix else hist_cold
+    if on_prefix:
+        prof, chosen = select_hot(name, ids[:HOT_PREFIX], None, rows, windows, None,
+                                  candidates, seed)
+        prof = with_placement(build_profile(name, ids, lengths, rows=rows, windows=windows,
+                                            hot=chosen["chosen"], hist_cold=hist_cold),
+                              chosen["placement"])
+    else:
+        prof, chosen = select_hot(name, ids, lengths, rows, windows, hist_cold, candidates,
+                                  seed)
+    prof.extra.pop("source_extras", None)     # the caller measures the whole stream's
+    return prof, chosen
+
+
+def with_placement(prof: LocalityProfile, placement: str) -> LocalityProfile:
+    """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
+    independently (no gap histogram), or the naive model."""
+    if placement == "independent":
+        return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
+    if placement == NAIVE:
+        prof.extra["model"] = NAIVE
+    return prof
+
+
+def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CANDIDATES,
+               seed: int = 12345) -> tuple[LocalityProfile, dict]:
+    """The selection of `choose_hot` on the stream `sub` (the whole stream or its prefix;
+    `sub_hc` its reuse histogram, None to measure it): (the winning candidate's profile of
+    `sub`, what was measured)."""
+    sub_hc = stream_histogram(sub) if sub_hc is None else sub_hc
     distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
@@ -160,14 +184,6 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
         _hinge(tried)
     best = min(pool, key=lambda t: t["objective"])
     prof = best["_prof"]
-    if on_prefix:
-        prof = build_profile(name, ids, lengths, rows=rows, windows=windows, hot=best["hot"],
-                             hist_cold=hist_cold)
-        if best["placement"] == "independent":
-            prof = replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
-        elif best["placement"] == NAIVE:
-            prof.extra["model"] = NAIVE
-    prof.extra.pop("source_extras", None)     # the caller measures the whole stream's
     for t in tried:
         del t["_prof"], t["_f"], t["_base"]
     return prof, {"chosen": best["hot"], "placement": best["placement"],
@@ -189,6 +205,11 @@ def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityPro
 def shards_error(ids: np.ndarray, rate: float, prof: LocalityProfile, seed: int = 0) -> dict:
     """SHARDS estimate of the MRC at `rate` and its error against the exact one."""
     hist, cold, _ = _reuse.shards_histogram(ids, rate, seed)
+    return shards_record(hist, cold, rate, prof)
+
+
+def shards_record(hist: np.ndarray, cold: int, rate: float, prof: LocalityProfile) -> dict:
+    """A SHARDS estimate's MRC and its error against the profile's exact one."""
     sizes = _reuse.mrc_sizes(prof.distinct)
     est = _reuse.hit_rates(hist, cold, sizes)
     exact = prof.mrc(sizes)[1]
@@ -197,39 +218,30 @@ def shards_error(ids: np.ndarray, rate: float, prof: LocalityProfile, seed: int 
             "sizes": sizes.tolist(), "estimated_hit_rate": est.tolist()}
 
 
-def _profile_spilled(args) -> LocalityProfile:
-    path, name, n, rows, windows, hot, sample_rate = args
-    ids = np.memmap(path, dtype=np.int32, mode="r", shape=(n,))
-    return _profile(name, ids, None, rows, windows, hot, sample_rate)
-
-
 def profiles_from_criteo(reader, windows: int = DEFAULT_WINDOWS, hot: int | None = None,
                          jobs: int = 1, on_rows: Callable[[int], None] | None = None,
                          sample_rate: float | None = None) -> list[LocalityProfile]:
-    """Consume a `read_criteo` reader; one profile per table (pooling factor 1)."""
-    names = reader.table_names
-    from dlrmprof.fsutil import spill_dir
+    """Consume a `read_criteo` reader; one profile per table (pooling factor 1), in memory
+    O(distinct ids) and no temporary files (`onepass`: an input longer than
+    onepass.IN_MEMORY rows is read a second time, with `reader.again()`)."""
+    from dlrmprof.fsutil import remove_stale_spills
+    from dlrmprof.tracegen.onepass import profiles_from_rows
 
-    with spill_dir() as tmp:
-        files = [open(Path(tmp) / f"{i}.bin", "wb") for i in range(len(names))]
-        try:
-            for chunk in reader:
-                sp = chunk.sparse
-                for i, fh in enumerate(files):
-                    np.ascontiguousarray(sp[:, i], dtype=np.int32).tofile(fh)
-                if on_rows:
-                    on_rows(sp.shape[0])
-        finally:
-            for fh in files:
-                fh.close()
-        n = reader.rows_read
-        if n == 0:
-            return []
-        distinct = reader.table_distinct
-        tasks = [(str(Path(tmp) / f"{i}.bin"), names[i], n,
-                  reader.table_rows or max(distinct[i], 1), windows, hot, sample_rate)
-                 for i in range(len(names))]
-        return _map(_profile_spilled, tasks, jobs)
+    remove_stale_spills()
+    def read():
+        first = not read.calls
+        read.calls += 1
+        for chunk in (reader if first else reader.again(progress=None)):
+            if on_rows and first:
+                on_rows(chunk.sparse.shape[0])
+            yield chunk.sparse
+    read.calls = 0
+
+    def rows():
+        return [reader.table_rows or max(d, 1) for d in reader.table_distinct]
+
+    return profiles_from_rows(read, list(reader.table_names), rows, windows, hot, jobs,
+                              sample_rate)
 
 
 def profiles_from_streams(streams: list[TableStream], windows: int = DEFAULT_WINDOWS,

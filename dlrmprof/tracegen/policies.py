@@ -151,15 +151,16 @@ def _lfu_hits(ids, cap, node, head, tail):
 
 
 @njit(cache=True)
-def _batch_pass(ids, offsets, bsize, nbatches, lastb):
-    """(sum of unique ids per batch, sum of overlap ratios over batches 1.., their count)."""
-    uniq = 0
-    ratio_sum = 0.0
-    nratio = 0
-    for b in range(nbatches):
+def _batch_pass(ids, offsets, bsize, b0, nbatches, lastb, uniq, ratio_sum, nratio):
+    """Batches b0 .. b0 + nbatches - 1 (batch b0 + i = bags offsets[i * bsize] ..
+    offsets[(i + 1) * bsize] of `ids`), carrying (sum of unique ids per batch, sum of overlap
+    ratios over batches 1.., their count) and `lastb` (each id's last batch) across calls, so
+    a stream fed batch by batch sums in the same order as one call over all of it."""
+    for i in range(nbatches):
+        b = b0 + i
         u = 0
         ov = 0
-        for j in range(offsets[b * bsize], offsets[(b + 1) * bsize]):
+        for j in range(offsets[i * bsize], offsets[(i + 1) * bsize]):
             x = ids[j]
             lb = lastb[x]
             if lb != b:
@@ -387,9 +388,45 @@ def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats,
         if nb < 2:
             continue
         lastb = np.full(nid, -2, dtype=np.int64)
-        uniq, rsum, nr = _batch_pass(dense, off, bs, nb, lastb)
+        uniq, rsum, nr = _batch_pass(dense, off, bs, 0, nb, lastb, 0, 0.0, 0)
         out.append(BatchStats(bs, nb, uniq / nb, rsum / nr if nr else 0.0))
     return tuple(out)
+
+
+class BatchStream:
+    """`batch_stats` of a stream of one id per bag (dense ids >= 0), fed chunk by chunk:
+    memory O(distinct ids + the largest batch); the same figures as one call on the whole."""
+
+    def __init__(self, batch_sizes=BATCH_SIZES):
+        self.sizes = tuple(int(b) for b in batch_sizes)
+        self.lastb = [np.full(1024, -2, dtype=np.int64) for _ in self.sizes]
+        self.state = [(0, 0.0, 0) for _ in self.sizes]
+        self.done = [0 for _ in self.sizes]                  # full batches so far
+        self.rest = [np.zeros(0, dtype=np.int64) for _ in self.sizes]
+
+    def feed(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        top = int(ids.max()) + 1 if ids.size else 0
+        for i, bs in enumerate(self.sizes):
+            if top > self.lastb[i].shape[0]:
+                grown = np.full(max(top, 2 * self.lastb[i].shape[0]), -2, dtype=np.int64)
+                grown[: self.lastb[i].shape[0]] = self.lastb[i]
+                self.lastb[i] = grown
+            buf = np.concatenate([self.rest[i], ids]) if self.rest[i].size else ids
+            nb = buf.shape[0] // bs
+            if nb:
+                off = np.arange(nb * bs + 1, dtype=np.int64)
+                self.state[i] = _batch_pass(buf, off, bs, self.done[i], nb, self.lastb[i],
+                                            *self.state[i])
+                self.done[i] += nb
+            self.rest[i] = buf[nb * bs:].copy()
+
+    def result(self) -> tuple[BatchStats, ...]:
+        out = []
+        for bs, nb, (uniq, rsum, nr) in zip(self.sizes, self.done, self.state):
+            if nb >= 2:
+                out.append(BatchStats(bs, nb, uniq / nb, rsum / nr if nr else 0.0))
+        return tuple(out)
 
 
 # ---------------------------------------------------------------- plain references (tests)

@@ -230,6 +230,94 @@ def stream_histogram(ids, bound: int | None = None) -> tuple[np.ndarray, int]:
     return hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), cold
 
 
+@njit(cache=True)
+def count_ids(ids, counts):
+    """counts[x] += 1 for every id (counts long enough)."""
+    for i in range(ids.shape[0]):
+        counts[ids[i]] += 1
+
+
+class WindowState:
+    """The windowed part of a profile, fed the stream chunk by chunk: per window the hot ids'
+    access counts and normalised gaps, the tail's first touches and its reuse distances among
+    tail ids only.  The hot ids (`hot_rank`: rank of each id, -1 for tail ids) and the window
+    length come from the whole stream, so they are known before the first chunk.  Memory:
+    O(distinct ids) plus the current window's hot positions (int32)."""
+
+    def __init__(self, hot_rank: np.ndarray, k: int, n: int, windows: int, bound: int):
+        W = max(1, min(int(windows), n))
+        self.wsize = max(1, -(-n // W))
+        self.W = max(1, -(-n // self.wsize))
+        self.k, self.n = int(k), int(n)
+        self.hot_rank = hot_rank
+        self.hot_win = np.zeros((k, self.W), dtype=np.int64)
+        self.tail_cold = np.zeros(self.W, dtype=np.int64)
+        self.tail_rows = np.zeros((self.W, _reuse.MAX_BINS), dtype=np.int64)
+        self.gap_rows = np.zeros((gap_row(max(self.wsize, 1)) + 1 if k else 0, _reuse.MAX_BINS),
+                                 dtype=np.int64)
+        self.tstate = _reuse.ReuseState(max(bound, 1))
+        self.scratch = np.zeros((2, max(k, 1)), dtype=np.int64)
+        self.pos = 0                         # accesses fed so far
+        self.hot_parts: list = []            # (positions in window, ranks) of this window
+
+    def feed(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        lo = 0
+        while lo < ids.shape[0]:
+            w, off = divmod(self.pos, self.wsize)
+            take = min(ids.shape[0] - lo, self.wsize - off)
+            self._segment(w, off, ids[lo:lo + take])
+            lo += take
+            self.pos += take
+            if self.pos % self.wsize == 0 or self.pos == self.n:
+                self._close(w)
+
+    def _segment(self, w: int, off: int, seg: np.ndarray) -> None:
+        rk = self.hot_rank[seg]
+        hot_mask = rk >= 0
+        if self.k:
+            self.hot_win[:, w] += np.bincount(rk[hot_mask], minlength=self.k)
+            self.hot_parts.append(((np.flatnonzero(hot_mask) + off).astype(np.int32),
+                                   rk[hot_mask].astype(np.int32)))
+        tseg = seg[~hot_mask]
+        if tseg.size:
+            h, c = _reuse._bin_counts(self.tstate.feed(tseg), _reuse.MAX_BINS)
+            self.tail_rows[w] += h
+            self.tail_cold[w] += c
+
+    def _close(self, w: int) -> None:
+        if self.k and self.hot_parts:
+            pos = np.concatenate([p for p, _ in self.hot_parts])
+            rank = np.concatenate([r for _, r in self.hot_parts])
+            L = min(self.wsize, self.n - w * self.wsize)
+            _hot_gaps(pos, rank, self.hot_win[:, w], L, self.gap_rows, self.scratch[0],
+                      self.scratch[1])
+        self.hot_parts = []
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(hot_win, tail_cold, tail_hist, hot_gap), histograms trimmed."""
+        used = np.flatnonzero(self.tail_rows.sum(axis=0))
+        nb = int(used[-1]) + 1 if used.size else 0
+        tail_hist = self.tail_rows[:, :nb].copy()
+        g = self.gap_rows
+        used = np.flatnonzero(g.sum(axis=0))
+        rows_used = np.flatnonzero(g.sum(axis=1))
+        hot_gap = g[:int(rows_used[-1]) + 1 if rows_used.size else 0,
+                    :int(used[-1]) + 1 if used.size else 0].copy()
+        return self.hot_win, self.tail_cold, tail_hist, hot_gap
+
+
+def hot_ranks(counts: np.ndarray, distinct: int, hot: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(access counts of the TOP_COUNTS most popular ids, descending; rank of each id among
+    the `hot` most accessed, -1 for the others; the hot count K).  Ties go to the smaller id."""
+    order = np.argsort(-counts, kind="stable")
+    top = counts[order[: min(TOP_COUNTS, distinct)]].astype(np.int64)
+    k = min(int(hot), distinct)
+    hot_rank = np.full(counts.shape[0], -1, dtype=np.int64)
+    hot_rank[order[:k]] = np.arange(k)
+    return top, hot_rank, k
+
+
 def build_profile(name: str, ids, lengths: np.ndarray | None = None,
                   rows: int | None = None, windows: int = DEFAULT_WINDOWS,
                   hot: int = DEFAULT_HOT, dist: np.ndarray | None = None,
@@ -253,47 +341,22 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
         hist, cold = stream_histogram(ids, bound)
     counts = np.zeros(max(bound, 1), dtype=np.int64)
     for c in _chunks(ids):
-        counts += np.bincount(c, minlength=counts.shape[0])
-    distinct = int(cold)
-    order = np.argsort(-counts, kind="stable")
-    top = counts[order[: min(TOP_COUNTS, distinct)]].astype(np.int64)
-    k = min(int(hot), distinct)
-    W = max(1, min(int(windows), n))
-    wsize = max(1, -(-n // W))
-    W = max(1, -(-n // wsize))
-    hot_rank = np.full(counts.shape[0], -1, dtype=np.int64)
-    hot_rank[order[:k]] = np.arange(k)
-    hot_win = np.zeros((k, W), dtype=np.int64)
-    tail_cold = np.zeros(W, dtype=np.int64)
-    tail_rows = np.zeros((W, _reuse.MAX_BINS), dtype=np.int64)
-    gap_rows = np.zeros((gap_row(max(wsize, 1)) + 1 if k else 0, _reuse.MAX_BINS),
-                        dtype=np.int64)
-    tstate = _reuse.ReuseState(max(bound, 1))
-    scratch = np.zeros((2, max(k, 1)), dtype=np.int64)
-    for w in range(W):
-        seg = np.ascontiguousarray(ids[w * wsize:(w + 1) * wsize], dtype=np.int64)
-        rk = hot_rank[seg]
-        hot_mask = rk >= 0
-        if k:
-            hot_win[:, w] = np.bincount(rk[hot_mask], minlength=k)
-            _hot_gaps(np.flatnonzero(hot_mask), rk[hot_mask], hot_win[:, w], seg.size, gap_rows,
-                      scratch[0], scratch[1])
-        tseg = seg[~hot_mask]
-        if tseg.size:
-            h, c = _reuse._bin_counts(tstate.feed(tseg), _reuse.MAX_BINS)
-            tail_rows[w] = h
-            tail_cold[w] = c
-    used = np.flatnonzero(tail_rows.sum(axis=0))
-    nb = int(used[-1]) + 1 if used.size else 0
-    tail_hist = tail_rows[:, :nb].copy()
-    used = np.flatnonzero(gap_rows.sum(axis=0))
-    rows_used = np.flatnonzero(gap_rows.sum(axis=1))
-    hot_gap = gap_rows[:int(rows_used[-1]) + 1 if rows_used.size else 0,
-                       :int(used[-1]) + 1 if used.size else 0].copy()
-    bl_vals, bl_counts = _pooling(lengths)
+        count_ids(c, counts)
+    top, hot_rank, k = hot_ranks(counts, int(cold), hot)
+    win = WindowState(hot_rank, k, n, windows, bound)
+    for c in _chunks(ids, win.wsize):
+        win.feed(c)
+    return assemble(name, rows if rows is not None else max(bound, 1), n, hist, int(cold),
+                    _pooling(lengths), top, win)
+
+
+def assemble(name: str, rows: int, n: int, hist: np.ndarray, cold: int, pooling: tuple,
+             top: np.ndarray, win: WindowState) -> LocalityProfile:
+    """The profile from its parts: whole-stream figures and the fed `WindowState`."""
+    hot_win, tail_cold, tail_hist, hot_gap = win.arrays()
+    bl_vals, bl_counts = pooling
     return LocalityProfile(
-        name=str(name), rows=int(rows if rows is not None else max(bound, 1)),
-        accesses=n, distinct=distinct, num_bags=int(lengths.shape[0]),
-        bag_len_values=bl_vals, bag_len_counts=bl_counts, hist=hist, cold=int(cold),
-        top_counts=top, window_size=int(wsize), hot_win=hot_win, tail_cold=tail_cold,
-        tail_hist=tail_hist, hot_gap=hot_gap, extra={})
+        name=str(name), rows=int(rows), accesses=n, distinct=int(cold),
+        num_bags=int(bl_counts.sum()), bag_len_values=bl_vals, bag_len_counts=bl_counts,
+        hist=hist, cold=int(cold), top_counts=top, window_size=int(win.wsize),
+        hot_win=hot_win, tail_cold=tail_cold, tail_hist=tail_hist, hot_gap=hot_gap, extra={})

@@ -24,6 +24,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from dlrmprof.tracegen import hashmap as _hm
+
 # ---------------------------------------------------------------- distance histogram bins
 # Exact bins for distances < 2**EXACT_BITS, then SUB_BITS sub-bins per power of two.  Bin
 # boundaries fall on every power of two, so hit rates at cache sizes 2**j are exact.
@@ -128,6 +130,32 @@ def _pc(x):
 
 
 @njit(cache=True)
+def fenwick_build(bits, tree):
+    """The Fenwick tree (1-based, tree[0] unused) over the popcounts of the bitmap's words."""
+    nw = bits.shape[0]
+    for i in range(1, nw + 1):
+        tree[i] = 0
+    for i in range(1, nw + 1):
+        tree[i] += _pc(bits[i - 1])
+        j = i + (i & (-i))
+        if j <= nw:
+            tree[j] += tree[i]
+
+
+@njit(cache=True, inline="always")
+def fenwick_add(tree, j, stop, delta):
+    """Add `delta` along the Fenwick update path from node j while the node is below `stop`;
+    returns the first node not updated.  A move of one slot from word ws to word wt > ws is
+    `stop = fenwick_add(tree, ws + 1, wt + 1, -1)` then `fenwick_add(tree, wt + 1,
+    min(stop, nw + 1), +1)`: both paths stop where they meet, so it walks only the part of
+    the tree between the two words."""
+    while j < stop:
+        tree[j] += delta
+        j += j & (-j)
+    return j
+
+
+@njit(cache=True)
 def _rebuild(bits, tree, d):
     """Slots 1..d occupied (slot s = bit s & 63 of word s >> 6); Fenwick tree over words."""
     nw = bits.shape[0]
@@ -145,13 +173,7 @@ def _rebuild(bits, tree, d):
             else:
                 word = ((np.uint64(1) << np.uint64(n)) - np.uint64(1)) << np.uint64(a - lo)
         bits[w] = word
-    for i in range(1, nw + 1):
-        tree[i] = 0
-    for i in range(1, nw + 1):
-        tree[i] += _pc(bits[i - 1])
-        j = i + (i & (-i))
-        if j <= nw:
-            tree[j] += tree[i]
+    fenwick_build(bits, tree)
 
 
 @njit(cache=True)
@@ -189,10 +211,7 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
         if s == 0:
             out[i] = -1
             d += 1
-            j = wt + 1
-            while j <= nw:
-                tree[j] += 1
-                j += j & (-j)
+            fenwick_add(tree, wt + 1, nw + 1, 1)
         else:
             ws = s >> 6
             if ws == wt:
@@ -214,15 +233,8 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
                     r -= tree[b]
                     b &= b - 1
                 bits[ws] &= ~(one << np.uint64(s & 63))
-                j = ws + 1
-                while j < wt + 1:
-                    tree[j] -= 1
-                    j += j & (-j)
-                stop = j
-                j = wt + 1
-                while j < stop and j <= nw:
-                    tree[j] += 1
-                    j += j & (-j)
+                stop = fenwick_add(tree, ws + 1, wt + 1, -1)
+                fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
             out[i] = r
         bits[wt] |= one << np.uint64(t & 63)
         last[x] = t
@@ -300,51 +312,31 @@ class ReuseState:
 # ---------------------------------------------------------------- dense remapping
 @njit(cache=True)
 def _hash_remap(x, keys, vals, out, n):
-    """Open addressing map int64 -> dense id; returns (next index, n); stops when half full."""
+    """Map int64 keys to dense ids in a `hashmap`; returns (next index, n); stops when half
+    full."""
     mask = keys.shape[0] - 1
     limit = keys.shape[0] // 2
     for i in range(x.shape[0]):
         k = x[i]
-        h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
-        p = np.int64(h) & mask
-        while True:
-            v = vals[p]
-            if v < 0:
-                if n >= limit:
-                    return i, n
-                keys[p] = k
-                vals[p] = n
-                out[i] = n
-                n += 1
-                break
-            if keys[p] == k:
-                out[i] = v
-                break
-            p = (p + 1) & mask
+        p = _hm.slot(keys, vals, k, mask)
+        v = vals[p]
+        if v < 0:
+            if n >= limit:
+                return i, n
+            keys[p] = k
+            vals[p] = n
+            out[i] = n
+            n += 1
+        else:
+            out[i] = v
     return x.shape[0], n
-
-
-@njit(cache=True)
-def _rehash(keys, vals, nkeys, nvals):
-    mask = nkeys.shape[0] - 1
-    for q in range(keys.shape[0]):
-        if vals[q] >= 0:
-            k = keys[q]
-            h = (np.uint64(k) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)
-            p = np.int64(h) & mask
-            while nvals[p] >= 0:
-                p = (p + 1) & mask
-            nkeys[p] = k
-            nvals[p] = vals[q]
 
 
 class DenseMap:
     """Map arbitrary int64 keys to dense ids 0,1,2,... in order of first appearance."""
 
     def __init__(self, capacity: int = 1 << 12):
-        size = 1 << max(12, int(capacity - 1).bit_length())
-        self.keys = np.zeros(size, dtype=np.int64)
-        self.vals = np.full(size, -1, dtype=np.int64)
+        self.keys, self.vals = _hm.empty(1 << max(12, int(capacity - 1).bit_length()))
         self.n = 0
 
     def __len__(self) -> int:
@@ -359,11 +351,7 @@ class DenseMap:
             i += done
             if i >= x.shape[0]:
                 return out
-            size = self.keys.shape[0] * 2
-            nkeys = np.zeros(size, dtype=np.int64)
-            nvals = np.full(size, -1, dtype=np.int64)
-            _rehash(self.keys, self.vals, nkeys, nvals)
-            self.keys, self.vals = nkeys, nvals
+            self.keys, self.vals = _hm.doubled(self.keys, self.vals)
 
 
 def dense_ids(ids: np.ndarray) -> np.ndarray:
@@ -450,39 +438,35 @@ SHARDS_HEAVY = 512           # ids kept at rate 1 (found from a 1-in-64 access s
 
 
 @njit(cache=True)
-def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, nbins):
-    """Weighted histogram of estimated distances for the merged substream m_ids (dense):
-    heavy accesses weigh 1, sampled ones 1/rate; estimated distance = distinct heavy ids in
-    between + (other distinct ids in between) / rate."""
-    hist = np.zeros(nbins, dtype=np.float64)
-    cold = 0.0
+def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, i0, prev, hlast, hist,
+                     cold):
+    """Add to the weighted histogram `hist` the estimated distances of this piece of the
+    merged substream (dense ids m_ids, its accesses numbered from i0): heavy accesses weigh
+    1, sampled ones 1/rate; estimated distance = distinct heavy ids in between + (other
+    distinct ids in between) / rate.  prev (per id) and hlast (per heavy id) hold the last
+    position seen, -1 none, carried across pieces.  Returns the weighted cold count."""
     n = m_ids.shape[0]
-    top = 0
-    for i in range(n):
-        if m_ids[i] > top:
-            top = m_ids[i]
-    prev = np.full(top + 1, -1, dtype=np.int64)
-    hlast = np.full(max(n_heavy, 1), -1, dtype=np.int64)
     inv = 1.0 / rate
-    for i in range(n):
-        x = m_ids[i]
-        w = 1.0 if is_heavy[i] else inv
+    for j in range(n):
+        i = i0 + j
+        x = m_ids[j]
+        w = 1.0 if is_heavy[j] else inv
         q = prev[x]
-        if dist[i] < 0:
+        if dist[j] < 0:
             cold += w
         else:
             hb = 0
             for h in range(n_heavy):
                 if hlast[h] > q:
                     hb += 1
-            if is_heavy[i]:
-                hb -= 1 if hlast[heavy_idx[i]] > q else 0     # itself is not "in between"
-            est = hb + (dist[i] - hb) * inv
+            if is_heavy[j]:
+                hb -= 1 if hlast[heavy_idx[j]] > q else 0     # itself is not "in between"
+            est = hb + (dist[j] - hb) * inv
             hist[dist_bin(np.int64(est))] += w
         prev[x] = i
-        if is_heavy[i]:
-            hlast[heavy_idx[i]] = i
-    return hist, cold
+        if is_heavy[j]:
+            hlast[heavy_idx[j]] = i
+    return cold
 
 
 @njit(cache=True)
@@ -495,13 +479,7 @@ def _shards_select(ids, hkeys, hvals, salt, threshold):
     m = 0
     for i in range(n):
         x = ids[i]
-        p = np.int64((np.uint64(x) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(20)) & mask
-        k = -1
-        while hvals[p] >= 0:
-            if hkeys[p] == x:
-                k = hvals[p]
-                break
-            p = (p + 1) & mask
+        k = hvals[_hm.slot(hkeys, hvals, x, mask)]
         keep = k >= 0
         if not keep:
             h = (np.uint64(x) ^ salt) * np.uint64(0xBF58476D1CE4E5B9)
@@ -516,6 +494,65 @@ def _shards_select(ids, hkeys, hvals, salt, threshold):
     return out[:m].copy(), hidx[:m].copy()
 
 
+def shards_heavy(probe_counts: np.ndarray, heavy: int = SHARDS_HEAVY) -> np.ndarray:
+    """The `heavy` ids most frequent in the probe (every 64th access; probe_counts[x] = times
+    id x was probed), ties to the smaller id."""
+    vals = np.flatnonzero(probe_counts)
+    cnt = probe_counts[vals]
+    return vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
+
+
+class ShardsStream:
+    """SHARDS with the heavy ids kept exactly (see `shards_histogram`), fed the stream chunk by
+    chunk: memory O(sampled ids + heavy ids), never O(accesses)."""
+
+    def __init__(self, heavy_ids: np.ndarray, rate: float, seed: int = 0):
+        hv = np.ascontiguousarray(heavy_ids, dtype=np.int64)
+        self.hkeys, self.hvals = _hm.empty(1 << max(4, (2 * len(hv)).bit_length()))
+        _hash_remap(hv, self.hkeys, self.hvals, np.empty(len(hv), dtype=np.int64), 0)
+        self.n_heavy = len(hv)
+        self.rate = float(rate)
+        self.salt = np.uint64((seed * 0x632BE59BD9B4E019 + 0x9E3779B97F4A7C15)
+                              & 0xFFFFFFFFFFFFFFFF)
+        self.threshold = np.uint64(int(rate * (1 << 32)))
+        self.dense = DenseMap()
+        self.state = ReuseState()
+        self.prev = np.full(1024, -1, dtype=np.int64)
+        self.hlast = np.full(max(self.n_heavy, 1), -1, dtype=np.int64)
+        self.hist = np.zeros(MAX_BINS, dtype=np.float64)
+        self.cold = 0.0
+        self.kept = 0                    # accesses of the merged substream so far
+        self.total = 0
+
+    def feed(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        self.total += ids.shape[0]
+        sub, heavy_idx = _shards_select(ids, self.hkeys, self.hvals, self.salt, self.threshold)
+        if not sub.size:
+            return
+        dense = self.dense.map(sub)
+        dist = self.state.feed(dense)
+        top = len(self.dense)
+        if top > self.prev.shape[0]:
+            grown = np.full(max(top, 2 * self.prev.shape[0]), -1, dtype=np.int64)
+            grown[: self.prev.shape[0]] = self.prev
+            self.prev = grown
+        self.cold = _shards_weighted(dense, dist, heavy_idx >= 0, heavy_idx, self.n_heavy,
+                                     self.rate, self.kept, self.prev, self.hlast, self.hist,
+                                     self.cold)
+        self.kept += sub.shape[0]
+
+    def result(self) -> tuple[np.ndarray, int, int]:
+        """(histogram, cold, accesses) scaled to the whole stream."""
+        if self.total == 0:
+            return np.zeros(0, dtype=np.int64), 0, 0
+        factor = self.total / max(self.hist.sum() + self.cold, 1.0)
+        hist = np.round(self.hist * factor).astype(np.int64)
+        nz = np.flatnonzero(hist)
+        hist = hist[: int(nz[-1]) + 1 if nz.size else 0]
+        return hist, int(round(self.cold * factor)), self.total
+
+
 def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0,
                      heavy: int = SHARDS_HEAVY) -> tuple[np.ndarray, int, int]:
     """SHARDS estimate of the distance histogram, scaled to the full stream: (hist, cold,
@@ -528,28 +565,15 @@ def shards_histogram(ids: np.ndarray, rate: float, seed: int = 0,
     kept, at weight 1, and a sampled access's distance is estimated as the heavy ids touched
     in between plus the other ids in between divided by rate."""
     ids = np.ascontiguousarray(ids, dtype=np.int64)
-    total = ids.shape[0]
-    if total == 0:
+    if ids.shape[0] == 0:
         return np.zeros(0, dtype=np.int64), 0, 0
     probe = ids[::64]
-    vals, cnt = np.unique(probe, return_counts=True)
-    hv = vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
-    hsize = 1 << max(4, (2 * len(hv)).bit_length())
-    hkeys = np.zeros(hsize, dtype=np.int64)
-    hvals = np.full(hsize, -1, dtype=np.int64)
-    hcount = _hash_remap(np.ascontiguousarray(hv, dtype=np.int64), hkeys, hvals,
-                         np.empty(len(hv), dtype=np.int64), 0)[1]
-    salt = np.uint64((seed * 0x632BE59BD9B4E019 + 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF)
-    sub, heavy_idx = _shards_select(ids, hkeys, hvals, salt,
-                                    np.uint64(int(rate * (1 << 32))))
-    sub_heavy = heavy_idx >= 0
-    del hcount
-    dense = DenseMap(max(sub.size, 1) * 2).map(sub)
-    dist = ReuseState(int(dense.max()) + 1 if dense.size else 1).feed(dense)
-    hist, cold = _shards_weighted(dense, dist, sub_heavy, heavy_idx, len(hv),
-                                  float(rate), MAX_BINS)
-    factor = total / max(hist.sum() + cold, 1.0)
-    hist = np.round(hist * factor).astype(np.int64)
-    nz = np.flatnonzero(hist)
-    hist = hist[: int(nz[-1]) + 1 if nz.size else 0]
-    return hist, int(round(cold * factor)), total
+    if int(probe.min()) >= 0 and int(probe.max()) < max(4 * probe.size, 1 << 16):
+        probe_counts = np.bincount(probe)
+        hv = shards_heavy(probe_counts, heavy)
+    else:                                 # large raw ids: count the distinct ones
+        vals, cnt = np.unique(probe, return_counts=True)
+        hv = vals[np.argsort(-cnt, kind="stable")[:heavy]] if heavy > 0 else vals[:0]
+    st = ShardsStream(hv, rate, seed)
+    st.feed(ids)
+    return st.result()

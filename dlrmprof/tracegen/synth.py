@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.profile import LocalityProfile, gap_row
-from dlrmprof.tracegen.reuse import _pc
+from dlrmprof.tracegen.reuse import _pc, fenwick_add, fenwick_build
 
 
 def _host_features() -> str:
@@ -134,11 +134,7 @@ def _rebuild_stack(owner, used, cap):
     tree = np.zeros(nw + 1, dtype=np.int32)
     for s in range(1, d + 1):
         bits[s >> 6] |= np.uint64(1) << np.uint64(s & 63)
-    for i in range(1, nw + 1):
-        tree[i] += _pc(bits[i - 1])
-        j = i + (i & (-i))
-        if j <= nw:
-            tree[j] += tree[i]
+    fenwick_build(bits, tree)
     return d, bits, tree
 
 
@@ -360,10 +356,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 g = items
                 items += 1
                 D += 1
-                j = wt + 1
-                while j <= nw:
-                    tree[j] += 1
-                    j += j & (-j)
+                fenwick_add(tree, wt + 1, nw + 1, 1)
             else:
                 # slot of the item at depth d: scan back a few words, else Fenwick descent
                 s = -1
@@ -396,15 +389,8 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 ws = s >> 6
                 bits[ws] &= ~(one << np.uint64(s & 63))
                 if ws != wt:
-                    j = ws + 1
-                    while j < wt + 1:
-                        tree[j] -= 1
-                        j += j & (-j)
-                    stop = j
-                    j = wt + 1
-                    while j < stop and j <= nw:
-                        tree[j] += 1
-                        j += j & (-j)
+                    stop = fenwick_add(tree, ws + 1, wt + 1, -1)
+                    fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
             bits[wt] |= one << np.uint64(t & 63)
             owner[t] = g
             t += 1

@@ -207,14 +207,17 @@ def _narrowest(top: int) -> np.dtype:
 
 
 def _pack(trace: "Trace") -> tuple[dict, dict]:
-    """Per-table arrays of the compact layout and the header's `storage` entry."""
+    """Per-table arrays of the compact layout and the header's `storage` entry.  The narrow
+    index arrays are made one at a time as they are written (an array's value is a function
+    giving it): the whole set of copies would add a quarter of the trace to the writer's
+    peak memory."""
     B = trace.num_samples
     arrays, tables = {}, []
     for t, meta in enumerate(trace.tables):
         off = trace.offsets[t * B:(t + 1) * B + 1]
-        seg = trace.indices[off[0]:off[-1]]
         dt = _narrowest(max(meta.rows - 1, 0))
-        arrays[f"i{t}"] = seg.astype(dt)
+        arrays[f"i{t}"] = (lambda lo=int(off[0]), hi=int(off[-1]), dt=dt:
+                           trace.indices[lo:hi].astype(dt))
         lens = np.diff(off)
         entry = {"index_dtype": dt.name}
         if lens.size and (lens == lens[0]).all():
@@ -286,6 +289,7 @@ def _write_npz(path: Path, header: dict, arrays: dict) -> None:
         items = [("header", np.array(json.dumps(header, sort_keys=True)))]
         items += sorted(arrays.items())
         for name, arr in items:
+            arr = arr() if callable(arr) else arr
             info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
             # profiles are small and mostly zeros: deflate them; indices stay stored (fast)
             info.compress_type = (zipfile.ZIP_STORED if _BULK.fullmatch(name)

@@ -1,0 +1,161 @@
+"""Profiles of Criteo / Terabyte tables (one id per bag) without keeping the stream.
+
+Every table's state is O(distinct ids): nothing proportional to the rows is kept in memory or
+written to disk.
+
+* Pass 1, all tables at once as the reader yields rows: the exact LRU reuse-distance
+  histogram (`ReuseState`, time axis compacted to the live ids), each id's access count,
+  the per-batch statistics (`BatchStream`), the first POLICY_PREFIX accesses (the hot-set
+  selection, on the first HOT_PREFIX of them, and the FIFO / LFU / set-associative curves
+  are measured there, as the in-memory capture does) and, with SHARDS, every 64th access's
+  id count.
+* Selection: the hot-set size and placement are chosen on each table's prefix
+  (`generate.select_hot`); the hot ids are then the K most accessed of the whole stream.
+* Pass 2 reads the input again: the windowed model (`WindowState`: hot ids' counts and gaps
+  per window, tail first touches and tail-only reuse distances) and the SHARDS estimate.
+  The windows' length and the hot ids depend on the whole stream (its length and its
+  counts), so an exact profile needs them before the windows are measured: reading twice
+  costs a second parse and no disk, where keeping the stream costs disk O(rows).
+
+A stream of at most IN_MEMORY (= POLICY_PREFIX) accesses is kept whole by pass 1 and profiled
+in memory, read once.
+The profiles equal `generate._profile`'s on the whole stream (tests check it).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable
+
+import numpy as np
+
+from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.fidelity import POLICY_PREFIX, source_extras
+from dlrmprof.tracegen.policies import BatchStream
+from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, count_ids,
+                                       hot_ranks)
+
+IN_MEMORY = POLICY_PREFIX       # streams up to this many accesses are kept whole and read once
+
+
+class TablePass:
+    """Pass-1 state of one table: feed it the table's ids (dense, >= 0) chunk by chunk."""
+
+    def __init__(self, name: str, prefix: int, probe: bool = False):
+        self.name = name
+        self.state = _reuse.ReuseState()
+        self.hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
+        self.cold = 0
+        self.counts = np.zeros(1024, dtype=np.int64)
+        self.probe = np.zeros(1024, dtype=np.int64) if probe else None
+        self.batches = BatchStream()
+        self.prefix = np.empty(prefix, dtype=np.int32)
+        self.n = 0
+        self.bound = 0                     # 1 + the largest id seen
+
+    def feed(self, ids: np.ndarray) -> None:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not ids.size:
+            return
+        top = int(ids.max()) + 1
+        if top > self.counts.shape[0]:
+            self.counts = _grown(self.counts, top)
+            if self.probe is not None:
+                self.probe = _grown(self.probe, top)
+        self.bound = max(self.bound, top)
+        h, c = _reuse._bin_counts(self.state.feed(ids), _reuse.MAX_BINS)
+        self.hist += h
+        self.cold += int(c)
+        count_ids(ids, self.counts)
+        if self.probe is not None:
+            count_ids(ids[(-self.n) % 64::64], self.probe)
+        self.batches.feed(ids)
+        m = min(ids.shape[0], self.prefix.shape[0] - self.n)
+        if m > 0:
+            self.prefix[self.n:self.n + m] = ids[:m]
+        self.n += int(ids.shape[0])
+
+    @property
+    def head(self) -> np.ndarray:
+        """The first accesses, as many as the prefix holds."""
+        return self.prefix[: min(self.n, self.prefix.shape[0])]
+
+    def hist_cold(self) -> tuple[np.ndarray, int]:
+        nz = np.flatnonzero(self.hist)
+        return self.hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), self.cold
+
+
+def _grown(a: np.ndarray, bound: int) -> np.ndarray:
+    out = np.zeros(max(bound, 2 * a.shape[0]), dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str],
+                       rows: list[int] | Callable[[], list[int]], windows: int,
+                       hot: int | None, jobs: int = 1, sample_rate: float | None = None,
+                       prefix: int | None = None,
+                       in_memory: int | None = None) -> list[LocalityProfile]:
+    """One profile per table of a row stream: `read()` yields [rows, tables] arrays of dense
+    ids; it is called a second time for streams longer than `in_memory` (default IN_MEMORY;
+    shorter ones are kept whole).  `prefix`: the selection's (default generate.HOT_PREFIX);
+    `rows`: each table's rows (or a function giving them after pass 1).  Equal to
+    `generate._profile` on each column."""
+    from dlrmprof.tracegen import generate
+
+    prefix = generate.HOT_PREFIX if prefix is None else int(prefix)
+    in_memory = max(IN_MEMORY if in_memory is None else int(in_memory), prefix)
+    tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None)
+              for n in names]
+    for sp in read():
+        for i, t in enumerate(tables):
+            t.feed(sp[:, i])
+    n = tables[0].n if tables else 0
+    if n == 0:
+        return []
+    rows = rows() if callable(rows) else rows
+    candidates = generate.HOT_CANDIDATES if hot is None else (hot,)
+    if n <= in_memory:                    # the whole stream is in memory: profile it there
+        tasks = [(t.name, t.head, None, r, windows, hot, sample_rate)
+                 for t, r in zip(tables, rows)]
+        return generate._map(_whole_task, tasks, jobs)
+    tasks = [(t.name, t.prefix[:prefix], r, windows, candidates) for t, r in zip(tables, rows)]
+    chosen = generate._map(_select_task, tasks, jobs)
+    wins, shards = [], []
+    for t, (_, sel) in zip(tables, chosen):
+        top, hot_rank, k = hot_ranks(t.counts, t.cold, sel["chosen"])
+        wins.append((top, WindowState(hot_rank, k, n, windows, t.bound)))
+        if sample_rate is not None:
+            shards.append(_reuse.ShardsStream(_reuse.shards_heavy(t.probe), sample_rate))
+    for sp in read():                     # pass 2
+        for i, (_, win) in enumerate(wins):
+            col = np.ascontiguousarray(sp[:, i], dtype=np.int64)
+            win.feed(col)
+            if shards:
+                shards[i].feed(col)
+    out = []
+    for i, (t, r, (_, sel), (top, win)) in enumerate(zip(tables, rows, chosen, wins)):
+        hist, cold = t.hist_cold()
+        pooling = (np.ones(1, dtype=np.int64), np.array([n], dtype=np.int64))
+        prof = generate.with_placement(assemble(t.name, r, n, hist, cold, pooling, top, win),
+                                       sel["placement"])
+        prof.extra["hot_selection"] = sel
+        prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
+                                                    batches=t.batches.result())
+        if shards:
+            s_hist, s_cold, _ = shards[i].result()
+            prof.extra["shards"] = generate.shards_record(s_hist, s_cold, sample_rate, prof)
+        out.append(prof)
+    return out
+
+
+def _whole_task(args) -> LocalityProfile:
+    from dlrmprof.tracegen import generate
+
+    return generate._profile(*args)
+
+
+def _select_task(args):
+    from dlrmprof.tracegen import generate
+
+    name, head, rows, windows, candidates = args
+    return generate.select_hot(name, head, None, rows, windows, None, candidates)

@@ -1,0 +1,232 @@
+"""The streaming capture (tracegen.onepass) against the in-memory exact profiles, and its
+pieces (WindowState, BatchStream, ShardsStream) against plain references, on random and
+real inputs fed in random chunks."""
+
+import json
+
+import numpy as np
+import pytest
+
+from dlrmprof.tracegen import generate, onepass
+from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.policies import BatchStream, batch_stats
+from dlrmprof.tracegen.profile import (GAP_SCALE, LocalityProfile, WindowState, build_profile,
+                                       gap_row, hot_ranks)
+from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo
+
+
+def _chunks(ids, rng, most=700):
+    lo = 0
+    while lo < len(ids):
+        k = int(rng.integers(1, most))
+        yield ids[lo:lo + k]
+        lo += k
+
+
+def _stream(rng, n=None):
+    n = int(rng.integers(1, 6000)) if n is None else n
+    u = int(rng.integers(1, 900))
+    if rng.random() < 0.5:
+        return rng.integers(0, u, n).astype(np.int64)
+    return ((rng.zipf(1.05 + 0.4 * rng.random(), n) - 1) % u).astype(np.int64)
+
+
+def _same_profile(a: LocalityProfile, b: LocalityProfile) -> None:
+    for f in LocalityProfile.ARRAYS:
+        x, y = getattr(a, f), getattr(b, f)
+        assert x.shape == y.shape and (x == y).all(), f
+    for f in LocalityProfile.SCALARS:
+        if f == "extra":
+            assert json.dumps(a.extra) == json.dumps(b.extra)      # same keys, order, values
+        else:
+            assert getattr(a, f) == getattr(b, f), f
+
+
+# ------------------------------------------------------------------ plain reference of the windows
+def _reference_windows(ids, hot, windows):
+    """The windowed model from its definition, one window at a time in plain Python."""
+    n = len(ids)
+    counts = np.bincount(ids)
+    order = np.argsort(-counts, kind="stable")
+    distinct = int((counts > 0).sum())
+    k = min(hot, distinct)
+    hot_ids = {int(x): r for r, x in enumerate(order[:k])}
+    W = max(1, min(windows, n))
+    wsize = -(-n // W)
+    W = -(-n // wsize)
+    hot_win = np.zeros((k, W), np.int64)
+    tail_cold = np.zeros(W, np.int64)
+    tail_d = {}                                    # window -> list of tail distances
+    gaps = {}                                      # (row, bin) -> count
+    stack = []                                     # LRU stack of tail ids (all windows)
+    for w in range(W):
+        seg = [int(x) for x in ids[w * wsize:(w + 1) * wsize]]
+        L = len(seg)
+        where = {}
+        for i, x in enumerate(seg):
+            if x in hot_ids:
+                hot_win[hot_ids[x], w] += 1
+                where.setdefault(x, []).append(i)
+            elif x in stack:
+                j = stack.index(x)
+                tail_d.setdefault(w, []).append(len(stack) - 1 - j)
+                stack.pop(j)
+                stack.append(x)
+            else:
+                tail_cold[w] += 1
+                stack.append(x)
+        for pos in where.values():
+            c = len(pos)
+            if c < 2:
+                continue
+            gs = [b - a for a, b in zip(pos, pos[1:])] + [L - (pos[-1] - pos[0])]
+            for g in gs:
+                key = (gap_row(c), int(_reuse.dist_bin(GAP_SCALE * g * c // L)))
+                gaps[key] = gaps.get(key, 0) + 1
+    return hot_win, tail_cold, tail_d, gaps, wsize
+
+
+def test_window_state_matches_the_plain_reference():
+    rng = np.random.default_rng()
+    for _ in range(25):
+        ids = _stream(rng, int(rng.integers(1, 3000)))
+        hot, windows = int(rng.choice([0, 4, 16, 64])), int(rng.choice([1, 5, 32]))
+        counts = np.bincount(ids)
+        distinct = int((counts > 0).sum())
+        _, hot_rank, k = hot_ranks(counts, distinct, hot)
+        win = WindowState(hot_rank, k, len(ids), windows, len(counts))
+        for c in _chunks(ids, rng):
+            win.feed(c)
+        hot_win, tail_cold, tail_hist, hot_gap = win.arrays()
+        r_hot, r_cold, r_dist, r_gaps, r_wsize = _reference_windows(ids, hot, windows)
+        assert win.wsize == r_wsize
+        np.testing.assert_array_equal(hot_win, r_hot)
+        np.testing.assert_array_equal(tail_cold, r_cold)
+        for w in range(len(r_cold)):
+            h, _ = _reuse.histogram(np.array(r_dist.get(w, []), np.int64))
+            got = tail_hist[w]
+            np.testing.assert_array_equal(got[:len(h)], h)
+            assert not got[len(h):].any()
+        got_gaps = {(int(r), int(b)): int(hot_gap[r, b]) for r, b in zip(*np.nonzero(hot_gap))}
+        assert got_gaps == r_gaps
+
+
+# ------------------------------------------------------------------ the two-pass capture
+def _capture(columns, rng, prefix, sample_rate=None, hot=None, windows=32):
+    """profiles_from_rows over the columns fed in random row chunks."""
+    sp = np.stack(columns, axis=1)
+    reads = []
+
+    def read():
+        reads.append(1)
+        return list(_chunks(sp, rng))
+
+    rows = [int(c.max()) + 1 for c in columns]
+    profs = onepass.profiles_from_rows(read, [f"C{i}" for i in range(len(columns))], rows,
+                                       windows, hot, sample_rate=sample_rate, prefix=prefix,
+                                       in_memory=prefix)
+    return profs, rows, len(reads)
+
+
+@pytest.mark.parametrize("hot,sample_rate", [(None, None), (16, 0.25)])
+def test_two_pass_capture_equals_the_in_memory_profiles(monkeypatch, hot, sample_rate):
+    """Streams longer than the prefix take the two-pass path; every profile (figures, windows,
+    selection record, source extras, SHARDS) equals the in-memory one of the whole column."""
+    rng = np.random.default_rng()
+    prefix = 700
+    monkeypatch.setattr(generate, "HOT_PREFIX", prefix)
+    n = int(rng.integers(prefix + 1, 5000))
+    columns = [_stream(rng, n) for _ in range(3)]
+    profs, rows, reads = _capture(columns, rng, prefix, sample_rate, hot)
+    assert reads == 2
+    for col, r, got in zip(columns, rows, profs):
+        ref = generate._profile(got.name, col, None, r, 32, hot, sample_rate)
+        _same_profile(got, ref)
+        got.validate()
+
+
+def test_short_streams_are_read_once_and_equal():
+    rng = np.random.default_rng()
+    columns = [_stream(rng, 900) for _ in range(2)]
+    profs, rows, reads = _capture(columns, rng, prefix=1000)
+    assert reads == 1
+    for col, r, got in zip(columns, rows, profs):
+        _same_profile(got, generate._profile(got.name, col, None, r, 32, None, None))
+
+
+def test_criteo_capture_on_the_real_sample_equals_in_memory(monkeypatch, tmp_path):
+    """The bundled real rows, with a prefix shorter than the stream: the same profiles as the
+    in-memory path, and nothing written to the temporary directory."""
+    monkeypatch.setattr(generate, "HOT_PREFIX", 600)
+    monkeypatch.setattr(onepass, "IN_MEMORY", 600)          # read twice: 1999 rows > 600
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    tables = ["C1", "C3", "C9", "C20"]
+    seen, again = [], []
+    reader = read_criteo(BUNDLED_SAMPLE, tables=tables)
+    monkeypatch.setattr(reader, "again", lambda progress: again.append(1) or
+                        read_criteo(BUNDLED_SAMPLE, tables=tables))
+    profs = generate.profiles_from_criteo(reader, on_rows=seen.append)
+    assert sum(seen) == 1999 and again == [1] and list(tmp_path.iterdir()) == []
+    sp = np.concatenate([c.sparse for c in read_criteo(BUNDLED_SAMPLE, tables=tables)])
+    for j, got in enumerate(profs):
+        col = np.ascontiguousarray(sp[:, j])
+        ref = generate._profile(tables[j], col, None, int(col.max()) + 1, 32, None, None)
+        _same_profile(got, ref)
+
+
+def test_pass_one_state_is_o_distinct_not_o_rows():
+    """Ten times the accesses over the same ids: the state (all but the fixed prefix) does not
+    grow."""
+    rng = np.random.default_rng()
+
+    def state_bytes(n):
+        t = onepass.TablePass("t", prefix=1024, probe=True)
+        ids = rng.integers(0, 300, n)
+        for c in np.array_split(ids, 50):
+            t.feed(c)
+        arrays = [t.counts, t.probe, t.hist, t.state.last, t.state.bits, t.state.tree,
+                  *t.batches.lastb, *t.batches.rest]
+        return sum(a.nbytes for a in arrays)
+
+    small, large = state_bytes(20_000), state_bytes(200_000)
+    assert large <= small * 1.01 and large < 1 << 20
+
+
+# ------------------------------------------------------------------ streaming pieces
+def test_batch_stream_equals_batch_stats():
+    rng = np.random.default_rng()
+    for _ in range(10):
+        ids = _stream(rng, int(rng.integers(1, 60_000)))
+        s = BatchStream()
+        for c in _chunks(ids, rng, 20_000):
+            s.feed(c)
+        assert s.result() == batch_stats(ids)
+
+
+def test_shards_stream_equals_shards_histogram():
+    rng = np.random.default_rng()
+    for _ in range(8):
+        ids = _stream(rng, int(rng.integers(1, 40_000)))
+        rate = float(rng.choice([0.5, 0.1]))
+        ref = _reuse.shards_histogram(ids, rate)
+        s = _reuse.ShardsStream(_reuse.shards_heavy(np.bincount(ids[::64])), rate)
+        for c in _chunks(ids, rng, 5000):
+            s.feed(c)
+        got = s.result()
+        np.testing.assert_array_equal(got[0], ref[0])
+        assert got[1:] == ref[1:]
+
+
+def test_build_profile_matches_windows_fed_in_chunks():
+    rng = np.random.default_rng()
+    ids = _stream(rng, 4000)
+    prof = build_profile("x", ids, hot=16)
+    counts = np.bincount(ids)
+    _, hot_rank, k = hot_ranks(counts, prof.distinct, 16)
+    win = WindowState(hot_rank, k, len(ids), 32, len(counts))
+    for c in _chunks(ids, rng, 50):
+        win.feed(c)
+    for a, b in zip(win.arrays(), (prof.hot_win, prof.tail_cold, prof.tail_hist, prof.hot_gap)):
+        np.testing.assert_array_equal(a, b)
