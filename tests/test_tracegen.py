@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 
 from dlrmprof.cli import cli
-from dlrmprof.tracegen import LocalityProfile, Trace, reuse_distances, synthesize
+from dlrmprof.tracegen import LocalityProfile, Trace, materialize, reuse_distances, synthesize
 from dlrmprof.tracegen.fidelity import fidelity
 from dlrmprof.tracegen.generate import choose_hot
 from dlrmprof.tracegen.profile import build_profile, stream_histogram
@@ -221,7 +221,7 @@ def test_materialize_profile_only_matches_table_counts(tmp_path):
     assert res.exit_code == 0, res.output
     t = Trace.load(out)
     assert not t.has_indices
-    m = t.materialize(seed=0)
+    m = materialize(t, seed=0)
     assert m.num_samples == 400
     assert [mt.distinct for mt in m.tables] == [p.distinct for p in t.profiles]
 
@@ -231,7 +231,7 @@ def test_committed_example_trace_loads():
     p = Path(__file__).resolve().parent.parent / "traces" / "examples" / "kaggle_sample_profile.npz"
     t = Trace.load(p)
     assert not t.has_indices and len(t.tables) == 26 and t.num_samples == 1999
-    m = t.materialize(num_samples=256, seed=0)
+    m = materialize(t, num_samples=256, seed=0)
     assert m.indices.size == 26 * 256
 
 

@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from dlrmprof.cli import cli
-from dlrmprof.tracegen import Trace
+from dlrmprof.tracegen import Trace, materialize
 from dlrmprof.tracegen.export import ORACLE_DTYPE
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo, read_index, read_tbe
 from dlrmprof.tracegen.reuse import reuse_distances
@@ -184,9 +184,9 @@ def test_trace_stats_json_and_text(tmp_path):
     assert "profile only" in res.output and "C26" in res.output
     t = Trace.load(src)
     assert not t.has_indices
-    m = t.materialize(num_samples=50, seed=1)
+    m = materialize(t, num_samples=50, seed=1)
     assert m.has_indices and m.num_samples == 50
-    assert m.digest == t.materialize(num_samples=50, seed=1).digest
+    assert m.digest == materialize(t, num_samples=50, seed=1).digest
 
 
 # ----------------------------------------------------------------- bad input, one each

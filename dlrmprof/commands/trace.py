@@ -413,7 +413,9 @@ def export_trace(file, fmt, out, obj_size, bins, batch_size, length, seed):
         prepare_output(out)
     trace = Trace.load(file)
     if not trace.has_indices or length is not None:
-        trace = trace.materialize(num_samples=length, seed=seed)
+        from dlrmprof.tracegen import materialize
+
+        trace = materialize(trace, num_samples=length, seed=seed)
     if trace.indices.size == 0:
         raise UserError(f"{file}: expected at least one index to export, got a trace whose "
                         "bags are all empty")

@@ -147,8 +147,10 @@ def _load_trace(prep: Prepared, config: DLRMConfig, trace_path: str) -> DLRMConf
     if not trace.has_indices:
         # profile-only file: synthesize enough samples for warm-up + timed iterations
         need = max(config.batch_size, (opts.iters + opts.warmup) * config.batch_size)
-        trace = trace.materialize(num_samples=need, seed=opts.seed,
-                                  memory_hint="lower --iters, --warmup or --batch-size")
+        from dlrmprof.tracegen import materialize
+
+        trace = materialize(trace, num_samples=need, seed=opts.seed,
+                            memory_hint="lower --iters, --warmup or --batch-size")
         materialized = True
     if config.batch_size > trace.num_samples:
         raise UserError(f"{trace_path}: --batch-size {config.batch_size} is larger than the "

@@ -453,3 +453,19 @@ def synthesize(profile: LocalityProfile, num_samples: int | None = None, rows: i
 
 def default_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
+
+
+def materialize(trace: Trace, num_samples: int | None = None, seed: int = 0,
+                memory_hint: str = "lower --length") -> Trace:
+    """`trace` if it has indices for `num_samples` (default: its own); otherwise a new trace
+    synthesized from its profiles (deterministic in `seed`).  It lives here, not on `Trace`,
+    so the trace file format does not import the synthesizer."""
+    B = trace.num_samples if num_samples is None else int(num_samples)
+    if trace.has_indices and B == trace.num_samples:
+        return trace
+    out = synthesize_trace(list(trace.profiles), source=trace.header.get("source", {}),
+                           num_samples=B, seed=seed, compute_fidelity=False,
+                           memory_hint=memory_hint)
+    # the profiles' measured fidelity (gen-trace's, same model) stays with them
+    out.header["fidelity"] = dict(trace.header.get("fidelity", {}))
+    return out

@@ -94,22 +94,6 @@ class Trace:
     def digest(self) -> str:
         return content_digest(self.header, self.indices, self.offsets)
 
-    def materialize(self, num_samples: int | None = None, seed: int = 0,
-                    memory_hint: str = "lower --length") -> "Trace":
-        """This trace if it has indices for `num_samples` (default: its own); otherwise a new
-        trace synthesized from the profiles (deterministic in `seed`)."""
-        B = self.num_samples if num_samples is None else int(num_samples)
-        if self.has_indices and B == self.num_samples:
-            return self
-        from dlrmprof.tracegen.generate import synthesize_trace
-
-        trace = synthesize_trace(list(self.profiles), source=self.header.get("source", {}),
-                                 num_samples=B, seed=seed, compute_fidelity=False,
-                                 memory_hint=memory_hint)
-        # the profiles' measured fidelity (gen-trace's, same model) stays with them
-        trace.header["fidelity"] = dict(self.header.get("fidelity", {}))
-        return trace
-
     # -------------------------------------------------------------- save / load
     def save(self, path, version: int = SCHEMA_VERSION) -> str:
         """Write atomically; returns the content digest.  `version=1` writes the format-1
