@@ -227,9 +227,166 @@ def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, re
 
 
 @njit(cache=True)
+def _hot_buffers(bounds, K):
+    """Scratch arrays for `_place_hot`, sized for the longest window (1 each when K = 0)."""
+    maxL = 1
+    for w in range(bounds.shape[0] - 1):
+        maxL = max(maxL, bounds[w + 1] - bounds[w])
+    n = maxL if K else 1
+    sched = np.empty(n, dtype=np.int32)
+    rest = np.empty(n, dtype=np.int32)
+    parent = np.empty(maxL + 1 if K else 1, dtype=np.int64)
+    gaps = np.empty(n, dtype=np.float64)
+    return sched, rest, parent, gaps
+
+
+@njit(cache=True)
+def _window_cdf(cdf, fallback_cdf, w, G):
+    """Window w's tail-distance cdf (the fallback when the window has none), its total, and a
+    guide table: guide[j] = first bin whose cdf exceeds j * total / G."""
+    nb = cdf.shape[1]
+    wcdf = cdf[w]
+    wtot = wcdf[nb - 1] if nb > 0 else 0
+    if wtot == 0:
+        wcdf = fallback_cdf
+        wtot = fallback_cdf[nb - 1] if nb > 0 else 0
+    guide = np.zeros(G + 1, dtype=np.int64)
+    if wtot > 0:
+        b = 0
+        for j in range(G + 1):
+            thr = (j * wtot) // G
+            while b < nb - 1 and wcdf[b] <= thr:
+                b += 1
+            guide[j] = b
+    return wcdf, wtot, guide
+
+
+@njit(cache=True)
+def _compact_stack(owner, used, cap):
+    """The time axis is full: grow owner when less than half its slots would be free, then
+    compact the occupied slots of 1..used.  Returns (owner, cap, depth, bits, tree)."""
+    live = 0
+    for s in range(1, used + 1):
+        if owner[s] >= 0:
+            live += 1
+    if 2 * live + 64 > cap:
+        ncap = cap
+        while 2 * live + 64 > ncap:
+            ncap *= 2
+        nowner = np.full(ncap + 1, -1, dtype=np.int32)
+        nowner[: used + 1] = owner[: used + 1]
+        owner = nowner
+        cap = ncap
+    D, bits, tree = _rebuild_stack(owner, used, cap)
+    return owner, cap, D, bits, tree
+
+
+@njit(cache=True, inline="always")
+def _hot_id(hot_gid, k, items, max_ids, state):
+    """Item number of hot rank k (a new item at its first access).  Returns (id, items)."""
+    if hot_gid[k] < 0:
+        if items < max_ids:
+            hot_gid[k] = items
+            items += 1
+        else:
+            hot_gid[k] = _below(state, max_ids)
+    return hot_gid[k], items
+
+
+@njit(cache=True, inline="always")
+def _draw_depth(state, wcdf, wtot, guide, G, edges, D, redraws):
+    """A tail reuse distance from the window's histogram, redrawn up to `redraws` times while
+    deeper than the stack (depth D); may still be >= D."""
+    d = D
+    for _try in range(redraws):
+        uf = _uniform(state)
+        u = np.int64(uf * wtot)
+        a = guide[np.int64(uf * G)]
+        while a > 0 and wcdf[a - 1] > u:      # float rounding guard
+            a -= 1
+        while wcdf[a] <= u:
+            a += 1
+        lo_e = edges[a]
+        width = edges[a + 1] - lo_e
+        d = lo_e + (_below(state, width) if width > 1 else 0)
+        if d < D:
+            break
+    return d
+
+
+@njit(cache=True, inline="always")
+def _tail_kind(state, cold, D, items, max_ids, wcdf, wtot, guide, G, edges, redraws,
+               deep_is_cold):
+    """Settle a tail event drawn as cold or warm.  Returns (cold, depth, extra cold, clamped);
+    depth -1 when the table is full and the stack empty (the caller draws any id)."""
+    d = 0
+    extra = 0
+    clamped = 0
+    if not cold and (D == 0 or wtot == 0):
+        cold = True
+        extra = 1
+    if cold and items >= max_ids:
+        if D == 0:
+            return cold, -1, extra, clamped
+        cold = False           # table full: reuse the least recently used tail id
+        d = D - 1
+    elif not cold:
+        d = _draw_depth(state, wcdf, wtot, guide, G, edges, D, redraws)
+        if d >= D:
+            if deep_is_cold and items < max_ids:
+                cold = True
+                extra += 1
+            else:
+                d = D - 1
+                clamped = 1
+    return cold, d, extra, clamped
+
+
+@njit(cache=True, inline="always")
+def _pop_depth(owner, bits, tree, nw, t, d, D):
+    """Remove the item at depth d of the stack (time axis below slot t) and return it: scan
+    back a few bitmap words from the top, else a Fenwick descent by rank from the oldest."""
+    one = np.uint64(1)
+    wt = t >> 6
+    s = -1
+    rem = d
+    cw = wt
+    mask = bits[cw] & ((one << np.uint64(t & 63)) - one)
+    for _scan in range(SCAN_WORDS):
+        c = _pc(mask)
+        if rem < c:
+            s = cw * 64 + _select(mask, c - rem)
+            break
+        rem -= c
+        cw -= 1
+        if cw < 0:
+            break
+        mask = bits[cw]
+    if s < 0:
+        # cap is a power of two times 64, so nw is a power of two: no bound check needed
+        k = D - d          # 1-based rank from the oldest
+        p = 0
+        step = nw
+        while step > 0:
+            v = tree[p + step]
+            c = v < k
+            p += step * c
+            k -= v * c
+            step >>= 1
+        s = p * 64 + _select(bits[p], k)
+    g = np.int64(owner[s])
+    owner[s] = -1
+    ws = s >> 6
+    bits[ws] &= ~(one << np.uint64(s & 63))
+    if ws != wt:
+        stop = fenwick_add(tree, ws + 1, wt + 1, -1)
+        fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
+    return g
+
+
+@njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold):
-    # cap is a power of two times 64, so nw is a power of two: the descent needs no bound check
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
@@ -238,16 +395,8 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     state = np.empty(1, dtype=np.uint64)
     state[0] = np.uint64(seed)
     K = hot_cnt.shape[0]
-    W = cold_cnt.shape[0]
-    nb = cdf.shape[1]
     hot_gid = np.full(K, -1, dtype=np.int64)
-    maxL = 1
-    for w in range(W):
-        maxL = max(maxL, bounds[w + 1] - bounds[w])
-    sched = np.empty(maxL if K else 1, dtype=np.int32)
-    rest = np.empty(maxL if K else 1, dtype=np.int32)
-    parent = np.empty(maxL + 1 if K else 1, dtype=np.int64)
-    gaps = np.empty(maxL if K else 1, dtype=np.float64)
+    sched, rest, parent, gaps = _hot_buffers(bounds, K)
     cap = 1 << 14
     owner = np.full(cap + 1, -1, dtype=np.int32)
     nw = cap // 64
@@ -258,140 +407,49 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     items = 0
     extra_cold = 0
     clamped = 0
+    G = 1024
     one = np.uint64(1)
-    for w in range(W):
+    for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
         hi = bounds[w + 1]
-        tot_hot = 0
-        for k in range(K):
-            tot_hot += hot_cnt[k, w]
         if K:
             _place_hot(sched, parent, hi - lo, hot_cnt, w, gap_cdf, gap_edges, state, gaps,
                        rest)
+        tot_hot = 0
+        for k in range(K):
+            tot_hot += hot_cnt[k, w]
         rem_cold = cold_cnt[w]
         rem_warm = (hi - lo) - tot_hot - rem_cold
-        wcdf = cdf[w]
-        wtot = wcdf[nb - 1] if nb > 0 else 0
-        if wtot == 0:
-            wcdf = fallback_cdf
-            wtot = fallback_cdf[nb - 1] if nb > 0 else 0
-        # guide table: guide[j] = first bin whose cdf exceeds j * wtot / G
-        G = 1024
-        guide = np.zeros(G + 1, dtype=np.int64)
-        if wtot > 0:
-            b = 0
-            for j in range(G + 1):
-                thr = (j * wtot) // G
-                while b < nb - 1 and wcdf[b] <= thr:
-                    b += 1
-                guide[j] = b
+        wcdf, wtot, guide = _window_cdf(cdf, fallback_cdf, w, G)
         for pos in range(lo, hi):
             if t >= cap:
-                used = t - 1
-                # grow when less than half the slots would be free
-                live = 0
-                for s in range(1, used + 1):
-                    if owner[s] >= 0:
-                        live += 1
-                if 2 * live + 64 > cap:
-                    ncap = cap
-                    while 2 * live + 64 > ncap:
-                        ncap *= 2
-                    nowner = np.full(ncap + 1, -1, dtype=np.int32)
-                    nowner[: used + 1] = owner[: used + 1]
-                    owner = nowner
-                    cap = ncap
-                D, bits, tree = _rebuild_stack(owner, used, cap)
+                owner, cap, D, bits, tree = _compact_stack(owner, t - 1, cap)
                 nw = cap // 64
                 t = D + 1
             if K and sched[pos - lo] >= 0:
-                k = sched[pos - lo]
-                if hot_gid[k] < 0:
-                    if items < max_ids:
-                        hot_gid[k] = items
-                        items += 1
-                    else:
-                        hot_gid[k] = _below(state, max_ids)
-                out[pos] = hot_gid[k]
+                g, items = _hot_id(hot_gid, sched[pos - lo], items, max_ids, state)
+                out[pos] = g
                 continue
             cold = _below(state, rem_cold + rem_warm) < rem_cold
             if cold:
                 rem_cold -= 1
             else:
                 rem_warm -= 1
-            if not cold and (D == 0 or wtot == 0):
-                cold = True
-                extra_cold += 1
-            if cold and items >= max_ids:
-                if D == 0:
-                    out[pos] = _below(state, max_ids)
-                    continue
-                cold = False           # table full: reuse the least recently used tail id
-                d = D - 1
-            elif not cold:
-                # draw a tail reuse distance; redraw when deeper than the stack so far
-                d = D
-                for _try in range(redraws):
-                    uf = _uniform(state)
-                    u = np.int64(uf * wtot)
-                    a = guide[np.int64(uf * G)]
-                    while a > 0 and wcdf[a - 1] > u:      # float rounding guard
-                        a -= 1
-                    while wcdf[a] <= u:
-                        a += 1
-                    lo_e = edges[a]
-                    width = edges[a + 1] - lo_e
-                    d = lo_e + (_below(state, width) if width > 1 else 0)
-                    if d < D:
-                        break
-                if d >= D:
-                    if deep_is_cold and items < max_ids:
-                        cold = True
-                        extra_cold += 1
-                    else:
-                        d = D - 1
-                        clamped += 1
-            wt = t >> 6
+            cold, d, xc, cl = _tail_kind(state, cold, D, items, max_ids, wcdf, wtot, guide, G,
+                                         edges, redraws, deep_is_cold)
+            extra_cold += xc
+            clamped += cl
+            if d < 0:
+                out[pos] = _below(state, max_ids)
+                continue
             if cold:
                 g = items
                 items += 1
                 D += 1
-                fenwick_add(tree, wt + 1, nw + 1, 1)
+                fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             else:
-                # slot of the item at depth d: scan back a few words, else Fenwick descent
-                s = -1
-                rem = d
-                cw = wt
-                mask = bits[cw] & ((one << np.uint64(t & 63)) - one)
-                for _scan in range(SCAN_WORDS):
-                    c = _pc(mask)
-                    if rem < c:
-                        s = cw * 64 + _select(mask, c - rem)
-                        break
-                    rem -= c
-                    cw -= 1
-                    if cw < 0:
-                        break
-                    mask = bits[cw]
-                if s < 0:
-                    k = D - d          # 1-based rank from the oldest
-                    p = 0
-                    step = nw
-                    while step > 0:
-                        v = tree[p + step]
-                        c = v < k
-                        p += step * c
-                        k -= v * c
-                        step >>= 1
-                    s = p * 64 + _select(bits[p], k)
-                g = np.int64(owner[s])
-                owner[s] = -1
-                ws = s >> 6
-                bits[ws] &= ~(one << np.uint64(s & 63))
-                if ws != wt:
-                    stop = fenwick_add(tree, ws + 1, wt + 1, -1)
-                    fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
-            bits[wt] |= one << np.uint64(t & 63)
+                g = _pop_depth(owner, bits, tree, nw, t, d, D)
+            bits[t >> 6] |= one << np.uint64(t & 63)
             owner[t] = g
             t += 1
             out[pos] = g
