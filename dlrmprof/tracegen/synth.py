@@ -115,6 +115,7 @@ def _select_portable(word, k):
 
 
 _select = _select_bmi2 if _HAS_BMI2 else _select_portable
+GUIDE = 1024        # guide table size of the tail-distance draw
 SCAN_WORDS = 16     # depth lookups first scan this many bitmap words back from the top
 
 
@@ -241,30 +242,48 @@ def _hot_buffers(bounds, K):
 
 
 @njit(cache=True)
-def _window_cdf(cdf, fallback_cdf, w, G):
-    """Window w's tail-distance cdf (the fallback when the window has none), its total, and a
-    guide table: guide[j] = first bin whose cdf exceeds j * total / G."""
+def _new_stack(cap):
+    """An empty LRU stack over a time axis of cap slots: (owner, bitmap words, bitmap,
+    Fenwick tree over the words)."""
+    nw = cap // 64
+    owner = np.full(cap + 1, -1, dtype=np.int32)
+    bits = np.zeros(nw, dtype=np.uint64)
+    tree = np.zeros(nw + 1, dtype=np.int32)
+    return owner, nw, bits, tree
+
+
+@njit(cache=True)
+def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
+    """Window w's tail event counts and tail-distance draw table.  Returns (cold count, warm
+    count, cdf, cdf total, guide) where the cdf is the fallback when the window has none and
+    guide[j] = first bin whose cdf exceeds j * total / GUIDE."""
+    tot_hot = 0
+    for k in range(hot_cnt.shape[0]):
+        tot_hot += hot_cnt[k, w]
+    rem_cold = cold_cnt[w]
+    rem_warm = (bounds[w + 1] - bounds[w]) - tot_hot - rem_cold
     nb = cdf.shape[1]
     wcdf = cdf[w]
     wtot = wcdf[nb - 1] if nb > 0 else 0
     if wtot == 0:
         wcdf = fallback_cdf
         wtot = fallback_cdf[nb - 1] if nb > 0 else 0
-    guide = np.zeros(G + 1, dtype=np.int64)
+    guide = np.zeros(GUIDE + 1, dtype=np.int64)
     if wtot > 0:
         b = 0
-        for j in range(G + 1):
-            thr = (j * wtot) // G
+        for j in range(GUIDE + 1):
+            thr = (j * wtot) // GUIDE
             while b < nb - 1 and wcdf[b] <= thr:
                 b += 1
             guide[j] = b
-    return wcdf, wtot, guide
+    return rem_cold, rem_warm, wcdf, wtot, guide
 
 
 @njit(cache=True)
 def _compact_stack(owner, used, cap):
     """The time axis is full: grow owner when less than half its slots would be free, then
-    compact the occupied slots of 1..used.  Returns (owner, cap, depth, bits, tree)."""
+    compact the occupied slots of 1..used.  Returns (owner, cap, bitmap words, depth, bitmap,
+    tree)."""
     live = 0
     for s in range(1, used + 1):
         if owner[s] >= 0:
@@ -278,68 +297,18 @@ def _compact_stack(owner, used, cap):
         owner = nowner
         cap = ncap
     D, bits, tree = _rebuild_stack(owner, used, cap)
-    return owner, cap, D, bits, tree
+    return owner, cap, cap // 64, D, bits, tree
 
 
-@njit(cache=True, inline="always")
-def _hot_id(hot_gid, k, items, max_ids, state):
-    """Item number of hot rank k (a new item at its first access).  Returns (id, items)."""
-    if hot_gid[k] < 0:
-        if items < max_ids:
-            hot_gid[k] = items
-            items += 1
-        else:
-            hot_gid[k] = _below(state, max_ids)
-    return hot_gid[k], items
-
-
-@njit(cache=True, inline="always")
-def _draw_depth(state, wcdf, wtot, guide, G, edges, D, redraws):
-    """A tail reuse distance from the window's histogram, redrawn up to `redraws` times while
-    deeper than the stack (depth D); may still be >= D."""
-    d = D
-    for _try in range(redraws):
-        uf = _uniform(state)
-        u = np.int64(uf * wtot)
-        a = guide[np.int64(uf * G)]
-        while a > 0 and wcdf[a - 1] > u:      # float rounding guard
-            a -= 1
-        while wcdf[a] <= u:
-            a += 1
-        lo_e = edges[a]
-        width = edges[a + 1] - lo_e
-        d = lo_e + (_below(state, width) if width > 1 else 0)
-        if d < D:
-            break
-    return d
-
-
-@njit(cache=True, inline="always")
-def _tail_kind(state, cold, D, items, max_ids, wcdf, wtot, guide, G, edges, redraws,
-               deep_is_cold):
-    """Settle a tail event drawn as cold or warm.  Returns (cold, depth, extra cold, clamped);
-    depth -1 when the table is full and the stack empty (the caller draws any id)."""
-    d = 0
-    extra = 0
-    clamped = 0
-    if not cold and (D == 0 or wtot == 0):
-        cold = True
-        extra = 1
-    if cold and items >= max_ids:
-        if D == 0:
-            return cold, -1, extra, clamped
-        cold = False           # table full: reuse the least recently used tail id
-        d = D - 1
-    elif not cold:
-        d = _draw_depth(state, wcdf, wtot, guide, G, edges, D, redraws)
-        if d >= D:
-            if deep_is_cold and items < max_ids:
-                cold = True
-                extra += 1
-            else:
-                d = D - 1
-                clamped = 1
-    return cold, d, extra, clamped
+@njit(cache=True)
+def _first_hot(hot_gid, k, items, max_ids, state):
+    """Give hot rank k its item at its first access (any id once the table is full); returns
+    the items used.  Rare (once per hot rank), so an ordinary call."""
+    if items < max_ids:
+        hot_gid[k] = items
+        return items + 1
+    hot_gid[k] = _below(state, max_ids)
+    return items
 
 
 @njit(cache=True, inline="always")
@@ -384,6 +353,8 @@ def _pop_depth(owner, bits, tree, nw, t, d, D):
     return g
 
 
+# The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
+# (inlined by numba or called) they measured 3-10% slower (docs/performance.md).
 @njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold):
@@ -392,56 +363,66 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model)."""
     out = np.empty(n_out, dtype=np.int64)
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = np.uint64(seed)
+    state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
     hot_gid = np.full(K, -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, K)
     cap = 1 << 14
-    owner = np.full(cap + 1, -1, dtype=np.int32)
-    nw = cap // 64
-    bits = np.zeros(nw, dtype=np.uint64)
-    tree = np.zeros(nw + 1, dtype=np.int32)
-    t = 1
-    D = 0
-    items = 0
-    extra_cold = 0
-    clamped = 0
-    G = 1024
-    one = np.uint64(1)
+    owner, nw, bits, tree = _new_stack(cap)
+    t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
     for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
-        hi = bounds[w + 1]
         if K:
-            _place_hot(sched, parent, hi - lo, hot_cnt, w, gap_cdf, gap_edges, state, gaps,
-                       rest)
-        tot_hot = 0
-        for k in range(K):
-            tot_hot += hot_cnt[k, w]
-        rem_cold = cold_cnt[w]
-        rem_warm = (hi - lo) - tot_hot - rem_cold
-        wcdf, wtot, guide = _window_cdf(cdf, fallback_cdf, w, G)
-        for pos in range(lo, hi):
+            _place_hot(sched, parent, bounds[w + 1] - lo, hot_cnt, w, gap_cdf, gap_edges,
+                       state, gaps, rest)
+        rem_cold, rem_warm, wcdf, wtot, guide = _window_setup(w, bounds, hot_cnt, cold_cnt,
+                                                              cdf, fallback_cdf)
+        for pos in range(lo, bounds[w + 1]):
             if t >= cap:
-                owner, cap, D, bits, tree = _compact_stack(owner, t - 1, cap)
-                nw = cap // 64
+                owner, cap, nw, D, bits, tree = _compact_stack(owner, t - 1, cap)
                 t = D + 1
             if K and sched[pos - lo] >= 0:
-                g, items = _hot_id(hot_gid, sched[pos - lo], items, max_ids, state)
-                out[pos] = g
+                k = sched[pos - lo]
+                if hot_gid[k] < 0:
+                    items = _first_hot(hot_gid, k, items, max_ids, state)
+                out[pos] = hot_gid[k]
                 continue
             cold = _below(state, rem_cold + rem_warm) < rem_cold
             if cold:
                 rem_cold -= 1
             else:
                 rem_warm -= 1
-            cold, d, xc, cl = _tail_kind(state, cold, D, items, max_ids, wcdf, wtot, guide, G,
-                                         edges, redraws, deep_is_cold)
-            extra_cold += xc
-            clamped += cl
-            if d < 0:
-                out[pos] = _below(state, max_ids)
-                continue
+            if not cold and (D == 0 or wtot == 0):
+                cold = True
+                extra_cold += 1
+            if cold and items >= max_ids:
+                if D == 0:
+                    out[pos] = _below(state, max_ids)
+                    continue
+                cold = False           # table full: reuse the least recently used tail id
+                d = D - 1
+            elif not cold:
+                d = D                  # a tail reuse distance, redrawn when below the stack
+                for _try in range(redraws):
+                    uf = _uniform(state)
+                    u = np.int64(uf * wtot)
+                    a = guide[np.int64(uf * GUIDE)]
+                    while a > 0 and wcdf[a - 1] > u:      # float rounding guard
+                        a -= 1
+                    while wcdf[a] <= u:
+                        a += 1
+                    lo_e = edges[a]
+                    width = edges[a + 1] - lo_e
+                    d = lo_e + (_below(state, width) if width > 1 else 0)
+                    if d < D:
+                        break
+                if d >= D:
+                    if deep_is_cold and items < max_ids:
+                        cold = True
+                        extra_cold += 1
+                    else:
+                        d = D - 1
+                        clamped += 1
             if cold:
                 g = items
                 items += 1
@@ -449,7 +430,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             else:
                 g = _pop_depth(owner, bits, tree, nw, t, d, D)
-            bits[t >> 6] |= one << np.uint64(t & 63)
+            bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
             t += 1
             out[pos] = g
