@@ -11,9 +11,9 @@ Model (see profile.py for what is stored):
     ids only); the id at depth d of a virtual LRU stack of tail ids is taken and moved to
     the top.  A draw deeper than the stack so far is redrawn (up to 8 times) and then
     clamped to the bottom, so early windows do not turn into extra first touches;
-* the virtual stack is an occupancy bitmap over time slots with a Fenwick tree over its
-  words (order statistics by binary lifting): O(log N) per access, time axis compacted to
-  O(distinct) so it stays in cache;
+* the virtual stack (`_lru_stack`) is an occupancy bitmap over time slots with a Fenwick
+  tree over its words (order statistics by binary lifting): O(log N) per access, time axis
+  compacted to O(distinct) so it stays in cache;
 * ids are fresh: the i-th new id is mapped through a seeded random sample of the table's
   rows (a random injection), never a source value.  Same seed -> same bytes.
 """
@@ -23,23 +23,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
 from dlrmprof.tracegen.profile import LocalityProfile, gap_row
-from dlrmprof.tracegen.reuse import _pc, fenwick_add, fenwick_build
-
-
-def _host_features() -> str:
-    try:
-        from llvmlite import binding
-
-        return binding.get_host_cpu_features().flatten()
-    except Exception:   # pragma: no cover - feature query unavailable: portable path
-        return ""
+from dlrmprof.tracegen.reuse import fenwick_add
 
 
 @njit(cache=True)
@@ -62,81 +51,7 @@ def _below(state, n):
     return np.int64(_uniform(state) * n)
 
 
-_HAS_BMI2 = "+bmi2" in _host_features()
-
-
-@intrinsic
-def _pdep(typingctx, src, mask):
-    sig = types.uint64(types.uint64, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        fnty = ir.FunctionType(i64, [i64, i64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.bmi.pdep.64")
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@intrinsic
-def _cttz(typingctx, x):
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
-
-    return sig, codegen
-
-
-@njit(cache=True)
-def _select_bmi2(word, k):
-    """Slot offset (0..63) of the k-th (1-based) set bit of word (BMI2 pdep + tzcnt)."""
-    return np.int64(_cttz(_pdep(np.uint64(1) << np.uint64(k - 1), word)))
-
-
-@njit(cache=True)
-def _select_portable(word, k):
-    """Slot offset (0..63) of the k-th (1-based) set bit of word."""
-    off = 0
-    while True:
-        c = _pc(word & np.uint64(0xFF))
-        if k <= c:
-            break
-        k -= c
-        word >>= np.uint64(8)
-        off += 8
-    while True:
-        if word & np.uint64(1):
-            k -= 1
-            if k == 0:
-                return off
-        word >>= np.uint64(1)
-        off += 1
-
-
-_select = _select_bmi2 if _HAS_BMI2 else _select_portable
 GUIDE = 1024        # guide table size of the tail-distance draw
-SCAN_WORDS = 16     # depth lookups first scan this many bitmap words back from the top
-
-
-@njit(cache=True)
-def _rebuild_stack(owner, used, cap):
-    """Compact occupied slots (owner >= 0) of 1..used to 1..D; new bitmap + tree."""
-    d = 0
-    for s in range(1, used + 1):
-        o = owner[s]
-        if o >= 0:
-            d += 1
-            owner[d] = o
-    for s in range(d + 1, used + 1):
-        owner[s] = -1
-    nw = cap // 64
-    bits = np.zeros(nw, dtype=np.uint64)
-    tree = np.zeros(nw + 1, dtype=np.int32)
-    for s in range(1, d + 1):
-        bits[s >> 6] |= np.uint64(1) << np.uint64(s & 63)
-    fenwick_build(bits, tree)
-    return d, bits, tree
 
 
 @njit(cache=True)
@@ -242,17 +157,6 @@ def _hot_buffers(bounds, K):
 
 
 @njit(cache=True)
-def _new_stack(cap):
-    """An empty LRU stack over a time axis of cap slots: (owner, bitmap words, bitmap,
-    Fenwick tree over the words)."""
-    nw = cap // 64
-    owner = np.full(cap + 1, -1, dtype=np.int32)
-    bits = np.zeros(nw, dtype=np.uint64)
-    tree = np.zeros(nw + 1, dtype=np.int32)
-    return owner, nw, bits, tree
-
-
-@njit(cache=True)
 def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
     """Window w's tail event counts and tail-distance draw table.  Returns (cold count, warm
     count, cdf, cdf total, guide) where the cdf is the fallback when the window has none and
@@ -280,27 +184,6 @@ def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
 
 
 @njit(cache=True)
-def _compact_stack(owner, used, cap):
-    """The time axis is full: grow owner when less than half its slots would be free, then
-    compact the occupied slots of 1..used.  Returns (owner, cap, bitmap words, depth, bitmap,
-    tree)."""
-    live = 0
-    for s in range(1, used + 1):
-        if owner[s] >= 0:
-            live += 1
-    if 2 * live + 64 > cap:
-        ncap = cap
-        while 2 * live + 64 > ncap:
-            ncap *= 2
-        nowner = np.full(ncap + 1, -1, dtype=np.int32)
-        nowner[: used + 1] = owner[: used + 1]
-        owner = nowner
-        cap = ncap
-    D, bits, tree = _rebuild_stack(owner, used, cap)
-    return owner, cap, cap // 64, D, bits, tree
-
-
-@njit(cache=True)
 def _first_hot(hot_gid, k, items, max_ids, state):
     """Give hot rank k its item at its first access (any id once the table is full); returns
     the items used.  Rare (once per hot rank), so an ordinary call."""
@@ -309,48 +192,6 @@ def _first_hot(hot_gid, k, items, max_ids, state):
         return items + 1
     hot_gid[k] = _below(state, max_ids)
     return items
-
-
-@njit(cache=True, inline="always")
-def _pop_depth(owner, bits, tree, nw, t, d, D):
-    """Remove the item at depth d of the stack (time axis below slot t) and return it: scan
-    back a few bitmap words from the top, else a Fenwick descent by rank from the oldest."""
-    one = np.uint64(1)
-    wt = t >> 6
-    s = -1
-    rem = d
-    cw = wt
-    mask = bits[cw] & ((one << np.uint64(t & 63)) - one)
-    for _scan in range(SCAN_WORDS):
-        c = _pc(mask)
-        if rem < c:
-            s = cw * 64 + _select(mask, c - rem)
-            break
-        rem -= c
-        cw -= 1
-        if cw < 0:
-            break
-        mask = bits[cw]
-    if s < 0:
-        # cap is a power of two times 64, so nw is a power of two: no bound check needed
-        k = D - d          # 1-based rank from the oldest
-        p = 0
-        step = nw
-        while step > 0:
-            v = tree[p + step]
-            c = v < k
-            p += step * c
-            k -= v * c
-            step >>= 1
-        s = p * 64 + _select(bits[p], k)
-    g = np.int64(owner[s])
-    owner[s] = -1
-    ws = s >> 6
-    bits[ws] &= ~(one << np.uint64(s & 63))
-    if ws != wt:
-        stop = fenwick_add(tree, ws + 1, wt + 1, -1)
-        fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
-    return g
 
 
 # The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
@@ -368,7 +209,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     hot_gid = np.full(K, -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, K)
     cap = 1 << 14
-    owner, nw, bits, tree = _new_stack(cap)
+    owner, nw, bits, tree = new_stack(cap)
     t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
     for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
@@ -379,7 +220,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                                                               cdf, fallback_cdf)
         for pos in range(lo, bounds[w + 1]):
             if t >= cap:
-                owner, cap, nw, D, bits, tree = _compact_stack(owner, t - 1, cap)
+                owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
                 t = D + 1
             if K and sched[pos - lo] >= 0:
                 k = sched[pos - lo]
@@ -429,7 +270,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 D += 1
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             else:
-                g = _pop_depth(owner, bits, tree, nw, t, d, D)
+                g = pop_depth(owner, bits, tree, nw, t, d, D)
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
             t += 1
