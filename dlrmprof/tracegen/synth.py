@@ -195,7 +195,7 @@ def _first_hot(hot_gid, k, items, max_ids, state):
 
 
 # The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
-# (inlined by numba or called) they measured 3-10% slower (docs/performance.md).
+# (inlined by numba or called) they measured slower (docs/performance.md, issue 19 split).
 @njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold):
@@ -243,7 +243,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 cold = False           # table full: reuse the least recently used tail id
                 d = D - 1
             elif not cold:
-                d = D                  # a tail reuse distance, redrawn when below the stack
+                d = D                  # a tail reuse distance, redrawn if deeper than D
                 for _try in range(redraws):
                     uf = _uniform(state)
                     u = np.int64(uf * wtot)
