@@ -11,9 +11,9 @@ Model (see profile.py for what is stored):
     ids only); the id at depth d of a virtual LRU stack of tail ids is taken and moved to
     the top.  A draw deeper than the stack so far is redrawn (up to 8 times) and then
     clamped to the bottom, so early windows do not turn into extra first touches;
-* the virtual stack is an occupancy bitmap over time slots with a Fenwick tree over its
-  words (order statistics by binary lifting): O(log N) per access, time axis compacted to
-  O(distinct) so it stays in cache;
+* the virtual stack (`_lru_stack`) is an occupancy bitmap over time slots with a Fenwick
+  tree over its words (order statistics by binary lifting): O(log N) per access, time axis
+  compacted to O(distinct) so it stays in cache;
 * ids are fresh: the i-th new id is mapped through a seeded random sample of the table's
   rows (a random injection), never a source value.  Same seed -> same bytes.
 """
@@ -23,23 +23,12 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
 from dlrmprof.tracegen.profile import LocalityProfile, gap_row
-from dlrmprof.tracegen.reuse import _pc, fenwick_add, fenwick_build
-
-
-def _host_features() -> str:
-    try:
-        from llvmlite import binding
-
-        return binding.get_host_cpu_features().flatten()
-    except Exception:   # pragma: no cover - feature query unavailable: portable path
-        return ""
+from dlrmprof.tracegen.reuse import fenwick_add
 
 
 @njit(cache=True)
@@ -62,80 +51,7 @@ def _below(state, n):
     return np.int64(_uniform(state) * n)
 
 
-_HAS_BMI2 = "+bmi2" in _host_features()
-
-
-@intrinsic
-def _pdep(typingctx, src, mask):
-    sig = types.uint64(types.uint64, types.uint64)
-
-    def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
-        fnty = ir.FunctionType(i64, [i64, i64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.bmi.pdep.64")
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@intrinsic
-def _cttz(typingctx, x):
-    sig = types.uint64(types.uint64)
-
-    def codegen(context, builder, signature, args):
-        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
-
-    return sig, codegen
-
-
-@njit(cache=True)
-def _select_bmi2(word, k):
-    """Slot offset (0..63) of the k-th (1-based) set bit of word (BMI2 pdep + tzcnt)."""
-    return np.int64(_cttz(_pdep(np.uint64(1) << np.uint64(k - 1), word)))
-
-
-@njit(cache=True)
-def _select_portable(word, k):
-    """Slot offset (0..63) of the k-th (1-based) set bit of word."""
-    off = 0
-    while True:
-        c = _pc(word & np.uint64(0xFF))
-        if k <= c:
-            break
-        k -= c
-        word >>= np.uint64(8)
-        off += 8
-    while True:
-        if word & np.uint64(1):
-            k -= 1
-            if k == 0:
-                return off
-        word >>= np.uint64(1)
-        off += 1
-
-
-_select = _select_bmi2 if _HAS_BMI2 else _select_portable
-SCAN_WORDS = 16     # depth lookups first scan this many bitmap words back from the top
-
-
-@njit(cache=True)
-def _rebuild_stack(owner, used, cap):
-    """Compact occupied slots (owner >= 0) of 1..used to 1..D; new bitmap + tree."""
-    d = 0
-    for s in range(1, used + 1):
-        o = owner[s]
-        if o >= 0:
-            d += 1
-            owner[d] = o
-    for s in range(d + 1, used + 1):
-        owner[s] = -1
-    nw = cap // 64
-    bits = np.zeros(nw, dtype=np.uint64)
-    tree = np.zeros(nw + 1, dtype=np.int32)
-    for s in range(1, d + 1):
-        bits[s >> 6] |= np.uint64(1) << np.uint64(s & 63)
-    fenwick_build(bits, tree)
-    return d, bits, tree
+GUIDE = 1024        # guide table size of the tail-distance draw
 
 
 @njit(cache=True)
@@ -227,91 +143,89 @@ def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, re
 
 
 @njit(cache=True)
+def _hot_buffers(bounds, K):
+    """Scratch arrays for `_place_hot`, sized for the longest window (1 each when K = 0)."""
+    maxL = 1
+    for w in range(bounds.shape[0] - 1):
+        maxL = max(maxL, bounds[w + 1] - bounds[w])
+    n = maxL if K else 1
+    sched = np.empty(n, dtype=np.int32)
+    rest = np.empty(n, dtype=np.int32)
+    parent = np.empty(maxL + 1 if K else 1, dtype=np.int64)
+    gaps = np.empty(n, dtype=np.float64)
+    return sched, rest, parent, gaps
+
+
+@njit(cache=True)
+def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
+    """Window w's tail event counts and tail-distance draw table.  Returns (cold count, warm
+    count, cdf, cdf total, guide) where the cdf is the fallback when the window has none and
+    guide[j] = first bin whose cdf exceeds j * total / GUIDE."""
+    tot_hot = 0
+    for k in range(hot_cnt.shape[0]):
+        tot_hot += hot_cnt[k, w]
+    rem_cold = cold_cnt[w]
+    rem_warm = (bounds[w + 1] - bounds[w]) - tot_hot - rem_cold
+    nb = cdf.shape[1]
+    wcdf = cdf[w]
+    wtot = wcdf[nb - 1] if nb > 0 else 0
+    if wtot == 0:
+        wcdf = fallback_cdf
+        wtot = fallback_cdf[nb - 1] if nb > 0 else 0
+    guide = np.zeros(GUIDE + 1, dtype=np.int64)
+    if wtot > 0:
+        b = 0
+        for j in range(GUIDE + 1):
+            thr = (j * wtot) // GUIDE
+            while b < nb - 1 and wcdf[b] <= thr:
+                b += 1
+            guide[j] = b
+    return rem_cold, rem_warm, wcdf, wtot, guide
+
+
+@njit(cache=True)
+def _first_hot(hot_gid, k, items, max_ids, state):
+    """Give hot rank k its item at its first access (any id once the table is full); returns
+    the items used.  Rare (once per hot rank), so an ordinary call."""
+    if items < max_ids:
+        hot_gid[k] = items
+        return items + 1
+    hot_gid[k] = _below(state, max_ids)
+    return items
+
+
+# The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
+# (inlined by numba or called) they measured slower (docs/performance.md, issue 19 split).
+@njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold):
-    # cap is a power of two times 64, so nw is a power of two: the descent needs no bound check
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model)."""
     out = np.empty(n_out, dtype=np.int64)
-    state = np.empty(1, dtype=np.uint64)
-    state[0] = np.uint64(seed)
+    state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
-    W = cold_cnt.shape[0]
-    nb = cdf.shape[1]
     hot_gid = np.full(K, -1, dtype=np.int64)
-    maxL = 1
-    for w in range(W):
-        maxL = max(maxL, bounds[w + 1] - bounds[w])
-    sched = np.empty(maxL if K else 1, dtype=np.int32)
-    rest = np.empty(maxL if K else 1, dtype=np.int32)
-    parent = np.empty(maxL + 1 if K else 1, dtype=np.int64)
-    gaps = np.empty(maxL if K else 1, dtype=np.float64)
+    sched, rest, parent, gaps = _hot_buffers(bounds, K)
     cap = 1 << 14
-    owner = np.full(cap + 1, -1, dtype=np.int32)
-    nw = cap // 64
-    bits = np.zeros(nw, dtype=np.uint64)
-    tree = np.zeros(nw + 1, dtype=np.int32)
-    t = 1
-    D = 0
-    items = 0
-    extra_cold = 0
-    clamped = 0
-    one = np.uint64(1)
-    for w in range(W):
+    owner, nw, bits, tree = new_stack(cap)
+    t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
+    for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
-        hi = bounds[w + 1]
-        tot_hot = 0
-        for k in range(K):
-            tot_hot += hot_cnt[k, w]
         if K:
-            _place_hot(sched, parent, hi - lo, hot_cnt, w, gap_cdf, gap_edges, state, gaps,
-                       rest)
-        rem_cold = cold_cnt[w]
-        rem_warm = (hi - lo) - tot_hot - rem_cold
-        wcdf = cdf[w]
-        wtot = wcdf[nb - 1] if nb > 0 else 0
-        if wtot == 0:
-            wcdf = fallback_cdf
-            wtot = fallback_cdf[nb - 1] if nb > 0 else 0
-        # guide table: guide[j] = first bin whose cdf exceeds j * wtot / G
-        G = 1024
-        guide = np.zeros(G + 1, dtype=np.int64)
-        if wtot > 0:
-            b = 0
-            for j in range(G + 1):
-                thr = (j * wtot) // G
-                while b < nb - 1 and wcdf[b] <= thr:
-                    b += 1
-                guide[j] = b
-        for pos in range(lo, hi):
+            _place_hot(sched, parent, bounds[w + 1] - lo, hot_cnt, w, gap_cdf, gap_edges,
+                       state, gaps, rest)
+        rem_cold, rem_warm, wcdf, wtot, guide = _window_setup(w, bounds, hot_cnt, cold_cnt,
+                                                              cdf, fallback_cdf)
+        for pos in range(lo, bounds[w + 1]):
             if t >= cap:
-                used = t - 1
-                # grow when less than half the slots would be free
-                live = 0
-                for s in range(1, used + 1):
-                    if owner[s] >= 0:
-                        live += 1
-                if 2 * live + 64 > cap:
-                    ncap = cap
-                    while 2 * live + 64 > ncap:
-                        ncap *= 2
-                    nowner = np.full(ncap + 1, -1, dtype=np.int32)
-                    nowner[: used + 1] = owner[: used + 1]
-                    owner = nowner
-                    cap = ncap
-                D, bits, tree = _rebuild_stack(owner, used, cap)
-                nw = cap // 64
+                owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
                 t = D + 1
             if K and sched[pos - lo] >= 0:
                 k = sched[pos - lo]
                 if hot_gid[k] < 0:
-                    if items < max_ids:
-                        hot_gid[k] = items
-                        items += 1
-                    else:
-                        hot_gid[k] = _below(state, max_ids)
+                    items = _first_hot(hot_gid, k, items, max_ids, state)
                 out[pos] = hot_gid[k]
                 continue
             cold = _below(state, rem_cold + rem_warm) < rem_cold
@@ -329,12 +243,11 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 cold = False           # table full: reuse the least recently used tail id
                 d = D - 1
             elif not cold:
-                # draw a tail reuse distance; redraw when deeper than the stack so far
-                d = D
+                d = D                  # a tail reuse distance, redrawn if deeper than D
                 for _try in range(redraws):
                     uf = _uniform(state)
                     u = np.int64(uf * wtot)
-                    a = guide[np.int64(uf * G)]
+                    a = guide[np.int64(uf * GUIDE)]
                     while a > 0 and wcdf[a - 1] > u:      # float rounding guard
                         a -= 1
                     while wcdf[a] <= u:
@@ -351,47 +264,14 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                     else:
                         d = D - 1
                         clamped += 1
-            wt = t >> 6
             if cold:
                 g = items
                 items += 1
                 D += 1
-                fenwick_add(tree, wt + 1, nw + 1, 1)
+                fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             else:
-                # slot of the item at depth d: scan back a few words, else Fenwick descent
-                s = -1
-                rem = d
-                cw = wt
-                mask = bits[cw] & ((one << np.uint64(t & 63)) - one)
-                for _scan in range(SCAN_WORDS):
-                    c = _pc(mask)
-                    if rem < c:
-                        s = cw * 64 + _select(mask, c - rem)
-                        break
-                    rem -= c
-                    cw -= 1
-                    if cw < 0:
-                        break
-                    mask = bits[cw]
-                if s < 0:
-                    k = D - d          # 1-based rank from the oldest
-                    p = 0
-                    step = nw
-                    while step > 0:
-                        v = tree[p + step]
-                        c = v < k
-                        p += step * c
-                        k -= v * c
-                        step >>= 1
-                    s = p * 64 + _select(bits[p], k)
-                g = np.int64(owner[s])
-                owner[s] = -1
-                ws = s >> 6
-                bits[ws] &= ~(one << np.uint64(s & 63))
-                if ws != wt:
-                    stop = fenwick_add(tree, ws + 1, wt + 1, -1)
-                    fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
-            bits[wt] |= one << np.uint64(t & 63)
+                g = pop_depth(owner, bits, tree, nw, t, d, D)
+            bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
             t += 1
             out[pos] = g

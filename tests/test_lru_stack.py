@@ -1,0 +1,63 @@
+"""The synthesizer's virtual LRU stack (tracegen/_lru_stack.py) against plain references."""
+
+import numpy as np
+import pytest
+
+from dlrmprof.tracegen import _lru_stack as ls
+from dlrmprof.tracegen.reuse import fenwick_add
+
+
+def ref_select(word, k):
+    """Offset of the k-th (1-based) set bit of word, by looking at every bit."""
+    bits = [i for i in range(64) if (int(word) >> i) & 1]
+    return bits[k - 1]
+
+
+@pytest.mark.parametrize("fn", sorted({ls._select_portable, ls.select}, key=id))
+def test_select_matches_a_bit_by_bit_reference(fn):
+    rng = np.random.default_rng(0)
+    words = [np.uint64(1), np.uint64(1) << np.uint64(63), np.uint64(2 ** 64 - 1)]
+    words += [np.uint64(w) for w in rng.integers(1, 2 ** 63, 200, dtype=np.int64)]
+    words += [np.uint64(w) & np.uint64(w >> 7) | np.uint64(1) << np.uint64(40)
+              for w in rng.integers(1, 2 ** 63, 100, dtype=np.int64)]   # sparse words
+    for w in words:
+        n = bin(int(w)).count("1")
+        for k in {1, n, int(rng.integers(1, n + 1))}:
+            assert fn(w, k) == ref_select(w, k), (hex(int(w)), k)
+
+
+def test_stack_matches_a_list_lru_across_compactions_and_growth():
+    """Random touches (new items and re-accesses at random depths) through new_stack,
+    pop_depth and compact_stack, exactly as the synthesizer drives them, give the item at
+    each depth that a plain list LRU gives; a small axis forces compactions and doubling."""
+    rng = np.random.default_rng(1)
+    cap = 128
+    owner, nw, bits, tree = ls.new_stack(cap)
+    t, D, grown = 1, 0, 0
+    ref = []                                  # most recent last
+    for step in range(3000):
+        if t >= cap:
+            old = cap
+            owner, cap, nw, D, bits, tree = ls.compact_stack(owner, t - 1, cap)
+            grown += cap > old
+            t = D + 1
+            assert D == len(ref)
+        if D == 0 or rng.random() < 0.3 * (1 + (step < 600)):
+            g = step + 1000                    # a new item
+            D += 1
+            fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
+            ref.append(g)
+        else:
+            # shallow depths hit the word scan, deep ones the Fenwick descent
+            d = int(rng.integers(0, min(D, 8))) if rng.random() < 0.5 else int(
+                rng.integers(0, D))
+            g = ls.pop_depth(owner, bits, tree, nw, t, d, D)
+            want = ref.pop(len(ref) - 1 - d)
+            assert g == want, (step, d)
+            ref.append(g)
+        bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
+        owner[t] = g
+        t += 1
+    assert grown >= 1 and D == len(ref) > 200
+    occupied = owner[1:t][owner[1:t] >= 0]
+    assert list(occupied) == ref              # slots in time order are the LRU order
