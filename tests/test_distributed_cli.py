@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from dlrmprof.cli import cli
 from dlrmprof.profile.report import Report
 from dlrmprof.tracegen import build_profile, synthesize_trace
+from cli_helpers import one_line_error as _error
 
 FAST = ["--config", "tiny", "--no-roofline", "--no-cache-study", "--no-render", "--iters", "6",
         "--warmup", "1"]
@@ -28,13 +29,6 @@ def tiny_trace(tmp_path_factory):
     synthesize_trace(profiles, source={"kind": "test"}, num_samples=64, seed=0,
                      compute_fidelity=False).save(path)
     return str(path)
-
-
-def _error(result):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("dlrmprof: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("args,match", [

@@ -18,6 +18,7 @@ from dlrmprof.dlrm.config import load_config
 from dlrmprof.dlrm.data import Batch, RandomSource
 from dlrmprof.dlrm.model import build_dlrm
 from dlrmprof.dlrm.train import DLRMTrain
+from cli_helpers import one_line_error as _error, run_command as _run
 
 STEPS = 50
 
@@ -157,20 +158,6 @@ def test_cuda_graph_step_matches_the_eager_step(backend, fused, mode):
 # -- `run --cuda-graph` ----------------------------------------------------------------------
 FAST = ["--config", "tiny", "--batch-size", "16", "--no-roofline", "--no-cache-study",
         "--no-render", "--iters", "4", "--warmup", "2"]
-
-
-def _run(*args):
-    from click.testing import CliRunner
-
-    from dlrmprof.cli import cli
-    return CliRunner().invoke(cli, ["run", *args])
-
-
-def _error(res):
-    assert res.exit_code == 2, res.output
-    lines = [ln for ln in res.output.splitlines() if ln.startswith("dlrmprof: error:")]
-    assert len(lines) == 1 and "Traceback" not in res.output
-    return lines[0]
 
 
 def test_cuda_graph_asked_for_where_it_cannot_run(tiny_trace, tmp_path):

@@ -8,13 +8,7 @@ from click.testing import CliRunner
 
 from dlrmprof.cli import cli
 from dlrmprof.session import numerics
-
-
-def _error(result):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("dlrmprof: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output
-    return lines[0]
+from cli_helpers import one_line_error as _error
 
 
 def test_numerics_on_the_bundled_sample_writes_ten_pairs(tmp_path):

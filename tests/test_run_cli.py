@@ -4,24 +4,12 @@ import os
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from dlrmprof.cli import cli
 from dlrmprof.profile.report import Report
 from dlrmprof.tracegen import synthesize_trace
+from cli_helpers import one_line_error as _error, run_command as _run
 
 FAST = ["--no-roofline", "--no-cache-study", "--no-render", "--iters", "4", "--warmup", "1"]
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, ["run", *args])
-
-
-def _error(result):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("dlrmprof: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("mode,backend", [("train", "numba"), ("infer", "torch")])

@@ -4,10 +4,8 @@ fp32-vs-packed verdict, and the one-line errors."""
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 from dlrmprof import kernels
-from dlrmprof.cli import cli
 from dlrmprof.dlrm.config import load_config
 from dlrmprof.dlrm.model import build_dlrm
 from dlrmprof.errors import UserError
@@ -15,19 +13,9 @@ from dlrmprof.kernels import quant
 from dlrmprof.kernels.cost import lines_per_row
 from dlrmprof.profile import emb_dtype
 from dlrmprof.profile.report import Report
+from cli_helpers import one_line_error as _error, run_command as _run
 
 FAST = ["--no-roofline", "--no-cache-study", "--no-render", "--iters", "3", "--warmup", "1"]
-
-
-def _run(*args):
-    return CliRunner().invoke(cli, ["run", *args])
-
-
-def _error(result):
-    assert result.exit_code == 2, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.startswith("dlrmprof: error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
