@@ -226,33 +226,71 @@ class _Stream:
         self.counts = np.bincount(self.ids, minlength=self.nid)
         self.distinct = int(np.count_nonzero(self.counts))
 
-    def rates(self, sizes: np.ndarray, hits_at) -> np.ndarray:
+    def evicting(self, sizes: np.ndarray) -> np.ndarray:
+        """The sizes below the distinct count (int64): at or above it nothing is evicted."""
+        return np.ascontiguousarray(sizes[sizes < self.distinct], dtype=np.int64)
+
+    def rates(self, sizes: np.ndarray, hits: np.ndarray) -> np.ndarray:
+        """Hit rates at `sizes`, given the hits at the `evicting` ones (in order); at or
+        above the distinct count: compulsory misses only."""
         out = np.zeros(sizes.size)
         if self.n == 0:
             return out
-        for k, c in enumerate(sizes):
-            c = int(c)
-            # no evictions at or above the distinct count: compulsory misses only
-            hits = self.n - self.distinct if c >= self.distinct else hits_at(c)
-            out[k] = hits / self.n
+        out[:] = (self.n - self.distinct) / self.n
+        out[sizes < self.distinct] = np.asarray(hits, dtype=np.float64) / self.n
         return out
 
 
+# One kernel call per policy and stream, all sizes inside it: on short streams (a table of
+# a few thousand accesses, the selection's case) the per-call cost outweighs the pass.
+@njit(cache=True)
+def _fifo_all(ids, caps, nid):
+    out = np.zeros(caps.shape[0], dtype=np.int64)
+    for k in range(caps.shape[0]):
+        out[k] = _fifo_hits(ids, caps[k], nid)
+    return out
+
+
+@njit(cache=True)
+def _lfu_all(ids, caps, node, head, tail):
+    out = np.zeros(caps.shape[0], dtype=np.int64)
+    for k in range(caps.shape[0]):
+        node[:, :] = 0
+        head[:] = -1
+        tail[:] = -1
+        out[k] = _lfu_hits(ids, caps[k], node, head, tail)
+    return out
+
+
+@njit(cache=True)
+def _setassoc_all(ids, h, nsets, ways, buf):
+    """Hits of set-associative LRU for each geometry (nsets[k], ways[k]): the key of an
+    access is dense_id * sets + mix64(id) % sets (unique per id, its set the hashed one)."""
+    out = np.zeros(nsets.shape[0], dtype=np.int64)
+    keys = np.empty(ids.shape[0], dtype=np.int64)
+    for k in range(nsets.shape[0]):
+        ns = np.uint64(nsets[k])
+        for i in range(ids.shape[0]):
+            keys[i] = ids[i] * nsets[k] + np.int64(h[i] % ns)
+        out[k] = ids.shape[0] - _lru_pass(keys, nsets[k], ways[k], buf)
+    return out
+
+
 def _fifo(st: _Stream, sizes: np.ndarray) -> np.ndarray:
-    return st.rates(sizes, lambda c: _fifo_hits(st.ids, c, st.nid))
+    caps = st.evicting(sizes)
+    return st.rates(sizes, _fifo_all(st.ids, caps, st.nid) if caps.size else ())
 
 
 def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
-    maxf = int(st.counts.max()) if st.n else 0
+    caps = st.evicting(sizes)
+    if not caps.size:
+        return st.rates(sizes, ())
+    maxf = int(st.counts.max())
     dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
-
-    def hits(c):
-        node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
-        head = np.full(maxf + 2, -1, dtype=dt)
-        tail = np.full(maxf + 2, -1, dtype=dt)
-        return _lfu_hits(st.ids, c, node, head, tail)
-
-    return st.rates(sizes, hits)
+    node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
+    head = np.full(maxf + 2, -1, dtype=dt)
+    tail = np.full(maxf + 2, -1, dtype=dt)
+    return st.rates(sizes, _lfu_all(st.ids, caps, node, head, tail))
 
 
 def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
@@ -270,17 +308,22 @@ def _setassoc(st: _Stream, sizes: np.ndarray, ways: int) -> np.ndarray:
     h_distinct = np.zeros(st.nid, dtype=np.uint64)
     h_distinct[st.ids] = h                          # one hash per distinct id
     h_distinct = h_distinct[st.counts > 0]
-    buf = np.empty(st.n, dtype=np.int64)
+    out[:] = (st.n - st.distinct) / st.n            # no set overflows: compulsory misses only
+    sim, geo = [], []
     for k, c in enumerate(sizes):
         nsets, w = setassoc_geometry(int(c), ways)
-        if _max_per_set(h_distinct, nsets) <= w:   # no set overflows: compulsory misses only
-            out[k] = (st.n - st.distinct) / st.n
+        if c >= st.distinct and _max_per_set(h_distinct, nsets) <= w:
             continue
         if nsets > (2 ** 62) // st.nid:
             raise ValueError(f"sizes: {int(c)} entries is too large to simulate "
                              f"({nsets} sets for {st.nid} ids)")
-        keys = st.ids * nsets + (h % np.uint64(nsets)).astype(np.int64)
-        out[k] = (st.n - _lru_pass(keys, nsets, w, buf)) / st.n
+        sim.append(k)
+        geo.append((nsets, w))
+    if sim:
+        g = np.asarray(geo, dtype=np.int64)
+        hits = _setassoc_all(st.ids, h, np.ascontiguousarray(g[:, 0]),
+                             np.ascontiguousarray(g[:, 1]), np.empty(st.n, dtype=np.int64))
+        out[sim] = hits / st.n
     return out
 
 

@@ -237,12 +237,49 @@ def count_ids(ids, counts):
         counts[ids[i]] += 1
 
 
+@njit(cache=True)
+def _bin_by_window(dist, at, start, wsize, rows, cold):
+    """Add tail reuse distances (`dist`, at chunk offsets `at`, the chunk starting at stream
+    position `start`) to their window's histogram row, first touches to its cold count."""
+    for i in range(dist.shape[0]):
+        w = (start + at[i]) // wsize
+        d = dist[i]
+        if d < 0:
+            cold[w] += 1
+        else:
+            rows[w, _reuse.dist_bin(d)] += 1
+
+
+@njit(cache=True)
+def _count_by_window(hpos, hr, wsize, hot_win):
+    for i in range(hpos.shape[0]):
+        hot_win[hr[i], hpos[i] // wsize] += 1
+
+
+@njit(cache=True)
+def _gaps_by_window(hpos, hr, w0, w1, wsize, n, hot_win, gap_rows, first, last):
+    """`_hot_gaps` of each window w0 .. w1 - 1 (all closed: their counts are complete), from
+    the hot accesses at stream positions `hpos` (increasing, ranks `hr`)."""
+    a = 0
+    for w in range(w0, w1):
+        lo = w * wsize
+        b = a
+        while b < hpos.shape[0] and hpos[b] < lo + wsize:
+            b += 1
+        if b > a:
+            _hot_gaps(hpos[a:b] - lo, hr[a:b], hot_win[:, w], min(wsize, n - lo), gap_rows,
+                      first, last)
+        a = b
+
+
 class WindowState:
     """The windowed part of a profile, fed the stream chunk by chunk: per window the hot ids'
     access counts and normalised gaps, the tail's first touches and its reuse distances among
     tail ids only.  The hot ids (`hot_rank`: rank of each id, -1 for tail ids) and the window
     length come from the whole stream, so they are known before the first chunk.  Memory:
-    O(distinct ids) plus the current window's hot positions (int32)."""
+    O(distinct ids) plus the chunk's hot positions and those of the window not closed yet.
+    A chunk may span any number of windows: it is one pass of the kernels below, with no
+    per-window Python step (short streams have windows of a few dozen accesses)."""
 
     def __init__(self, hot_rank: np.ndarray, k: int, n: int, windows: int, bound: int):
         W = max(1, min(int(windows), n))
@@ -258,41 +295,39 @@ class WindowState:
         self.tstate = _reuse.ReuseState(max(bound, 1))
         self.scratch = np.zeros((2, max(k, 1)), dtype=np.int64)
         self.pos = 0                         # accesses fed so far
-        self.hot_parts: list = []            # (positions in window, ranks) of this window
+        # hot accesses of the window not closed yet: (stream positions, ranks)
+        self.pending = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
 
     def feed(self, ids: np.ndarray) -> None:
+        """Feed the next accesses (any number of windows at once: a chunk is one pass, the
+        windows it covers are handled inside the kernels)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        lo = 0
-        while lo < ids.shape[0]:
-            w, off = divmod(self.pos, self.wsize)
-            take = min(ids.shape[0] - lo, self.wsize - off)
-            self._segment(w, off, ids[lo:lo + take])
-            lo += take
-            self.pos += take
-            if self.pos % self.wsize == 0 or self.pos == self.n:
-                self._close(w)
-
-    def _segment(self, w: int, off: int, seg: np.ndarray) -> None:
-        rk = self.hot_rank[seg]
-        hot_mask = rk >= 0
-        if self.k:
-            self.hot_win[:, w] += np.bincount(rk[hot_mask], minlength=self.k)
-            self.hot_parts.append(((np.flatnonzero(hot_mask) + off).astype(np.int32),
-                                   rk[hot_mask].astype(np.int32)))
-        tseg = seg[~hot_mask]
-        if tseg.size:
-            h, c = _reuse._bin_counts(self.tstate.feed(tseg), _reuse.MAX_BINS)
-            self.tail_rows[w] += h
-            self.tail_cold[w] += c
-
-    def _close(self, w: int) -> None:
-        if self.k and self.hot_parts:
-            pos = np.concatenate([p for p, _ in self.hot_parts])
-            rank = np.concatenate([r for _, r in self.hot_parts])
-            L = min(self.wsize, self.n - w * self.wsize)
-            _hot_gaps(pos, rank, self.hot_win[:, w], L, self.gap_rows, self.scratch[0],
-                      self.scratch[1])
-        self.hot_parts = []
+        m = ids.shape[0]
+        if m == 0:
+            return
+        start = self.pos
+        rk = self.hot_rank[ids]
+        hot = rk >= 0
+        tail_at = np.flatnonzero(~hot)
+        if tail_at.size:
+            dist = self.tstate.feed(ids[tail_at])
+            _bin_by_window(dist, tail_at, start, self.wsize, self.tail_rows, self.tail_cold)
+        self.pos = end = start + m
+        if not self.k:
+            return
+        hpos = np.flatnonzero(hot) + start
+        hr = rk[hot]
+        _count_by_window(hpos, hr, self.wsize, self.hot_win)
+        if self.pending[0].size:
+            hpos = np.concatenate([self.pending[0], hpos])
+            hr = np.concatenate([self.pending[1], hr])
+        done = end // self.wsize if end < self.n else self.W      # windows closed now
+        first = start // self.wsize
+        cut = int(np.searchsorted(hpos, done * self.wsize)) if done < self.W else hpos.size
+        if done > first:
+            _gaps_by_window(hpos[:cut], hr[:cut], first, done, self.wsize, self.n,
+                            self.hot_win, self.gap_rows, self.scratch[0], self.scratch[1])
+        self.pending = (hpos[cut:].copy(), hr[cut:].copy())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(hot_win, tail_cold, tail_hist, hot_gap), histograms trimmed."""
@@ -344,7 +379,7 @@ def build_profile(name: str, ids, lengths: np.ndarray | None = None,
         count_ids(c, counts)
     top, hot_rank, k = hot_ranks(counts, int(cold), hot)
     win = WindowState(hot_rank, k, n, windows, bound)
-    for c in _chunks(ids, win.wsize):
+    for c in _chunks(ids):
         win.feed(c)
     return assemble(name, rows if rows is not None else max(bound, 1), n, hist, int(cold),
                     _pooling(lengths), top, win)

@@ -397,17 +397,16 @@ def hit_rates(hist: np.ndarray, cold: int, sizes: np.ndarray) -> np.ndarray:
         return np.zeros(len(sizes))
     edges = bin_edges(len(hist))
     cum = np.concatenate([[0], np.cumsum(hist)])
-    out = np.empty(len(sizes))
-    for i, c in enumerate(np.asarray(sizes, dtype=np.int64)):
-        # bins entirely below c; for sizes not on an edge interpolate inside the bin
-        j = int(np.searchsorted(edges, c, side="right")) - 1
-        if j >= len(hist):
-            h = cum[-1]
-        else:
-            lo, hi = edges[j], edges[j + 1]
-            h = cum[j] + hist[j] * (c - lo) / (hi - lo)
-        out[i] = h / total
-    return out
+    c = np.asarray(sizes, dtype=np.int64)
+    # bins entirely below c; for sizes not on an edge interpolate inside the bin
+    j = np.searchsorted(edges, c, side="right") - 1
+    inside = j < len(hist)
+    ji = np.where(inside, j, 0)
+    lo = edges[ji]
+    hi = edges[np.minimum(ji + 1, len(edges) - 1)]
+    part = (hist[ji] * (c - lo)).astype(np.float64) / np.maximum(hi - lo, 1) if len(hist) else 0.0
+    h = np.where(inside, cum[ji] + part, cum[-1])
+    return h / total
 
 
 def exact_hit_rates(dist: np.ndarray, sizes) -> np.ndarray:
