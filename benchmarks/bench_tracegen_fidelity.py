@@ -162,6 +162,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--timing-baseline", default=None, metavar="REF")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", default=None, metavar="TEXT",
+                    help="only the streams whose name contains TEXT (a partial run)")
     ap.add_argument("--timing-only", action="store_true",
                     help="with --timing-baseline: skip the fidelity streams")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
@@ -169,6 +171,8 @@ def main() -> None:
     args = ap.parse_args()
     results = {}
     for name, tables in ({} if args.timing_only else streams(args.quick)).items():
+        if args.only and args.only not in name:
+            continue
         t0 = time.perf_counter()
         results[name] = measure(tables, args.seed)
         results[name]["seconds"] = time.perf_counter() - t0
@@ -176,7 +180,8 @@ def main() -> None:
               f"{_fmt(results[name]['mrc_mae']['naive'])}), {results[name]['seconds']:.1f} s",
               flush=True)
     doc = {"schema": SCHEMA, "command": "python benchmarks/bench_tracegen_fidelity.py"
-           + (" --quick" if args.quick else ""), "seed": args.seed,
+           + (" --quick" if args.quick else "")
+           + (f" --only '{args.only}'" if args.only else ""), "seed": args.seed,
            "host": {"machine": platform.machine(), "cpus": os.cpu_count(),
                     "loadavg": list(os.getloadavg())},
            "source": "measured: synthetic streams vs their sources, exact simulation",

@@ -21,7 +21,7 @@ from dlrmprof.tracegen.generate import _profile, choose_hot, objective, synthesi
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.reuse import dense_ids
 from dlrmprof.tracegen.synth import (distinct_growth, planned_distinct, synthesize_naive,
-                                     synthesize_stream)
+                                     synthesize_stream, tail_cap)
 
 AVAZU = Path(__file__).parent / "data" / "streams" / "avazu_train_head8k.csv"
 
@@ -48,6 +48,26 @@ def test_spaced_hot_ids_keep_their_session_reuse():
     assert spaced.hot_gap.sum() > 0
     independent = replace(spaced, hot_gap=np.zeros((0, 0), dtype=np.int64))
     assert _mean_mae(spaced, _model) < 0.5 * _mean_mae(independent, _model)
+
+
+def test_no_tail_id_outgrows_the_sources_most_accessed_tail_id():
+    """Drifting popularity: the tail's stack model alone makes a few ids more popular than
+    any of the source's (top-10 share off by 25% at K=256); the cap keeps every tail id at
+    or below the source's (K+1)-th count, so the hot set's exact counts are the top."""
+    ids = dense_ids(workloads.drifting_zipf(100_000, 20_000, 1.0, 0.05, seed=2))
+    prof = build_profile("d", ids, hot=64)
+    cap = tail_cap(prof, prof.accesses)
+    assert cap == prof.top_counts[64]
+    for s in range(2):
+        syn = synthesize_stream(prof, seed=s)[0]
+        counts = np.sort(np.bincount(syn))[::-1]
+        assert (counts[:64] == prof.top_counts[:64]).all()     # the hot ids, exact
+        assert counts[64] <= cap
+        f = fidelity(prof, syn)
+        assert f["top10_share_synthetic"] == pytest.approx(f["top10_share_source"])
+    # a longer trace scales the cap with its length; no hot set, no cap
+    assert tail_cap(prof, 3 * prof.accesses) == 3 * cap
+    assert tail_cap(build_profile("d", ids, hot=0), prof.accesses) == 0
 
 
 def test_selection_measures_every_variant_and_keeps_the_best():

@@ -11,6 +11,11 @@ Model (see profile.py for what is stored):
     ids only); the id at depth d of a virtual LRU stack of tail ids is taken and moved to
     the top.  A draw deeper than the stack so far is redrawn (up to 8 times) and then
     clamped to the bottom, so early windows do not turn into extra first touches;
+  - a tail id that has reached the source's largest tail count (the (K+1)-th largest
+    count, scaled by the length) leaves the stack when drawn, and the access takes the id
+    now at that depth: no tail id grows more popular than the source's (the stack model
+    alone makes a few where popularity drifts, and they would displace the hot ids from
+    the top);
 * the virtual stack (`_lru_stack`) is an occupancy bitmap over time slots with a Fenwick
   tree over its words (order statistics by binary lifting): O(log N) per access, time axis
   compacted to O(distinct) so it stays in cache;
@@ -51,7 +56,7 @@ def _below(state, n):
     return np.int64(_uniform(state) * n)
 
 
-GUIDE = 1024        # guide table size of the tail-distance draw
+GUIDE = 1024        # largest guide table of the tail-distance draw
 
 
 @njit(cache=True)
@@ -160,7 +165,7 @@ def _hot_buffers(bounds, K):
 def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
     """Window w's tail event counts and tail-distance draw table.  Returns (cold count, warm
     count, cdf, cdf total, guide) where the cdf is the fallback when the window has none and
-    guide[j] = first bin whose cdf exceeds j * total / GUIDE."""
+    guide[j] = first bin whose cdf exceeds j * total / G (G + 1 = the guide's length)."""
     tot_hot = 0
     for k in range(hot_cnt.shape[0]):
         tot_hot += hot_cnt[k, w]
@@ -172,11 +177,16 @@ def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
     if wtot == 0:
         wcdf = fallback_cdf
         wtot = fallback_cdf[nb - 1] if nb > 0 else 0
-    guide = np.zeros(GUIDE + 1, dtype=np.int64)
+    # the guide only shortens the bin search (the draw's result does not depend on its
+    # size): no longer than the bins or the window's tail draws need
+    G = 16
+    while G < GUIDE and G < min(nb, rem_warm):
+        G *= 2
+    guide = np.zeros(G + 1, dtype=np.int64)
     if wtot > 0:
         b = 0
-        for j in range(GUIDE + 1):
-            thr = (j * wtot) // GUIDE
+        for j in range(G + 1):
+            thr = (j * wtot) // G
             while b < nb - 1 and wcdf[b] <= thr:
                 b += 1
             guide[j] = b
@@ -194,15 +204,41 @@ def _first_hot(hot_gid, k, items, max_ids, state):
     return items
 
 
+@njit(cache=True)
+def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses):
+    """`pop_depth`, except that an item already used max_uses times (> 0) leaves the stack
+    for good and the item now at that depth is taken instead.  Returns (item, new D)."""
+    g = pop_depth(owner, bits, tree, nw, t, d, D)
+    while max_uses > 0 and uses[g] >= max_uses and D > 1:
+        fenwick_add(tree, (t >> 6) + 1, nw + 1, -1)     # pop_depth left it counted at t
+        D -= 1
+        g = pop_depth(owner, bits, tree, nw, t, min(d, D - 1), D)
+    return g, D
+
+
+@njit(cache=True)
+def _count_use(uses, g, max_uses):
+    """uses[g] += 1 when capping (max_uses > 0), the array grown to hold g; returns it."""
+    if max_uses <= 0:
+        return uses
+    if g >= uses.shape[0]:
+        grown = np.zeros(max(2 * uses.shape[0], g + 1), dtype=np.int64)
+        grown[: uses.shape[0]] = uses
+        uses = grown
+    uses[g] += 1
+    return uses
+
+
 # The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
 # (inlined by numba or called) they measured slower (docs/performance.md, issue 19 split).
 @njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
-                fallback_cdf, seed, max_ids, redraws, deep_is_cold):
+                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
-    clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model)."""
+    clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
+    max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`)."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
@@ -211,6 +247,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     cap = 1 << 14
     owner, nw, bits, tree = new_stack(cap)
     t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
+    uses = np.zeros(1024 if max_uses > 0 else 1, dtype=np.int64)
     for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
         if K:
@@ -229,10 +266,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 out[pos] = hot_gid[k]
                 continue
             cold = _below(state, rem_cold + rem_warm) < rem_cold
-            if cold:
-                rem_cold -= 1
-            else:
-                rem_warm -= 1
+            rem_cold, rem_warm = (rem_cold - 1, rem_warm) if cold else (rem_cold, rem_warm - 1)
             if not cold and (D == 0 or wtot == 0):
                 cold = True
                 extra_cold += 1
@@ -247,7 +281,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 for _try in range(redraws):
                     uf = _uniform(state)
                     u = np.int64(uf * wtot)
-                    a = guide[np.int64(uf * GUIDE)]
+                    a = guide[np.int64(uf * (guide.shape[0] - 1))]
                     while a > 0 and wcdf[a - 1] > u:      # float rounding guard
                         a -= 1
                     while wcdf[a] <= u:
@@ -270,7 +304,8 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 D += 1
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             else:
-                g = pop_depth(owner, bits, tree, nw, t, d, D)
+                g, D = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses)
+            uses = _count_use(uses, g, max_uses)
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
             t += 1
@@ -368,6 +403,17 @@ def default_rows(profile: LocalityProfile, length: int) -> int:
     return max(profile.rows, planned_distinct(profile, length))
 
 
+def tail_cap(profile: LocalityProfile, length: int) -> int:
+    """Most accesses one tail id may get in a synthesis of `length` accesses: the source's
+    most accessed tail id's count (the (K+1)-th largest; an upper bound when K is past the
+    stored top counts), scaled by the length; 0 (no cap) without a hot set."""
+    K, top = profile.hot_k, profile.top_counts
+    if not K or not top.size or not profile.accesses:
+        return 0
+    c = int(top[min(K, top.size - 1)])
+    return max(1, -(-c * int(length) // profile.accesses))
+
+
 def synthesize_stream(profile: LocalityProfile, length: int | None = None,
                       rows: int | None = None, seed: int | np.random.SeedSequence = 0
                       ) -> tuple[np.ndarray, dict]:
@@ -400,7 +446,7 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
         n, bounds, np.ascontiguousarray(hot),
         np.ascontiguousarray(gap_cdf), _reuse.bin_edges(gap_cdf.shape[1]),
         np.ascontiguousarray(cold), np.ascontiguousarray(cdf), edges,
-        np.ascontiguousarray(fallback), core_seed, rows, 8, False)
+        np.ascontiguousarray(fallback), core_seed, rows, 8, False, tail_cap(profile, n))
     # fresh ids: a seeded random injection of item numbers into the table's rows
     mapping = rng.choice(rows, size=max(items, 1), replace=False) if items <= rows else None
     if mapping is None:   # cannot happen: items are capped at rows
