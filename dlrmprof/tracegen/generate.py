@@ -171,15 +171,18 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
         base.extra["source_extras"] = extras
         for placement, prof in _variants(base, naive=k == 0 and 0 in candidates):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
-    # successive halving: one synthesis each, then more for the best few
+    # successive halving: one synthesis each, then more for the best few; the naive
+    # candidate, the hinge's reference, always as many as a finalist
     for t in tried:
         _measure_candidate(t, seed)
+        for s in range(1, seeds if t["placement"] == NAIVE else 1):
+            _measure_candidate(t, seed + s)
     _hinge(tried)
     pool = tried
     if seeds > 1:
         pool = sorted(tried, key=lambda t: t["objective"])[:FINALISTS]
         for t in pool:
-            for s in range(1, seeds):
+            for s in range(t["syntheses"], seeds):
                 _measure_candidate(t, seed + s)
         _hinge(tried)
     best = min(pool, key=lambda t: t["objective"])
