@@ -251,7 +251,7 @@ def _capture(spec, nproc):
               help="Profile windows per table (default 32).")
 @click.option("--hot", "hot", type=click.IntRange(min=0, max=4096), default=None,
               help="Hottest ids per table kept as per-window counts (default: chosen per table "
-                   "by measuring 0, 4, 8, 16, 64, 256, 1024 and the naive model; a given K "
+                   "by measuring 0, 4, 8, 16, 64, 256, 1024, 4096 and the naive model; a given K "
                    "still measures its two placements).")
 @click.option("--profile-only", is_flag=True, help="Store profiles only (run synthesizes).")
 @click.option("--strict", is_flag=True, help="Fail on the first malformed input line.")

@@ -31,14 +31,15 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
         "gap histogram (so their own short-range reuse is kept) or placed independently; "
         "exact count of first touches (the distinct count is kept); histogram of reuse "
         "distances among the other ids (LRU stack model, exact below 256, 16 bins per power "
-        "of two above); pooling-factor histogram.  K (0, 4, 8, 16, 64, 256, 1024) and the "
-        "placement are chosen per table by measuring each against the source (LRU, LFU, "
-        "popularity, distinct count, per-batch figures), the naive whole-stream stack model "
-        "among the candidates, unless --hot is given")
+        "of two above; no other id more accessed than the source's most accessed one); "
+        "pooling-factor histogram.  K (0, 4, 8, 16, 64, 256, 1024, 4096) and the placement "
+        "are chosen per table by measuring each against the source (LRU, LFU, popularity, "
+        "distinct count, per-batch figures), the naive whole-stream stack model among the "
+        "candidates, unless --hot is given")
 
 
 # ------------------------------------------------------------------ profiling
-HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024)
+HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024, 4096)
 HOT_PREFIX = 1 << 16          # candidates are compared on at most this many accesses (a prefix)
 SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
