@@ -75,79 +75,94 @@ def _lru_pass(lines, nsets, ways, miss_out):
 
 
 @njit(cache=True)
-def _fifo_hits(ids, cap, nid):
+def _fifo_hits(ids, caps, nid):
+    """FIFO hits at each cache size in caps (one pass per size)."""
+    out = np.zeros(caps.shape[0], dtype=np.int64)
     incache = np.zeros(nid, dtype=np.uint8)
-    ring = np.empty(cap, dtype=np.int64)
-    hits = 0
-    pos = 0
-    filled = 0
-    for i in range(ids.shape[0]):
-        x = ids[i]
-        if incache[x]:
-            hits += 1
-            continue
-        if filled == cap:
-            incache[ring[pos]] = 0
-        else:
-            filled += 1
-        ring[pos] = x
-        incache[x] = 1
-        pos += 1
-        if pos == cap:
-            pos = 0
-    return hits
+    for k in range(caps.shape[0]):
+        cap = caps[k]
+        incache[:] = 0
+        ring = np.empty(cap, dtype=np.int64)
+        hits = 0
+        pos = 0
+        filled = 0
+        for i in range(ids.shape[0]):
+            x = ids[i]
+            if incache[x]:
+                hits += 1
+                continue
+            if filled == cap:
+                incache[ring[pos]] = 0
+            else:
+                filled += 1
+            ring[pos] = x
+            incache[x] = 1
+            pos += 1
+            if pos == cap:
+                pos = 0
+        out[k] = hits
+    return out
 
 
 @njit(cache=True)
-def _lfu_hits(ids, cap, node, head, tail):
-    """node[x] = (in-cache count, 0: not cached; prev; next): per count a doubly linked list of
+def _lfu_hits(ids, caps, node, head, tail):
+    """LFU hits at each cache size in caps (one pass per size, the state reset between).
+
+    node[x] = (in-cache count, 0: not cached; prev; next): per count a doubly linked list of
     the cached ids with that count, oldest last use at the head (an id joins a list when it is
     used).  One row per id keeps an access to one cache line; head/tail are indexed by count."""
-    size = 0
-    minf = 0
-    hits = 0
-    for i in range(ids.shape[0]):
-        x = ids[i]
-        f = node[x, 0]
-        if f > 0:
-            hits += 1
-            p = node[x, 1]
-            q = node[x, 2]
-            if p >= 0:
-                node[p, 2] = q
-            else:
-                head[f] = q
-            if q >= 0:
-                node[q, 1] = p
-            else:
-                tail[f] = p
-            if minf == f and head[f] < 0:
-                minf = f + 1
-            f += 1
-        else:
-            if size == cap:
-                v = head[minf]
-                q = node[v, 2]
-                head[minf] = q
-                if q >= 0:
-                    node[q, 1] = -1
+    out = np.zeros(caps.shape[0], dtype=np.int64)
+    for k in range(caps.shape[0]):
+        node[:, :] = 0
+        head[:] = -1
+        tail[:] = -1
+        cap = caps[k]
+        size = 0
+        minf = 0
+        hits = 0
+        for i in range(ids.shape[0]):
+            x = ids[i]
+            f = node[x, 0]
+            if f > 0:
+                hits += 1
+                p = node[x, 1]
+                q = node[x, 2]
+                if p >= 0:
+                    node[p, 2] = q
                 else:
-                    tail[minf] = -1
-                node[v, 0] = 0
+                    head[f] = q
+                if q >= 0:
+                    node[q, 1] = p
+                else:
+                    tail[f] = p
+                if minf == f and head[f] < 0:
+                    minf = f + 1
+                f += 1
             else:
-                size += 1
-            f = 1
-            minf = 1
-        node[x, 0] = f
-        t = tail[f]
-        node[x, 1] = t
-        node[x, 2] = -1
-        if t >= 0:
-            node[t, 2] = x
-        else:
-            head[f] = x
-        tail[f] = x
-    return hits
+                if size == cap:
+                    v = head[minf]
+                    q = node[v, 2]
+                    head[minf] = q
+                    if q >= 0:
+                        node[q, 1] = -1
+                    else:
+                        tail[minf] = -1
+                    node[v, 0] = 0
+                else:
+                    size += 1
+                f = 1
+                minf = 1
+            node[x, 0] = f
+            t = tail[f]
+            node[x, 1] = t
+            node[x, 2] = -1
+            if t >= 0:
+                node[t, 2] = x
+            else:
+                head[f] = x
+            tail[f] = x
+        out[k] = hits
+    return out
 
 
 @njit(cache=True)
@@ -244,25 +259,6 @@ class _Stream:
 # One kernel call per policy and stream, all sizes inside it: on short streams (a table of
 # a few thousand accesses, the selection's case) the per-call cost outweighs the pass.
 @njit(cache=True)
-def _fifo_all(ids, caps, nid):
-    out = np.zeros(caps.shape[0], dtype=np.int64)
-    for k in range(caps.shape[0]):
-        out[k] = _fifo_hits(ids, caps[k], nid)
-    return out
-
-
-@njit(cache=True)
-def _lfu_all(ids, caps, node, head, tail):
-    out = np.zeros(caps.shape[0], dtype=np.int64)
-    for k in range(caps.shape[0]):
-        node[:, :] = 0
-        head[:] = -1
-        tail[:] = -1
-        out[k] = _lfu_hits(ids, caps[k], node, head, tail)
-    return out
-
-
-@njit(cache=True)
 def _setassoc_all(ids, h, nsets, ways, buf):
     """Hits of set-associative LRU for each geometry (nsets[k], ways[k]): the key of an
     access is dense_id * sets + mix64(id) % sets (unique per id, its set the hashed one)."""
@@ -278,7 +274,7 @@ def _setassoc_all(ids, h, nsets, ways, buf):
 
 def _fifo(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     caps = st.evicting(sizes)
-    return st.rates(sizes, _fifo_all(st.ids, caps, st.nid) if caps.size else ())
+    return st.rates(sizes, _fifo_hits(st.ids, caps, st.nid) if caps.size else ())
 
 
 def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
@@ -290,7 +286,7 @@ def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
     head = np.full(maxf + 2, -1, dtype=dt)
     tail = np.full(maxf + 2, -1, dtype=dt)
-    return st.rates(sizes, _lfu_all(st.ids, caps, node, head, tail))
+    return st.rates(sizes, _lfu_hits(st.ids, caps, node, head, tail))
 
 
 def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:

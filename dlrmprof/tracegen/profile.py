@@ -48,7 +48,7 @@ class LocalityProfile:
     hot_win: np.ndarray            # int64 [K, W] accesses of hot id k in window w
     tail_cold: np.ndarray          # int64 [W] tail first touches per window
     tail_hist: np.ndarray          # int64 [W, nbins_t] tail-only reuse distances per window
-    # int64 [C, nbins_g] normalised gaps (see _hot_gaps) between consecutive accesses of one
+    # int64 [C, nbins_g] normalised gaps (see _window_pass) between consecutive accesses of one
     # hot id inside a window, row gap_row(the id's count there);
     # shape [0, 0] when absent (older files): hot ids are then placed independently
     hot_gap: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
@@ -156,40 +156,6 @@ def gap_row(count):
 GAP_SCALE = 256      # gaps are stored as floor(GAP_SCALE * gap / mean gap of the id there)
 
 
-@njit(cache=True)
-def _hot_gaps(pos, rank, counts, L, out, first, last):
-    """Add the normalised gaps of each hot id with two or more accesses in this window of L
-    accesses (positions `pos`, increasing; ranks `rank`; counts[k] = accesses of rank k here)
-    to out[gap_row(count)].  An id's c gaps are the c - 1 between its consecutive accesses
-    and the wrap from its last access round to its first (they add up to L); each is stored
-    as floor(GAP_SCALE * gap * c / L), binned like reuse distances.  Independent references
-    give exponential normalised gaps; sessions give many small ones and a few large ones.
-    first/last: scratch arrays of K entries."""
-    nb = out.shape[1]
-    for i in range(pos.shape[0]):
-        first[rank[i]] = -1
-    for i in range(pos.shape[0]):
-        r = rank[i]
-        c = counts[r]
-        if c < 2:
-            continue
-        if first[r] < 0:
-            first[r] = pos[i]
-        else:
-            b = _reuse.dist_bin((GAP_SCALE * (pos[i] - last[r]) * c) // L)
-            if b < nb:
-                out[gap_row(c), b] += 1
-        last[r] = pos[i]
-    for i in range(pos.shape[0]):
-        r = rank[i]
-        c = counts[r]
-        if c >= 2 and first[r] >= 0:
-            b = _reuse.dist_bin((GAP_SCALE * (L - (last[r] - first[r])) * c) // L)
-            if b < nb:
-                out[gap_row(c), b] += 1
-            first[r] = -2                      # the wrap gap of each id once
-
-
 def _pooling(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vals, counts = np.unique(np.asarray(lengths, dtype=np.int64), return_counts=True)
     return vals.astype(np.int64), counts.astype(np.int64)
@@ -238,37 +204,56 @@ def count_ids(ids, counts):
 
 
 @njit(cache=True)
-def _bin_by_window(dist, at, start, wsize, rows, cold):
-    """Add tail reuse distances (`dist`, at chunk offsets `at`, the chunk starting at stream
-    position `start`) to their window's histogram row, first touches to its cold count."""
+def _window_pass(dist, at, hpos, hr, start, gpos, gr, w0, w1, wsize, n, rows, cold, hot_win,
+                 gap_rows, first, last):
+    """A chunk's figures added to their windows: tail reuse distances (`dist`, at chunk
+    offsets `at`, the chunk starting at stream position `start`) to the window's histogram
+    row, first touches to its cold count; hot accesses (stream positions `hpos`, ranks `hr`)
+    to the window's count of their rank.  Then the hot gaps of each window w0 .. w1 - 1 (all
+    closed: their counts are complete), from their hot accesses `gpos` (increasing, ranks
+    `gr`): each hot id with c >= 2 accesses in a window of L has c gaps, the c - 1 between
+    its consecutive accesses and the wrap from its last round to its first (they add up to
+    L), each added to gap_rows[gap_row(c)] as floor(GAP_SCALE * gap * c / L), binned like
+    reuse distances.  Independent references give exponential normalised gaps, sessions many
+    small ones and a few large ones.  first/last: scratch arrays of K entries."""
     for i in range(dist.shape[0]):
         w = (start + at[i]) // wsize
-        d = dist[i]
-        if d < 0:
+        if dist[i] < 0:
             cold[w] += 1
         else:
-            rows[w, _reuse.dist_bin(d)] += 1
-
-
-@njit(cache=True)
-def _count_by_window(hpos, hr, wsize, hot_win):
+            rows[w, _reuse.dist_bin(dist[i])] += 1
     for i in range(hpos.shape[0]):
         hot_win[hr[i], hpos[i] // wsize] += 1
-
-
-@njit(cache=True)
-def _gaps_by_window(hpos, hr, w0, w1, wsize, n, hot_win, gap_rows, first, last):
-    """`_hot_gaps` of each window w0 .. w1 - 1 (all closed: their counts are complete), from
-    the hot accesses at stream positions `hpos` (increasing, ranks `hr`)."""
+    nb = gap_rows.shape[1]
     a = 0
     for w in range(w0, w1):
         lo = w * wsize
+        L = min(wsize, n - lo)
         b = a
-        while b < hpos.shape[0] and hpos[b] < lo + wsize:
+        while b < gpos.shape[0] and gpos[b] < lo + wsize:
             b += 1
-        if b > a:
-            _hot_gaps(hpos[a:b] - lo, hr[a:b], hot_win[:, w], min(wsize, n - lo), gap_rows,
-                      first, last)
+        for i in range(a, b):
+            first[gr[i]] = -1
+        for i in range(a, b):
+            r = gr[i]
+            c = hot_win[r, w]
+            if c < 2:
+                continue
+            if first[r] < 0:
+                first[r] = gpos[i]
+            else:
+                g = _reuse.dist_bin((GAP_SCALE * (gpos[i] - last[r]) * c) // L)
+                if g < nb:
+                    gap_rows[gap_row(c), g] += 1
+            last[r] = gpos[i]
+        for i in range(a, b):
+            r = gr[i]
+            c = hot_win[r, w]
+            if c >= 2 and first[r] >= 0:
+                g = _reuse.dist_bin((GAP_SCALE * (L - (last[r] - first[r])) * c) // L)
+                if g < nb:
+                    gap_rows[gap_row(c), g] += 1
+                first[r] = -2                  # the wrap gap of each id once
         a = b
 
 
@@ -309,25 +294,22 @@ class WindowState:
         rk = self.hot_rank[ids]
         hot = rk >= 0
         tail_at = np.flatnonzero(~hot)
-        if tail_at.size:
-            dist = self.tstate.feed(ids[tail_at])
-            _bin_by_window(dist, tail_at, start, self.wsize, self.tail_rows, self.tail_cold)
-        self.pos = end = start + m
-        if not self.k:
-            return
+        dist = self.tstate.feed(ids[tail_at]) if tail_at.size else tail_at
         hpos = np.flatnonzero(hot) + start
         hr = rk[hot]
-        _count_by_window(hpos, hr, self.wsize, self.hot_win)
+        self.pos = end = start + m
+        gpos, gr = hpos, hr
         if self.pending[0].size:
-            hpos = np.concatenate([self.pending[0], hpos])
-            hr = np.concatenate([self.pending[1], hr])
+            gpos = np.concatenate([self.pending[0], hpos])
+            gr = np.concatenate([self.pending[1], hr])
         done = end // self.wsize if end < self.n else self.W      # windows closed now
         first = start // self.wsize
-        cut = int(np.searchsorted(hpos, done * self.wsize)) if done < self.W else hpos.size
-        if done > first:
-            _gaps_by_window(hpos[:cut], hr[:cut], first, done, self.wsize, self.n,
-                            self.hot_win, self.gap_rows, self.scratch[0], self.scratch[1])
-        self.pending = (hpos[cut:].copy(), hr[cut:].copy())
+        cut = int(np.searchsorted(gpos, done * self.wsize)) if done < self.W else gpos.size
+        _window_pass(dist, tail_at, hpos, hr, start, gpos[:cut], gr[:cut], first,
+                     max(first, done) if self.k else first, self.wsize, self.n,
+                     self.tail_rows, self.tail_cold, self.hot_win, self.gap_rows,
+                     self.scratch[0], self.scratch[1])
+        self.pending = (gpos[cut:].copy(), gr[cut:].copy())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(hot_win, tail_cold, tail_hist, hot_gap), histograms trimmed."""

@@ -95,7 +95,7 @@ def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, re
 
     With a gap histogram, hot id k's c >= 2 accesses start at a uniform slot and are spaced
     by c normalised gaps drawn from the histogram of its count class (see
-    profile._hot_gaps), rescaled to add up to the window (cyclically); a taken slot moves an
+    profile._window_pass), rescaled to add up to the window (cyclically); a taken slot moves an
     access to the next free one.  Uniform spacings come out for independent references,
     clusters for sessions.  All other events (tail events, and hot accesses without a gap
     histogram) fill the free slots in random order: independent references."""
@@ -482,7 +482,7 @@ def _naive(profile, length, rows, seed) -> tuple[np.ndarray, dict]:
         n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
         np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
         cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
-        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True)
+        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True, 0)
     mapping = rng.choice(rows, size=max(items, 1), replace=False)
     return mapping[stream], {"extra_cold": int(extra), "clamped": int(clamped),
                              "items": int(items)}
