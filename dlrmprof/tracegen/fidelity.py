@@ -19,6 +19,8 @@ Per table:
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from dlrmprof.tracegen import policies as _pol
@@ -30,18 +32,23 @@ POLICIES = ("fifo", "lfu", f"setassoc{_pol.SETASSOC_WAYS}")
 
 
 def top_share(ids: np.ndarray, n: int) -> float:
+    return top_shares(ids, (n,))[0]
+
+
+def top_shares(ids: np.ndarray, ns) -> list[float]:
+    """Share of the accesses that go to the n most accessed ids, for each n in ns (one count
+    of the ids for all)."""
     if len(ids) == 0:
-        return 0.0
+        return [0.0] * len(ns)
     ids = np.asarray(ids, dtype=np.int64)
     top_id = int(ids.max())
     # ids of a short stream drawn from many rows: count the ids present, not every row
     counts = (np.unique(ids, return_counts=True)[1] if top_id > 4 * ids.size
               else np.bincount(ids))
-    if n < counts.size:
-        top = np.partition(counts, counts.size - n)[counts.size - n:]
-    else:
-        top = counts
-    return float(top.sum()) / len(ids)
+    m = min(max(ns), counts.size)
+    top = np.sort(np.partition(counts, counts.size - m)[counts.size - m:])[::-1]
+    cum = np.cumsum(top)
+    return [float(cum[min(n, m) - 1]) / len(ids) if n > 0 else 0.0 for n in ns]
 
 
 def _offsets(lengths: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -113,6 +120,19 @@ def _batch_errors(extras: dict, ids: np.ndarray, offsets) -> list[dict]:
     return rows
 
 
+_SOURCE_CURVES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _source_curve(profile: LocalityProfile, sizes: np.ndarray) -> np.ndarray:
+    """The source's LRU hit rates at `sizes`, kept per profile (a selection measures each
+    candidate's profile several times)."""
+    per = _SOURCE_CURVES.setdefault(profile, {})
+    key = int(sizes[-1])
+    if key not in per:
+        per[key] = _reuse.hit_rates(profile.hist, profile.cold, sizes)
+    return per[key]
+
+
 def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
              synthetic_dist: np.ndarray | None = None, offsets: np.ndarray | None = None,
              policies: tuple = POLICIES) -> dict:
@@ -126,7 +146,7 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
         hist, cold = stream_histogram(ids)
     distinct_syn = int(cold)
     sizes = _reuse.mrc_sizes(max(profile.distinct, distinct_syn))
-    src = _reuse.hit_rates(profile.hist, profile.cold, sizes)
+    src = _source_curve(profile, sizes)
     syn = _reuse.hit_rates(hist, cold, sizes)
     nb = max(len(hist), len(profile.hist))
     a = np.zeros(nb + 1)
@@ -137,6 +157,7 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
     b[nb] = cold
     tv = 0.5 * float(np.abs(a / max(a.sum(), 1) - b / max(b.sum(), 1)).sum())
     n1 = max(1, profile.distinct // 100)
+    syn_top = top_shares(ids, (10, n1))
     out = {
         "sizes": sizes.tolist(),
         "source_hit_rate": src.tolist(),
@@ -147,9 +168,9 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
         "distinct_synthetic": distinct_syn,
         "distinct_ratio": distinct_syn / profile.distinct if profile.distinct else 1.0,
         "top10_share_source": profile.top_share(10),
-        "top10_share_synthetic": top_share(ids, 10),
+        "top10_share_synthetic": syn_top[0],
         "top1pct_share_source": profile.top_share(n1),
-        "top1pct_share_synthetic": top_share(ids, n1),
+        "top1pct_share_synthetic": syn_top[1],
         "hist_tv_distance": tv,
         "accesses_synthetic": int(len(ids)),
     }
