@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -114,45 +115,52 @@ def _fmt(a, digits=4):
     return "-" if a is None else f"{a['mean']:.{digits}f} / {a['worst']:.{digits}f}"
 
 
-def _gen_trace(cwd: Path, python: str, cache: str | None) -> tuple[float, float]:
+def _gen_trace(cwd: Path, python: str, cache: str | None) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the gen-trace process, other processes' CPUs)."""
     env = dict(os.environ, PYTHONPATH=str(cwd))
     if cache:
         env["NUMBA_CACHE_DIR"] = cache
     with tempfile.TemporaryDirectory() as tmp, OtherCpu() as oc:
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         subprocess.run([python, "-m", "dlrmprof.cli", "gen-trace", "--from", "kaggle", "--out",
                         str(Path(tmp) / "t.npz")], cwd=cwd, env=env, check=True,
                        stdout=subprocess.DEVNULL)
         dt = time.perf_counter() - t0
-    return dt, oc.cpus
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    return dt, cpu, oc.cpus
 
 
 def timing(ref: str, rounds: int) -> dict:
-    """gen-trace on the bundled sample: this code vs the code at `ref`, interleaved."""
+    """gen-trace on the bundled sample: this code vs the code at `ref`, interleaved; wall and
+    CPU seconds (the CPU time moves less than the wall time on a shared host)."""
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(base),
                         ref], check=True)
         try:
-            out = {"ref": ref, "warm": {"this": [], "baseline": []},
-                   "cold": {"this": [], "baseline": []}, "other_cpus": []}
+            out = {"ref": ref, "other_cpus": []}
+            for kind in ("warm", "cold"):
+                out[kind] = {"this": [], "baseline": [], "cpu_this": [], "cpu_baseline": []}
             for who, cwd in (("this", ROOT), ("baseline", base)):   # fill the caches
                 _gen_trace(cwd, sys.executable, None)
             for _ in range(rounds):
                 for who, cwd in (("this", ROOT), ("baseline", base)):
-                    dt, oc = _gen_trace(cwd, sys.executable, None)
-                    out["warm"][who].append(dt)
-                    out["other_cpus"].append(oc)
-                    with tempfile.TemporaryDirectory() as cache:
-                        dt, oc = _gen_trace(cwd, sys.executable, cache)
-                    out["cold"][who].append(dt)
-                    out["other_cpus"].append(oc)
+                    for kind in ("warm", "cold"):
+                        with tempfile.TemporaryDirectory() as cache:
+                            dt, cpu, oc = _gen_trace(cwd, sys.executable,
+                                                     cache if kind == "cold" else None)
+                        out[kind][who].append(dt)
+                        out[kind]["cpu_" + who].append(cpu)
+                        out["other_cpus"].append(oc)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
                            check=False)
     for kind in ("warm", "cold"):
         t = out[kind]
-        out[kind]["ratio_median"] = float(np.median(t["this"]) / np.median(t["baseline"]))
+        t["ratio_median"] = float(np.median(t["this"]) / np.median(t["baseline"]))
+        t["cpu_ratio_median"] = float(np.median(t["cpu_this"]) / np.median(t["cpu_baseline"]))
     return out
 
 
@@ -165,7 +173,8 @@ def main() -> None:
     ap.add_argument("--only", default=None, metavar="TEXT",
                     help="only the streams whose name contains TEXT (a partial run)")
     ap.add_argument("--timing-only", action="store_true",
-                    help="with --timing-baseline: skip the fidelity streams")
+                    help="with --timing-baseline: skip the fidelity streams (an existing --out "
+                         "keeps its fidelity figures, the timing is replaced)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                           "tracegen_fidelity.json"))
     args = ap.parse_args()
@@ -186,13 +195,17 @@ def main() -> None:
                     "loadavg": list(os.getloadavg())},
            "source": "measured: synthetic streams vs their sources, exact simulation",
            "streams": results}
+    if args.timing_only and Path(args.out).exists():
+        # a timing rerun (e.g. on a quieter host) keeps the file's fidelity figures
+        prev = json.loads(Path(args.out).read_text())
+        doc |= {k: prev[k] for k in ("command", "seed", "streams") if k in prev}
     if args.timing_baseline:
         doc["timing"] = timing(args.timing_baseline, args.rounds)
         for kind in ("warm", "cold"):
             t = doc["timing"][kind]
             print(f"gen-trace --from kaggle, {kind}: this {np.median(t['this']):.2f} s, "
                   f"{args.timing_baseline} {np.median(t['baseline']):.2f} s, ratio "
-                  f"{t['ratio_median']:.2f}")
+                  f"{t['ratio_median']:.2f} (CPU time ratio {t['cpu_ratio_median']:.2f})")
     if results:
         from render_performance import render_tracegen_fidelity
 

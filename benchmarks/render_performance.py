@@ -58,14 +58,21 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
     t = doc.get("timing")
     if t:
         out += ["", f"`gen-trace --from kaggle` on the bundled sample against the code at "
-                f"`{t['ref']}`, interleaved rounds (median seconds):", "",
-                "| cache | this code | baseline | ratio |", "|---|---|---|---|"]
+                f"`{t['ref']}`, interleaved rounds (median seconds; CPU: the gen-trace "
+                f"process's user + system time, where measured):", "",
+                "| cache | this code | baseline | ratio | CPU s, this / baseline | CPU ratio |",
+                "|---|---|---|---|---|---|"]
         for kind in ("warm", "cold"):
             k = t[kind]
             this = sorted(k["this"])[len(k["this"]) // 2]
             base = sorted(k["baseline"])[len(k["baseline"]) // 2]
+            cpu = "- | -"
+            if k.get("cpu_this"):
+                ct = sorted(k["cpu_this"])[len(k["cpu_this"]) // 2]
+                cb = sorted(k["cpu_baseline"])[len(k["cpu_baseline"]) // 2]
+                cpu = f"{ct:.2f} / {cb:.2f} | {k['cpu_ratio_median']:.2f}"
             out.append(f"| {kind} numba cache | {this:.2f} | {base:.2f} | "
-                       f"{k['ratio_median']:.2f} |")
+                       f"{k['ratio_median']:.2f} | {cpu} |")
         oc = t.get("other_cpus") or []
         if oc:
             out.append(f"\nOther processes (besides the timed gen-trace) used {min(oc):.2f}-"

@@ -75,6 +75,10 @@ def test_selection_measures_every_variant_and_keeps_the_best():
     prof, tried = choose_hot("z", ids, None, None, 32, stream_histogram(ids))
     seen = {(c["hot"], c["placement"]) for c in tried["candidates"]}
     assert {(0, "none"), (0, "naive"), (16, "spaced"), (16, "independent")} <= seen
+    assert max(k for k, _ in seen) == min(4096, len(np.unique(ids)))
+    # the naive candidate is the hinge's reference: as many syntheses as a finalist
+    naive = [c for c in tried["candidates"] if c["placement"] == "naive"]
+    assert naive[0]["syntheses"] == 3
     best = min(tried["candidates"], key=lambda c: c["objective"])
     assert (tried["chosen"], tried["placement"]) == (best["hot"], best["placement"])
     assert prof.hot_k == tried["chosen"]

@@ -124,7 +124,8 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     each candidate, synthesize it and keep the one with the smallest `objective` (every
     fidelity goal in its units).  On short streams, where one synthesis is a noisy
     measurement, the FINALISTS best are synthesized SELECTION_SEEDS times and compared by
-    their means.  Returns (profile, what was measured)."""
+    their means (and the naive candidate, the hinge's reference, too).  Returns (profile,
+    what was measured)."""
     n = int(ids.shape[0])
     # long streams: compare candidates on a prefix (bags of one access each there), then
     # build the chosen profile on the whole stream
