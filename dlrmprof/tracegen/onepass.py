@@ -18,7 +18,10 @@ written to disk.
   costs a second parse and no disk, where keeping the stream costs disk O(rows).
 
 A stream of at most IN_MEMORY (= POLICY_PREFIX) accesses is kept whole by pass 1 and profiled
-in memory, read once.
+in memory, read once.  A longer one whose ids fit in KEEP_BYTES as int32 (about 5M rows of the
+26 Criteo tables) is kept too, column by column (`_Kept`), and pass 2 runs over that copy: a
+second parse of the input costs more than the copy, and the copy is freed before synthesis.
+Above KEEP_BYTES the copy is dropped as soon as it overflows and the input is read again.
 The profiles equal `generate._profile`'s on the whole stream (tests check it).
 """
 
@@ -35,6 +38,9 @@ from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, c
                                        hot_ranks)
 
 IN_MEMORY = POLICY_PREFIX       # streams up to this many accesses are kept whole and read once
+KEEP_BYTES = 512 << 20          # longer ones are kept as int32 columns up to this size, read once
+_BLOCK_BYTES = 64 << 20         # the copy's blocks: above glibc's largest mmap threshold (32 MiB),
+                                # so each block goes back to the system when freed
 
 
 class TablePass:
@@ -84,6 +90,49 @@ class TablePass:
         return self.hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), self.cold
 
 
+class _Kept:
+    """A copy of the row stream as int32 columns, in blocks of [tables, rows]; gives up (and
+    frees everything) once it would exceed `budget` bytes or an id does not fit in int32."""
+
+    def __init__(self, tables: int, budget: int):
+        self.tables = max(int(tables), 1)
+        self.budget = int(budget)
+        self.block_rows = max(1 << 12, _BLOCK_BYTES // (4 * self.tables))
+        self.blocks: list[np.ndarray] = []
+        self.fill = 0                        # rows used in the last block
+        self.ok = self.budget > 0
+
+    def add(self, sp: np.ndarray) -> None:
+        if not self.ok:
+            return
+        rows = int(sp.shape[0])
+        used = (max(len(self.blocks) - 1, 0) * self.block_rows + self.fill) * 4 * self.tables
+        if rows and (used + 4 * self.tables * rows > self.budget
+                     or int(sp.max(initial=0)) > np.iinfo(np.int32).max):
+            self.drop()
+            return
+        lo = 0
+        while lo < rows:
+            if not self.blocks or self.fill == self.block_rows:
+                self.blocks.append(np.empty((self.tables, self.block_rows), dtype=np.int32))
+                self.fill = 0
+            m = min(rows - lo, self.block_rows - self.fill)
+            self.blocks[-1][:, self.fill:self.fill + m] = sp[lo:lo + m].T
+            self.fill += m
+            lo += m
+
+    def drop(self) -> None:
+        self.ok = False
+        self.blocks = []
+
+    def columns(self):
+        """The kept stream again, as [tables, rows] int32 blocks, each freed once read."""
+        while self.blocks:
+            blk = self.blocks.pop(0)
+            yield blk if self.blocks else blk[:, :self.fill]
+            del blk
+
+
 def _grown(a: np.ndarray, bound: int) -> np.ndarray:
     out = np.zeros(max(bound, 2 * a.shape[0]), dtype=a.dtype)
     out[: a.shape[0]] = a
@@ -93,20 +142,22 @@ def _grown(a: np.ndarray, bound: int) -> np.ndarray:
 def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str],
                        rows: list[int] | Callable[[], list[int]], windows: int,
                        hot: int | None, jobs: int = 1, sample_rate: float | None = None,
-                       prefix: int | None = None,
-                       in_memory: int | None = None) -> list[LocalityProfile]:
+                       prefix: int | None = None, in_memory: int | None = None,
+                       keep_bytes: int | None = None) -> list[LocalityProfile]:
     """One profile per table of a row stream: `read()` yields [rows, tables] arrays of dense
     ids; it is called a second time for streams longer than `in_memory` (default IN_MEMORY;
-    shorter ones are kept whole).  `prefix`: the selection's (default generate.HOT_PREFIX);
-    `rows`: each table's rows (or a function giving them after pass 1).  Equal to
-    `generate._profile` on each column."""
+    shorter ones are kept whole) whose int32 copy exceeds `keep_bytes` (default KEEP_BYTES).
+    `prefix`: the selection's (default generate.HOT_PREFIX); `rows`: each table's rows (or a
+    function giving them after pass 1).  Equal to `generate._profile` on each column."""
     from dlrmprof.tracegen import generate
 
     prefix = generate.HOT_PREFIX if prefix is None else int(prefix)
     in_memory = max(IN_MEMORY if in_memory is None else int(in_memory), prefix)
     tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None)
               for n in names]
+    kept = _Kept(len(names), KEEP_BYTES if keep_bytes is None else keep_bytes)
     for sp in read():
+        kept.add(sp)
         for i, t in enumerate(tables):
             t.feed(sp[:, i])
     n = tables[0].n if tables else 0
@@ -115,6 +166,7 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
     rows = rows() if callable(rows) else rows
     candidates = generate.HOT_CANDIDATES if hot is None else (hot,)
     if n <= in_memory:                    # the whole stream is in memory: profile it there
+        kept.drop()
         tasks = [(t.name, t.head, None, r, windows, hot, sample_rate)
                  for t, r in zip(tables, rows)]
         return generate._map(_whole_task, tasks, jobs)
@@ -126,12 +178,14 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         wins.append((top, WindowState(hot_rank, k, n, windows, t.bound)))
         if sample_rate is not None:
             shards.append(_reuse.ShardsStream(_reuse.shards_heavy(t.probe), sample_rate))
-    for sp in read():                     # pass 2
+    # pass 2: over the kept copy, or the input read again
+    for block in (kept.columns() if kept.ok else (sp.T for sp in read())):
         for i, (_, win) in enumerate(wins):
-            col = np.ascontiguousarray(sp[:, i], dtype=np.int64)
+            col = np.ascontiguousarray(block[i], dtype=np.int64)
             win.feed(col)
             if shards:
                 shards[i].feed(col)
+        del block
     out = []
     for i, (t, r, (_, sel), (top, win)) in enumerate(zip(tables, rows, chosen, wins)):
         hist, cold = t.hist_cold()
