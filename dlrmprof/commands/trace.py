@@ -179,16 +179,10 @@ class _Length(click.ParamType):
                   param, ctx)
 
 
-def _samples(length, profiles) -> int | None:
-    """--length as a sample count (a float is a multiple of the source's samples)."""
-    if length is None or isinstance(length, int):
-        return length
-    return max(1, int(round(length * max(p.num_bags for p in profiles))))
-
-
-def _capture(spec, nproc):
+def _capture(spec, nproc, synth):
     """The profiles of every table: in this process, in `nproc` spawned ranks, or as one rank
-    of a torchrun job (None on ranks other than 0, which have nothing more to do)."""
+    of a torchrun job (None on ranks other than 0, which have nothing more to do).  Ranks
+    also synthesize their tables as `synth` (a capture.SynthPlan) says."""
     import os
 
     from dlrmprof.tracegen.capture import capture, capture_rank
@@ -202,13 +196,13 @@ def _capture(spec, nproc):
         if nproc is not None:
             raise UserError("--nproc starts the ranks; under torchrun they are already "
                             "started (drop --nproc)")
-        return capture_rank(spec)
+        return capture_rank(spec, synth)
     if nproc is None or nproc == 1:
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
     click.echo(f"profiling the tables in {nproc} ranks (gloo, tables split round-robin)",
                err=True)
     return launch(None, DistOptions(nproc=nproc, backend="gloo"), entry=capture_rank,
-                  args=(spec,), fingerprint=False)[0]
+                  args=(spec, synth), fingerprint=False)[0]
 
 
 # ---------------------------------------------------------------------------- gen-trace
@@ -287,7 +281,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     """
     from dlrmprof.fsutil import prepare_output
     from dlrmprof.tracegen import generate, profile as _prof
-    from dlrmprof.tracegen.capture import CaptureSpec
+    from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan
 
     prepare_output(out)
     if plot:
@@ -297,7 +291,8 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                        strict=strict, read_threads=read_threads,
                        windows=windows or _prof.DEFAULT_WINDOWS, hot=hot, jobs=jobs,
                        sample_rate=sample_rate)
-    got = _capture(spec, nproc)
+    got = _capture(spec, nproc, SynthPlan(length=length, seed=seed,
+                                          keep_indices=not profile_only))
     if got is None:
         return                               # a rank other than 0 under torchrun
     profiles, info, notes = got.profiles, got.info, got.notes
@@ -307,10 +302,10 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                      "against the exact pass stored per table")
     info.notes = notes
     trace = generate.synthesize_trace(profiles, source=info.to_json(),
-                                      num_samples=_samples(length, profiles),
+                                      num_samples=generate.samples_for(length, profiles),
                                       table_rows=table_rows_synth, seed=seed,
                                       compute_fidelity=True, jobs=jobs,
-                                      keep_indices=not profile_only)
+                                      keep_indices=not profile_only, done=got.synthesized)
     digest = trace.save(out)
     if plot:
         _plot(trace, plot)

@@ -303,7 +303,9 @@ def _measured(prof, B, rows, ss):
     return ids, offs, with_naive(fid, naives)
 
 
-def _synth_task(args):
+def synthesize_table(args) -> tuple:
+    """One task of `plan_synthesis`: (ids int64 or None, offsets or None when the pooling
+    factor is constant, fidelity or None, distinct ids)."""
     prof, B, rows, ss, with_fidelity, keep = args
     fid = None
     if with_fidelity and B == prof.num_bags:
@@ -370,13 +372,22 @@ def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: 
     memcheck.check_fits(items, what="the synthetic trace", hint=hint, available=available)
 
 
-def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
-                     table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
-                     jobs: int = 1, keep_indices: bool = True,
-                     memory_hint: str = "lower --length or --table-rows") -> Trace:
-    """A trace with synthetic indices for every table; with keep_indices=False a profile-only
-    trace (tables are still synthesized once when compute_fidelity, to measure fidelity).
-    `memory_hint` ends the one-line error when the synthesis would not fit in memory."""
+def samples_for(length, profiles: list[LocalityProfile]) -> int | None:
+    """gen-trace's --length as a sample count: None (the source's), an int, or a float read
+    as a multiple of the source's samples."""
+    if length is None or isinstance(length, int):
+        return length
+    return max(1, int(round(length * max(p.num_bags for p in profiles))))
+
+
+def plan_synthesis(profiles: list[LocalityProfile], num_samples: int | None = None,
+                   table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
+                   keep_indices: bool = True,
+                   memory_hint: str = "lower --length or --table-rows") -> tuple[int, list]:
+    """(B, one `synthesize_table` task per table): what `synthesize_trace` runs, so that the
+    ranks of a table-parallel capture can run their tables' tasks themselves (a task depends
+    on its table's profile, B and the seed only).  Refuses, before anything is allocated, a
+    synthesis that would not fit in memory (`check_memory`)."""
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
@@ -388,6 +399,21 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
         n_est = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
         rows = int(table_rows) if table_rows is not None else default_rows(p, n_est)
         tasks.append((p, B, rows, ss, compute_fidelity, keep_indices))
+    return int(B), tasks
+
+
+def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
+                     table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
+                     jobs: int = 1, keep_indices: bool = True,
+                     memory_hint: str = "lower --length or --table-rows",
+                     done: dict | None = None) -> Trace:
+    """A trace with synthetic indices for every table; with keep_indices=False a profile-only
+    trace (tables are still synthesized once when compute_fidelity, to measure fidelity).
+    `memory_hint` ends the one-line error when the synthesis would not fit in memory.
+    `done`: {table index: `synthesize_table` result} already computed elsewhere (the ranks
+    of a table-parallel capture) for the same plan; the rest is synthesized here."""
+    B, tasks = plan_synthesis(profiles, num_samples, table_rows, seed, compute_fidelity,
+                              keep_indices, memory_hint)
     generator = {"model": MODEL, "kept": KEPT,
                  "windows": [p.num_windows for p in profiles],
                  "hot_ids": [p.hot_k for p in profiles],
@@ -398,24 +424,44 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
                     if B > p.num_bags and p.accesses}
     if extrapolated:
         generator["extrapolated"] = extrapolated
+    results = _results(tasks, jobs, done or {})
     if not keep_indices:
         fids = {}
         if compute_fidelity:
-            for p, (_, _, fid, _) in zip(profiles, _map(_synth_task, tasks, jobs)):
+            for p, (_, _, fid, _) in zip(profiles, results):
                 fids[p.name] = fid
         metas = [TableMeta(p.name, t[2], p.accesses, p.distinct) for p, t in zip(profiles, tasks)]
         header = header_for(metas, profiles, B, source, int(seed), generator, fids, False)
         return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
-    # one table at a time with jobs=1 (lazy map): only the output arrays stay resident
-    results = map(_synth_task, tasks) if jobs <= 1 else iter(_map(_synth_task, tasks, jobs))
+    metas, fids, indices, offsets = _assemble(profiles, tasks, results, B)
+    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
+    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
+                 indices=indices, offsets=offsets)
+
+
+def _results(tasks: list, jobs: int, done: dict):
+    """Each task's result in table order: from `done`, else computed here (one table at a
+    time with jobs=1, a lazy map: only the output arrays stay resident)."""
+    todo = [t for t in range(len(tasks)) if t not in done]
+    if jobs <= 1:
+        made = map(synthesize_table, (tasks[t] for t in todo))
+    else:
+        made = iter(_map(synthesize_table, [tasks[t] for t in todo], jobs))
+    for t in range(len(tasks)):
+        yield done.pop(t) if t in done else next(made)
+
+
+def _assemble(profiles, tasks, results, B: int):
+    """(metas, fidelity per table, indices, offsets) of the TBE layout, filled table by table
+    as the results come.  The offsets array is made last, once every table's working arrays
+    are gone: the trace's two arrays and one table's synthesis are never resident together."""
     fixed = all(len(p.bag_len_values) == 1 for p in profiles)
     total = sum(int(p.bag_len_values[0]) * B for p in profiles) if fixed else None
     indices = np.empty(total, dtype=np.int64) if fixed else None
-    parts = []
-    offsets = np.empty(len(profiles) * B + 1, dtype=np.int64)
+    parts, bags = [], []                 # (per table) ids when not fixed; step or offsets
     metas, fids = [], {}
     base = 0
-    for t, (p, task, res) in enumerate(zip(profiles, tasks, results)):
+    for p, task, res in zip(profiles, tasks, results):
         ids, offs, fid, distinct = res
         del res
         metas.append(TableMeta(name=p.name, rows=task[2], accesses=int(ids.size),
@@ -425,23 +471,23 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
         if indices is not None:
             indices[base:base + ids.size] = ids
         else:
-            parts.append(ids)
-        if offs is None:
-            step = ids.size // B if B else 0
-            offsets[t * B:(t + 1) * B] = np.arange(B, dtype=np.int64) * step + base
-        else:
-            offsets[t * B:(t + 1) * B] = offs[:-1] + base
+            parts.append(np.asarray(ids, dtype=np.int64))
+        bags.append((base, ids.size // B if B else 0, offs))
         base += int(ids.size)
         del ids, offs
-    offsets[-1] = base
     if indices is None:
         indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         del parts
     elif base != indices.size:
         raise AssertionError("synthesized fewer indices than planned")
-    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
-    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
-                 indices=indices, offsets=offsets)
+    offsets = np.empty(len(profiles) * B + 1, dtype=np.int64)
+    for t, (lo, step, offs) in enumerate(bags):
+        if offs is None:
+            offsets[t * B:(t + 1) * B] = np.arange(B, dtype=np.int64) * step + lo
+        else:
+            offsets[t * B:(t + 1) * B] = offs[:-1] + lo
+    offsets[-1] = base
+    return metas, fids, indices, offsets
 
 
 def synthesize(profile: LocalityProfile, num_samples: int | None = None, rows: int | None = None,
