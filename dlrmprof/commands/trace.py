@@ -306,6 +306,13 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                                       table_rows=table_rows_synth, seed=seed,
                                       compute_fidelity=True, jobs=jobs,
                                       keep_indices=not profile_only, done=got.synthesized)
+    prefixed = [n for n, f in trace.header.get("fidelity", {}).items()
+                if f and f.get("prefix_accesses")]
+    if prefixed:
+        notes.append(f"fidelity of {len(prefixed)} table(s) longer than "
+                     f"{generate.FIDELITY_PREFIX} accesses measured on their first "
+                     f"{generate.FIDELITY_PREFIX} (the source's prefix against a synthesis "
+                     "of that length; the indices are synthesized at full length)")
     digest = trace.save(out)
     if plot:
         _plot(trace, plot)

@@ -16,10 +16,11 @@ from typing import Callable
 
 import numpy as np
 
+from dlrmprof.tracegen import policies as _pol
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
 from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras, with_naive
-from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, LocalityProfile,
+from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, TOP_COUNTS, LocalityProfile,
                                        build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
 from dlrmprof.tracegen.synth import (NAIVE, default_rows, distinct_growth, planned_distinct,
@@ -47,6 +48,13 @@ FINALISTS = 3
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
 NAIVE_SALT = 0x6E61697665     # the naive baseline's seed: derived from the table's, apart
+# Fidelity of a table with more accesses (one per bag) is measured on its first
+# FIDELITY_PREFIX accesses: the source's prefix figures (kept by the capture, `prefix_record`)
+# against a synthesis of that length from the whole profile (which follows the source's first
+# windows) and the naive baseline drawn from the prefix's own histogram.  Synthesis and
+# simulation then cost O(FIDELITY_PREFIX) per table, not O(rows); the trace's indices are
+# still synthesized at full length.
+FIDELITY_PREFIX = 1 << 22
 
 # The selection objective: each error in units of its goal, summed; the smallest wins.
 MAE_UNIT = 0.004              # LRU MRC MAE
@@ -197,9 +205,44 @@ def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityPro
                              candidates=HOT_CANDIDATES if hot is None else (hot,))
     prof.extra["hot_selection"] = tried
     prof.extra["source_extras"] = source_extras(ids, lengths, prof.distinct)
+    if lengths is None and ids.shape[0] > FIDELITY_PREFIX:
+        head = _reuse.dense_ids(np.asarray(ids[:FIDELITY_PREFIX], dtype=np.int64))
+        h, c = stream_histogram(head)
+        prof.extra["source_prefix"] = prefix_record(h, c, np.bincount(head),
+                                                    _pol.batch_stats(head, None))
     if sample_rate is not None:
         prof.extra["shards"] = shards_error(np.asarray(ids, dtype=np.int64), sample_rate, prof)
     return prof
+
+
+def prefix_record(hist: np.ndarray, cold: int, counts: np.ndarray, batches) -> dict:
+    """What fidelity needs of the source's first accesses (kept in profile.extra
+    ["source_prefix"] while the trace is made, not written to the file): their reuse
+    histogram, first touches, the TOP_COUNTS largest access counts and the per-batch figures
+    (`policies.batch_stats`).  JSON-able."""
+    n = int(np.asarray(hist).sum()) + int(cold)
+    c = np.asarray(counts, dtype=np.int64)
+    k = min(TOP_COUNTS, c.shape[0])
+    top = np.sort(np.partition(c, c.shape[0] - k)[c.shape[0] - k:])[::-1] if k else c[:0]
+    nz = np.flatnonzero(hist)
+    return {"accesses": n, "hist": np.asarray(hist)[: int(nz[-1]) + 1 if nz.size else 0].tolist(),
+            "cold": int(cold), "top_counts": top[top > 0].tolist(),
+            "batches": [b.to_json() for b in batches]}
+
+
+def _prefix_profile(prof: LocalityProfile, pre: dict) -> LocalityProfile:
+    """The source's prefix as a profile that fidelity and the naive baseline read (its whole
+    histogram, counts, extras; one window)."""
+    n, cold = int(pre["accesses"]), int(pre["cold"])
+    hist = np.asarray(pre["hist"], dtype=np.int64)
+    extras = dict(prof.extra.get("source_extras") or {}, batches=pre["batches"])
+    return LocalityProfile(
+        name=prof.name, rows=prof.rows, accesses=n, distinct=cold, num_bags=n,
+        bag_len_values=np.ones(1, dtype=np.int64), bag_len_counts=np.array([n], dtype=np.int64),
+        hist=hist, cold=cold, top_counts=np.asarray(pre["top_counts"], dtype=np.int64),
+        window_size=n, hot_win=np.zeros((0, 1), dtype=np.int64),
+        tail_cold=np.array([cold], dtype=np.int64), tail_hist=hist[None, :],
+        extra={"source_extras": extras})
 
 
 def shards_error(ids: np.ndarray, rate: float, prof: LocalityProfile, seed: int = 0) -> dict:
@@ -303,12 +346,38 @@ def _measured(prof, B, rows, ss):
     return ids, offs, with_naive(fid, naives)
 
 
+def _measured_prefix(prof, rows, ss) -> dict:
+    """Fidelity on the source's first FIDELITY_PREFIX accesses (profile.extra
+    ["source_prefix"]): a synthesis of that length from the whole profile, and the naive
+    baseline drawn from the prefix's histogram, against the prefix's figures."""
+    src = _prefix_profile(prof, prof.extra["source_prefix"])
+    ids, offs, facts = synthesize_bags(prof, num_samples=src.num_bags, rows=rows, seed=ss)
+    fid = _fidelity(src, ids, offsets=offs) | facts
+    del ids
+    fid["realizations"] = 1
+    naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
+    naive = synthesize_naive(src, length=src.accesses, rows=rows, seed=naive_seed.spawn(1)[0])
+    fid = with_naive(fid, [_fidelity(src, naive, offsets=offs)])
+    fid["prefix_accesses"] = src.accesses
+    fid["measured_on"] = (f"the source's first {src.accesses} accesses against a synthesis "
+                          f"of that length (the stream has {prof.accesses}; above "
+                          f"{FIDELITY_PREFIX} accesses fidelity is measured on this prefix)")
+    return fid
+
+
 def synthesize_table(args) -> tuple:
     """One task of `plan_synthesis`: (ids int64 or None, offsets or None when the pooling
     factor is constant, fidelity or None, distinct ids)."""
     prof, B, rows, ss, with_fidelity, keep = args
     fid = None
-    if with_fidelity and B == prof.num_bags:
+    if with_fidelity and "source_prefix" in prof.extra:
+        ids = offs = None
+        if keep:                    # first: the same draws as the whole-stream path makes
+            ids, offs, _ = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
+        fid = _measured_prefix(prof, rows if B == prof.num_bags else max(rows, prof.rows), ss)
+        if not keep:
+            return None, None, fid, 0
+    elif with_fidelity and B == prof.num_bags:
         ids, offs, fid = _measured(prof, B, rows, ss)
     else:
         ids, offs, _ = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
@@ -414,6 +483,9 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
     of a table-parallel capture) for the same plan; the rest is synthesized here."""
     B, tasks = plan_synthesis(profiles, num_samples, table_rows, seed, compute_fidelity,
                               keep_indices, memory_hint)
+    # the source's prefix figures serve the fidelity measurement only: not in the file
+    profiles = [replace(p, extra={k: v for k, v in p.extra.items() if k != "source_prefix"})
+                if "source_prefix" in p.extra else p for p in profiles]
     generator = {"model": MODEL, "kept": KEPT,
                  "windows": [p.num_windows for p in profiles],
                  "hot_ids": [p.hot_k for p in profiles],

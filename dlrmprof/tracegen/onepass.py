@@ -46,8 +46,10 @@ _BLOCK_BYTES = 64 << 20         # the copy's blocks: above glibc's largest mmap 
 class TablePass:
     """Pass-1 state of one table: feed it the table's ids (dense, >= 0) chunk by chunk."""
 
-    def __init__(self, name: str, prefix: int, probe: bool = False):
+    def __init__(self, name: str, prefix: int, probe: bool = False, snap_at: int = 0):
         self.name = name
+        self.snap_at = int(snap_at)        # > 0: keep generate.prefix_record at this access
+        self.snap: dict | None = None
         self.state = _reuse.ReuseState()
         self.hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
         self.cold = 0
@@ -61,6 +63,11 @@ class TablePass:
     def feed(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not ids.size:
+            return
+        if self.snap is None and self.n < self.snap_at < self.n + ids.shape[0]:
+            k = self.snap_at - self.n             # the snapshot falls inside this chunk
+            self.feed(ids[:k])
+            self.feed(ids[k:])
             return
         top = int(ids.max()) + 1
         if top > self.counts.shape[0]:
@@ -79,6 +86,12 @@ class TablePass:
         if m > 0:
             self.prefix[self.n:self.n + m] = ids[:m]
         self.n += int(ids.shape[0])
+        if self.snap is None and self.n == self.snap_at:
+            from dlrmprof.tracegen.generate import prefix_record
+
+            hist, cold = self.hist_cold()
+            self.snap = prefix_record(hist, cold, self.counts[:self.bound],
+                                      self.batches.result())
 
     @property
     def head(self) -> np.ndarray:
@@ -153,8 +166,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
 
     prefix = generate.HOT_PREFIX if prefix is None else int(prefix)
     in_memory = max(IN_MEMORY if in_memory is None else int(in_memory), prefix)
-    tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None)
-              for n in names]
+    tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None,
+                        generate.FIDELITY_PREFIX) for n in names]
     kept = _Kept(len(names), KEEP_BYTES if keep_bytes is None else keep_bytes)
     for sp in read():
         kept.add(sp)
@@ -195,6 +208,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         prof.extra["hot_selection"] = sel
         prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
                                                     batches=t.batches.result())
+        if n > generate.FIDELITY_PREFIX:
+            prof.extra["source_prefix"] = t.snap
         if shards:
             s_hist, s_cold, _ = shards[i].result()
             prof.extra["shards"] = generate.shards_record(s_hist, s_cold, sample_rate, prof)
