@@ -125,4 +125,7 @@ def test_gen_trace_says_when_fidelity_was_measured_on_a_prefix(monkeypatch, tmp_
         in res.output
     t = Trace.load(out)
     assert all(f["prefix_accesses"] == 1000 for f in t.header["fidelity"].values())
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--tables", "C1",
+                                   "--out", str(tmp_path / "u.npz"), "--json"])
+    assert json.loads(res.output)["tables"][0]["fidelity"]["prefix_accesses"] == 1000
     assert all("source_prefix" not in p.extra for p in t.profiles)

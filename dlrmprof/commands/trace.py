@@ -109,7 +109,7 @@ def _json_doc(trace, out: str | None) -> dict:
                 "mrc_mae", "mrc_max_error", "distinct_ratio", "top10_share_source",
                 "top10_share_synthetic", "top1pct_share_source", "top1pct_share_synthetic",
                 "hist_tv_distance", "fifo_mae", "lfu_mae", "setassoc32_mae", "batches",
-                "naive", "loses_to_naive") if k in f}
+                "naive", "loses_to_naive", "prefix_accesses", "measured_on") if k in f}
         if "shards" in prof.extra:
             entry["shards"] = prof.extra["shards"]
         tables.append(entry)
