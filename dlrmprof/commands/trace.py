@@ -205,6 +205,19 @@ def _capture(spec, nproc, synth):
                   args=(spec, synth), fingerprint=False)[0]
 
 
+def _prefix_notes(trace) -> list[str]:
+    """A note when tables' fidelity was measured on a prefix (generate.FIDELITY_PREFIX)."""
+    from dlrmprof.tracegen import generate
+
+    prefixed = [n for n, f in trace.header.get("fidelity", {}).items()
+                if f and f.get("prefix_accesses")]
+    if not prefixed:
+        return []
+    return [f"fidelity of {len(prefixed)} table(s) longer than {generate.FIDELITY_PREFIX} "
+            f"accesses measured on their first {generate.FIDELITY_PREFIX} (the source's prefix "
+            "against a synthesis of that length; the indices are synthesized at full length)"]
+
+
 # ---------------------------------------------------------------------------- gen-trace
 @click.command("gen-trace")
 @renamed("--max-rows", "--input-rows", "in run, --max-rows caps the tables' rows")
@@ -306,13 +319,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                                       table_rows=table_rows_synth, seed=seed,
                                       compute_fidelity=True, jobs=jobs,
                                       keep_indices=not profile_only, done=got.synthesized)
-    prefixed = [n for n, f in trace.header.get("fidelity", {}).items()
-                if f and f.get("prefix_accesses")]
-    if prefixed:
-        notes.append(f"fidelity of {len(prefixed)} table(s) longer than "
-                     f"{generate.FIDELITY_PREFIX} accesses measured on their first "
-                     f"{generate.FIDELITY_PREFIX} (the source's prefix against a synthesis "
-                     "of that length; the indices are synthesized at full length)")
+    notes += _prefix_notes(trace)
     digest = trace.save(out)
     if plot:
         _plot(trace, plot)
