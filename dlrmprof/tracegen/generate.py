@@ -4,7 +4,10 @@ Criteo input is profiled as it streams in (`onepass`: memory O(distinct ids), no
 files); other inputs are in memory already.  Tables are independent: `jobs` > 1 profiles and
 synthesizes them in parallel processes; `capture.capture_rank` splits them over
 torch.distributed ranks.  Each table's model variant is chosen by measurement
-(`choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`).
+(`choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`; on the
+first FIDELITY_PREFIX accesses of longer tables, `_measured_prefix`).  `plan_synthesis` and
+`synthesize_table` let the ranks of a table-parallel capture synthesize their own tables for
+`synthesize_trace(done=...)`.
 """
 
 from __future__ import annotations
@@ -480,7 +483,8 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
     trace (tables are still synthesized once when compute_fidelity, to measure fidelity).
     `memory_hint` ends the one-line error when the synthesis would not fit in memory.
     `done`: {table index: `synthesize_table` result} already computed elsewhere (the ranks
-    of a table-parallel capture) for the same plan; the rest is synthesized here."""
+    of a table-parallel capture) for the same plan; the rest is synthesized here.  Its
+    entries are consumed (dropped once assembled)."""
     B, tasks = plan_synthesis(profiles, num_samples, table_rows, seed, compute_fidelity,
                               keep_indices, memory_hint)
     # the source's prefix figures serve the fidelity measurement only: not in the file

@@ -7,15 +7,18 @@ written to disk.
   histogram (`ReuseState`, time axis compacted to the live ids), each id's access count,
   the per-batch statistics (`BatchStream`), the first POLICY_PREFIX accesses (the hot-set
   selection, on the first HOT_PREFIX of them, and the FIFO / LFU / set-associative curves
-  are measured there, as the in-memory capture does) and, with SHARDS, every 64th access's
-  id count.
+  are measured there, as the in-memory capture does), for streams longer than
+  generate.FIDELITY_PREFIX the figures of the source's prefix at that point
+  (`generate.prefix_record`: fidelity is measured there) and, with SHARDS, every 64th
+  access's id count.
 * Selection: the hot-set size and placement are chosen on each table's prefix
   (`generate.select_hot`); the hot ids are then the K most accessed of the whole stream.
-* Pass 2 reads the input again: the windowed model (`WindowState`: hot ids' counts and gaps
-  per window, tail first touches and tail-only reuse distances) and the SHARDS estimate.
+* Pass 2 goes over the stream again (a kept copy or a second read, below): the windowed
+  model (`WindowState`: hot ids' counts and gaps per window, tail first touches and
+  tail-only reuse distances) and the SHARDS estimate.
   The windows' length and the hot ids depend on the whole stream (its length and its
-  counts), so an exact profile needs them before the windows are measured: reading twice
-  costs a second parse and no disk, where keeping the stream costs disk O(rows).
+  counts), so an exact profile needs them before the windows are measured: a second read
+  costs a second parse and no disk, where spilling the stream costs disk O(rows).
 
 A stream of at most IN_MEMORY (= POLICY_PREFIX) accesses is kept whole by pass 1 and profiled
 in memory, read once.  A longer one whose ids fit in KEEP_BYTES as int32 (about 5M rows of the
