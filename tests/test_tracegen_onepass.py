@@ -233,6 +233,22 @@ def test_pass_one_state_is_o_distinct_not_o_rows():
 
 
 # ------------------------------------------------------------------ streaming pieces
+def test_dist_bin_equals_its_definition():
+    """dist_bin against the bin edges: bin i holds distances in [e[i], e[i+1]), on every
+    power of two and its neighbours and on random distances of every size."""
+    rng = np.random.default_rng()
+    edges = _reuse.bin_edges(_reuse.MAX_BINS)
+    p = 2 ** np.arange(63, dtype=np.int64)
+    ds = np.concatenate([np.arange(1024), p, p - 1, p[1:] + 1,
+                         rng.integers(0, 2 ** 62, 5000), rng.integers(0, 1 << 20, 5000)])
+    ref = np.searchsorted(edges, ds, side="right") - 1
+    got = np.array([_reuse.dist_bin(np.int64(d)) for d in ds])
+    np.testing.assert_array_equal(got, ref)
+    hist, cold = _reuse.histogram(np.concatenate([ds, [-1, -1]]))
+    assert cold == 2 and hist.sum() == ds.size
+    np.testing.assert_array_equal(hist, np.bincount(ref)[:hist.size])
+
+
 def test_batch_stream_equals_batch_stats():
     rng = np.random.default_rng()
     for _ in range(10):
