@@ -41,23 +41,10 @@ def dist_bin(d):
         return d
     k = 0                          # the top set bit, by halving: 6 steps, not up to 55
     x = d
-    if x >> 32:
-        k += 32
-        x >>= 32
-    if x >> 16:
-        k += 16
-        x >>= 16
-    if x >> 8:
-        k += 8
-        x >>= 8
-    if x >> 4:
-        k += 4
-        x >>= 4
-    if x >> 2:
-        k += 2
-        x >>= 2
-    if x >> 1:
-        k += 1
+    for step in (32, 16, 8, 4, 2, 1):
+        if x >> step:
+            k += step
+            x >>= step
     sub = (d >> (k - SUB_BITS)) & ((1 << SUB_BITS) - 1)
     return (1 << EXACT_BITS) + (k - EXACT_BITS) * (1 << SUB_BITS) + sub
 
