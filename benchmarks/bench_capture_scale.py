@@ -100,7 +100,8 @@ def run_once(code: Path, src: Path, out: Path, tmp: Path, nproc: int,
     shutil.rmtree(tmp, ignore_errors=True)
     return {"s": wall, "peak_rss_mb": peak_rss / 2**20, "peak_tmp_mb": peak_tmp / 2**20,
             "tmp_left_mb": left / 2**20, "digest": doc["digest"],
-            "other_cpus": oc.cpus, "fidelity": _fidelity_summary(doc)}
+            "other_cpus": oc.cpus, "fidelity": _fidelity_summary(doc),
+            "phases_s": doc.get("phases_s")}
 
 
 def _fidelity_summary(doc: dict) -> dict:
@@ -183,7 +184,8 @@ def _summarize(rows: int, size_mb: float, made_s: float, runs: dict, profile_onl
                       "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                       "peak_tmp_mb": max(r["peak_tmp_mb"] for r in rs),
                       "tmp_over_input": max(r["peak_tmp_mb"] for r in rs) / size_mb,
-                      "digest": best["digest"], "fidelity": best["fidelity"], "runs": rs}
+                      "digest": best["digest"], "fidelity": best["fidelity"],
+                      "phases_s": best.get("phases_s"), "runs": rs}
     if "ours" in summ and "baseline" in summ:
         summ["speedup_vs_baseline"] = summ["baseline"]["best_s"] / summ["ours"]["best_s"]
     if "ours" in summ and "ours_nproc2" in summ:
@@ -250,7 +252,11 @@ def _write(args, results: list) -> None:
                     "loadavg": list(os.getloadavg())},
            "source": "measured: wall time of the gen-trace child (time.perf_counter), peak "
                      "RSS of its process tree and peak bytes under its TMPDIR polled every "
-                     "0.1 s (psutil, os.walk); other processes' CPU use from profile/noise.py",
+                     "0.1 s (psutil, os.walk); other processes' CPU use from profile/noise.py; "
+                     "phases_s: gen-trace's own phase times (its --json phases_s: capture = "
+                     "read and profile, and with --nproc the ranks' start and their share of "
+                     "the synthesis; synthesis = synthesis and fidelity in the writing "
+                     "process; write)",
            "baseline": args.baseline, "rounds": args.rounds, "sizes": results}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
 

@@ -204,6 +204,14 @@ def render_capture_scale(doc: dict) -> list[str]:
                        f"{r['peak_rss_mb']:.0f} | {r['peak_tmp_mb']:.0f} | "
                        f"{100 * r['tmp_over_input']:.1f}% | "
                        f"{'-' if mae is None else f'{mae:.5f}'} | {ratio} | {runs} |")
+    phases = [f"{name} {', '.join(f'{k} {v:.1f} s' for k, v in size[name]['phases_s'].items())}"
+              for size in doc["sizes"] for name in ("ours", "ours_nproc2", "baseline")
+              if size.get(name, {}).get("phases_s")]
+    if phases:
+        out += ["", "gen-trace's own phase times in the best run (capture: read and profile, "
+                "with --nproc also starting the ranks and their synthesis; synthesis: "
+                "synthesis and fidelity in the writing process; write): " + "; ".join(phases)
+                + "."]
     return out
 
 

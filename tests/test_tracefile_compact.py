@@ -121,3 +121,21 @@ def test_golden_v1_file_is_untouched_by_loading(tmp_path):
     shutil.copy(V1, copy)
     Trace.load(copy)
     assert copy.read_bytes() == V1.read_bytes()
+
+
+@pytest.mark.parametrize("at", [1, 7, 8, 9, 16])
+def test_decreasing_offsets_found_across_check_pieces(monkeypatch, at):
+    """The offsets are checked a piece at a time: a decrease at, before or after a piece's
+    edge is found and named by its index."""
+    from dataclasses import replace
+
+    from dlrmprof.tracegen import tracefile
+
+    monkeypatch.setattr(tracefile, "_CHECK_STEP", 8)
+    prof = build_profile("t", np.arange(20) % 5, lengths=np.ones(20, dtype=np.int64))
+    trace = synthesize_trace([prof], source={}, compute_fidelity=False)
+    trace.validate()
+    off = trace.offsets.copy()
+    off[at] = off[at - 1] - 1 if at > 1 else -1
+    with pytest.raises(UserError, match=rf"offsets\[{at}\].*non-decreasing"):
+        replace(trace, offsets=off).validate()

@@ -390,3 +390,22 @@ def test_parallel_parsing_matches_sequential(tmp_path):
     # every chunk's first_line points at its first row
     for c in c2:
         assert lines[c.first_line - 1].split("\t")[0] == str(int(c.labels[0]))
+
+
+def test_gen_trace_reports_its_phase_times(tmp_path):
+    """Read/profile, synthesis/fidelity and write times: in the JSON (with their source) and
+    the human summary; each non-negative and together no more than the command took."""
+    import time
+
+    t0 = time.perf_counter()
+    res = run("gen-trace", "--from", "kaggle", "--tables", "C1,C2", "--out", tmp_path / "a.npz",
+              "--json")
+    wall = time.perf_counter() - t0
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    ph = doc["phases_s"]
+    assert list(ph) == ["capture", "synthesis", "write"]
+    assert all(v >= 0 for v in ph.values()) and sum(ph.values()) <= wall
+    assert doc["phases_source"].startswith("measured")
+    res = run("gen-trace", "--from", "kaggle", "--tables", "C1", "--out", tmp_path / "b.npz")
+    assert "time (measured, perf_counter): read and profile " in res.output

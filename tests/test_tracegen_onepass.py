@@ -112,8 +112,9 @@ def test_window_state_matches_the_plain_reference():
 
 
 # ------------------------------------------------------------------ the two-pass capture
-def _capture(columns, rng, prefix, sample_rate=None, hot=None, windows=32):
-    """profiles_from_rows over the columns fed in random row chunks."""
+def _capture(columns, rng, prefix, sample_rate=None, hot=None, windows=32, keep_bytes=0):
+    """profiles_from_rows over the columns fed in random row chunks (read twice unless
+    `keep_bytes` holds their int32 copy)."""
     sp = np.stack(columns, axis=1)
     reads = []
 
@@ -124,7 +125,7 @@ def _capture(columns, rng, prefix, sample_rate=None, hot=None, windows=32):
     rows = [int(c.max()) + 1 for c in columns]
     profs = onepass.profiles_from_rows(read, [f"C{i}" for i in range(len(columns))], rows,
                                        windows, hot, sample_rate=sample_rate, prefix=prefix,
-                                       in_memory=prefix)
+                                       in_memory=prefix, keep_bytes=keep_bytes)
     return profs, rows, len(reads)
 
 
@@ -145,6 +146,39 @@ def test_two_pass_capture_equals_the_in_memory_profiles(monkeypatch, hot, sample
         got.validate()
 
 
+@pytest.mark.parametrize("hot,sample_rate", [(None, None), (16, 0.25)])
+def test_kept_copy_reads_once_and_equals_the_in_memory_profiles(monkeypatch, hot, sample_rate):
+    """A stream longer than the prefix whose int32 copy fits: read once, pass 2 over the copy
+    (in blocks smaller than the stream, so it crosses block boundaries), same profiles."""
+    rng = np.random.default_rng()
+    prefix = 700
+    monkeypatch.setattr(generate, "HOT_PREFIX", prefix)
+    monkeypatch.setattr(onepass, "_BLOCK_BYTES", 4 * 3 * 1000)     # blocks of 4096 rows
+    n = int(rng.integers(4 * 4096 + 1, 30_000))
+    columns = [_stream(rng, n) for _ in range(3)]
+    profs, rows, reads = _capture(columns, rng, prefix, sample_rate, hot, keep_bytes=12 * n)
+    assert reads == 1
+    for col, r, got in zip(columns, rows, profs):
+        _same_profile(got, generate._profile(got.name, col, None, r, 32, hot, sample_rate))
+
+
+def test_kept_copy_over_budget_is_dropped_and_the_input_read_again(monkeypatch):
+    rng = np.random.default_rng()
+    monkeypatch.setattr(generate, "HOT_PREFIX", 700)
+    columns = [_stream(rng, 3000) for _ in range(2)]
+    profs, rows, reads = _capture(columns, rng, prefix=700, keep_bytes=8 * 3000 - 4)
+    assert reads == 2
+    kept = onepass._Kept(2, 8 * 100)
+    kept.add(np.zeros((60, 2), dtype=np.int64))
+    kept.add(np.zeros((41, 2), dtype=np.int64))           # 101 rows > the budget: dropped
+    assert not kept.ok and kept.blocks == []
+    big = onepass._Kept(1, 1 << 20)
+    big.add(np.array([[2**31]], dtype=np.int64))         # not an int32: dropped
+    assert not big.ok
+    for col, r, got in zip(columns, rows, profs):
+        _same_profile(got, generate._profile(got.name, col, None, r, 32, None, None))
+
+
 def test_short_streams_are_read_once_and_equal():
     rng = np.random.default_rng()
     columns = [_stream(rng, 900) for _ in range(2)]
@@ -154,11 +188,14 @@ def test_short_streams_are_read_once_and_equal():
         _same_profile(got, generate._profile(got.name, col, None, r, 32, None, None))
 
 
-def test_criteo_capture_on_the_real_sample_equals_in_memory(monkeypatch, tmp_path):
+@pytest.mark.parametrize("keep", [0, onepass.KEEP_BYTES])
+def test_criteo_capture_on_the_real_sample_equals_in_memory(monkeypatch, tmp_path, keep):
     """The bundled real rows, with a prefix shorter than the stream: the same profiles as the
-    in-memory path, and nothing written to the temporary directory."""
+    in-memory path, read twice (no copy kept) or once (the int32 copy), and nothing written to
+    the temporary directory."""
     monkeypatch.setattr(generate, "HOT_PREFIX", 600)
-    monkeypatch.setattr(onepass, "IN_MEMORY", 600)          # read twice: 1999 rows > 600
+    monkeypatch.setattr(onepass, "IN_MEMORY", 600)          # two passes: 1999 rows > 600
+    monkeypatch.setattr(onepass, "KEEP_BYTES", keep)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)
@@ -168,7 +205,8 @@ def test_criteo_capture_on_the_real_sample_equals_in_memory(monkeypatch, tmp_pat
     monkeypatch.setattr(reader, "again", lambda progress: again.append(1) or
                         read_criteo(BUNDLED_SAMPLE, tables=tables))
     profs = generate.profiles_from_criteo(reader, on_rows=seen.append)
-    assert sum(seen) == 1999 and again == [1] and list(tmp_path.iterdir()) == []
+    assert sum(seen) == 1999 and again == ([] if keep else [1])
+    assert list(tmp_path.iterdir()) == []
     sp = np.concatenate([c.sparse for c in read_criteo(BUNDLED_SAMPLE, tables=tables)])
     for j, got in enumerate(profs):
         col = np.ascontiguousarray(sp[:, j])
@@ -195,6 +233,22 @@ def test_pass_one_state_is_o_distinct_not_o_rows():
 
 
 # ------------------------------------------------------------------ streaming pieces
+def test_dist_bin_equals_its_definition():
+    """dist_bin against the bin edges: bin i holds distances in [e[i], e[i+1]), on every
+    power of two and its neighbours and on random distances of every size."""
+    rng = np.random.default_rng()
+    edges = _reuse.bin_edges(_reuse.MAX_BINS)
+    p = 2 ** np.arange(63, dtype=np.int64)
+    ds = np.concatenate([np.arange(1024), p, p - 1, p[1:] + 1,
+                         rng.integers(0, 2 ** 62, 5000), rng.integers(0, 1 << 20, 5000)])
+    ref = np.searchsorted(edges, ds, side="right") - 1
+    got = np.array([_reuse.dist_bin(np.int64(d)) for d in ds])
+    np.testing.assert_array_equal(got, ref)
+    hist, cold = _reuse.histogram(np.concatenate([ds, [-1, -1]]))
+    assert cold == 2 and hist.sum() == ds.size
+    np.testing.assert_array_equal(hist, np.bincount(ref)[:hist.size])
+
+
 def test_batch_stream_equals_batch_stats():
     rng = np.random.default_rng()
     for _ in range(10):

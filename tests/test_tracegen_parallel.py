@@ -1,5 +1,6 @@
-"""gen-trace --nproc N: tables profiled in N real torch.distributed (gloo) processes, gathered
-on rank 0; the trace is byte-for-byte the one a single process writes."""
+"""gen-trace --nproc N: tables profiled, synthesized and measured in N real torch.distributed
+(gloo) processes, gathered on rank 0; the trace is byte-for-byte the one a single process
+writes."""
 
 from pathlib import Path
 
@@ -23,6 +24,8 @@ def _gen(tmp_path, name, *args):
     ("--from", "kaggle"),
     ("--from", "kaggle", "--tables", "C3,C9"),             # 3 ranks, 2 tables: one only reads
     ("--from", "csv", "--input", str(AVAZU), "--columns", "site_id,device_ip,C14"),
+    ("--from", "kaggle", "--tables", "C1,C3,C9", "--profile-only"),   # fidelity on the ranks
+    ("--from", "kaggle", "--tables", "C2,C20", "--length", "1.5x", "--seed", "7"),
 ])
 def test_parallel_capture_writes_the_single_process_trace(tmp_path, args):
     one = _gen(tmp_path, "one.npz", *args)

@@ -109,7 +109,7 @@ def _json_doc(trace, out: str | None) -> dict:
                 "mrc_mae", "mrc_max_error", "distinct_ratio", "top10_share_source",
                 "top10_share_synthetic", "top1pct_share_source", "top1pct_share_synthetic",
                 "hist_tv_distance", "fifo_mae", "lfu_mae", "setassoc32_mae", "batches",
-                "naive", "loses_to_naive") if k in f}
+                "naive", "loses_to_naive", "prefix_accesses", "measured_on") if k in f}
         if "shards" in prof.extra:
             entry["shards"] = prof.extra["shards"]
         tables.append(entry)
@@ -179,16 +179,10 @@ class _Length(click.ParamType):
                   param, ctx)
 
 
-def _samples(length, profiles) -> int | None:
-    """--length as a sample count (a float is a multiple of the source's samples)."""
-    if length is None or isinstance(length, int):
-        return length
-    return max(1, int(round(length * max(p.num_bags for p in profiles))))
-
-
-def _capture(spec, nproc):
+def _capture(spec, nproc, synth):
     """The profiles of every table: in this process, in `nproc` spawned ranks, or as one rank
-    of a torchrun job (None on ranks other than 0, which have nothing more to do)."""
+    of a torchrun job (None on ranks other than 0, which have nothing more to do).  Ranks
+    also synthesize their tables as `synth` (a capture.SynthPlan) says."""
     import os
 
     from dlrmprof.tracegen.capture import capture, capture_rank
@@ -202,13 +196,33 @@ def _capture(spec, nproc):
         if nproc is not None:
             raise UserError("--nproc starts the ranks; under torchrun they are already "
                             "started (drop --nproc)")
-        return capture_rank(spec)
+        return capture_rank(spec, synth)
     if nproc is None or nproc == 1:
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
     click.echo(f"profiling the tables in {nproc} ranks (gloo, tables split round-robin)",
                err=True)
     return launch(None, DistOptions(nproc=nproc, backend="gloo"), entry=capture_rank,
-                  args=(spec,), fingerprint=False)[0]
+                  args=(spec, synth), fingerprint=False)[0]
+
+
+PHASE_LABELS = {"capture": "read and profile", "synthesis": "synthesize and measure fidelity",
+                "write": "write"}
+PHASES_SOURCE = ("measured: time.perf_counter around each phase in the process that writes "
+                 "the trace (profile.timers.OpTimer); with --nproc, 'capture' includes "
+                 "starting the ranks and their synthesis of their own tables")
+
+
+def _prefix_notes(trace) -> list[str]:
+    """A note when tables' fidelity was measured on a prefix (generate.FIDELITY_PREFIX)."""
+    from dlrmprof.tracegen import generate
+
+    prefixed = [n for n, f in trace.header.get("fidelity", {}).items()
+                if f and f.get("prefix_accesses")]
+    if not prefixed:
+        return []
+    return [f"fidelity of {len(prefixed)} table(s) longer than {generate.FIDELITY_PREFIX} "
+            f"accesses measured on their first {generate.FIDELITY_PREFIX} (the source's prefix "
+            "against a synthesis of that length; the indices are synthesized at full length)"]
 
 
 # ---------------------------------------------------------------------------- gen-trace
@@ -286,8 +300,9 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
       torchrun --nnodes 2 --nproc_per_node 8 ... -m dlrmprof gen-trace --from terabyte ...
     """
     from dlrmprof.fsutil import prepare_output
+    from dlrmprof.profile.timers import OpTimer
     from dlrmprof.tracegen import generate, profile as _prof
-    from dlrmprof.tracegen.capture import CaptureSpec
+    from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan
 
     prepare_output(out)
     if plot:
@@ -297,7 +312,10 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                        strict=strict, read_threads=read_threads,
                        windows=windows or _prof.DEFAULT_WINDOWS, hot=hot, jobs=jobs,
                        sample_rate=sample_rate)
-    got = _capture(spec, nproc)
+    timer = OpTimer("cpu", noise=False)      # one sample per phase
+    with timer.op("capture"):
+        got = _capture(spec, nproc, SynthPlan(length=length, seed=seed,
+                                              keep_indices=not profile_only))
     if got is None:
         return                               # a rank other than 0 under torchrun
     profiles, info, notes = got.profiles, got.info, got.notes
@@ -306,20 +324,33 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
         notes.append(f"SHARDS sampling at rate {sample_rate}: estimated MRC and its error "
                      "against the exact pass stored per table")
     info.notes = notes
-    trace = generate.synthesize_trace(profiles, source=info.to_json(),
-                                      num_samples=_samples(length, profiles),
-                                      table_rows=table_rows_synth, seed=seed,
-                                      compute_fidelity=True, jobs=jobs,
-                                      keep_indices=not profile_only)
-    digest = trace.save(out)
+    with timer.op("synthesis"):
+        trace = generate.synthesize_trace(profiles, source=info.to_json(),
+                                          num_samples=generate.samples_for(length, profiles),
+                                          table_rows=table_rows_synth, seed=seed,
+                                          compute_fidelity=True, jobs=jobs,
+                                          keep_indices=not profile_only, done=got.synthesized)
+    notes += _prefix_notes(trace)
+    with timer.op("write"):
+        digest = trace.save(out)
+    phases = {k: float(timer.samples(k)[0]) for k in timer.names}
     if plot:
         _plot(trace, plot)
     if as_json:
         doc = _json_doc(trace, out)
         doc["digest"] = digest
         doc["notes"] = notes
+        doc["phases_s"] = phases
+        doc["phases_source"] = PHASES_SOURCE
         click.echo(json.dumps(doc, indent=1))
         return
+    _print_summary(trace, info, notes, phases, out, digest, profile_only, plot)
+
+
+def _print_summary(trace, info, notes, phases, out, digest, profile_only, plot) -> None:
+    """gen-trace's human output: notes, what was read, the fidelity table, phase times."""
+    from dlrmprof.tracegen import generate
+
     for n in notes:
         click.echo(f"note: {n}")
     if info.malformed:
@@ -341,10 +372,10 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                        f"{k} b={v['distinct_growth']['b']:.2f} -> {v['planned_distinct']}"
                        for k, v in list(ext.items())[:6]) + (", ..." if len(ext) > 6 else ""))
     click.echo(f"kept: {generate.KEPT}")
+    click.echo("time (measured, perf_counter): " + ", ".join(
+        f"{PHASE_LABELS[k]} {v:.1f} s" for k, v in phases.items()))
     click.echo(f"wrote {out} ({'profile only' if profile_only else 'indices + profiles'}, "
                f"sha256 {digest[:16]}...)" + (f"; plot {plot}" if plot else ""))
-
-
 
 
 # ---------------------------------------------------------------------------- trace-stats

@@ -3,17 +3,22 @@ split by tables over the ranks of a `torch.distributed` job.
 
 `capture(spec)` reads the input named by a `CaptureSpec` and returns one locality profile per
 table.  With `spec.part = (rank, world)` it profiles only the tables rank, rank + world, ...;
-`capture_rank(spec)` is what each rank of `gen-trace --nproc N` (or of `torchrun -m dlrmprof
-gen-trace ...`) runs: its share of the tables, then the profiles gathered on rank 0 in table
-order.  Profiles do not depend on which process made them, so the trace (and its digest) is
-the same as one process writes.  Every rank reads the whole input in order (a Criteo or
-Terabyte file is parsed by each rank for its own columns, twice when it holds more than
-onepass.IN_MEMORY rows; no temporary files).
+`capture_rank(spec, synth)` is what each rank of `gen-trace --nproc N` (or of `torchrun -m
+dlrmprof gen-trace ...`) runs: its share of the tables, every rank's profiles exchanged (so
+each knows the whole plan), then, with a `SynthPlan`, its share of the synthesis and fidelity
+measurement too; rank 0 gathers the profiles and the synthesized tables in table order.
+Profiles and syntheses do not depend on which process made them (a table's synthesis depends
+on its profile, the sample count and the seed), so the trace (and its digest) is the same as
+one process writes.  Every rank reads the whole input in order (a Criteo or Terabyte file is
+parsed by each rank for its own columns, twice when its copy of them would exceed
+onepass.KEEP_BYTES; no temporary files).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+
+import numpy as np
 
 from dlrmprof.errors import UserError
 from dlrmprof.tracegen.profile import DEFAULT_WINDOWS
@@ -44,6 +49,17 @@ class Captured:
     info: object                         # readers.SourceInfo
     notes: list = field(default_factory=list)
     table_rows_synth: int | None = None  # rows of synthetic tables (non-Criteo --table-rows)
+    synthesized: dict | None = None      # {table: generate.synthesize_table result} (ranks)
+
+
+@dataclass(frozen=True)
+class SynthPlan:
+    """What the ranks of a table-parallel capture need to synthesize their own tables: the
+    options of `generate.synthesize_trace` that gen-trace passes."""
+    length: int | float | None = None    # samples, or a multiple of the source's (--length)
+    seed: int = 0
+    keep_indices: bool = True
+    compute_fidelity: bool = True
 
 
 def _mine(names: list, part) -> list[int]:
@@ -146,10 +162,12 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
     return Captured(profiles, info, notes, None)
 
 
-def capture_rank(spec: CaptureSpec) -> Captured | None:
-    """One rank of a table-parallel capture: profile this rank's tables, gather every rank's
-    profiles on rank 0 (in table order).  Returns the whole capture on rank 0, None on the
-    others.  Needs the torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured | None:
+    """One rank of a table-parallel capture: profile this rank's tables, exchange every rank's
+    profiles and, with `synth`, synthesize this rank's tables (and measure their fidelity);
+    rank 0 gathers it all in table order.  Returns the whole capture on rank 0 (with
+    `synthesized` for `generate.synthesize_trace(done=...)`), None on the others.  Needs the
+    torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
     import datetime
 
     import torch.distributed as dist
@@ -160,16 +178,42 @@ def capture_rank(spec: CaptureSpec) -> Captured | None:
     try:
         rank, world = dist.get_rank(), dist.get_world_size()
         part = capture(replace(spec, part=(rank, world)))
-        got = [None] * world if rank == 0 else None
-        dist.gather_object((rank, part.profiles), got, dst=0)
-        if rank != 0:
-            return None
+        got = [None] * world
+        dist.all_gather_object(got, (rank, part.profiles))
         profiles: list = [None] * sum(len(p) for _, p in got)
         for r, profs in got:
             for j, prof in enumerate(profs):
                 profiles[r + j * world] = prof
+        del got
+        done = None
+        if synth is not None and profiles:
+            done = _synthesize_share(profiles, part.table_rows_synth, synth, rank, world)
+            shares = [None] * world if rank == 0 else None
+            dist.gather_object(done, shares, dst=0)
+            done = {t: res for share in (shares or []) for t, res in share.items()}
+        if rank != 0:
+            return None
         part.profiles = profiles
+        part.synthesized = done
         return part
     finally:
         if own_group:
             dist.destroy_process_group()
+
+
+def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
+                      world: int) -> dict:
+    """This rank's tables of the whole synthesis plan, their ids narrowed to int32 where the
+    table's rows allow (half the bytes sent to rank 0 and kept there until assembled)."""
+    from dlrmprof.tracegen import generate
+
+    B, tasks = generate.plan_synthesis(
+        profiles, generate.samples_for(synth.length, profiles), table_rows, synth.seed,
+        synth.compute_fidelity, synth.keep_indices)
+    out = {}
+    for t in _mine(profiles, (rank, world)):
+        ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
+        if ids is not None and tasks[t][2] <= np.iinfo(np.int32).max + 1:
+            ids = ids.astype(np.int32)
+        out[t] = (ids, offs, fid, distinct)
+    return out

@@ -4,7 +4,10 @@ Criteo input is profiled as it streams in (`onepass`: memory O(distinct ids), no
 files); other inputs are in memory already.  Tables are independent: `jobs` > 1 profiles and
 synthesizes them in parallel processes; `capture.capture_rank` splits them over
 torch.distributed ranks.  Each table's model variant is chosen by measurement
-(`choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`).
+(`choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`; on the
+first FIDELITY_PREFIX accesses of longer tables, `_measured_prefix`).  `plan_synthesis` and
+`synthesize_table` let the ranks of a table-parallel capture synthesize their own tables for
+`synthesize_trace(done=...)`.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ from typing import Callable
 
 import numpy as np
 
+from dlrmprof.tracegen import policies as _pol
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
 from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras, with_naive
-from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, LocalityProfile,
+from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, TOP_COUNTS, LocalityProfile,
                                        build_profile, stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
 from dlrmprof.tracegen.synth import (NAIVE, default_rows, distinct_growth, planned_distinct,
@@ -48,6 +52,13 @@ FINALISTS = 3
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
 NAIVE_SALT = 0x6E61697665     # the naive baseline's seed: derived from the table's, apart
+# Fidelity of a table with more accesses (one per bag) is measured on its first
+# FIDELITY_PREFIX accesses: the source's prefix figures (kept by the capture, `prefix_record`)
+# against a synthesis of that length from the whole profile (which follows the source's first
+# windows) and the naive baseline drawn from the prefix's own histogram.  Synthesis and
+# simulation then cost O(FIDELITY_PREFIX) per table, not O(rows); the trace's indices are
+# still synthesized at full length.
+FIDELITY_PREFIX = 1 << 22
 
 # The selection objective: each error in units of its goal, summed; the smallest wins.
 MAE_UNIT = 0.004              # LRU MRC MAE
@@ -202,9 +213,44 @@ def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityPro
                              candidates=HOT_CANDIDATES if hot is None else (hot,))
     prof.extra["hot_selection"] = tried
     prof.extra["source_extras"] = source_extras(ids, lengths, prof.distinct)
+    if lengths is None and ids.shape[0] > FIDELITY_PREFIX:
+        head = _reuse.dense_ids(np.asarray(ids[:FIDELITY_PREFIX], dtype=np.int64))
+        h, c = stream_histogram(head)
+        prof.extra["source_prefix"] = prefix_record(h, c, np.bincount(head),
+                                                    _pol.batch_stats(head, None))
     if sample_rate is not None:
         prof.extra["shards"] = shards_error(np.asarray(ids, dtype=np.int64), sample_rate, prof)
     return prof
+
+
+def prefix_record(hist: np.ndarray, cold: int, counts: np.ndarray, batches) -> dict:
+    """What fidelity needs of the source's first accesses (kept in profile.extra
+    ["source_prefix"] while the trace is made, not written to the file): their reuse
+    histogram, first touches, the TOP_COUNTS largest access counts and the per-batch figures
+    (`policies.batch_stats`).  JSON-able."""
+    n = int(np.asarray(hist).sum()) + int(cold)
+    c = np.asarray(counts, dtype=np.int64)
+    k = min(TOP_COUNTS, c.shape[0])
+    top = np.sort(np.partition(c, c.shape[0] - k)[c.shape[0] - k:])[::-1] if k else c[:0]
+    nz = np.flatnonzero(hist)
+    return {"accesses": n, "hist": np.asarray(hist)[: int(nz[-1]) + 1 if nz.size else 0].tolist(),
+            "cold": int(cold), "top_counts": top[top > 0].tolist(),
+            "batches": [b.to_json() for b in batches]}
+
+
+def _prefix_profile(prof: LocalityProfile, pre: dict) -> LocalityProfile:
+    """The source's prefix as a profile that fidelity and the naive baseline read (its whole
+    histogram, counts, extras; one window)."""
+    n, cold = int(pre["accesses"]), int(pre["cold"])
+    hist = np.asarray(pre["hist"], dtype=np.int64)
+    extras = dict(prof.extra.get("source_extras") or {}, batches=pre["batches"])
+    return LocalityProfile(
+        name=prof.name, rows=prof.rows, accesses=n, distinct=cold, num_bags=n,
+        bag_len_values=np.ones(1, dtype=np.int64), bag_len_counts=np.array([n], dtype=np.int64),
+        hist=hist, cold=cold, top_counts=np.asarray(pre["top_counts"], dtype=np.int64),
+        window_size=n, hot_win=np.zeros((0, 1), dtype=np.int64),
+        tail_cold=np.array([cold], dtype=np.int64), tail_hist=hist[None, :],
+        extra={"source_extras": extras})
 
 
 def shards_error(ids: np.ndarray, rate: float, prof: LocalityProfile, seed: int = 0) -> dict:
@@ -308,10 +354,38 @@ def _measured(prof, B, rows, ss):
     return ids, offs, with_naive(fid, naives)
 
 
-def _synth_task(args):
+def _measured_prefix(prof, rows, ss) -> dict:
+    """Fidelity on the source's first FIDELITY_PREFIX accesses (profile.extra
+    ["source_prefix"]): a synthesis of that length from the whole profile, and the naive
+    baseline drawn from the prefix's histogram, against the prefix's figures."""
+    src = _prefix_profile(prof, prof.extra["source_prefix"])
+    ids, offs, facts = synthesize_bags(prof, num_samples=src.num_bags, rows=rows, seed=ss)
+    fid = _fidelity(src, ids, offsets=offs) | facts
+    del ids
+    fid["realizations"] = 1
+    naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
+    naive = synthesize_naive(src, length=src.accesses, rows=rows, seed=naive_seed.spawn(1)[0])
+    fid = with_naive(fid, [_fidelity(src, naive, offsets=offs)])
+    fid["prefix_accesses"] = src.accesses
+    fid["measured_on"] = (f"the source's first {src.accesses} accesses against a synthesis "
+                          f"of that length (the stream has {prof.accesses}; above "
+                          f"{FIDELITY_PREFIX} accesses fidelity is measured on this prefix)")
+    return fid
+
+
+def synthesize_table(args) -> tuple:
+    """One task of `plan_synthesis`: (ids int64 or None, offsets or None when the pooling
+    factor is constant, fidelity or None, distinct ids)."""
     prof, B, rows, ss, with_fidelity, keep = args
     fid = None
-    if with_fidelity and B == prof.num_bags:
+    if with_fidelity and "source_prefix" in prof.extra:
+        ids = offs = None
+        if keep:                    # first: the same draws as the whole-stream path makes
+            ids, offs, _ = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
+        fid = _measured_prefix(prof, rows if B == prof.num_bags else max(rows, prof.rows), ss)
+        if not keep:
+            return None, None, fid, 0
+    elif with_fidelity and B == prof.num_bags:
         ids, offs, fid = _measured(prof, B, rows, ss)
     else:
         ids, offs, _ = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
@@ -375,13 +449,22 @@ def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: 
     memcheck.check_fits(items, what="the synthetic trace", hint=hint, available=available)
 
 
-def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
-                     table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
-                     jobs: int = 1, keep_indices: bool = True,
-                     memory_hint: str = "lower --length or --table-rows") -> Trace:
-    """A trace with synthetic indices for every table; with keep_indices=False a profile-only
-    trace (tables are still synthesized once when compute_fidelity, to measure fidelity).
-    `memory_hint` ends the one-line error when the synthesis would not fit in memory."""
+def samples_for(length, profiles: list[LocalityProfile]) -> int | None:
+    """gen-trace's --length as a sample count: None (the source's), an int, or a float read
+    as a multiple of the source's samples."""
+    if length is None or isinstance(length, int):
+        return length
+    return max(1, int(round(length * max(p.num_bags for p in profiles))))
+
+
+def plan_synthesis(profiles: list[LocalityProfile], num_samples: int | None = None,
+                   table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
+                   keep_indices: bool = True,
+                   memory_hint: str = "lower --length or --table-rows") -> tuple[int, list]:
+    """(B, one `synthesize_table` task per table): what `synthesize_trace` runs, so that the
+    ranks of a table-parallel capture can run their tables' tasks themselves (a task depends
+    on its table's profile, B and the seed only).  Refuses, before anything is allocated, a
+    synthesis that would not fit in memory (`check_memory`)."""
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
@@ -393,6 +476,25 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
         n_est = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
         rows = int(table_rows) if table_rows is not None else default_rows(p, n_est)
         tasks.append((p, B, rows, ss, compute_fidelity, keep_indices))
+    return int(B), tasks
+
+
+def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples: int | None = None,
+                     table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
+                     jobs: int = 1, keep_indices: bool = True,
+                     memory_hint: str = "lower --length or --table-rows",
+                     done: dict | None = None) -> Trace:
+    """A trace with synthetic indices for every table; with keep_indices=False a profile-only
+    trace (tables are still synthesized once when compute_fidelity, to measure fidelity).
+    `memory_hint` ends the one-line error when the synthesis would not fit in memory.
+    `done`: {table index: `synthesize_table` result} already computed elsewhere (the ranks
+    of a table-parallel capture) for the same plan; the rest is synthesized here.  Its
+    entries are consumed (dropped once assembled)."""
+    B, tasks = plan_synthesis(profiles, num_samples, table_rows, seed, compute_fidelity,
+                              keep_indices, memory_hint)
+    # the source's prefix figures serve the fidelity measurement only: not in the file
+    profiles = [replace(p, extra={k: v for k, v in p.extra.items() if k != "source_prefix"})
+                if "source_prefix" in p.extra else p for p in profiles]
     generator = {"model": MODEL, "kept": KEPT,
                  "windows": [p.num_windows for p in profiles],
                  "hot_ids": [p.hot_k for p in profiles],
@@ -403,24 +505,44 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
                     if B > p.num_bags and p.accesses}
     if extrapolated:
         generator["extrapolated"] = extrapolated
+    results = _results(tasks, jobs, done or {})
     if not keep_indices:
         fids = {}
         if compute_fidelity:
-            for p, (_, _, fid, _) in zip(profiles, _map(_synth_task, tasks, jobs)):
+            for p, (_, _, fid, _) in zip(profiles, results):
                 fids[p.name] = fid
         metas = [TableMeta(p.name, t[2], p.accesses, p.distinct) for p, t in zip(profiles, tasks)]
         header = header_for(metas, profiles, B, source, int(seed), generator, fids, False)
         return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
-    # one table at a time with jobs=1 (lazy map): only the output arrays stay resident
-    results = map(_synth_task, tasks) if jobs <= 1 else iter(_map(_synth_task, tasks, jobs))
+    metas, fids, indices, offsets = _assemble(profiles, tasks, results, B)
+    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
+    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
+                 indices=indices, offsets=offsets)
+
+
+def _results(tasks: list, jobs: int, done: dict):
+    """Each task's result in table order: from `done`, else computed here (one table at a
+    time with jobs=1, a lazy map: only the output arrays stay resident)."""
+    todo = [t for t in range(len(tasks)) if t not in done]
+    if jobs <= 1:
+        made = map(synthesize_table, (tasks[t] for t in todo))
+    else:
+        made = iter(_map(synthesize_table, [tasks[t] for t in todo], jobs))
+    for t in range(len(tasks)):
+        yield done.pop(t) if t in done else next(made)
+
+
+def _assemble(profiles, tasks, results, B: int):
+    """(metas, fidelity per table, indices, offsets) of the TBE layout, filled table by table
+    as the results come.  The offsets array is made last, once every table's working arrays
+    are gone: the trace's two arrays and one table's synthesis are never resident together."""
     fixed = all(len(p.bag_len_values) == 1 for p in profiles)
     total = sum(int(p.bag_len_values[0]) * B for p in profiles) if fixed else None
     indices = np.empty(total, dtype=np.int64) if fixed else None
-    parts = []
-    offsets = np.empty(len(profiles) * B + 1, dtype=np.int64)
+    parts, bags = [], []                 # (per table) ids when not fixed; step or offsets
     metas, fids = [], {}
     base = 0
-    for t, (p, task, res) in enumerate(zip(profiles, tasks, results)):
+    for p, task, res in zip(profiles, tasks, results):
         ids, offs, fid, distinct = res
         del res
         metas.append(TableMeta(name=p.name, rows=task[2], accesses=int(ids.size),
@@ -430,23 +552,23 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
         if indices is not None:
             indices[base:base + ids.size] = ids
         else:
-            parts.append(ids)
-        if offs is None:
-            step = ids.size // B if B else 0
-            offsets[t * B:(t + 1) * B] = np.arange(B, dtype=np.int64) * step + base
-        else:
-            offsets[t * B:(t + 1) * B] = offs[:-1] + base
+            parts.append(np.asarray(ids, dtype=np.int64))
+        bags.append((base, ids.size // B if B else 0, offs))
         base += int(ids.size)
         del ids, offs
-    offsets[-1] = base
     if indices is None:
         indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         del parts
     elif base != indices.size:
         raise AssertionError("synthesized fewer indices than planned")
-    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
-    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
-                 indices=indices, offsets=offsets)
+    offsets = np.empty(len(profiles) * B + 1, dtype=np.int64)
+    for t, (lo, step, offs) in enumerate(bags):
+        if offs is None:
+            offsets[t * B:(t + 1) * B] = np.arange(B, dtype=np.int64) * step + lo
+        else:
+            offsets[t * B:(t + 1) * B] = offs[:-1] + lo
+    offsets[-1] = base
+    return metas, fids, indices, offsets
 
 
 def synthesize(profile: LocalityProfile, num_samples: int | None = None, rows: int | None = None,

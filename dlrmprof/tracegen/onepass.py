@@ -7,18 +7,24 @@ written to disk.
   histogram (`ReuseState`, time axis compacted to the live ids), each id's access count,
   the per-batch statistics (`BatchStream`), the first POLICY_PREFIX accesses (the hot-set
   selection, on the first HOT_PREFIX of them, and the FIFO / LFU / set-associative curves
-  are measured there, as the in-memory capture does) and, with SHARDS, every 64th access's
-  id count.
+  are measured there, as the in-memory capture does), for streams longer than
+  generate.FIDELITY_PREFIX the figures of the source's prefix at that point
+  (`generate.prefix_record`: fidelity is measured there) and, with SHARDS, every 64th
+  access's id count.
 * Selection: the hot-set size and placement are chosen on each table's prefix
   (`generate.select_hot`); the hot ids are then the K most accessed of the whole stream.
-* Pass 2 reads the input again: the windowed model (`WindowState`: hot ids' counts and gaps
-  per window, tail first touches and tail-only reuse distances) and the SHARDS estimate.
+* Pass 2 goes over the stream again (a kept copy or a second read, below): the windowed
+  model (`WindowState`: hot ids' counts and gaps per window, tail first touches and
+  tail-only reuse distances) and the SHARDS estimate.
   The windows' length and the hot ids depend on the whole stream (its length and its
-  counts), so an exact profile needs them before the windows are measured: reading twice
-  costs a second parse and no disk, where keeping the stream costs disk O(rows).
+  counts), so an exact profile needs them before the windows are measured: a second read
+  costs a second parse and no disk, where spilling the stream costs disk O(rows).
 
 A stream of at most IN_MEMORY (= POLICY_PREFIX) accesses is kept whole by pass 1 and profiled
-in memory, read once.
+in memory, read once.  A longer one whose ids fit in KEEP_BYTES as int32 (about 5M rows of the
+26 Criteo tables) is kept too, column by column (`_Kept`), and pass 2 runs over that copy: a
+second parse of the input costs more than the copy, and the copy is freed before synthesis.
+Above KEEP_BYTES the copy is dropped as soon as it overflows and the input is read again.
 The profiles equal `generate._profile`'s on the whole stream (tests check it).
 """
 
@@ -35,13 +41,18 @@ from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, c
                                        hot_ranks)
 
 IN_MEMORY = POLICY_PREFIX       # streams up to this many accesses are kept whole and read once
+KEEP_BYTES = 512 << 20          # longer ones are kept as int32 columns up to this size, read once
+_BLOCK_BYTES = 64 << 20         # the copy's blocks: above glibc's largest mmap threshold (32 MiB),
+                                # so each block goes back to the system when freed
 
 
 class TablePass:
     """Pass-1 state of one table: feed it the table's ids (dense, >= 0) chunk by chunk."""
 
-    def __init__(self, name: str, prefix: int, probe: bool = False):
+    def __init__(self, name: str, prefix: int, probe: bool = False, snap_at: int = 0):
         self.name = name
+        self.snap_at = int(snap_at)        # > 0: keep generate.prefix_record at this access
+        self.snap: dict | None = None
         self.state = _reuse.ReuseState()
         self.hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
         self.cold = 0
@@ -55,6 +66,11 @@ class TablePass:
     def feed(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not ids.size:
+            return
+        if self.snap is None and self.n < self.snap_at < self.n + ids.shape[0]:
+            k = self.snap_at - self.n             # the snapshot falls inside this chunk
+            self.feed(ids[:k])
+            self.feed(ids[k:])
             return
         top = int(ids.max()) + 1
         if top > self.counts.shape[0]:
@@ -73,6 +89,12 @@ class TablePass:
         if m > 0:
             self.prefix[self.n:self.n + m] = ids[:m]
         self.n += int(ids.shape[0])
+        if self.snap is None and self.n == self.snap_at:
+            from dlrmprof.tracegen.generate import prefix_record
+
+            hist, cold = self.hist_cold()
+            self.snap = prefix_record(hist, cold, self.counts[:self.bound],
+                                      self.batches.result())
 
     @property
     def head(self) -> np.ndarray:
@@ -84,6 +106,49 @@ class TablePass:
         return self.hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), self.cold
 
 
+class _Kept:
+    """A copy of the row stream as int32 columns, in blocks of [tables, rows]; gives up (and
+    frees everything) once it would exceed `budget` bytes or an id does not fit in int32."""
+
+    def __init__(self, tables: int, budget: int):
+        self.tables = max(int(tables), 1)
+        self.budget = int(budget)
+        self.block_rows = max(1 << 12, _BLOCK_BYTES // (4 * self.tables))
+        self.blocks: list[np.ndarray] = []
+        self.fill = 0                        # rows used in the last block
+        self.ok = self.budget > 0
+
+    def add(self, sp: np.ndarray) -> None:
+        if not self.ok:
+            return
+        rows = int(sp.shape[0])
+        used = (max(len(self.blocks) - 1, 0) * self.block_rows + self.fill) * 4 * self.tables
+        if rows and (used + 4 * self.tables * rows > self.budget
+                     or int(sp.max(initial=0)) > np.iinfo(np.int32).max):
+            self.drop()
+            return
+        lo = 0
+        while lo < rows:
+            if not self.blocks or self.fill == self.block_rows:
+                self.blocks.append(np.empty((self.tables, self.block_rows), dtype=np.int32))
+                self.fill = 0
+            m = min(rows - lo, self.block_rows - self.fill)
+            self.blocks[-1][:, self.fill:self.fill + m] = sp[lo:lo + m].T
+            self.fill += m
+            lo += m
+
+    def drop(self) -> None:
+        self.ok = False
+        self.blocks = []
+
+    def columns(self):
+        """The kept stream again, as [tables, rows] int32 blocks, each freed once read."""
+        while self.blocks:
+            blk = self.blocks.pop(0)
+            yield blk if self.blocks else blk[:, :self.fill]
+            del blk
+
+
 def _grown(a: np.ndarray, bound: int) -> np.ndarray:
     out = np.zeros(max(bound, 2 * a.shape[0]), dtype=a.dtype)
     out[: a.shape[0]] = a
@@ -93,20 +158,22 @@ def _grown(a: np.ndarray, bound: int) -> np.ndarray:
 def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str],
                        rows: list[int] | Callable[[], list[int]], windows: int,
                        hot: int | None, jobs: int = 1, sample_rate: float | None = None,
-                       prefix: int | None = None,
-                       in_memory: int | None = None) -> list[LocalityProfile]:
+                       prefix: int | None = None, in_memory: int | None = None,
+                       keep_bytes: int | None = None) -> list[LocalityProfile]:
     """One profile per table of a row stream: `read()` yields [rows, tables] arrays of dense
     ids; it is called a second time for streams longer than `in_memory` (default IN_MEMORY;
-    shorter ones are kept whole).  `prefix`: the selection's (default generate.HOT_PREFIX);
-    `rows`: each table's rows (or a function giving them after pass 1).  Equal to
-    `generate._profile` on each column."""
+    shorter ones are kept whole) whose int32 copy exceeds `keep_bytes` (default KEEP_BYTES).
+    `prefix`: the selection's (default generate.HOT_PREFIX); `rows`: each table's rows (or a
+    function giving them after pass 1).  Equal to `generate._profile` on each column."""
     from dlrmprof.tracegen import generate
 
     prefix = generate.HOT_PREFIX if prefix is None else int(prefix)
     in_memory = max(IN_MEMORY if in_memory is None else int(in_memory), prefix)
-    tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None)
-              for n in names]
+    tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None,
+                        generate.FIDELITY_PREFIX) for n in names]
+    kept = _Kept(len(names), KEEP_BYTES if keep_bytes is None else keep_bytes)
     for sp in read():
+        kept.add(sp)
         for i, t in enumerate(tables):
             t.feed(sp[:, i])
     n = tables[0].n if tables else 0
@@ -115,6 +182,7 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
     rows = rows() if callable(rows) else rows
     candidates = generate.HOT_CANDIDATES if hot is None else (hot,)
     if n <= in_memory:                    # the whole stream is in memory: profile it there
+        kept.drop()
         tasks = [(t.name, t.head, None, r, windows, hot, sample_rate)
                  for t, r in zip(tables, rows)]
         return generate._map(_whole_task, tasks, jobs)
@@ -126,12 +194,14 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         wins.append((top, WindowState(hot_rank, k, n, windows, t.bound)))
         if sample_rate is not None:
             shards.append(_reuse.ShardsStream(_reuse.shards_heavy(t.probe), sample_rate))
-    for sp in read():                     # pass 2
+    # pass 2: over the kept copy, or the input read again
+    for block in (kept.columns() if kept.ok else (sp.T for sp in read())):
         for i, (_, win) in enumerate(wins):
-            col = np.ascontiguousarray(sp[:, i], dtype=np.int64)
+            col = np.ascontiguousarray(block[i], dtype=np.int64)
             win.feed(col)
             if shards:
                 shards[i].feed(col)
+        del block
     out = []
     for i, (t, r, (_, sel), (top, win)) in enumerate(zip(tables, rows, chosen, wins)):
         hist, cold = t.hist_cold()
@@ -141,6 +211,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         prof.extra["hot_selection"] = sel
         prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
                                                     batches=t.batches.result())
+        if n > generate.FIDELITY_PREFIX:
+            prof.extra["source_prefix"] = t.snap
         if shards:
             s_hist, s_cold, _ = shards[i].result()
             prof.extra["shards"] = generate.shards_record(s_hist, s_cold, sample_rate, prof)

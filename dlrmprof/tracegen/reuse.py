@@ -36,11 +36,15 @@ MAX_BINS = (1 << EXACT_BITS) + (64 - EXACT_BITS) * (1 << SUB_BITS)
 
 @njit(cache=True)
 def dist_bin(d):
+    """The bin of a distance d >= 0 (see bin_edges)."""
     if d < (1 << EXACT_BITS):
         return d
-    k = 63
-    while (d >> k) == 0:
-        k -= 1
+    k = 0                          # the top set bit, by halving: 6 steps, not up to 55
+    x = d
+    for step in (32, 16, 8, 4, 2, 1):
+        if x >> step:
+            k += step
+            x >>= step
     sub = (d >> (k - SUB_BITS)) & ((1 << SUB_BITS) - 1)
     return (1 << EXACT_BITS) + (k - EXACT_BITS) * (1 << SUB_BITS) + sub
 

@@ -52,6 +52,7 @@ FORMAT = "dlrmprof-trace"
 SCHEMA_VERSION = 2
 # header keys the digest does not cover: the digest itself and how the arrays are stored
 UNHASHED = ("digest", "storage")
+_CHECK_STEP = 1 << 22        # offsets checked this many at a time
 _BULK = re.compile(r"indices|offsets|[il]\d+")      # arrays written without compression
 
 
@@ -387,10 +388,14 @@ def _validate(trace: Trace, where: str) -> None:
         bad(f"T*B+1 = {T * B + 1} offsets", "offsets", str(off.shape[0]))
     if off[0] != 0:
         bad("offsets starting at 0", "offsets[0]", str(int(off[0])))
-    dec = off[1:] < off[:-1]                    # bool mask: no int64 copy of the offsets
-    if dec.any():
-        i = int(np.argmax(dec))
-        bad("non-decreasing offsets", f"offsets[{i + 1}]", f"{int(off[i + 1])} after {int(off[i])}")
+    step = _CHECK_STEP      # bool masks a piece at a time: no copy the size of the offsets
+    for lo in range(0, off.shape[0] - 1, step):
+        hi = min(lo + step, off.shape[0] - 1)
+        dec = off[lo + 1:hi + 1] < off[lo:hi]
+        if dec.any():
+            i = lo + int(np.argmax(dec))
+            bad("non-decreasing offsets", f"offsets[{i + 1}]",
+                f"{int(off[i + 1])} after {int(off[i])}")
     if off[-1] != idx.shape[0]:
         bad(f"offsets ending at len(indices) = {idx.shape[0]}", "offsets[-1]", str(int(off[-1])))
     for t, meta in enumerate(trace.tables):
