@@ -40,7 +40,7 @@ from dlrmprof.kernels.numba_util import OPTS, PARALLEL_MIN_WORK, num_threads, ra
 
 # the sources these kernels compile in (see numba_util): update when they change
 _DEPS = ("_simd.py", "_qsimd.py", "numba_prefetch.py")
-_DEPS_SHA256 = "c457a81310a1d228"
+_DEPS_SHA256 = "e00251e2edcb3f9b"
 
 
 _KINDS = {"fp16": 0, "bf16": 1, "int8": 2, "int4": 3}
