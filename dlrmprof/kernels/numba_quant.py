@@ -1,19 +1,32 @@
 """numba CPU embedding bag over packed tables (fp16, bf16, int8, int4; `kernels.quant`).
 
-One kernel per (dtype, D), the fp32 kernel's shape (`numba_embedding._eb_vec_range`): a
-bag's sum is one ``<D x float>`` register value; each looked-up row is loaded in its stored
+One loop for every kind (`_q_range`), the fp32 kernel's shape (`numba_embedding._eb_vec_range`):
+a bag's sum is one ``<D x float>`` register value; each looked-up row is loaded in its stored
 width and converted in registers (`_qsimd`), never written out as float32.  int8 / int4 rows
 add ``q * (w * scale)`` with one fused multiply-add per element and keep the sum of
 ``w * bias`` as a scalar, added once per bag; int4 keeps two ``<D/2 x float>`` sums (even
 and odd columns: the low and high nibbles of the row's bytes) and interleaves them when the
-bag is stored.  Rows `pf_dist` lookups ahead are prefetched by the fp32 kernel's plan
-(`numba_prefetch.prefetch_plan`) taken at the packed row's size in bytes: a D 64 int8 row is
-72 bytes (two lines unless it starts on one), an int4 row 36.  Rows under 64 bytes in a
-table beyond L3 / 4 take the one-line plan (two-stage, 32 ahead) even where some straddle a
-line: under the two-line plan (L2, 64 ahead) the one-lookup Zipf cells ran fast in some
-processes and at half torch's speed in others, as fp32 D 16 rows did; within L3 / 4 the
-two-line plan stays, which ran the 20-lookup cells faster (measurements:
-docs/performance.md).  The prefetch of a straddling row still covers its last byte's line.
+bag is stored.  The kind and D are literal arguments: the kind-specific row work
+(`_row_sum_zero`, `_row_sum_add`, `_row_sum_store`) is chosen while typing, and the
+per-(dtype, D) entry kernels are closures over ints only, so numba's cache serves them in a
+new process (`benchmarks/bench_kernel_load.py`).
+
+Prefetch (`packed_plan`): the fp32 kernel's plan (`numba_prefetch.prefetch_plan`) taken at
+the packed row's size in bytes (a D 64 int8 row is 72 bytes, two lines unless it starts on
+one; an int4 row 36), with three changes measured on packed rows (docs/performance.md):
+
+- rows under 64 bytes in a table beyond L3 / 4 take the one-line plan (two-stage, 32 ahead)
+  even where some straddle a line; the two-line plan (L2 alone, 64 ahead) ran the
+  one-lookup Zipf cells fast in some processes and at half torch's speed in others;
+- where the fp32 plan prefetches into L2 alone (level 2), the two-stage plan runs instead:
+  an L2-only prefetch helped in some processes and time windows and not at all in others
+  (the one-lookup cells then ran as without prefetch), while the L1 stage of the two-stage
+  plan helped in every one, and its 20-lookup DRAM cells ran as fast or faster;
+- rows over 32 bytes of a table within L2 are prefetched into L1 16 lookups ahead (the
+  fp32 plan prefetches nothing there): the L2 hits of int4 / int8 rows of D 64 and 128 were
+  not hidden otherwise.
+
+The prefetch of a straddling row still covers its last byte's line.
 
 Inputs come checked by `kernels.qembedding_bag` (`quant.check_bags`); fp16 and bf16 tables
 arrive as uint16 views.  Out-of-range indices are counted and skipped (the caller raises);
@@ -220,14 +233,23 @@ def _q_par(data, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, oc
 
 
 @njit(inline="always", **OPTS)
-def _packed_plan(nbytes, RB, aligned, l2_bytes, l3_bytes):
-    """(distance, level) of the row prefetch for a packed table of `nbytes` with rows of RB
-    bytes: the fp32 kernel's plan (`numba_prefetch.prefetch_plan`) at the packed row's bytes,
-    changed where packed rows measured otherwise (see the module note)."""
-    if nbytes <= l2_bytes:
-        return (L2_RESIDENT_PLAN if RB > 32 else (0, 0))
+def fp32_plan_at(nbytes, RB, aligned, l2_bytes, l3_bytes):
+    """The fp32 kernel's plan (`numba_prefetch.prefetch_plan`) for a table of `nbytes` with
+    rows of RB bytes; rows under a line in a table beyond L3 / 4 take the one-line plan even
+    where they straddle two (see the module note)."""
     one_line = RB < 64 and nbytes > l3_bytes // 4
-    pf_dist, pf_level = _prefetch_plan(nbytes, RB, 1, one_line or aligned, l2_bytes, l3_bytes)
+    return _prefetch_plan(nbytes, RB, 1, one_line or aligned, l2_bytes, l3_bytes)
+
+
+@njit(inline="always", **OPTS)
+def packed_plan(nbytes, RB, aligned, l2_bytes, l3_bytes):
+    """(distance, level) of the row prefetch the packed kernels use: `fp32_plan_at`, but
+    rows over 32 bytes of a table within L2 go into L1 16 lookups ahead, and where that plan
+    prefetches into L2 alone (level 2) the two-stage plan runs instead (see the module note).
+    Callable from Python too (the benchmark times both plans)."""
+    if nbytes <= l2_bytes:
+        return L2_RESIDENT_PLAN if RB > 32 else (0, 0)
+    pf_dist, pf_level = fp32_plan_at(nbytes, RB, aligned, l2_bytes, l3_bytes)
     if pf_level == 2:
         return TWO_STAGE_PLAN
     return pf_dist, pf_level
@@ -256,8 +278,8 @@ def kernels(dtype: str, D: int):
         B = offsets.shape[0] - 1
         if offsets[0] != 0 or offsets[B] != indices.shape[0]:
             return -1
-        pf_dist, pf_level = _packed_plan(data.shape[0] * RB, RB, _line_aligned(data, C),
-                                         l2_bytes, l3_bytes)
+        pf_dist, pf_level = packed_plan(data.shape[0] * RB, RB, _line_aligned(data, C),
+                                        l2_bytes, l3_bytes)
         if threads > 1 and B > 1:
             return _q_par(data, indices, offsets, psw, mean, out, min(threads, B), pf_dist,
                           pf_level, ocol, KIND, D, H, C, LINE)
