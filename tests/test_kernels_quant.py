@@ -232,6 +232,24 @@ def test_numba_quant_converts_in_registers():
     assert "uitofp <" in ir and "x i8> " in ir
 
 
+def test_numba_int4_widens_bytes_before_splitting_nibbles():
+    # each byte widened to 32 bits, then masked / shifted: no byte-wide shift (x86 has none)
+    # and no extract-and-widen from registers per 16 bytes
+    import re
+    from dlrmprof.kernels import numba_quant
+    import numba
+    i1 = numba.types.Array(numba.int64, 1, "C")
+    u2 = numba.types.Array(numba.uint8, 2, "C")
+    f2 = numba.types.Array(numba.float32, 2, "C")
+    ser = numba_quant.kernels("int4", 64)[1]
+    sig = (u2, i1, i1, numba.types.none, numba.boolean, f2, numba.int64, numba.int64,
+           numba.int64, numba.int64, numba.int64)
+    twin = numba.njit(sig, cache=False, boundscheck=False, error_model="numpy")(ser.py_func)
+    ir = twin.inspect_llvm(sig)
+    assert re.search(r"and <\d+ x i32>", ir) and re.search(r"lshr <\d+ x i32>", ir)
+    assert not re.search(r"(and|lshr) <\d+ x i8>", ir)
+
+
 SIMULATED = """
 import numpy as np
 from dlrmprof import kernels
