@@ -80,7 +80,7 @@ def _layout(dtype: str, D: int):
 
 def _row_sum_zero(kind, out, D, H):
     """A bag's running sum at its start: ``<D x float>`` zeros, int4 two ``<D/2 x float>``
-    (even and odd columns) (compiled per literal `kind`, see `_overload_kind`)."""
+    (even and odd columns).  These three are compiled per literal `kind` (`_OV` below)."""
 
 
 def _row_sum_add(kind, st, data, idx, psw, p, D, H):
@@ -224,6 +224,11 @@ def _q_range(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, 
 def _q_par(data, indices, offsets, psw, mean, out, nparts, pf_dist, pf_level, ocol, KIND, D,
            H, C, LINE):
     """`_q_range` on `nparts` threads: static chunks of consecutive bags, one each."""
+    KIND = literally(KIND)
+    D = literally(D)
+    H = literally(H)
+    C = literally(C)
+    LINE = literally(LINE)
     B = offsets.shape[0] - 1
     bad = 0
     for t in prange(nparts):
