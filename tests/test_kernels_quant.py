@@ -216,19 +216,24 @@ def test_qembedding_bag_bad_inputs():
         kernels.numba_asm("qembedding_bag")
 
 
-def test_numba_quant_converts_in_registers():
-    # the int8 row is widened in vector registers (no scalar loop over the row's bytes)
+def _uncached_ir(dtype, D):
+    """LLVM IR of the packed serial kernel (uint8 table, int64 indices, no weights); a
+    cached dispatcher may hold only object code, so an uncached twin gives the text."""
     from dlrmprof.kernels import numba_quant
     import numba
     i1 = numba.types.Array(numba.int64, 1, "C")
     u2 = numba.types.Array(numba.uint8, 2, "C")
     f2 = numba.types.Array(numba.float32, 2, "C")
-    ser = numba_quant.kernels("int8", 16)[1]
+    ser = numba_quant.kernels(dtype, D)[1]
     sig = (u2, i1, i1, numba.types.none, numba.boolean, f2, numba.int64, numba.int64,
            numba.int64, numba.int64, numba.int64)
-    # a cached dispatcher may hold only object code: an uncached twin gives the IR text
     twin = numba.njit(sig, cache=False, boundscheck=False, error_model="numpy")(ser.py_func)
-    ir = twin.inspect_llvm(sig)
+    return twin.inspect_llvm(sig)
+
+
+def test_numba_quant_converts_in_registers():
+    # the int8 row is widened in vector registers (no scalar loop over the row's bytes)
+    ir = _uncached_ir("int8", 16)
     assert "uitofp <" in ir and "x i8> " in ir
 
 
@@ -236,16 +241,7 @@ def test_numba_int4_widens_bytes_before_splitting_nibbles():
     # each byte widened to 32 bits, then masked / shifted: no byte-wide shift (x86 has none)
     # and no extract-and-widen from registers per 16 bytes
     import re
-    from dlrmprof.kernels import numba_quant
-    import numba
-    i1 = numba.types.Array(numba.int64, 1, "C")
-    u2 = numba.types.Array(numba.uint8, 2, "C")
-    f2 = numba.types.Array(numba.float32, 2, "C")
-    ser = numba_quant.kernels("int4", 64)[1]
-    sig = (u2, i1, i1, numba.types.none, numba.boolean, f2, numba.int64, numba.int64,
-           numba.int64, numba.int64, numba.int64)
-    twin = numba.njit(sig, cache=False, boundscheck=False, error_model="numpy")(ser.py_func)
-    ir = twin.inspect_llvm(sig)
+    ir = _uncached_ir("int4", 64)
     assert re.search(r"and <\d+ x i32>", ir) and re.search(r"lshr <\d+ x i32>", ir)
     assert not re.search(r"(and|lshr) <\d+ x i8>", ir)
 
