@@ -59,8 +59,8 @@ elif family == "interaction":
     p = rng.standard_normal((128, 26, 16)).astype(np.float32)
     t = time.perf_counter(); got = kernels.interaction(d, p); dt = time.perf_counter() - t
     want = kernels.interaction(d, p, backend="reference")
-elif family == "qembedding_bag_int8":
-    qt = quant.quantize(w, "int8")
+elif family.startswith("qembedding_bag_"):
+    qt = quant.quantize(w, family.rsplit("_", 1)[1])
     t = time.perf_counter(); got = kernels.qembedding_bag(qt, idx, off)
     dt = time.perf_counter() - t
     want = kernels.qembedding_bag(qt, idx, off, backend="reference")
@@ -74,7 +74,8 @@ print(json.dumps({"first_call_s": dt, "ok": ok}))
 # entry kernels compile again in every process stays near half of its cold time or above)
 SERVED = 0.25
 
-FAMILIES = ("embedding_bag", "embedding_bag_sgd", "interaction", "qembedding_bag_int8")
+FAMILIES = ("embedding_bag", "embedding_bag_sgd", "interaction", "qembedding_bag_int8",
+            "qembedding_bag_int4", "qembedding_bag_fp16")
 
 
 def run_child(family: str, cache_dir: str) -> dict:

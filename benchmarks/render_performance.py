@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -128,7 +129,48 @@ def render_quantized(doc: dict) -> list[str]:
         out += ["", "Cells under 1.0x: " + "; ".join(
             f"{c['dtype']} R {c['R']:g} D {c['D']} L {c['L']} {c['dist']} {c['ratio']:.2f}x"
             for c in under) + "."]
+    return out + _quantized_plans(doc)
+
+
+def _cell_name(c: dict) -> str:
+    return f"{c['dtype']} R {c['R']:g} D {c['D']} L {c['L']} {c['dist']}"
+
+
+def _quantized_plans(doc: dict) -> list[str]:
+    """The cells whose packed prefetch plan differs from the fp32 plan (both timed in the
+    same rounds), and the cells re-timed in fresh processes (schema 3 on)."""
+    alt = [c for c in doc["cells"] if "ratio_fp32_plan" in c]
+    out = []
+    if alt:
+        gain = [c["ratio"] / c["ratio_fp32_plan"] for c in alt]
+        shown = [c for c, g in zip(alt, gain)
+                 if abs(g - 1.0) > 0.05 or min(c["ratio"], c["ratio_fp32_plan"]) < 1.0]
+        out += ["", f"Packed prefetch plan against the fp32 plan at the packed row's bytes, "
+                f"in the {len(alt)} cells where they differ (same rounds; packed ratio / fp32 "
+                f"plan's ratio): geomean {_geomean(gain):.2f}x, range {min(gain):.2f}-"
+                f"{max(gain):.2f}x.  Below, the {len(shown)} of them where the two differ by "
+                "more than 5% or either is under 1.0x; block medians: the ratio's median in "
+                "consecutive blocks of the cell's rounds.", "",
+                "| cell | plan (fp32 plan) | ratio | under the fp32 plan | block medians, "
+                "packed plan | block medians, fp32 plan |", "|---|---|---|---|---|---|"]
+        for c in shown:
+            out.append(f"| {_cell_name(c)} | {tuple(c['plan'])} ({tuple(c['fp32_plan'])}) | "
+                       f"{c['ratio']:.2f}x | {c['ratio_fp32_plan']:.2f}x | "
+                       + " ".join(f"{x:.2f}" for x in c["ratio_blocks"]) + " | "
+                       + " ".join(f"{x:.2f}" for x in c["ratio_blocks_fp32_plan"]) + " |")
+    for st in doc.get("stability", []):
+        procs = st["processes"]
+        out += ["", f"`{st['cell']}` in {len(procs)} fresh processes (ratio; under the fp32 "
+                "plan; share of the table in 2 MiB pages): " + "; ".join(
+                    f"{p['ratio']:.2f}x"
+                    + (f", {p['ratio_fp32_plan']:.2f}x" if "ratio_fp32_plan" in p else "")
+                    + (f", hp {p['huge_pages']:.2f}" if p.get("huge_pages") is not None
+                       else "") for p in procs) + "."]
     return out
+
+
+def _geomean(xs: list[float]) -> float:
+    return float(math.exp(sum(math.log(x) for x in xs) / len(xs)))
 
 
 def render_kernel_load(doc: dict) -> list[str]:

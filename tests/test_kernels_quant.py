@@ -115,9 +115,11 @@ def _tol(dtype, backend, ref):
 # (dtype, R, B, max_len, D, index dtype): each (dtype, D) is a compile of the numba kernel
 # (several seconds), so the cases cover each dtype at D 16, the two packed ones also at a
 # D whose vectors are held in pieces (24: int4's halves are 8 + 4 lanes), a table beyond L2
-# (the prefetch paths), int32 indices and the parallel path (nnz * D >= 2^16)
+# (the prefetch paths), int4 rows over 32 bytes within L2 (prefetched into L1), int32
+# indices and the parallel path (nnz * D >= 2^16)
 CASES = [(dt, 300, 50, 6, 16, np.int64) for dt in quant.EMB_DTYPES] + [
     ("int8", 2000, 40, 9, 24, np.int32), ("int4", 2000, 40, 9, 24, np.int32),
+    ("int4", 3000, 200, 9, 64, np.int64),
     ("fp16", 60000, 700, 12, 16, np.int64), ("int8", 60000, 700, 12, 16, np.int32),
     ("int4", 60000, 700, 12, 16, np.int64), ("bf16", 60000, 700, 12, 16, np.int32)]
 
@@ -167,6 +169,38 @@ def test_numba_every_prefetch_plan_and_bad_index(rng, dtype):
         kernels.qembedding_bag(qt, bad_idx, offsets, backend="numba")
 
 
+def test_packed_prefetch_plan():
+    from dlrmprof.kernels import numba_quant as nq
+    from dlrmprof.kernels.numba_prefetch import prefetch_plan
+    l2, l3 = 1 << 20, 32 << 20
+
+    def plan(nbytes, rb, aligned=False):
+        return (tuple(nq.packed_plan(nbytes, rb, aligned, l2, l3)),
+                tuple(nq.fp32_plan_at(nbytes, rb, aligned, l2, l3)))
+    # within L2: rows over 32 bytes into L1 16 ahead, smaller ones none (as fp32)
+    assert plan(680_000, 68) == ((16, 1), (0, 0))
+    assert plan(240_000, 24) == ((0, 0), (0, 0))
+    assert plan(320_000, 32, True) == ((0, 0), (0, 0))
+    # where the fp32 plan prefetches into L2 alone: the two-stage plan
+    assert plan(12_800_000, 128, True) == ((16, 4), (64, 2))
+    assert plan(720_000_000, 72) == ((16, 4), (32, 2))
+    # elsewhere the fp32 plan at the packed row's bytes (rows under a line beyond L3 / 4:
+    # the one-line plan even where they straddle two)
+    assert plan(1_360_000, 136) == ((16, 3), (16, 3))
+    assert plan(240_000_000, 24) == ((32, 4), (32, 4))
+    assert plan(2_400_000, 24) == (prefetch_plan(2_400_000, 24, 1, False),) * 2
+
+
+@pytest.mark.parametrize("dtype", ["int8", "int4", "fp16"])
+def test_packed_kernels_are_closures_over_ints_only(dtype):
+    # numba's cache keys a closure on its cells' values: a cell holding a kernel gets a fresh
+    # key in every process, and the kernel compiles again in each (bench_kernel_load.py)
+    from dlrmprof.kernels import numba_quant
+    for k in numba_quant.kernels(dtype, 16):
+        cells = [c.cell_contents for c in k.py_func.__closure__ or ()]
+        assert cells and all(type(c) is int for c in cells), (k, cells)
+
+
 def test_qembedding_bag_bad_inputs():
     qt = quant.quantize(np.zeros((4, 8), np.float32), "int8")
     idx, off = np.array([0, 1]), np.array([0, 2])
@@ -182,20 +216,34 @@ def test_qembedding_bag_bad_inputs():
         kernels.numba_asm("qembedding_bag")
 
 
-def test_numba_quant_converts_in_registers():
-    # the int8 row is widened in vector registers (no scalar loop over the row's bytes)
+def _uncached_ir(dtype, D):
+    """LLVM IR of the packed serial kernel (uint8 table, int64 indices, no weights); a
+    cached dispatcher may hold only object code, so an uncached twin gives the text."""
     from dlrmprof.kernels import numba_quant
     import numba
     i1 = numba.types.Array(numba.int64, 1, "C")
     u2 = numba.types.Array(numba.uint8, 2, "C")
     f2 = numba.types.Array(numba.float32, 2, "C")
-    ser = numba_quant.kernels("int8", 16)[1]
+    ser = numba_quant.kernels(dtype, D)[1]
     sig = (u2, i1, i1, numba.types.none, numba.boolean, f2, numba.int64, numba.int64,
            numba.int64, numba.int64, numba.int64)
-    # a cached dispatcher may hold only object code: an uncached twin gives the IR text
     twin = numba.njit(sig, cache=False, boundscheck=False, error_model="numpy")(ser.py_func)
-    ir = twin.inspect_llvm(sig)
+    return twin.inspect_llvm(sig)
+
+
+def test_numba_quant_converts_in_registers():
+    # the int8 row is widened in vector registers (no scalar loop over the row's bytes)
+    ir = _uncached_ir("int8", 16)
     assert "uitofp <" in ir and "x i8> " in ir
+
+
+def test_numba_int4_widens_bytes_before_splitting_nibbles():
+    # each byte widened to 32 bits, then masked / shifted: no byte-wide shift (x86 has none)
+    # and no extract-and-widen from registers per 16 bytes
+    import re
+    ir = _uncached_ir("int4", 64)
+    assert re.search(r"and <\d+ x i32>", ir) and re.search(r"lshr <\d+ x i32>", ir)
+    assert not re.search(r"(and|lshr) <\d+ x i8>", ir)
 
 
 SIMULATED = """

@@ -7,6 +7,8 @@ stored in fewer bytes, converting in registers (no float32 copy of the row is wr
     vload_bf16(a, i, j, n)   a: uint16 [R, C] holding bfloat16    zext, shift left 16
     vload_u8(a, i, j, n)     a: uint8 [R, C]                      uitofp
     vload_u4lo / vload_u4hi  a: uint8 [R, C], n bytes -> the n low / high nibbles
+                             (each byte widened to 32 bits first, then masked / shifted:
+                             one vpmovzxbd per 16 bytes, no byte shifts or extracts)
     load_f32(a, i, j)        the float32 at bytes a[i, j:j+4] (a row's int8 scale or bias)
     load_f16(a, i, j)        the half at bytes a[i, j:j+2], as float32 (int4's scale, bias)
     vstore_zip(out, i, j, lo, hi)   out[i, j+2k] = lo[k], out[i, j+2k+1] = hi[k]
@@ -87,13 +89,15 @@ def _cvt_u8(builder, raw, lanes):
 
 
 def _cvt_lo(builder, raw, lanes):
-    lo = builder.and_(raw, ir.Constant(ir.VectorType(ir.IntType(8), lanes), 15))
-    return builder.uitofp(lo, ir.VectorType(_F32, lanes))
+    i32 = ir.VectorType(ir.IntType(32), lanes)
+    lo = builder.and_(builder.zext(raw, i32), ir.Constant(i32, 15))
+    return builder.sitofp(lo, ir.VectorType(_F32, lanes))
 
 
 def _cvt_hi(builder, raw, lanes):
-    hi = builder.lshr(raw, ir.Constant(ir.VectorType(ir.IntType(8), lanes), 4))
-    return builder.uitofp(hi, ir.VectorType(_F32, lanes))
+    i32 = ir.VectorType(ir.IntType(32), lanes)
+    hi = builder.lshr(builder.zext(raw, i32), ir.Constant(i32, 4))
+    return builder.sitofp(hi, ir.VectorType(_F32, lanes))
 
 
 def _loader_intrinsic(name, kind, bits, convert):
