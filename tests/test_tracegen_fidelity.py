@@ -153,7 +153,7 @@ def test_a_table_losing_to_the_naive_baseline_is_flagged():
              "fidelity": f} for n, f in (("A", won), ("B", lost))]
     lines = _table_lines(rows)
     assert not lines[1].endswith("!") and lines[2].endswith("!")
-    assert "on 1 table(s): B" in lines[-1]
+    assert lines[-1].endswith("on 1 table(s), by at most 0.0020: B")
 
 
 def test_longer_trace_grows_distinct_along_the_fitted_curve(tmp_path):
