@@ -22,7 +22,8 @@ its fidelity averaged (`tracegen.fidelity`, the same figures as gen-trace's repo
 * classes, own stacks: the same classes, each on its own LRU stack, distances counted among
   the class's ids only (per window and class);
 * classes + 64 hot: the 64 most popular ids as classes of one id each (exact per-window
-  counts, placed at random in their window), the rest as above.
+  counts, placed at random in their window), the rest as above; capped: no id of a class
+  [2^c, 2^(c+1)) used more than 2^(c+1) - 1 times (the nearest id under the cap is taken).
 
 The alternative models run on plain move-to-front arrays (O(depth) per access): they are
 measured here, not shipped.  Each synthesis is checked before it is measured: its length and
@@ -202,9 +203,10 @@ def _classes_global(bounds, cls_acc, cls_cold, cdf, edges, seed):
 
 
 @njit(cache=True)
-def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax):
+def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap):
     """Each class on its own LRU stack, class-local distances per window and class; returns
-    (ids, class of each access)."""
+    (ids, class of each access).  cap[c] > 0: an id of class c used cap[c] times is not
+    drawn again (the nearest id of its stack under the cap is taken)."""
     n = bounds[-1]
     C = cls_acc.shape[1]
     out = np.empty(n, np.int64)
@@ -213,6 +215,7 @@ def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax):
     stk = np.empty((C, nmax + 1), np.int64)
     D = np.zeros(C, np.int64)
     ev = np.empty(n, np.int64)
+    used = np.zeros(n + 1, np.int64)
     items = 0
     for w in range(bounds.shape[0] - 1):
         _shuffled_events(state, cls_acc[w], ev)
@@ -229,8 +232,17 @@ def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax):
                 D[c] += 1
             else:
                 d = _depth(state, cdf[w, c], edges, D[c])
+                if cap[c] > 0 and used[stk[c, d]] >= cap[c]:
+                    for r in range(1, D[c]):
+                        if d + r < D[c] and used[stk[c, d + r]] < cap[c]:
+                            d += r
+                            break
+                        if d - r >= 0 and used[stk[c, d - r]] < cap[c]:
+                            d -= r
+                            break
                 g = stk[c, d]
                 _to_front(stk[c], d, g)
+            used[g] += 1
             out[pos] = g
             acc_cls[pos] = c
     return out, acc_cls
@@ -330,11 +342,17 @@ def variants(src: Source, ids: np.ndarray, seed: int):
     out["classes, global depth"] = global_depth
     for hot in (0, 64):
         out[f"classes, own stacks{f' + {hot} hot' if hot else ''}"] = _own(src, hot, seed)
+    out["classes, own stacks, capped"] = _own(src, 0, seed, capped=True)
+    out["classes, own stacks + 64 hot, capped"] = _own(src, 64, seed, capped=True)
     return out
 
 
-def _own(src: Source, hot: int, seed: int):
+def _own(src: Source, hot: int, seed: int, capped: bool = False):
     acc_cls, C = src.classes(hot)
+    # capped: no id of a log2 class gets more accesses than the class's largest count
+    cap = np.zeros(C, np.int64)
+    if capped:
+        cap[hot:] = (np.int64(2) << np.arange(C - hot)) - 1
     dist = np.empty(src.n, np.int64)
     for c in range(C):                        # distances among the class's ids only
         at = np.flatnonzero(acc_cls == c)
@@ -346,7 +364,7 @@ def _own(src: Source, hot: int, seed: int):
     nmax = int(np.bincount(acc_cls[dist < 0], minlength=C).max())
 
     def synth(s):
-        o, ac = _classes_own(src.bounds, acc, cold, cdf, src.edges, seed + s, nmax)
+        o, ac = _classes_own(src.bounds, acc, cold, cdf, src.edges, seed + s, nmax, cap)
         _check_classes(src, ac, C, acc, "classes, own stacks")
         return o, None
     return synth
