@@ -47,7 +47,7 @@ from dlrmprof.tracegen import workloads
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
 from dlrmprof.tracegen.generate import _profile
 from dlrmprof.tracegen.profile import build_profile
-from dlrmprof.tracegen.synth import _below, synthesize_bags
+from dlrmprof.tracegen.synth import _below, _draw_bin, synthesize_bags
 
 SCHEMA = "dlrmprof.bench.tracegen_models/1"
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,22 +74,24 @@ def streams(n: int) -> dict[str, np.ndarray]:
 def _depth(state, wc, edges, D):
     """A reuse distance drawn from the binned cdf `wc` (redrawn up to 8 times while not
     shallower than the stack's D ids, then clamped to its bottom)."""
-    tot = wc[wc.shape[0] - 1]
-    d = D
     for _ in range(8):
-        u = _below(state, tot)
-        lo, hi = 0, wc.shape[0] - 1
-        while lo < hi:
-            m = (lo + hi) >> 1
-            if wc[m] <= u:
-                lo = m + 1
-            else:
-                hi = m
-        width = edges[lo + 1] - edges[lo]
-        d = edges[lo] + (_below(state, width) if width > 1 else 0)
+        d = _draw_bin(state, wc, wc[wc.shape[0] - 1], edges)
         if d < D:
             return d
     return D - 1
+
+
+@njit(cache=True)
+def _next_event(state, ev, i, rc, rw):
+    """(class, first touch?) of a window's i-th event; a class's first touches are spread at
+    random over its accesses (rc, rw: its first touches and reuses left, updated)."""
+    c = ev[i]
+    cold = _below(state, rc[c] + rw[c]) < rc[c]
+    if cold:
+        rc[c] -= 1
+    else:
+        rw[c] -= 1
+    return c, cold
 
 
 @njit(cache=True)
@@ -181,10 +183,7 @@ def _classes_global(bounds, cls_acc, cls_cold, cdf, edges, seed):
         _shuffled_events(state, cls_acc[w], ev)
         rc, rw = cls_cold[w].copy(), cls_acc[w] - cls_cold[w]
         for pos in range(bounds[w], bounds[w + 1]):
-            c = ev[pos - bounds[w]]
-            cold = _below(state, rc[c] + rw[c]) < rc[c]
-            rc[c] -= cold
-            rw[c] -= not cold
+            c, cold = _next_event(state, ev, pos - bounds[w], rc, rw)
             if cold or D == 0 or cdf[c, -1] == 0:
                 g = items
                 items += 1
@@ -216,15 +215,13 @@ def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap):
     D = np.zeros(C, np.int64)
     ev = np.empty(n, np.int64)
     used = np.zeros(n + 1, np.int64)
+    under = np.zeros(n + 1, np.int64)          # 1: the id is still under its class's cap
     items = 0
     for w in range(bounds.shape[0] - 1):
         _shuffled_events(state, cls_acc[w], ev)
         rc, rw = cls_cold[w].copy(), cls_acc[w] - cls_cold[w]
         for pos in range(bounds[w], bounds[w + 1]):
-            c = ev[pos - bounds[w]]
-            cold = _below(state, rc[c] + rw[c]) < rc[c]
-            rc[c] -= cold
-            rw[c] -= not cold
+            c, cold = _next_event(state, ev, pos - bounds[w], rc, rw)
             if cold or D[c] == 0 or cdf[w, c, -1] == 0:
                 g = items
                 items += 1
@@ -232,17 +229,12 @@ def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap):
                 D[c] += 1
             else:
                 d = _depth(state, cdf[w, c], edges, D[c])
-                if cap[c] > 0 and used[stk[c, d]] >= cap[c]:
-                    for r in range(1, D[c]):
-                        if d + r < D[c] and used[stk[c, d + r]] < cap[c]:
-                            d += r
-                            break
-                        if d - r >= 0 and used[stk[c, d - r]] < cap[c]:
-                            d -= r
-                            break
+                j = _nearest(stk[c], D[c], d, under, 1)
+                d = d if j < 0 else j
                 g = stk[c, d]
                 _to_front(stk[c], d, g)
             used[g] += 1
+            under[g] = 1 if cap[c] <= 0 or used[g] < cap[c] else 0
             out[pos] = g
             acc_cls[pos] = c
     return out, acc_cls
