@@ -21,13 +21,15 @@ its fidelity averaged (`tracegen.fidelity`, the same figures as gen-trace's repo
   histogram of global reuse distances and takes the nearest class-c id to that depth;
 * classes, own stacks: the same classes, each on its own LRU stack, distances counted among
   the class's ids only (per window and class);
-* classes + 64 hot: the 64 most popular ids as classes of one id each (exact per-window
-  counts, placed at random in their window), the rest as above; capped: no id of a class
-  [2^c, 2^(c+1)) used more than 2^(c+1) - 1 times (the nearest id under the cap is taken).
+* classes, own stacks + 64 hot: the 64 most popular ids as classes of one id each (exact
+  per-window counts, placed at random in their window), the rest as above;
+* capped (both of the above): no id of class c, counts [2^c, 2^(c+1)), is used more than
+  2^(c+1) - 1 times (the nearest id of its stack under the cap is taken).
 
 The alternative models run on plain move-to-front arrays (O(depth) per access): they are
-measured here, not shipped.  Each synthesis is checked before it is measured: its length and
-distinct count are the source's, and the class models' per-window class counts are exact.
+measured here, not shipped.  Each synthesis is checked before it is measured: its length is
+the source's, its distinct count within 2% of it, and the class models' per-window class
+counts are exact.
 """
 
 from __future__ import annotations
@@ -300,7 +302,7 @@ def _check(src: Source, out: np.ndarray, what: str) -> None:
                              f"{len(np.unique(out))}, expected {src.n} / {src.prof.distinct}")
 
 
-def _check_classes(src, acc_cls, C, want_acc, what):
+def _check_classes(src, acc_cls, want_acc, what):
     got = np.zeros_like(want_acc)
     np.add.at(got, (src.win, acc_cls), 1)
     if not np.array_equal(got, want_acc):
@@ -328,7 +330,7 @@ def variants(src: Source, ids: np.ndarray, seed: int):
 
     def global_depth(s):
         o, ac = _classes_global(src.bounds, acc, cold, cdf_g, src.edges, seed + s)
-        _check_classes(src, ac, C, acc, "classes, global depth")
+        _check_classes(src, ac, acc, "classes, global depth")
         return o, None
 
     out["classes, global depth"] = global_depth
@@ -357,7 +359,7 @@ def _own(src: Source, hot: int, seed: int, capped: bool = False):
 
     def synth(s):
         o, ac = _classes_own(src.bounds, acc, cold, cdf, src.edges, seed + s, nmax, cap)
-        _check_classes(src, ac, C, acc, "classes, own stacks")
+        _check_classes(src, ac, acc, "classes, own stacks")
         return o, None
     return synth
 
