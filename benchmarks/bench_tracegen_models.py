@@ -24,7 +24,8 @@ its fidelity averaged (`tracegen.fidelity`, the same figures as gen-trace's repo
 * classes, own stacks + 64 hot: the 64 most popular ids as classes of one id each (exact
   per-window counts, placed at random in their window), the rest as above;
 * capped (both of the above): no id of class c, counts [2^c, 2^(c+1)), is used more than
-  2^(c+1) - 1 times (the nearest id of its stack under the cap is taken).
+  2^(c+1) - 1 times (the nearest id of its stack under the cap is taken);
+* half-octave classes: the same, classes of counts [2^(c/2), 2^((c+1)/2)).
 
 The alternative models run on plain move-to-front arrays (O(depth) per access): they are
 measured here, not shipped.  Each synthesis is checked before it is measured: its length is
@@ -267,13 +268,19 @@ class Source:
         np.cumsum(np.bincount(win, minlength=len(self.bounds) - 1), out=off[1:])
         return cnt[order].astype(np.int64), off
 
-    def classes(self, hot: int):
-        """Class of each access: floor(log2(count)) capped, after `hot` classes of one id."""
-        c_id = np.minimum(np.log2(np.maximum(self.counts, 1)).astype(np.int64), CLASSES - 1)
+    def classes(self, hot: int, per_octave: int = 1):
+        """(class of each access, classes, the largest count of each class): classes of
+        counts floor(per_octave * log2(count)) (at most CLASSES * per_octave, the last open),
+        after `hot` classes of one id each (the most popular ids; largest count 0: none)."""
+        C = CLASSES * per_octave
+        c_id = np.floor(per_octave * np.log2(np.maximum(self.counts, 1)) + 1e-9)
+        c_id = np.minimum(c_id.astype(np.int64), C - 1)
+        largest = np.zeros(hot + C, np.int64)
+        largest[hot:] = np.ceil(2.0 ** ((np.arange(C) + 1) / per_octave) - 1e-9) - 1
         if hot:
             c_id = c_id + hot
             c_id[np.argsort(-self.counts, kind="stable")[:hot]] = np.arange(hot)
-        return c_id[self.ids], CLASSES + hot
+        return c_id[self.ids], hot + C, largest
 
     def class_windows(self, acc_cls, C, dist):
         """(accesses [W, C], first touches [W, C]) of each class per window."""
@@ -323,7 +330,7 @@ def variants(src: Source, ids: np.ndarray, seed: int):
     edges = _reuse.bin_edges(th.shape[1])
     out["counts as budgets"] = lambda s: (_budgets(src.bounds, src.prof.tail_cold, th, edges,
                                                    nc, off, seed + s)[0], None)
-    acc_cls, C = src.classes(0)
+    acc_cls, C, _ = src.classes(0)
     dist = _reuse.reuse_distances(src.ids)
     acc, cold = src.class_windows(acc_cls, C, dist)
     cdf_g = src.cdf(dist, acc_cls, (C,))
@@ -338,15 +345,17 @@ def variants(src: Source, ids: np.ndarray, seed: int):
         out[f"classes, own stacks{f' + {hot} hot' if hot else ''}"] = _own(src, hot, seed)
     out["classes, own stacks, capped"] = _own(src, 0, seed, capped=True)
     out["classes, own stacks + 64 hot, capped"] = _own(src, 64, seed, capped=True)
+    out["half-octave classes, own stacks, capped"] = _own(src, 0, seed, capped=True,
+                                                          per_octave=2)
     return out
 
 
-def _own(src: Source, hot: int, seed: int, capped: bool = False):
-    acc_cls, C = src.classes(hot)
+def _own(src: Source, hot: int, seed: int, capped: bool = False, per_octave: int = 1):
+    acc_cls, C, largest = src.classes(hot, per_octave)
     # capped: no id of a log2 class gets more accesses than the class's largest count
     cap = np.zeros(C, np.int64)
     if capped:
-        cap[hot:] = (np.int64(2) << np.arange(C - hot)) - 1
+        cap = largest
     dist = np.empty(src.n, np.int64)
     for c in range(C):                        # distances among the class's ids only
         at = np.flatnonzero(acc_cls == c)
