@@ -25,7 +25,9 @@ its fidelity averaged (`tracegen.fidelity`, the same figures as gen-trace's repo
   per-window counts, placed at random in their window), the rest as above;
 * capped (both of the above): no id of class c, counts [2^c, 2^(c+1)), is used more than
   2^(c+1) - 1 times (the nearest id of its stack under the cap is taken);
-* half-octave classes: the same, classes of counts [2^(c/2), 2^((c+1)/2)).
+* half-octave classes: the same, classes of counts [2^(c/2), 2^((c+1)/2));
+* classes, own stacks, counts as budgets: each id's limit is a count drawn (without
+  replacement) from the counts of the source's ids of its class first seen in its window.
 
 The alternative models run on plain move-to-front arrays (O(depth) per access): they are
 measured here, not shipped.  Each synthesis is checked before it is measured: its length is
@@ -205,10 +207,12 @@ def _classes_global(bounds, cls_acc, cls_cold, cdf, edges, seed):
 
 
 @njit(cache=True)
-def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap):
+def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap, pool, pool_off):
     """Each class on its own LRU stack, class-local distances per window and class; returns
-    (ids, class of each access).  cap[c] > 0: an id of class c used cap[c] times is not
-    drawn again (the nearest id of its stack under the cap is taken)."""
+    (ids, class of each access).  An id's limit: drawn at its first touch (without
+    replacement) from pool[pool_off[w * C + c]:pool_off[w * C + c + 1]], the counts of the
+    source's class-c ids first seen in window w, else cap[c]; an id that has used its limit
+    (> 0) is not drawn again (the nearest id of its stack under its limit is taken)."""
     n = bounds[-1]
     C = cls_acc.shape[1]
     out = np.empty(n, np.int64)
@@ -218,7 +222,10 @@ def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap):
     D = np.zeros(C, np.int64)
     ev = np.empty(n, np.int64)
     used = np.zeros(n + 1, np.int64)
-    under = np.zeros(n + 1, np.int64)          # 1: the id is still under its class's cap
+    under = np.zeros(n + 1, np.int64)          # 1: the id is still under its limit
+    lim = np.zeros(n + 1, np.int64)
+    left = pool_off[1:] - pool_off[:-1]        # counts not drawn yet, per (window, class)
+    pool = pool.copy()
     items = 0
     for w in range(bounds.shape[0] - 1):
         _shuffled_events(state, cls_acc[w], ev)
@@ -228,6 +235,13 @@ def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap):
             if cold or D[c] == 0 or cdf[w, c, -1] == 0:
                 g = items
                 items += 1
+                lim[g] = cap[c]
+                k = w * C + c
+                if left[k] > 0:                 # a count of the pool, without replacement
+                    i = pool_off[k] + _below(state, left[k])
+                    lim[g] = pool[i]
+                    left[k] -= 1
+                    pool[i] = pool[pool_off[k] + left[k]]
                 _to_front(stk[c], D[c], g)
                 D[c] += 1
             else:
@@ -237,7 +251,7 @@ def _classes_own(bounds, cls_acc, cls_cold, cdf, edges, seed, nmax, cap):
                 g = stk[c, d]
                 _to_front(stk[c], d, g)
             used[g] += 1
-            under[g] = 1 if cap[c] <= 0 or used[g] < cap[c] else 0
+            under[g] = 1 if lim[g] <= 0 or used[g] < lim[g] else 0
             out[pos] = g
             acc_cls[pos] = c
     return out, acc_cls
@@ -347,27 +361,35 @@ def variants(src: Source, ids: np.ndarray, seed: int):
     out["classes, own stacks + 64 hot, capped"] = _own(src, 64, seed, capped=True)
     out["half-octave classes, own stacks, capped"] = _own(src, 0, seed, capped=True,
                                                           per_octave=2)
+    out["classes, own stacks, counts as budgets"] = _own(src, 0, seed, budgets=True)
     return out
 
 
-def _own(src: Source, hot: int, seed: int, capped: bool = False, per_octave: int = 1):
+def _own(src: Source, hot: int, seed: int, capped: bool = False, per_octave: int = 1,
+         budgets: bool = False):
     acc_cls, C, largest = src.classes(hot, per_octave)
-    # capped: no id of a log2 class gets more accesses than the class's largest count
-    cap = np.zeros(C, np.int64)
-    if capped:
-        cap = largest
+    # capped: no id of a class gets more accesses than the class's largest count
+    cap = largest if capped else np.zeros(C, np.int64)
+    W = len(src.bounds) - 1
+    pool, pool_off = np.zeros(0, np.int64), np.zeros(W * C + 1, np.int64)
+    if budgets:                     # each id's count, by its first window and its class
+        _, first, cnt = np.unique(src.ids, return_index=True, return_counts=True)
+        key = src.win[first] * C + acc_cls[first]
+        order = np.argsort(key, kind="stable")
+        pool = cnt[order].astype(np.int64)
+        np.cumsum(np.bincount(key, minlength=W * C), out=pool_off[1:])
     dist = np.empty(src.n, np.int64)
     for c in range(C):                        # distances among the class's ids only
         at = np.flatnonzero(acc_cls == c)
         if at.size:
             dist[at] = _reuse.reuse_distances(src.ids[at])
     acc, cold = src.class_windows(acc_cls, C, dist)
-    W = len(src.bounds) - 1
     cdf = src.cdf(dist, src.win * C + acc_cls, (W, C))
     nmax = int(np.bincount(acc_cls[dist < 0], minlength=C).max())
 
     def synth(s):
-        o, ac = _classes_own(src.bounds, acc, cold, cdf, src.edges, seed + s, nmax, cap)
+        o, ac = _classes_own(src.bounds, acc, cold, cdf, src.edges, seed + s, nmax, cap,
+                             pool, pool_off)
         _check_classes(src, ac, acc, "classes, own stacks")
         return o, None
     return synth
