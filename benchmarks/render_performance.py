@@ -81,6 +81,20 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
     return out
 
 
+def render_tracegen_models(doc: dict) -> list[str]:
+    """benchmarks/bench_tracegen_models.py: each synthesis model's mean errors per stream."""
+    out = [f"Mean of {doc.get('syntheses')} syntheses per variant (seed {doc.get('seed')} on).",
+           "", "| stream | variant | LRU MAE | LFU MAE | FIFO MAE | SA32 MAE | top-10 share | "
+           "distinct | batch unique / overlap (worst) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, st in doc["streams"].items():
+        for v, r in st["variants"].items():
+            out.append(f"| {name} | {v} | {r['mrc_mae']:.4f} | {r['lfu_mae']:.4f} | "
+                       f"{r['fifo_mae']:.4f} | {r['setassoc32_mae']:.4f} | "
+                       f"{100 * r['top10_share']:.1f}% | {100 * r['distinct']:.2f}% | "
+                       f"{100 * r['batch_unique']:.1f}% / {100 * r['batch_overlap']:.1f}% |")
+    return out
+
+
 def render_policies(doc: dict) -> list[str]:
     out = ["| stream | accesses | distinct | sizes | FIFO+LFU+SA32 best s (CPU s) | exact LRU "
            "pass s | ratio | per policy s (FIFO / LFU / SA32) | vs Python reference |",
@@ -300,6 +314,7 @@ def render_gpu_graph(doc: dict) -> list[str]:
 
 
 RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
+             "dlrmprof.bench.tracegen_models": render_tracegen_models,
              "dlrmprof.gpu_graph_check": render_gpu_graph,
              "dlrmprof.bench.capture_scale": render_capture_scale,
              "dlrmprof.bench.policies": render_policies,
