@@ -185,6 +185,26 @@ def _q_range(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, 
     H = literally(H)
     C = literally(C)
     LINE = literally(LINE)
+    if mean:
+        return _q_bags(data, indices, offsets, psw, True, out, b0, b1, pf_dist, pf_level, ocol,
+                       KIND, D, H, C, LINE)
+    return _q_bags(data, indices, offsets, psw, False, out, b0, b1, pf_dist, pf_level, ocol,
+                   KIND, D, H, C, LINE)
+
+
+@njit(**OPTS)
+def _q_bags(data, indices, offsets, psw, MEAN, out, b0, b1, pf_dist, pf_level, ocol, KIND, D,
+            H, C, LINE):
+    """`_q_range`'s loop, compiled once per literal MEAN: under a runtime `mean`, LLVM
+    computed every bag's 1 / length (an int-to-double convert and a divide) and selected it
+    away in sum mode, a fixed cost per bag that short bags felt most (docs/performance.md,
+    "Packed embedding tables")."""
+    MEAN = literally(MEAN)
+    KIND = literally(KIND)
+    D = literally(D)
+    H = literally(H)
+    C = literally(C)
+    LINE = literally(LINE)
     R = data.shape[0]
     bad = 0
     p_end = offsets[b1]
@@ -215,7 +235,7 @@ def _q_range(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, 
                 continue
             st, bias = _row_sum_add(KIND, st, data, idx, psw, p, D, H)
             bsum += bias
-        scale = np.float32(1.0 / (e - s)) if mean and e > s else np.float32(1.0)
+        scale = np.float32(1.0 / (e - s)) if MEAN and e > s else np.float32(1.0)
         _row_sum_store(KIND, out, b, ocol, st, bsum, scale)
     return bad
 
