@@ -155,15 +155,17 @@ def test_numba_every_prefetch_plan_and_bad_index(rng, dtype):
     qt = quant.quantize(_table(rng, R, D), dtype)
     data = numba_quant.storage(dtype, qt.data)
     indices, offsets = _bags(rng, R, B, 10)
-    ref = kernels.qembedding_bag(qt, indices, offsets, backend="reference")
+    refs = {mean: kernels.qembedding_bag(qt, indices, offsets, "mean" if mean else "sum",
+                                         backend="reference") for mean in (False, True)}
     ser = numba_quant.kernels(dtype, D)[1]
     bad_idx = indices.copy()
     bad_idx[4] = R
     for dist in (1, 5, 32):
         for level in (0, 1, 2, 3, 4):
-            out = np.full((B, D), np.nan, np.float32)
-            assert ser(data, indices, offsets, None, False, out, 0, B, dist, level, 0) == 0
-            np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
+            for mean, ref in refs.items():   # the loop is compiled once per literal mean
+                out = np.full((B, D), np.nan, np.float32)
+                assert ser(data, indices, offsets, None, mean, out, 0, B, dist, level, 0) == 0
+                np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5 * np.abs(ref).max())
             assert ser(data, bad_idx, offsets, None, False, out, 0, B, dist, level, 0) == 1
     with pytest.raises(IndexError, match="out-of-range"):
         kernels.qembedding_bag(qt, bad_idx, offsets, backend="numba")
