@@ -1,6 +1,6 @@
 """numba CPU embedding bag over packed tables (fp16, bf16, int8, int4; `kernels.quant`).
 
-One loop for every kind (`_q_range`), the fp32 kernel's shape (`numba_embedding._eb_vec_range`):
+One loop for every kind (`_q_bags`), the fp32 kernel's shape (`numba_embedding._eb_vec_range`):
 a bag's sum is one ``<D x float>`` register value; each looked-up row is loaded in its stored
 width and converted in registers (`_qsimd`), never written out as float32.  int8 / int4 rows
 add ``q * (w * scale)`` with one fused multiply-add per element and keep the sum of
@@ -179,7 +179,7 @@ def _q_range(data, indices, offsets, psw, mean, out, b0, b1, pf_dist, pf_level, 
              H, C, LINE):
     """Bags b0..b1 of a packed table into out[b, ocol:ocol + D]; returns the number of
     out-of-range indices (skipped) and decreasing offsets.  KIND, D, H, C and LINE (see
-    `_layout`) are literal: one compiled form per (dtype, D)."""
+    `_layout`) are literal: one compiled form per (dtype, D), its loop two (`_q_bags`)."""
     KIND = literally(KIND)
     D = literally(D)
     H = literally(H)
