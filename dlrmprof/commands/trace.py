@@ -205,8 +205,13 @@ def _capture(spec, nproc, synth):
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
     click.echo(f"profiling the tables in {nproc} ranks (gloo, tables split round-robin)",
                err=True)
+    # fork: this process has run no threads yet, and the ranks then start without importing
+    # torch again (spawn costs each rank its own import)
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     return launch(None, DistOptions(nproc=nproc, backend="gloo"), entry=capture_rank,
-                  args=(spec, synth), fingerprint=False)[0]
+                  args=(spec, synth), fingerprint=False, start_method=method)[0]
 
 
 PHASE_LABELS = {"capture": "read and profile", "synthesis": "synthesize and measure fidelity",
