@@ -44,3 +44,28 @@ def test_parallel_capture_bad_input_is_one_line(tmp_path):
     assert res.exit_code == 2, res.output
     assert "bad.csv:3" in res.output and "Traceback" not in res.output
     assert not out.exists()
+
+
+def test_ranks_returning_their_shares_equal_the_gather_on_rank_0():
+    """gather=False (gen-trace --nproc: each rank's share goes to the launching process) and
+    gather=True (torchrun: rank 0 gathers) give the same capture, table for table."""
+    import numpy as np
+
+    from dlrmprof.session.launch import DistOptions, launch
+    from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan, capture_rank, merge_shares
+
+    spec = CaptureSpec(source="kaggle", tables="C1,C3,C9")
+    synth = SynthPlan(seed=3)
+    runs = {}
+    for gather, method in ((True, "spawn"), (False, "fork")):
+        got = launch(None, DistOptions(nproc=2, backend="gloo"), entry=capture_rank,
+                     args=(spec, synth, gather), fingerprint=False, start_method=method)
+        runs[gather] = got[0] if gather else merge_shares(got)
+    a, b = runs[True], runs[False]
+    assert sorted(a.synthesized) == sorted(b.synthesized) == [0, 1, 2]
+    assert [p.name for p in a.profiles] == [p.name for p in b.profiles] == ["C1", "C3", "C9"]
+    for t in range(3):
+        ids_a, offs_a, fid_a, n_a = a.synthesized[t]
+        ids_b, offs_b, fid_b, n_b = b.synthesized[t]
+        assert np.array_equal(ids_a, ids_b) and n_a == n_b and fid_a == fid_b
+        assert (offs_a is None) == (offs_b is None)

@@ -189,7 +189,7 @@ def _capture(spec, nproc, synth):
     also synthesize their tables as `synth` (a capture.SynthPlan) says."""
     import os
 
-    from dlrmprof.tracegen.capture import capture, capture_rank
+    from dlrmprof.tracegen.capture import capture, capture_rank, merge_shares
 
     if "RANK" not in os.environ and nproc in (None, 1):      # no torch import on this path
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
@@ -210,8 +210,9 @@ def _capture(spec, nproc, synth):
     import multiprocessing
 
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return launch(None, DistOptions(nproc=nproc, backend="gloo"), entry=capture_rank,
-                  args=(spec, synth), fingerprint=False, start_method=method)[0]
+    return merge_shares(launch(None, DistOptions(nproc=nproc, backend="gloo"),
+                               entry=capture_rank, args=(spec, synth, False),
+                               fingerprint=False, start_method=method))
 
 
 PHASE_LABELS = {"capture": "read and profile", "synthesis": "synthesize and measure fidelity",

@@ -162,12 +162,18 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
     return Captured(profiles, info, notes, None)
 
 
-def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured | None:
+def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None,
+                 gather: bool = True) -> Captured | dict | None:
     """One rank of a table-parallel capture: profile this rank's tables, exchange every rank's
     profiles and, with `synth`, synthesize this rank's tables (and measure their fidelity);
     rank 0 gathers it all in table order.  Returns the whole capture on rank 0 (with
     `synthesized` for `generate.synthesize_trace(done=...)`), None on the others.  Needs the
-    torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+    torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...).
+
+    `gather=False` (ranks started by `launch`, whose parent collects every rank's return
+    value): no gather to rank 0; rank 0 returns the capture with its own share in
+    `synthesized`, the others their share ({table: result}), and `merge_shares` joins them
+    in the parent -- each share crosses one process boundary instead of two."""
     import datetime
 
     import torch.distributed as dist
@@ -188,17 +194,29 @@ def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured 
         done = None
         if synth is not None and profiles:
             done = _synthesize_share(profiles, part.table_rows_synth, synth, rank, world)
-            shares = [None] * world if rank == 0 else None
-            dist.gather_object(done, shares, dst=0)
-            done = {t: res for share in (shares or []) for t, res in share.items()}
+            if gather:
+                shares = [None] * world if rank == 0 else None
+                dist.gather_object(done, shares, dst=0)
+                done = {t: res for share in (shares or []) for t, res in share.items()}
         if rank != 0:
-            return None
+            return None if gather else (done or {})
         part.profiles = profiles
         part.synthesized = done
         return part
     finally:
         if own_group:
             dist.destroy_process_group()
+
+
+def merge_shares(results: dict) -> Captured:
+    """The capture of a `capture_rank(gather=False)` job from {rank: return value}: rank 0's
+    capture with every rank's synthesized tables."""
+    got = results[0]
+    if got.synthesized is not None:
+        for rank, share in results.items():
+            if rank != 0:
+                got.synthesized.update(share)
+    return got
 
 
 def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
