@@ -6,7 +6,9 @@ table.  With `spec.part = (rank, world)` it profiles only the tables rank, rank 
 `capture_rank(spec, synth)` is what each rank of `gen-trace --nproc N` (or of `torchrun -m
 dlrmprof gen-trace ...`) runs: its share of the tables, every rank's profiles exchanged (so
 each knows the whole plan), then, with a `SynthPlan`, its share of the synthesis and fidelity
-measurement too; rank 0 gathers the profiles and the synthesized tables in table order.
+measurement too; rank 0 gathers the profiles and the synthesized tables in table order (or,
+when the ranks were started by `launch`, each returns its share to the launching process and
+`merge_shares` joins them there).
 Profiles and syntheses do not depend on which process made them (a table's synthesis depends
 on its profile, the sample count and the seed), so the trace (and its digest) is the same as
 one process writes.  Every rank reads the whole input in order (a Criteo or Terabyte file is
