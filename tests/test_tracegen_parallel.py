@@ -69,3 +69,21 @@ def test_ranks_returning_their_shares_equal_the_gather_on_rank_0():
         ids_b, offs_b, fid_b, n_b = b.synthesized[t]
         assert np.array_equal(ids_a, ids_b) and n_a == n_b and fid_a == fid_b
         assert (offs_a is None) == (offs_b is None)
+
+
+def test_split_parse_keeps_malformed_lines_and_their_numbers(tmp_path):
+    """Ranks parse a span of the file each: malformed lines in either span are counted and
+    named by their line in the whole file, as one process does (the header records them)."""
+    from dlrmprof.tracegen.readers import BUNDLED_SAMPLE
+
+    lines = BUNDLED_SAMPLE.read_bytes().splitlines(keepends=True)
+    lines.insert(200, b"1\tnot a row\n")
+    lines.insert(1700, b"0\t1\t2\n")
+    src = tmp_path / "bad.txt"
+    src.write_bytes(b"".join(lines[:-1]) + lines[-1].rstrip(b"\n"))   # no final newline
+    one = _gen(tmp_path, "one.npz", "--from", "kaggle", "--input", str(src))
+    many = _gen(tmp_path, "many.npz", "--from", "kaggle", "--input", str(src), "--nproc", "2")
+    assert many.read_bytes() == one.read_bytes()
+    source = Trace.load(many).header["source"]
+    assert source["malformed_lines"] == 2
+    assert any(":1701" in m for m in source["malformed_examples"]), source

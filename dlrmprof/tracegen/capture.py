@@ -19,6 +19,7 @@ onepass.KEEP_BYTES; no temporary files).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -138,6 +139,8 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
                      "(first 1,999 rows of train.txt; see dlrmprof/data/NOTICE)")
     names = readers.parse_tables(spec.tables) or list(readers.CRITEO_TABLES)
     mine = [names[i] for i in _mine(names, spec.part)]
+    if _split_parse_applies(spec, paths):
+        return _capture_criteo_split(spec, info, notes, paths[0], names)
     reader = readers.read_criteo(paths, max_rows=spec.max_rows, tables=mine or names[:1],
                                  table_rows=spec.table_rows, strict=spec.strict,
                                  threads=spec.read_threads)
@@ -162,6 +165,113 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
         notes.append(f"--table-rows {spec.table_rows}: raw values reduced modulo "
                      f"{spec.table_rows} while reading; merged values change locality")
     return Captured(profiles, info, notes, None)
+
+
+SPLIT_MAX_BYTES = 1 << 30     # inputs parsed by spans up to this size (each rank holds its span's
+                              # raw values, 8 bytes per table and row, and its tables' columns)
+_SPLIT_CHUNK = 1 << 16        # rows per block handed to the profile pass
+
+
+def _split_parse_applies(spec: CaptureSpec, paths: list) -> bool:
+    """Ranks parse a span of the input each (instead of all of it) for one uncompressed file
+    read whole and leniently, up to SPLIT_MAX_BYTES, inside a torch.distributed job."""
+    from dlrmprof.tracegen.criteo import _is_gzip
+
+    if spec.part is None or spec.part[1] < 2 or len(paths) != 1 or spec.max_rows is not None \
+            or spec.strict or _is_gzip(Path(paths[0])) \
+            or Path(paths[0]).stat().st_size > SPLIT_MAX_BYTES:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
+                          names: list) -> Captured:
+    """This rank's tables, with each rank parsing one span of the input (`line_spans`) and
+    sending every other rank the raw values of that rank's tables from its span; each rank
+    then maps its tables' values to dense ids in file order (rank 0's span first), so the ids,
+    and the profiles, are those of one reader of the whole file."""
+    import torch.distributed as dist
+
+    from dlrmprof.tracegen import criteo
+    from dlrmprof.tracegen.onepass import profiles_from_rows
+
+    rank, world = spec.part
+    span = criteo.line_spans(path, world)[rank]
+    reader = criteo.read_criteo(path, tables=names, table_rows=spec.table_rows,
+                                span=span, raw=True)
+    chunks = [c.sparse for c in reader]
+    own = np.concatenate(chunks) if chunks else np.zeros((0, len(names)), dtype=np.int64)
+    del chunks
+    stats = [None] * world
+    dist.all_gather_object(stats, (own.shape[0], reader.malformed, reader.malformed_examples))
+    blocks = _exchange(own, rank, world, [s[0] for s in stats])
+    del own
+    mine = [names[i] for i in _mine(names, spec.part)]
+    mapper = criteo.read_criteo(path, tables=mine or names[:1], table_rows=spec.table_rows)
+
+    def read():
+        for block in blocks:
+            for lo in range(0, block.shape[0], _SPLIT_CHUNK):
+                yield mapper.dense_ids(block[lo:lo + _SPLIT_CHUNK])
+
+    def rows():
+        return [spec.table_rows or max(d, 1) for d in mapper.table_distinct]
+
+    profiles = profiles_from_rows(read, mine, rows, spec.windows, spec.hot, spec.jobs,
+                                  spec.sample_rate) if mine else []
+    _span_info(info, stats)
+    if info.rows_read == 0:
+        raise UserError(f"{path}: expected at least one well-formed Criteo row, got none"
+                        + (f" ({info.malformed} malformed lines)" if info.malformed else ""))
+    if spec.table_rows is not None:
+        notes.append(f"--table-rows {spec.table_rows}: raw values reduced modulo "
+                     f"{spec.table_rows} while reading; merged values change locality")
+    return Captured(profiles, info, notes, None)
+
+
+def _exchange(own: np.ndarray, rank: int, world: int, rows: list) -> list:
+    """Every rank's span of this rank's tables' raw values, in rank order: this rank's from
+    `own`, the others' received (torch.distributed point-to-point; nothing sent when empty)."""
+    import torch
+    import torch.distributed as dist
+
+    T = own.shape[1]
+    n_mine = len(range(rank, T, world))
+    reqs, blocks = [], []
+    for o in range(world):
+        if o == rank:
+            continue
+        cols = list(range(o, T, world))
+        if own.shape[0] and cols:
+            reqs.append(dist.isend(torch.from_numpy(np.ascontiguousarray(own[:, cols])), o))
+    for o in range(world):
+        if o == rank:
+            blocks.append(np.ascontiguousarray(own[:, rank::world]))
+        elif rows[o] and n_mine:
+            buf = torch.empty((rows[o], n_mine), dtype=torch.int64)
+            reqs.append(dist.irecv(buf, o))
+            blocks.append(buf.numpy())
+    for req in reqs:
+        req.wait()
+    return blocks
+
+
+def _span_info(info, stats: list) -> None:
+    """The whole input's row and malformed-line figures from each span's, with the spans'
+    line numbers made the file's (each consumed line is a row or a malformed line)."""
+    from dataclasses import replace as _replace
+
+    from dlrmprof.tracegen.criteo import read_criteo
+
+    info.rows_read = sum(s[0] for s in stats)
+    info.malformed = sum(s[1] for s in stats)
+    examples, before = [], 0
+    for rows, bad, ex in stats:
+        examples += [_replace(m, line=m.line + before) for m in ex]
+        before += rows + bad
+    info.malformed_examples = [str(m) for m in examples[:read_criteo.MAX_EXAMPLES]]
 
 
 def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None,
