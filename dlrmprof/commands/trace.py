@@ -283,8 +283,8 @@ def _prefix_notes(trace) -> list[str]:
               help="Tables processed in parallel processes.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Profile the tables in N torch.distributed processes (gloo; tables split "
-                   "round-robin, each reading the input in order); the same trace as one "
-                   "process. Under torchrun this is implied.")
+                   "round-robin; one uncompressed file is parsed in N spans, one per rank); "
+                   "the same trace as one process. Under torchrun this is implied.")
 @click.option("--read-threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="Criteo input: threads parsing each block (helps on an idle multi-core host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -11,9 +11,11 @@ when the ranks were started by `launch`, each returns its share to the launching
 `merge_shares` joins them there).
 Profiles and syntheses do not depend on which process made them (a table's synthesis depends
 on its profile, the sample count and the seed), so the trace (and its digest) is the same as
-one process writes.  Every rank reads the whole input in order (a Criteo or Terabyte file is
-parsed by each rank for its own columns, twice when its copy of them would exceed
-onepass.KEEP_BYTES; no temporary files).
+one process writes.  One uncompressed Criteo file up to SPLIT_MAX_BYTES is parsed in spans,
+one per rank, and the ranks exchange their tables' raw values (`_capture_criteo_split`);
+otherwise every rank reads the whole input in order (a Criteo or Terabyte file is parsed by
+each rank for its own columns, twice when its copy of them would exceed onepass.KEEP_BYTES;
+no temporary files).
 """
 
 from __future__ import annotations
@@ -201,11 +203,15 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     span = criteo.line_spans(path, world)[rank]
     reader = criteo.read_criteo(path, tables=names, table_rows=spec.table_rows,
                                 span=span, raw=True)
-    chunks = [c.sparse for c in reader]
-    own = np.concatenate(chunks) if chunks else np.zeros((0, len(names)), dtype=np.int64)
-    del chunks
+    by_owner: list[list] = [[] for _ in range(world)]      # each rank's tables, column-major
+    for chunk in reader:
+        for o in range(world):
+            by_owner[o].append(np.ascontiguousarray(chunk.sparse[:, o::world]))
+        del chunk
+    own = [_stacked(parts, len(range(o, len(names), world))) for o, parts in enumerate(by_owner)]
+    del by_owner
     stats = [None] * world
-    dist.all_gather_object(stats, (own.shape[0], reader.malformed, reader.malformed_examples))
+    dist.all_gather_object(stats, (reader.rows_read, reader.malformed, reader.malformed_examples))
     blocks = _exchange(own, rank, world, [s[0] for s in stats])
     del own
     mine = [names[i] for i in _mine(names, spec.part)]
@@ -231,24 +237,32 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     return Captured(profiles, info, notes, None)
 
 
-def _exchange(own: np.ndarray, rank: int, world: int, rows: list) -> list:
+def _stacked(parts: list, cols: int) -> np.ndarray:
+    """Row blocks joined, freed as they are copied."""
+    out = np.empty((sum(p.shape[0] for p in parts), cols), dtype=np.int64)
+    at = 0
+    while parts:
+        p = parts.pop(0)
+        out[at:at + p.shape[0]] = p
+        at += p.shape[0]
+    return out
+
+
+def _exchange(own: list, rank: int, world: int, rows: list) -> list:
     """Every rank's span of this rank's tables' raw values, in rank order: this rank's from
-    `own`, the others' received (torch.distributed point-to-point; nothing sent when empty)."""
+    `own` (its span's raw values by owning rank), the others' received (torch.distributed
+    point-to-point; nothing sent when empty)."""
     import torch
     import torch.distributed as dist
 
-    T = own.shape[1]
-    n_mine = len(range(rank, T, world))
+    n_mine = own[rank].shape[1]
     reqs, blocks = [], []
     for o in range(world):
-        if o == rank:
-            continue
-        cols = list(range(o, T, world))
-        if own.shape[0] and cols:
-            reqs.append(dist.isend(torch.from_numpy(np.ascontiguousarray(own[:, cols])), o))
+        if o != rank and own[o].size:
+            reqs.append(dist.isend(torch.from_numpy(own[o]), o))
     for o in range(world):
         if o == rank:
-            blocks.append(np.ascontiguousarray(own[:, rank::world]))
+            blocks.append(own[rank])
         elif rows[o] and n_mine:
             buf = torch.empty((rows[o], n_mine), dtype=torch.int64)
             reqs.append(dist.irecv(buf, o))
