@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli_helpers import one_line_error
+
 from dlrmprof.cli import cli
 from dlrmprof.tracegen import Trace
 
@@ -87,3 +89,14 @@ def test_split_parse_keeps_malformed_lines_and_their_numbers(tmp_path):
     source = Trace.load(many).header["source"]
     assert source["malformed_lines"] == 2
     assert any(":1701" in m for m in source["malformed_examples"]), source
+
+
+def test_split_parse_of_no_well_formed_row_is_one_line(tmp_path):
+    src = tmp_path / "junk.txt"
+    src.write_text("x\ty\n" * 50)
+    out = tmp_path / "t.npz"
+    res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--input", str(src),
+                                   "--nproc", "2", "--out", str(out)])
+    line = one_line_error(res)
+    assert "junk.txt: expected at least one well-formed Criteo row" in line
+    assert "(50 malformed lines)" in line and not out.exists()

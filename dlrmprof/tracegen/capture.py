@@ -160,9 +160,13 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
     info.rows_read = reader.rows_read
     info.malformed = reader.malformed
     info.malformed_examples = [str(m) for m in reader.malformed_examples]
-    if reader.rows_read == 0:
-        raise UserError(f"{paths[0]}: expected at least one well-formed Criteo row, got none"
-                        + (f" ({reader.malformed} malformed lines)" if reader.malformed else ""))
+    return _criteo_captured(spec, info, notes, paths[0], profiles)
+
+
+def _criteo_captured(spec: CaptureSpec, info, notes: list, path, profiles: list) -> Captured:
+    if info.rows_read == 0:
+        raise UserError(f"{path}: expected at least one well-formed Criteo row, got none"
+                        + (f" ({info.malformed} malformed lines)" if info.malformed else ""))
     if spec.table_rows is not None:
         notes.append(f"--table-rows {spec.table_rows}: raw values reduced modulo "
                      f"{spec.table_rows} while reading; merged values change locality")
@@ -228,13 +232,7 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     profiles = profiles_from_rows(read, mine, rows, spec.windows, spec.hot, spec.jobs,
                                   spec.sample_rate) if mine else []
     _span_info(info, stats)
-    if info.rows_read == 0:
-        raise UserError(f"{path}: expected at least one well-formed Criteo row, got none"
-                        + (f" ({info.malformed} malformed lines)" if info.malformed else ""))
-    if spec.table_rows is not None:
-        notes.append(f"--table-rows {spec.table_rows}: raw values reduced modulo "
-                     f"{spec.table_rows} while reading; merged values change locality")
-    return Captured(profiles, info, notes, None)
+    return _criteo_captured(spec, info, notes, path, profiles)
 
 
 def _stacked(parts: list, cols: int) -> np.ndarray:
