@@ -100,3 +100,27 @@ def test_split_parse_of_no_well_formed_row_is_one_line(tmp_path):
     line = one_line_error(res)
     assert "junk.txt: expected at least one well-formed Criteo row" in line
     assert "(50 malformed lines)" in line and not out.exists()
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 3000])
+def test_line_spans_read_raw_and_mapped_equal_one_reader(tmp_path, parts):
+    """Spans cut at line starts cover every line once (CRLF lines, no final newline, more
+    spans than lines); their raw values mapped in span order give one reader's dense ids."""
+    import numpy as np
+
+    from dlrmprof.tracegen.criteo import line_spans, read_criteo
+    from dlrmprof.tracegen.readers import BUNDLED_SAMPLE
+
+    lines = BUNDLED_SAMPLE.read_bytes().splitlines()
+    src = tmp_path / "crlf.txt"
+    src.write_bytes(b"\r\n".join(lines[:400]) + b"\n" + b"\n".join(lines[400:]))
+    data = src.read_bytes()
+    spans = line_spans(src, parts)
+    assert spans[0][0] == 0 and spans[-1][1] == len(data) and len(spans) == parts
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(lo in (0, len(data)) or data[lo - 1:lo] == b"\n" for lo, _ in spans)
+    whole = np.concatenate([c.sparse for c in read_criteo(src, table_rows=5000)])
+    raw = [c.sparse for span in spans
+           for c in read_criteo(src, span=span, raw=True, table_rows=5000)]
+    mapped = read_criteo(src, table_rows=5000).dense_ids(np.concatenate(raw))
+    assert np.array_equal(mapped, whole)

@@ -171,7 +171,6 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
             if self.max_rows is not None and self.rows_read >= self.max_rows:
                 return
 
-    # ------------------------------------------------------------------ internals
     def dense_ids(self, cats: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         """Raw values -> this reader's dense ids, [rows, tables] (the map iteration uses,
         extended in order of first appearance); `cols`: the tables' columns in `cats`
@@ -186,6 +185,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                 self._keys, self._vals = hashmap.doubled(self._keys, self._vals)
         return out
 
+    # ------------------------------------------------------------------ internals
     def _map(self, cats: np.ndarray) -> np.ndarray:
         return cats[:, self._cols] if self.raw else self.dense_ids(cats, self._cols)
 
