@@ -273,15 +273,13 @@ def _exchange(own: list, rank: int, world: int, rows: list) -> list:
 def _span_info(info, stats: list) -> None:
     """The whole input's row and malformed-line figures from each span's, with the spans'
     line numbers made the file's (each consumed line is a row or a malformed line)."""
-    from dataclasses import replace as _replace
-
     from dlrmprof.tracegen.criteo import read_criteo
 
     info.rows_read = sum(s[0] for s in stats)
     info.malformed = sum(s[1] for s in stats)
     examples, before = [], 0
     for rows, bad, ex in stats:
-        examples += [_replace(m, line=m.line + before) for m in ex]
+        examples += [replace(m, line=m.line + before) for m in ex]
         before += rows + bad
     info.malformed_examples = [str(m) for m in examples[:read_criteo.MAX_EXAMPLES]]
 
