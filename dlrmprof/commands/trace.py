@@ -189,7 +189,7 @@ def _capture(spec, nproc, synth):
     also synthesize their tables as `synth` (a capture.SynthPlan) says."""
     import os
 
-    from dlrmprof.tracegen.capture import capture, capture_rank
+    from dlrmprof.tracegen.capture import capture, capture_rank, merge_shares
 
     if "RANK" not in os.environ and nproc in (None, 1):      # no torch import on this path
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
@@ -205,8 +205,14 @@ def _capture(spec, nproc, synth):
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
     click.echo(f"profiling the tables in {nproc} ranks (gloo, tables split round-robin)",
                err=True)
-    return launch(None, DistOptions(nproc=nproc, backend="gloo"), entry=capture_rank,
-                  args=(spec, synth), fingerprint=False)[0]
+    # fork: this process has run no threads yet, and the ranks then start without importing
+    # torch again (spawn costs each rank its own import)
+    import multiprocessing
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return merge_shares(launch(None, DistOptions(nproc=nproc, backend="gloo"),
+                               entry=capture_rank, args=(spec, synth, False),
+                               fingerprint=False, start_method=method))
 
 
 PHASE_LABELS = {"capture": "read and profile", "synthesis": "synthesize and measure fidelity",
@@ -277,8 +283,8 @@ def _prefix_notes(trace) -> list[str]:
               help="Tables processed in parallel processes.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
               help="Profile the tables in N torch.distributed processes (gloo; tables split "
-                   "round-robin, each reading the input in order); the same trace as one "
-                   "process. Under torchrun this is implied.")
+                   "round-robin; one uncompressed file is parsed in N spans, one per rank); "
+                   "the same trace as one process. Under torchrun this is implied.")
 @click.option("--read-threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="Criteo input: threads parsing each block (helps on an idle multi-core host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -6,17 +6,22 @@ table.  With `spec.part = (rank, world)` it profiles only the tables rank, rank 
 `capture_rank(spec, synth)` is what each rank of `gen-trace --nproc N` (or of `torchrun -m
 dlrmprof gen-trace ...`) runs: its share of the tables, every rank's profiles exchanged (so
 each knows the whole plan), then, with a `SynthPlan`, its share of the synthesis and fidelity
-measurement too; rank 0 gathers the profiles and the synthesized tables in table order.
+measurement too; rank 0 gathers the profiles and the synthesized tables in table order (or,
+when the ranks were started by `launch`, each returns its share to the launching process and
+`merge_shares` joins them there).
 Profiles and syntheses do not depend on which process made them (a table's synthesis depends
 on its profile, the sample count and the seed), so the trace (and its digest) is the same as
-one process writes.  Every rank reads the whole input in order (a Criteo or Terabyte file is
-parsed by each rank for its own columns, twice when its copy of them would exceed
-onepass.KEEP_BYTES; no temporary files).
+one process writes.  One uncompressed Criteo file up to SPLIT_MAX_BYTES is parsed in spans,
+one per rank, and the ranks exchange their tables' raw values (`_capture_criteo_split`);
+otherwise every rank reads the whole input in order (a Criteo or Terabyte file is parsed by
+each rank for its own columns, twice when its copy of them would exceed onepass.KEEP_BYTES;
+no temporary files).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -136,6 +141,8 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
                      "(first 1,999 rows of train.txt; see dlrmprof/data/NOTICE)")
     names = readers.parse_tables(spec.tables) or list(readers.CRITEO_TABLES)
     mine = [names[i] for i in _mine(names, spec.part)]
+    if _split_parse_applies(spec, paths):
+        return _capture_criteo_split(spec, info, notes, paths[0], names)
     reader = readers.read_criteo(paths, max_rows=spec.max_rows, tables=mine or names[:1],
                                  table_rows=spec.table_rows, strict=spec.strict,
                                  threads=spec.read_threads)
@@ -153,21 +160,142 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
     info.rows_read = reader.rows_read
     info.malformed = reader.malformed
     info.malformed_examples = [str(m) for m in reader.malformed_examples]
-    if reader.rows_read == 0:
-        raise UserError(f"{paths[0]}: expected at least one well-formed Criteo row, got none"
-                        + (f" ({reader.malformed} malformed lines)" if reader.malformed else ""))
+    return _criteo_captured(spec, info, notes, paths[0], profiles)
+
+
+def _criteo_captured(spec: CaptureSpec, info, notes: list, path, profiles: list) -> Captured:
+    if info.rows_read == 0:
+        raise UserError(f"{path}: expected at least one well-formed Criteo row, got none"
+                        + (f" ({info.malformed} malformed lines)" if info.malformed else ""))
     if spec.table_rows is not None:
         notes.append(f"--table-rows {spec.table_rows}: raw values reduced modulo "
                      f"{spec.table_rows} while reading; merged values change locality")
     return Captured(profiles, info, notes, None)
 
 
-def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured | None:
+SPLIT_MAX_BYTES = 1 << 30     # inputs parsed by spans up to this size (each rank holds its span's
+                              # raw values, 8 bytes per table and row, and its tables' columns)
+_SPLIT_CHUNK = 1 << 16        # rows per block handed to the profile pass
+
+
+def _split_parse_applies(spec: CaptureSpec, paths: list) -> bool:
+    """Ranks parse a span of the input each (instead of all of it) for one uncompressed file
+    read whole and leniently, up to SPLIT_MAX_BYTES, inside a torch.distributed job."""
+    from dlrmprof.tracegen.criteo import _is_gzip
+
+    if spec.part is None or spec.part[1] < 2 or len(paths) != 1 or spec.max_rows is not None \
+            or spec.strict or _is_gzip(Path(paths[0])) \
+            or Path(paths[0]).stat().st_size > SPLIT_MAX_BYTES:
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
+                          names: list) -> Captured:
+    """This rank's tables, with each rank parsing one span of the input (`line_spans`) and
+    sending every other rank the raw values of that rank's tables from its span; each rank
+    then maps its tables' values to dense ids in file order (rank 0's span first), so the ids,
+    and the profiles, are those of one reader of the whole file."""
+    import torch.distributed as dist
+
+    from dlrmprof.tracegen import criteo
+    from dlrmprof.tracegen.onepass import profiles_from_rows
+
+    rank, world = spec.part
+    span = criteo.line_spans(path, world)[rank]
+    reader = criteo.read_criteo(path, tables=names, table_rows=spec.table_rows,
+                                span=span, raw=True)
+    by_owner: list[list] = [[] for _ in range(world)]      # each rank's tables, column-major
+    for chunk in reader:
+        for o in range(world):
+            by_owner[o].append(np.ascontiguousarray(chunk.sparse[:, o::world]))
+        del chunk
+    own = [_stacked(parts, len(range(o, len(names), world))) for o, parts in enumerate(by_owner)]
+    del by_owner
+    stats = [None] * world
+    dist.all_gather_object(stats, (reader.rows_read, reader.malformed, reader.malformed_examples))
+    blocks = _exchange(own, rank, world, [s[0] for s in stats])
+    del own
+    mine = [names[i] for i in _mine(names, spec.part)]
+    mapper = criteo.read_criteo(path, tables=mine or names[:1], table_rows=spec.table_rows)
+
+    def read():
+        for block in blocks:
+            for lo in range(0, block.shape[0], _SPLIT_CHUNK):
+                yield mapper.dense_ids(block[lo:lo + _SPLIT_CHUNK])
+
+    def rows():
+        return [spec.table_rows or max(d, 1) for d in mapper.table_distinct]
+
+    profiles = profiles_from_rows(read, mine, rows, spec.windows, spec.hot, spec.jobs,
+                                  spec.sample_rate) if mine else []
+    _span_info(info, stats)
+    return _criteo_captured(spec, info, notes, path, profiles)
+
+
+def _stacked(parts: list, cols: int) -> np.ndarray:
+    """Row blocks joined, freed as they are copied."""
+    out = np.empty((sum(p.shape[0] for p in parts), cols), dtype=np.int64)
+    at = 0
+    while parts:
+        p = parts.pop(0)
+        out[at:at + p.shape[0]] = p
+        at += p.shape[0]
+    return out
+
+
+def _exchange(own: list, rank: int, world: int, rows: list) -> list:
+    """Every rank's span of this rank's tables' raw values, in rank order: this rank's from
+    `own` (its span's raw values by owning rank), the others' received (torch.distributed
+    point-to-point; nothing sent when empty)."""
+    import torch
+    import torch.distributed as dist
+
+    n_mine = own[rank].shape[1]
+    reqs, blocks = [], []
+    for o in range(world):
+        if o != rank and own[o].size:
+            reqs.append(dist.isend(torch.from_numpy(own[o]), o))
+    for o in range(world):
+        if o == rank:
+            blocks.append(own[rank])
+        elif rows[o] and n_mine:
+            buf = torch.empty((rows[o], n_mine), dtype=torch.int64)
+            reqs.append(dist.irecv(buf, o))
+            blocks.append(buf.numpy())
+    for req in reqs:
+        req.wait()
+    return blocks
+
+
+def _span_info(info, stats: list) -> None:
+    """The whole input's row and malformed-line figures from each span's, with the spans'
+    line numbers made the file's (each consumed line is a row or a malformed line)."""
+    from dlrmprof.tracegen.criteo import read_criteo
+
+    info.rows_read = sum(s[0] for s in stats)
+    info.malformed = sum(s[1] for s in stats)
+    examples, before = [], 0
+    for rows, bad, ex in stats:
+        examples += [replace(m, line=m.line + before) for m in ex]
+        before += rows + bad
+    info.malformed_examples = [str(m) for m in examples[:read_criteo.MAX_EXAMPLES]]
+
+
+def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None,
+                 gather: bool = True) -> Captured | dict | None:
     """One rank of a table-parallel capture: profile this rank's tables, exchange every rank's
     profiles and, with `synth`, synthesize this rank's tables (and measure their fidelity);
     rank 0 gathers it all in table order.  Returns the whole capture on rank 0 (with
     `synthesized` for `generate.synthesize_trace(done=...)`), None on the others.  Needs the
-    torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...)."""
+    torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...).
+
+    `gather=False` (ranks started by `launch`, whose parent collects every rank's return
+    value): no gather to rank 0; rank 0 returns the capture with its own share in
+    `synthesized`, the others their share ({table: result}), and `merge_shares` joins them
+    in the parent -- each share crosses one process boundary instead of two."""
     import datetime
 
     import torch.distributed as dist
@@ -188,17 +316,29 @@ def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured 
         done = None
         if synth is not None and profiles:
             done = _synthesize_share(profiles, part.table_rows_synth, synth, rank, world)
-            shares = [None] * world if rank == 0 else None
-            dist.gather_object(done, shares, dst=0)
-            done = {t: res for share in (shares or []) for t, res in share.items()}
+            if gather:
+                shares = [None] * world if rank == 0 else None
+                dist.gather_object(done, shares, dst=0)
+                done = {t: res for share in (shares or []) for t, res in share.items()}
         if rank != 0:
-            return None
+            return None if gather else (done or {})
         part.profiles = profiles
         part.synthesized = done
         return part
     finally:
         if own_group:
             dist.destroy_process_group()
+
+
+def merge_shares(results: dict) -> Captured:
+    """The capture of a `capture_rank(gather=False)` job from {rank: return value}: rank 0's
+    capture with every rank's synthesized tables."""
+    got = results[0]
+    if got.synthesized is not None:
+        for rank, share in results.items():
+            if rank != 0:
+                got.synthesized.update(share)
+    return got
 
 
 def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,

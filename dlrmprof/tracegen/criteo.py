@@ -97,6 +97,10 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
       ``bytes_read``        uncompressed bytes consumed
     With ``strict=True`` the first malformed line raises `UserError` instead.
     ``threads > 1`` parses each block's lines in that many parallel pieces (same output).
+    ``span=(lo, hi)`` reads only the lines starting in bytes [lo, hi) of one uncompressed file
+    (`line_spans` gives such spans; line numbers then count from the span's first line), and
+    ``raw=True`` yields the tables' raw values instead of dense ids (`dense_ids` maps them):
+    the ranks of a table-parallel capture parse a span each and exchange raw columns.
     Memory is bounded by the block size and the per-table maps (O(distinct values)).
     """
 
@@ -106,7 +110,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
     def __init__(self, paths, max_rows: int | None = None, tables=None,
                  table_rows: int | None = None, strict: bool = False,
                  progress: Callable[[int], None] | None = None, block_bytes: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, span: tuple | None = None, raw: bool = False):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -135,6 +139,10 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         self._counts = np.zeros(len(self.table_names), dtype=np.int64)
         self._keys, self._vals = hashmap.empty(1 << 16)
         self._started = False
+        self.span = None if span is None else (int(span[0]), int(span[1]))
+        if self.span is not None and (len(self.paths) != 1 or _is_gzip(self.paths[0])):
+            raise ValueError("span: one uncompressed file only")
+        self.raw = bool(raw)
         self._args = (self.paths, max_rows, tables, table_rows, strict, block_bytes, threads)
 
     def again(self, progress: Callable[[int], None] | None = None) -> "read_criteo":
@@ -143,7 +151,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         paths, max_rows, tables, table_rows, strict, block_bytes, threads = self._args
         return read_criteo(paths, max_rows=max_rows, tables=tables, table_rows=table_rows,
                            strict=strict, progress=progress, block_bytes=block_bytes,
-                           threads=threads)
+                           threads=threads, span=self.span, raw=self.raw)
 
     @property
     def table_distinct(self) -> list[int]:
@@ -163,20 +171,27 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
             if self.max_rows is not None and self.rows_read >= self.max_rows:
                 return
 
-    # ------------------------------------------------------------------ internals
-    def _map(self, cats: np.ndarray) -> np.ndarray:
+    def dense_ids(self, cats: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
+        """Raw values -> this reader's dense ids, [rows, tables] (the map iteration uses,
+        extended in order of first appearance); `cols`: the tables' columns in `cats`
+        (default: one column per table, in table order)."""
+        cols = np.arange(len(self._cols), dtype=np.int64) if cols is None else cols
         out = np.empty((cats.shape[0], len(self._cols)), dtype=np.int64)
         done = 0
         while done < cats.shape[0]:
-            done += cp.map_tables(cats[done:], self._cols, self.table_rows or 0, self._keys,
+            done += cp.map_tables(cats[done:], cols, self.table_rows or 0, self._keys,
                                   self._vals, self._counts, out[done:])
             if done < cats.shape[0]:
                 self._keys, self._vals = hashmap.doubled(self._keys, self._vals)
         return out
 
+    # ------------------------------------------------------------------ internals
+    def _map(self, cats: np.ndarray) -> np.ndarray:
+        return cats[:, self._cols] if self.raw else self.dense_ids(cats, self._cols)
+
     def _read_file(self, path: Path) -> Iterator[CriteoChunk]:
         is_gz = _is_gzip(path)
-        opener = gzip.open if is_gz else open
+        opener = gzip.open if is_gz else (open if self.span is None else self._open_span)
         block = self.block_bytes
         # rows per block: a well-formed row has 39 tabs, a label and a newline (>= 41 bytes)
         cap_rows = block // 40 + 1
@@ -190,7 +205,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         disk_pos = 0
         with opener(path, "rb") as fh:
             eof = False
-            first_block = True
+            first_block = self.span is None or self.span[0] == 0
             while not eof:
                 try:
                     data = fh.read(block)
@@ -253,6 +268,9 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                 if len(carry) > 1 << 26:
                     raise input_error(path, "lines shorter than 64 MiB", line=line_no,
                                       got="a longer line (is this a Criteo TSV file?)")
+
+    def _open_span(self, path, mode):
+        return _Span(path, *self.span)
 
     def _parallel_buffers(self, block: int):
         P = self.threads
@@ -336,6 +354,49 @@ def _field_text(buf: np.ndarray, start: int, line_index: int, field_idx: int, co
 
 
 _BOM = b"\xef\xbb\xbf"
+
+
+class _Span:
+    """Bytes [lo, hi) of a file, read like the file itself (`read(n)`, a context manager)."""
+
+    def __init__(self, path, lo: int, hi: int):
+        self._fh = open(path, "rb")
+        self._fh.seek(lo)
+        self._left = max(hi - lo, 0)
+
+    def read(self, n: int) -> bytes:
+        data = self._fh.read(min(n, self._left))
+        self._left -= len(data)
+        return data
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._fh.close()
+
+
+def line_spans(path, parts: int) -> list[tuple[int, int]]:
+    """`parts` byte spans of an uncompressed file, cut at line starts near equal sizes: every
+    line starts in exactly one span (a span may be empty)."""
+    size = Path(path).stat().st_size
+    cuts = [0]
+    with open(path, "rb") as fh:
+        for k in range(1, parts):
+            at = max(size * k // parts, cuts[-1])
+            if at > 0:                        # the first line start at or after `at`
+                fh.seek(at - 1)
+                pos = at - 1
+                while True:
+                    got = fh.read(1 << 16)
+                    nl = got.find(b"\n")
+                    if nl >= 0 or not got:
+                        at = pos + nl + 1 if nl >= 0 else size
+                        break
+                    pos += len(got)
+            cuts.append(min(at, size))
+    cuts.append(size)
+    return [(cuts[k], cuts[k + 1]) for k in range(parts)]
 
 
 def _is_gzip(path: Path) -> bool:
