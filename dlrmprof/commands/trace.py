@@ -184,9 +184,10 @@ class _Length(click.ParamType):
 
 
 def _capture(spec, nproc, synth):
-    """The profiles of every table: in this process, in `nproc` spawned ranks, or as one rank
-    of a torchrun job (None on ranks other than 0, which have nothing more to do).  Ranks
-    also synthesize their tables as `synth` (a capture.SynthPlan) says."""
+    """The profiles of every table: in this process, in `nproc` ranks it starts (by fork
+    where the OS has it), or as one rank of a torchrun job (None on ranks other than 0,
+    which have nothing more to do).  Ranks also synthesize their tables as `synth` (a
+    capture.SynthPlan) says."""
     import os
 
     from dlrmprof.tracegen.capture import capture, capture_rank, merge_shares
@@ -275,8 +276,8 @@ def _prefix_notes(trace) -> list[str]:
               help="Profile windows per table (default 32).")
 @click.option("--hot", "hot", type=click.IntRange(min=0, max=4096), default=None,
               help="Hottest ids per table kept as per-window counts (default: chosen per table "
-                   "by measuring 0, 4, 8, 16, 64, 256, 1024, 4096 and the naive model; a given K "
-                   "still measures its two placements).")
+                   "by measuring 0, 4, 8, 16, 64, 256, 1024, 4096 and the naive model; a "
+                   "given K still measures its two placements).")
 @click.option("--profile-only", is_flag=True, help="Store profiles only (run synthesizes).")
 @click.option("--strict", is_flag=True, help="Fail on the first malformed input line.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,

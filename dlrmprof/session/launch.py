@@ -115,8 +115,8 @@ def launch(opts, dopts: DistOptions, *, entry: Callable | None = None,
     """Start `dopts.nproc` ranks on this node (torchrun's elastic agent, c10d rendezvous, no
     restarts) and return {rank: result}.  One-line errors: rendezvous failure, a rank's
     user error or death (the agent stops the other ranks).  `start_method` "fork" skips each
-    rank's import of torch (about 1.5 s a rank); only for callers whose process has not
-    started threads (no torch op, no numba parallel region) before the launch."""
+    rank's own import of torch; only for callers whose process has not started threads (no
+    torch op, no numba parallel region) before the launch."""
     import logging
     import tempfile
 
