@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from dlrmprof.cli import cli
 from dlrmprof.tracegen import LocalityProfile, Trace, materialize, reuse_distances, synthesize
 from dlrmprof.tracegen.fidelity import fidelity
-from dlrmprof.tracegen.generate import choose_hot
+from dlrmprof.tracegen.selection import choose_hot
 from dlrmprof.tracegen.profile import build_profile, stream_histogram
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo
 from dlrmprof.tracegen.reuse import ReuseState, hit_rates, histogram, mrc_sizes
@@ -265,7 +265,7 @@ def drift_stream(n: int, n_ids: int, s: float = 1.05, drift: float = 0.05, block
 
 def test_fidelity_on_zipf_with_drift_and_repeats():
     """A larger realistic stream (Zipf ranks whose ids drift, 20% short-range repeats)."""
-    from dlrmprof.tracegen.generate import choose_hot
+    from dlrmprof.tracegen.selection import choose_hot
     from dlrmprof.tracegen.profile import stream_histogram
     seed = int(np.random.default_rng().integers(1000))
     ids = drift_stream(300_000, 30_000, block=10_000, seed=seed)

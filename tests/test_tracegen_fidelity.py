@@ -17,7 +17,8 @@ from dlrmprof.commands.trace import _table_lines
 from dlrmprof.tracegen import Trace, workloads
 from dlrmprof.tracegen.csvlog import read_csv
 from dlrmprof.tracegen.fidelity import fidelity, with_naive
-from dlrmprof.tracegen.generate import _profile, choose_hot, objective, synthesize_trace
+from dlrmprof.tracegen.generate import _profile, synthesize_trace
+from dlrmprof.tracegen.selection import choose_hot, objective
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.reuse import dense_ids
 from dlrmprof.tracegen.synth import (distinct_growth, planned_distinct, synthesize_naive,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dlrmprof.tracegen import generate, onepass
+from dlrmprof.tracegen import generate, onepass, selection
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.csvlog import read_csv
 from dlrmprof.tracegen.policies import batch_stats
@@ -42,7 +42,7 @@ def test_prefix_record_streamed_and_in_memory_equal_the_reference(monkeypatch):
     rng = np.random.default_rng()
     m = int(rng.integers(2000, 5000))
     monkeypatch.setattr(generate, "FIDELITY_PREFIX", m)
-    monkeypatch.setattr(generate, "HOT_PREFIX", 700)
+    monkeypatch.setattr(selection, "HOT_PREFIX", 700)
     columns = [_zipf(rng, m + int(rng.integers(1, 4000)), int(rng.integers(50, 3000)))
                for _ in range(2)]
     n = min(len(c) for c in columns)
@@ -95,6 +95,7 @@ def test_prefix_fidelity_is_within_tolerance_of_the_whole_streams(monkeypatch, n
     # one realization, as on streams long enough for a prefix (short ones keep the best of a
     # few, which the prefix path does not)
     monkeypatch.setattr(generate, "SHORT_STREAM", 100)
+    monkeypatch.setattr(selection, "SHORT_STREAM", 100)
     exact = generate._profile(name, ids, None, rows, 32, None, None)
     whole = generate.synthesize_trace([exact], source={})
     monkeypatch.setattr(generate, "FIDELITY_PREFIX", len(ids) // 2)

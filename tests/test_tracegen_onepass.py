@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dlrmprof.tracegen import generate, onepass
+from dlrmprof.tracegen import generate, onepass, selection
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.policies import BatchStream, batch_stats
 from dlrmprof.tracegen.profile import (GAP_SCALE, LocalityProfile, WindowState, build_profile,
@@ -135,7 +135,7 @@ def test_two_pass_capture_equals_the_in_memory_profiles(monkeypatch, hot, sample
     selection record, source extras, SHARDS) equals the in-memory one of the whole column."""
     rng = np.random.default_rng()
     prefix = 700
-    monkeypatch.setattr(generate, "HOT_PREFIX", prefix)
+    monkeypatch.setattr(selection, "HOT_PREFIX", prefix)
     n = int(rng.integers(prefix + 1, 5000))
     columns = [_stream(rng, n) for _ in range(3)]
     profs, rows, reads = _capture(columns, rng, prefix, sample_rate, hot)
@@ -152,7 +152,7 @@ def test_kept_copy_reads_once_and_equals_the_in_memory_profiles(monkeypatch, hot
     (in blocks smaller than the stream, so it crosses block boundaries), same profiles."""
     rng = np.random.default_rng()
     prefix = 700
-    monkeypatch.setattr(generate, "HOT_PREFIX", prefix)
+    monkeypatch.setattr(selection, "HOT_PREFIX", prefix)
     monkeypatch.setattr(onepass, "_BLOCK_BYTES", 4 * 3 * 1000)     # blocks of 4096 rows
     n = int(rng.integers(4 * 4096 + 1, 30_000))
     columns = [_stream(rng, n) for _ in range(3)]
@@ -164,7 +164,7 @@ def test_kept_copy_reads_once_and_equals_the_in_memory_profiles(monkeypatch, hot
 
 def test_kept_copy_over_budget_is_dropped_and_the_input_read_again(monkeypatch):
     rng = np.random.default_rng()
-    monkeypatch.setattr(generate, "HOT_PREFIX", 700)
+    monkeypatch.setattr(selection, "HOT_PREFIX", 700)
     columns = [_stream(rng, 3000) for _ in range(2)]
     profs, rows, reads = _capture(columns, rng, prefix=700, keep_bytes=8 * 3000 - 4)
     assert reads == 2
@@ -193,7 +193,7 @@ def test_criteo_capture_on_the_real_sample_equals_in_memory(monkeypatch, tmp_pat
     """The bundled real rows, with a prefix shorter than the stream: the same profiles as the
     in-memory path, read twice (no copy kept) or once (the int32 copy), and nothing written to
     the temporary directory."""
-    monkeypatch.setattr(generate, "HOT_PREFIX", 600)
+    monkeypatch.setattr(selection, "HOT_PREFIX", 600)
     monkeypatch.setattr(onepass, "IN_MEMORY", 600)          # two passes: 1999 rows > 600
     monkeypatch.setattr(onepass, "KEEP_BYTES", keep)
     monkeypatch.setenv("TMPDIR", str(tmp_path))

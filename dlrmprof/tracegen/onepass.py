@@ -12,7 +12,7 @@ written to disk.
   (`generate.prefix_record`: fidelity is measured there) and, with SHARDS, every 64th
   access's id count.
 * Selection: the hot-set size and placement are chosen on each table's prefix
-  (`generate.select_hot`); the hot ids are then the K most accessed of the whole stream.
+  (`selection.select_hot`); the hot ids are then the K most accessed of the whole stream.
 * Pass 2 goes over the stream again (a kept copy or a second read, below): the windowed
   model (`WindowState`: hot ids' counts and gaps per window, tail first touches and
   tail-only reuse distances) and the SHARDS estimate.
@@ -163,11 +163,11 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
     """One profile per table of a row stream: `read()` yields [rows, tables] arrays of dense
     ids; it is called a second time for streams longer than `in_memory` (default IN_MEMORY;
     shorter ones are kept whole) whose int32 copy exceeds `keep_bytes` (default KEEP_BYTES).
-    `prefix`: the selection's (default generate.HOT_PREFIX); `rows`: each table's rows (or a
+    `prefix`: the selection's (default selection.HOT_PREFIX); `rows`: each table's rows (or a
     function giving them after pass 1).  Equal to `generate._profile` on each column."""
-    from dlrmprof.tracegen import generate
+    from dlrmprof.tracegen import generate, selection
 
-    prefix = generate.HOT_PREFIX if prefix is None else int(prefix)
+    prefix = selection.HOT_PREFIX if prefix is None else int(prefix)
     in_memory = max(IN_MEMORY if in_memory is None else int(in_memory), prefix)
     tables = [TablePass(n, max(in_memory, POLICY_PREFIX), sample_rate is not None,
                         generate.FIDELITY_PREFIX) for n in names]
@@ -180,7 +180,7 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
     if n == 0:
         return []
     rows = rows() if callable(rows) else rows
-    candidates = generate.HOT_CANDIDATES if hot is None else (hot,)
+    candidates = selection.HOT_CANDIDATES if hot is None else (hot,)
     if n <= in_memory:                    # the whole stream is in memory: profile it there
         kept.drop()
         tasks = [(t.name, t.head, None, r, windows, hot, sample_rate)
@@ -206,7 +206,7 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
     for i, (t, r, (_, sel), (top, win)) in enumerate(zip(tables, rows, chosen, wins)):
         hist, cold = t.hist_cold()
         pooling = (np.ones(1, dtype=np.int64), np.array([n], dtype=np.int64))
-        prof = generate.with_placement(assemble(t.name, r, n, hist, cold, pooling, top, win),
+        prof = selection.with_placement(assemble(t.name, r, n, hist, cold, pooling, top, win),
                                        sel["placement"])
         prof.extra["hot_selection"] = sel
         prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
@@ -227,7 +227,7 @@ def _whole_task(args) -> LocalityProfile:
 
 
 def _select_task(args):
-    from dlrmprof.tracegen import generate
+    from dlrmprof.tracegen import selection
 
     name, head, rows, windows, candidates = args
-    return generate.select_hot(name, head, None, rows, windows, None, candidates)
+    return selection.select_hot(name, head, None, rows, windows, None, candidates)

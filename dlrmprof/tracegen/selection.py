@@ -1,0 +1,172 @@
+"""The selection of each table's model variant, by measurement.
+
+Each candidate (hot-set size K, the hot ids' placement, the naive model) is built, synthesized
+and scored by `objective`: every fidelity goal in its units, with a hinge for 'no worse than
+the naive baseline'.  Long streams are compared on a prefix (HOT_PREFIX accesses); short ones
+average a few syntheses for the best few candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from dlrmprof.tracegen.fidelity import fidelity as _fidelity
+from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras
+from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
+from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
+
+HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024, 4096)
+HOT_PREFIX = 1 << 16          # candidates are compared on at most this many accesses (a prefix)
+SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
+SHORT_STREAM = 1 << 16
+FINALISTS = 3
+# the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
+# the LRU curve closely, LFU follows popularity
+SELECTION_POLICIES = ("lfu",)
+
+# The selection objective: each error in units of its goal, summed; the smallest wins.
+MAE_UNIT = 0.004              # LRU MRC MAE
+SHARE_UNIT = 0.2              # top-10 / top-1% share, relative
+DISTINCT_UNIT = 0.02          # distinct count, relative
+CACHE_UNIT = 0.006            # FIFO / LFU / set-associative MRC MAE
+BATCH_UNIT = 0.05             # per-batch unique count and overlap, relative
+# the other caches and the batch figures weigh half as much as the LRU curve, and at most
+# SECONDARY_CAP units each: a goal no candidate can reach must not outvote the LRU curve
+SECONDARY = 0.5
+SECONDARY_CAP = 4.0
+# 'no worse than the naive baseline': units per MAE_UNIT of LRU error above the naive one
+NAIVE_HINGE = 2.0
+
+
+def objective(f: dict) -> float:
+    """One number per candidate: each fidelity error in units of its goal, summed: LRU MRC
+    error, popularity (top-10 and top-1% share), distinct count, and where measured (at
+    SECONDARY weight, capped) the FIFO / LFU / set-associative errors and the per-batch
+    unique and overlap errors."""
+    def rel(a, b):
+        return abs(b / a - 1) if a > 0 else 0.0
+    pop = max(rel(f["top10_share_source"], f["top10_share_synthetic"]),
+              rel(f["top1pct_share_source"], f["top1pct_share_synthetic"]))
+    total = (f["mrc_mae"] / MAE_UNIT + pop / SHARE_UNIT
+             + abs(f["distinct_ratio"] - 1) / DISTINCT_UNIT)
+    e = errors(f)
+    caches = [e[p + "_mae"] for p in POLICIES if e[p + "_mae"] is not None]
+    if caches:
+        total += SECONDARY * min(float(np.mean(caches)) / CACHE_UNIT, SECONDARY_CAP)
+    batch = [x for x in (e["batch_unique"], e["batch_overlap"]) if x is not None]
+    if batch:
+        total += SECONDARY * min(max(batch) / BATCH_UNIT, SECONDARY_CAP)
+    return total
+
+
+def _variants(prof: LocalityProfile, naive: bool):
+    """The variants of a profile that are measured: hot ids spaced by their gaps, placed
+    independently inside each window (the gap histogram dropped), and with `naive` the naive
+    model itself (which uses only the whole-stream histogram)."""
+    yield ("spaced" if prof.hot_k else "none"), prof
+    if naive:
+        yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
+    if prof.hot_k and prof.hot_gap.size:
+        yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
+                                     extra=dict(prof.extra))
+
+
+def _measure_candidate(t: dict, seed: int) -> None:
+    """One more synthesis of a selection candidate; its figures are the means so far."""
+    prof = t["_prof"]
+    syn, offs, _ = synthesize_bags(prof, seed=seed)
+    t["_f"].append(_fidelity(prof, syn, offsets=offs, policies=SELECTION_POLICIES))
+    fs = t["_f"]
+    t["_base"] = t["objective"] = float(np.mean([objective(f) for f in fs]))
+    t["mrc_mae"] = float(np.mean([f["mrc_mae"] for f in fs]))
+    t["top10_share_error"] = float(np.mean(
+        [f["top10_share_synthetic"] - f["top10_share_source"] for f in fs]))
+    t["syntheses"] = len(fs)
+
+
+def _hinge(tried: list[dict]) -> None:
+    """The goal 'no worse than the naive baseline' in the objective: a candidate whose LRU
+    error exceeds the naive candidate's pays NAIVE_HINGE units per MAE_UNIT of excess."""
+    naive = [t for t in tried if t["placement"] == NAIVE]
+    for t in tried:
+        excess = max(0.0, t["mrc_mae"] - naive[0]["mrc_mae"]) if naive else 0.0
+        t["objective"] = t["_base"] + NAIVE_HINGE * excess / MAE_UNIT
+
+
+def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CANDIDATES,
+               seed: int = 12345) -> tuple[LocalityProfile, dict]:
+    """Pick the hot-set size K and the hot ids' placement by measuring: build the profile with
+    each candidate, synthesize it and keep the one with the smallest `objective` (every
+    fidelity goal in its units).  On short streams, where one synthesis is a noisy
+    measurement, the FINALISTS best are synthesized SELECTION_SEEDS times and compared by
+    their means (and the naive candidate, the hinge's reference, too).  Returns (profile,
+    what was measured)."""
+    n = int(ids.shape[0])
+    # long streams: compare candidates on a prefix (bags of one access each there), then
+    # build the chosen profile on the whole stream
+    on_prefix = n > HOT_PREFIX and (lengths is None or len(lengths) == n)
+    if on_prefix:
+        prof, chosen = select_hot(name, ids[:HOT_PREFIX], None, rows, windows, None,
+                                  candidates, seed)
+        prof = with_placement(build_profile(name, ids, lengths, rows=rows, windows=windows,
+                                            hot=chosen["chosen"], hist_cold=hist_cold),
+                              chosen["placement"])
+    else:
+        prof, chosen = select_hot(name, ids, lengths, rows, windows, hist_cold, candidates,
+                                  seed)
+    prof.extra.pop("source_extras", None)     # the caller measures the whole stream's
+    return prof, chosen
+
+
+def with_placement(prof: LocalityProfile, placement: str) -> LocalityProfile:
+    """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
+    independently (no gap histogram), or the naive model."""
+    if placement == "independent":
+        return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
+    if placement == NAIVE:
+        prof.extra["model"] = NAIVE
+    return prof
+
+
+def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CANDIDATES,
+               seed: int = 12345) -> tuple[LocalityProfile, dict]:
+    """The selection of `choose_hot` on the stream `sub` (the whole stream or its prefix;
+    `sub_hc` its reuse histogram, None to measure it): (the winning candidate's profile of
+    `sub`, what was measured)."""
+    sub_hc = stream_histogram(sub) if sub_hc is None else sub_hc
+    distinct = int(sub_hc[1])
+    # short streams: one synthesis is a noisy measurement; average a few
+    seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
+    extras = source_extras(sub, sub_lengths, distinct)
+    tried = []
+    for k in candidates:
+        if tried and k and tried[-1]["hot"] >= distinct:
+            break                      # the previous candidate already held every id
+        k = min(k, distinct)
+        base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
+                             hist_cold=sub_hc)
+        base.extra["source_extras"] = extras
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates):
+            tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
+    # successive halving: one synthesis each, then more for the best few; the naive
+    # candidate, the hinge's reference, always as many as a finalist
+    for t in tried:
+        _measure_candidate(t, seed)
+        for s in range(1, seeds if t["placement"] == NAIVE else 1):
+            _measure_candidate(t, seed + s)
+    _hinge(tried)
+    pool = tried
+    if seeds > 1:
+        pool = sorted(tried, key=lambda t: t["objective"])[:FINALISTS]
+        for t in pool:
+            for s in range(t["syntheses"], seeds):
+                _measure_candidate(t, seed + s)
+        _hinge(tried)
+    best = min(pool, key=lambda t: t["objective"])
+    prof = best["_prof"]
+    for t in tried:
+        del t["_prof"], t["_f"], t["_base"]
+    return prof, {"chosen": best["hot"], "placement": best["placement"],
+                  "measured_on_accesses": int(sub.shape[0]), "candidates": tried}
