@@ -18,7 +18,8 @@ Parts:
           resampling the bundled real rows; peak RSS of a child process doing only that;
           baseline: a plain-Python split + dict remap on 100k rows.
   jobs    gen-trace profiling + synthesis of 8 tables with 1 vs 2 processes.
-Timings are the best of `--repeat` runs, alternating ours and the baseline.
+Timings are the best of `--repeat` runs, alternating ours and the baseline.  Each part that
+ran writes benchmarks/results/tracegen_<part>.json (its figures as the summary).
 """
 
 from __future__ import annotations
@@ -351,6 +352,25 @@ def main():
         bench_jobs(args, results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    from dlrmprof.profile import harness
+
+    for part, figures in results.items():
+        doc = harness.results_doc(
+            f"dlrmprof.bench.tracegen_{part}/1", summary=_flat(figures), quick=args.quick,
+            source="measured: best of --repeat runs, ours and the baseline alternating, "
+                   "results compared first (see the part's description in the script)")
+        out = harness.results_path(__file__, f"tracegen_{part}.json")
+        print(f"wrote {harness.write_results(out, doc)}")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float, str, bool)):
+            out[prefix + k] = v
+    return out
 
 
 if __name__ == "__main__":
