@@ -13,6 +13,9 @@ a larger cache can hit less, so one reuse-distance pass cannot give their curves
   ``ways = min(C, 32)``, ``sets = max(1, C // ways)`` (capacity ``sets * ways``, which is C when C
   is a power of two); an id's set is a fixed 64-bit mixing hash of the id (the splitmix64
   finaliser) modulo the set count, not the raw id, so strided ids do not pile into one set.
+  Sizes of one set (fully associative, C <= ways) all come from one pass keeping the top
+  `ways` of the LRU stack (`_lru_depths`); the others are simulated with each id's way
+  recorded, so a hit is O(1) and only a miss scans its set (`_setassoc_all`).
 
 A size at or above the stream's distinct count never evicts (for set-associative: when no set
 receives more distinct ids than it has ways), so its hit rate is (N - distinct) / N without a
@@ -105,15 +108,16 @@ def _fifo_hits(ids, caps, nid):
 
 
 @njit(cache=True)
-def _lfu_hits(ids, caps, node, head, tail):
+def _lfu_hits(ids, caps, cnt, link, head, tail):
     """LFU hits at each cache size in caps (one pass per size, the state reset between).
 
-    node[x] = (in-cache count, 0: not cached; prev; next): per count a doubly linked list of
-    the cached ids with that count, oldest last use at the head (an id joins a list when it is
-    used).  One row per id keeps an access to one cache line; head/tail are indexed by count."""
+    cnt[x]: x's in-cache count (0: not cached); per count a doubly linked list of the cached
+    ids with that count, oldest last use at the head (an id joins a list when it is used):
+    link[2x], link[2x + 1] = x's previous and next (-1: none), side by side so an access
+    touches one cache line per id; head/tail are indexed by count."""
     out = np.zeros(caps.shape[0], dtype=np.int64)
     for k in range(caps.shape[0]):
-        node[:, :] = 0
+        cnt[:] = 0
         head[:] = -1
         tail[:] = -1
         cap = caps[k]
@@ -122,42 +126,46 @@ def _lfu_hits(ids, caps, node, head, tail):
         hits = 0
         for i in range(ids.shape[0]):
             x = ids[i]
-            f = node[x, 0]
+            f = cnt[x]
             if f > 0:
                 hits += 1
-                p = node[x, 1]
-                q = node[x, 2]
-                if p >= 0:
-                    node[p, 2] = q
+                p = link[2 * x]
+                q = link[2 * x + 1]
+                if p < 0 and q < 0:             # alone with its count: the list empties
+                    head[f] = -1
+                    tail[f] = -1
+                    if minf == f:
+                        minf = f + 1
                 else:
-                    head[f] = q
-                if q >= 0:
-                    node[q, 1] = p
-                else:
-                    tail[f] = p
-                if minf == f and head[f] < 0:
-                    minf = f + 1
+                    if p >= 0:
+                        link[2 * p + 1] = q
+                    else:
+                        head[f] = q
+                    if q >= 0:
+                        link[2 * q] = p
+                    else:
+                        tail[f] = p
                 f += 1
             else:
-                if size == cap:
+                if size == cap:                 # evict the oldest of the smallest count
                     v = head[minf]
-                    q = node[v, 2]
+                    q = link[2 * v + 1]
                     head[minf] = q
                     if q >= 0:
-                        node[q, 1] = -1
+                        link[2 * q] = -1
                     else:
                         tail[minf] = -1
-                    node[v, 0] = 0
+                    cnt[v] = 0
                 else:
                     size += 1
                 f = 1
                 minf = 1
-            node[x, 0] = f
+            cnt[x] = f
             t = tail[f]
-            node[x, 1] = t
-            node[x, 2] = -1
+            link[2 * x] = t
+            link[2 * x + 1] = -1
             if t >= 0:
-                node[t, 2] = x
+                link[2 * t + 1] = x
             else:
                 head[f] = x
             tail[f] = x
@@ -340,10 +348,10 @@ def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
         return st.rates(sizes, ())
     maxf = int(st.counts.max())
     dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
-    node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
     head = np.full(maxf + 2, -1, dtype=dt)
     tail = np.full(maxf + 2, -1, dtype=dt)
-    return st.rates(sizes, _lfu_hits(st.ids, caps, node, head, tail))
+    return st.rates(sizes, _lfu_hits(st.ids, caps, np.zeros(st.nid, dtype=dt),
+                                     np.zeros(2 * st.nid, dtype=dt), head, tail))
 
 
 def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
