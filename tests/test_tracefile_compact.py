@@ -184,3 +184,26 @@ def test_packed_writer_refuses_what_the_layout_check_refuses():
         w.add(np.array([0, 1, 1]), np.array([0, 2, 1, 3]), 5)
     with pytest.raises(ValueError, match="equal bags"):
         w.add(np.array([0, 1]), None, 5)
+
+
+def test_memory_check_counts_the_packed_width(monkeypatch):
+    """gen-trace's packed path keeps each table's ids at the file's width (and no offsets at a
+    constant pooling factor): its memory check counts those bytes, not 8 + 8 per sample."""
+    from dlrmprof import memcheck
+    from dlrmprof.tracegen import generate
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 3, 500)
+    profs = [build_profile("small", rng.integers(0, 200, 500)),
+             build_profile("big", rng.integers(0, 70_000, 500), rows=70_000),
+             build_profile("bags", rng.integers(0, 300, int(lengths.sum())), lengths)]
+    seen = {}
+    monkeypatch.setattr(memcheck, "check_fits",
+                        lambda items, **kw: seen.setdefault(len(seen), dict(items)))
+    for packed in (False, True):
+        generate.check_memory(profs, 500, None, True, "hint", packed=packed)
+    n = [int(round(p.accesses * 500 / p.num_bags)) for p in profs]
+    idx = [f"table {p.name} ({k} synthetic indices)" for p, k in zip(profs, n)]
+    assert [seen[0][k] for k in idx] == [8 * k + 8 * 500 for k in n]
+    # widths of the rows bound the check uses (max of the source rows and the accesses)
+    assert [seen[1][k] for k in idx] == [2 * n[0], 4 * n[1], 2 * n[2] + 4 * 500]

@@ -351,7 +351,7 @@ def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
 
     B, tasks = generate.plan_synthesis(
         profiles, generate.samples_for(synth.length, profiles), table_rows, synth.seed,
-        synth.compute_fidelity, synth.keep_indices)
+        synth.compute_fidelity, synth.keep_indices, packed=True)
     out = {}
     for t in _mine(profiles, (rank, world)):
         ids, offs, fid, distinct = generate.synthesize_table(tasks[t])

@@ -30,7 +30,8 @@ from dlrmprof.tracegen.selection import (HOT_CANDIDATES, SELECTION_SEEDS, SHORT_
                                          choose_hot, objective)
 from dlrmprof.tracegen.synth import (default_rows, distinct_growth, planned_distinct,
                                      synthesize_bags, synthesize_naive)
-from dlrmprof.tracegen.tracefile import PackedWriter, TableMeta, Trace, header_for
+from dlrmprof.tracegen.tracefile import (PackedWriter, TableMeta, Trace, header_for,
+                                         index_dtype)
 
 MODEL = "hot-ids-spaced+tail-lru-stack/windowed"
 KEPT = ("per window: exact access counts of the K hottest ids, spaced by their normalised "
@@ -278,10 +279,11 @@ def _extrapolation(p: LocalityProfile, rows: int, B: int) -> dict:
 
 def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: int | None,
                  keep_indices: bool, hint: str, fidelity: bool = True,
-                 available: int | None = None) -> None:
+                 available: int | None = None, packed: bool = False) -> None:
     """Refuse, before allocating, a synthesis whose arrays exceed the memory available now:
-    the trace's indices and offsets (8 B each, kept) plus the largest table's working set
-    (its stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
+    the trace's indices and offsets (8 B each, kept; `packed`: the file's index width and
+    narrow bag lengths, `synthesize_packed`) plus the largest table's working set (its
+    stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
     access, and the fidelity pass's int32 array over the table's rows)."""
     from dlrmprof import memcheck
 
@@ -291,7 +293,9 @@ def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: 
         n = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
         rows = int(table_rows) if table_rows is not None else max(int(p.rows), n)
         if keep_indices:
-            items.append((f"table {p.name} ({n} synthetic indices)", 8 * n + 8 * B))
+            width = index_dtype(rows).itemsize if packed else 8
+            bags = 8 * B if not packed else (0 if len(p.bag_len_values) == 1 else 4 * B)
+            items.append((f"table {p.name} ({n} synthetic indices)", width * n + bags))
         work.append((f"table {p.name} (synthesizing {n} accesses over {rows} rows)",
                      32 * n + (4 * rows if fidelity else 0)))
     items.append(max(work, key=lambda it: it[1]))
@@ -309,15 +313,18 @@ def samples_for(length, profiles: list[LocalityProfile]) -> int | None:
 def plan_synthesis(profiles: list[LocalityProfile], num_samples: int | None = None,
                    table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
                    keep_indices: bool = True,
-                   memory_hint: str = "lower --length or --table-rows") -> tuple[int, list]:
+                   memory_hint: str = "lower --length or --table-rows",
+                   packed: bool = False) -> tuple[int, list]:
     """(B, one `synthesize_table` task per table): what `synthesize_trace` runs, so that the
     ranks of a table-parallel capture can run their tables' tasks themselves (a task depends
     on its table's profile, B and the seed only).  Refuses, before anything is allocated, a
-    synthesis that would not fit in memory (`check_memory`)."""
+    synthesis that would not fit in memory (`check_memory`; `packed`: kept as the file
+    stores them, `synthesize_packed`)."""
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
-    check_memory(profiles, B, table_rows, keep_indices, memory_hint, compute_fidelity)
+    check_memory(profiles, B, table_rows, keep_indices, memory_hint, compute_fidelity,
+                 packed=packed)
     seqs = np.random.SeedSequence(int(seed)).spawn(len(profiles))
     tasks = []
     for p, ss in zip(profiles, seqs):
@@ -369,7 +376,7 @@ def synthesize_packed(profiles: list[LocalityProfile], source: dict,
     built.  `writer.save(path, trace)` writes the bytes (and returns the digest) that
     `synthesize_trace(...).save(path)` would."""
     B, tasks, profiles, generator = _plan_trace(profiles, num_samples, table_rows, seed,
-                                                True, True, memory_hint)
+                                                True, True, memory_hint, packed=True)
     writer = PackedWriter(B)
     metas, fids = _collect(profiles, tasks, _results(tasks, jobs, done or {}), writer.add)
     header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
@@ -378,10 +385,10 @@ def synthesize_packed(profiles: list[LocalityProfile], source: dict,
 
 
 def _plan_trace(profiles, num_samples, table_rows, seed, compute_fidelity, keep_indices,
-                memory_hint) -> tuple[int, list, list, dict]:
+                memory_hint, packed=False) -> tuple[int, list, list, dict]:
     """(B, tasks, profiles as the file stores them, header.generator) of a trace."""
     B, tasks = plan_synthesis(profiles, num_samples, table_rows, seed, compute_fidelity,
-                              keep_indices, memory_hint)
+                              keep_indices, memory_hint, packed)
     # the source's prefix figures serve the fidelity measurement only: not in the file
     profiles = [replace(p, extra={k: v for k, v in p.extra.items() if k != "source_prefix"})
                 if "source_prefix" in p.extra else p for p in profiles]
