@@ -113,8 +113,7 @@ def _lfu_hits(ids, caps, cnt, link, head, tail):
 
     cnt[x]: x's in-cache count (0: not cached); per count a doubly linked list of the cached
     ids with that count, oldest last use at the head (an id joins a list when it is used):
-    link[2x], link[2x + 1] = x's previous and next (-1: none), side by side so an access
-    touches one cache line per id; head/tail are indexed by count."""
+    link[2x], link[2x + 1] = x's previous and next (-1: none); head/tail indexed by count."""
     out = np.zeros(caps.shape[0], dtype=np.int64)
     for k in range(caps.shape[0]):
         cnt[:] = 0
@@ -268,11 +267,9 @@ class _Stream:
 # a few thousand accesses, the selection's case) the per-call cost outweighs the pass.
 @njit(cache=True)
 def _setassoc_all(ids, h, nsets, ways, nid):
-    """Hits of set-associative LRU for each geometry (nsets[k], ways[k]) on dense ids (h:
-    each access's mix64 hash, its set h % sets).  Per geometry each set's ways hold (dense
-    id, last use) and `where` each id's way (-1: not cached): a hit costs O(1), only a miss
-    scans its set for the least recently used way -- the same hits as `_lru_pass` on the
-    keys dense_id * sets + set, without its search of the ways on every access."""
+    """Hits of set-associative LRU for each geometry (nsets[k], ways[k]) on dense ids (h: each
+    access's mix64 hash; its set h % sets).  `where`: each id's way (-1: not cached), so a hit
+    is O(1) and only a miss scans its set: `_lru_pass`'s hits on keys id * sets + set."""
     out = np.zeros(nsets.shape[0], dtype=np.int64)
     where = np.empty(nid, dtype=np.int64)
     for k in range(nsets.shape[0]):
@@ -280,9 +277,7 @@ def _setassoc_all(ids, h, nsets, ways, nid):
         tags = np.full(ns * w, -1, dtype=np.int64)
         stamp = np.zeros(ns * w, dtype=np.int64)
         where[:] = -1
-        mask = np.uint64(ns - 1)
-        pow2 = (ns & (ns - 1)) == 0
-        uns = np.uint64(ns)
+        mask, uns, pow2 = np.uint64(ns - 1), np.uint64(ns), (ns & (ns - 1)) == 0
         hits = 0
         for i in range(ids.shape[0]):
             x = ids[i]
