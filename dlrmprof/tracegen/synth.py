@@ -475,14 +475,14 @@ def _naive(profile, length, rows, seed) -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng(ss)
     if n == 0 or profile.accesses == 0:
         return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
+    from dlrmprof.tracegen.naive import naive_core   # imports this module's RNG
+
     hist = np.asarray(profile.hist, dtype=np.int64)
-    cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
-    cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
-    stream, items, extra, clamped = _synth_core(
-        n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
-        np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
-        cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
-        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True, 0)
+    cold = int(rng.binomial(n, profile.cold / profile.accesses))
+    # `_synth_core` with one window, no hot ids, one draw, deep draws cold: the same ids
+    stream, items, extra, clamped = naive_core(
+        n, cold, np.cumsum(hist), _reuse.bin_edges(hist.size), int(rng.integers(0, 2 ** 63)),
+        rows)
     mapping = rng.choice(rows, size=max(items, 1), replace=False)
     return mapping[stream], {"extra_cold": int(extra), "clamped": int(clamped),
                              "items": int(items)}
