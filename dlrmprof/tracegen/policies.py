@@ -108,15 +108,15 @@ def _fifo_hits(ids, caps, nid):
 
 
 @njit(cache=True)
-def _lfu_hits(ids, caps, cnt, link, head, tail):
+def _lfu_hits(ids, caps, node, head, tail):
     """LFU hits at each cache size in caps (one pass per size, the state reset between).
 
-    cnt[x]: x's in-cache count (0: not cached); per count a doubly linked list of the cached
-    ids with that count, oldest last use at the head (an id joins a list when it is used):
-    link[2x], link[2x + 1] = x's previous and next (-1: none); head/tail indexed by count."""
+    node[x] = (in-cache count, 0: not cached; prev; next): per count a doubly linked list of
+    the cached ids with that count, oldest last use at the head (an id joins a list when it is
+    used).  One row per id keeps an access to one cache line; head/tail are indexed by count."""
     out = np.zeros(caps.shape[0], dtype=np.int64)
     for k in range(caps.shape[0]):
-        cnt[:] = 0
+        node[:, :] = 0
         head[:] = -1
         tail[:] = -1
         cap = caps[k]
@@ -125,46 +125,42 @@ def _lfu_hits(ids, caps, cnt, link, head, tail):
         hits = 0
         for i in range(ids.shape[0]):
             x = ids[i]
-            f = cnt[x]
+            f = node[x, 0]
             if f > 0:
                 hits += 1
-                p = link[2 * x]
-                q = link[2 * x + 1]
-                if p < 0 and q < 0:             # alone with its count: the list empties
-                    head[f] = -1
-                    tail[f] = -1
-                    if minf == f:
-                        minf = f + 1
+                p = node[x, 1]
+                q = node[x, 2]
+                if p >= 0:
+                    node[p, 2] = q
                 else:
-                    if p >= 0:
-                        link[2 * p + 1] = q
-                    else:
-                        head[f] = q
-                    if q >= 0:
-                        link[2 * q] = p
-                    else:
-                        tail[f] = p
+                    head[f] = q
+                if q >= 0:
+                    node[q, 1] = p
+                else:
+                    tail[f] = p
+                if minf == f and head[f] < 0:
+                    minf = f + 1
                 f += 1
             else:
-                if size == cap:                 # evict the oldest of the smallest count
+                if size == cap:
                     v = head[minf]
-                    q = link[2 * v + 1]
+                    q = node[v, 2]
                     head[minf] = q
                     if q >= 0:
-                        link[2 * q] = -1
+                        node[q, 1] = -1
                     else:
                         tail[minf] = -1
-                    cnt[v] = 0
+                    node[v, 0] = 0
                 else:
                     size += 1
                 f = 1
                 minf = 1
-            cnt[x] = f
+            node[x, 0] = f
             t = tail[f]
-            link[2 * x] = t
-            link[2 * x + 1] = -1
+            node[x, 1] = t
+            node[x, 2] = -1
             if t >= 0:
-                link[2 * t + 1] = x
+                node[t, 2] = x
             else:
                 head[f] = x
             tail[f] = x
@@ -343,10 +339,10 @@ def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
         return st.rates(sizes, ())
     maxf = int(st.counts.max())
     dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
+    node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
     head = np.full(maxf + 2, -1, dtype=dt)
     tail = np.full(maxf + 2, -1, dtype=dt)
-    return st.rates(sizes, _lfu_hits(st.ids, caps, np.zeros(st.nid, dtype=dt),
-                                     np.zeros(2 * st.nid, dtype=dt), head, tail))
+    return st.rates(sizes, _lfu_hits(st.ids, caps, node, head, tail))
 
 
 def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
