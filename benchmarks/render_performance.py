@@ -106,6 +106,14 @@ def render_policies(doc: dict) -> list[str]:
                    f"{r['best_s']['lru']:.3f} | {r['ours_over_lru']:.0f}x | "
                    + " / ".join(f"{pp[k]:.2f}" for k in ("fifo", "lfu", "setassoc") if k in pp)
                    + f" | {r['speedup_vs_reference']:.0f}x |")
+    prev = [r for r in doc["results"] if r.get("speedup_vs_previous")]
+    if prev:
+        out += ["", f"Against the code at `{doc.get('previous')}` (same hit rates, checked; same "
+                "rounds), per policy best s previous -> ours: " + "; ".join(
+                    f"{r['stream']} " + ", ".join(
+                        f"{p} {r['previous_best_s'][p]:.2f} -> {r['per_policy_best_s'][p]:.2f} "
+                        f"({v:.2f}x)" for p, v in r["speedup_vs_previous"].items())
+                    for r in prev) + "."]
     return out
 
 
