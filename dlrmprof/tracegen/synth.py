@@ -303,9 +303,12 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 items += 1
                 D += 1
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
-            else:
+            elif max_uses > 0:
                 g, D = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses)
-            uses = _count_use(uses, g, max_uses)
+            else:
+                g = pop_depth(owner, bits, tree, nw, t, d, D)
+            if max_uses > 0:        # without a cap (the naive model) no call at all
+                uses = _count_use(uses, g, max_uses)
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
             t += 1
@@ -475,14 +478,14 @@ def _naive(profile, length, rows, seed) -> tuple[np.ndarray, dict]:
     rng = np.random.default_rng(ss)
     if n == 0 or profile.accesses == 0:
         return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
-    from dlrmprof.tracegen.naive import naive_core   # imports this module's RNG
-
     hist = np.asarray(profile.hist, dtype=np.int64)
-    cold = int(rng.binomial(n, profile.cold / profile.accesses))
-    # `_synth_core` with one window, no hot ids, one draw, deep draws cold: the same ids
-    stream, items, extra, clamped = naive_core(
-        n, cold, np.cumsum(hist), _reuse.bin_edges(hist.size), int(rng.integers(0, 2 ** 63)),
-        rows)
+    cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
+    cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
+    stream, items, extra, clamped = _synth_core(
+        n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
+        np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
+        cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
+        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True, 0)
     mapping = rng.choice(rows, size=max(items, 1), replace=False)
     return mapping[stream], {"extra_cold": int(extra), "clamped": int(clamped),
                              "items": int(items)}
