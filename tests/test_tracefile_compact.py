@@ -160,6 +160,8 @@ def test_packed_writer_writes_the_bytes_of_the_in_memory_trace(monkeypatch, tmp_
     view, writer = generate.synthesize_packed(profs, source={"k": 1}, seed=5)
     assert view.indices is None and view.header["fidelity"] == ref.header["fidelity"]
     assert writer.save(tmp_path / "packed.npz", view) == digest
+    with pytest.raises(ValueError, match="written its file already"):
+        writer.save(tmp_path / "again.npz", view)
     assert (tmp_path / "packed.npz").read_bytes() == (tmp_path / "ref.npz").read_bytes()
     B, tasks = generate.plan_synthesis(profs, seed=5)
     done = {}

@@ -344,8 +344,8 @@ def merge_shares(results: dict) -> Captured:
 def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
                       world: int) -> dict:
     """This rank's tables of the whole synthesis plan, their ids narrowed to the width the
-    trace file stores (`tracefile.index_dtype`: a quarter to an eighth of the int64 bytes
-    sent to rank 0 and kept there until written)."""
+    trace file stores (`tracefile.index_dtype`: at most half the int64 bytes sent to the
+    writing process and kept there until written)."""
     from dlrmprof.tracegen import generate
     from dlrmprof.tracegen.tracefile import index_dtype
 

@@ -288,7 +288,9 @@ class PackedWriter:
 
     def save(self, path, trace: "Trace") -> str:
         """Write `trace`'s header and profiles with the added tables' arrays (atomically);
-        returns the content digest.  Once only: the digest is consumed."""
+        returns the content digest.  Once only (the digest's state is consumed)."""
+        if self._hash is None:
+            raise ValueError("this PackedWriter has written its file already")
         if len(self.tables) != len(trace.tables) or trace.num_samples != self.num_samples:
             raise ValueError(f"{len(self.tables)} tables added for a trace of "
                              f"{len(trace.tables)}")
@@ -302,6 +304,7 @@ class PackedWriter:
         self._hash_offsets()
         self._hash.update(_canonical({k: v for k, v in header.items() if k not in UNHASHED}))
         header["digest"] = self._hash.hexdigest()
+        self._hash = None
         with atomic_path(path) as tmp:
             _write_npz(tmp, header, arrays)
         return header["digest"]
