@@ -15,7 +15,10 @@ with its own TMPDIR; while it runs the benchmark polls the process tree's summed
 bytes under that TMPDIR every 0.1 s (peaks recorded), and records the CPU time other
 processes used (profile/noise.py).  The baseline is `git archive BASELINE` unpacked into a
 temporary directory and run with the same interpreter; it runs for sizes up to
---baseline-max-rows (at 45.8M rows it would spill 4.8 GB and take many minutes).
+--baseline-max-rows (at 45.8M rows it would spill 4.8 GB and take many minutes).  --previous
+COMMIT adds the code before a change the same way (`previous`, also up to
+--baseline-max-rows): a change that keeps the results must give its digest and fidelity
+figures, and the benchmark stops if it does not.
 
 Before any figure is kept each run's trace is loaded and validated, and runs of the same code
 on the same input must give the same digest (and --nproc 2 the digest of 1 process).
@@ -148,7 +151,7 @@ def bench_size(rows: int, args, work: Path, codes: dict, on_run=None) -> dict:
         for r in range(args.rounds):
             names = list(codes) if r % 2 == 0 else list(reversed(codes))
             for name in names:
-                if name.startswith("baseline") and rows > args.baseline_max_rows:
+                if name in ("baseline", "previous") and rows > args.baseline_max_rows:
                     continue
                 code, nproc = codes[name]
                 out = work / f"{name}.npz"
@@ -176,6 +179,10 @@ def _summarize(rows: int, size_mb: float, made_s: float, runs: dict, profile_onl
     if "ours" in runs and "ours_nproc2" in runs:
         if runs["ours"][0]["digest"] != runs["ours_nproc2"][0]["digest"]:
             raise AssertionError("--nproc 2 gave another digest than 1 process")
+    if "ours" in runs and "previous" in runs:
+        a, b = runs["ours"][0], runs["previous"][0]
+        if (a["digest"], a["fidelity"]) != (b["digest"], b["fidelity"]):
+            raise AssertionError("the previous code gave another trace or fidelity than ours")
     summ: dict = {"rows": rows, "input_mb": size_mb, "make_input_s": made_s,
                   "profile_only": profile_only}
     for name, rs in runs.items():
@@ -186,8 +193,9 @@ def _summarize(rows: int, size_mb: float, made_s: float, runs: dict, profile_onl
                       "tmp_over_input": max(r["peak_tmp_mb"] for r in rs) / size_mb,
                       "digest": best["digest"], "fidelity": best["fidelity"],
                       "phases_s": best.get("phases_s"), "runs": rs}
-    if "ours" in summ and "baseline" in summ:
-        summ["speedup_vs_baseline"] = summ["baseline"]["best_s"] / summ["ours"]["best_s"]
+    for ref in ("baseline", "previous"):
+        if "ours" in summ and ref in summ:
+            summ[f"speedup_vs_{ref}"] = summ[ref]["best_s"] / summ["ours"]["best_s"]
     if "ours" in summ and "ours_nproc2" in summ:
         summ["nproc2_speedup"] = summ["ours"]["best_s"] / summ["ours_nproc2"]["best_s"]
     return summ
@@ -200,6 +208,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--nproc", default="1,2", help="comma-separated --nproc values of ours")
     ap.add_argument("--baseline", default="ce54615", help="commit of the baseline code")
+    ap.add_argument("--previous", default=None,
+                    help="commit of the code before a change that keeps the results (same "
+                         "digest and fidelity required), timed beside ours")
     ap.add_argument("--ours", default=str(ROOT),
                     help="source tree timed as ours (default: this checkout)")
     ap.add_argument("--baseline-max-rows", type=int, default=2_000_000)
@@ -219,6 +230,8 @@ def main() -> None:
                 codes[f"ours_nproc{n}"] = (ours, n)
         if any(s <= args.baseline_max_rows for s in sizes):
             codes["baseline"] = (_baseline_tree(args.baseline, work / "baseline"), 1)
+            if args.previous:
+                codes["previous"] = (_baseline_tree(args.previous, work / "previous"), 1)
         for code, _ in set(codes.values()):
             _warm(code, work)
         results: list = []
@@ -257,7 +270,8 @@ def _write(args, results: list) -> None:
                      "read and profile, and with --nproc the ranks' start and their share of "
                      "the synthesis; synthesis = synthesis and fidelity in the writing "
                      "process; write)",
-           "baseline": args.baseline, "rounds": args.rounds, "sizes": results}
+           "baseline": args.baseline, "previous": args.previous, "rounds": args.rounds,
+           "sizes": results}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
 
 

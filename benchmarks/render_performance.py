@@ -106,6 +106,14 @@ def render_policies(doc: dict) -> list[str]:
                    f"{r['best_s']['lru']:.3f} | {r['ours_over_lru']:.0f}x | "
                    + " / ".join(f"{pp[k]:.2f}" for k in ("fifo", "lfu", "setassoc") if k in pp)
                    + f" | {r['speedup_vs_reference']:.0f}x |")
+    prev = [r for r in doc["results"] if r.get("speedup_vs_previous")]
+    if prev:
+        out += ["", f"Against the code at `{doc.get('previous')}` (same hit rates, checked; same "
+                "rounds), per policy best s previous -> ours: " + "; ".join(
+                    f"{r['stream']} " + ", ".join(
+                        f"{p} {r['previous_best_s'][p]:.2f} -> {r['per_policy_best_s'][p]:.2f} "
+                        f"({v:.2f}x)" for p, v in r["speedup_vs_previous"].items())
+                    for r in prev) + "."]
     return out
 
 
@@ -235,21 +243,26 @@ def render_capture_scale(doc: dict) -> list[str]:
     """One row per input size and code: rows/s, peak RSS, peak temporary disk, ratios, and
     every run's time with the CPUs other processes used during it."""
     has_base = any("baseline" in size for size in doc["sizes"])
+    prev = doc.get("previous") if any("previous" in size for size in doc["sizes"]) else None
     out = [(f"Baseline: the code at `{doc['baseline']}`, run in the same session; "
             if has_base else "No baseline run at this size; ") +
+           (f"previous: the code at `{prev}` (its digest and fidelity equal ours, checked); "
+            if prev else "") +
            f"best of {doc['rounds']} interleaved round(s). A --nproc 2 row is kept only "
            "when its digest equals 1 process's.", "",
            "| rows | input MiB | code | trace | best s | rows/s | peak RSS MiB | peak temp MiB "
            "| temp / input | MRC MAE mean | ratio | runs: s (other CPUs) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for size in doc["sizes"]:
-        for name in ("ours", "ours_nproc2", "baseline"):
+        for name in ("ours", "ours_nproc2", "previous", "baseline"):
             r = size.get(name)
             if not r:
                 continue
             ratio = ""
             if name == "ours" and "speedup_vs_baseline" in size:
-                ratio = f"{size['speedup_vs_baseline']:.2f}x of baseline"
+                ratio = f"{size['speedup_vs_baseline']:.2f}x of baseline" + (
+                    f", {size['speedup_vs_previous']:.2f}x of previous"
+                    if "speedup_vs_previous" in size else "")
             elif name == "ours_nproc2" and "nproc2_speedup" in size:
                 ratio = f"{size['nproc2_speedup']:.2f}x of 1 process"
             mae = r.get("fidelity", {}).get("mrc_mae_mean")
@@ -261,7 +274,7 @@ def render_capture_scale(doc: dict) -> list[str]:
                        f"{100 * r['tmp_over_input']:.1f}% | "
                        f"{'-' if mae is None else f'{mae:.5f}'} | {ratio} | {runs} |")
     phases = [f"{name} {', '.join(f'{k} {v:.1f} s' for k, v in size[name]['phases_s'].items())}"
-              for size in doc["sizes"] for name in ("ours", "ours_nproc2", "baseline")
+              for size in doc["sizes"] for name in ("ours", "ours_nproc2", "previous", "baseline")
               if size.get(name, {}).get("phases_s")]
     if phases:
         out += ["", "gen-trace's own phase times in the best run (capture: read and profile, "

@@ -139,3 +139,73 @@ def test_decreasing_offsets_found_across_check_pieces(monkeypatch, at):
     off[at] = off[at - 1] - 1 if at > 1 else -1
     with pytest.raises(UserError, match=rf"offsets\[{at}\].*non-decreasing"):
         replace(trace, offsets=off).validate()
+
+
+@pytest.mark.parametrize("step", [7, 1 << 22])
+def test_packed_writer_writes_the_bytes_of_the_in_memory_trace(monkeypatch, tmp_path, step):
+    """gen-trace's path (`synthesize_packed`: tables packed and hashed as they come, no int64
+    layout) writes the same bytes and digest as `synthesize_trace(...).save()`: a constant
+    pooling factor, variable bags (some empty) and three index widths, offsets hashed in
+    pieces that cross the tables' edges; also from ranks' narrowed results (`done`)."""
+    from dlrmprof.tracegen import generate, tracefile
+
+    monkeypatch.setattr(tracefile, "_CHECK_STEP", step)
+    rng = np.random.default_rng(4)
+    lengths = rng.integers(0, 4, 600)
+    profs = [build_profile("bags", rng.integers(0, 300, int(lengths.sum())), lengths),
+             build_profile("small", rng.integers(0, 200, 600)),
+             build_profile("big", rng.integers(0, 70_000, 600), rows=70_000)]
+    ref = synthesize_trace(profs, source={"k": 1}, seed=5)
+    digest = ref.save(tmp_path / "ref.npz")
+    view, writer = generate.synthesize_packed(profs, source={"k": 1}, seed=5)
+    assert view.indices is None and view.header["fidelity"] == ref.header["fidelity"]
+    assert writer.save(tmp_path / "packed.npz", view) == digest
+    with pytest.raises(ValueError, match="written its file already"):
+        writer.save(tmp_path / "again.npz", view)
+    assert (tmp_path / "packed.npz").read_bytes() == (tmp_path / "ref.npz").read_bytes()
+    B, tasks = generate.plan_synthesis(profs, seed=5)
+    done = {}
+    for t in (0, 2):                                  # as capture._synthesize_share sends them
+        ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
+        done[t] = (ids.astype(tracefile.index_dtype(tasks[t][2])), offs, fid, distinct)
+    view, writer = generate.synthesize_packed(profs, source={"k": 1}, seed=5, done=done)
+    assert writer.save(tmp_path / "ranks.npz", view) == digest
+    assert (tmp_path / "ranks.npz").read_bytes() == (tmp_path / "ref.npz").read_bytes()
+    back = Trace.load(tmp_path / "ranks.npz")
+    np.testing.assert_array_equal(back.indices, ref.indices)
+    np.testing.assert_array_equal(back.offsets, ref.offsets)
+
+
+def test_packed_writer_refuses_what_the_layout_check_refuses():
+    from dlrmprof.tracegen.tracefile import PackedWriter
+
+    w = PackedWriter(3)
+    with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
+        w.add(np.array([0, 5, 1]), None, 5)
+    with pytest.raises(ValueError, match="non-decreasing"):
+        w.add(np.array([0, 1, 1]), np.array([0, 2, 1, 3]), 5)
+    with pytest.raises(ValueError, match="equal bags"):
+        w.add(np.array([0, 1]), None, 5)
+
+
+def test_memory_check_counts_the_packed_width(monkeypatch):
+    """gen-trace's packed path keeps each table's ids at the file's width (and no offsets at a
+    constant pooling factor): its memory check counts those bytes, not 8 + 8 per sample."""
+    from dlrmprof import memcheck
+    from dlrmprof.tracegen import generate
+
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(1, 3, 500)
+    profs = [build_profile("small", rng.integers(0, 200, 500)),
+             build_profile("big", rng.integers(0, 70_000, 500), rows=70_000),
+             build_profile("bags", rng.integers(0, 300, int(lengths.sum())), lengths)]
+    seen = {}
+    monkeypatch.setattr(memcheck, "check_fits",
+                        lambda items, **kw: seen.setdefault(len(seen), dict(items)))
+    for packed in (False, True):
+        generate.check_memory(profs, 500, None, True, "hint", packed=packed)
+    n = [int(round(p.accesses * 500 / p.num_bags)) for p in profs]
+    idx = [f"table {p.name} ({k} synthetic indices)" for p, k in zip(profs, n)]
+    assert [seen[0][k] for k in idx] == [8 * k + 8 * 500 for k in n]
+    # widths of the rows bound the check uses (max of the source rows and the accesses)
+    assert [seen[1][k] for k in idx] == [2 * n[0], 4 * n[1], 2 * n[2] + 4 * 500]

@@ -180,3 +180,49 @@ def test_batch_stats_bad_offsets():
         policies.batch_stats(np.array([0, -1]), None, (1,))
     with pytest.raises(ValueError, match="batch_sizes"):
         policies.batch_stats(ids, None, (0,))
+
+
+def _setassoc_by_lru_pass(ids, sizes, ways):
+    """Hits by the plain kernel `_lru_pass` (a search of the ways on every access) on the keys
+    dense_id * sets + mix64(id) % sets, one pass per size."""
+    dense = reuse.dense_ids(ids)
+    h = policies.mix64(ids)
+    out = []
+    for c in sizes:
+        nsets, w = policies.setassoc_geometry(c, ways)
+        keys = dense * nsets + (h % np.uint64(nsets)).astype(np.int64)
+        out.append(ids.size - policies._lru_pass(keys, nsets, w, np.empty(ids.size, np.int64)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_setassoc_one_pass_kernel_matches_lru_pass(seed):
+    """`_setassoc_all` (O(1) hits through each id's way) against `_lru_pass` on random
+    streams: skewed and uniform, power-of-two and other set counts, 1 to 32 ways."""
+    rng = np.random.default_rng(seed)
+    n, nid = int(rng.integers(2000, 20000)), int(rng.integers(5, 3000))
+    ids = (rng.zipf(1.05 + 0.1 * seed, n) % nid if seed % 2 else
+           rng.integers(0, nid, n)).astype(np.int64) * 7919
+    ways = int(rng.choice([1, 3, 8, 32]))
+    sizes = sorted({int(x) for x in rng.integers(1, 2 * nid, 12)} | {1, ways, 4 * ways})
+    st = policies._Stream(ids)
+    g = np.array([policies.setassoc_geometry(c, ways) for c in sizes], dtype=np.int64)
+    got = policies._setassoc_all(st.ids, policies.mix64(st.raw), np.ascontiguousarray(g[:, 0]),
+                                 np.ascontiguousarray(g[:, 1]), st.nid)
+    np.testing.assert_array_equal(got, _setassoc_by_lru_pass(ids, sizes, ways))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lru_depths_match_exact_reuse_distances(seed):
+    """`_lru_depths` (the top of the stack only) counts each distance below its depth as the
+    exact reuse-distance pass does; set-associative sizes of one set come from it."""
+    rng = np.random.default_rng(seed)
+    ids = (rng.zipf(1.1 + 0.2 * seed, 5000) % (20 + 300 * seed)).astype(np.int64)
+    dense = reuse.dense_ids(ids)
+    depth = int(rng.integers(1, 40))
+    d = reuse.reuse_distances(ids)
+    want = np.bincount(d[(d >= 0) & (d < depth)], minlength=depth)
+    np.testing.assert_array_equal(policies._lru_depths(dense, depth, int(dense.max()) + 1), want)
+    sizes = [1, 3, 16, 32, 40, 64, 100]
+    np.testing.assert_allclose(policies.setassoc_hit_rates(ids, sizes),
+                               [ref_setassoc(ids.tolist(), c) for c in sizes], rtol=0, atol=1e-12)

@@ -97,7 +97,7 @@ def _summary_lines(fids: list[tuple[str, dict]]) -> list[str]:
     return out
 
 
-def _json_doc(trace, out: str | None) -> dict:
+def _json_doc(trace, out: str | None, digest: str | None = None) -> dict:
     tables = []
     for t, row in enumerate(trace.summary_rows()):
         prof = trace.profiles[t]
@@ -119,7 +119,8 @@ def _json_doc(trace, out: str | None) -> dict:
         tables.append(entry)
     return {"tables": tables, "out": out, "num_samples": trace.num_samples,
             "source": trace.header.get("source"), "seed": trace.header.get("seed"),
-            "generator": trace.header.get("generator"), "digest": trace.digest}
+            "generator": trace.header.get("generator"),
+            "digest": digest if digest is not None else trace.digest}
 
 
 def _plot(trace, path: str) -> None:
@@ -335,21 +336,25 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
         notes.append(f"SHARDS sampling at rate {sample_rate}: estimated MRC and its error "
                      "against the exact pass stored per table")
     info.notes = notes
+    B = generate.samples_for(length, profiles)
     with timer.op("synthesis"):
-        trace = generate.synthesize_trace(profiles, source=info.to_json(),
-                                          num_samples=generate.samples_for(length, profiles),
-                                          table_rows=table_rows_synth, seed=seed,
-                                          compute_fidelity=True, jobs=jobs,
-                                          keep_indices=not profile_only, done=got.synthesized)
+        if profile_only:
+            trace, writer = generate.synthesize_trace(
+                profiles, source=info.to_json(), num_samples=B, table_rows=table_rows_synth,
+                seed=seed, jobs=jobs, keep_indices=False, done=got.synthesized), None
+        else:       # the file's arrays, table by table: no int64 layout in memory
+            trace, writer = generate.synthesize_packed(
+                profiles, source=info.to_json(), num_samples=B, table_rows=table_rows_synth,
+                seed=seed, jobs=jobs, done=got.synthesized)
     notes += _prefix_notes(trace)
     with timer.op("write"):
-        digest = trace.save(out)
+        digest = trace.save(out) if writer is None else writer.save(out, trace)
+        del writer
     phases = {k: float(timer.samples(k)[0]) for k in timer.names}
     if plot:
         _plot(trace, plot)
     if as_json:
-        doc = _json_doc(trace, out)
-        doc["digest"] = digest
+        doc = _json_doc(trace, out, digest)
         doc["notes"] = notes
         doc["phases_s"] = phases
         doc["phases_source"] = PHASES_SOURCE

@@ -343,17 +343,19 @@ def merge_shares(results: dict) -> Captured:
 
 def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
                       world: int) -> dict:
-    """This rank's tables of the whole synthesis plan, their ids narrowed to int32 where the
-    table's rows allow (half the bytes sent to rank 0 and kept there until assembled)."""
+    """This rank's tables of the whole synthesis plan, their ids narrowed to the width the
+    trace file stores (`tracefile.index_dtype`: at most half the int64 bytes sent to the
+    writing process and kept there until written)."""
     from dlrmprof.tracegen import generate
+    from dlrmprof.tracegen.tracefile import index_dtype
 
     B, tasks = generate.plan_synthesis(
         profiles, generate.samples_for(synth.length, profiles), table_rows, synth.seed,
-        synth.compute_fidelity, synth.keep_indices)
+        synth.compute_fidelity, synth.keep_indices, packed=True)
     out = {}
     for t in _mine(profiles, (rank, world)):
         ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
-        if ids is not None and tasks[t][2] <= np.iinfo(np.int32).max + 1:
-            ids = ids.astype(np.int32)
+        if ids is not None:
+            ids = ids.astype(index_dtype(tasks[t][2]))
         out[t] = (ids, offs, fid, distinct)
     return out

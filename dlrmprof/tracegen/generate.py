@@ -7,7 +7,8 @@ torch.distributed ranks.  Each table's model variant is chosen by measurement
 (`selection.choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`; on the
 first FIDELITY_PREFIX accesses of longer tables, `_measured_prefix`).  `plan_synthesis` and
 `synthesize_table` let the ranks of a table-parallel capture synthesize their own tables for
-`synthesize_trace(done=...)`.
+`synthesize_trace(done=...)`.  gen-trace writes through `synthesize_packed`: each table packed
+to the file's width as it comes, the in-memory int64 layout never built.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from dlrmprof.tracegen.selection import (HOT_CANDIDATES, SELECTION_SEEDS, SHORT_
                                          choose_hot, objective)
 from dlrmprof.tracegen.synth import (default_rows, distinct_growth, planned_distinct,
                                      synthesize_bags, synthesize_naive)
-from dlrmprof.tracegen.tracefile import TableMeta, Trace, header_for
+from dlrmprof.tracegen.tracefile import (PackedWriter, TableMeta, Trace, header_for,
+                                         index_dtype)
 
 MODEL = "hot-ids-spaced+tail-lru-stack/windowed"
 KEPT = ("per window: exact access counts of the K hottest ids, spaced by their normalised "
@@ -278,10 +280,11 @@ def _extrapolation(p: LocalityProfile, rows: int, B: int) -> dict:
 
 def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: int | None,
                  keep_indices: bool, hint: str, fidelity: bool = True,
-                 available: int | None = None) -> None:
+                 available: int | None = None, packed: bool = False) -> None:
     """Refuse, before allocating, a synthesis whose arrays exceed the memory available now:
-    the trace's indices and offsets (8 B each, kept) plus the largest table's working set
-    (its stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
+    the trace's indices and offsets (8 B each, kept; `packed`: the file's index width and
+    narrow bag lengths, `synthesize_packed`) plus the largest table's working set (its
+    stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
     access, and the fidelity pass's int32 array over the table's rows)."""
     from dlrmprof import memcheck
 
@@ -291,7 +294,9 @@ def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: 
         n = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
         rows = int(table_rows) if table_rows is not None else max(int(p.rows), n)
         if keep_indices:
-            items.append((f"table {p.name} ({n} synthetic indices)", 8 * n + 8 * B))
+            width = index_dtype(rows).itemsize if packed else 8
+            bags = 8 * B if not packed else (0 if len(p.bag_len_values) == 1 else 4 * B)
+            items.append((f"table {p.name} ({n} synthetic indices)", width * n + bags))
         work.append((f"table {p.name} (synthesizing {n} accesses over {rows} rows)",
                      32 * n + (4 * rows if fidelity else 0)))
     items.append(max(work, key=lambda it: it[1]))
@@ -309,15 +314,18 @@ def samples_for(length, profiles: list[LocalityProfile]) -> int | None:
 def plan_synthesis(profiles: list[LocalityProfile], num_samples: int | None = None,
                    table_rows: int | None = None, seed: int = 0, compute_fidelity: bool = True,
                    keep_indices: bool = True,
-                   memory_hint: str = "lower --length or --table-rows") -> tuple[int, list]:
+                   memory_hint: str = "lower --length or --table-rows",
+                   packed: bool = False) -> tuple[int, list]:
     """(B, one `synthesize_table` task per table): what `synthesize_trace` runs, so that the
     ranks of a table-parallel capture can run their tables' tasks themselves (a task depends
     on its table's profile, B and the seed only).  Refuses, before anything is allocated, a
-    synthesis that would not fit in memory (`check_memory`)."""
+    synthesis that would not fit in memory (`check_memory`; `packed`: kept as the file
+    stores them, `synthesize_packed`)."""
     if not profiles:
         raise ValueError("no tables to synthesize")
     B = num_samples if num_samples is not None else max(p.num_bags for p in profiles)
-    check_memory(profiles, B, table_rows, keep_indices, memory_hint, compute_fidelity)
+    check_memory(profiles, B, table_rows, keep_indices, memory_hint, compute_fidelity,
+                 packed=packed)
     seqs = np.random.SeedSequence(int(seed)).spawn(len(profiles))
     tasks = []
     for p, ss in zip(profiles, seqs):
@@ -339,8 +347,49 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
     `done`: {table index: `synthesize_table` result} already computed elsewhere (the ranks
     of a table-parallel capture) for the same plan; the rest is synthesized here.  Its
     entries are consumed (dropped once assembled)."""
+    B, tasks, profiles, generator = _plan_trace(profiles, num_samples, table_rows, seed,
+                                                compute_fidelity, keep_indices, memory_hint)
+    results = _results(tasks, jobs, done or {})
+    if not keep_indices:
+        fids = {}
+        if compute_fidelity:
+            for p, (_, _, fid, _) in zip(profiles, results):
+                fids[p.name] = fid
+        metas = [TableMeta(p.name, t[2], p.accesses, p.distinct) for p, t in zip(profiles, tasks)]
+        header = header_for(metas, profiles, B, source, int(seed), generator, fids, False)
+        return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
+    layout = _Layout(profiles, B)
+    metas, fids = _collect(profiles, tasks, results, layout.add)
+    indices, offsets = layout.finish()
+    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
+    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
+                 indices=indices, offsets=offsets)
+
+
+def synthesize_packed(profiles: list[LocalityProfile], source: dict,
+                      num_samples: int | None = None, table_rows: int | None = None,
+                      seed: int = 0, jobs: int = 1,
+                      memory_hint: str = "lower --length or --table-rows",
+                      done: dict | None = None) -> tuple[Trace, PackedWriter]:
+    """What gen-trace writes: the trace of `synthesize_trace` (with fidelity) as its header
+    and profiles (a `Trace` without the in-memory layout) and a `PackedWriter` holding its
+    file's arrays, made table by table as the syntheses come: the int64 TBE layout is never
+    built.  `writer.save(path, trace)` writes the bytes (and returns the digest) that
+    `synthesize_trace(...).save(path)` would."""
+    B, tasks, profiles, generator = _plan_trace(profiles, num_samples, table_rows, seed,
+                                                True, True, memory_hint, packed=True)
+    writer = PackedWriter(B)
+    metas, fids = _collect(profiles, tasks, _results(tasks, jobs, done or {}), writer.add)
+    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
+    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles),
+                 header=header), writer
+
+
+def _plan_trace(profiles, num_samples, table_rows, seed, compute_fidelity, keep_indices,
+                memory_hint, packed=False) -> tuple[int, list, list, dict]:
+    """(B, tasks, profiles as the file stores them, header.generator) of a trace."""
     B, tasks = plan_synthesis(profiles, num_samples, table_rows, seed, compute_fidelity,
-                              keep_indices, memory_hint)
+                              keep_indices, memory_hint, packed)
     # the source's prefix figures serve the fidelity measurement only: not in the file
     profiles = [replace(p, extra={k: v for k, v in p.extra.items() if k != "source_prefix"})
                 if "source_prefix" in p.extra else p for p in profiles]
@@ -354,19 +403,7 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
                     if B > p.num_bags and p.accesses}
     if extrapolated:
         generator["extrapolated"] = extrapolated
-    results = _results(tasks, jobs, done or {})
-    if not keep_indices:
-        fids = {}
-        if compute_fidelity:
-            for p, (_, _, fid, _) in zip(profiles, results):
-                fids[p.name] = fid
-        metas = [TableMeta(p.name, t[2], p.accesses, p.distinct) for p, t in zip(profiles, tasks)]
-        header = header_for(metas, profiles, B, source, int(seed), generator, fids, False)
-        return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
-    metas, fids, indices, offsets = _assemble(profiles, tasks, results, B)
-    header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
-    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header,
-                 indices=indices, offsets=offsets)
+    return B, tasks, profiles, generator
 
 
 def _results(tasks: list, jobs: int, done: dict):
@@ -381,16 +418,10 @@ def _results(tasks: list, jobs: int, done: dict):
         yield done.pop(t) if t in done else next(made)
 
 
-def _assemble(profiles, tasks, results, B: int):
-    """(metas, fidelity per table, indices, offsets) of the TBE layout, filled table by table
-    as the results come.  The offsets array is made last, once every table's working arrays
-    are gone: the trace's two arrays and one table's synthesis are never resident together."""
-    fixed = all(len(p.bag_len_values) == 1 for p in profiles)
-    total = sum(int(p.bag_len_values[0]) * B for p in profiles) if fixed else None
-    indices = np.empty(total, dtype=np.int64) if fixed else None
-    parts, bags = [], []                 # (per table) ids when not fixed; step or offsets
+def _collect(profiles, tasks, results, sink) -> tuple[list, dict]:
+    """(metas, fidelity per table), each table's (ids, offsets or None, rows) handed to
+    `sink` as its result comes and dropped before the next one is made."""
     metas, fids = [], {}
-    base = 0
     for p, task, res in zip(profiles, tasks, results):
         ids, offs, fid, distinct = res
         del res
@@ -398,26 +429,46 @@ def _assemble(profiles, tasks, results, B: int):
                                distinct=distinct))
         if fid is not None:
             fids[p.name] = fid
-        if indices is not None:
-            indices[base:base + ids.size] = ids
-        else:
-            parts.append(np.asarray(ids, dtype=np.int64))
-        bags.append((base, ids.size // B if B else 0, offs))
-        base += int(ids.size)
+        sink(ids, offs, task[2])
         del ids, offs
-    if indices is None:
-        indices = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        del parts
-    elif base != indices.size:
-        raise AssertionError("synthesized fewer indices than planned")
-    offsets = np.empty(len(profiles) * B + 1, dtype=np.int64)
-    for t, (lo, step, offs) in enumerate(bags):
-        if offs is None:
-            offsets[t * B:(t + 1) * B] = np.arange(B, dtype=np.int64) * step + lo
+    return metas, fids
+
+
+class _Layout:
+    """The TBE layout (int64 indices and offsets) filled table by table.  The offsets array
+    is made last, once every table's working arrays are gone: the trace's two arrays and one
+    table's synthesis are never resident together."""
+
+    def __init__(self, profiles, B: int):
+        fixed = all(len(p.bag_len_values) == 1 for p in profiles)
+        total = sum(int(p.bag_len_values[0]) * B for p in profiles) if fixed else None
+        self.indices = np.empty(total, dtype=np.int64) if fixed else None
+        self.parts, self.bags, self.B, self.base = [], [], B, 0
+
+    def add(self, ids, offs, rows) -> None:
+        if self.indices is not None:
+            self.indices[self.base:self.base + ids.size] = ids
         else:
-            offsets[t * B:(t + 1) * B] = offs[:-1] + lo
-    offsets[-1] = base
-    return metas, fids, indices, offsets
+            self.parts.append(np.asarray(ids, dtype=np.int64))
+        self.bags.append((self.base, ids.size // self.B if self.B else 0, offs))
+        self.base += int(ids.size)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        B, indices = self.B, self.indices
+        if indices is None:
+            indices = np.concatenate(self.parts) if self.parts else np.zeros(0, np.int64)
+            self.parts = []
+        elif self.base != indices.size:
+            raise AssertionError("synthesized fewer indices than planned")
+        offsets = np.empty(len(self.bags) * B + 1, dtype=np.int64)
+        for t, (lo, step, offs) in enumerate(self.bags):
+            if offs is None:
+                offsets[t * B:(t + 1) * B] = np.arange(B, dtype=np.int64) * step + lo
+            else:
+                offsets[t * B:(t + 1) * B] = offs[:-1] + lo
+        offsets[-1] = self.base
+        self.bags = []
+        return indices, offsets
 
 
 def synthesize(profile: LocalityProfile, num_samples: int | None = None, rows: int | None = None,

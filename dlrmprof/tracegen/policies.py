@@ -13,6 +13,9 @@ a larger cache can hit less, so one reuse-distance pass cannot give their curves
   ``ways = min(C, 32)``, ``sets = max(1, C // ways)`` (capacity ``sets * ways``, which is C when C
   is a power of two); an id's set is a fixed 64-bit mixing hash of the id (the splitmix64
   finaliser) modulo the set count, not the raw id, so strided ids do not pile into one set.
+  Sizes of one set (fully associative, C <= ways) all come from one pass keeping the top
+  `ways` of the LRU stack (`_lru_depths`); the others are simulated with each id's way
+  recorded, so a hit is O(1) and only a miss scans its set (`_setassoc_all`).
 
 A size at or above the stream's distinct count never evicts (for set-associative: when no set
 receives more distinct ids than it has ways), so its hit rate is (N - distinct) / N without a
@@ -259,16 +262,69 @@ class _Stream:
 # One kernel call per policy and stream, all sizes inside it: on short streams (a table of
 # a few thousand accesses, the selection's case) the per-call cost outweighs the pass.
 @njit(cache=True)
-def _setassoc_all(ids, h, nsets, ways, buf):
-    """Hits of set-associative LRU for each geometry (nsets[k], ways[k]): the key of an
-    access is dense_id * sets + mix64(id) % sets (unique per id, its set the hashed one)."""
+def _setassoc_all(ids, h, nsets, ways, nid):
+    """Hits of set-associative LRU for each geometry (nsets[k], ways[k]) on dense ids (h: each
+    access's mix64 hash; its set h % sets).  `where`: each id's way (-1: not cached), so a hit
+    is O(1) and only a miss scans its set: `_lru_pass`'s hits on keys id * sets + set."""
     out = np.zeros(nsets.shape[0], dtype=np.int64)
-    keys = np.empty(ids.shape[0], dtype=np.int64)
+    where = np.empty(nid, dtype=np.int64)
     for k in range(nsets.shape[0]):
-        ns = np.uint64(nsets[k])
+        ns, w = nsets[k], ways[k]
+        tags = np.full(ns * w, -1, dtype=np.int64)
+        stamp = np.zeros(ns * w, dtype=np.int64)
+        where[:] = -1
+        mask, uns, pow2 = np.uint64(ns - 1), np.uint64(ns), (ns & (ns - 1)) == 0
+        hits = 0
         for i in range(ids.shape[0]):
-            keys[i] = ids[i] * nsets[k] + np.int64(h[i] % ns)
-        out[k] = ids.shape[0] - _lru_pass(keys, nsets[k], ways[k], buf)
+            x = ids[i]
+            slot = where[x]
+            if slot >= 0:
+                hits += 1
+                stamp[slot] = i + 1
+                continue
+            s = np.int64(h[i] & mask) if pow2 else np.int64(h[i] % uns)
+            victim = s * w
+            oldest = stamp[victim]
+            for j in range(s * w + 1, s * w + w):
+                if stamp[j] < oldest:
+                    oldest = stamp[j]
+                    victim = j
+            if tags[victim] >= 0:
+                where[tags[victim]] = -1
+            tags[victim] = x
+            stamp[victim] = i + 1
+            where[x] = victim
+        out[k] = hits
+    return out
+
+
+@njit(cache=True)
+def _lru_depths(ids, depth, nid):
+    """Accesses at each LRU stack distance 0 .. depth-1 (int64 [depth]): the top `depth`
+    ids of the stack, most recent first, and an in-list flag per id.  A fully associative
+    LRU cache of c <= depth entries hits sum(out[:c]) times: one pass for every such size."""
+    out = np.zeros(depth, dtype=np.int64)
+    top = np.full(depth, -1, dtype=np.int64)
+    inlist = np.zeros(nid, dtype=np.uint8)
+    filled = 0
+    for i in range(ids.shape[0]):
+        x = ids[i]
+        if inlist[x]:
+            j = 0
+            while top[j] != x:
+                j += 1
+            out[j] += 1
+        elif filled == depth:
+            j = depth - 1
+            inlist[top[j]] = 0
+        else:
+            j = filled
+            filled += 1
+        while j > 0:
+            top[j] = top[j - 1]
+            j -= 1
+        top[0] = x
+        inlist[x] = 1
     return out
 
 
@@ -315,11 +371,16 @@ def _setassoc(st: _Stream, sizes: np.ndarray, ways: int) -> np.ndarray:
                              f"({nsets} sets for {st.nid} ids)")
         sim.append(k)
         geo.append((nsets, w))
-    if sim:
-        g = np.asarray(geo, dtype=np.int64)
+    one = [j for j, (nsets, _) in enumerate(geo) if nsets == 1]   # fully associative
+    if one:
+        depths = np.cumsum(_lru_depths(st.ids, max(geo[j][1] for j in one), st.nid))
+        out[[sim[j] for j in one]] = depths[[geo[j][1] - 1 for j in one]] / st.n
+    sets = [j for j, (nsets, _) in enumerate(geo) if nsets > 1]
+    if sets:
+        g = np.asarray([geo[j] for j in sets], dtype=np.int64)
         hits = _setassoc_all(st.ids, h, np.ascontiguousarray(g[:, 0]),
-                             np.ascontiguousarray(g[:, 1]), np.empty(st.n, dtype=np.int64))
-        out[sim] = hits / st.n
+                             np.ascontiguousarray(g[:, 1]), st.nid)
+        out[[sim[j] for j in sets]] = hits / st.n
     return out
 
 

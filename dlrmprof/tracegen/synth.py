@@ -303,9 +303,12 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 items += 1
                 D += 1
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
-            else:
+            elif max_uses > 0:
                 g, D = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses)
-            uses = _count_use(uses, g, max_uses)
+            else:
+                g = pop_depth(owner, bits, tree, nw, t, d, D)
+            if max_uses > 0:        # without a cap (the naive model) no call at all
+                uses = _count_use(uses, g, max_uses)
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
             t += 1

@@ -183,12 +183,28 @@ def content_digest(header: dict, indices, offsets) -> str:
     return h.hexdigest()
 
 
+def index_dtype(rows: int) -> np.dtype:
+    """The narrowest unsigned dtype holding a table's ids 0..rows-1 (how a file stores them)."""
+    return _narrowest(max(int(rows) - 1, 0))
+
+
 def _narrowest(top: int) -> np.dtype:
     """The narrowest unsigned dtype holding 0..top."""
     for dt in (np.uint8, np.uint16, np.uint32):
         if top <= np.iinfo(dt).max:
             return np.dtype(dt)
     return np.dtype(np.uint64)
+
+
+def _bags_entry(dt: np.dtype, lens: np.ndarray) -> tuple[dict, np.ndarray | None]:
+    """A table's header.storage entry and its stored bag lengths (None when they are all
+    equal: the entry's pooling holds the one length)."""
+    entry = {"index_dtype": dt.name}
+    if lens.size and (lens == lens[0]).all():
+        entry["pooling"] = int(lens[0])
+        return entry, None
+    entry["pooling"] = None
+    return entry, lens.astype(_narrowest(int(lens.max()) if lens.size else 0))
 
 
 def _pack(trace: "Trace") -> tuple[dict, dict]:
@@ -200,19 +216,98 @@ def _pack(trace: "Trace") -> tuple[dict, dict]:
     arrays, tables = {}, []
     for t, meta in enumerate(trace.tables):
         off = trace.offsets[t * B:(t + 1) * B + 1]
-        dt = _narrowest(max(meta.rows - 1, 0))
+        dt = index_dtype(meta.rows)
         arrays[f"i{t}"] = (lambda lo=int(off[0]), hi=int(off[-1]), dt=dt:
                            trace.indices[lo:hi].astype(dt))
-        lens = np.diff(off)
-        entry = {"index_dtype": dt.name}
-        if lens.size and (lens == lens[0]).all():
-            entry["pooling"] = int(lens[0])
-        else:
-            ldt = _narrowest(int(lens.max()) if lens.size else 0)
-            arrays[f"l{t}"] = lens.astype(ldt)
-            entry["pooling"] = None
+        entry, lens = _bags_entry(dt, np.diff(off))
+        if lens is not None:
+            arrays[f"l{t}"] = lens
         tables.append(entry)
     return arrays, {"layout": "per-table", "tables": tables}
+
+
+class PackedWriter:
+    """A format-2 file's arrays and content digest built table by table, in table order,
+    without the int64 TBE layout in memory (gen-trace's path, `generate.synthesize_packed`).
+    Each table's ids are hashed as the layout's int64 bytes as they come and kept at the
+    file's width; the offsets (arithmetic for a constant pooling factor, else from the
+    stored bag lengths) are hashed a piece at a time at the end, as the digest's definition
+    orders them.  `save` writes the bytes `Trace.save` writes for the same trace."""
+
+    def __init__(self, num_samples: int):
+        self.num_samples = int(num_samples)
+        self.arrays: dict = {}
+        self.tables: list = []             # header.storage entries
+        self._hash = hashlib.sha256()
+        self._nnz = 0
+
+    def add(self, ids: np.ndarray, offsets: np.ndarray | None, rows: int) -> None:
+        """The next table: its ids (any integer dtype), its offsets [B+1] from 0 or None
+        when every bag holds ids.size / B of them, its rows (ids must lie in [0, rows))."""
+        t, B = len(self.tables), self.num_samples
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or (ids.size and (int(ids.min()) < 0 or int(ids.max()) >= rows)):
+            raise ValueError(f"table {t}: ids outside [0, {rows}) or not 1-D")
+        if offsets is None:
+            if ids.size % B:
+                raise ValueError(f"table {t}: {ids.size} ids in {B} equal bags")
+            lens = np.full(B, ids.size // B, dtype=np.int64)
+        else:
+            lens = np.diff(offsets)
+            if offsets.shape != (B + 1,) or offsets[0] != 0 or offsets[-1] != ids.size \
+                    or (lens.size and lens.min() < 0):
+                raise ValueError(f"table {t}: offsets are not {B + 1} non-decreasing "
+                                 f"values from 0 to {ids.size}")
+        self._hash.update(memoryview(np.ascontiguousarray(ids, dtype="<i8")).cast("B"))
+        dt = index_dtype(rows)
+        self.arrays[f"i{t}"] = ids.astype(dt, copy=False)
+        entry, stored = _bags_entry(dt, lens)
+        if stored is not None:
+            self.arrays[f"l{t}"] = stored
+        self.tables.append(entry)
+        self._nnz += int(ids.size)
+
+    def _hash_offsets(self) -> None:
+        B, base = self.num_samples, 0
+        for t, entry in enumerate(self.tables):
+            pool, lens = entry["pooling"], self.arrays.get(f"l{t}")
+            for lo in range(0, B, _CHECK_STEP):
+                hi = min(lo + _CHECK_STEP, B)
+                if pool is not None:
+                    part = base + pool * np.arange(lo, hi, dtype=np.int64)
+                else:
+                    ends = np.cumsum(lens[lo:hi], dtype=np.int64)
+                    part = base + ends - lens[lo:hi]
+                    ends += base
+                self._hash.update(memoryview(np.ascontiguousarray(part, "<i8")).cast("B"))
+                if pool is None:
+                    base = int(ends[-1])
+            if pool is not None:
+                base += pool * B
+        self._hash.update(np.array([self._nnz], dtype="<i8").tobytes())
+
+    def save(self, path, trace: "Trace") -> str:
+        """Write `trace`'s header and profiles with the added tables' arrays (atomically);
+        returns the content digest.  Once only (the digest's state is consumed)."""
+        if self._hash is None:
+            raise ValueError("this PackedWriter has written its file already")
+        if len(self.tables) != len(trace.tables) or trace.num_samples != self.num_samples:
+            raise ValueError(f"{len(self.tables)} tables added for a trace of "
+                             f"{len(trace.tables)}")
+        _validate_profiles(trace, trace.path or "<trace>")
+        arrays = dict(self.arrays)
+        for t, p in enumerate(trace.profiles):
+            arrays.update(p.to_arrays(f"p{t}_")[0])
+        header = {k: v for k, v in trace.header.items() if k not in UNHASHED}
+        header["version"] = SCHEMA_VERSION
+        header["storage"] = {"layout": "per-table", "tables": self.tables}
+        self._hash_offsets()
+        self._hash.update(_canonical({k: v for k, v in header.items() if k not in UNHASHED}))
+        header["digest"] = self._hash.hexdigest()
+        self._hash = None
+        with atomic_path(path) as tmp:
+            _write_npz(tmp, header, arrays)
+        return header["digest"]
 
 
 def _unpack(path, header: dict, arrays: dict, metas: list, B: int):
@@ -366,17 +461,7 @@ def _validate(trace: Trace, where: str) -> None:
 
     T = len(trace.tables)
     B = trace.num_samples
-    if B < 1:
-        bad("at least one sample", "num_samples", str(B))
-    if len(trace.profiles) != T:
-        bad(f"{T} profiles", "profiles", str(len(trace.profiles)))
-    for t, (meta, prof) in enumerate(zip(trace.tables, trace.profiles)):
-        try:
-            prof.validate(f"table {meta.name}")
-        except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
-            bad("a consistent locality profile", f"p{t}", " ".join(str(exc).split())[:120])
-        if meta.rows < 1:
-            bad("rows >= 1", f"tables[{t}].rows", str(meta.rows))
+    _validate_profiles(trace, where)
     if not trace.has_indices:
         return
     idx, off = trace.indices, trace.offsets
@@ -409,6 +494,25 @@ def _validate(trace: Trace, where: str) -> None:
         if seg.size != meta.accesses:
             bad(f"{meta.accesses} accesses for table {meta.name} (header)", "offsets",
                 str(seg.size))
+
+
+def _validate_profiles(trace: Trace, where: str) -> None:
+    """The sample count, each table's rows and its locality profile."""
+    def bad(expected, fld=None, got=None):
+        raise input_error(where, expected, field=fld, got=got)
+
+    T = len(trace.tables)
+    if trace.num_samples < 1:
+        bad("at least one sample", "num_samples", str(trace.num_samples))
+    if len(trace.profiles) != T:
+        bad(f"{T} profiles", "profiles", str(len(trace.profiles)))
+    for t, (meta, prof) in enumerate(zip(trace.tables, trace.profiles)):
+        try:
+            prof.validate(f"table {meta.name}")
+        except (ValueError, TypeError, IndexError, AttributeError, OverflowError) as exc:
+            bad("a consistent locality profile", f"p{t}", " ".join(str(exc).split())[:120])
+        if meta.rows < 1:
+            bad("rows >= 1", f"tables[{t}].rows", str(meta.rows))
 
 
 def header_for(tables: list[TableMeta], profiles: list[LocalityProfile], num_samples: int,
