@@ -12,9 +12,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
 from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras
-from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
+from dlrmprof.tracegen.profile import (CLASS_MODEL, LocalityProfile, build_profile,
+                                       stream_histogram)
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
 HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024, 4096)
@@ -22,6 +24,10 @@ HOT_PREFIX = 1 << 16          # candidates are compared on at most this many acc
 SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
 FINALISTS = 3
+# the class model is a candidate on streams of at least this many accesses: below, its W x C
+# per-window class histograms hold a few accesses each, and a selection measured against the
+# same stream would reward memorising them
+CLASS_MIN = 1 << 15
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
@@ -61,13 +67,17 @@ def objective(f: dict) -> float:
     return total
 
 
-def _variants(prof: LocalityProfile, naive: bool):
+def _variants(prof: LocalityProfile, naive: bool, ids=None):
     """The variants of a profile that are measured: hot ids spaced by their gaps, placed
     independently inside each window (the gap histogram dropped), and with `naive` the naive
-    model itself (which uses only the whole-stream histogram)."""
+    model itself (which uses only the whole-stream histogram) and, on streams of CLASS_MIN
+    accesses or more, the class model of the stream `ids` (`classes.py`; `prof` has no hot
+    set then)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
+        if ids is not None and prof.accesses >= CLASS_MIN:
+            yield CLASS_MODEL, class_profile(prof, ids)
     if prof.hot_k and prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
@@ -112,7 +122,7 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
                                   candidates, seed)
         prof = with_placement(build_profile(name, ids, lengths, rows=rows, windows=windows,
                                             hot=chosen["chosen"], hist_cold=hist_cold),
-                              chosen["placement"])
+                              chosen["placement"], ids)
     else:
         prof, chosen = select_hot(name, ids, lengths, rows, windows, hist_cold, candidates,
                                   seed)
@@ -120,9 +130,12 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     return prof, chosen
 
 
-def with_placement(prof: LocalityProfile, placement: str) -> LocalityProfile:
+def with_placement(prof: LocalityProfile, placement: str, ids=None) -> LocalityProfile:
     """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
-    independently (no gap histogram), or the naive model."""
+    independently (no gap histogram), the naive model, or the class model (of the stream
+    `ids`; the one-pass capture adds it from its own pass instead)."""
+    if placement == CLASS_MODEL and ids is not None:
+        return class_profile(prof, ids)
     if placement == "independent":
         return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
     if placement == NAIVE:
@@ -148,7 +161,7 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
         base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
                              hist_cold=sub_hc)
         base.extra["source_extras"] = extras
-        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates):
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
     # successive halving: one synthesis each, then more for the best few; the naive
     # candidate, the hinge's reference, always as many as a finalist
