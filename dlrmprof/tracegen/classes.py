@@ -1,7 +1,7 @@
 """Count classes on their own LRU stacks, capped: the model for tables whose popularity drifts.
 
 Ids are grouped by floor(log2(their access count in the whole stream)) (counts 1, 2-3, 4-7,
-...; the last of CLASSES classes open).  The profile keeps, per window and class, the class's
+...; 16 octaves, the last class open), or by half octaves (floor(2 log2(count))).  The profile keeps, per window and class, the class's
 first touches and the histogram of its class-local reuse distances (distinct ids *of the
 class* since the id's previous access), and each class's largest count.  The synthesis keeps
 every window's per-class access and first-touch counts: each class is an LRU stack of its own
@@ -26,17 +26,20 @@ from numba import njit
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.profile import CLASS_MODEL, _chunks, count_ids
 
-CLASSES = 16            # count classes at most: 1, 2-3, ..., 2^14-(2^15-1), 2^15 and more
-MODEL = CLASS_MODEL     # profile.extra["model"] (and the selection's placement) of this model
+OCTAVES = 16            # classes span at most 16 octaves of counts (the last class open)
+MODEL = CLASS_MODEL     # profile.extra["model"] of this model
+# the selection's placements of this model: classes per octave of counts
+PLACEMENTS = {CLASS_MODEL: 1, "half-octave classes": 2}
 
 
-def count_classes(counts: np.ndarray) -> np.ndarray:
-    """Class of each id from its access count: floor(log2(count)), at most CLASSES - 1; -1 for
-    ids never accessed."""
+def count_classes(counts: np.ndarray, per_octave: int = 1) -> np.ndarray:
+    """Class of each id from its access count: floor(per_octave * log2(count)), at most
+    OCTAVES * per_octave - 1; -1 for ids never accessed."""
     counts = np.asarray(counts, dtype=np.int64)
     cls = np.full(counts.shape[0], -1, dtype=np.int64)
     seen = counts > 0
-    cls[seen] = np.minimum(np.frexp(counts[seen].astype(np.float64))[1] - 1, CLASSES - 1)
+    c = np.floor(per_octave * np.log2(counts[seen].astype(np.float64)) + 1e-9)
+    cls[seen] = np.minimum(c.astype(np.int64), OCTAVES * per_octave - 1)
     return cls
 
 
@@ -58,11 +61,11 @@ class ClassState:
     chunk, as for `profile.WindowState`).  Memory O(distinct ids): one reuse state per class
     over class-local dense ids."""
 
-    def __init__(self, counts: np.ndarray, n: int, windows: int):
+    def __init__(self, counts: np.ndarray, n: int, windows: int, per_octave: int = 1):
         W = max(1, min(int(windows), int(n)))
         self.wsize = max(1, -(-int(n) // W))
         self.W = max(1, -(-int(n) // self.wsize))
-        self.cls = count_classes(counts)
+        self.cls = count_classes(counts, per_octave)
         seen = self.cls >= 0
         self.C = int(self.cls.max()) + 1 if seen.any() else 1
         size = np.bincount(self.cls[seen], minlength=self.C)
@@ -106,12 +109,12 @@ def with_classes(prof, state: ClassState):
                    extra=dict(prof.extra, model=MODEL))
 
 
-def class_profile(prof, ids):
+def class_profile(prof, ids, per_octave: int = 1):
     """The class model of a stream whose profile (no hot set) is `prof`."""
     counts = np.zeros(max(prof.rows, int(ids.max()) + 1 if ids.shape[0] else 1), np.int64)
     for c in _chunks(ids):
         count_ids(c, counts)
-    state = ClassState(counts, prof.accesses, prof.num_windows)
+    state = ClassState(counts, prof.accesses, prof.num_windows, per_octave)
     if state.wsize != prof.window_size:
         raise AssertionError("class windows differ from the profile's")
     for c in _chunks(ids):

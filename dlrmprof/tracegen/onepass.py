@@ -36,11 +36,12 @@ from typing import Callable, Iterable
 import numpy as np
 
 from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import ClassState, with_classes
 from dlrmprof.tracegen.fidelity import POLICY_PREFIX, source_extras
 from dlrmprof.tracegen.policies import BatchStream
-from dlrmprof.tracegen.profile import (CLASS_MODEL, LocalityProfile, WindowState, assemble,
-                                       count_ids, hot_ranks)
+from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, count_ids,
+                                       hot_ranks)
 
 IN_MEMORY = POLICY_PREFIX       # streams up to this many accesses are kept whole and read once
 KEEP_BYTES = 512 << 20          # longer ones are kept as int32 columns up to this size, read once
@@ -194,8 +195,9 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
     for i, (t, (_, sel)) in enumerate(zip(tables, chosen)):
         top, hot_rank, k = hot_ranks(t.counts, t.cold, sel["chosen"])
         wins.append((top, WindowState(hot_rank, k, n, windows, t.bound)))
-        if sel["placement"] == CLASS_MODEL:
-            klass[i] = ClassState(t.counts[:max(t.bound, 1)], n, windows)
+        if sel["placement"] in CLASS_PLACEMENTS:
+            klass[i] = ClassState(t.counts[:max(t.bound, 1)], n, windows,
+                                  CLASS_PLACEMENTS[sel["placement"]])
         if sample_rate is not None:
             shards.append(_reuse.ShardsStream(_reuse.shards_heavy(t.probe), sample_rate))
     # pass 2: over the kept copy, or the input read again

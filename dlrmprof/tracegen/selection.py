@@ -12,11 +12,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
 from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras
-from dlrmprof.tracegen.profile import (CLASS_MODEL, LocalityProfile, build_profile,
-                                       stream_histogram)
+from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
 HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024, 4096)
@@ -71,13 +71,14 @@ def _variants(prof: LocalityProfile, naive: bool, ids=None):
     """The variants of a profile that are measured: hot ids spaced by their gaps, placed
     independently inside each window (the gap histogram dropped), and with `naive` the naive
     model itself (which uses only the whole-stream histogram) and, on streams of CLASS_MIN
-    accesses or more, the class model of the stream `ids` (`classes.py`; `prof` has no hot
-    set then)."""
+    accesses or more, the class model of the stream `ids` by octaves and by half octaves of
+    counts (`classes.py`; `prof` has no hot set then)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
         if ids is not None and prof.accesses >= CLASS_MIN:
-            yield CLASS_MODEL, class_profile(prof, ids)
+            for placement, per_octave in CLASS_PLACEMENTS.items():
+                yield placement, class_profile(prof, ids, per_octave)
     if prof.hot_k and prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
@@ -134,8 +135,8 @@ def with_placement(prof: LocalityProfile, placement: str, ids=None) -> LocalityP
     """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
     independently (no gap histogram), the naive model, or the class model (of the stream
     `ids`; the one-pass capture adds it from its own pass instead)."""
-    if placement == CLASS_MODEL and ids is not None:
-        return class_profile(prof, ids)
+    if placement in CLASS_PLACEMENTS and ids is not None:
+        return class_profile(prof, ids, CLASS_PLACEMENTS[placement])
     if placement == "independent":
         return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
     if placement == NAIVE:
