@@ -15,7 +15,7 @@ import numpy as np
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras
+from dlrmprof.tracegen.fidelity import POLICIES, errors, policy_figures, source_extras
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
@@ -84,11 +84,21 @@ def _variants(prof: LocalityProfile, naive: bool, ids=None):
                                      extra=dict(prof.extra))
 
 
-def _measure_candidate(t: dict, seed: int) -> None:
-    """One more synthesis of a selection candidate; its figures are the means so far."""
+def _measure_candidate(t: dict, seed: int, above: tuple | None = None) -> None:
+    """One more synthesis of a selection candidate; its figures are the means so far.
+    `above` (its first synthesis only): (the naive candidate's LRU error, an objective
+    reached): the other caches are not simulated when the figures without them already put
+    the candidate at or above it (they only add to the objective); its objective is then
+    that lower bound, marked 'pruned'."""
     prof = t["_prof"]
     syn, offs, _ = synthesize_bags(prof, seed=seed)
-    t["_f"].append(_fidelity(prof, syn, offsets=offs, policies=SELECTION_POLICIES))
+    f = _fidelity(prof, syn, offsets=offs, policies=())
+    if above is not None and (objective(f) + _hinge_units(f["mrc_mae"], above[0])
+                              >= above[1]):
+        t["pruned"] = True
+    else:
+        f.update(policy_figures(prof, syn, SELECTION_POLICIES))
+    t["_f"].append(f)
     fs = t["_f"]
     t["_base"] = t["objective"] = float(np.mean([objective(f) for f in fs]))
     t["mrc_mae"] = float(np.mean([f["mrc_mae"] for f in fs]))
@@ -97,13 +107,20 @@ def _measure_candidate(t: dict, seed: int) -> None:
     t["syntheses"] = len(fs)
 
 
+def _hinge_units(mae: float, naive_mae: float | None) -> float:
+    """The objective's units for an LRU error `mae` above the naive candidate's."""
+    if naive_mae is None:
+        return 0.0
+    return NAIVE_HINGE * max(0.0, mae - naive_mae) / MAE_UNIT
+
+
 def _hinge(tried: list[dict]) -> None:
     """The goal 'no worse than the naive baseline' in the objective: a candidate whose LRU
     error exceeds the naive candidate's pays NAIVE_HINGE units per MAE_UNIT of excess."""
     naive = [t for t in tried if t["placement"] == NAIVE]
     for t in tried:
-        excess = max(0.0, t["mrc_mae"] - naive[0]["mrc_mae"]) if naive else 0.0
-        t["objective"] = t["_base"] + NAIVE_HINGE * excess / MAE_UNIT
+        t["objective"] = t["_base"] + _hinge_units(t["mrc_mae"],
+                                                   naive[0]["mrc_mae"] if naive else None)
 
 
 def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CANDIDATES,
@@ -153,7 +170,9 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
-    extras = source_extras(sub, sub_lengths, distinct)
+    # the source's curves of the caches the objective compares (`choose_hot`'s caller
+    # measures the whole stream's own)
+    extras = source_extras(sub, sub_lengths, distinct, policies=SELECTION_POLICIES)
     tried = []
     for k in candidates:
         if tried and k and tried[-1]["hot"] >= distinct:
@@ -164,12 +183,23 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
         base.extra["source_extras"] = extras
         for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
-    # successive halving: one synthesis each, then more for the best few; the naive
-    # candidate, the hinge's reference, always as many as a finalist
+    # successive halving: one synthesis each, then more for the best few; the naive candidate, the hinge's
+    # reference, always as many as a finalist.  A candidate measured after the naive one
+    # that cannot reach the best `keep` so far (the finalists, or the winner) does not
+    # simulate the other caches (`_measure_candidate`): the same choice, for less
+    keep = FINALISTS if seeds > 1 else 1
+    bar, naive_mae = np.inf, None
     for t in tried:
-        _measure_candidate(t, seed)
+        prune = naive_mae is not None and t["placement"] != NAIVE
+        _measure_candidate(t, seed, (naive_mae, bar) if prune else None)
         for s in range(1, seeds if t["placement"] == NAIVE else 1):
             _measure_candidate(t, seed + s)
+        if t["placement"] == NAIVE:
+            naive_mae = t["mrc_mae"]
+        if naive_mae is not None:
+            done = sorted(u["_base"] + _hinge_units(u["mrc_mae"], naive_mae)
+                          for u in tried if u["_f"])
+            bar = done[keep - 1] if len(done) >= keep else np.inf
     _hinge(tried)
     pool = tried
     if seeds > 1:
