@@ -209,6 +209,26 @@ NEAREST = 64        # depths searched on each side for an id under its cap (keep
 
 
 @njit(cache=True)
+def _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses):
+    """Take the item at depth d, or where it has been used max_uses times the nearest one
+    within NEAREST depths (shallower first) used fewer times; the spent item keeps its
+    place.  Its own function (not inlined): the synthesizer's loop compiles as before."""
+    s = -1
+    for i in range(2 * NEAREST + 1):
+        # depths d, d - 1, d + 1, d - 2, d + 2, ...: one call site of the inlined lookup
+        e = d + ((i + 1) // 2) * (1 if i % 2 == 0 else -1)
+        if e < 0 or e >= D:
+            continue
+        s2 = slot_at(bits, tree, nw, t, e, D)
+        if s < 0:
+            s = s2                   # the drawn depth, taken when none is under its cap
+        if uses[owner[s2]] < max_uses:
+            s = s2
+            break
+    return remove_slot(owner, bits, tree, nw, t, s)
+
+
+@njit(cache=True)
 def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
     """`pop_depth`, except that an item already used max_uses times (> 0) is not taken: it
     leaves the stack for good and the item now at that depth is taken instead, or
@@ -216,20 +236,7 @@ def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
     source's spent ids are, and the nearest item within NEAREST depths (shallower first)
     under its cap is taken.  Returns (item, new D)."""
     if keep_capped and max_uses > 0:
-        s = slot_at(bits, tree, nw, t, d, D)
-        if uses[owner[s]] >= max_uses:
-            for r in range(1, NEAREST + 1):
-                if d - r >= 0:
-                    s2 = slot_at(bits, tree, nw, t, d - r, D)
-                    if uses[owner[s2]] < max_uses:
-                        s = s2
-                        break
-                if d + r < D:
-                    s2 = slot_at(bits, tree, nw, t, d + r, D)
-                    if uses[owner[s2]] < max_uses:
-                        s = s2
-                        break
-        return remove_slot(owner, bits, tree, nw, t, s), D
+        return _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses), D
     g = pop_depth(owner, bits, tree, nw, t, d, D)
     while max_uses > 0 and uses[g] >= max_uses and D > 1:
         fenwick_add(tree, (t >> 6) + 1, nw + 1, -1)     # pop_depth left it counted at t
