@@ -126,6 +126,15 @@ def test_class_synthesis_at_other_lengths(factor):
         assert len(np.unique(ids)) > cp.distinct
 
 
+@pytest.mark.parametrize("rows", [1, 3, 500])
+def test_class_synthesis_into_fewer_rows_than_ids(rows):
+    _, cp = _class_prof(workloads.drifting_zipf(20_000, distinct=4_000, a=1.0, drift=0.05,
+                                                seed=3))
+    ids, facts = synthesize_stream(cp, rows=rows, seed=2)
+    assert ids.shape[0] == cp.accesses and 0 <= ids.min() and ids.max() < rows
+    assert facts["items"] <= rows
+
+
 def test_the_selection_picks_the_class_model_where_popularity_drifts_not_on_sessions():
     users, items = workloads.user_item_log(60_000, users=20_000, items=50_000, seed=3)
     for ids, want in ((items, True), (users, False)):

@@ -1,13 +1,14 @@
 """Count classes on their own LRU stacks, capped: the model for tables whose popularity drifts.
 
 Ids are grouped by floor(log2(their access count in the whole stream)) (counts 1, 2-3, 4-7,
-...; 16 octaves, the last class open), or by half octaves (floor(2 log2(count))).  The profile keeps, per window and class, the class's
-first touches and the histogram of its class-local reuse distances (distinct ids *of the
-class* since the id's previous access), and each class's largest count.  The synthesis keeps
-every window's per-class access and first-touch counts: each class is an LRU stack of its own
-(`synth._synth_core` without a hot set, one call per class), capped so that no id is used
-more often than the source's most accessed id of its class; the classes' accesses are then
-interleaved at random inside each window.
+...; 16 octaves, the last class open), or by half octaves (floor(2 log2(count))).  The
+profile keeps, per window and class, the class's first touches and the histogram of its
+class-local reuse distances (distinct ids *of the class* since the id's previous access), and
+each class's largest count.  The synthesis keeps every window's per-class access and
+first-touch counts: each class is an LRU stack of its own (`synth._synth_core` without a hot
+set, one call per class), capped so that no id is used more often than the source's most
+accessed id of its class (a spent id keeps its place on the stack); the classes' accesses
+are then interleaved at random inside each window.
 
 What it keeps that the windowed hot-set model does not: the popularity of every rank (an id
 stays in its class, and a class's ids keep the class's reuse), so the LFU curve and the
@@ -135,9 +136,9 @@ def _apportion(weights: np.ndarray, totals: np.ndarray) -> np.ndarray:
 
 def plan_classes(prof, n: int):
     """(window bounds, accesses [W', C], first touches [W', C], cap per class, source window of
-    each) of a synthesis
-    of n accesses: the windows and first touches of `synth.plan_windows`, each split over the
-    classes as the source window's; caps scaled by the length like `synth.tail_cap`."""
+    each) of a synthesis of n accesses: the windows and first touches of `synth.plan_windows`,
+    each split over the classes as the source window's; caps scaled by the length like
+    `synth.tail_cap`."""
     from dlrmprof.tracegen.synth import plan_windows
 
     bounds, _, cold, src_w = plan_windows(prof, n)
@@ -177,8 +178,12 @@ def synthesize_classes(prof, n: int, rows: int, rng: np.random.Generator):
             _reuse.bin_edges(0), np.ascontiguousarray(ccold[:, c]), cdf, edges,
             np.ascontiguousarray(cdf.sum(axis=0)), int(rng.integers(0, 2 ** 63)), room, 8,
             False, int(cap[c]), True)
-        seqs.append(s + items)
-        items, extra, clamped = items + int(k), extra + int(e), clamped + int(cl)
+        if items + k <= rows:
+            seqs.append(s + items)
+            items += int(k)
+        else:                    # the table is full (fewer rows than ids): reuse its ids
+            seqs.append(s % rows)
+        extra, clamped = extra + int(e), clamped + int(cl)
     labels = np.repeat(np.tile(np.arange(C), Wn), acc.reshape(-1))
     for w in range(Wn):                      # the classes' accesses at random in each window
         rng.shuffle(labels[bounds[w]:bounds[w + 1]])

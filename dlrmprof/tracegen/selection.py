@@ -183,10 +183,10 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
         base.extra["source_extras"] = extras
         for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
-    # successive halving: one synthesis each, then more for the best few; the naive candidate, the hinge's
-    # reference, always as many as a finalist.  A candidate measured after the naive one
-    # that cannot reach the best `keep` so far (the finalists, or the winner) does not
-    # simulate the other caches (`_measure_candidate`): the same choice, for less
+    # successive halving: one synthesis each, then more for the best few; the naive
+    # candidate, the hinge's reference, always as many as a finalist.  A candidate measured
+    # after the naive one that cannot reach the best `keep` so far (the finalists, or the
+    # winner) does not simulate the other caches (`_measure_candidate`): the same choice
     keep = FINALISTS if seeds > 1 else 1
     bar, naive_mae = np.inf, None
     for t in tried:

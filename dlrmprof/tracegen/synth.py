@@ -268,8 +268,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
-    max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped
-    its way of skipping them)."""
+    max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped)."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
