@@ -1,7 +1,7 @@
 """Count classes on their own LRU stacks, capped: the model for tables whose popularity drifts.
 
 Ids are grouped by floor(log2(their access count in the whole stream)) (counts 1, 2-3, 4-7,
-...; 16 octaves, the last class open), or by half octaves (floor(2 log2(count))).  The
+..., as many as the counts span), or by half octaves (floor(2 log2(count))).  The
 profile keeps, per window and class, the class's first touches and the histogram of its
 class-local reuse distances (distinct ids *of the class* since the id's previous access), and
 each class's largest count.  The synthesis keeps every window's per-class access and
@@ -27,7 +27,9 @@ from numba import njit
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.profile import CLASS_MODEL, _chunks, count_ids
 
-OCTAVES = 16            # classes span at most 16 octaves of counts (the last class open)
+# classes span at most this many octaves of counts (the last class open): more than any
+# stream's counts (an open class would lump a long stream's most popular ids together)
+OCTAVES = 48
 MODEL = CLASS_MODEL     # profile.extra["model"] of this model
 # the selection's placements of this model: classes per octave of counts
 PLACEMENTS = {CLASS_MODEL: 1, "half-octave classes": 2}

@@ -24,9 +24,9 @@ HOT_PREFIX = 1 << 16          # candidates are compared on at most this many acc
 SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
 FINALISTS = 3
-# the class model is a candidate on streams of at least this many accesses: below, its W x C
-# per-window class histograms hold a few accesses each, and a selection measured against the
-# same stream would reward memorising them
+# the class model is a candidate on streams of at least this many accesses (and more ids than
+# the largest hot set): below, its W x C per-window class histograms hold a few accesses
+# each, and a selection measured against the same stream would reward memorising them
 CLASS_MIN = 1 << 15
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
@@ -70,13 +70,13 @@ def objective(f: dict) -> float:
 def _variants(prof: LocalityProfile, naive: bool, ids=None):
     """The variants of a profile that are measured: hot ids spaced by their gaps, placed
     independently inside each window (the gap histogram dropped), and with `naive` the naive
-    model itself (which uses only the whole-stream histogram) and, on streams of CLASS_MIN
-    accesses or more, the class model of the stream `ids` by octaves and by half octaves of
-    counts (`classes.py`; `prof` has no hot set then)."""
+    model itself (which uses only the whole-stream histogram) and, given the stream `ids`,
+    its class model by octaves and by half octaves of counts (`classes.py`; `prof` has no
+    hot set then)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
-        if ids is not None and prof.accesses >= CLASS_MIN:
+        if ids is not None:
             for placement, per_octave in CLASS_PLACEMENTS.items():
                 yield placement, class_profile(prof, ids, per_octave)
     if prof.hot_k and prof.hot_gap.size:
@@ -173,6 +173,9 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     # the source's curves of the caches the objective compares (`choose_hot`'s caller
     # measures the whole stream's own)
     extras = source_extras(sub, sub_lengths, distinct, policies=SELECTION_POLICIES)
+    # the class model, where it has the data (CLASS_MIN) and where no candidate hot set
+    # holds every id (one that does keeps each id's own per-window counts: finer than classes)
+    class_candidates = sub.shape[0] >= CLASS_MIN and distinct > max(candidates)
     tried = []
     for k in candidates:
         if tried and k and tried[-1]["hot"] >= distinct:
@@ -181,7 +184,8 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
         base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
                              hist_cold=sub_hc)
         base.extra["source_extras"] = extras
-        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub):
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates,
+                                         ids=sub if class_candidates else None):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
     # successive halving: one synthesis each, then more for the best few; the naive
     # candidate, the hinge's reference, always as many as a finalist.  A candidate measured
