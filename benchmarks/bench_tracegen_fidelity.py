@@ -1,7 +1,8 @@
 """Synthesis fidelity on every kind of stream we have, the model against the naive baseline.
 
     python benchmarks/bench_tracegen_fidelity.py [--quick] [--seed 11]
-        [--timing-baseline REF] [--out benchmarks/results/tracegen_fidelity.json]
+        [--timing-baseline REF] [--selection-baseline REF] [--timing-only]
+        [--out benchmarks/results/tracegen_fidelity.json]
 
 Streams (each table through gen-trace's own path: `generate._profile` picks the hot set and
 placement, `generate.synthesize_trace` synthesizes and measures):
@@ -19,7 +20,9 @@ errors, FIFO / LFU / 32-way set-associative MAE, per-batch unique and overlap er
 
 --timing-baseline REF also times `gen-trace --from kaggle` (the bundled sample) against the
 code at git REF checked out into a temporary worktree, in interleaved rounds, warm and cold
-(a fresh numba cache): the ratio of this code to REF's.
+(a fresh numba cache): the ratio of this code to REF's.  --selection-baseline REF times the
+per-table model selection the same way (CPU seconds of `selection.select_hot` on 2^16-access
+prefixes, one child process per round and code) and says whether both chose alike.
 """
 
 from __future__ import annotations
@@ -164,6 +167,80 @@ def timing(ref: str, rounds: int) -> dict:
     return out
 
 
+def selection_tables() -> list[np.ndarray]:
+    """The tables the selection cost is measured on: each a 2^16-access prefix, as a long
+    capture's selection sees them: the 26 columns of the bundled Criteo rows resampled
+    (seeded), and the built streams above."""
+    from dlrmprof.tracegen.selection import HOT_PREFIX
+
+    r = read_criteo(BUNDLED_SAMPLE)
+    sp = np.concatenate([c.sparse for c in r])
+    rs = sp[np.random.default_rng(0).integers(0, sp.shape[0], HOT_PREFIX)]
+    out = [dense_ids(rs[:, j].astype(np.int64)) for j in range(rs.shape[1])]
+    for name, tables in streams(False).items():
+        if "real" not in name:
+            out += [dense_ids(np.asarray(ids[:HOT_PREFIX], dtype=np.int64)) for _, ids in tables]
+    return out
+
+
+def _selection_child() -> None:
+    """Child process of `selection_cost`: the selection on every table once to compile, then
+    timed (CPU seconds); prints JSON."""
+    import dlrmprof
+    from dlrmprof.tracegen import selection
+
+    tables = selection_tables()
+
+    def run():
+        return [selection.select_hot("t", ids, None, int(ids.max()) + 1, 32, None)[1]
+                for ids in tables]
+    run()
+    t0 = time.process_time()
+    sel = run()
+    cpu = time.process_time() - t0
+    print(json.dumps({"package": dlrmprof.__file__, "cpu_s": cpu, "tables": len(tables),
+                      "choices": [[s["chosen"], s["placement"]] for s in sel],
+                      "candidates": sum(len(s["candidates"]) for s in sel),
+                      "pruned": sum(bool(c.get("pruned")) for s in sel
+                                    for c in s["candidates"])}))
+
+
+def selection_cost(ref: str, rounds: int) -> dict:
+    """CPU time of the selection (`selection.select_hot`) over `selection_tables`, this code
+    vs the code at `ref` (a temporary worktree), one child process per round and code,
+    interleaved; and whether both made the same choices."""
+    runs = {"this": [], "baseline": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / "base"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-q", "--detach", str(base),
+                        ref], check=True)
+        try:
+            with OtherCpu() as oc:
+                for _ in range(rounds):
+                    for who, tree in (("this", ROOT), ("baseline", base)):
+                        res = subprocess.run(
+                            [sys.executable, str(Path(__file__).resolve()), "--selection-child"],
+                            cwd=tree, env=dict(os.environ, PYTHONPATH=str(tree)), check=True,
+                            capture_output=True, text=True)
+                        r = json.loads(res.stdout.strip().splitlines()[-1])
+                        if not Path(r["package"]).resolve().is_relative_to(tree.resolve()):
+                            raise AssertionError(f"{who}: imported {r['package']}")
+                        runs[who].append(r)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
+                           check=False)
+    med = {w: float(np.median([r["cpu_s"] for r in runs[w]])) for w in runs}
+    this, base_ = runs["this"][0], runs["baseline"][0]
+    return {"ref": ref, "tables": this["tables"], "cpu_s": {w: [r["cpu_s"] for r in runs[w]]
+                                                            for w in runs},
+            "per_table_s": {w: med[w] / this["tables"] for w in med},
+            "ratio_median": med["this"] / med["baseline"],
+            "same_choices": this["choices"] == base_["choices"],
+            "candidates": {"this": this["candidates"], "baseline": base_["candidates"]},
+            "pruned": {"this": this["pruned"], "baseline": base_["pruned"]},
+            "other_cpus": oc.cpus}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="50k-access built streams")
@@ -175,9 +252,15 @@ def main() -> None:
     ap.add_argument("--timing-only", action="store_true",
                     help="with --timing-baseline: skip the fidelity streams (an existing --out "
                          "keeps its fidelity figures, the timing is replaced)")
+    ap.add_argument("--selection-baseline", default=None, metavar="REF",
+                    help="also time the selection on 2^16-access prefixes against REF")
+    ap.add_argument("--selection-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                           "tracegen_fidelity.json"))
     args = ap.parse_args()
+    if args.selection_child:
+        _selection_child()
+        return
     results = {}
     for name, tables in ({} if args.timing_only else streams(args.quick)).items():
         if args.only and args.only not in name:
@@ -198,7 +281,13 @@ def main() -> None:
     if args.timing_only and Path(args.out).exists():
         # a timing rerun (e.g. on a quieter host) keeps the file's fidelity figures
         prev = json.loads(Path(args.out).read_text())
-        doc |= {k: prev[k] for k in ("command", "seed", "streams") if k in prev}
+        doc |= {k: prev[k] for k in ("command", "seed", "streams", "timing", "selection")
+                if k in prev}
+    if args.selection_baseline:
+        doc["selection"] = sel = selection_cost(args.selection_baseline, args.rounds)
+        print(f"selection on {sel['tables']} prefixes: {sel['per_table_s']['this']:.3f} s "
+              f"per table, {args.selection_baseline} {sel['per_table_s']['baseline']:.3f} s, "
+              f"ratio {sel['ratio_median']:.2f}; same choices: {sel['same_choices']}")
     if args.timing_baseline:
         doc["timing"] = timing(args.timing_baseline, args.rounds)
         for kind in ("warm", "cold"):

@@ -78,6 +78,16 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
         if oc:
             out.append(f"\nOther processes (besides the timed gen-trace) used {min(oc):.2f}-"
                        f"{max(oc):.2f} CPUs during these runs.")
+    sel = doc.get("selection")
+    if sel:
+        out += ["", f"The model selection (`selection.select_hot`) on {sel['tables']} "
+                f"tables of 2^16 accesses against `{sel['ref']}`, interleaved child processes "
+                f"(median CPU seconds per table): this code {sel['per_table_s']['this']:.3f}, "
+                f"baseline {sel['per_table_s']['baseline']:.3f}, ratio "
+                f"{sel['ratio_median']:.2f}; candidates {sel['candidates']['this']} "
+                f"({sel['pruned']['this']} pruned) against {sel['candidates']['baseline']}; "
+                f"same choices: {'yes' if sel['same_choices'] else 'no'}; other processes "
+                f"used {sel['other_cpus']:.2f} CPUs."]
     return out
 
 

@@ -61,3 +61,51 @@ def test_stack_matches_a_list_lru_across_compactions_and_growth():
     assert grown >= 1 and D == len(ref) > 200
     occupied = owner[1:t][owner[1:t] >= 0]
     assert list(occupied) == ref              # slots in time order are the LRU order
+
+
+def test_capped_pop_keeping_spent_items_takes_the_nearest_under_the_cap():
+    """synth._pop_capped with keep_capped: an item used max_uses times stays on the stack (it
+    still counts in the depths below it) and the nearest item within NEAREST depths under
+    its cap is taken, shallower first at equal distance; against a plain list LRU."""
+    from dlrmprof.tracegen.synth import NEAREST, _pop_capped
+
+    rng = np.random.default_rng(2)
+    cap, max_uses = 256, 3
+    owner, nw, bits, tree = ls.new_stack(cap)
+    uses = np.zeros(6000, dtype=np.int64)
+    t, D, skipped = 1, 0, 0
+    ref = []                                  # most recent last
+    for step in range(4000):
+        if t >= cap:
+            owner, cap, nw, D, bits, tree = ls.compact_stack(owner, t - 1, cap)
+            t = D + 1
+        if D == 0 or rng.random() < 0.25:
+            g = step + 1000
+            D += 1
+            fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
+            ref.append(g)
+        else:
+            d = int(rng.integers(0, min(D, 12))) if rng.random() < 0.5 else int(
+                rng.integers(0, D))
+            top = len(ref) - 1                # depth e is ref[top - e]
+            pick = d
+            if uses[ref[top - d]] >= max_uses:
+                for r in range(1, NEAREST + 1):
+                    if d - r >= 0 and uses[ref[top - d + r]] < max_uses:
+                        pick = d - r
+                        break
+                    if d + r < D and uses[ref[top - d - r]] < max_uses:
+                        pick = d + r
+                        break
+                skipped += pick != d
+            want = ref.pop(top - pick)
+            g, D2 = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, True)
+            assert (g, D2) == (want, D), (step, d)
+            ref.append(g)
+        uses[g] += 1
+        bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
+        owner[t] = g
+        t += 1
+    assert skipped > 100
+    occupied = owner[1:t][owner[1:t] >= 0]
+    assert list(occupied) == ref

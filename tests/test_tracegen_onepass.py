@@ -284,3 +284,32 @@ def test_build_profile_matches_windows_fed_in_chunks():
         win.feed(c)
     for a, b in zip(win.arrays(), (prof.hot_win, prof.tail_cold, prof.tail_hist, prof.hot_gap)):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("placement", ["classes", "half-octave classes"])
+@pytest.mark.parametrize("keep", [True, False])
+def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkeypatch,
+                                                                          placement, keep):
+    """Where the selection chooses the class model, pass 2 measures its classes
+    (`classes.ClassState`) and the profile equals the in-memory path's (which builds it from
+    the whole column): every array, the selection record, the model; read once or twice."""
+    from dlrmprof.tracegen.classes import PLACEMENTS
+
+    real = selection.select_hot
+
+    def forced(name, sub, sub_lengths, rows, windows, sub_hc, candidates=(0,), seed=12345):
+        prof, sel = real(name, sub, sub_lengths, rows, windows, sub_hc, (0,), seed)
+        return prof, dict(sel, chosen=0, placement=placement)
+
+    monkeypatch.setattr(selection, "select_hot", forced)
+    monkeypatch.setattr(selection, "HOT_PREFIX", 700)
+    rng = np.random.default_rng()
+    n = int(rng.integers(1500, 6000))
+    columns = [_stream(rng, n) for _ in range(2)]
+    profs, rows, reads = _capture(columns, rng, 700, keep_bytes=12 * n if keep else 0)
+    assert reads == (1 if keep else 2)
+    for col, r, got in zip(columns, rows, profs):
+        assert got.extra["model"] == "classes" and got.class_cold.shape[1] >= 1
+        assert got.extra["hot_selection"]["placement"] in PLACEMENTS
+        _same_profile(got, generate._profile(got.name, col, None, r, 32, None, None))
+        got.validate()

@@ -135,8 +135,14 @@ def compact_stack(owner, used, cap):
 
 @njit(cache=True, inline="always")
 def pop_depth(owner, bits, tree, nw, t, d, D):
-    """Remove the item at depth d of the stack (time axis below slot t) and return it: scan
-    back a few bitmap words from the top, else a Fenwick descent by rank from the oldest."""
+    """Remove the item at depth d of the stack (time axis below slot t) and return it."""
+    return remove_slot(owner, bits, tree, nw, t, slot_at(bits, tree, nw, t, d, D))
+
+
+@njit(cache=True, inline="always")
+def slot_at(bits, tree, nw, t, d, D):
+    """The time slot of the item at depth d of the stack (time axis below slot t): scan back a
+    few bitmap words from the top, else a Fenwick descent by rank from the oldest."""
     one = np.uint64(1)
     wt = t >> 6
     s = -1
@@ -165,6 +171,14 @@ def pop_depth(owner, bits, tree, nw, t, d, D):
             k -= v * c
             step >>= 1
         s = p * 64 + select(bits[p], k)
+    return s
+
+
+@njit(cache=True, inline="always")
+def remove_slot(owner, bits, tree, nw, t, s):
+    """Take the item of slot s off the stack (its slot freed, the tree updated); returns it."""
+    one = np.uint64(1)
+    wt = t >> 6
     g = np.int64(owner[s])
     owner[s] = -1
     ws = s >> 6

@@ -62,17 +62,23 @@ def _offsets(lengths: np.ndarray | None, n: int) -> np.ndarray | None:
 
 
 def source_extras(ids, lengths: np.ndarray | None, distinct: int,
-                  batches: tuple | None = None) -> dict:
+                  batches: tuple | None = None, policies: tuple = POLICIES) -> dict:
     """What fidelity needs of the source beyond its profile, measured once at capture:
     FIFO/LFU/set-associative hit rates on the first POLICY_PREFIX accesses (sizes 2^0 up to
     twice the distinct count) and per-batch statistics.  JSON-able (kept in profile.extra).
     `batches`: the stream's `batch_stats` when measured elsewhere (a streaming capture, which
-    passes only the stream's first POLICY_PREFIX accesses as `ids`)."""
+    passes only the stream's first POLICY_PREFIX accesses as `ids`); `policies`: the caches
+    simulated (a selection compares only some)."""
     n = int(ids.shape[0])
     m = min(n, POLICY_PREFIX)
     head = np.ascontiguousarray(ids[:m], dtype=np.int64)
     sizes = _reuse.mrc_sizes(2 * max(distinct, 1))
-    curves = _pol.policy_mrcs(head, sizes) if m else {p: [0.0] * len(sizes) for p in POLICIES}
+    if not m:
+        curves = {p: [0.0] * len(sizes) for p in policies}
+    elif tuple(policies) == POLICIES:
+        curves = _pol.policy_mrcs(head, sizes)          # one remap for all three
+    else:
+        curves = {p: _POLICY_FNS[p](head, sizes).tolist() for p in policies}
     if batches is None:
         arr = np.ascontiguousarray(ids, dtype=np.int64)
         batches = _pol.batch_stats(arr, _offsets(lengths, n)) if n else ()
@@ -176,9 +182,18 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
     }
     extras = profile.extra.get("source_extras")
     if extras and len(ids) == profile.accesses:
-        out.update(_policy_errors(extras, ids, policies))
+        out.update(policy_figures(profile, ids, policies))
         out["batches"] = _batch_errors(extras, ids, offsets)
     return out
+
+
+def policy_figures(profile: LocalityProfile, ids: np.ndarray, policies=POLICIES) -> dict:
+    """The `policies` caches' figures of `ids` against the source's curves (as `fidelity`
+    gives them; empty when the profile has none or the lengths differ)."""
+    extras = profile.extra.get("source_extras")
+    if not extras or len(ids) != profile.accesses:
+        return {}
+    return _policy_errors(extras, np.asarray(ids, dtype=np.int64), policies)
 
 
 # the figures compared with the naive baseline, and how each is turned into an error

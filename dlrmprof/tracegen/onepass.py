@@ -15,7 +15,8 @@ written to disk.
   (`selection.select_hot`); the hot ids are then the K most accessed of the whole stream.
 * Pass 2 goes over the stream again (a kept copy or a second read, below): the windowed
   model (`WindowState`: hot ids' counts and gaps per window, tail first touches and
-  tail-only reuse distances) and the SHARDS estimate.
+  tail-only reuse distances), where the class model was chosen its per-class first touches
+  and class-local reuse distances (`classes.ClassState`), and the SHARDS estimate.
   The windows' length and the hot ids depend on the whole stream (its length and its
   counts), so an exact profile needs them before the windows are measured: a second read
   costs a second parse and no disk, where spilling the stream costs disk O(rows).
@@ -35,6 +36,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
+from dlrmprof.tracegen.classes import ClassState, with_classes
 from dlrmprof.tracegen.fidelity import POLICY_PREFIX, source_extras
 from dlrmprof.tracegen.policies import BatchStream
 from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, count_ids,
@@ -188,10 +191,13 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         return generate._map(_whole_task, tasks, jobs)
     tasks = [(t.name, t.prefix[:prefix], r, windows, candidates) for t, r in zip(tables, rows)]
     chosen = generate._map(_select_task, tasks, jobs)
-    wins, shards = [], []
-    for t, (_, sel) in zip(tables, chosen):
+    wins, shards, klass = [], [], {}
+    for i, (t, (_, sel)) in enumerate(zip(tables, chosen)):
         top, hot_rank, k = hot_ranks(t.counts, t.cold, sel["chosen"])
         wins.append((top, WindowState(hot_rank, k, n, windows, t.bound)))
+        if sel["placement"] in CLASS_PLACEMENTS:
+            klass[i] = ClassState(t.counts[:max(t.bound, 1)], n, windows,
+                                  CLASS_PLACEMENTS[sel["placement"]])
         if sample_rate is not None:
             shards.append(_reuse.ShardsStream(_reuse.shards_heavy(t.probe), sample_rate))
     # pass 2: over the kept copy, or the input read again
@@ -199,6 +205,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         for i, (_, win) in enumerate(wins):
             col = np.ascontiguousarray(block[i], dtype=np.int64)
             win.feed(col)
+            if i in klass:
+                klass[i].feed(col)
             if shards:
                 shards[i].feed(col)
         del block
@@ -206,8 +214,9 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
     for i, (t, r, (_, sel), (top, win)) in enumerate(zip(tables, rows, chosen, wins)):
         hist, cold = t.hist_cold()
         pooling = (np.ones(1, dtype=np.int64), np.array([n], dtype=np.int64))
-        prof = selection.with_placement(assemble(t.name, r, n, hist, cold, pooling, top, win),
-                                       sel["placement"])
+        prof = assemble(t.name, r, n, hist, cold, pooling, top, win)
+        prof = (with_classes(prof, klass[i]) if i in klass
+                else selection.with_placement(prof, sel["placement"]))
         prof.extra["hot_selection"] = sel
         prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
                                                     batches=t.batches.result())

@@ -30,6 +30,7 @@ from dlrmprof.tracegen import reuse as _reuse
 DEFAULT_WINDOWS = 32
 DEFAULT_HOT = 16
 TOP_COUNTS = 1024
+CLASS_MODEL = "classes"     # extra["model"] of a profile carrying the class model (classes.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,6 +53,13 @@ class LocalityProfile:
     # hot id inside a window, row gap_row(the id's count there);
     # shape [0, 0] when absent (older files): hot ids are then placed independently
     hot_gap: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    # the class model (`classes.py`), stored only where the selection chose it (extra["model"]
+    # "classes"): per window and count class the first touches [W, C], the class-local reuse
+    # distances [W * C, nbins_c] (row w * C + c) and each class's largest count [C];
+    # [0, 0] / [0, 0] / [0] when absent
+    class_cold: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    class_hist: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    class_max: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     extra: dict = field(default_factory=dict)   # free-form JSON-able facts (e.g. sampling)
 
     # -------------------------------------------------------------- derived figures
@@ -83,8 +91,9 @@ class LocalityProfile:
 
     # -------------------------------------------------------------- (de)serialisation
     ARRAYS = ("bag_len_values", "bag_len_counts", "hist", "top_counts", "hot_win", "tail_cold",
-              "tail_hist", "hot_gap")
-    OPTIONAL = {"hot_gap": (0, 0)}       # arrays older files lack, and their empty shape
+              "tail_hist", "hot_gap", "class_cold", "class_hist", "class_max")
+    # arrays older files lack, and their empty shape
+    OPTIONAL = {"hot_gap": (0, 0), "class_cold": (0, 0), "class_hist": (0, 0), "class_max": (0,)}
     SCALARS = ("name", "rows", "accesses", "distinct", "num_bags", "cold", "window_size",
                "extra")
 
@@ -139,6 +148,22 @@ class LocalityProfile:
              "a non-negative 2-D hot gap histogram")
         need(int(self.hot_gap.sum()) <= int(self.hot_win.sum()),
              "no more hot gaps than hot accesses")
+        self._validate_classes(need)
+
+    def _validate_classes(self, need) -> None:
+        if self.extra.get("model") != CLASS_MODEL:
+            need(self.class_cold.size == 0, "class arrays only with the class model")
+            return
+        cc, ch, cm = self.class_cold, self.class_hist, self.class_max
+        need(cc.ndim == 2 and cc.shape[0] == self.num_windows and cc.shape[1] >= 1,
+             "class_cold of shape [W, C]")
+        need(ch.ndim == 2 and ch.shape[0] == cc.size and cm.shape == (cc.shape[1],),
+             "class_hist of shape [W * C, n] and class_max of shape [C]")
+        need((cc >= 0).all() and (ch >= 0).all() and (cm >= 0).all(),
+             "non-negative class counts")
+        need(self.hot_k == 0, "no hot set with the class model")
+        need(int(cc.sum()) == self.distinct and int(cc.sum() + ch.sum()) == self.accesses,
+             "class first touches == distinct and class accesses == accesses")
 
 
 # ------------------------------------------------------------------ building a profile

@@ -12,8 +12,10 @@ from dataclasses import replace
 
 import numpy as np
 
+from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
+from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.fidelity import POLICIES, errors, source_extras
+from dlrmprof.tracegen.fidelity import POLICIES, errors, policy_figures, source_extras
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
@@ -22,6 +24,10 @@ HOT_PREFIX = 1 << 16          # candidates are compared on at most this many acc
 SELECTION_SEEDS = 3           # syntheses per finalist on streams up to SHORT_STREAM accesses
 SHORT_STREAM = 1 << 16
 FINALISTS = 3
+# the class model is a candidate on streams of at least this many accesses (and more ids than
+# the largest hot set): below, its W x C per-window class histograms hold a few accesses
+# each, and a selection measured against the same stream would reward memorising them
+CLASS_MIN = 1 << 15
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
@@ -61,23 +67,38 @@ def objective(f: dict) -> float:
     return total
 
 
-def _variants(prof: LocalityProfile, naive: bool):
+def _variants(prof: LocalityProfile, naive: bool, ids=None):
     """The variants of a profile that are measured: hot ids spaced by their gaps, placed
     independently inside each window (the gap histogram dropped), and with `naive` the naive
-    model itself (which uses only the whole-stream histogram)."""
+    model itself (which uses only the whole-stream histogram) and, given the stream `ids`,
+    its class model by octaves and by half octaves of counts (`classes.py`; `prof` has no
+    hot set then)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
+        if ids is not None:
+            for placement, per_octave in CLASS_PLACEMENTS.items():
+                yield placement, class_profile(prof, ids, per_octave)
     if prof.hot_k and prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
 
 
-def _measure_candidate(t: dict, seed: int) -> None:
-    """One more synthesis of a selection candidate; its figures are the means so far."""
+def _measure_candidate(t: dict, seed: int, above: tuple | None = None) -> None:
+    """One more synthesis of a selection candidate; its figures are the means so far.
+    `above` (its first synthesis only): (the naive candidate's LRU error, an objective
+    reached): the other caches are not simulated when the figures without them already put
+    the candidate at or above it (they only add to the objective); its objective is then
+    that lower bound, marked 'pruned'."""
     prof = t["_prof"]
     syn, offs, _ = synthesize_bags(prof, seed=seed)
-    t["_f"].append(_fidelity(prof, syn, offsets=offs, policies=SELECTION_POLICIES))
+    f = _fidelity(prof, syn, offsets=offs, policies=())
+    if above is not None and (objective(f) + _hinge_units(f["mrc_mae"], above[0])
+                              >= above[1]):
+        t["pruned"] = True
+    else:
+        f.update(policy_figures(prof, syn, SELECTION_POLICIES))
+    t["_f"].append(f)
     fs = t["_f"]
     t["_base"] = t["objective"] = float(np.mean([objective(f) for f in fs]))
     t["mrc_mae"] = float(np.mean([f["mrc_mae"] for f in fs]))
@@ -86,13 +107,20 @@ def _measure_candidate(t: dict, seed: int) -> None:
     t["syntheses"] = len(fs)
 
 
+def _hinge_units(mae: float, naive_mae: float | None) -> float:
+    """The objective's units for an LRU error `mae` above the naive candidate's."""
+    if naive_mae is None:
+        return 0.0
+    return NAIVE_HINGE * max(0.0, mae - naive_mae) / MAE_UNIT
+
+
 def _hinge(tried: list[dict]) -> None:
     """The goal 'no worse than the naive baseline' in the objective: a candidate whose LRU
     error exceeds the naive candidate's pays NAIVE_HINGE units per MAE_UNIT of excess."""
     naive = [t for t in tried if t["placement"] == NAIVE]
     for t in tried:
-        excess = max(0.0, t["mrc_mae"] - naive[0]["mrc_mae"]) if naive else 0.0
-        t["objective"] = t["_base"] + NAIVE_HINGE * excess / MAE_UNIT
+        t["objective"] = t["_base"] + _hinge_units(t["mrc_mae"],
+                                                   naive[0]["mrc_mae"] if naive else None)
 
 
 def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CANDIDATES,
@@ -112,7 +140,7 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
                                   candidates, seed)
         prof = with_placement(build_profile(name, ids, lengths, rows=rows, windows=windows,
                                             hot=chosen["chosen"], hist_cold=hist_cold),
-                              chosen["placement"])
+                              chosen["placement"], ids)
     else:
         prof, chosen = select_hot(name, ids, lengths, rows, windows, hist_cold, candidates,
                                   seed)
@@ -120,9 +148,12 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     return prof, chosen
 
 
-def with_placement(prof: LocalityProfile, placement: str) -> LocalityProfile:
+def with_placement(prof: LocalityProfile, placement: str, ids=None) -> LocalityProfile:
     """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
-    independently (no gap histogram), or the naive model."""
+    independently (no gap histogram), the naive model, or the class model (of the stream
+    `ids`; the one-pass capture adds it from its own pass instead)."""
+    if placement in CLASS_PLACEMENTS and ids is not None:
+        return class_profile(prof, ids, CLASS_PLACEMENTS[placement])
     if placement == "independent":
         return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
     if placement == NAIVE:
@@ -139,7 +170,12 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
-    extras = source_extras(sub, sub_lengths, distinct)
+    # the source's curves of the caches the objective compares (`choose_hot`'s caller
+    # measures the whole stream's own)
+    extras = source_extras(sub, sub_lengths, distinct, policies=SELECTION_POLICIES)
+    # the class model, where it has the data (CLASS_MIN) and where no candidate hot set
+    # holds every id (one that does keeps each id's own per-window counts: finer than classes)
+    class_candidates = sub.shape[0] >= CLASS_MIN and distinct > max(candidates)
     tried = []
     for k in candidates:
         if tried and k and tried[-1]["hot"] >= distinct:
@@ -148,14 +184,26 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
         base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
                              hist_cold=sub_hc)
         base.extra["source_extras"] = extras
-        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates):
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates,
+                                         ids=sub if class_candidates else None):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
     # successive halving: one synthesis each, then more for the best few; the naive
-    # candidate, the hinge's reference, always as many as a finalist
+    # candidate, the hinge's reference, always as many as a finalist.  A candidate measured
+    # after the naive one that cannot reach the best `keep` so far (the finalists, or the
+    # winner) does not simulate the other caches (`_measure_candidate`): the same choice
+    keep = FINALISTS if seeds > 1 else 1
+    bar, naive_mae = np.inf, None
     for t in tried:
-        _measure_candidate(t, seed)
+        prune = naive_mae is not None and t["placement"] != NAIVE
+        _measure_candidate(t, seed, (naive_mae, bar) if prune else None)
         for s in range(1, seeds if t["placement"] == NAIVE else 1):
             _measure_candidate(t, seed + s)
+        if t["placement"] == NAIVE:
+            naive_mae = t["mrc_mae"]
+        if naive_mae is not None:
+            done = sorted(u["_base"] + _hinge_units(u["mrc_mae"], naive_mae)
+                          for u in tried if u["_f"])
+            bar = done[keep - 1] if len(done) >= keep else np.inf
     _hinge(tried)
     pool = tried
     if seeds > 1:

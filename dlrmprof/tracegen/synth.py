@@ -31,8 +31,9 @@ import numpy as np
 from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
-from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
-from dlrmprof.tracegen.profile import LocalityProfile, gap_row
+from dlrmprof.tracegen._lru_stack import (compact_stack, new_stack, pop_depth, remove_slot,
+                                          slot_at)
+from dlrmprof.tracegen.profile import CLASS_MODEL, LocalityProfile, gap_row
 from dlrmprof.tracegen.reuse import fenwick_add
 
 
@@ -204,10 +205,38 @@ def _first_hot(hot_gid, k, items, max_ids, state):
     return items
 
 
+NEAREST = 64        # depths searched on each side for an id under its cap (keep_capped)
+
+
 @njit(cache=True)
-def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses):
-    """`pop_depth`, except that an item already used max_uses times (> 0) leaves the stack
-    for good and the item now at that depth is taken instead.  Returns (item, new D)."""
+def _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses):
+    """Take the item at depth d, or where it has been used max_uses times the nearest one
+    within NEAREST depths (shallower first) used fewer times; the spent item keeps its
+    place.  Its own function (not inlined): the synthesizer's loop compiles as before."""
+    s = -1
+    for i in range(2 * NEAREST + 1):
+        # depths d, d - 1, d + 1, d - 2, d + 2, ...: one call site of the inlined lookup
+        e = d + ((i + 1) // 2) * (1 if i % 2 == 0 else -1)
+        if e < 0 or e >= D:
+            continue
+        s2 = slot_at(bits, tree, nw, t, e, D)
+        if s < 0:
+            s = s2                   # the drawn depth, taken when none is under its cap
+        if uses[owner[s2]] < max_uses:
+            s = s2
+            break
+    return remove_slot(owner, bits, tree, nw, t, s)
+
+
+@njit(cache=True)
+def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
+    """`pop_depth`, except that an item already used max_uses times (> 0) is not taken: it
+    leaves the stack for good and the item now at that depth is taken instead, or
+    (keep_capped) it stays where it is, still counted in every depth below it as the
+    source's spent ids are, and the nearest item within NEAREST depths (shallower first)
+    under its cap is taken.  Returns (item, new D)."""
+    if keep_capped and max_uses > 0:
+        return _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses), D
     g = pop_depth(owner, bits, tree, nw, t, d, D)
     while max_uses > 0 and uses[g] >= max_uses and D > 1:
         fenwick_add(tree, (t >> 6) + 1, nw + 1, -1)     # pop_depth left it counted at t
@@ -233,12 +262,13 @@ def _count_use(uses, g, max_uses):
 # (inlined by numba or called) they measured slower (docs/performance.md, issue 19 split).
 @njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
-                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0):
+                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
+                keep_capped=False):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
-    max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`)."""
+    max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped)."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
@@ -304,7 +334,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 D += 1
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             elif max_uses > 0:
-                g, D = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses)
+                g, D = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped)
             else:
                 g = pop_depth(owner, bits, tree, nw, t, d, D)
             if max_uses > 0:        # without a cap (the naive model) no call at all
@@ -424,7 +454,8 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
 
     Returns (ids in [0, rows), facts) where facts counts redraws that had to be clamped and
     first touches that had to be added.  A profile whose extra["model"] is NAIVE (the
-    selection found the naive model best for its table) is synthesized by it.
+    selection found the naive model best for its table) is synthesized by it, one whose model
+    is CLASSES by count classes on their own stacks (`classes.synthesize_classes`).
     """
     if profile.extra.get("model") == NAIVE:
         return _naive(profile, length, rows, seed)
@@ -435,6 +466,11 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     rng = np.random.default_rng(ss)
     if n == 0 or n_src == 0:
         return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
+    if profile.extra.get("model") == CLASSES:
+        from dlrmprof.tracegen.classes import synthesize_classes
+
+        stream, facts = synthesize_classes(profile, n, rows, rng)
+        return _fresh_ids(stream, facts["items"], rows, rng), facts
     bounds, hot, cold, src_w = plan_windows(profile, n)
     W = len(src_w)
     th = np.asarray(profile.tail_hist, dtype=np.int64)[src_w]
@@ -450,15 +486,19 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
         np.ascontiguousarray(gap_cdf), _reuse.bin_edges(gap_cdf.shape[1]),
         np.ascontiguousarray(cold), np.ascontiguousarray(cdf), edges,
         np.ascontiguousarray(fallback), core_seed, rows, 8, False, tail_cap(profile, n))
-    # fresh ids: a seeded random injection of item numbers into the table's rows
-    mapping = rng.choice(rows, size=max(items, 1), replace=False) if items <= rows else None
-    if mapping is None:   # cannot happen: items are capped at rows
-        raise AssertionError("more synthetic ids than rows")
-    ids = mapping[stream]
+    ids = _fresh_ids(stream, items, rows, rng)
     return ids, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}
 
 
+def _fresh_ids(stream: np.ndarray, items: int, rows: int, rng) -> np.ndarray:
+    """Fresh ids: a seeded random injection of the item numbers into the table's rows."""
+    if items > rows:      # cannot happen: items are capped at rows
+        raise AssertionError("more synthetic ids than rows")
+    return rng.choice(rows, size=max(items, 1), replace=False)[stream]
+
+
 NAIVE = "naive"      # profile.extra["model"] of a table synthesized by the naive model
+CLASSES = CLASS_MODEL  # ... by count classes on their own stacks (classes.py)
 
 
 def synthesize_naive(profile: LocalityProfile, length: int | None = None,
