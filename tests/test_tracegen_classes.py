@@ -166,6 +166,16 @@ def test_class_profiles_round_trip_through_the_trace_file(tmp_path):
     assert np.array_equal(back.indices, tr.indices)
     a = synthesize_bags(back.profiles[0], seed=9)[0]
     assert np.array_equal(a, synthesize_bags(cp, seed=9)[0])
+    assert back.header["version"] == 3
+    # an older format, which a reader of that version would take without the class model
+    for version in (1, 2):
+        with pytest.raises(ValueError, match="version 3 can"):
+            tr.save(tmp_path / f"v{version}.npz", version=version)
+        assert not (tmp_path / f"v{version}.npz").exists()
+    plain_tr = synthesize_trace([plain], source={"kind": "test"}, num_samples=300, seed=3,
+                                compute_fidelity=False)
+    plain_tr.save(tmp_path / "v2.npz", version=2)
+    assert Trace.load(tmp_path / "v2.npz").header["version"] == 2
 
 
 @pytest.mark.parametrize("break_it,what", [

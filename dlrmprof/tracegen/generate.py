@@ -40,10 +40,13 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
         "exact count of first touches (the distinct count is kept); histogram of reuse "
         "distances among the other ids (LRU stack model, exact below 256, 16 bins per power "
         "of two above; no other id more accessed than the source's most accessed one); "
-        "pooling-factor histogram.  K (0, 4, 8, 16, 64, 256, 1024, 4096) and the placement "
-        "are chosen per table by measuring each against the source (LRU, LFU, popularity, "
-        "distinct count, per-batch figures), the naive whole-stream stack model among the "
-        "candidates, unless --hot is given")
+        "pooling-factor histogram.  Or (the class model: 2^15 accesses, 4097 ids or more) "
+        "ids in classes by access count (octaves or half octaves), per window each class's "
+        "first touches and reuse distances on its own LRU stack, no id used more than its "
+        "class's largest source count.  K (0, 4, 8, 16, 64, 256, 1024, 4096), the placement "
+        "and the class model are chosen per table by measuring each against the source (LRU, "
+        "LFU, popularity, distinct count, per-batch figures), the naive whole-stream stack "
+        "model among the candidates, unless --hot is given")
 
 
 # ------------------------------------------------------------------ profiling

@@ -49,7 +49,10 @@ FORMAT = "dlrmprof-trace"
 #     rows, bag lengths (l{t}) instead of offsets and nothing when the pooling factor is
 #     constant (header.storage); profiles may carry hot_gap.  The digest keeps its
 #     definition: the int64 TBE layout and the header without digest and storage.
-SCHEMA_VERSION = 2
+#   3: profiles may carry the class model's arrays (class_cold, class_hist, class_max), which
+#     a version-2 reader would ignore and synthesize those tables with another model; nothing
+#     else changes (a version-2 file loads as it is).
+SCHEMA_VERSION = 3
 # header keys the digest does not cover: the digest itself and how the arrays are stored
 UNHASHED = ("digest", "storage")
 _CHECK_STEP = 1 << 22        # offsets checked this many at a time
@@ -98,9 +101,13 @@ class Trace:
     # -------------------------------------------------------------- save / load
     def save(self, path, version: int = SCHEMA_VERSION) -> str:
         """Write atomically; returns the content digest.  `version=1` writes the format-1
-        layout (int64 indices and offsets) that dlrmprof 0.1 reads."""
-        if version not in (1, SCHEMA_VERSION):
-            raise ValueError(f"trace format version 1 or {SCHEMA_VERSION}, not {version}")
+        layout (int64 indices and offsets) that dlrmprof 0.1 reads; versions below 3 only for
+        profiles without the class model's arrays."""
+        if version not in (1, 2, SCHEMA_VERSION):
+            raise ValueError(f"trace format version 1 to {SCHEMA_VERSION}, not {version}")
+        if version < 3 and any(p.class_max.size for p in self.profiles):
+            raise ValueError(f"trace format version {version} cannot hold the class model's "
+                             "profile arrays (version 3 can)")
         self.validate()
         arrays = {}
         for t, p in enumerate(self.profiles):
@@ -402,7 +409,8 @@ def _parse_header(path: Path, arr: np.ndarray) -> dict:
 
 def _upgrade(header: dict) -> dict:
     """Step-by-step upgraders for older versions.  1 -> 2 changes how indices are stored,
-    not what the header says: the loader reads a v1 file's `indices`/`offsets` as they are."""
+    not what the header says: the loader reads a v1 file's `indices`/`offsets` as they are;
+    2 -> 3 adds optional profile arrays."""
     return header
 
 
