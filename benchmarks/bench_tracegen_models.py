@@ -28,6 +28,12 @@ its fidelity averaged (`tracegen.fidelity`, the same figures as gen-trace's repo
 * half-octave classes: the same, classes of counts [2^(c/2), 2^((c+1)/2));
 * classes, own stacks, counts as budgets: each id's limit is a count drawn (without
   replacement) from the counts of the source's ids of its class first seen in its window.
+* sessions, T: an access whose reuse distance is under T continues a session, any other
+  (first touches included) starts one.  The ids of the session starts, in order, are a
+  stream of their own, synthesized by gen-trace's model (its selection included); the output
+  takes, per window, the source's number of starts at random positions, the next synthetic
+  start there, and elsewhere the id at a depth drawn from the source's histogram of
+  distances under T on the output's own LRU stack (its top T ids).
 
 The alternative models run on plain move-to-front arrays (O(depth) per access): they are
 measured here, not shipped.  Each synthesis is checked before it is measured: its length is
@@ -362,7 +368,62 @@ def variants(src: Source, ids: np.ndarray, seed: int):
     out["half-octave classes, own stacks, capped"] = _own(src, 0, seed, capped=True,
                                                           per_octave=2)
     out["classes, own stacks, counts as budgets"] = _own(src, 0, seed, budgets=True)
+    for T in (16, 64, 256):
+        out[f"sessions, T={T}"] = _sessions(src, dist, T, seed)
     return out
+
+
+@njit(cache=True)
+def _session_synth(bounds, starts_per_win, starts, cont_cdf, seed, T):
+    """The session variant's output: per window its number of starts at random positions
+    (the next id of `starts` each), the other accesses at a depth d < T drawn from
+    `cont_cdf` on the output's LRU stack (its top T ids; a depth past the stack takes its
+    deepest)."""
+    np.random.seed(seed)
+    n = bounds[-1]
+    out = np.empty(n, np.int64)
+    top = np.full(T, -1, np.int64)      # the output's T most recent ids, most recent first
+    size = 0
+    k = 0
+    tot = cont_cdf[-1]
+    for w in range(bounds.shape[0] - 1):
+        lo, hi = bounds[w], bounds[w + 1]
+        is_start = np.zeros(hi - lo, np.bool_)
+        is_start[np.random.permutation(hi - lo)[:starts_per_win[w]]] = True
+        for i in range(lo, hi):
+            if k < starts.shape[0] and (is_start[i - lo] or size == 0 or tot == 0):
+                g = starts[k]       # (the first access starts one wherever it falls)
+                k += 1
+            else:
+                d = np.searchsorted(cont_cdf, np.random.randint(0, tot), side="right")
+                g = top[min(d, size - 1)]
+            out[i] = g
+            # move g to the front of the top-T list
+            j = 0
+            while j < size and top[j] != g:
+                j += 1
+            if j == size:
+                if size < T:
+                    size += 1
+                j = size - 1
+            while j > 0:
+                top[j] = top[j - 1]
+                j -= 1
+            top[0] = g
+    return out
+
+
+def _sessions(src: Source, dist: np.ndarray, T: int, seed: int):
+    start = (dist < 0) | (dist >= T)
+    s_ids = _reuse.dense_ids(src.ids[start])
+    s_prof = _profile("starts", s_ids, None, int(s_ids.max()) + 1, WINDOWS, None, None)
+    per_win = np.bincount(src.win[start], minlength=len(src.bounds) - 1).astype(np.int64)
+    cont_cdf = np.cumsum(np.bincount(dist[~start], minlength=T)[:T]).astype(np.int64)
+
+    def synth(s):
+        starts = synthesize_bags(s_prof, seed=seed + s)[0]
+        return _session_synth(src.bounds, per_win, starts, cont_cdf, seed + s, T), None
+    return synth
 
 
 def _own(src: Source, hot: int, seed: int, capped: bool = False, per_octave: int = 1,

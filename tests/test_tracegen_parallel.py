@@ -124,3 +124,26 @@ def test_line_spans_read_raw_and_mapped_equal_one_reader(tmp_path, parts):
            for c in read_criteo(src, span=span, raw=True, table_rows=5000)]
     mapped = read_criteo(src, table_rows=5000).dense_ids(np.concatenate(raw))
     assert np.array_equal(mapped, whole)
+
+
+def test_ranks_fork_only_from_a_single_threaded_process():
+    """A fork copies other threads' held locks but not the threads: gen-trace --nproc forks
+    its ranks only from a process that runs one thread (a fresh CLI process), else spawns."""
+    import subprocess
+    import sys
+    import threading
+
+    from dlrmprof.commands.trace import rank_start_method
+
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait)
+    t.start()
+    try:
+        assert rank_start_method() == "spawn"
+    finally:
+        stop.set()
+        t.join()
+    fresh = subprocess.run([sys.executable, "-c", "from dlrmprof.commands.trace import "
+                            "rank_start_method as m; print(m())"],
+                           capture_output=True, text=True, check=True)
+    assert fresh.stdout.strip() == "fork"

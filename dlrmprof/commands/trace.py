@@ -6,6 +6,7 @@ Thin: parse options, call `dlrmprof.tracegen`, print.  numba/torch load inside t
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -207,14 +208,27 @@ def _capture(spec, nproc, synth):
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
     click.echo(f"profiling the tables in {nproc} ranks (gloo, tables split round-robin)",
                err=True)
-    # fork: this process has run no threads yet, and the ranks then start without importing
-    # torch again (spawn costs each rank its own import)
-    import multiprocessing
-
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     return merge_shares(launch(None, DistOptions(nproc=nproc, backend="gloo"),
                                entry=capture_rank, args=(spec, synth, False),
-                               fingerprint=False, start_method=method))
+                               fingerprint=False, start_method=rank_start_method()))
+
+
+def rank_start_method() -> str:
+    """"fork" where this process runs one thread (the ranks then start without importing
+    torch again: spawn costs each rank its own import), else "spawn": a fork copies the
+    memory of other threads' locks (OpenMP's or numba's pools, from a library caller or a
+    test run) but not their threads, and a rank can block on one for ever."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:                    # no /proc: Python's own count (native pools unseen)
+        import threading
+
+        threads = threading.active_count() + 1
+    return "fork" if threads == 1 else "spawn"
 
 
 PHASE_LABELS = {"capture": "read and profile", "synthesis": "synthesize and measure fidelity",
