@@ -5,6 +5,7 @@ Thin: parse options, call `dlrmprof.tracegen`, print.  numba/torch load inside t
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -213,22 +214,33 @@ def _capture(spec, nproc, synth):
                                fingerprint=False, start_method=rank_start_method()))
 
 
+def _threads() -> set[str] | None:
+    """This process's OS threads (ids), None where /proc does not list them."""
+    try:
+        return set(os.listdir("/proc/self/task"))
+    except OSError:
+        return None
+
+
+# numpy's BLAS pool starts with numpy and stays fork-safe (it re-creates itself in the child):
+# numpy is loaded before the count; any thread started later (OpenMP or numba pools, a
+# caller's threads) is held against fork
+importlib.import_module("numpy")
+_THREADS_AT_IMPORT = _threads()
+
+
 def rank_start_method() -> str:
-    """"fork" where this process runs one thread (the ranks then start without importing
-    torch again: spawn costs each rank its own import), else "spawn": a fork copies the
-    memory of other threads' locks (OpenMP's or numba's pools, from a library caller or a
-    test run) but not their threads, and a rank can block on one for ever."""
+    """"fork" where this process runs no thread that it did not run at import (the ranks then
+    start without importing torch again: spawn costs each rank its own import), else
+    "spawn": a fork copies the memory of other threads' locks (OpenMP's or numba's pools,
+    started by a library caller or a test run) but not the threads, and a rank can block on
+    one for ever."""
     import multiprocessing
 
-    if "fork" not in multiprocessing.get_all_start_methods():
+    now = _threads()
+    if "fork" not in multiprocessing.get_all_start_methods() or now is None:
         return "spawn"
-    try:
-        threads = len(os.listdir("/proc/self/task"))
-    except OSError:                    # no /proc: Python's own count (native pools unseen)
-        import threading
-
-        threads = threading.active_count() + 1
-    return "fork" if threads == 1 else "spawn"
+    return "fork" if now <= (_THREADS_AT_IMPORT or set()) else "spawn"
 
 
 PHASE_LABELS = {"capture": "read and profile", "synthesis": "synthesize and measure fidelity",
