@@ -22,7 +22,7 @@ from dlrmprof.tracegen.selection import choose_hot, objective
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.reuse import dense_ids
 from dlrmprof.tracegen.synth import (distinct_growth, planned_distinct, synthesize_naive,
-                                     synthesize_stream, tail_cap)
+                                     synthesize_naive_hist, synthesize_stream, tail_cap)
 
 AVAZU = Path(__file__).parent / "data" / "streams" / "avazu_train_head8k.csv"
 
@@ -124,6 +124,26 @@ def test_profiles_without_gap_histograms_still_load_and_synthesize():
 
 
 # ------------------------------------------------------------------ what is reported
+@pytest.mark.parametrize("trial", range(12))
+def test_naive_histogram_from_its_draws_is_the_streams_own(trial):
+    """The naive baseline's reuse histogram, from the stack depths its draws took, equals the
+    reuse pass over its ids (random streams; shorter, longer, fewer rows than distinct ids,
+    one row: the table-full reuse of the least recently used id), and so does its fidelity."""
+    rng = np.random.default_rng(trial)
+    n, nid = int(rng.integers(1, 20_000)), int(rng.integers(1, 3_000))
+    ids = (rng.zipf(1.2 + rng.random(), n) % nid).astype(np.int64)
+    prof = build_profile("t", ids, rows=nid, windows=4, hot=0)
+    for length, rows in ((None, None), (n // 2 + 1, None), (2 * n, None),
+                         (n, max(1, nid // 50)), (n, 1)):
+        plain = synthesize_naive(prof, length=length, rows=rows, seed=trial)
+        got, (hist, cold) = synthesize_naive_hist(prof, length=length, rows=rows, seed=trial)
+        assert np.array_equal(got, plain)
+        ref_hist, ref_cold = stream_histogram(plain)
+        assert cold == ref_cold and np.array_equal(hist, ref_hist)
+        if length is None:
+            assert fidelity(prof, got, synthetic_hist=(hist, cold)) == fidelity(prof, plain)
+
+
 def test_gen_trace_stores_naive_policies_and_batches(tmp_path):
     out = tmp_path / "t.npz"
     res = CliRunner().invoke(cli, ["gen-trace", "--from", "kaggle", "--out", str(out)])

@@ -141,12 +141,16 @@ def _source_curve(profile: LocalityProfile, sizes: np.ndarray) -> np.ndarray:
 
 def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
              synthetic_dist: np.ndarray | None = None, offsets: np.ndarray | None = None,
-             policies: tuple = POLICIES) -> dict:
+             policies: tuple = POLICIES, synthetic_hist: tuple | None = None) -> dict:
     """Fidelity of `synthetic_ids` (same length as the source for the comparison to mean
     anything; `offsets` [bags + 1] its bags, None = one id per bag); `policies`: which of
-    the other caches to simulate (when the profile carries the source's curves)."""
+    the other caches to simulate (when the profile carries the source's curves).  The
+    stream's reuse distances (`synthetic_dist`) or their histogram (`synthetic_hist`:
+    (binned warm histogram, cold count)) when known, else measured here."""
     ids = np.asarray(synthetic_ids, dtype=np.int64)
-    if synthetic_dist is not None:
+    if synthetic_hist is not None:
+        hist, cold = synthetic_hist
+    elif synthetic_dist is not None:
         hist, cold = _reuse.histogram(synthetic_dist)
     else:
         hist, cold = stream_histogram(ids)

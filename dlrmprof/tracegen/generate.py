@@ -30,7 +30,7 @@ from dlrmprof.tracegen.readers import TableStream
 from dlrmprof.tracegen.selection import (HOT_CANDIDATES, SELECTION_SEEDS, SHORT_STREAM,
                                          choose_hot, objective)
 from dlrmprof.tracegen.synth import (default_rows, distinct_growth, planned_distinct,
-                                     synthesize_bags, synthesize_naive)
+                                     synthesize_bags, synthesize_naive_hist)
 from dlrmprof.tracegen.tracefile import (PackedWriter, TableMeta, Trace, header_for,
                                          index_dtype)
 
@@ -202,9 +202,10 @@ def _measured(prof, B, rows, ss):
                 ids, offs, fid = ids2, offs2, fid2
     fid["realizations"] = SELECTION_SEEDS if short else 1
     naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
-    naives = [_fidelity(prof, synthesize_naive(prof, length=prof.accesses, rows=rows, seed=s),
-                        offsets=offs)
-              for s in naive_seed.spawn(fid["realizations"])]
+    naives = [_fidelity(prof, n_ids, offsets=offs, synthetic_hist=n_hist)
+              for n_ids, n_hist in (synthesize_naive_hist(prof, length=prof.accesses, rows=rows,
+                                                          seed=s)
+                                    for s in naive_seed.spawn(fid["realizations"]))]
     return ids, offs, with_naive(fid, naives)
 
 
@@ -218,8 +219,9 @@ def _measured_prefix(prof, rows, ss) -> dict:
     del ids
     fid["realizations"] = 1
     naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
-    naive = synthesize_naive(src, length=src.accesses, rows=rows, seed=naive_seed.spawn(1)[0])
-    fid = with_naive(fid, [_fidelity(src, naive, offsets=offs)])
+    naive, n_hist = synthesize_naive_hist(src, length=src.accesses, rows=rows,
+                                          seed=naive_seed.spawn(1)[0])
+    fid = with_naive(fid, [_fidelity(src, naive, offsets=offs, synthetic_hist=n_hist)])
     fid["prefix_accesses"] = src.accesses
     fid["measured_on"] = (f"the source's first {src.accesses} accesses against a synthesis "
                           f"of that length (the stream has {prof.accesses}; above "

@@ -263,12 +263,14 @@ def _count_use(uses, g, max_uses):
 @njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
-                keep_capped=False):
+                keep_capped=False, dists=None):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
-    max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped)."""
+    max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped).
+    dists (an array of n_out, the naive model only: no hot set, no cap): each access's stack
+    depth, -1 for a first touch -- its reuse distance, known as it is drawn."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
@@ -343,6 +345,8 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
             owner[t] = g
             t += 1
             out[pos] = g
+            if dists is not None:
+                dists[pos] = -1 if cold else d
     return out, items, extra_cold, clamped
 
 
@@ -458,7 +462,7 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     is CLASSES by count classes on their own stacks (`classes.synthesize_classes`).
     """
     if profile.extra.get("model") == NAIVE:
-        return _naive(profile, length, rows, seed)
+        return _naive(profile, length, rows, seed)[:2]
     n_src = profile.accesses
     n = n_src if length is None else int(length)
     rows = default_rows(profile, n) if rows is None else int(rows)
@@ -511,24 +515,38 @@ def synthesize_naive(profile: LocalityProfile, length: int | None = None,
     return _naive(profile, length, rows, seed)[0]
 
 
-def _naive(profile, length, rows, seed) -> tuple[np.ndarray, dict]:
+def synthesize_naive_hist(profile: LocalityProfile, length: int | None = None,
+                          rows: int | None = None, seed: int | np.random.SeedSequence = 0
+                          ) -> tuple[np.ndarray, tuple[np.ndarray, int]]:
+    """`synthesize_naive`'s ids (the same) and their reuse-distance histogram (binned warm
+    histogram, cold count), from the stack depths the draws took: the stream's reuse pass is
+    not needed (ids are an injection of the stack's items, so the distances are the depths)."""
+    ids, _, dists = _naive(profile, length, rows, seed, with_dists=True)
+    return ids, _reuse.histogram(dists)
+
+
+def _naive(profile, length, rows, seed, with_dists=False):
     n = profile.accesses if length is None else int(length)
     rows = default_rows(profile, n) if rows is None else int(rows)
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     rng = np.random.default_rng(ss)
     if n == 0 or profile.accesses == 0:
-        return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
+        dists = np.zeros(n, dtype=np.int64)        # all id 0: one first touch, then depth 0
+        dists[:1] = -1
+        return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}, dists
     hist = np.asarray(profile.hist, dtype=np.int64)
     cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
     cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
+    dists = np.empty(n, dtype=np.int64) if with_dists else None
     stream, items, extra, clamped = _synth_core(
         n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
         np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
         cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
-        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True, 0)
+        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True, 0,
+        False, dists)
     mapping = rng.choice(rows, size=max(items, 1), replace=False)
     return mapping[stream], {"extra_cold": int(extra), "clamped": int(clamped),
-                             "items": int(items)}
+                             "items": int(items)}, dists
 
 
 def synthesize_bags(profile: LocalityProfile, num_samples: int | None = None,
