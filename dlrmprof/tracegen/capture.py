@@ -358,4 +358,3 @@ def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
             ids = ids.astype(index_dtype(tasks[t][2]))
         out[t] = (ids, offs, fid, distinct)
     return out
-
