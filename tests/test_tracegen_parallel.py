@@ -120,8 +120,10 @@ def test_line_spans_read_raw_and_mapped_equal_one_reader(tmp_path, parts):
     assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
     assert all(lo in (0, len(data)) or data[lo - 1:lo] == b"\n" for lo, _ in spans)
     whole = np.concatenate([c.sparse for c in read_criteo(src, table_rows=5000)])
-    raw = [c.sparse for span in spans
-           for c in read_criteo(src, span=span, raw=True, table_rows=5000)]
+    # a raw reader's chunks are views of its buffers, good until the next one: copy them
+    # (small blocks: many chunks through the same buffers)
+    raw = [c.sparse.copy() for span in spans
+           for c in read_criteo(src, span=span, raw=True, table_rows=5000, block_bytes=1 << 14)]
     mapped = read_criteo(src, table_rows=5000).dense_ids(np.concatenate(raw))
     assert np.array_equal(mapped, whole)
 

@@ -207,13 +207,7 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     span = criteo.line_spans(path, world)[rank]
     reader = criteo.read_criteo(path, tables=names, table_rows=spec.table_rows,
                                 span=span, raw=True)
-    by_owner: list[list] = [[] for _ in range(world)]      # each rank's tables, column-major
-    for chunk in reader:
-        for o in range(world):
-            by_owner[o].append(np.ascontiguousarray(chunk.sparse[:, o::world]))
-        del chunk
-    own = [_stacked(parts, len(range(o, len(names), world))) for o, parts in enumerate(by_owner)]
-    del by_owner
+    own = _split_by_owner(reader, span, len(names), world)
     stats = [None] * world
     dist.all_gather_object(stats, (reader.rows_read, reader.malformed, reader.malformed_examples))
     blocks = _exchange(own, rank, world, [s[0] for s in stats])
@@ -235,15 +229,20 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     return _criteo_captured(spec, info, notes, path, profiles)
 
 
-def _stacked(parts: list, cols: int) -> np.ndarray:
-    """Row blocks joined, freed as they are copied."""
-    out = np.empty((sum(p.shape[0] for p in parts), cols), dtype=np.int64)
+def _split_by_owner(reader, span: tuple, tables: int, world: int) -> list:
+    """The span's raw values, one [rows, tables owned] block per rank, copied straight from
+    each parsed block (one copy).  The blocks are allocated for the most rows the span can
+    hold (a row takes at least 41 bytes); pages never written are never resident."""
+    cap = (span[1] - span[0]) // 40 + 1
+    own = [np.empty((cap, len(range(o, tables, world))), dtype=np.int64) for o in range(world)]
     at = 0
-    while parts:
-        p = parts.pop(0)
-        out[at:at + p.shape[0]] = p
-        at += p.shape[0]
-    return out
+    for chunk in reader:
+        n = chunk.sparse.shape[0]
+        for o in range(world):
+            own[o][at:at + n] = chunk.sparse[:, o::world]
+        at += n
+        del chunk
+    return [block[:at] for block in own]
 
 
 def _exchange(own: list, rank: int, world: int, rows: list) -> list:

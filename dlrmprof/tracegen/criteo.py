@@ -100,7 +100,9 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
     ``span=(lo, hi)`` reads only the lines starting in bytes [lo, hi) of one uncompressed file
     (`line_spans` gives such spans; line numbers then count from the span's first line), and
     ``raw=True`` yields the tables' raw values instead of dense ids (`dense_ids` maps them):
-    the ranks of a table-parallel capture parse a span each and exchange raw columns.
+    the ranks of a table-parallel capture parse a span each and exchange raw columns.  A raw
+    reader's chunks are views of its parse buffers, good until the next chunk is asked for
+    (its consumer copies what it keeps at once: no copy per block, no fresh pages).
     Memory is bounded by the block size and the per-table maps (O(distinct values)).
     """
 
@@ -143,6 +145,7 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         if self.span is not None and (len(self.paths) != 1 or _is_gzip(self.paths[0])):
             raise ValueError("span: one uncompressed file only")
         self.raw = bool(raw)
+        self._all_cols = np.array_equal(self._cols, np.arange(cp.N_SPARSE))
         self._args = (self.paths, max_rows, tables, table_rows, strict, block_bytes, threads)
 
     def again(self, progress: Callable[[int], None] | None = None) -> "read_criteo":
@@ -187,7 +190,9 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
 
     # ------------------------------------------------------------------ internals
     def _map(self, cats: np.ndarray) -> np.ndarray:
-        return cats[:, self._cols] if self.raw else self.dense_ids(cats, self._cols)
+        if self.raw:
+            return cats if self._all_cols else cats[:, self._cols]
+        return self.dense_ids(cats, self._cols)
 
     def _read_file(self, path: Path) -> Iterator[CriteoChunk]:
         is_gz = _is_gzip(path)
@@ -257,9 +262,15 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                     if rows:
                         self.rows_read += rows
                         first = line_no + int(first_idx)
-                        yield CriteoChunk(labels=labels[:rows].copy(), dense=dense[:rows].copy(),
-                                          sparse=self._map(cats[:rows]), first_line=first,
-                                          file=str(path))
+                        if self.raw:            # views: see the class docstring
+                            yield CriteoChunk(labels=labels[:rows], dense=dense[:rows],
+                                              sparse=self._map(cats[:rows]), first_line=first,
+                                              file=str(path))
+                        else:
+                            yield CriteoChunk(labels=labels[:rows].copy(),
+                                              dense=dense[:rows].copy(),
+                                              sparse=self._map(cats[:rows]), first_line=first,
+                                              file=str(path))
                     line_no += lines
                     pos = new_pos
                     if rows < max_rows or pos >= len(buf):
