@@ -45,9 +45,8 @@ def _eol(buf, k, end):
 
 # One pass over each line's bytes: every field is parsed as it is scanned (fields, digits and
 # the line's end found together); an error skips to the newline.  The decimal and hex digit
-# loops stay two inline loops with constant bases: one loop with a runtime base measured 1.12x
-# the time, an inlined helper returning (value, position, class) 1.24-1.27x
-# (docs/performance.md).
+# loops stay two inline loops with constant bases: one loop with a runtime base, or an
+# inlined helper returning (value, position, class), measured slower (docs/performance.md).
 @njit(cache=True, inline="always")
 def _parse_line(buf, pos, end, labels, dense, cats, row):
     """Parse the line starting at buf[pos] into row slot `row`: label and dense fields decimal

@@ -4,8 +4,8 @@ Criteo input is profiled as it streams in (`onepass`: memory O(distinct ids), no
 files); other inputs are in memory already.  Tables are independent: `jobs` > 1 profiles and
 synthesizes them in parallel processes; `capture.capture_rank` splits them over
 torch.distributed ranks.  Each table's model variant is chosen by measurement
-(`selection.choose_hot`), and its fidelity is stored beside the naive baseline's (`_measured`; on the
-first FIDELITY_PREFIX accesses of longer tables, `_measured_prefix`).  `plan_synthesis` and
+(`selection.choose_hot`), and its fidelity is stored beside the naive baseline's
+(`_measured`; on the first FIDELITY_PREFIX accesses of longer tables, `_measured_prefix`).  `plan_synthesis` and
 `synthesize_table` let the ranks of a table-parallel capture synthesize their own tables for
 `synthesize_trace(done=...)`.  gen-trace writes through `synthesize_packed`: each table packed
 to the file's width as it comes, the in-memory int64 layout never built.
