@@ -166,7 +166,7 @@ def test_class_profiles_round_trip_through_the_trace_file(tmp_path):
     assert np.array_equal(back.indices, tr.indices)
     a = synthesize_bags(back.profiles[0], seed=9)[0]
     assert np.array_equal(a, synthesize_bags(cp, seed=9)[0])
-    assert back.header["version"] == 3
+    assert back.header["version"] == 4
     # an older format, which a reader of that version would take without the class model
     for version in (1, 2):
         with pytest.raises(ValueError, match="version 3 can"):
