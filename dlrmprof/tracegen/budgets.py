@@ -110,7 +110,7 @@ def _weights(owner, used, left, cap):
 
 @njit(cache=True)
 def _bucket(d, exact, per_octave):
-    """[lo, hi) of the depth bucket holding d >= exact: 1 / per_octave octave wide, edges
+    """[lo, hi) of the depth bucket holding d >= max(exact, 1): 1 / per_octave octave wide, edges
     rounded up to integers (powers of two are edges), lo at least `exact`."""
     j = np.floor(per_octave * np.log2(np.float64(d)) + 1e-9)
     lo = np.int64(np.ceil(2.0 ** (j / per_octave) - 1e-9))
@@ -143,7 +143,7 @@ def _draw_count(pool, vals, num, left, state):
 @njit(cache=True)
 def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state):
     """The slot an access at drawn depth d takes, budget model (see the module docstring)."""
-    if d < exact:
+    if d < exact or d == 0:               # (the bucket of depth 0 is the top item)
         return slot_at(bits, tree, nw, t, d, D)
     lo, hi = _bucket(d, exact, per_octave)
     hi = min(hi, D)
