@@ -169,6 +169,10 @@ def test_the_selection_measures_and_picks_it_on_sessions():
     assert any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
     assert sel["placement"] == BUDGET_MODEL and prof.extra["model"] == BUDGET_MODEL
     prof.validate()
+    # short streams never measure it
+    short = ids[:selection.BUDGET_MIN - 1]
+    _, sel = selection.select_hot("t", short, None, int(short.max()) + 1, 32, None)
+    assert not any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
 
 
 def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
@@ -229,3 +233,14 @@ def test_a_damaged_budget_array_in_a_file_is_one_line(tmp_path):
         Trace.load(tmp_path / "bad.npz")
     assert "bad.npz" in str(e.value) and "count_ids" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+def test_the_capture_builds_it_from_counts_as_from_the_stream():
+    # the one-pass capture has each id's count, not the stream, when it adds the model
+    ids, prof = _sessions(5_000)
+    a = selection.with_placement(prof, BUDGET_MODEL, counts=np.bincount(ids, minlength=9_000))
+    b = selection.with_placement(prof, BUDGET_MODEL, ids=ids)
+    for f in LocalityProfile.ARRAYS:
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    assert a.extra == b.extra
+    assert np.array_equal(synthesize_bags(a, seed=2)[0], synthesize_bags(b, seed=2)[0])

@@ -30,6 +30,10 @@ FINALISTS = 3
 # the largest hot set): below, its W x C per-window class histograms hold a few accesses
 # each, and a selection measured against the same stream would reward memorising them
 CLASS_MIN = 1 << 15
+# the budget model is a candidate on streams of at least this many accesses: below, the
+# source's count distribution it stores is nearly a copy of the popularity the selection
+# measures it against (and the bundled sample's tables, 1,999 accesses, do not pay its JIT)
+BUDGET_MIN = CLASS_MIN
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
@@ -72,13 +76,14 @@ def objective(f: dict) -> float:
 def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = False):
     """The variants of a profile that are measured: hot ids spaced by their gaps, placed
     independently inside each window (the gap histogram dropped), and with `naive` the naive
-    model itself (which uses only the whole-stream histogram), given the stream `ids` its
-    budget model (`budgets.py`) and with `classes` its class model by octaves and by half
-    octaves of counts (`classes.py`; `prof` has no hot set then)."""
+    model itself (which uses only the whole-stream histogram), given the stream `ids` (at
+    least BUDGET_MIN accesses) its budget model (`budgets.py`) and with `classes` its class
+    model by octaves and by half octaves of counts (`classes.py`; `prof` has no hot set
+    then)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
-        if ids is not None:
+        if ids is not None and ids.shape[0] >= BUDGET_MIN:
             for placement in BUDGET_PLACEMENTS:
                 yield placement, budget_profile(prof, ids, placement)
         if ids is not None and classes:
