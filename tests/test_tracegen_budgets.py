@@ -14,6 +14,7 @@ from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
 from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile
 from dlrmprof.tracegen.synth import _below, _draw_bin, synthesize_bags, synthesize_naive
 from dlrmprof.tracegen.tracefile import Trace
+from tracegen_helpers import round_trip
 
 
 def test_fenwick_helpers_match_prefix_sums():
@@ -176,27 +177,9 @@ def test_the_selection_measures_and_picks_it_on_sessions():
 
 
 def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
-    from dlrmprof.tracegen import synthesize_trace
-
     ids, prof = _sessions(8_000)
-    bp = budgets.budget_profile(prof, ids)
-    plain = build_profile("u", np.arange(300) % 50, hot=4)
-    tr = synthesize_trace([bp, plain], source={"kind": "test"}, num_samples=8_000, seed=3,
-                          compute_fidelity=False)
-    tr.save(tmp_path / "t.npz")
-    back = Trace.load(tmp_path / "t.npz")
-    for f in LocalityProfile.ARRAYS:
-        assert np.array_equal(getattr(back.profiles[0], f), getattr(bp, f)), f
-    assert back.profiles[0].extra["model"] == BUDGET_MODEL
+    _, back, _ = round_trip(tmp_path, budgets.budget_profile(prof, ids), 8_000, needs=4)
     assert back.profiles[1].count_values.shape == (0,)
-    assert back.header["version"] == 4
-    assert np.array_equal(synthesize_bags(back.profiles[0], seed=9)[0],
-                          synthesize_bags(bp, seed=9)[0])
-    # an older format, which a reader of that version would take without the budget model
-    for version in (1, 2, 3):
-        with pytest.raises(ValueError, match="version 4 can"):
-            tr.save(tmp_path / f"v{version}.npz", version=version)
-        assert not (tmp_path / f"v{version}.npz").exists()
 
 
 @pytest.mark.parametrize("break_it,what", [
@@ -204,6 +187,8 @@ def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
     (lambda p: {"count_ids": p.count_ids * 2}, "summing to distinct"),
     (lambda p: {"count_values": p.count_values[::-1].copy()}, "ascending positive"),
     (lambda p: {"extra": {}}, "count arrays only with the budget model"),
+    (lambda p: {"extra": dict(p.extra, budget_per_octave=0)}, "budget_per_octave one in"),
+    (lambda p: {"extra": dict(p.extra, budget_exact=-1)}, "budget_exact an integer"),
 ])
 def test_inconsistent_budget_arrays_are_refused(break_it, what):
     ids, prof = _sessions(3_000)
