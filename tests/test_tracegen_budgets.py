@@ -12,7 +12,8 @@ from dlrmprof.tracegen import budgets, selection, workloads
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
 from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile
-from dlrmprof.tracegen.synth import _below, _draw_bin, synthesize_bags, synthesize_naive
+from dlrmprof.tracegen.synth import (_below, _draw_bin, planned_distinct, synthesize_bags,
+                                     synthesize_naive, synthesize_stream)
 from dlrmprof.tracegen.tracefile import Trace
 from tracegen_helpers import round_trip
 
@@ -150,6 +151,29 @@ def test_synthesis_keeps_length_distinct_and_counts():
     assert abs(c[:10].sum() / src[:10].sum() - 1) < 0.1
     # same seed, same ids
     assert np.array_equal(syn, synthesize_bags(bp, seed=7)[0])
+
+
+@pytest.mark.parametrize("factor", [0.3, 2.5])
+def test_synthesis_at_other_lengths(factor):
+    ids, prof = _sessions(20_000)
+    bp = budgets.budget_profile(prof, ids)
+    n = int(bp.accesses * factor)
+    syn, facts = synthesize_stream(bp, length=n, seed=1)
+    assert syn.shape[0] == n and facts["items"] == len(np.unique(syn))
+    assert abs(facts["items"] - planned_distinct(bp, n)) <= 1
+    # budgets scale with the length: the ten most popular ids keep their share (the goal's
+    # 20%)
+    def top10(x):
+        return np.sort(np.bincount(x))[::-1][:10].sum() / x.shape[0]
+    assert abs(top10(syn) / top10(ids) - 1) < 0.2
+
+
+@pytest.mark.parametrize("rows", [1, 3, 500])
+def test_synthesis_into_fewer_rows_than_ids(rows):
+    ids, prof = _sessions(20_000)
+    syn, facts = synthesize_stream(budgets.budget_profile(prof, ids), rows=rows, seed=4)
+    assert syn.shape[0] == prof.accesses and syn.min() >= 0 and syn.max() < rows
+    assert facts["items"] <= rows
 
 
 def test_sessions_keep_their_lru_curve_and_their_popularity():
