@@ -253,30 +253,3 @@ def test_the_capture_builds_it_from_counts_as_from_the_stream():
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
     assert a.extra == b.extra
     assert np.array_equal(synthesize_bags(a, seed=2)[0], synthesize_bags(b, seed=2)[0])
-
-
-@pytest.mark.parametrize("keep", [True, False])
-def test_two_pass_capture_of_the_budget_model_equals_the_in_memory_profile(monkeypatch, keep):
-    """Where the selection chooses the budget model, pass 2 builds it from the whole stream's
-    counts and the profile equals the in-memory path's (built from the whole column)."""
-    from test_tracegen_onepass import _capture, _same_profile, _stream
-
-    from dlrmprof.tracegen import generate
-
-    real = selection.select_hot
-
-    def forced(name, sub, sub_lengths, rows, windows, sub_hc, candidates=(0,), seed=12345):
-        prof, sel = real(name, sub, sub_lengths, rows, windows, sub_hc, (0,), seed)
-        return prof, dict(sel, chosen=0, placement=BUDGET_MODEL)
-
-    monkeypatch.setattr(selection, "select_hot", forced)
-    monkeypatch.setattr(selection, "HOT_PREFIX", 700)
-    rng = np.random.default_rng(5)
-    n = int(rng.integers(1500, 6000))
-    columns = [_stream(rng, n) for _ in range(2)]
-    profs, rows, reads = _capture(columns, rng, 700, keep_bytes=12 * n if keep else 0)
-    assert reads == (1 if keep else 2)
-    for col, r, got in zip(columns, rows, profs):
-        assert got.extra["model"] == BUDGET_MODEL and got.count_values.size >= 1
-        _same_profile(got, generate._profile(got.name, col, None, r, 32, None, None))
-        got.validate()
