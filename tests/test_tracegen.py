@@ -147,7 +147,7 @@ def test_gen_trace_bundled_sample_and_round_trip(tmp_path):
     idx, off = t.table_bags(5)
     assert off[0] == 0 and len(off) == 1999 + 1 and idx.max() < t.tables[5].rows
     assert isinstance(t.profiles[0], LocalityProfile)
-    assert t.header["format"] == "dlrmprof-trace" and t.header["version"] == 3
+    assert t.header["format"] == "dlrmprof-trace" and t.header["version"] == 4
     assert set(t.header["fidelity"]) == {f"C{i}" for i in range(1, 27)}
     # the fidelity stored by gen-trace (hot-set size chosen by measurement) meets the targets
     fid = t.header["fidelity"]

@@ -216,7 +216,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         pooling = (np.ones(1, dtype=np.int64), np.array([n], dtype=np.int64))
         prof = assemble(t.name, r, n, hist, cold, pooling, top, win)
         prof = (with_classes(prof, klass[i]) if i in klass
-                else selection.with_placement(prof, sel["placement"]))
+                else selection.with_placement(prof, sel["placement"],
+                                              counts=t.counts[:max(t.bound, 1)]))
         prof.extra["hot_selection"] = sel
         prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
                                                     batches=t.batches.result())
