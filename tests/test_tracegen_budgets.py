@@ -43,11 +43,11 @@ def _ref_bucket(d, exact, per_octave):
 
 
 def _reference(n, bounds, cold_cnt, cdf, edges, seed, max_ids, vals, num, scale, exact,
-               per_octave):
+               per_octave, run_depth):
     """The budget model from its definition: a Python list as the LRU stack (most recent
     first), the same random draws in the same order as the kernel."""
     state = np.full(1, seed, dtype=np.uint64)
-    out, stack, left, budget_left = [], [], {}, [0] * len(vals)
+    out, stack, left, budget_left, run = [], [], {}, [0] * len(vals), {}
     items = extra = clamped = 0
     for w in range(len(cold_cnt)):
         rc, rw = int(cold_cnt[w]), int(bounds[w + 1] - bounds[w]) - int(cold_cnt[w])
@@ -79,25 +79,27 @@ def _reference(n, bounds, cold_cnt, cdf, edges, seed, max_ids, vals, num, scale,
                 i = int(np.searchsorted(np.cumsum(weights), u, side="right"))
                 budget_left[i] -= 1
                 left[g] = max(1, int(vals[i] * scale + _below(state, 1 << 20) / (1 << 20)))
+                run[g] = 0
             else:
                 pick = d
                 if d >= exact and d > 0:
                     lo, hi = _ref_bucket(d, exact, per_octave)
                     hi = min(hi, D)
                     order = list(range(hi - 1, lo - 1, -1))        # oldest first
-                    weights = [max(left[stack[e]], 0) for e in order]
+                    weights = [max(left[stack[e]], 0) * (1 + run[stack[e]]) for e in order]
                     if sum(weights) > 0:
                         u = _below(state, sum(weights))
                         pick = order[int(np.searchsorted(np.cumsum(weights), u,
                                                          side="right"))]
                 g = stack.pop(pick)
+                run[g] = run[g] + 1 if d < run_depth else 0
             left[g] -= 1
             stack.insert(0, g)
             out.append(g)
     return np.array(out), items, extra, clamped
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(6))      # runs under 0 (none), 16 and 300 depths
 def test_kernel_matches_the_reference_on_random_inputs(case):
     rng = np.random.default_rng(100 + case)
     n = int(rng.integers(2_000, 25_000))       # the longer ones compact the time axis
@@ -116,7 +118,8 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
     num = rng.integers(1, 40, vals.shape[0]).astype(np.int64)
     max_ids = int(cold_cnt.sum()) if case == 3 else 10 ** 6    # a full table too
     args = (n, bounds, cold_cnt, cdf, _reuse.bin_edges(nb), 12345 + case, max_ids, vals,
-            num, float(rng.uniform(0.5, 2.0)), [0, 4, 64][case % 3], 1 + case % 2)
+            num, float(rng.uniform(0.5, 2.0)), [0, 4, 64][case % 3], 1 + case % 2,
+            [0, 16, 300][case // 2])
     got = budgets._budget_core(*args[:5], np.ascontiguousarray(cdf.sum(axis=0)), *args[5:])
     want = _reference(*args)
     assert np.array_equal(got[0], want[0])
@@ -191,13 +194,13 @@ def test_the_selection_measures_and_picks_it_on_sessions():
     ids, _ = _sessions(50_000)
     prof, sel = selection.choose_hot("s", ids, None, int(ids.max()) + 1, 32,
                                      _reuse.histogram(_reuse.reuse_distances(ids)))
-    assert any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
-    assert sel["placement"] == BUDGET_MODEL and prof.extra["model"] == BUDGET_MODEL
+    assert {c["placement"] for c in sel["candidates"]} >= set(budgets.PLACEMENTS)
+    assert sel["placement"] in budgets.PLACEMENTS and prof.extra["model"] == BUDGET_MODEL
     prof.validate()
     # short streams never measure it
     short = ids[:selection.BUDGET_MIN - 1]
     _, sel = selection.select_hot("t", short, None, int(short.max()) + 1, 32, None)
-    assert not any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
+    assert not any(c["placement"] in budgets.PLACEMENTS for c in sel["candidates"])
 
 
 def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
@@ -213,6 +216,7 @@ def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
     (lambda p: {"extra": {}}, "count arrays only with the budget model"),
     (lambda p: {"extra": dict(p.extra, budget_per_octave=0)}, "budget_per_octave one in"),
     (lambda p: {"extra": dict(p.extra, budget_exact=-1)}, "budget_exact an integer"),
+    (lambda p: {"extra": dict(p.extra, budget_run_depth=1.5)}, "budget_run_depth an integer"),
 ])
 def test_inconsistent_budget_arrays_are_refused(break_it, what):
     ids, prof = _sessions(3_000)
