@@ -22,9 +22,9 @@ each id also carries a budget, its target access count:
 * with runs (`run_depth` > 0, the placement BUDGET_RUNS) an id's weight is its budget left
   times one more than its run: its reuses in a row at drawn depths under `run_depth` (0 at
   its first touch, reset by a deeper reuse).  An id in use stays in use, as an id does in a
-  stream whose popularity drifts (each id popular for a while): the gap between its
-  insertion and its reuses, what FIFO caches see, is the source's (the LRU curve is kept,
-  the buckets' shares do not change).
+  stream whose popularity drifts (each id popular for a while), and is reused long after its
+  insertion, which FIFO caches see and LRU does not (the buckets' shares, hence the LRU
+  curve, do not change).
 
 The selection (`selection.select_hot`) measures it beside the other candidates; it is kept
 only where it wins the objective.
