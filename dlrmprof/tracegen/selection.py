@@ -2,8 +2,9 @@
 
 Each candidate (hot-set size K, the hot ids' placement, the naive model) is built, synthesized
 and scored by `objective`: every fidelity goal in its units, with a hinge for 'no worse than
-the naive baseline'.  Long streams are compared on a prefix (HOT_PREFIX accesses) cut into windows of the whole
-stream's window length (`prefix_windows`); the best few candidates average a few syntheses.
+the naive baseline'.  Long streams are compared on a prefix (HOT_PREFIX accesses) cut into
+windows of the whole stream's window length (`prefix_windows`); the best few candidates
+average a few syntheses.
 """
 
 from __future__ import annotations
