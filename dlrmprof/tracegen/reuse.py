@@ -199,9 +199,8 @@ def _compact(last, bits):
 
 @njit(cache=True)
 def _rd_run(ids, start, out, last, bits, tree, cap, t, d, hist):
-    """Process ids[start:] until slot `cap` is used.  Returns (next index, t, d).  With a
-    `hist` (MAX_BINS long; empty: none) each warm distance is counted in its bin there
-    instead of written to `out` (first touches are d's increase)."""
+    """Process ids[start:] until slot `cap` is used.  Returns (next index, t, d).  A `hist`
+    (MAX_BINS long; empty: none) counts each warm distance in its bin instead of `out`."""
     n = ids.shape[0]
     nw = bits.shape[0]
     one = np.uint64(1)
@@ -254,9 +253,6 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d, hist):
     return i, t, d
 
 
-_NO_HIST = np.zeros(0, dtype=np.int64)
-
-
 class ReuseState:
     """Streaming reuse-distance state for one ID stream (IDs dense, >= 0).
 
@@ -265,6 +261,7 @@ class ReuseState:
     """
 
     MIN_CAP = 1 << 14
+    _NO_HIST = np.zeros(0, dtype=np.int64)      # _rd_run's "no histogram" (and unused `out`)
 
     def __init__(self, id_bound: int = 1024):
         self.last = np.zeros(max(int(id_bound), 1), dtype=np.int32)   # 0 = never seen
@@ -308,20 +305,17 @@ class ReuseState:
 
     def feed(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if out is None:
-            out = np.empty(ids.shape[0], dtype=np.int64)
-        self._run(ids, out, _NO_HIST)
+        out = np.empty(ids.shape[0], dtype=np.int64) if out is None else out
+        self._run(ids, out, self._NO_HIST)
         return out
 
     def feed_hist(self, ids: np.ndarray, hist: np.ndarray) -> int:
-        """`feed` without the distances: each warm one is counted in its bin of `hist`
-        (int64, MAX_BINS long; `histogram`'s bins) and the first touches are returned, so
-        no per-access array is written and read back."""
+        """`feed` without a per-access array: each warm distance counted in its bin of
+        `hist` (int64 [MAX_BINS], `histogram`'s bins); returns the first touches."""
         if hist.shape != (MAX_BINS,) or hist.dtype != np.int64:
-            raise ValueError(f"hist: expected int64 [{MAX_BINS}], got {hist.dtype} "
-                             f"{hist.shape}")
+            raise ValueError(f"hist: expected int64 [{MAX_BINS}], got {hist.dtype} {hist.shape}")
         before = self.d
-        self._run(np.ascontiguousarray(ids, dtype=np.int64), _NO_HIST, hist)
+        self._run(np.ascontiguousarray(ids, dtype=np.int64), self._NO_HIST, hist)
         return self.d - before
 
     def _run(self, ids: np.ndarray, out: np.ndarray, hist: np.ndarray) -> None:
