@@ -318,3 +318,14 @@ def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkey
             assert got.extra["hot_selection"]["placement"] in PLACEMENTS
         _same_profile(got, generate._profile(got.name, col, None, r, 32, None, None))
         got.validate()
+
+
+def test_kept_copy_gives_back_its_columns_across_blocks():
+    rng = np.random.default_rng()
+    rows = rng.integers(0, 1 << 20, (19, 3))
+    kept = onepass._Kept(3, 1 << 20)
+    kept.block_rows = 5                                    # chunks straddle the blocks
+    for lo, hi in ((0, 7), (7, 10), (10, 19)):
+        kept.add(rows[lo:hi])
+    got = np.concatenate(list(kept.columns()), axis=1)
+    assert got.dtype == np.int32 and np.array_equal(got, rows.T)

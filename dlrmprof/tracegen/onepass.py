@@ -81,9 +81,7 @@ class TablePass:
             if self.probe is not None:
                 self.probe = _grown(self.probe, top)
         self.bound = max(self.bound, top)
-        h, c = _reuse._bin_counts(self.state.feed(ids), _reuse.MAX_BINS)
-        self.hist += h
-        self.cold += int(c)
+        self.cold += self.state.feed_hist(ids, self.hist)
         count_ids(ids, self.counts)
         if self.probe is not None:
             count_ids(ids[(-self.n) % 64::64], self.probe)

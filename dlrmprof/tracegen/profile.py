@@ -241,9 +241,7 @@ def stream_histogram(ids, bound: int | None = None) -> tuple[np.ndarray, int]:
     hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
     cold = 0
     for c in _chunks(ids):
-        h, k = _reuse._bin_counts(state.feed(c), _reuse.MAX_BINS)
-        hist += h
-        cold += int(k)
+        cold += state.feed_hist(c, hist)
     nz = np.flatnonzero(hist)
     return hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), cold
 

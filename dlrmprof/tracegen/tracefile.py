@@ -264,7 +264,7 @@ class PackedWriter:
         if offsets is None:
             if ids.size % B:
                 raise ValueError(f"table {t}: {ids.size} ids in {B} equal bags")
-            lens = np.full(B, ids.size // B, dtype=np.int64)
+            lens = None             # equal bags: the pooling factor, no array of B lengths
         else:
             lens = np.diff(offsets)
             if offsets.shape != (B + 1,) or offsets[0] != 0 or offsets[-1] != ids.size \
@@ -274,7 +274,8 @@ class PackedWriter:
         self._hash.update(memoryview(np.ascontiguousarray(ids, dtype="<i8")).cast("B"))
         dt = index_dtype(rows)
         self.arrays[f"i{t}"] = ids.astype(dt, copy=False)
-        entry, stored = _bags_entry(dt, lens)
+        entry, stored = (({"index_dtype": dt.name, "pooling": ids.size // B}, None)
+                         if lens is None else _bags_entry(dt, lens))
         if stored is not None:
             self.arrays[f"l{t}"] = stored
         self.tables.append(entry)
