@@ -167,19 +167,20 @@ def timing(ref: str, rounds: int) -> dict:
     return out
 
 
-def selection_tables() -> list[np.ndarray]:
-    """The tables the selection cost is measured on: each a 2^16-access prefix, as a long
-    capture's selection sees them: the 26 columns of the bundled Criteo rows resampled
-    (seeded), and the built streams above."""
+def selection_tables() -> list[tuple[np.ndarray, int]]:
+    """The tables the selection cost is measured on, each (its 2^16-access prefix, as a long
+    capture's selection sees it; the whole stream's length): the 26 columns of the bundled
+    Criteo rows resampled (seeded) to 2^16 rows, and the built streams above."""
     from dlrmprof.tracegen.selection import HOT_PREFIX
 
     r = read_criteo(BUNDLED_SAMPLE)
     sp = np.concatenate([c.sparse for c in r])
     rs = sp[np.random.default_rng(0).integers(0, sp.shape[0], HOT_PREFIX)]
-    out = [dense_ids(rs[:, j].astype(np.int64)) for j in range(rs.shape[1])]
+    out = [(dense_ids(rs[:, j].astype(np.int64)), HOT_PREFIX) for j in range(rs.shape[1])]
     for name, tables in streams(False).items():
         if "real" not in name:
-            out += [dense_ids(np.asarray(ids[:HOT_PREFIX], dtype=np.int64)) for _, ids in tables]
+            out += [(dense_ids(np.asarray(ids[:HOT_PREFIX], dtype=np.int64)), len(ids))
+                    for _, ids in tables]
     return out
 
 
@@ -190,10 +191,13 @@ def _selection_child() -> None:
     from dlrmprof.tracegen import selection
 
     tables = selection_tables()
+    # the windows gen-trace gives a prefix selection (the code before `prefix_windows`: 32)
+    windows = getattr(selection, "prefix_windows", lambda w, n, p: w)
 
     def run():
-        return [selection.select_hot("t", ids, None, int(ids.max()) + 1, 32, None)[1]
-                for ids in tables]
+        return [selection.select_hot("t", ids, None, int(ids.max()) + 1,
+                                     windows(32, n, selection.HOT_PREFIX), None)[1]
+                for ids, n in tables]
     run()
     t0 = time.process_time()
     sel = run()

@@ -43,11 +43,11 @@ def _ref_bucket(d, exact, per_octave):
 
 
 def _reference(n, bounds, cold_cnt, cdf, edges, seed, max_ids, vals, num, scale, exact,
-               per_octave):
+               per_octave, run_depth):
     """The budget model from its definition: a Python list as the LRU stack (most recent
     first), the same random draws in the same order as the kernel."""
     state = np.full(1, seed, dtype=np.uint64)
-    out, stack, left, budget_left = [], [], {}, [0] * len(vals)
+    out, stack, left, budget_left, run = [], [], {}, [0] * len(vals), {}
     items = extra = clamped = 0
     for w in range(len(cold_cnt)):
         rc, rw = int(cold_cnt[w]), int(bounds[w + 1] - bounds[w]) - int(cold_cnt[w])
@@ -79,25 +79,27 @@ def _reference(n, bounds, cold_cnt, cdf, edges, seed, max_ids, vals, num, scale,
                 i = int(np.searchsorted(np.cumsum(weights), u, side="right"))
                 budget_left[i] -= 1
                 left[g] = max(1, int(vals[i] * scale + _below(state, 1 << 20) / (1 << 20)))
+                run[g] = 0
             else:
                 pick = d
                 if d >= exact and d > 0:
                     lo, hi = _ref_bucket(d, exact, per_octave)
                     hi = min(hi, D)
                     order = list(range(hi - 1, lo - 1, -1))        # oldest first
-                    weights = [max(left[stack[e]], 0) for e in order]
+                    weights = [max(left[stack[e]], 0) * (1 + run[stack[e]]) for e in order]
                     if sum(weights) > 0:
                         u = _below(state, sum(weights))
                         pick = order[int(np.searchsorted(np.cumsum(weights), u,
                                                          side="right"))]
                 g = stack.pop(pick)
+                run[g] = run[g] + 1 if d < run_depth else 0
             left[g] -= 1
             stack.insert(0, g)
             out.append(g)
     return np.array(out), items, extra, clamped
 
 
-@pytest.mark.parametrize("case", range(6))
+@pytest.mark.parametrize("case", range(6))      # runs under 0 (none), 16 and 300 depths
 def test_kernel_matches_the_reference_on_random_inputs(case):
     rng = np.random.default_rng(100 + case)
     n = int(rng.integers(2_000, 25_000))       # the longer ones compact the time axis
@@ -116,20 +118,25 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
     num = rng.integers(1, 40, vals.shape[0]).astype(np.int64)
     max_ids = int(cold_cnt.sum()) if case == 3 else 10 ** 6    # a full table too
     args = (n, bounds, cold_cnt, cdf, _reuse.bin_edges(nb), 12345 + case, max_ids, vals,
-            num, float(rng.uniform(0.5, 2.0)), [0, 4, 64][case % 3], 1 + case % 2)
+            num, float(rng.uniform(0.5, 2.0)), [0, 4, 64][case % 3], 1 + case % 2,
+            [0, 16, 300][case // 2])
     got = budgets._budget_core(*args[:5], np.ascontiguousarray(cdf.sum(axis=0)), *args[5:])
     want = _reference(*args)
     assert np.array_equal(got[0], want[0])
     assert tuple(int(x) for x in got[1:]) == tuple(want[1:])
 
 
-def _sessions(n=60_000):
-    ids = workloads.bursty_sessions(n, users=5_000, zipf_a=1.0, mean_session=8,
-                                    concurrent=32, seed=1)
+def _profiled(ids, name):
+    """(dense ids, their profile without a hot set, with the source's figures)."""
     ids = _reuse.dense_ids(np.asarray(ids, dtype=np.int64))
-    prof = build_profile("s", ids, None, rows=int(ids.max()) + 1, windows=32, hot=0)
+    prof = build_profile(name, ids, None, rows=int(ids.max()) + 1, windows=32, hot=0)
     prof.extra["source_extras"] = source_extras(ids, None, prof.distinct)
     return ids, prof
+
+
+def _sessions(n=60_000):
+    return _profiled(workloads.bursty_sessions(n, users=5_000, zipf_a=1.0, mean_session=8,
+                                               concurrent=32, seed=1), "s")
 
 
 def test_synthesis_keeps_length_distinct_and_counts():
@@ -191,13 +198,13 @@ def test_the_selection_measures_and_picks_it_on_sessions():
     ids, _ = _sessions(50_000)
     prof, sel = selection.choose_hot("s", ids, None, int(ids.max()) + 1, 32,
                                      _reuse.histogram(_reuse.reuse_distances(ids)))
-    assert any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
-    assert sel["placement"] == BUDGET_MODEL and prof.extra["model"] == BUDGET_MODEL
+    assert {c["placement"] for c in sel["candidates"]} >= set(budgets.PLACEMENTS)
+    assert sel["placement"] in budgets.PLACEMENTS and prof.extra["model"] == BUDGET_MODEL
     prof.validate()
     # short streams never measure it
     short = ids[:selection.BUDGET_MIN - 1]
     _, sel = selection.select_hot("t", short, None, int(short.max()) + 1, 32, None)
-    assert not any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
+    assert not any(c["placement"] in budgets.PLACEMENTS for c in sel["candidates"])
 
 
 def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
@@ -213,6 +220,7 @@ def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
     (lambda p: {"extra": {}}, "count arrays only with the budget model"),
     (lambda p: {"extra": dict(p.extra, budget_per_octave=0)}, "budget_per_octave one in"),
     (lambda p: {"extra": dict(p.extra, budget_exact=-1)}, "budget_exact an integer"),
+    (lambda p: {"extra": dict(p.extra, budget_run_depth=1.5)}, "budget_run_depth an integer"),
 ])
 def test_inconsistent_budget_arrays_are_refused(break_it, what):
     ids, prof = _sessions(3_000)
@@ -253,3 +261,31 @@ def test_the_capture_builds_it_from_counts_as_from_the_stream():
         assert np.array_equal(getattr(a, f), getattr(b, f)), f
     assert a.extra == b.extra
     assert np.array_equal(synthesize_bags(a, seed=2)[0], synthesize_bags(b, seed=2)[0])
+
+
+def _drifting(n=60_000):
+    return _profiled(workloads.drifting_zipf(n, distinct=15_000, a=1.0, drift=0.05, seed=2),
+                     "d")
+
+
+def test_budget_runs_keep_fifo_where_popularity_drifts():
+    # ids popular for a while stay in use longer than a FIFO cycle; plain budgets reuse
+    # them in short chains and FIFO hits too often (the LRU curve is the same)
+    ids, prof = _drifting()
+    plain = budgets.budget_profile(prof, ids, BUDGET_MODEL)
+    runs = budgets.budget_profile(prof, ids, budgets.BUDGET_RUNS)
+    assert runs.extra["budget_run_depth"] > 0 and "budget_run_depth" not in plain.extra
+    runs.validate()
+    ep = errors(fidelity(plain, synthesize_bags(plain, seed=3)[0]))
+    er = errors(fidelity(runs, synthesize_bags(runs, seed=3)[0]))
+    assert er["fifo_mae"] < 0.75 * ep["fifo_mae"]
+    assert er["mrc_mae"] < ep["mrc_mae"] + 0.0005
+    assert er["lfu_mae"] < ep["lfu_mae"] * 1.1 and er["top10_share"] < 0.2
+
+
+def test_run_depth_zero_is_the_plain_budget_model():
+    ids, prof = _drifting(20_000)
+    plain = budgets.budget_profile(prof, ids, BUDGET_MODEL)
+    zero = budgets.budget_profile(prof, ids, budgets.BUDGET_RUNS)
+    zero.extra["budget_run_depth"] = 0
+    assert np.array_equal(synthesize_bags(plain, seed=5)[0], synthesize_bags(zero, seed=5)[0])

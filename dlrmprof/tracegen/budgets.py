@@ -18,7 +18,13 @@ each id also carries a budget, its target access count:
   bucket's share of accesses, hence the LRU curve at every power of two, is the source's;
   inside it the popular ids come back;
 * the weights live in a Fenwick tree over the stack's time slots (rebuilt when the slots are
-  compacted): a bucket's total is two prefix sums, the draw one descent: O(log N) per access.
+  compacted): a bucket's total is two prefix sums, the draw one descent: O(log N) per access;
+* with runs (`run_depth` > 0, the placement BUDGET_RUNS) an id's weight is its budget left
+  times one more than its run: its reuses in a row at drawn depths under `run_depth` (0 at
+  its first touch, reset by a deeper reuse).  An id in use stays in use, as an id does in a
+  stream whose popularity drifts (each id popular for a while), and is reused long after its
+  insertion, which FIFO caches see and LRU does not (the buckets' shares, hence the LRU
+  curve, do not change).
 
 The selection (`selection.select_hot`) measures it beside the other candidates; it is kept
 only where it wins the objective.
@@ -38,9 +44,10 @@ from dlrmprof.tracegen.reuse import fenwick_add
 from dlrmprof.tracegen.synth import _below, _draw_bin, plan_windows
 
 MODEL = BUDGET_MODEL
+BUDGET_RUNS = "budget runs"
 # the selection's placements of this model: (depths below which the id at the drawn depth is
-# taken whatever its budget, depth buckets per octave)
-PLACEMENTS = {BUDGET_MODEL: (0, 2)}
+# taken whatever its budget, depth buckets per octave, the run depth: 0 for no runs)
+PLACEMENTS = {BUDGET_MODEL: (0, 2, 0), BUDGET_RUNS: (0, 2, 4096)}
 
 
 def count_distribution(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -54,10 +61,11 @@ def with_budgets(prof, counts: np.ndarray, placement: str = BUDGET_MODEL):
     """`prof` (built without a hot set) as the budget model of a stream whose per-id access
     counts are `counts`."""
     vals, num = count_distribution(counts)
-    exact, per_octave = PLACEMENTS[placement]
-    return replace(prof, count_values=vals, count_ids=num,
-                   extra=dict(prof.extra, model=MODEL, budget_exact=exact,
-                              budget_per_octave=per_octave))
+    exact, per_octave, run_depth = PLACEMENTS[placement]
+    extra = dict(prof.extra, model=MODEL, budget_exact=exact, budget_per_octave=per_octave)
+    if run_depth:
+        extra["budget_run_depth"] = run_depth
+    return replace(prof, count_values=vals, count_ids=num, extra=extra)
 
 
 def budget_profile(prof, ids, placement: str = BUDGET_MODEL):
@@ -95,12 +103,13 @@ def fenwick_find(tw, target):
 
 
 @njit(cache=True)
-def _weights(owner, used, left, cap):
-    """The Fenwick tree over slots 1..cap of each occupied slot's owner's budget left."""
+def _weights(owner, used, weight, cap):
+    """The Fenwick tree over slots 1..cap of each occupied slot's owner's weight (none
+    where it is not positive)."""
     tw = np.zeros(cap + 1, dtype=np.int64)
     for s in range(1, used + 1):
-        if owner[s] >= 0 and left[owner[s]] > 0:
-            tw[s] = left[owner[s]]
+        if owner[s] >= 0 and weight[owner[s]] > 0:
+            tw[s] = weight[owner[s]]
     for s in range(1, cap + 1):           # in-place O(N) build
         p = s + (s & (-s))
         if p <= cap:
@@ -168,11 +177,11 @@ def _grow(a, g):
 
 @njit(cache=True)
 def _budget_core(n_out, bounds, cold_cnt, cdf, edges, fallback_cdf, seed, max_ids, vals,
-                 num, scale, exact, per_octave):
+                 num, scale, exact, per_octave, run_depth):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped):
     the windowed LRU stack of `synth._synth_core` without a hot set, each id with a budget
     (`_draw_count`, times `scale`) that weighs the draws from depth `exact` on
-    (`_pick_weighted`)."""
+    (`_pick_weighted`), times one more than its run under `run_depth` (when > 0)."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     P = 1
@@ -184,6 +193,8 @@ def _budget_core(n_out, bounds, cold_cnt, cdf, edges, fallback_cdf, seed, max_id
     owner, nw, bits, tree = new_stack(cap)
     tw = np.zeros(cap + 1, dtype=np.int64)
     left = np.zeros(1024, dtype=np.int64)
+    run = np.zeros(1024, dtype=np.int64)
+    weight = np.zeros(1024, dtype=np.int64)
     t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
     nb = cdf.shape[1]
     for w in range(cold_cnt.shape[0]):
@@ -198,7 +209,7 @@ def _budget_core(n_out, bounds, cold_cnt, cdf, edges, fallback_cdf, seed, max_id
             if t >= cap:
                 owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
                 t = D + 1
-                tw = _weights(owner, D, left, cap)
+                tw = _weights(owner, D, weight, cap)
             was = _below(state, rem_cold + rem_warm) < rem_cold
             if was:
                 rem_cold -= 1
@@ -216,18 +227,22 @@ def _budget_core(n_out, bounds, cold_cnt, cdf, edges, fallback_cdf, seed, max_id
                 D += 1
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
                 left = _grow(left, g)
+                run = _grow(run, g)
+                weight = _grow(weight, g)
                 b = _draw_count(pool, vals, num, left_ids, state)
                 left[g] = max(1, np.int64(b * scale + _below(state, 1 << 20) / (1 << 20)))
             else:
                 s = _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state)
-                if left[owner[s]] > 0:
-                    fenwick_add(tw, s, cap + 1, -left[owner[s]])
+                if weight[owner[s]] > 0:
+                    fenwick_add(tw, s, cap + 1, -weight[owner[s]])
                 g = remove_slot(owner, bits, tree, nw, t, s)
+                run[g] = run[g] + 1 if d < run_depth else 0
             left[g] -= 1
+            weight[g] = left[g] * (1 + run[g]) if left[g] > 0 else 0
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
-            if left[g] > 0:
-                fenwick_add(tw, t, cap + 1, left[g])
+            if weight[g] > 0:
+                fenwick_add(tw, t, cap + 1, weight[g])
             t += 1
             out[pos] = g
     return out, items, extra_cold, clamped
@@ -266,10 +281,11 @@ def synthesize_budgets(prof, n: int, rows: int, rng: np.random.Generator):
     fallback = cdf.sum(axis=0) if nb else np.zeros(0, dtype=np.int64)
     exact = int(prof.extra.get("budget_exact", 0))
     per_octave = int(prof.extra.get("budget_per_octave", 2))
+    run_depth = int(prof.extra.get("budget_run_depth", 0))
     stream, items, extra, clamped = _budget_core(
         int(n), bounds, np.ascontiguousarray(cold), np.ascontiguousarray(cdf),
         _reuse.bin_edges(nb), np.ascontiguousarray(fallback), int(rng.integers(0, 2 ** 63)),
         int(rows), np.ascontiguousarray(prof.count_values, dtype=np.int64),
         np.ascontiguousarray(prof.count_ids, dtype=np.int64),
-        float(n) / max(prof.accesses, 1), exact, per_octave)
+        float(n) / max(prof.accesses, 1), exact, per_octave, run_depth)
     return stream, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}

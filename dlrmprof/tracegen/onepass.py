@@ -187,7 +187,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         tasks = [(t.name, t.head, None, r, windows, hot, sample_rate)
                  for t, r in zip(tables, rows)]
         return generate._map(_whole_task, tasks, jobs)
-    tasks = [(t.name, t.prefix[:prefix], r, windows, candidates) for t, r in zip(tables, rows)]
+    tasks = [(t.name, t.prefix[:prefix], r, selection.prefix_windows(windows, n, prefix),
+              candidates) for t, r in zip(tables, rows)]
     chosen = generate._map(_select_task, tasks, jobs)
     wins, shards, klass = [], [], {}
     for i, (t, (_, sel)) in enumerate(zip(tables, chosen)):

@@ -172,6 +172,8 @@ class LocalityProfile:
         exact, per = self.extra.get("budget_exact", 0), self.extra.get("budget_per_octave", 2)
         need(type(exact) is int and exact >= 0 and type(per) is int and 1 <= per <= 16,
              "extra.budget_exact an integer >= 0 and extra.budget_per_octave one in 1..16")
+        run = self.extra.get("budget_run_depth", 0)
+        need(type(run) is int and run >= 0, "extra.budget_run_depth an integer >= 0")
         need(int(k.sum()) == self.distinct and int((v * k).sum()) == self.accesses,
              "count_ids summing to distinct and counts to accesses")
 

@@ -2,8 +2,9 @@
 
 Each candidate (hot-set size K, the hot ids' placement, the naive model) is built, synthesized
 and scored by `objective`: every fidelity goal in its units, with a hinge for 'no worse than
-the naive baseline'.  Long streams are compared on a prefix (HOT_PREFIX accesses); short ones
-average a few syntheses for the best few candidates.
+the naive baseline'.  Long streams are compared on a prefix (HOT_PREFIX accesses) cut into
+windows of the whole stream's window length (`prefix_windows`); the best few candidates
+average a few syntheses.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     # build the chosen profile on the whole stream
     on_prefix = n > HOT_PREFIX and (lengths is None or len(lengths) == n)
     if on_prefix:
-        prof, chosen = select_hot(name, ids[:HOT_PREFIX], None, rows, windows, None,
-                                  candidates, seed)
+        prof, chosen = select_hot(name, ids[:HOT_PREFIX], None, rows,
+                                  prefix_windows(windows, n, HOT_PREFIX), None, candidates,
+                                  seed)
         prof = with_placement(build_profile(name, ids, lengths, rows=rows, windows=windows,
                                             hot=chosen["chosen"], hist_cold=hist_cold),
                               chosen["placement"], ids)
@@ -156,6 +158,17 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
                                   seed)
     prof.extra.pop("source_extras", None)     # the caller measures the whole stream's
     return prof, chosen
+
+
+def prefix_windows(windows: int, n: int, prefix: int) -> int:
+    """The windows of a selection on the first `prefix` of `n` accesses: as many as give them
+    the whole stream's window length (n / windows accesses), at least one.  A candidate's
+    batch overlap and cache curves depend on how many accesses its windows hold (the hot ids
+    placed inside each window, the windows' histograms): measured on windows shorter than
+    the model's, a candidate can win the prefix and lose the whole stream."""
+    if n <= prefix:
+        return windows
+    return max(1, min(windows, round(windows * prefix / n)))
 
 
 def with_placement(prof: LocalityProfile, placement: str, ids=None,
