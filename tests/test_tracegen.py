@@ -281,11 +281,13 @@ def drift_stream(n: int, n_ids: int, s: float = 1.05, drift: float = 0.05, block
     return np.argsort(np.argsort(first))[inv].astype(np.int64)
 
 
-def test_fidelity_on_zipf_with_drift_and_repeats():
-    """A larger realistic stream (Zipf ranks whose ids drift, 20% short-range repeats)."""
+@pytest.mark.parametrize("seed", [3, 11])
+def test_fidelity_on_zipf_with_drift_and_repeats(seed):
+    """A larger realistic stream (Zipf ranks whose ids drift, 20% short-range repeats).  On
+    these seeds a selection whose prefix was cut into windows shorter than the whole
+    stream's chose the class model, 0.0046-0.0048 over the whole stream."""
     from dlrmprof.tracegen.selection import choose_hot
     from dlrmprof.tracegen.profile import stream_histogram
-    seed = int(np.random.default_rng().integers(1000))
     ids = drift_stream(300_000, 30_000, block=10_000, seed=seed)
     prof, tried = choose_hot("d", ids, None, None, 32, stream_histogram(ids))
     syn, _ = synthesize(prof, seed=seed)
