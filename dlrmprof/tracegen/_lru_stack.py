@@ -126,7 +126,8 @@ def compact_stack(owner, used, cap):
         while 2 * live + 64 > ncap:
             ncap *= 2
         nowner = np.full(ncap + 1, -1, dtype=np.int32)
-        nowner[: used + 1] = owner[: used + 1]
+        for s in range(used + 1):   # a loop, not a slice copy: that compiles numba's
+            nowner[s] = owner[s]    # shape-mismatch message (string code, ~1 s cold JIT)
         owner = nowner
         cap = ncap
     D, bits, tree = rebuild_stack(owner, used, cap)

@@ -252,7 +252,8 @@ def _count_use(uses, g, max_uses):
         return uses
     if g >= uses.shape[0]:
         grown = np.zeros(max(2 * uses.shape[0], g + 1), dtype=np.int64)
-        grown[: uses.shape[0]] = uses
+        for i in range(uses.shape[0]):      # not a slice copy (see compact_stack)
+            grown[i] = uses[i]
         uses = grown
     uses[g] += 1
     return uses
@@ -260,25 +261,52 @@ def _count_use(uses, g, max_uses):
 
 # The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
 # (inlined by numba or called) they measured slower (docs/performance.md, issue 19 split).
+def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
+               fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
+               keep_capped=False, dists=None):
+    """`_synth_core` (its arguments are described there) with every argument in the one type
+    it is compiled for: each distinct combination of argument types (an omitted default, None
+    against an array, a literal) is a specialization of its own, and each costs seconds of
+    JIT on a cold start and a cache load on a warm one.  Every caller goes through here."""
+    def arr(a, ndim):
+        a = np.ascontiguousarray(a, dtype=np.int64)
+        if a.ndim != ndim:
+            raise AssertionError(f"_synth_core: a {a.ndim}-d array where {ndim}-d is expected")
+        return a
+
+    return _synth_core(
+        int(n_out), arr(bounds, 1), arr(hot_cnt, 2), arr(gap_cdf, 2), arr(gap_edges, 1),
+        arr(cold_cnt, 1), arr(cdf, 2), arr(edges, 1), arr(fallback_cdf, 1), int(seed),
+        int(max_ids), int(redraws), bool(deep_is_cold), int(max_uses), bool(keep_capped),
+        _NO_DISTS if dists is None else arr(dists, 1))
+
+
+_NO_DISTS = np.empty(0, dtype=np.int64)     # synth_core's "no dists": an empty array, not None
+
+
 @njit(cache=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
-                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
-                keep_capped=False, dists=None):
+                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses, keep_capped,
+                dists):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
+    Called through `synth_core` only (one compiled specialization).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
     max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped).
-    dists (an array of n_out, the naive model only: no hot set, no cap): each access's stack
-    depth, -1 for a first touch -- its reuse distance, known as it is drawn."""
+    dists (an array of n_out, the naive model only: no hot set, no cap; empty for none): each
+    access's stack depth, -1 for a first touch -- its reuse distance, known as it is drawn."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
     hot_gid = np.full(K, -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, K)
-    cap = 1 << 14
+    # int64 from the start, not literals: a literal argument (cap, items) in a callee's first
+    # typing compiles that callee once more
+    cap = np.int64(1 << 14)
     owner, nw, bits, tree = new_stack(cap)
-    t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
+    t, D, items = np.int64(1), np.int64(0), np.int64(0)
+    extra_cold, clamped = 0, 0
     uses = np.zeros(1024 if max_uses > 0 else 1, dtype=np.int64)
     for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
@@ -345,7 +373,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
             owner[t] = g
             t += 1
             out[pos] = g
-            if dists is not None:
+            if dists.shape[0]:
                 dists[pos] = -1 if cold else d
     return out, items, extra_cold, clamped
 
@@ -485,7 +513,7 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     gap = np.asarray(profile.hot_gap, dtype=np.int64)
     gap_cdf = np.cumsum(gap, axis=1) if gap.size else np.zeros((0, 0), dtype=np.int64)
     core_seed = int(rng.integers(0, 2 ** 63))
-    stream, items, extra, clamped = _synth_core(
+    stream, items, extra, clamped = synth_core(
         n, bounds, np.ascontiguousarray(hot),
         np.ascontiguousarray(gap_cdf), _reuse.bin_edges(gap_cdf.shape[1]),
         np.ascontiguousarray(cold), np.ascontiguousarray(cdf), edges,
@@ -538,7 +566,7 @@ def _naive(profile, length, rows, seed, with_dists=False):
     cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
     cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
     dists = np.empty(n, dtype=np.int64) if with_dists else None
-    stream, items, extra, clamped = _synth_core(
+    stream, items, extra, clamped = synth_core(
         n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
         np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
         cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
