@@ -46,7 +46,7 @@ def count_classes(counts: np.ndarray, per_octave: int = 1) -> np.ndarray:
     return cls
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _class_pass(dist, pos, wsize, c, C, rows, cold):
     """Class c's accesses (class-local distances `dist`, -1 a first touch, at stream positions
     `pos`) added to their window's row w * C + c, or to its first touches cold[w, c]."""

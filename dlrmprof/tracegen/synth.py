@@ -37,7 +37,7 @@ from dlrmprof.tracegen.profile import CLASS_MODEL, LocalityProfile, gap_row
 from dlrmprof.tracegen.reuse import fenwick_add
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _next(state):
     state[0] += np.uint64(0x9E3779B97F4A7C15)
     z = state[0]
@@ -46,12 +46,12 @@ def _next(state):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _uniform(state):
     return np.float64(_next(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _below(state, n):
     """Uniform integer in [0, n)."""
     return np.int64(_uniform(state) * n)
@@ -60,7 +60,7 @@ def _below(state, n):
 GUIDE = 1024        # largest guide table of the tail-distance draw
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _draw_bin(state, cdf, tot, edges):
     """A value drawn from a binned histogram (cdf over bins, total tot): a bin by its count,
     then uniformly inside the bin's [edges[a], edges[a + 1])."""
@@ -77,7 +77,7 @@ def _draw_bin(state, cdf, tot, edges):
     return edges[lo] + (_below(state, width) if width > 1 else 0)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _free_slot(parent, p, L):
     """First free slot at or after p (cyclically) in a window of L slots; union-find with
     path halving over 'next free' links (parent[L] is the wrap sentinel)."""
@@ -90,7 +90,7 @@ def _free_slot(parent, p, L):
         p = 0
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, rest):
     """Fill sched[0:L] with the window's events in order: hot rank k, or -1 for a tail event.
 
@@ -148,7 +148,7 @@ def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, re
             j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _hot_buffers(bounds, K):
     """Scratch arrays for `_place_hot`, sized for the longest window (1 each when K = 0)."""
     maxL = 1
@@ -162,7 +162,7 @@ def _hot_buffers(bounds, K):
     return sched, rest, parent, gaps
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
     """Window w's tail event counts and tail-distance draw table.  Returns (cold count, warm
     count, cdf, cdf total, guide) where the cdf is the fallback when the window has none and
@@ -194,7 +194,7 @@ def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
     return rem_cold, rem_warm, wcdf, wtot, guide
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _first_hot(hot_gid, k, items, max_ids, state):
     """Give hot rank k its item at its first access (any id once the table is full); returns
     the items used.  Rare (once per hot rank), so an ordinary call."""
@@ -208,7 +208,7 @@ def _first_hot(hot_gid, k, items, max_ids, state):
 NEAREST = 64        # depths searched on each side for an id under its cap (keep_capped)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses):
     """Take the item at depth d, or where it has been used max_uses times the nearest one
     within NEAREST depths (shallower first) used fewer times; the spent item keeps its
@@ -228,7 +228,7 @@ def _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses):
     return remove_slot(owner, bits, tree, nw, t, s)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
     """`pop_depth`, except that an item already used max_uses times (> 0) is not taken: it
     leaves the stack for good and the item now at that depth is taken instead, or
@@ -237,15 +237,16 @@ def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
     under its cap is taken.  Returns (item, new D)."""
     if keep_capped and max_uses > 0:
         return _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses), D
-    g = pop_depth(owner, bits, tree, nw, t, d, D)
-    while max_uses > 0 and uses[g] >= max_uses and D > 1:
+    while True:      # one call site of the inlined pop_depth (each site is JIT time)
+        g = pop_depth(owner, bits, tree, nw, t, d, D)
+        if not (max_uses > 0 and uses[g] >= max_uses and D > 1):
+            return g, D
         fenwick_add(tree, (t >> 6) + 1, nw + 1, -1)     # pop_depth left it counted at t
         D -= 1
-        g = pop_depth(owner, bits, tree, nw, t, min(d, D - 1), D)
-    return g, D
+        d = min(d, D - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _count_use(uses, g, max_uses):
     """uses[g] += 1 when capping (max_uses > 0), the array grown to hold g; returns it."""
     if max_uses <= 0:
@@ -284,7 +285,7 @@ def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
 _NO_DISTS = np.empty(0, dtype=np.int64)     # synth_core's "no dists": an empty array, not None
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses, keep_capped,
                 dists):
