@@ -31,7 +31,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -170,7 +172,7 @@ def timing(ref: str, rounds: int) -> dict:
 def _jit_child() -> None:
     """Child process of `jit_report`: gen-trace on the bundled sample in this process, then
     every numba dispatcher of dlrmprof.tracegen that it compiled or loaded, with its
-    signatures and (cold) the seconds its own compiles took, callees' compiles excluded;
+    signatures and (cold) the CPU seconds its own compiles took, callees' compiles excluded;
     prints JSON."""
     import contextlib
     import io
@@ -186,11 +188,11 @@ def _jit_child() -> None:
 
     class Listener(event.Listener):
         def on_start(self, ev):
-            stack.append([time.perf_counter(), 0.0])
+            stack.append([time.process_time(), 0.0])
 
         def on_end(self, ev):
             t0, inner = stack.pop()
-            dt = time.perf_counter() - t0
+            dt = time.process_time() - t0
             if stack:
                 stack[-1][1] += dt
             f = ev.data["dispatcher"].py_func
@@ -203,17 +205,19 @@ def _jit_child() -> None:
         cli.main(["gen-trace", "--from", "kaggle", "--out", str(Path(tmp) / "t.npz")],
                  standalone_mode=False)
         cpu = time.process_time() - t0
-    funcs = []
+    funcs, seen = [], set()
     for mod in sorted(m for m in sys.modules if m.startswith("dlrmprof.tracegen")):
         for name, d in sorted(vars(sys.modules[mod]).items()):
-            if isinstance(d, CPUDispatcher) and d.py_func.__module__ == mod and d.signatures:
+            if (isinstance(d, CPUDispatcher) and d.py_func.__module__ == mod and d.signatures
+                    and id(d) not in seen):          # once, whatever names it has
+                seen.add(id(d))
                 key = f"{mod}.{d.py_func.__qualname__}"
                 funcs.append({"name": key, "signatures": [str(s) for s in d.signatures],
                               "compile_s": round(own.get(key, 0.0), 3)})
     print(json.dumps({"numba": numba.__version__, "cpu_s": cpu, "functions": funcs,
                       "compile_s": sum(own.values()),
                       "compile_s_tracegen": sum(f["compile_s"] for f in funcs),
-                      "digest_ok": "3fb12fb785a57954" in out.getvalue()}))
+                      "digest": re.search(r"sha256 ([0-9a-f]{16})", out.getvalue())[1]}))
 
 
 def jit_report(cold: bool = True) -> dict:
@@ -346,11 +350,16 @@ def main() -> None:
                     "loadavg": list(os.getloadavg())},
            "source": "measured: synthetic streams vs their sources, exact simulation",
            "streams": results}
+    if args.timing_only and not results:      # the file holds only what this command timed
+        doc["command"] = "python benchmarks/bench_tracegen_fidelity.py " + shlex.join(
+            sys.argv[1:])
+        doc["source"] = "measured: gen-trace's wall and CPU seconds against the baseline's"
     if args.timing_only and Path(args.out).exists():
         # a timing rerun (e.g. on a quieter host) keeps the file's fidelity figures
         prev = json.loads(Path(args.out).read_text())
-        doc |= {k: prev[k] for k in ("command", "seed", "streams", "timing", "selection", "jit")
-                if k in prev}
+        keep = ("seed", "streams", "timing", "selection", "jit") + (
+            ("command", "source") if prev.get("streams") else ())
+        doc |= {k: prev[k] for k in keep if k in prev}
     if args.selection_baseline:
         doc["selection"] = sel = selection_cost(args.selection_baseline, args.rounds)
         print(f"selection on {sel['tables']} prefixes: {sel['per_table_s']['this']:.3f} s "
@@ -366,7 +375,9 @@ def main() -> None:
                           sorted(j["functions"], key=lambda f: -f["compile_s"])[:5])
               + f", ...); more than one: {many or 'none'}")
     if args.timing_baseline:
-        doc["timing"] = timing(args.timing_baseline, args.rounds)
+        doc["timing"] = timing(args.timing_baseline, args.rounds) | {
+            "command": "python benchmarks/bench_tracegen_fidelity.py --timing-only "
+                       f"--timing-baseline {args.timing_baseline} --rounds {args.rounds}"}
         for kind in ("warm", "cold"):
             t = doc["timing"][kind]
             print(f"gen-trace --from kaggle, {kind}: this {np.median(t['this']):.2f} s, "
