@@ -89,11 +89,17 @@ def run_once(code: Path, src: Path, out: Path, tmp: Path, nproc: int,
         child = subprocess.Popen(cmd, env=env, cwd=code, stdout=fh, stderr=subprocess.PIPE,
                                  text=True)
         ps = psutil.Process(child.pid)
-        while child.poll() is None:
+        while True:
+            # wait4, not poll: the child's CPU time (its own and its ranks', which it
+            # waited for) comes with its exit status
+            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+            if pid:
+                break
             peak_rss = max(peak_rss, _tree_rss(ps))
             peak_tmp = max(peak_tmp, _dir_bytes(tmp))
             time.sleep(0.1)
         wall = time.perf_counter() - t0
+        child.returncode = os.waitstatus_to_exitcode(status)
         stderr = child.stderr.read()
     if child.returncode != 0:
         raise RuntimeError(f"gen-trace failed ({child.returncode}): {stderr[-2000:]}")
@@ -101,7 +107,8 @@ def run_once(code: Path, src: Path, out: Path, tmp: Path, nproc: int,
     log.unlink()
     left = _dir_bytes(tmp)
     shutil.rmtree(tmp, ignore_errors=True)
-    return {"s": wall, "peak_rss_mb": peak_rss / 2**20, "peak_tmp_mb": peak_tmp / 2**20,
+    return {"s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_rss_mb": peak_rss / 2**20, "peak_tmp_mb": peak_tmp / 2**20,
             "tmp_left_mb": left / 2**20, "digest": doc["digest"],
             "other_cpus": oc.cpus, "fidelity": _fidelity_summary(doc),
             "phases_s": doc.get("phases_s")}
@@ -163,7 +170,8 @@ def bench_size(rows: int, args, work: Path, codes: dict, on_run=None) -> dict:
                 if on_run is not None:         # keep what is measured if a later run fails
                     on_run(_summarize(rows, size_mb, made_s, runs,
                                       rows >= args.profile_only_from))
-                print(f"[{rows} rows] {name} round {r}: {res['s']:.1f} s, "
+                print(f"[{rows} rows] {name} round {r}: {res['s']:.1f} s "
+                      f"(CPU {res['cpu_s']:.1f} s), "
                       f"{rows / res['s'] / 1e3:.0f} k rows/s, peak RSS "
                       f"{res['peak_rss_mb']:.0f} MiB, peak temp {res['peak_tmp_mb']:.0f} MiB, "
                       f"other CPUs {res['other_cpus']:.2f}", flush=True)
@@ -188,6 +196,7 @@ def _summarize(rows: int, size_mb: float, made_s: float, runs: dict, profile_onl
     for name, rs in runs.items():
         best = min(rs, key=lambda r: r["s"])
         summ[name] = {"best_s": best["s"], "rows_per_s": rows / best["s"],
+                      "cpu_s_min": min(r["cpu_s"] for r in rs),
                       "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                       "peak_tmp_mb": max(r["peak_tmp_mb"] for r in rs),
                       "tmp_over_input": max(r["peak_tmp_mb"] for r in rs) / size_mb,
@@ -263,7 +272,9 @@ def _write(args, results: list) -> None:
            "command": "python benchmarks/bench_capture_scale.py " + " ".join(_shown_args()),
            "host": {"machine": os.uname().machine, "cpus": os.cpu_count(),
                     "loadavg": list(os.getloadavg())},
-           "source": "measured: wall time of the gen-trace child (time.perf_counter), peak "
+           "source": "measured: wall time of the gen-trace child (time.perf_counter); "
+                     "cpu_s: its user + system CPU seconds with its ranks' (os.wait4), "
+                     "steadier than wall time when other processes share the cores; peak "
                      "RSS of its process tree and peak bytes under its TMPDIR polled every "
                      "0.1 s (psutil, os.walk); other processes' CPU use from profile/noise.py; "
                      "phases_s: gen-trace's own phase times (its --json phases_s: capture = "

@@ -274,7 +274,7 @@ def render_capture_scale(doc: dict) -> list[str]:
            f"best of {doc['rounds']} interleaved round(s). A --nproc 2 row is kept only "
            "when its digest equals 1 process's.", "",
            "| rows | input MiB | code | trace | best s | rows/s | peak RSS MiB | peak temp MiB "
-           "| temp / input | MRC MAE mean | ratio | runs: s (other CPUs) |",
+           "| temp / input | MRC MAE mean | ratio | runs: s [/ CPU s] (other CPUs) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for size in doc["sizes"]:
         for name in ("ours", "ours_nproc2", "previous", "baseline"):
@@ -289,7 +289,8 @@ def render_capture_scale(doc: dict) -> list[str]:
             elif name == "ours_nproc2" and "nproc2_speedup" in size:
                 ratio = f"{size['nproc2_speedup']:.2f}x of 1 process"
             mae = r.get("fidelity", {}).get("mrc_mae_mean")
-            runs = ", ".join(f"{x['s']:.1f} ({x['other_cpus']:.2f})" for x in r["runs"])
+            runs = ", ".join(f"{x['s']:.1f}" + (f" / {x['cpu_s']:.1f}" if "cpu_s" in x else "")
+                             + f" ({x['other_cpus']:.2f})" for x in r["runs"])
             out.append(f"| {size['rows']:,} | {size['input_mb']:.0f} | {name} | "
                        f"{'profile-only' if size.get('profile_only') else 'full'} | "
                        f"{r['best_s']:.1f} | {r['rows_per_s'] / 1e3:.0f}k | "

@@ -39,7 +39,7 @@ def test_version_1_file_loads_and_resaves_compact(tmp_path):
     new_path = tmp_path / "v2.npz"
     old.save(new_path)
     new = Trace.load(new_path)
-    assert new.header["version"] == 3
+    assert new.header["version"] == 4
     np.testing.assert_array_equal(new.indices, old.indices)
     np.testing.assert_array_equal(new.offsets, old.offsets)
     members = _members(new_path)

@@ -70,6 +70,24 @@ def test_reuse_state_streaming_matches_one_pass_across_compactions():
     assert st.distinct == len(np.unique(ids))
 
 
+@pytest.mark.parametrize("top", [3, 1500, 40_000])
+def test_reuse_state_binned_feed_equals_the_distances_histogram(top):
+    """`feed_hist` (distances binned inside the pass) gives the histogram and first touches
+    of the distances `feed` returns, chunk by chunk, across compactions and id growth."""
+    from dlrmprof.tracegen.reuse import MAX_BINS
+
+    rng = np.random.default_rng()
+    ids = (rng.zipf(1.1, 70_000) - 1) % top
+    hist, cold = histogram(reuse_distances(ids))
+    st = ReuseState(16)
+    got = np.zeros(MAX_BINS, dtype=np.int64)
+    firsts = sum(st.feed_hist(c, got) for c in np.array_split(ids, 9))
+    np.testing.assert_array_equal(got[:hist.size], hist)
+    assert not got[hist.size:].any() and firsts == cold == st.distinct
+    with pytest.raises(ValueError, match="hist"):
+        st.feed_hist(ids[:5], np.zeros(MAX_BINS, dtype=np.int32))
+
+
 def test_mrc_from_histogram_equals_lru_simulation():
     rng = np.random.default_rng()
     ids = (rng.zipf(1.3, 3000) - 1) % 500
@@ -147,7 +165,7 @@ def test_gen_trace_bundled_sample_and_round_trip(tmp_path):
     idx, off = t.table_bags(5)
     assert off[0] == 0 and len(off) == 1999 + 1 and idx.max() < t.tables[5].rows
     assert isinstance(t.profiles[0], LocalityProfile)
-    assert t.header["format"] == "dlrmprof-trace" and t.header["version"] == 3
+    assert t.header["format"] == "dlrmprof-trace" and t.header["version"] == 4
     assert set(t.header["fidelity"]) == {f"C{i}" for i in range(1, 27)}
     # the fidelity stored by gen-trace (hot-set size chosen by measurement) meets the targets
     fid = t.header["fidelity"]

@@ -318,7 +318,7 @@ def test_newer_trace_version(tmp_path, good_trace):
     p = tmp_path / "new.npz"
     _rewrite(good_trace, p, newer)
     assert_user_error(run("trace-stats", p), "new.npz", "header.version",
-                      "version <= 3", "upgrade dlrmprof", "got 99")
+                      "version <= 4", "upgrade dlrmprof", "got 99")
 
 
 def test_trace_indices_beyond_rows(tmp_path, good_trace):

@@ -286,13 +286,15 @@ def test_build_profile_matches_windows_fed_in_chunks():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("placement", ["classes", "half-octave classes"])
+@pytest.mark.parametrize("placement", ["classes", "half-octave classes", "budgets"])
 @pytest.mark.parametrize("keep", [True, False])
 def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkeypatch,
                                                                           placement, keep):
     """Where the selection chooses the class model, pass 2 measures its classes
-    (`classes.ClassState`) and the profile equals the in-memory path's (which builds it from
-    the whole column): every array, the selection record, the model; read once or twice."""
+    (`classes.ClassState`), or the budget model, pass 2 builds it from the whole stream's
+    counts; the profile equals the in-memory path's (which builds it from the whole column):
+    every array, the selection record, the model; read once or twice."""
+    from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGETS
     from dlrmprof.tracegen.classes import PLACEMENTS
 
     real = selection.select_hot
@@ -309,7 +311,21 @@ def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkey
     profs, rows, reads = _capture(columns, rng, 700, keep_bytes=12 * n if keep else 0)
     assert reads == (1 if keep else 2)
     for col, r, got in zip(columns, rows, profs):
-        assert got.extra["model"] == "classes" and got.class_cold.shape[1] >= 1
-        assert got.extra["hot_selection"]["placement"] in PLACEMENTS
+        if placement in BUDGETS:
+            assert got.extra["model"] == "budgets" and got.count_values.size >= 1
+        else:
+            assert got.extra["model"] == "classes" and got.class_cold.shape[1] >= 1
+            assert got.extra["hot_selection"]["placement"] in PLACEMENTS
         _same_profile(got, generate._profile(got.name, col, None, r, 32, None, None))
         got.validate()
+
+
+def test_kept_copy_gives_back_its_columns_across_blocks():
+    rng = np.random.default_rng()
+    rows = rng.integers(0, 1 << 20, (19, 3))
+    kept = onepass._Kept(3, 1 << 20)
+    kept.block_rows = 5                                    # chunks straddle the blocks
+    for lo, hi in ((0, 7), (7, 10), (10, 19)):
+        kept.add(rows[lo:hi])
+    got = np.concatenate(list(kept.columns()), axis=1)
+    assert got.dtype == np.int32 and np.array_equal(got, rows.T)

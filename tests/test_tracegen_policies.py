@@ -102,6 +102,16 @@ def test_belady_anomaly_fifo():
     assert r[0] * 12 == pytest.approx(3) and r[1] * 12 == pytest.approx(2)
 
 
+def test_lfu_has_no_inclusion_property():
+    """LFU with in-cache frequency is not a stack algorithm: a larger cache can hit less, so
+    its curve needs a pass per size (one reuse-style pass for all sizes would be wrong)."""
+    seq = np.array([0, 2, 0, 4, 1, 2, 3, 2, 3, 4, 0, 4, 0])
+    r = policies.lfu_hit_rates(seq, [2, 3])
+    assert r[0] * 13 == pytest.approx(4) and r[1] * 13 == pytest.approx(3)
+    assert [policies.reference_hit_rate("lfu", seq, c) * 13 for c in (2, 3)] == \
+        pytest.approx([4, 3])
+
+
 def test_policy_mrcs_and_prefix():
     rng = np.random.default_rng(5)
     ids = (rng.zipf(1.2, 5000) % 700).astype(np.int64)

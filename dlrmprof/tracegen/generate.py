@@ -43,8 +43,11 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
         "pooling-factor histogram.  Or (the class model: 2^15 accesses, 4097 ids or more) "
         "ids in classes by access count (octaves or half octaves), per window each class's "
         "first touches and reuse distances on its own LRU stack, no id used more than its "
-        "class's largest source count.  K (0, 4, 8, 16, 64, 256, 1024, 4096), the placement "
-        "and the class model are chosen per table by measuring each against the source (LRU, "
+        "class's largest source count.  Or (the budget model: 2^15 accesses or more) one "
+        "windowed LRU stack, each id with a target count drawn from the source's counts, a "
+        "reuse taking among the ids of its half-octave depth bucket one weighted by its "
+        "budget left.  K (0, 4, 8, 16, 64, 256, 1024, 4096), the placement, the class model "
+        "and the budget model are chosen per table by measuring each against the source (LRU, "
         "LFU, popularity, distinct count, per-batch figures), the naive whole-stream stack "
         "model among the candidates, unless --hot is given")
 

@@ -81,9 +81,7 @@ class TablePass:
             if self.probe is not None:
                 self.probe = _grown(self.probe, top)
         self.bound = max(self.bound, top)
-        h, c = _reuse._bin_counts(self.state.feed(ids), _reuse.MAX_BINS)
-        self.hist += h
-        self.cold += int(c)
+        self.cold += self.state.feed_hist(ids, self.hist)
         count_ids(ids, self.counts)
         if self.probe is not None:
             count_ids(ids[(-self.n) % 64::64], self.probe)
@@ -216,7 +214,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         pooling = (np.ones(1, dtype=np.int64), np.array([n], dtype=np.int64))
         prof = assemble(t.name, r, n, hist, cold, pooling, top, win)
         prof = (with_classes(prof, klass[i]) if i in klass
-                else selection.with_placement(prof, sel["placement"]))
+                else selection.with_placement(prof, sel["placement"],
+                                              counts=t.counts[:max(t.bound, 1)]))
         prof.extra["hot_selection"] = sel
         prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
                                                     batches=t.batches.result())

@@ -31,6 +31,7 @@ DEFAULT_WINDOWS = 32
 DEFAULT_HOT = 16
 TOP_COUNTS = 1024
 CLASS_MODEL = "classes"     # extra["model"] of a profile carrying the class model (classes.py)
+BUDGET_MODEL = "budgets"    # ... carrying the budget model's counts (budgets.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,6 +61,11 @@ class LocalityProfile:
     class_cold: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     class_hist: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     class_max: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # the budget model (`budgets.py`), stored only where the selection chose it (extra["model"]
+    # "budgets"): the source's distinct access counts ascending [V] and how many ids had each
+    # [V]; [0] / [0] when absent
+    count_values: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    count_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     extra: dict = field(default_factory=dict)   # free-form JSON-able facts (e.g. sampling)
 
     # -------------------------------------------------------------- derived figures
@@ -91,9 +97,11 @@ class LocalityProfile:
 
     # -------------------------------------------------------------- (de)serialisation
     ARRAYS = ("bag_len_values", "bag_len_counts", "hist", "top_counts", "hot_win", "tail_cold",
-              "tail_hist", "hot_gap", "class_cold", "class_hist", "class_max")
+              "tail_hist", "hot_gap", "class_cold", "class_hist", "class_max", "count_values",
+              "count_ids")
     # arrays older files lack, and their empty shape
-    OPTIONAL = {"hot_gap": (0, 0), "class_cold": (0, 0), "class_hist": (0, 0), "class_max": (0,)}
+    OPTIONAL = {"hot_gap": (0, 0), "class_cold": (0, 0), "class_hist": (0, 0), "class_max": (0,),
+                "count_values": (0,), "count_ids": (0,)}
     SCALARS = ("name", "rows", "accesses", "distinct", "num_bags", "cold", "window_size",
                "extra")
 
@@ -149,6 +157,23 @@ class LocalityProfile:
         need(int(self.hot_gap.sum()) <= int(self.hot_win.sum()),
              "no more hot gaps than hot accesses")
         self._validate_classes(need)
+        self._validate_budgets(need)
+
+    def _validate_budgets(self, need) -> None:
+        v, k = self.count_values, self.count_ids
+        if self.extra.get("model") != BUDGET_MODEL:
+            need(v.size == 0 and k.size == 0, "count arrays only with the budget model")
+            return
+        need(v.ndim == 1 and v.shape == k.shape and v.size >= 1,
+             "count_values and count_ids of equal 1-D shape")
+        need((v >= 1).all() and (k >= 1).all() and (np.diff(v) > 0).all(),
+             "ascending positive counts, each held by at least one id")
+        need(self.hot_k == 0, "no hot set with the budget model")
+        exact, per = self.extra.get("budget_exact", 0), self.extra.get("budget_per_octave", 2)
+        need(type(exact) is int and exact >= 0 and type(per) is int and 1 <= per <= 16,
+             "extra.budget_exact an integer >= 0 and extra.budget_per_octave one in 1..16")
+        need(int(k.sum()) == self.distinct and int((v * k).sum()) == self.accesses,
+             "count_ids summing to distinct and counts to accesses")
 
     def _validate_classes(self, need) -> None:
         if self.extra.get("model") != CLASS_MODEL:
@@ -214,9 +239,7 @@ def stream_histogram(ids, bound: int | None = None) -> tuple[np.ndarray, int]:
     hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
     cold = 0
     for c in _chunks(ids):
-        h, k = _reuse._bin_counts(state.feed(c), _reuse.MAX_BINS)
-        hist += h
-        cold += int(k)
+        cold += state.feed_hist(c, hist)
     nz = np.flatnonzero(hist)
     return hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), cold
 

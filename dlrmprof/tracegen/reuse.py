@@ -198,11 +198,13 @@ def _compact(last, bits):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
-    """Process ids[start:] until slot `cap` is used.  Returns (next index, t, d)."""
+def _rd_run(ids, start, out, last, bits, tree, cap, t, d, hist):
+    """Process ids[start:] until slot `cap` is used.  Returns (next index, t, d).  A `hist`
+    (MAX_BINS long; empty: none) counts each warm distance in its bin instead of `out`."""
     n = ids.shape[0]
     nw = bits.shape[0]
     one = np.uint64(1)
+    binned = hist.shape[0] > 0
     i = start
     while i < n:
         if t >= cap:
@@ -213,7 +215,8 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
         s = np.int64(last[x])
         wt = t >> 6
         if s == 0:
-            out[i] = -1
+            if not binned:
+                out[i] = -1
             d += 1
             fenwick_add(tree, wt + 1, nw + 1, 1)
         else:
@@ -239,7 +242,10 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d):
                 bits[ws] &= ~(one << np.uint64(s & 63))
                 stop = fenwick_add(tree, ws + 1, wt + 1, -1)
                 fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
-            out[i] = r
+            if binned:
+                hist[dist_bin(r)] += 1
+            else:
+                out[i] = r
         bits[wt] |= one << np.uint64(t & 63)
         last[x] = t
         t += 1
@@ -255,6 +261,7 @@ class ReuseState:
     """
 
     MIN_CAP = 1 << 14
+    _NO_HIST = np.zeros(0, dtype=np.int64)      # _rd_run's "no histogram" (and unused `out`)
 
     def __init__(self, id_bound: int = 1024):
         self.last = np.zeros(max(int(id_bound), 1), dtype=np.int32)   # 0 = never seen
@@ -298,8 +305,20 @@ class ReuseState:
 
     def feed(self, ids: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if out is None:
-            out = np.empty(ids.shape[0], dtype=np.int64)
+        out = np.empty(ids.shape[0], dtype=np.int64) if out is None else out
+        self._run(ids, out, self._NO_HIST)
+        return out
+
+    def feed_hist(self, ids: np.ndarray, hist: np.ndarray) -> int:
+        """`feed` without a per-access array: each warm distance counted in its bin of
+        `hist` (int64 [MAX_BINS], `histogram`'s bins); returns the first touches."""
+        if hist.shape != (MAX_BINS,) or hist.dtype != np.int64:
+            raise ValueError(f"hist: expected int64 [{MAX_BINS}], got {hist.dtype} {hist.shape}")
+        before = self.d
+        self._run(np.ascontiguousarray(ids, dtype=np.int64), self._NO_HIST, hist)
+        return self.d - before
+
+    def _run(self, ids: np.ndarray, out: np.ndarray, hist: np.ndarray) -> None:
         if ids.size:
             top = int(ids.max()) + 1
             if top > self.last.shape[0]:
@@ -307,10 +326,9 @@ class ReuseState:
         i = 0
         while i < ids.shape[0]:
             i, self.t, self.d = _rd_run(ids, i, out, self.last, self.bits, self.tree,
-                                        self.cap, self.t, self.d)
+                                        self.cap, self.t, self.d, hist)
             if i < ids.shape[0]:
                 self._make_room()
-        return out
 
 
 # ---------------------------------------------------------------- dense remapping

@@ -12,6 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
+from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGET_PLACEMENTS
+from dlrmprof.tracegen.budgets import budget_profile, with_budgets
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
@@ -28,6 +30,10 @@ FINALISTS = 3
 # the largest hot set): below, its W x C per-window class histograms hold a few accesses
 # each, and a selection measured against the same stream would reward memorising them
 CLASS_MIN = 1 << 15
+# the budget model is a candidate on streams of at least this many accesses: below, the
+# source's count distribution it stores is nearly a copy of the popularity the selection
+# measures it against (and the bundled sample's tables, 1,999 accesses, do not pay its JIT)
+BUDGET_MIN = CLASS_MIN
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
@@ -67,16 +73,20 @@ def objective(f: dict) -> float:
     return total
 
 
-def _variants(prof: LocalityProfile, naive: bool, ids=None):
+def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = False):
     """The variants of a profile that are measured: hot ids spaced by their gaps, placed
     independently inside each window (the gap histogram dropped), and with `naive` the naive
-    model itself (which uses only the whole-stream histogram) and, given the stream `ids`,
-    its class model by octaves and by half octaves of counts (`classes.py`; `prof` has no
-    hot set then)."""
+    model itself (which uses only the whole-stream histogram), given the stream `ids` (at
+    least BUDGET_MIN accesses) its budget model (`budgets.py`) and with `classes` its class
+    model by octaves and by half octaves of counts (`classes.py`; `prof` has no hot set
+    then)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
-        if ids is not None:
+        if ids is not None and ids.shape[0] >= BUDGET_MIN:
+            for placement in BUDGET_PLACEMENTS:
+                yield placement, budget_profile(prof, ids, placement)
+        if ids is not None and classes:
             for placement, per_octave in CLASS_PLACEMENTS.items():
                 yield placement, class_profile(prof, ids, per_octave)
     if prof.hot_k and prof.hot_gap.size:
@@ -148,12 +158,18 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
     return prof, chosen
 
 
-def with_placement(prof: LocalityProfile, placement: str, ids=None) -> LocalityProfile:
+def with_placement(prof: LocalityProfile, placement: str, ids=None,
+                   counts=None) -> LocalityProfile:
     """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
-    independently (no gap histogram), the naive model, or the class model (of the stream
-    `ids`; the one-pass capture adds it from its own pass instead)."""
+    independently (no gap histogram), the naive model, the class model (of the stream
+    `ids`; the one-pass capture adds it from its own pass instead) or the budget model (of
+    the stream `ids`, or of its per-id access `counts`)."""
     if placement in CLASS_PLACEMENTS and ids is not None:
         return class_profile(prof, ids, CLASS_PLACEMENTS[placement])
+    if placement in BUDGET_PLACEMENTS:
+        if counts is not None:
+            return with_budgets(prof, counts, placement)
+        return budget_profile(prof, ids, placement)
     if placement == "independent":
         return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
     if placement == NAIVE:
@@ -184,8 +200,8 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
         base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
                              hist_cold=sub_hc)
         base.extra["source_extras"] = extras
-        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates,
-                                         ids=sub if class_candidates else None):
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub,
+                                         classes=class_candidates):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
     # successive halving: one synthesis each, then more for the best few; the naive
     # candidate, the hinge's reference, always as many as a finalist.  A candidate measured

@@ -33,7 +33,7 @@ from numba import njit
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen._lru_stack import (compact_stack, new_stack, pop_depth, remove_slot,
                                           slot_at)
-from dlrmprof.tracegen.profile import CLASS_MODEL, LocalityProfile, gap_row
+from dlrmprof.tracegen.profile import BUDGET_MODEL, CLASS_MODEL, LocalityProfile, gap_row
 from dlrmprof.tracegen.reuse import fenwick_add
 
 
@@ -488,7 +488,8 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     Returns (ids in [0, rows), facts) where facts counts redraws that had to be clamped and
     first touches that had to be added.  A profile whose extra["model"] is NAIVE (the
     selection found the naive model best for its table) is synthesized by it, one whose model
-    is CLASSES by count classes on their own stacks (`classes.synthesize_classes`).
+    is CLASSES by count classes on their own stacks (`classes.synthesize_classes`), one
+    whose model is BUDGETS by one stack whose ids carry budgets (`budgets.synthesize_budgets`).
     """
     if profile.extra.get("model") == NAIVE:
         return _naive(profile, length, rows, seed)[:2]
@@ -499,6 +500,11 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     rng = np.random.default_rng(ss)
     if n == 0 or n_src == 0:
         return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}
+    if profile.extra.get("model") == BUDGETS:
+        from dlrmprof.tracegen.budgets import synthesize_budgets
+
+        stream, facts = synthesize_budgets(profile, n, rows, rng)
+        return _fresh_ids(stream, facts["items"], rows, rng), facts
     if profile.extra.get("model") == CLASSES:
         from dlrmprof.tracegen.classes import synthesize_classes
 
@@ -532,6 +538,7 @@ def _fresh_ids(stream: np.ndarray, items: int, rows: int, rng) -> np.ndarray:
 
 NAIVE = "naive"      # profile.extra["model"] of a table synthesized by the naive model
 CLASSES = CLASS_MODEL  # ... by count classes on their own stacks (classes.py)
+BUDGETS = BUDGET_MODEL  # ... by one stack whose ids carry count budgets (budgets.py)
 
 
 def synthesize_naive(profile: LocalityProfile, length: int | None = None,

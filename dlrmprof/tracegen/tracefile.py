@@ -52,7 +52,10 @@ FORMAT = "dlrmprof-trace"
 #   3: profiles may carry the class model's arrays (class_cold, class_hist, class_max), which
 #     a version-2 reader would ignore and synthesize those tables with another model; nothing
 #     else changes (a version-2 file loads as it is).
-SCHEMA_VERSION = 3
+#   4: profiles may carry the budget model's arrays (count_values, count_ids), which a
+#     version-3 reader would ignore and synthesize those tables with another model; nothing
+#     else changes (a version-3 file loads as it is).
+SCHEMA_VERSION = 4
 # header keys the digest does not cover: the digest itself and how the arrays are stored
 UNHASHED = ("digest", "storage")
 _CHECK_STEP = 1 << 22        # offsets checked this many at a time
@@ -102,12 +105,15 @@ class Trace:
     def save(self, path, version: int = SCHEMA_VERSION) -> str:
         """Write atomically; returns the content digest.  `version=1` writes the format-1
         layout (int64 indices and offsets) that dlrmprof 0.1 reads; versions below 3 only for
-        profiles without the class model's arrays."""
-        if version not in (1, 2, SCHEMA_VERSION):
+        profiles without the class model's arrays, below 4 without the budget model's."""
+        if version not in (1, 2, 3, SCHEMA_VERSION):
             raise ValueError(f"trace format version 1 to {SCHEMA_VERSION}, not {version}")
         if version < 3 and any(p.class_max.size for p in self.profiles):
             raise ValueError(f"trace format version {version} cannot hold the class model's "
                              "profile arrays (version 3 can)")
+        if version < 4 and any(p.count_values.size for p in self.profiles):
+            raise ValueError(f"trace format version {version} cannot hold the budget model's "
+                             "profile arrays (version 4 can)")
         self.validate()
         arrays = {}
         for t, p in enumerate(self.profiles):
@@ -258,7 +264,7 @@ class PackedWriter:
         if offsets is None:
             if ids.size % B:
                 raise ValueError(f"table {t}: {ids.size} ids in {B} equal bags")
-            lens = np.full(B, ids.size // B, dtype=np.int64)
+            lens = None             # equal bags: the pooling factor, no array of B lengths
         else:
             lens = np.diff(offsets)
             if offsets.shape != (B + 1,) or offsets[0] != 0 or offsets[-1] != ids.size \
@@ -268,7 +274,8 @@ class PackedWriter:
         self._hash.update(memoryview(np.ascontiguousarray(ids, dtype="<i8")).cast("B"))
         dt = index_dtype(rows)
         self.arrays[f"i{t}"] = ids.astype(dt, copy=False)
-        entry, stored = _bags_entry(dt, lens)
+        entry, stored = (({"index_dtype": dt.name, "pooling": ids.size // B}, None)
+                         if lens is None else _bags_entry(dt, lens))
         if stored is not None:
             self.arrays[f"l{t}"] = stored
         self.tables.append(entry)
@@ -410,7 +417,7 @@ def _parse_header(path: Path, arr: np.ndarray) -> dict:
 def _upgrade(header: dict) -> dict:
     """Step-by-step upgraders for older versions.  1 -> 2 changes how indices are stored,
     not what the header says: the loader reads a v1 file's `indices`/`offsets` as they are;
-    2 -> 3 adds optional profile arrays."""
+    2 -> 3 and 3 -> 4 add optional profile arrays."""
     return header
 
 

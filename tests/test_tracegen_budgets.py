@@ -1,0 +1,255 @@
+"""The budget model (tracegen/budgets.py): its kernel against a plain-Python reference on
+random inputs, its synthesis against what it promises, its place in the selection and in
+the trace file."""
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from dlrmprof.tracegen import budgets, selection, workloads
+from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
+from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile
+from dlrmprof.tracegen.synth import (_below, _draw_bin, planned_distinct, synthesize_bags,
+                                     synthesize_naive, synthesize_stream)
+from dlrmprof.tracegen.tracefile import Trace
+from tracegen_helpers import round_trip
+
+
+def test_fenwick_helpers_match_prefix_sums():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        size = 1 << int(rng.integers(1, 9))
+        owner = np.arange(size + 1, dtype=np.int32)      # slot s holds item s, or nothing
+        owner[0] = -1
+        owner[1:][rng.random(size) < 0.2] = -1
+        left = rng.integers(-2, 5, size + 1)              # spent items (<= 0) weigh nothing
+        tw = budgets._weights(owner, size, left, size)
+        pref = np.cumsum(np.where(owner >= 0, np.maximum(left, 0), 0))
+        for s in range(size + 1):
+            assert budgets.fenwick_prefix(tw, s) == pref[s]
+        for target in range(int(pref[-1])):
+            assert budgets.fenwick_find(tw, target) == int(np.searchsorted(pref, target,
+                                                                           side="right"))
+
+
+def _ref_bucket(d, exact, per_octave):
+    j = math.floor(per_octave * math.log2(d) + 1e-9)
+    lo = math.ceil(2.0 ** (j / per_octave) - 1e-9)
+    hi = math.ceil(2.0 ** ((j + 1) / per_octave) - 1e-9)
+    return max(min(lo, d), exact), max(hi, d + 1)
+
+
+def _reference(n, bounds, cold_cnt, cdf, edges, seed, max_ids, vals, num, scale, exact,
+               per_octave):
+    """The budget model from its definition: a Python list as the LRU stack (most recent
+    first), the same random draws in the same order as the kernel."""
+    state = np.full(1, seed, dtype=np.uint64)
+    out, stack, left, budget_left = [], [], {}, [0] * len(vals)
+    items = extra = clamped = 0
+    for w in range(len(cold_cnt)):
+        rc, rw = int(cold_cnt[w]), int(bounds[w + 1] - bounds[w]) - int(cold_cnt[w])
+        wcdf = cdf[w] if cdf[w, -1] else cdf.sum(axis=0)
+        wtot = int(wcdf[-1])
+        for _ in range(bounds[w], bounds[w + 1]):
+            cold = _below(state, rc + rw) < rc
+            rc, rw = (rc - 1, rw) if cold else (rc, rw - 1)
+            D = len(stack)
+            if not cold and (D == 0 or wtot == 0):
+                cold, extra = True, extra + 1
+            if cold and items >= max_ids:
+                assert D > 0
+                cold, d = False, D - 1
+            elif not cold:
+                for _try in range(8):
+                    d = _draw_bin(state, wcdf, wtot, edges)
+                    if d < D:
+                        break
+                if d >= D:
+                    d, clamped = D - 1, clamped + 1
+            if cold:
+                g, items = items, items + 1
+                weights = [v * k for v, k in zip(vals, budget_left)]
+                if sum(weights) == 0:
+                    budget_left = list(num)
+                    weights = [v * k for v, k in zip(vals, budget_left)]
+                u = _below(state, sum(weights))
+                i = int(np.searchsorted(np.cumsum(weights), u, side="right"))
+                budget_left[i] -= 1
+                left[g] = max(1, int(vals[i] * scale + _below(state, 1 << 20) / (1 << 20)))
+            else:
+                pick = d
+                if d >= exact and d > 0:
+                    lo, hi = _ref_bucket(d, exact, per_octave)
+                    hi = min(hi, D)
+                    order = list(range(hi - 1, lo - 1, -1))        # oldest first
+                    weights = [max(left[stack[e]], 0) for e in order]
+                    if sum(weights) > 0:
+                        u = _below(state, sum(weights))
+                        pick = order[int(np.searchsorted(np.cumsum(weights), u,
+                                                         side="right"))]
+                g = stack.pop(pick)
+            left[g] -= 1
+            stack.insert(0, g)
+            out.append(g)
+    return np.array(out), items, extra, clamped
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_kernel_matches_the_reference_on_random_inputs(case):
+    rng = np.random.default_rng(100 + case)
+    n = int(rng.integers(2_000, 25_000))       # the longer ones compact the time axis
+    W = int(rng.integers(1, 6))
+    bounds = np.linspace(0, n, W + 1).astype(np.int64)
+    cold_cnt = np.array([int(rng.integers(0, (bounds[w + 1] - bounds[w]) // 3 + 1))
+                         for w in range(W)], dtype=np.int64)
+    cold_cnt[0] = max(cold_cnt[0], 1)
+    nb = int(rng.integers(20, 400))
+    hist = rng.integers(0, 50, (W, nb)) * (rng.random((W, nb)) < 0.5)
+    hist[:, 0] += 1
+    cdf = np.cumsum(hist, axis=1).astype(np.int64)
+    if W > 1 and case % 2:
+        cdf[1] = 0                                  # a window falls back to the sum
+    vals = np.unique(rng.integers(1, 300, int(rng.integers(1, 12)))).astype(np.int64)
+    num = rng.integers(1, 40, vals.shape[0]).astype(np.int64)
+    max_ids = int(cold_cnt.sum()) if case == 3 else 10 ** 6    # a full table too
+    args = (n, bounds, cold_cnt, cdf, _reuse.bin_edges(nb), 12345 + case, max_ids, vals,
+            num, float(rng.uniform(0.5, 2.0)), [0, 4, 64][case % 3], 1 + case % 2)
+    got = budgets._budget_core(*args[:5], np.ascontiguousarray(cdf.sum(axis=0)), *args[5:])
+    want = _reference(*args)
+    assert np.array_equal(got[0], want[0])
+    assert tuple(int(x) for x in got[1:]) == tuple(want[1:])
+
+
+def _sessions(n=60_000):
+    ids = workloads.bursty_sessions(n, users=5_000, zipf_a=1.0, mean_session=8,
+                                    concurrent=32, seed=1)
+    ids = _reuse.dense_ids(np.asarray(ids, dtype=np.int64))
+    prof = build_profile("s", ids, None, rows=int(ids.max()) + 1, windows=32, hot=0)
+    prof.extra["source_extras"] = source_extras(ids, None, prof.distinct)
+    return ids, prof
+
+
+def test_synthesis_keeps_length_distinct_and_counts():
+    ids, prof = _sessions()
+    bp = budgets.budget_profile(prof, ids)
+    bp.validate()
+    src = np.sort(np.bincount(ids))[::-1]
+    assert int(bp.count_ids.sum()) == prof.distinct
+    assert int((bp.count_values * bp.count_ids).sum()) == prof.accesses
+    syn, offs, facts = synthesize_bags(bp, seed=7)
+    assert syn.shape == ids.shape and offs[-1] == ids.shape[0]
+    assert 0 <= syn.min() and syn.max() < prof.rows
+    # the schedule's first touches, and one more where a window's first event is a reuse
+    # on an empty stack (as in the windowed model)
+    assert np.unique(syn).shape[0] == facts["items"] == prof.distinct + facts["extra_cold"]
+    assert facts["extra_cold"] <= 1
+    c = np.sort(np.bincount(syn))[::-1]
+    # popularity: the top ids' counts follow the source's (their budgets)
+    assert abs(c[:10].sum() / src[:10].sum() - 1) < 0.1
+    # same seed, same ids
+    assert np.array_equal(syn, synthesize_bags(bp, seed=7)[0])
+
+
+@pytest.mark.parametrize("factor", [0.3, 2.5])
+def test_synthesis_at_other_lengths(factor):
+    ids, prof = _sessions(20_000)
+    bp = budgets.budget_profile(prof, ids)
+    n = int(bp.accesses * factor)
+    syn, facts = synthesize_stream(bp, length=n, seed=1)
+    assert syn.shape[0] == n and facts["items"] == len(np.unique(syn))
+    assert abs(facts["items"] - planned_distinct(bp, n)) <= 1
+    # budgets scale with the length: the ten most popular ids keep their share (the goal's
+    # 20%)
+    def top10(x):
+        return np.sort(np.bincount(x))[::-1][:10].sum() / x.shape[0]
+    assert abs(top10(syn) / top10(ids) - 1) < 0.2
+
+
+@pytest.mark.parametrize("rows", [1, 3, 500])
+def test_synthesis_into_fewer_rows_than_ids(rows):
+    ids, prof = _sessions(20_000)
+    syn, facts = synthesize_stream(budgets.budget_profile(prof, ids), rows=rows, seed=4)
+    assert syn.shape[0] == prof.accesses and syn.min() >= 0 and syn.max() < rows
+    assert facts["items"] <= rows
+
+
+def test_sessions_keep_their_lru_curve_and_their_popularity():
+    ids, prof = _sessions()
+    bp = budgets.budget_profile(prof, ids)
+    fb = errors(fidelity(bp, synthesize_bags(bp, seed=3)[0]))
+    fw = errors(fidelity(prof, synthesize_bags(prof, seed=3)[0]))   # the same stack, no budgets
+    fn = errors(fidelity(prof, synthesize_naive(prof, seed=3)))
+    assert fb["mrc_mae"] <= fn["mrc_mae"]
+    assert fb["top10_share"] < 0.2 < fw["top10_share"]
+    assert fb["lfu_mae"] < 0.6 * fw["lfu_mae"]
+
+
+def test_the_selection_measures_and_picks_it_on_sessions():
+    ids, _ = _sessions(50_000)
+    prof, sel = selection.choose_hot("s", ids, None, int(ids.max()) + 1, 32,
+                                     _reuse.histogram(_reuse.reuse_distances(ids)))
+    assert any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
+    assert sel["placement"] == BUDGET_MODEL and prof.extra["model"] == BUDGET_MODEL
+    prof.validate()
+    # short streams never measure it
+    short = ids[:selection.BUDGET_MIN - 1]
+    _, sel = selection.select_hot("t", short, None, int(short.max()) + 1, 32, None)
+    assert not any(c["placement"] == BUDGET_MODEL for c in sel["candidates"])
+
+
+def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
+    ids, prof = _sessions(8_000)
+    _, back, _ = round_trip(tmp_path, budgets.budget_profile(prof, ids), 8_000, needs=4)
+    assert back.profiles[1].count_values.shape == (0,)
+
+
+@pytest.mark.parametrize("break_it,what", [
+    (lambda p: {"count_ids": p.count_ids[:-1]}, "equal 1-D shape"),
+    (lambda p: {"count_ids": p.count_ids * 2}, "summing to distinct"),
+    (lambda p: {"count_values": p.count_values[::-1].copy()}, "ascending positive"),
+    (lambda p: {"extra": {}}, "count arrays only with the budget model"),
+    (lambda p: {"extra": dict(p.extra, budget_per_octave=0)}, "budget_per_octave one in"),
+    (lambda p: {"extra": dict(p.extra, budget_exact=-1)}, "budget_exact an integer"),
+])
+def test_inconsistent_budget_arrays_are_refused(break_it, what):
+    ids, prof = _sessions(3_000)
+    bp = budgets.budget_profile(prof, ids)
+    with pytest.raises(ValueError, match=what):
+        replace(bp, **break_it(bp)).validate("t.npz profile 0")
+
+
+def test_a_damaged_budget_array_in_a_file_is_one_line(tmp_path):
+    from dlrmprof.errors import UserError
+    from dlrmprof.tracegen import synthesize_trace
+    from dlrmprof.tracegen.tracefile import _write_npz
+
+    ids, prof = _sessions(3_000)
+    bp = budgets.budget_profile(prof, ids)
+    tr = synthesize_trace([bp], source={"kind": "test"}, num_samples=3_000, seed=3,
+                          compute_fidelity=False)
+    tr.save(tmp_path / "t.npz")
+    with np.load(tmp_path / "t.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["p0_count_ids"] = arrays["p0_count_ids"] + 1
+    import json
+
+    header = json.loads(str(arrays.pop("header")))
+    _write_npz(tmp_path / "bad.npz", header, arrays)
+    with pytest.raises(UserError) as e:
+        Trace.load(tmp_path / "bad.npz")
+    assert "bad.npz" in str(e.value) and "count_ids" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_the_capture_builds_it_from_counts_as_from_the_stream():
+    # the one-pass capture has each id's count, not the stream, when it adds the model
+    ids, prof = _sessions(5_000)
+    a = selection.with_placement(prof, BUDGET_MODEL, counts=np.bincount(ids, minlength=9_000))
+    b = selection.with_placement(prof, BUDGET_MODEL, ids=ids)
+    for f in LocalityProfile.ARRAYS:
+        assert np.array_equal(getattr(a, f), getattr(b, f)), f
+    assert a.extra == b.extra
+    assert np.array_equal(synthesize_bags(a, seed=2)[0], synthesize_bags(b, seed=2)[0])
