@@ -127,7 +127,7 @@ def compact_stack(owner, used, cap):
             ncap *= 2
         nowner = np.full(ncap + 1, -1, dtype=np.int32)
         for s in range(used + 1):   # a loop, not a slice copy: that compiles numba's
-            nowner[s] = owner[s]    # shape-mismatch message (string code, ~1 s cold JIT)
+            nowner[s] = owner[s]    # shape-mismatch message (string code) on a cold start
         owner = nowner
         cap = ncap
     D, bits, tree = rebuild_stack(owner, used, cap)

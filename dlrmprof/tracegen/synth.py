@@ -267,8 +267,8 @@ def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                keep_capped=False, dists=None):
     """`_synth_core` (its arguments are described there) with every argument in the one type
     it is compiled for: each distinct combination of argument types (an omitted default, None
-    against an array, a literal) is a specialization of its own, and each costs seconds of
-    JIT on a cold start and a cache load on a warm one.  Every caller goes through here."""
+    against an array, a literal) is a specialization of its own, compiled on a cold start and
+    loaded from the cache on a warm one.  Every caller goes through here."""
     def arr(a, ndim):
         a = np.ascontiguousarray(a, dtype=np.int64)
         if a.ndim != ndim:
