@@ -232,6 +232,16 @@ def jit_report(cold: bool = True) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1]) | {"cold": cold}
 
 
+def _jit_line(j: dict) -> str:
+    many = [f["name"] for f in j["functions"] if len(f["signatures"]) > 1]
+    return (f"cold gen-trace: {len(j['functions'])} tracegen dispatchers, "
+            f"{sum(len(f['signatures']) for f in j['functions'])} specializations, "
+            f"{j['compile_s']:.1f} s in numba compiles (own times: "
+            + ", ".join(f"{f['name'].rsplit('.', 1)[1]} {f['compile_s']:.2f}" for f in
+                        sorted(j["functions"], key=lambda f: -f["compile_s"])[:5])
+            + f", ...); more than one: {many or 'none'}")
+
+
 def selection_tables() -> list[np.ndarray]:
     """The tables the selection cost is measured on: each a 2^16-access prefix, as a long
     capture's selection sees them: the 26 columns of the bundled Criteo rows resampled
@@ -366,14 +376,8 @@ def main() -> None:
               f"per table, {args.selection_baseline} {sel['per_table_s']['baseline']:.3f} s, "
               f"ratio {sel['ratio_median']:.2f}; same choices: {sel['same_choices']}")
     if args.jit:
-        doc["jit"] = j = jit_report(cold=True)
-        many = [f["name"] for f in j["functions"] if len(f["signatures"]) > 1]
-        print(f"cold gen-trace: {len(j['functions'])} tracegen dispatchers, "
-              f"{sum(len(f['signatures']) for f in j['functions'])} specializations, "
-              f"{j['compile_s']:.1f} s in numba compiles (own times: "
-              + ", ".join(f"{f['name'].rsplit('.', 1)[1]} {f['compile_s']:.2f}" for f in
-                          sorted(j["functions"], key=lambda f: -f["compile_s"])[:5])
-              + f", ...); more than one: {many or 'none'}")
+        doc["jit"] = jit_report(cold=True)
+        print(_jit_line(doc["jit"]))
     if args.timing_baseline:
         doc["timing"] = timing(args.timing_baseline, args.rounds) | {
             "command": "python benchmarks/bench_tracegen_fidelity.py --timing-only "

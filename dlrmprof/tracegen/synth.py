@@ -265,21 +265,14 @@ def _count_use(uses, g, max_uses):
 def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
                keep_capped=False, dists=None):
-    """`_synth_core` (its arguments are described there) with every argument in the one type
-    it is compiled for: each distinct combination of argument types (an omitted default, None
-    against an array, a literal) is a specialization of its own, compiled on a cold start and
-    loaded from the cache on a warm one.  Every caller goes through here."""
-    def arr(a, ndim):
-        a = np.ascontiguousarray(a, dtype=np.int64)
-        if a.ndim != ndim:
-            raise AssertionError(f"_synth_core: a {a.ndim}-d array where {ndim}-d is expected")
-        return a
-
-    return _synth_core(
-        int(n_out), arr(bounds, 1), arr(hot_cnt, 2), arr(gap_cdf, 2), arr(gap_edges, 1),
-        arr(cold_cnt, 1), arr(cdf, 2), arr(edges, 1), arr(fallback_cdf, 1), int(seed),
-        int(max_ids), int(redraws), bool(deep_is_cold), int(max_uses), bool(keep_capped),
-        _NO_DISTS if dists is None else arr(dists, 1))
+    """`_synth_core` with each argument in the one type it is compiled for (any other
+    combination, an omitted default or None included, is one more specialization to compile
+    cold and load warm).  Every caller goes through here.  dists, when given, is written."""
+    a = functools.partial(np.ascontiguousarray, dtype=np.int64)
+    return _synth_core(int(n_out), a(bounds), a(hot_cnt), a(gap_cdf), a(gap_edges),
+                       a(cold_cnt), a(cdf), a(edges), a(fallback_cdf), int(seed), int(max_ids),
+                       int(redraws), bool(deep_is_cold), int(max_uses), bool(keep_capped),
+                       _NO_DISTS if dists is None else dists)
 
 
 _NO_DISTS = np.empty(0, dtype=np.int64)     # synth_core's "no dists": an empty array, not None
@@ -290,7 +283,6 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses, keep_capped,
                 dists):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
-    Called through `synth_core` only (one compiled specialization).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
@@ -302,12 +294,9 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     K = hot_cnt.shape[0]
     hot_gid = np.full(K, -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, K)
-    # int64 from the start, not literals: a literal argument (cap, items) in a callee's first
-    # typing compiles that callee once more
-    cap = np.int64(1 << 14)
+    cap = np.int64(1 << 14)      # int64 (as t, D, items): a literal compiles callees twice
     owner, nw, bits, tree = new_stack(cap)
-    t, D, items = np.int64(1), np.int64(0), np.int64(0)
-    extra_cold, clamped = 0, 0
+    t, D, items, extra_cold, clamped = np.int64(1), np.int64(0), np.int64(0), 0, 0
     uses = np.zeros(1024 if max_uses > 0 else 1, dtype=np.int64)
     for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
