@@ -31,7 +31,9 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -167,6 +169,79 @@ def timing(ref: str, rounds: int) -> dict:
     return out
 
 
+def _jit_child() -> None:
+    """Child process of `jit_report`: gen-trace on the bundled sample in this process, then
+    every numba dispatcher of dlrmprof.tracegen that it compiled or loaded, with its
+    signatures and (cold) the CPU seconds its own compiles took, callees' compiles excluded;
+    prints JSON."""
+    import contextlib
+    import io
+
+    import numba
+    from numba.core import event
+    from numba.core.registry import CPUDispatcher
+
+    from dlrmprof.cli import cli
+
+    own: dict[str, float] = {}
+    stack: list[list[float]] = []
+
+    class Listener(event.Listener):
+        def on_start(self, ev):
+            stack.append([time.process_time(), 0.0])
+
+        def on_end(self, ev):
+            t0, inner = stack.pop()
+            dt = time.process_time() - t0
+            if stack:
+                stack[-1][1] += dt
+            f = ev.data["dispatcher"].py_func
+            key = f"{f.__module__}.{f.__qualname__}"
+            own[key] = own.get(key, 0.0) + dt - inner
+
+    event.register("numba:compile", Listener())
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()) as out:
+        t0 = time.process_time()
+        cli.main(["gen-trace", "--from", "kaggle", "--out", str(Path(tmp) / "t.npz")],
+                 standalone_mode=False)
+        cpu = time.process_time() - t0
+    funcs, seen = [], set()
+    for mod in sorted(m for m in sys.modules if m.startswith("dlrmprof.tracegen")):
+        for name, d in sorted(vars(sys.modules[mod]).items()):
+            if (isinstance(d, CPUDispatcher) and d.py_func.__module__ == mod and d.signatures
+                    and id(d) not in seen):          # once, whatever names it has
+                seen.add(id(d))
+                key = f"{mod}.{d.py_func.__qualname__}"
+                funcs.append({"name": key, "signatures": [str(s) for s in d.signatures],
+                              "compile_s": round(own.get(key, 0.0), 3)})
+    print(json.dumps({"numba": numba.__version__, "cpu_s": cpu, "functions": funcs,
+                      "compile_s": sum(own.values()),
+                      "compile_s_tracegen": sum(f["compile_s"] for f in funcs),
+                      "digest": re.search(r"sha256 ([0-9a-f]{16})", out.getvalue())[1]}))
+
+
+def jit_report(cold: bool = True) -> dict:
+    """The numba dispatchers one gen-trace on the bundled sample compiles (cold: a fresh
+    numba cache) or loads, with their signatures and own compile seconds (`_jit_child`)."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        if cold:
+            env["NUMBA_CACHE_DIR"] = cache
+        res = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--jit-child"],
+                             cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return json.loads(res.stdout.strip().splitlines()[-1]) | {"cold": cold}
+
+
+def _jit_line(j: dict) -> str:
+    many = [f["name"] for f in j["functions"] if len(f["signatures"]) > 1]
+    return (f"cold gen-trace: {len(j['functions'])} tracegen dispatchers, "
+            f"{sum(len(f['signatures']) for f in j['functions'])} specializations, "
+            f"{j['compile_s']:.1f} s in numba compiles (own times: "
+            + ", ".join(f"{f['name'].rsplit('.', 1)[1]} {f['compile_s']:.2f}" for f in
+                        sorted(j["functions"], key=lambda f: -f["compile_s"])[:5])
+            + f", ...); more than one: {many or 'none'}")
+
+
 def selection_tables() -> list[tuple[np.ndarray, int]]:
     """The tables the selection cost is measured on, each (its 2^16-access prefix, as a long
     capture's selection sees it; the whole stream's length): the 26 columns of the bundled
@@ -259,11 +334,18 @@ def main() -> None:
     ap.add_argument("--selection-baseline", default=None, metavar="REF",
                     help="also time the selection on 2^16-access prefixes against REF")
     ap.add_argument("--selection-child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--jit", action="store_true",
+                    help="also list the numba dispatchers a cold gen-trace compiles, with "
+                         "their signatures and own compile seconds")
+    ap.add_argument("--jit-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" /
                                           "tracegen_fidelity.json"))
     args = ap.parse_args()
     if args.selection_child:
         _selection_child()
+        return
+    if args.jit_child:
+        _jit_child()
         return
     results = {}
     for name, tables in ({} if args.timing_only else streams(args.quick)).items():
@@ -282,18 +364,28 @@ def main() -> None:
                     "loadavg": list(os.getloadavg())},
            "source": "measured: synthetic streams vs their sources, exact simulation",
            "streams": results}
+    if args.timing_only and not results:      # the file holds only what this command timed
+        doc["command"] = "python benchmarks/bench_tracegen_fidelity.py " + shlex.join(
+            sys.argv[1:])
+        doc["source"] = "measured: gen-trace's wall and CPU seconds against the baseline's"
     if args.timing_only and Path(args.out).exists():
         # a timing rerun (e.g. on a quieter host) keeps the file's fidelity figures
         prev = json.loads(Path(args.out).read_text())
-        doc |= {k: prev[k] for k in ("command", "seed", "streams", "timing", "selection")
-                if k in prev}
+        keep = ("seed", "streams", "timing", "selection", "jit") + (
+            ("command", "source") if prev.get("streams") else ())
+        doc |= {k: prev[k] for k in keep if k in prev}
     if args.selection_baseline:
         doc["selection"] = sel = selection_cost(args.selection_baseline, args.rounds)
         print(f"selection on {sel['tables']} prefixes: {sel['per_table_s']['this']:.3f} s "
               f"per table, {args.selection_baseline} {sel['per_table_s']['baseline']:.3f} s, "
               f"ratio {sel['ratio_median']:.2f}; same choices: {sel['same_choices']}")
+    if args.jit:
+        doc["jit"] = jit_report(cold=True)
+        print(_jit_line(doc["jit"]))
     if args.timing_baseline:
-        doc["timing"] = timing(args.timing_baseline, args.rounds)
+        doc["timing"] = timing(args.timing_baseline, args.rounds) | {
+            "command": "python benchmarks/bench_tracegen_fidelity.py --timing-only "
+                       f"--timing-baseline {args.timing_baseline} --rounds {args.rounds}"}
         for kind in ("warm", "cold"):
             t = doc["timing"][kind]
             print(f"gen-trace --from kaggle, {kind}: this {np.median(t['this']):.2f} s, "

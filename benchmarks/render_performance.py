@@ -46,7 +46,7 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
     out = ["| stream | LRU MRC MAE, model (mean / worst) | naive baseline | naive / model | "
            "FIFO | LFU | SA32 | distinct (worst) | top-10 (worst) | batch 128 unique / "
            "overlap | batch 2048 unique / overlap | tables losing (LRU) |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"] if doc["streams"] else []
     for name, r in doc["streams"].items():
         m, n = r["mrc_mae"]["model"], r["mrc_mae"]["naive"]
         out.append(
@@ -58,7 +58,8 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
             f"{_pct(r['batch2048_overlap'])} | {', '.join(r['loses_lru']) or 'none'} |")
     t = doc.get("timing")
     if t:
-        out += ["", f"`gen-trace --from kaggle` on the bundled sample against the code at "
+        out += [""] * bool(out) + [
+                f"`gen-trace --from kaggle` on the bundled sample against the code at "
                 f"`{t['ref']}`, interleaved rounds (median seconds; CPU: the gen-trace "
                 f"process's user + system time, where measured):", "",
                 "| cache | this code | baseline | ratio | CPU s, this / baseline | CPU ratio |",
@@ -78,6 +79,18 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
         if oc:
             out.append(f"\nOther processes (besides the timed gen-trace) used {min(oc):.2f}-"
                        f"{max(oc):.2f} CPUs during these runs.")
+    j = doc.get("jit")
+    if j:
+        top = sorted(j["functions"], key=lambda f: -f["compile_s"])[:6]
+        many = [f["name"].rsplit(".", 1)[1] for f in j["functions"] if len(f["signatures"]) > 1]
+        out += ["", f"Its JIT on a fresh numba cache (`--jit`, numba {j['numba']}): "
+                f"{len(j['functions'])} tracegen kernels compiled, "
+                f"{sum(len(f['signatures']) for f in j['functions'])} specializations "
+                f"(kernels with more than one: {', '.join(many) or 'none'}), "
+                f"{j['compile_s']:.1f} s of the run's {j['cpu_s']:.1f} s CPU in numba "
+                "compiles; the largest own compile times (callees excluded): "
+                + ", ".join(f"`{f['name'].rsplit('.', 1)[1]}` {f['compile_s']:.2f} s"
+                            for f in top) + "."]
     sel = doc.get("selection")
     if sel:
         out += ["", f"The model selection (`selection.select_hot`) on {sel['tables']} "

@@ -105,7 +105,7 @@ def _parse_line(buf, pos, end, labels, dense, cats, row):
         k += 1
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def parse_block(buf, start, end, labels, dense, cats, max_rows, err_line, err_code, err_field,
                 stop_on_error):
     """Parse complete lines in buf[start:end] into row slots 0..max_rows-1.
@@ -143,7 +143,7 @@ def parse_block(buf, start, end, labels, dense, cats, max_rows, err_line, err_co
     return pos, rows, lines, nerr, first_row_line
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def map_tables(cats, cols, modulo, keys, vals, counts, out):
     """Map raw categorical values of the chosen columns to dense per-table ids.
 

@@ -50,13 +50,13 @@ def _cttz(typingctx, x):
     return sig, codegen
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _select_bmi2(word, k):
     """Slot offset (0..63) of the k-th (1-based) set bit of word (BMI2 pdep + tzcnt)."""
     return np.int64(_cttz(_pdep(np.uint64(1) << np.uint64(k - 1), word)))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _select_portable(word, k):
     """Slot offset (0..63) of the k-th (1-based) set bit of word."""
     off = 0
@@ -81,7 +81,7 @@ select = _select_bmi2 if _HAS_BMI2 else _select_portable
 SCAN_WORDS = 16     # depth lookups first scan this many bitmap words back from the top
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def rebuild_stack(owner, used, cap):
     """Compact occupied slots (owner >= 0) of 1..used to 1..D; new bitmap + tree."""
     d = 0
@@ -101,7 +101,7 @@ def rebuild_stack(owner, used, cap):
     return d, bits, tree
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def new_stack(cap):
     """An empty LRU stack over a time axis of cap slots: (owner, bitmap words, bitmap,
     Fenwick tree over the words)."""
@@ -112,7 +112,7 @@ def new_stack(cap):
     return owner, nw, bits, tree
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def compact_stack(owner, used, cap):
     """The time axis is full: grow owner when less than half its slots would be free, then
     compact the occupied slots of 1..used.  Returns (owner, cap, bitmap words, depth, bitmap,
@@ -126,7 +126,8 @@ def compact_stack(owner, used, cap):
         while 2 * live + 64 > ncap:
             ncap *= 2
         nowner = np.full(ncap + 1, -1, dtype=np.int32)
-        nowner[: used + 1] = owner[: used + 1]
+        for s in range(used + 1):   # a loop, not a slice copy: that compiles numba's
+            nowner[s] = owner[s]    # shape-mismatch message (string code) on a cold start
         owner = nowner
         cap = ncap
     D, bits, tree = rebuild_stack(owner, used, cap)

@@ -46,7 +46,7 @@ def count_classes(counts: np.ndarray, per_octave: int = 1) -> np.ndarray:
     return cls
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _class_pass(dist, pos, wsize, c, C, rows, cold):
     """Class c's accesses (class-local distances `dist`, -1 a first touch, at stream positions
     `pos`) added to their window's row w * C + c, or to its first touches cold[w, c]."""
@@ -154,9 +154,9 @@ def plan_classes(prof, n: int):
 
 def synthesize_classes(prof, n: int, rows: int, rng: np.random.Generator):
     """(item numbers in [0, items), facts) of n accesses by the class model: each class's
-    stream from its own capped stack (`synth._synth_core`, one numba call per class), the
+    stream from its own capped stack (`synth.synth_core`, one numba call per class), the
     classes interleaved at random inside each window."""
-    from dlrmprof.tracegen.synth import _synth_core
+    from dlrmprof.tracegen.synth import synth_core
 
     bounds, acc, ccold, cap, src_w = plan_classes(prof, n)
     W, C = prof.class_cold.shape
@@ -175,7 +175,7 @@ def synthesize_classes(prof, n: int, rows: int, rng: np.random.Generator):
             np.zeros((Wn, 0), np.int64)
         later = int(left_cold[c + 1:].sum())
         room = max(1, rows - items - later)
-        s, k, e, cl = _synth_core(
+        s, k, e, cl = synth_core(
             m, cb, np.zeros((0, Wn), np.int64), np.zeros((0, 0), np.int64),
             _reuse.bin_edges(0), np.ascontiguousarray(ccold[:, c]), cdf, edges,
             np.ascontiguousarray(cdf.sum(axis=0)), int(rng.integers(0, 2 ** 63)), room, 8,

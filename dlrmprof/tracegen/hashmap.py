@@ -25,7 +25,7 @@ def empty(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros(size, dtype=np.int64), np.full(size, -1, dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _rehash(keys, vals, nkeys, nvals):
     mask = nkeys.shape[0] - 1
     for q in range(keys.shape[0]):

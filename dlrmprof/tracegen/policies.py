@@ -45,7 +45,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 
 
 # ---------------------------------------------------------------- kernels
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _lru_pass(lines, nsets, ways, miss_out):
     """Set-associative LRU over `lines`; writes the missed lines to miss_out, returns count."""
     tags = np.full((nsets, ways), -1, dtype=np.int64)
@@ -77,7 +77,7 @@ def _lru_pass(lines, nsets, ways, miss_out):
     return nmiss
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _fifo_hits(ids, caps, nid):
     """FIFO hits at each cache size in caps (one pass per size)."""
     out = np.zeros(caps.shape[0], dtype=np.int64)
@@ -107,7 +107,7 @@ def _fifo_hits(ids, caps, nid):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _lfu_hits(ids, caps, node, head, tail):
     """LFU hits at each cache size in caps (one pass per size, the state reset between).
 
@@ -168,7 +168,7 @@ def _lfu_hits(ids, caps, node, head, tail):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _batch_pass(ids, offsets, bsize, b0, nbatches, lastb, uniq, ratio_sum, nratio):
     """Batches b0 .. b0 + nbatches - 1 (batch b0 + i = bags offsets[i * bsize] ..
     offsets[(i + 1) * bsize] of `ids`), carrying (sum of unique ids per batch, sum of overlap
@@ -261,7 +261,7 @@ class _Stream:
 
 # One kernel call per policy and stream, all sizes inside it: on short streams (a table of
 # a few thousand accesses, the selection's case) the per-call cost outweighs the pass.
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _setassoc_all(ids, h, nsets, ways, nid):
     """Hits of set-associative LRU for each geometry (nsets[k], ways[k]) on dense ids (h: each
     access's mix64 hash; its set h % sets).  `where`: each id's way (-1: not cached), so a hit
@@ -298,7 +298,7 @@ def _setassoc_all(ids, h, nsets, ways, nid):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _lru_depths(ids, depth, nid):
     """Accesses at each LRU stack distance 0 .. depth-1 (int64 [depth]): the top `depth`
     ids of the stack, most recent first, and an in-list flag per id.  A fully associative

@@ -194,7 +194,7 @@ class LocalityProfile:
 
 
 # ------------------------------------------------------------------ building a profile
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def gap_row(count):
     """Gap histogram row of a hot id with `count` accesses in a window: floor(log2(count))
     (counts 2-3 -> 1, 4-7 -> 2, ...; a single access has no gap).  Conditioning the gaps on
@@ -246,14 +246,14 @@ def stream_histogram(ids, bound: int | None = None) -> tuple[np.ndarray, int]:
     return hist[: int(nz[-1]) + 1 if nz.size else 0].copy(), cold
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def count_ids(ids, counts):
     """counts[x] += 1 for every id (counts long enough)."""
     for i in range(ids.shape[0]):
         counts[ids[i]] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _window_pass(dist, at, hpos, hr, start, gpos, gr, w0, w1, wsize, n, rows, cold, hot_win,
                  gap_rows, first, last):
     """A chunk's figures added to their windows: tail reuse distances (`dist`, at chunk

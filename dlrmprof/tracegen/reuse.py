@@ -34,7 +34,7 @@ SUB_BITS = 4
 MAX_BINS = (1 << EXACT_BITS) + (64 - EXACT_BITS) * (1 << SUB_BITS)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def dist_bin(d):
     """The bin of a distance d >= 0 (see bin_edges)."""
     if d < (1 << EXACT_BITS):
@@ -73,7 +73,7 @@ def _all_edges() -> np.ndarray:
 _ALL_EDGES = _all_edges()
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _bin_counts(dist, nbins):
     hist = np.zeros(nbins, dtype=np.int64)
     cold = 0
@@ -133,7 +133,7 @@ def _pc(x):
     return np.int64(_popcnt(np.uint64(x)))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def fenwick_build(bits, tree):
     """The Fenwick tree (1-based, tree[0] unused) over the popcounts of the bitmap's words."""
     nw = bits.shape[0]
@@ -159,7 +159,7 @@ def fenwick_add(tree, j, stop, delta):
     return j
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _rebuild(bits, tree, d):
     """Slots 1..d occupied (slot s = bit s & 63 of word s >> 6); Fenwick tree over words."""
     nw = bits.shape[0]
@@ -180,7 +180,7 @@ def _rebuild(bits, tree, d):
     fenwick_build(bits, tree)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _compact(last, bits):
     """Renumber occupied slots to 1..D in time order (ranks); returns D."""
     nw = bits.shape[0]
@@ -197,7 +197,7 @@ def _compact(last, bits):
     return cum[nw]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _rd_run(ids, start, out, last, bits, tree, cap, t, d, hist):
     """Process ids[start:] until slot `cap` is used.  Returns (next index, t, d).  A `hist`
     (MAX_BINS long; empty: none) counts each warm distance in its bin instead of `out`."""
@@ -332,7 +332,7 @@ class ReuseState:
 
 
 # ---------------------------------------------------------------- dense remapping
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _hash_remap(x, keys, vals, out, n):
     """Map int64 keys to dense ids in a `hashmap`; returns (next index, n); stops when half
     full."""
@@ -458,7 +458,7 @@ def shards_sample_mask(ids: np.ndarray, rate: float, seed: int = 0) -> np.ndarra
 SHARDS_HEAVY = 512           # ids kept at rate 1 (found from a 1-in-64 access sample)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, i0, prev, hlast, hist,
                      cold):
     """Add to the weighted histogram `hist` the estimated distances of this piece of the
@@ -490,7 +490,7 @@ def _shards_weighted(m_ids, dist, is_heavy, heavy_idx, n_heavy, rate, i0, prev, 
     return cold
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _shards_select(ids, hkeys, hvals, salt, threshold):
     """One pass: keep accesses to heavy ids (their index) or ids hashing below threshold."""
     n = ids.shape[0]

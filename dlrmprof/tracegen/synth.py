@@ -37,7 +37,7 @@ from dlrmprof.tracegen.profile import BUDGET_MODEL, CLASS_MODEL, LocalityProfile
 from dlrmprof.tracegen.reuse import fenwick_add
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _next(state):
     state[0] += np.uint64(0x9E3779B97F4A7C15)
     z = state[0]
@@ -46,12 +46,12 @@ def _next(state):
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _uniform(state):
     return np.float64(_next(state) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _below(state, n):
     """Uniform integer in [0, n)."""
     return np.int64(_uniform(state) * n)
@@ -60,7 +60,7 @@ def _below(state, n):
 GUIDE = 1024        # largest guide table of the tail-distance draw
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _draw_bin(state, cdf, tot, edges):
     """A value drawn from a binned histogram (cdf over bins, total tot): a bin by its count,
     then uniformly inside the bin's [edges[a], edges[a + 1])."""
@@ -77,7 +77,7 @@ def _draw_bin(state, cdf, tot, edges):
     return edges[lo] + (_below(state, width) if width > 1 else 0)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _free_slot(parent, p, L):
     """First free slot at or after p (cyclically) in a window of L slots; union-find with
     path halving over 'next free' links (parent[L] is the wrap sentinel)."""
@@ -90,7 +90,7 @@ def _free_slot(parent, p, L):
         p = 0
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, rest):
     """Fill sched[0:L] with the window's events in order: hot rank k, or -1 for a tail event.
 
@@ -148,7 +148,7 @@ def _place_hot(sched, parent, L, hot_cnt, w, gap_cdf, gap_edges, state, gaps, re
             j += 1
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _hot_buffers(bounds, K):
     """Scratch arrays for `_place_hot`, sized for the longest window (1 each when K = 0)."""
     maxL = 1
@@ -162,7 +162,7 @@ def _hot_buffers(bounds, K):
     return sched, rest, parent, gaps
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
     """Window w's tail event counts and tail-distance draw table.  Returns (cold count, warm
     count, cdf, cdf total, guide) where the cdf is the fallback when the window has none and
@@ -194,7 +194,7 @@ def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
     return rem_cold, rem_warm, wcdf, wtot, guide
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _first_hot(hot_gid, k, items, max_ids, state):
     """Give hot rank k its item at its first access (any id once the table is full); returns
     the items used.  Rare (once per hot rank), so an ordinary call."""
@@ -208,7 +208,7 @@ def _first_hot(hot_gid, k, items, max_ids, state):
 NEAREST = 64        # depths searched on each side for an id under its cap (keep_capped)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses):
     """Take the item at depth d, or where it has been used max_uses times the nearest one
     within NEAREST depths (shallower first) used fewer times; the spent item keeps its
@@ -228,7 +228,7 @@ def _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses):
     return remove_slot(owner, bits, tree, nw, t, s)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
     """`pop_depth`, except that an item already used max_uses times (> 0) is not taken: it
     leaves the stack for good and the item now at that depth is taken instead, or
@@ -237,22 +237,24 @@ def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
     under its cap is taken.  Returns (item, new D)."""
     if keep_capped and max_uses > 0:
         return _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses), D
-    g = pop_depth(owner, bits, tree, nw, t, d, D)
-    while max_uses > 0 and uses[g] >= max_uses and D > 1:
+    while True:      # one call site of the inlined pop_depth (each site is JIT time)
+        g = pop_depth(owner, bits, tree, nw, t, d, D)
+        if not (max_uses > 0 and uses[g] >= max_uses and D > 1):
+            return g, D
         fenwick_add(tree, (t >> 6) + 1, nw + 1, -1)     # pop_depth left it counted at t
         D -= 1
-        g = pop_depth(owner, bits, tree, nw, t, min(d, D - 1), D)
-    return g, D
+        d = min(d, D - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _count_use(uses, g, max_uses):
     """uses[g] += 1 when capping (max_uses > 0), the array grown to hold g; returns it."""
     if max_uses <= 0:
         return uses
     if g >= uses.shape[0]:
         grown = np.zeros(max(2 * uses.shape[0], g + 1), dtype=np.int64)
-        grown[: uses.shape[0]] = uses
+        for i in range(uses.shape[0]):      # not a slice copy (see compact_stack)
+            grown[i] = uses[i]
         uses = grown
     uses[g] += 1
     return uses
@@ -260,25 +262,41 @@ def _count_use(uses, g, max_uses):
 
 # The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
 # (inlined by numba or called) they measured slower (docs/performance.md, issue 19 split).
-@njit(cache=True)
+def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
+               fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
+               keep_capped=False, dists=None):
+    """`_synth_core` with each argument in the one type it is compiled for (any other
+    combination, an omitted default or None included, is one more specialization to compile
+    cold and load warm).  Every caller goes through here.  dists, when given, is written."""
+    a = functools.partial(np.ascontiguousarray, dtype=np.int64)
+    return _synth_core(int(n_out), a(bounds), a(hot_cnt), a(gap_cdf), a(gap_edges),
+                       a(cold_cnt), a(cdf), a(edges), a(fallback_cdf), int(seed), int(max_ids),
+                       int(redraws), bool(deep_is_cold), int(max_uses), bool(keep_capped),
+                       _NO_DISTS if dists is None else dists)
+
+
+_NO_DISTS = np.empty(0, dtype=np.int64)     # synth_core's "no dists": an empty array, not None
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
-                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
-                keep_capped=False, dists=None):
+                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses, keep_capped,
+                dists):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
     max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped).
-    dists (an array of n_out, the naive model only: no hot set, no cap): each access's stack
-    depth, -1 for a first touch -- its reuse distance, known as it is drawn."""
+    dists (an array of n_out, the naive model only: no hot set, no cap; empty for none): each
+    access's stack depth, -1 for a first touch -- its reuse distance, known as it is drawn."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
     hot_gid = np.full(K, -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, K)
-    cap = 1 << 14
+    cap = np.int64(1 << 14)      # int64 (as t, D, items): a literal compiles callees twice
     owner, nw, bits, tree = new_stack(cap)
-    t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
+    t, D, items, extra_cold, clamped = np.int64(1), np.int64(0), np.int64(0), 0, 0
     uses = np.zeros(1024 if max_uses > 0 else 1, dtype=np.int64)
     for w in range(cold_cnt.shape[0]):
         lo = bounds[w]
@@ -345,7 +363,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
             owner[t] = g
             t += 1
             out[pos] = g
-            if dists is not None:
+            if dists.shape[0]:
                 dists[pos] = -1 if cold else d
     return out, items, extra_cold, clamped
 
@@ -491,7 +509,7 @@ def synthesize_stream(profile: LocalityProfile, length: int | None = None,
     gap = np.asarray(profile.hot_gap, dtype=np.int64)
     gap_cdf = np.cumsum(gap, axis=1) if gap.size else np.zeros((0, 0), dtype=np.int64)
     core_seed = int(rng.integers(0, 2 ** 63))
-    stream, items, extra, clamped = _synth_core(
+    stream, items, extra, clamped = synth_core(
         n, bounds, np.ascontiguousarray(hot),
         np.ascontiguousarray(gap_cdf), _reuse.bin_edges(gap_cdf.shape[1]),
         np.ascontiguousarray(cold), np.ascontiguousarray(cdf), edges,
@@ -545,7 +563,7 @@ def _naive(profile, length, rows, seed, with_dists=False):
     cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
     cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
     dists = np.empty(n, dtype=np.int64) if with_dists else None
-    stream, items, extra, clamped = _synth_core(
+    stream, items, extra, clamped = synth_core(
         n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
         np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
         cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),

@@ -62,7 +62,7 @@ def _drift_offsets(n: int, drift: float) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- kernels
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _interleave(picks, session_users, session_lengths, concurrent, user_out, slot_out,
                 fresh_out):
     """Run `concurrent` session slots; event t comes from slot picks[t].  Writes the user, the
@@ -90,7 +90,7 @@ def _interleave(picks, session_users, session_lengths, concurrent, user_out, slo
     return k
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _session_items(slots, fresh, new_items, repeat_coin, pick, repeat, concurrent, hist_len):
     """Item per event: a repeat of the session's remembered items with probability `repeat`,
     else the pre-drawn new item.  Each slot remembers its last `hist_len` items."""
@@ -114,7 +114,7 @@ def _session_items(slots, fresh, new_items, repeat_coin, pick, repeat, concurren
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _scan_walk(n, span, ranges, range_pick, jump_coin, jump_to, jump):
     """Sequential walks through a range picked per scan; a scan ends after `span` accesses."""
     out = np.empty(n, dtype=np.int64)
