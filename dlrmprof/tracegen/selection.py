@@ -17,8 +17,8 @@ from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGET_PLACEMENTS
 from dlrmprof.tracegen.budgets import budget_profile, with_budgets
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
-from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.fidelity import POLICIES, errors, policy_figures, source_extras
+from dlrmprof.tracegen.fidelity import (POLICIES, errors, policy_figures, selection_figures,
+                                        source_extras)
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
@@ -38,6 +38,11 @@ BUDGET_MIN = CLASS_MIN
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
+# streams of at least this many accesses (a long stream's prefix) measure their candidates
+# best first (`_measure_best_first`): the same choice with fewer other-cache simulations;
+# shorter ones in the candidates' order, so that their recorded selections (the trace
+# file's bytes, e.g. the bundled sample's) stay as they were
+BEST_FIRST_MIN = CLASS_MIN
 
 # The selection objective: each error in units of its goal, summed; the smallest wins.
 MAE_UNIT = 0.004              # LRU MRC MAE
@@ -101,14 +106,29 @@ def _measure_candidate(t: dict, seed: int, above: tuple | None = None) -> None:
     reached): the other caches are not simulated when the figures without them already put
     the candidate at or above it (they only add to the objective); its objective is then
     that lower bound, marked 'pruned'."""
-    prof = t["_prof"]
-    syn, offs, _ = synthesize_bags(prof, seed=seed)
-    f = _fidelity(prof, syn, offsets=offs, policies=())
-    if above is not None and (objective(f) + _hinge_units(f["mrc_mae"], above[0])
-                              >= above[1]):
+    syn, f = _synthesis(t, seed)
+    if above is not None and _lower_bound(f, above[0]) >= above[1]:
         t["pruned"] = True
     else:
-        f.update(policy_figures(prof, syn, SELECTION_POLICIES))
+        f.update(policy_figures(t["_prof"], syn, SELECTION_POLICIES))
+    _record(t, f)
+
+
+def _synthesis(t: dict, seed: int) -> tuple[np.ndarray, dict]:
+    """A synthesis of candidate `t` and its figures without the other caches."""
+    prof = t["_prof"]
+    syn, offs, _ = synthesize_bags(prof, seed=seed)
+    return syn, selection_figures(prof, syn, offs)
+
+
+def _lower_bound(f: dict, naive_mae: float | None) -> float:
+    """The objective of figures `f` (hinge included) without the other caches: a lower
+    bound of the objective with them."""
+    return objective(f) + _hinge_units(f["mrc_mae"], naive_mae)
+
+
+def _record(t: dict, f: dict) -> None:
+    """Add one synthesis' figures `f` to candidate `t`: its figures are the means so far."""
     t["_f"].append(f)
     fs = t["_f"]
     t["_base"] = t["objective"] = float(np.mean([objective(f) for f in fs]))
@@ -132,6 +152,50 @@ def _hinge(tried: list[dict]) -> None:
     for t in tried:
         t["objective"] = t["_base"] + _hinge_units(t["mrc_mae"],
                                                    naive[0]["mrc_mae"] if naive else None)
+
+
+def _measure_in_order(tried: list[dict], seed: int, seeds: int, keep: int) -> None:
+    """The first round in the candidates' order: the naive candidate, the hinge's reference,
+    as many syntheses as a finalist; a candidate measured after it that cannot reach the
+    best `keep` so far does not simulate the other caches (`_measure_candidate`)."""
+    bar, naive_mae = np.inf, None
+    for t in tried:
+        prune = naive_mae is not None and t["placement"] != NAIVE
+        _measure_candidate(t, seed, (naive_mae, bar) if prune else None)
+        for s in range(1, seeds if t["placement"] == NAIVE else 1):
+            _measure_candidate(t, seed + s)
+        if t["placement"] == NAIVE:
+            naive_mae = t["mrc_mae"]
+        if naive_mae is not None:
+            done = sorted(u["_base"] + _hinge_units(u["mrc_mae"], naive_mae)
+                          for u in tried if u["_f"])
+            bar = done[keep - 1] if len(done) >= keep else np.inf
+
+
+def _measure_best_first(tried: list[dict], seed: int, seeds: int, keep: int) -> None:
+    """The first round best first: the naive candidate (all its syntheses), then every other
+    candidate synthesized and scored without the other caches (a lower bound of its
+    objective), then the other caches simulated in the order of those bounds, until a bound
+    reaches the best `keep` objectives so far; the rest are 'pruned' at their bound.  The
+    same syntheses and seeds as `_measure_in_order`, and the same `keep` best: a pruned
+    candidate's objective is at least theirs; fewer simulations where the good candidates
+    come last in the candidates' order (the large hot sets)."""
+    naive = [t for t in tried if t["placement"] == NAIVE]
+    for t in naive:
+        for s in range(seeds):
+            _measure_candidate(t, seed + s)
+    naive_mae = naive[0]["mrc_mae"] if naive else None
+    done = sorted(t["_base"] for t in naive)
+    first = [(t,) + _synthesis(t, seed) for t in tried if t["placement"] != NAIVE]
+    first.sort(key=lambda x: _lower_bound(x[2], naive_mae))       # stable: ties in order
+    for t, syn, f in first:
+        bar = done[keep - 1] if len(done) >= keep else np.inf
+        if _lower_bound(f, naive_mae) >= bar:
+            t["pruned"] = True
+        else:
+            f.update(policy_figures(t["_prof"], syn, SELECTION_POLICIES))
+        _record(t, f)
+        done = sorted(done + [t["_base"] + _hinge_units(t["mrc_mae"], naive_mae)])
 
 
 def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CANDIDATES,
@@ -217,22 +281,14 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
                                          classes=class_candidates):
             tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
     # successive halving: one synthesis each, then more for the best few; the naive
-    # candidate, the hinge's reference, always as many as a finalist.  A candidate measured
-    # after the naive one that cannot reach the best `keep` so far (the finalists, or the
-    # winner) does not simulate the other caches (`_measure_candidate`): the same choice
+    # candidate, the hinge's reference, always as many as a finalist.  A candidate that
+    # cannot reach the best `keep` (the finalists, or the winner) does not simulate the
+    # other caches: the same choice
     keep = FINALISTS if seeds > 1 else 1
-    bar, naive_mae = np.inf, None
-    for t in tried:
-        prune = naive_mae is not None and t["placement"] != NAIVE
-        _measure_candidate(t, seed, (naive_mae, bar) if prune else None)
-        for s in range(1, seeds if t["placement"] == NAIVE else 1):
-            _measure_candidate(t, seed + s)
-        if t["placement"] == NAIVE:
-            naive_mae = t["mrc_mae"]
-        if naive_mae is not None:
-            done = sorted(u["_base"] + _hinge_units(u["mrc_mae"], naive_mae)
-                          for u in tried if u["_f"])
-            bar = done[keep - 1] if len(done) >= keep else np.inf
+    if sub.shape[0] >= BEST_FIRST_MIN:
+        _measure_best_first(tried, seed, seeds, keep)
+    else:
+        _measure_in_order(tried, seed, seeds, keep)
     _hinge(tried)
     pool = tried
     if seeds > 1:
