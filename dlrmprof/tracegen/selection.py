@@ -131,7 +131,8 @@ def _record(t: dict, f: dict) -> None:
     """Add one synthesis' figures `f` to candidate `t`: its figures are the means so far."""
     t["_f"].append(f)
     fs = t["_f"]
-    t["_base"] = t["objective"] = float(np.mean([objective(f) for f in fs]))
+    f["_objective"] = objective(f)
+    t["_base"] = t["objective"] = float(np.mean([f["_objective"] for f in fs]))
     t["mrc_mae"] = float(np.mean([f["mrc_mae"] for f in fs]))
     t["top10_share_error"] = float(np.mean(
         [f["top10_share_synthetic"] - f["top10_share_source"] for f in fs]))
