@@ -43,6 +43,11 @@ SELECTION_POLICIES = ("lfu",)
 # shorter ones in the candidates' order, so that their recorded selections (the trace
 # file's bytes, e.g. the bundled sample's) stay as they were
 BEST_FIRST_MIN = CLASS_MIN
+# a prefix of at least SCREEN_MIN accesses is first screened on its first SCREEN (`_screen`):
+# the SCREENED best candidates there (and the naive one) are measured on the whole prefix
+SCREEN_MIN = HOT_PREFIX
+SCREEN = 1 << 14
+SCREENED = 4
 
 # The selection objective: each error in units of its goal, summed; the smallest wins.
 MAE_UNIT = 0.004              # LRU MRC MAE
@@ -255,6 +260,55 @@ def with_placement(prof: LocalityProfile, placement: str, ids=None,
     return prof
 
 
+def _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates,
+                dropped: set = frozenset()) -> list[dict]:
+    """The candidates of a selection on `sub` (unmeasured): each hot-set size with its
+    variants (`_variants`); "_key" (the candidate's K as asked, its placement) names it.
+    Those in `dropped` are left out (a hot set whose placements all are, not built)."""
+    distinct = int(sub_hc[1])
+    # the source's curves of the caches the objective compares (`choose_hot`'s caller
+    # measures the whole stream's own)
+    extras = source_extras(sub, sub_lengths, distinct, policies=SELECTION_POLICIES)
+    # the class model, where it has the data (CLASS_MIN) and where no candidate hot set
+    # holds every id (one that does keeps each id's own per-window counts: finer than classes)
+    class_candidates = sub.shape[0] >= CLASS_MIN and distinct > max(candidates)
+    tried, last = [], None
+    for asked in candidates:
+        if last is not None and asked and last >= distinct:
+            break                      # the previous candidate already held every id
+        last = k = min(asked, distinct)
+        if asked and {(asked, "spaced"), (asked, "independent")} <= dropped:
+            continue
+        base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
+                             hist_cold=sub_hc)
+        base.extra["source_extras"] = extras
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub,
+                                         classes=class_candidates):
+            if (asked, placement) not in dropped:
+                tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": [],
+                              "_key": (asked, placement)})
+    return tried
+
+
+def _screen(name, sub, sub_lengths, rows, windows, candidates, seed) -> set:
+    """The candidates not worth measuring on a long prefix `sub` (at least SCREEN_MIN
+    accesses, one per bag), as their "_key"s: each candidate measured once on the first
+    SCREEN accesses (windows of the same length, `prefix_windows`); all but the SCREENED
+    best and the naive candidate are dropped (a candidate the screen did not have, a hot-set
+    size past its distinct count or a model past its length, is not).  Empty on a shorter
+    stream."""
+    n = int(sub.shape[0])
+    if n < SCREEN_MIN or sub_lengths is not None:
+        return set()
+    head = sub[:SCREEN]
+    cand = _candidates(name, head, None, rows, prefix_windows(windows, n, SCREEN),
+                       stream_histogram(head), candidates)
+    _measure_best_first(cand, seed, 1, SCREENED)
+    _hinge(cand)
+    ranked = sorted(cand, key=lambda t: t["objective"])
+    return {t["_key"] for t in ranked[SCREENED:] if t["placement"] != NAIVE}
+
+
 def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CANDIDATES,
                seed: int = 12345) -> tuple[LocalityProfile, dict]:
     """The selection of `choose_hot` on the stream `sub` (the whole stream or its prefix;
@@ -264,23 +318,8 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
-    # the source's curves of the caches the objective compares (`choose_hot`'s caller
-    # measures the whole stream's own)
-    extras = source_extras(sub, sub_lengths, distinct, policies=SELECTION_POLICIES)
-    # the class model, where it has the data (CLASS_MIN) and where no candidate hot set
-    # holds every id (one that does keeps each id's own per-window counts: finer than classes)
-    class_candidates = sub.shape[0] >= CLASS_MIN and distinct > max(candidates)
-    tried = []
-    for k in candidates:
-        if tried and k and tried[-1]["hot"] >= distinct:
-            break                      # the previous candidate already held every id
-        k = min(k, distinct)
-        base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
-                             hist_cold=sub_hc)
-        base.extra["source_extras"] = extras
-        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub,
-                                         classes=class_candidates):
-            tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
+    dropped = _screen(name, sub, sub_lengths, rows, windows, candidates, seed)
+    tried = _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates, dropped)
     # successive halving: one synthesis each, then more for the best few; the naive
     # candidate, the hinge's reference, always as many as a finalist.  A candidate that
     # cannot reach the best `keep` (the finalists, or the winner) does not simulate the
@@ -301,6 +340,6 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     best = min(pool, key=lambda t: t["objective"])
     prof = best["_prof"]
     for t in tried:
-        del t["_prof"], t["_f"], t["_base"]
+        del t["_prof"], t["_f"], t["_base"], t["_key"]
     return prof, {"chosen": best["hot"], "placement": best["placement"],
                   "measured_on_accesses": int(sub.shape[0]), "candidates": tried}
