@@ -341,5 +341,8 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     prof = best["_prof"]
     for t in tried:
         del t["_prof"], t["_f"], t["_base"], t["_key"]
-    return prof, {"chosen": best["hot"], "placement": best["placement"],
-                  "measured_on_accesses": int(sub.shape[0]), "candidates": tried}
+    out = {"chosen": best["hot"], "placement": best["placement"],
+           "measured_on_accesses": int(sub.shape[0]), "candidates": tried}
+    if dropped:
+        out["screened_out"] = {"accesses": SCREEN, "candidates": sorted(map(list, dropped))}
+    return prof, out
