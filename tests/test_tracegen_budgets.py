@@ -349,7 +349,7 @@ def test_run_depth_zero_is_the_plain_budget_model():
     assert np.array_equal(synthesize_bags(plain, seed=5)[0], synthesize_bags(zero, seed=5)[0])
 
 
-def test_a_hot_set_with_budgets_keeps_counts_and_the_hot_ids_exact():
+def test_a_hot_set_with_budgets_keeps_counts_and_the_hot_ids_exact(tmp_path):
     # the windowed model's hot ids (their per-window counts exact) and budgets for the rest
     ids, prof = _sessions()
     hc = _reuse.histogram(_reuse.reuse_distances(ids))
@@ -370,3 +370,5 @@ def test_a_hot_set_with_budgets_keeps_counts_and_the_hot_ids_exact():
     with pytest.raises(ValueError, match="less the hot ids"):
         replace(bp, count_ids=bp.count_ids + (np.arange(bp.count_ids.size) == 0)).validate()
     assert np.array_equal(syn, synthesize_bags(bp, seed=7)[0])
+    _, back, _ = round_trip(tmp_path, bp, prof.accesses, needs=4)
+    assert back.profiles[0].hot_k == 8 and back.profiles[0].extra["model"] == BUDGET_MODEL

@@ -25,7 +25,7 @@ each id also carries a budget, its target access count:
   stream whose popularity drifts (each id popular for a while), and is reused long after its
   insertion, which FIFO caches see and LRU does not (the buckets' shares, hence the LRU
   curve, do not change);
-* with a hot set (K ids, the placement BUDGET_HOT) the hot ids are placed in each window as
+* with a hot set (K ids, the placements BUDGET_HOT and BUDGET_HOT_RUNS) the hot ids are placed in each window as
   the windowed model places them (`synth._place_hot`: their per-window counts exact, spaced
   by their gap histograms), off the stack; the other ids carry the budgets (the source's
   counts less the K largest).  The most popular ids' counts are then exact at every window
@@ -52,12 +52,18 @@ from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers
 MODEL = BUDGET_MODEL
 BUDGET_RUNS = "budget runs"
 BUDGET_HOT = "hot set and budgets"
+BUDGET_HOT_RUNS = "hot set and budget runs"
 # the selection's placements of this model: (depths below which the id at the drawn depth is
 # taken whatever its budget, depth buckets per octave, the run depth: 0 for no runs)
-PLACEMENTS = {BUDGET_MODEL: (0, 2, 0), BUDGET_RUNS: (0, 2, 4096), BUDGET_HOT: (0, 2, 0)}
-# the placements of a profile without a hot set, and the one of a profile with one (its hot
-# ids spaced in each window as the windowed model places them, budgets for the stack's ids)
+PLACEMENTS = {BUDGET_MODEL: (0, 2, 0), BUDGET_RUNS: (0, 2, 4096), BUDGET_HOT: (0, 2, 0),
+              BUDGET_HOT_RUNS: (0, 2, 4096)}
+# the placements of a profile without a hot set, and those of a profile with one (its hot
+# ids spaced in each window as the windowed model places them, budgets for the stack's ids),
+# each with the smallest hot set it is measured with: runs with a hot set of 4 won the
+# selection's prefix of a session stream by its noise and lost on the whole stream (LFU
+# and LRU; docs/performance.md, issue 16 sixth pass)
 NO_HOT = (BUDGET_MODEL, BUDGET_RUNS)
+WITH_HOT = {BUDGET_HOT: 1, BUDGET_HOT_RUNS: 8}
 
 
 def count_distribution(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

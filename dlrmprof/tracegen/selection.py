@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from dlrmprof.tracegen.budgets import BUDGET_HOT, NO_HOT
+from dlrmprof.tracegen.budgets import NO_HOT, WITH_HOT
 from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGET_PLACEMENTS
 from dlrmprof.tracegen.budgets import budget_profile, with_budgets
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
@@ -85,7 +85,7 @@ def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = Fals
     least BUDGET_MIN accesses) its budget model (`budgets.py`) and with `classes` its class
     model by octaves and by half octaves of counts (`classes.py`; `prof` has no hot set
     then); with a hot set of at most BUDGET_HOT_MAX ids, not every id, the budget model
-    with that hot set (BUDGET_HOT)."""
+    with that hot set (`budgets.WITH_HOT`: with and without runs, from its smallest K)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     budgets = ids is not None and ids.shape[0] >= BUDGET_MIN
     if naive:
@@ -97,7 +97,9 @@ def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = Fals
             for placement, per_octave in CLASS_PLACEMENTS.items():
                 yield placement, class_profile(prof, ids, per_octave)
     if budgets and 0 < prof.hot_k <= BUDGET_HOT_MAX and prof.hot_k < prof.distinct:
-        yield BUDGET_HOT, budget_profile(prof, ids, BUDGET_HOT)
+        for placement, smallest in WITH_HOT.items():
+            if prof.hot_k >= smallest:
+                yield placement, budget_profile(prof, ids, placement)
     if prof.hot_k and prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
