@@ -185,6 +185,14 @@ def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state)
 
 
 @njit(cache=True)
+def _hot_item(hot_gid, k, items, max_ids, state):
+    """(hot rank k's item, given at its first access by `synth._first_hot`, items used)."""
+    if hot_gid[k] < 0:
+        items = _first_hot(hot_gid, k, items, max_ids, state)
+    return hot_gid[k], items
+
+
+@njit(cache=True)
 def _grow(a, g):
     """`a` grown (zeros) to hold index g."""
     if g < a.shape[0]:
@@ -231,11 +239,9 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
                 owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
                 t = D + 1
                 tw = _weights(owner, D, weight, cap)
-            if K and sched[pos - lo] >= 0:
-                k = sched[pos - lo]
-                if hot_gid[k] < 0:
-                    items = _first_hot(hot_gid, k, items, max_ids, state)
-                out[pos] = hot_gid[k]
+            k = sched[pos - lo] if K else -1
+            if k >= 0:
+                out[pos], items = _hot_item(hot_gid, k, items, max_ids, state)
                 continue
             was = _below(state, rem_cold + rem_warm) < rem_cold
             if was:
