@@ -25,11 +25,12 @@ each id also carries a budget, its target access count:
   stream whose popularity drifts (each id popular for a while), and is reused long after its
   insertion, which FIFO caches see and LRU does not (the buckets' shares, hence the LRU
   curve, do not change);
-* with a hot set (K ids, the placements BUDGET_HOT and BUDGET_HOT_RUNS) the hot ids are placed in each window as
-  the windowed model places them (`synth._place_hot`: their per-window counts exact, spaced
-  by their gap histograms), off the stack; the other ids carry the budgets (the source's
-  counts less the K largest).  The most popular ids' counts are then exact at every window
-  (a budget drawn at a depth's bucket cannot pace them), which LFU caches see.
+* with a hot set (K ids, the placements BUDGET_HOT and BUDGET_HOT_RUNS) the hot ids are
+  placed in each window as the windowed model places them (`synth._place_hot`: their
+  per-window counts exact, spaced by their gap histograms), off the stack; the other ids
+  carry the budgets (the source's counts less the K largest).  The most popular ids' counts
+  are then exact in every window (a budget drawn in a depth's bucket cannot pace them),
+  which LFU caches see.
 
 The selection (`selection.select_hot`) measures it beside the other candidates; it is kept
 only where it wins the objective.
