@@ -11,9 +11,9 @@ import pytest
 from dlrmprof.tracegen import budgets, selection, workloads
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
-from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile
-from dlrmprof.tracegen.synth import (_below, _draw_bin, planned_distinct, synthesize_bags,
-                                     synthesize_naive, synthesize_stream)
+from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile, gap_row
+from dlrmprof.tracegen.synth import (_below, _draw_bin, _uniform, planned_distinct,
+                                     synthesize_bags, synthesize_naive, synthesize_stream)
 from dlrmprof.tracegen.tracefile import Trace
 from tracegen_helpers import round_trip
 
@@ -42,18 +42,61 @@ def _ref_bucket(d, exact, per_octave):
     return max(min(lo, d), exact), max(hi, d + 1)
 
 
-def _reference(n, bounds, cold_cnt, cdf, edges, seed, max_ids, vals, num, scale, exact,
-               per_octave, run_depth):
+def _ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges):
+    """A window's schedule (hot rank, or -1 for a stack event) from `synth._place_hot`'s
+    definition: a hot id's accesses spaced by its class's gaps from a uniform start, a taken
+    slot moving an access to the next free one (cyclically), then the other events shuffled
+    into the free slots."""
+    sched, rest = [None] * L, []
+    for k in range(hot_cnt.shape[0]):
+        c = int(hot_cnt[k, w])
+        cl = gap_row(c) if c else 0
+        tot = int(gap_cdf[cl, -1]) if c >= 2 and cl < gap_cdf.shape[0] else 0
+        if c and not tot:
+            rest += [k] * c
+            continue
+        gaps = [_draw_bin(state, gap_cdf[cl], tot, gap_edges) + _uniform(state)
+                for _ in range(c)]
+        start, acc = _below(state, L), 0.0
+        for g in gaps:
+            p = (start + int(L * acc / sum(gaps))) % L
+            while sched[p] is not None:
+                p = (p + 1) % L
+            sched[p], acc = k, acc + g
+    free = [i for i in range(L) if sched[i] is None]
+    rest += [-1] * (len(free) - len(rest))
+    for i in range(len(free) - 1, 0, -1):
+        j = _below(state, i + 1)
+        rest[i], rest[j] = rest[j], rest[i]
+    for i, r in zip(free, rest):
+        sched[i] = r
+    return sched
+
+
+def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, seed, max_ids,
+               vals, num, scale, exact, per_octave, run_depth):
     """The budget model from its definition: a Python list as the LRU stack (most recent
-    first), the same random draws in the same order as the kernel."""
+    first), the hot ids off it, the same random draws in the same order as the kernel."""
     state = np.full(1, seed, dtype=np.uint64)
-    out, stack, left, budget_left, run = [], [], {}, [0] * len(vals), {}
+    out, stack, left, budget_left, run, hot_gid = [], [], {}, [0] * len(vals), {}, {}
     items = extra = clamped = 0
     for w in range(len(cold_cnt)):
-        rc, rw = int(cold_cnt[w]), int(bounds[w + 1] - bounds[w]) - int(cold_cnt[w])
+        L = int(bounds[w + 1] - bounds[w])
+        sched = _ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges) if len(hot_cnt) else []
+        rc = int(cold_cnt[w])
+        rw = L - rc - int(hot_cnt[:, w].sum())
         wcdf = cdf[w] if cdf[w, -1] else cdf.sum(axis=0)
         wtot = int(wcdf[-1])
-        for _ in range(bounds[w], bounds[w + 1]):
+        for pos in range(L):
+            if sched and sched[pos] >= 0:
+                k = sched[pos]
+                if k not in hot_gid:
+                    if items < max_ids:
+                        hot_gid[k], items = items, items + 1
+                    else:
+                        hot_gid[k] = _below(state, max_ids)
+                out.append(hot_gid[k])
+                continue
             cold = _below(state, rc + rw) < rc
             rc, rw = (rc - 1, rw) if cold else (rc, rw - 1)
             D = len(stack)
@@ -99,12 +142,26 @@ def _reference(n, bounds, cold_cnt, cdf, edges, seed, max_ids, vals, num, scale,
     return np.array(out), items, extra, clamped
 
 
-@pytest.mark.parametrize("case", range(6))      # runs under 0 (none), 16 and 300 depths
+def _hot_schedule(rng, case, bounds):
+    """Hot counts [K, W] (K = 0 in even cases; a few ids with up to a fifth of each window)
+    and their gap histograms by count class (one class without gaps: placed independently)."""
+    W = bounds.shape[0] - 1
+    K = 0 if case % 2 == 0 else int(rng.integers(1, 6))
+    hot = np.array([[int(rng.integers(0, (bounds[w + 1] - bounds[w]) // (5 * K) + 1))
+                     for w in range(W)] for k in range(K)], dtype=np.int64).reshape(K, W)
+    C, nbg = gap_row(int(hot.max()) if hot.size else 1) + 1, int(rng.integers(2, 30))
+    gap = rng.integers(0, 9, (C, nbg)) * (rng.random((C, nbg)) < 0.6)
+    gap[C // 2] = 0
+    return hot, np.cumsum(gap, axis=1).astype(np.int64), _reuse.bin_edges(nbg)
+
+
+@pytest.mark.parametrize("case", range(8))      # runs under 0 (none), 16 and 300 depths
 def test_kernel_matches_the_reference_on_random_inputs(case):
     rng = np.random.default_rng(100 + case)
     n = int(rng.integers(2_000, 25_000))       # the longer ones compact the time axis
     W = int(rng.integers(1, 6))
     bounds = np.linspace(0, n, W + 1).astype(np.int64)
+    hot, gap_cdf, gap_edges = _hot_schedule(rng, case, bounds)
     cold_cnt = np.array([int(rng.integers(0, (bounds[w + 1] - bounds[w]) // 3 + 1))
                          for w in range(W)], dtype=np.int64)
     cold_cnt[0] = max(cold_cnt[0], 1)
@@ -116,11 +173,12 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
         cdf[1] = 0                                  # a window falls back to the sum
     vals = np.unique(rng.integers(1, 300, int(rng.integers(1, 12)))).astype(np.int64)
     num = rng.integers(1, 40, vals.shape[0]).astype(np.int64)
-    max_ids = int(cold_cnt.sum()) if case == 3 else 10 ** 6    # a full table too
-    args = (n, bounds, cold_cnt, cdf, _reuse.bin_edges(nb), 12345 + case, max_ids, vals,
-            num, float(rng.uniform(0.5, 2.0)), [0, 4, 64][case % 3], 1 + case % 2,
-            [0, 16, 300][case // 2])
-    got = budgets._budget_core(*args[:5], np.ascontiguousarray(cdf.sum(axis=0)), *args[5:])
+    # a full table too (with a hot set, one whose hot ids take random rows)
+    max_ids = int(cold_cnt.sum()) + (case == 5) * len(hot) if case in (3, 5) else 10 ** 6
+    args = (n, bounds, hot, gap_cdf, gap_edges, cold_cnt, cdf, _reuse.bin_edges(nb),
+            12345 + case, max_ids, vals, num, float(rng.uniform(0.5, 2.0)),
+            [0, 4, 64][case % 3], 1 + case % 2, [0, 16, 300][case // 3])
+    got = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)), *args[8:])
     want = _reference(*args)
     assert np.array_equal(got[0], want[0])
     assert tuple(int(x) for x in got[1:]) == tuple(want[1:])
@@ -289,3 +347,28 @@ def test_run_depth_zero_is_the_plain_budget_model():
     zero = budgets.budget_profile(prof, ids, budgets.BUDGET_RUNS)
     zero.extra["budget_run_depth"] = 0
     assert np.array_equal(synthesize_bags(plain, seed=5)[0], synthesize_bags(zero, seed=5)[0])
+
+
+def test_a_hot_set_with_budgets_keeps_counts_and_the_hot_ids_exact(tmp_path):
+    # the windowed model's hot ids (their per-window counts exact) and budgets for the rest
+    ids, prof = _sessions()
+    hc = _reuse.histogram(_reuse.reuse_distances(ids))
+    hp = build_profile("s", ids, None, rows=prof.rows, windows=32, hot=8, hist_cold=hc)
+    bp = selection.with_placement(hp, budgets.BUDGET_HOT, ids=ids)
+    bp.validate()
+    src = np.sort(np.bincount(ids))[::-1]
+    assert bp.hot_k == 8 and int(bp.count_ids.sum()) == prof.distinct - 8
+    assert int((bp.count_values * bp.count_ids).sum()) == prof.accesses - src[:8].sum()
+    assert int(bp.count_values.max()) == src[8]
+    syn, offs, facts = synthesize_bags(bp, seed=7)
+    assert syn.shape == ids.shape and facts["items"] == np.unique(syn).shape[0]
+    assert facts["items"] - facts["extra_cold"] == prof.distinct
+    c = np.sort(np.bincount(syn))[::-1]
+    assert np.array_equal(c[:8], src[:8])          # the hot ids' counts are the source's
+    assert abs(c[:10].sum() / src[:10].sum() - 1) < 0.05
+    # the counts less the hot ids' are the budget model's, which a damaged profile breaks
+    with pytest.raises(ValueError, match="less the hot ids"):
+        replace(bp, count_ids=bp.count_ids + (np.arange(bp.count_ids.size) == 0)).validate()
+    assert np.array_equal(syn, synthesize_bags(bp, seed=7)[0])
+    _, back, _ = round_trip(tmp_path, bp, prof.accesses, needs=4)
+    assert back.profiles[0].hot_k == 8 and back.profiles[0].extra["model"] == BUDGET_MODEL

@@ -286,10 +286,11 @@ def test_build_profile_matches_windows_fed_in_chunks():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("placement", ["classes", "half-octave classes", "budgets"])
+@pytest.mark.parametrize("placement,hot", [("classes", 0), ("half-octave classes", 0),
+                                           ("budgets", 0), ("hot set and budgets", 4)])
 @pytest.mark.parametrize("keep", [True, False])
 def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkeypatch,
-                                                                          placement, keep):
+                                                                          placement, hot, keep):
     """Where the selection chooses the class model, pass 2 measures its classes
     (`classes.ClassState`), or the budget model, pass 2 builds it from the whole stream's
     counts; the profile equals the in-memory path's (which builds it from the whole column):
@@ -301,7 +302,7 @@ def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkey
 
     def forced(name, sub, sub_lengths, rows, windows, sub_hc, candidates=(0,), seed=12345):
         prof, sel = real(name, sub, sub_lengths, rows, windows, sub_hc, (0,), seed)
-        return prof, dict(sel, chosen=0, placement=placement)
+        return prof, dict(sel, chosen=hot, placement=placement)
 
     monkeypatch.setattr(selection, "select_hot", forced)
     monkeypatch.setattr(selection, "HOT_PREFIX", 700)
@@ -313,6 +314,7 @@ def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkey
     for col, r, got in zip(columns, rows, profs):
         if placement in BUDGETS:
             assert got.extra["model"] == "budgets" and got.count_values.size >= 1
+            assert got.hot_k == hot
         else:
             assert got.extra["model"] == "classes" and got.class_cold.shape[1] >= 1
             assert got.extra["hot_selection"]["placement"] in PLACEMENTS

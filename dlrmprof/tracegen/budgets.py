@@ -24,7 +24,13 @@ each id also carries a budget, its target access count:
   its first touch, reset by a deeper reuse).  An id in use stays in use, as an id does in a
   stream whose popularity drifts (each id popular for a while), and is reused long after its
   insertion, which FIFO caches see and LRU does not (the buckets' shares, hence the LRU
-  curve, do not change).
+  curve, do not change);
+* with a hot set (K ids, the placements BUDGET_HOT and BUDGET_HOT_RUNS) the hot ids are
+  placed in each window as the windowed model places them (`synth._place_hot`: their
+  per-window counts exact, spaced by their gap histograms), off the stack; the other ids
+  carry the budgets (the source's counts less the K largest).  The most popular ids' counts
+  are then exact in every window (a budget drawn in a depth's bucket cannot pace them),
+  which LFU caches see.
 
 The selection (`selection.select_hot`) measures it beside the other candidates; it is kept
 only where it wins the objective.
@@ -41,13 +47,24 @@ from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, remove_slot, slot_at
 from dlrmprof.tracegen.profile import BUDGET_MODEL, _chunks, count_ids
 from dlrmprof.tracegen.reuse import fenwick_add
-from dlrmprof.tracegen.synth import _below, _draw_bin, plan_windows
+from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers, _place_hot,
+                                     _window_setup, plan_windows)
 
 MODEL = BUDGET_MODEL
 BUDGET_RUNS = "budget runs"
+BUDGET_HOT = "hot set and budgets"
+BUDGET_HOT_RUNS = "hot set and budget runs"
 # the selection's placements of this model: (depths below which the id at the drawn depth is
 # taken whatever its budget, depth buckets per octave, the run depth: 0 for no runs)
-PLACEMENTS = {BUDGET_MODEL: (0, 2, 0), BUDGET_RUNS: (0, 2, 4096)}
+PLACEMENTS = {BUDGET_MODEL: (0, 2, 0), BUDGET_RUNS: (0, 2, 4096), BUDGET_HOT: (0, 2, 0),
+              BUDGET_HOT_RUNS: (0, 2, 4096)}
+# the placements of a profile without a hot set, and those of a profile with one (its hot
+# ids spaced in each window as the windowed model places them, budgets for the stack's ids),
+# each with the smallest hot set it is measured with: runs with a hot set of 4 won the
+# selection's prefix of a session stream by its noise and lost on the whole stream (LFU
+# and LRU; docs/performance.md, issue 16 sixth pass)
+NO_HOT = (BUDGET_MODEL, BUDGET_RUNS)
+WITH_HOT = {BUDGET_HOT: 1, BUDGET_HOT_RUNS: 8}
 
 
 def count_distribution(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -58,9 +75,12 @@ def count_distribution(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def with_budgets(prof, counts: np.ndarray, placement: str = BUDGET_MODEL):
-    """`prof` (built without a hot set) as the budget model of a stream whose per-id access
-    counts are `counts`."""
-    vals, num = count_distribution(counts)
+    """`prof` as the budget model of a stream whose per-id access counts are `counts`: with a
+    hot set (K ids, the K largest counts), the budgets are the other ids' counts."""
+    c = np.asarray(counts, dtype=np.int64)
+    if prof.hot_k:
+        c = np.sort(c[c > 0])[: -prof.hot_k]
+    vals, num = count_distribution(c)
     exact, per_octave, run_depth = PLACEMENTS[placement]
     extra = dict(prof.extra, model=MODEL, budget_exact=exact, budget_per_octave=per_octave)
     if run_depth:
@@ -166,6 +186,14 @@ def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state)
 
 
 @njit(cache=True)
+def _hot_item(hot_gid, k, items, max_ids, state):
+    """(hot rank k's item, given at its first access by `synth._first_hot`, items used)."""
+    if hot_gid[k] < 0:
+        items = _first_hot(hot_gid, k, items, max_ids, state)
+    return hot_gid[k], items
+
+
+@njit(cache=True)
 def _grow(a, g):
     """`a` grown (zeros) to hold index g."""
     if g < a.shape[0]:
@@ -176,10 +204,11 @@ def _grow(a, g):
 
 
 @njit(cache=True)
-def _budget_core(n_out, bounds, cold_cnt, cdf, edges, fallback_cdf, seed, max_ids, vals,
-                 num, scale, exact, per_octave, run_depth):
+def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
+                 fallback_cdf, seed, max_ids, vals, num, scale, exact, per_octave, run_depth):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped):
-    the windowed LRU stack of `synth._synth_core` without a hot set, each id with a budget
+    the windowed LRU stack of `synth._synth_core` (its hot ids, hot_cnt [K, W], placed in
+    each window by `synth._place_hot`, off the stack), each stack id with a budget
     (`_draw_count`, times `scale`) that weighs the draws from depth `exact` on
     (`_pick_weighted`), times one more than its run under `run_depth` (when > 0)."""
     out = np.empty(n_out, dtype=np.int64)
@@ -196,20 +225,25 @@ def _budget_core(n_out, bounds, cold_cnt, cdf, edges, fallback_cdf, seed, max_id
     run = np.zeros(1024, dtype=np.int64)
     weight = np.zeros(1024, dtype=np.int64)
     t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
-    nb = cdf.shape[1]
+    K = hot_cnt.shape[0]
+    hot_gid = np.full(K, -1, dtype=np.int64)
+    sched, rest, parent, gaps = _hot_buffers(bounds, K)
     for w in range(cold_cnt.shape[0]):
-        rem_cold = cold_cnt[w]
-        rem_warm = (bounds[w + 1] - bounds[w]) - rem_cold
-        wcdf = cdf[w]
-        wtot = wcdf[nb - 1] if nb > 0 else 0
-        if wtot == 0:
-            wcdf = fallback_cdf
-            wtot = fallback_cdf[nb - 1] if nb > 0 else 0
-        for pos in range(bounds[w], bounds[w + 1]):
+        lo = bounds[w]
+        if K:
+            _place_hot(sched, parent, bounds[w + 1] - lo, hot_cnt, w, gap_cdf, gap_edges,
+                       state, gaps, rest)
+        rem_cold, rem_warm, wcdf, wtot, _ = _window_setup(w, bounds, hot_cnt, cold_cnt, cdf,
+                                                          fallback_cdf)
+        for pos in range(lo, bounds[w + 1]):
             if t >= cap:
                 owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
                 t = D + 1
                 tw = _weights(owner, D, weight, cap)
+            k = sched[pos - lo] if K else -1
+            if k >= 0:
+                out[pos], items = _hot_item(hot_gid, k, items, max_ids, state)
+                continue
             was = _below(state, rem_cold + rem_warm) < rem_cold
             if was:
                 rem_cold -= 1
@@ -274,16 +308,19 @@ def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
 def synthesize_budgets(prof, n: int, rows: int, rng: np.random.Generator):
     """(item numbers in [0, items), facts) of n accesses by the budget model: the windows and
     first touches of `synth.plan_windows`, each window's reuse histogram, the budgets."""
-    bounds, _, cold, src_w = plan_windows(prof, n)
+    bounds, hot, cold, src_w = plan_windows(prof, n)
     th = np.asarray(prof.tail_hist, dtype=np.int64)[src_w]
     nb = th.shape[1]
     cdf = np.cumsum(th, axis=1) if nb else np.zeros((len(src_w), 0), dtype=np.int64)
     fallback = cdf.sum(axis=0) if nb else np.zeros(0, dtype=np.int64)
+    gap = np.asarray(prof.hot_gap, dtype=np.int64)
+    gap_cdf = np.cumsum(gap, axis=1) if gap.size else np.zeros((0, 0), dtype=np.int64)
     exact = int(prof.extra.get("budget_exact", 0))
     per_octave = int(prof.extra.get("budget_per_octave", 2))
     run_depth = int(prof.extra.get("budget_run_depth", 0))
     stream, items, extra, clamped = _budget_core(
-        int(n), bounds, np.ascontiguousarray(cold), np.ascontiguousarray(cdf),
+        int(n), bounds, np.ascontiguousarray(hot), np.ascontiguousarray(gap_cdf),
+        _reuse.bin_edges(gap_cdf.shape[1]), np.ascontiguousarray(cold), np.ascontiguousarray(cdf),
         _reuse.bin_edges(nb), np.ascontiguousarray(fallback), int(rng.integers(0, 2 ** 63)),
         int(rows), np.ascontiguousarray(prof.count_values, dtype=np.int64),
         np.ascontiguousarray(prof.count_ids, dtype=np.int64),

@@ -168,14 +168,14 @@ class LocalityProfile:
              "count_values and count_ids of equal 1-D shape")
         need((v >= 1).all() and (k >= 1).all() and (np.diff(v) > 0).all(),
              "ascending positive counts, each held by at least one id")
-        need(self.hot_k == 0, "no hot set with the budget model")
         exact, per = self.extra.get("budget_exact", 0), self.extra.get("budget_per_octave", 2)
         need(type(exact) is int and exact >= 0 and type(per) is int and 1 <= per <= 16,
              "extra.budget_exact an integer >= 0 and extra.budget_per_octave one in 1..16")
         run = self.extra.get("budget_run_depth", 0)
         need(type(run) is int and run >= 0, "extra.budget_run_depth an integer >= 0")
-        need(int(k.sum()) == self.distinct and int((v * k).sum()) == self.accesses,
-             "count_ids summing to distinct and counts to accesses")
+        need(int(k.sum()) + self.hot_k == self.distinct
+             and int((v * k).sum()) + int(self.hot_win.sum()) == self.accesses,
+             "count_ids summing to distinct and counts to accesses (less the hot ids')")
 
     def _validate_classes(self, need) -> None:
         if self.extra.get("model") != CLASS_MODEL:

@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from dlrmprof.tracegen.budgets import NO_HOT, WITH_HOT
 from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGET_PLACEMENTS
 from dlrmprof.tracegen.budgets import budget_profile, with_budgets
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
@@ -35,6 +36,9 @@ CLASS_MIN = 1 << 15
 # source's count distribution it stores is nearly a copy of the popularity the selection
 # measures it against (and the bundled sample's tables, 1,999 accesses, do not pay its JIT)
 BUDGET_MIN = CLASS_MIN
+# hot sets the budget model is measured with (a hot set and budgets for the other ids): past
+# this size the hot ids' per-window placement costs more LRU error than their popularity gains
+BUDGET_HOT_MAX = 16
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
@@ -90,16 +94,22 @@ def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = Fals
     model itself (which uses only the whole-stream histogram), given the stream `ids` (at
     least BUDGET_MIN accesses) its budget model (`budgets.py`) and with `classes` its class
     model by octaves and by half octaves of counts (`classes.py`; `prof` has no hot set
-    then)."""
+    then); with a hot set of at most BUDGET_HOT_MAX ids, not every id, the budget model
+    with that hot set (`budgets.WITH_HOT`: with and without runs, from its smallest K)."""
     yield ("spaced" if prof.hot_k else "none"), prof
+    budgets = ids is not None and ids.shape[0] >= BUDGET_MIN
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
-        if ids is not None and ids.shape[0] >= BUDGET_MIN:
-            for placement in BUDGET_PLACEMENTS:
+        if budgets:
+            for placement in NO_HOT:
                 yield placement, budget_profile(prof, ids, placement)
         if ids is not None and classes:
             for placement, per_octave in CLASS_PLACEMENTS.items():
                 yield placement, class_profile(prof, ids, per_octave)
+    if budgets and 0 < prof.hot_k <= BUDGET_HOT_MAX and prof.hot_k < prof.distinct:
+        for placement, smallest in WITH_HOT.items():
+            if prof.hot_k >= smallest:
+                yield placement, budget_profile(prof, ids, placement)
     if prof.hot_k and prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
