@@ -299,7 +299,7 @@ def _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates,
                 dropped: set = frozenset()) -> list[dict]:
     """The candidates of a selection on `sub` (unmeasured): each hot-set size with its
     variants (`_variants`); "_key" (the candidate's K as asked, its placement) names it.
-    Those in `dropped` are left out (a hot set whose placements all are, not built)."""
+    Those in `dropped` are left out."""
     distinct = int(sub_hc[1])
     # the source's curves of the caches the objective compares (`choose_hot`'s caller
     # measures the whole stream's own)
@@ -312,8 +312,6 @@ def _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates,
         if last is not None and asked and last >= distinct:
             break                      # the previous candidate already held every id
         last = k = min(asked, distinct)
-        if asked and {(asked, "spaced"), (asked, "independent")} <= dropped:
-            continue
         base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
                              hist_cold=sub_hc)
         base.extra["source_extras"] = extras
