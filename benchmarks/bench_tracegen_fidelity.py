@@ -22,7 +22,8 @@ errors, FIFO / LFU / 32-way set-associative MAE, per-batch unique and overlap er
 code at git REF checked out into a temporary worktree, in interleaved rounds, warm and cold
 (a fresh numba cache): the ratio of this code to REF's.  --selection-baseline REF times the
 per-table model selection the same way (CPU seconds of `selection.select_hot` on 2^16-access
-prefixes, one child process per round and code) and says whether both chose alike.
+prefixes, and of `selection.choose_hot` on the bundled sample's whole 1,999-access columns,
+one child process per round and code) and says whether both chose alike.
 """
 
 from __future__ import annotations
@@ -259,6 +260,13 @@ def selection_tables() -> list[tuple[np.ndarray, int]]:
     return out
 
 
+def short_tables() -> list[np.ndarray]:
+    """The short tables the selection cost is also measured on: the bundled sample's 26
+    columns (1,999 accesses each), whole, as gen-trace's selection sees them."""
+    sp = np.concatenate([c.sparse for c in read_criteo(BUNDLED_SAMPLE)])
+    return [dense_ids(sp[:, j].astype(np.int64)) for j in range(sp.shape[1])]
+
+
 def _selection_child() -> None:
     """Child process of `selection_cost`: the selection on every table once to compile, then
     timed (CPU seconds); prints JSON."""
@@ -273,11 +281,25 @@ def _selection_child() -> None:
         return [selection.select_hot("t", ids, None, int(ids.max()) + 1,
                                      windows(32, n, selection.HOT_PREFIX), None)[1]
                 for ids, n in tables]
+    from dlrmprof.tracegen.profile import stream_histogram
+
+    short = short_tables()
+
+    def run_short():
+        return [selection.choose_hot("t", ids, None, int(ids.max()) + 1, 32,
+                                     stream_histogram(ids))[1] for ids in short]
     run()
     t0 = time.process_time()
     sel = run()
     cpu = time.process_time() - t0
+    run_short()
+    t0 = time.process_time()
+    sel_short = run_short()
+    short_cpu = time.process_time() - t0
     print(json.dumps({"package": dlrmprof.__file__, "cpu_s": cpu, "tables": len(tables),
+                      "short": {"cpu_s": short_cpu, "tables": len(short),
+                                "choices": [[s["chosen"], s["placement"]] for s in sel_short],
+                                "records": [s["candidates"] for s in sel_short]},
                       "choices": [[s["chosen"], s["placement"]] for s in sel],
                       "candidates": sum(len(s["candidates"]) for s in sel),
                       "pruned": sum(bool(c.get("pruned")) for s in sel
@@ -310,6 +332,13 @@ def selection_cost(ref: str, rounds: int) -> dict:
                            check=False)
     med = {w: float(np.median([r["cpu_s"] for r in runs[w]])) for w in runs}
     this, base_ = runs["this"][0], runs["baseline"][0]
+    short_med = {w: float(np.median([r["short"]["cpu_s"] for r in runs[w]])) for w in runs}
+    short = {"tables": this["short"]["tables"],
+             "cpu_s": {w: [r["short"]["cpu_s"] for r in runs[w]] for w in runs},
+             "per_table_s": {w: short_med[w] / this["short"]["tables"] for w in runs},
+             "ratio_median": short_med["this"] / short_med["baseline"],
+             "same_choices": this["short"]["choices"] == base_["short"]["choices"],
+             "same_records": this["short"]["records"] == base_["short"]["records"]}
     return {"ref": ref, "tables": this["tables"], "cpu_s": {w: [r["cpu_s"] for r in runs[w]]
                                                             for w in runs},
             "per_table_s": {w: med[w] / this["tables"] for w in med},
@@ -317,7 +346,7 @@ def selection_cost(ref: str, rounds: int) -> dict:
             "same_choices": this["choices"] == base_["choices"],
             "candidates": {"this": this["candidates"], "baseline": base_["candidates"]},
             "pruned": {"this": this["pruned"], "baseline": base_["pruned"]},
-            "other_cpus": oc.cpus}
+            "short": short, "other_cpus": oc.cpus}
 
 
 def main() -> None:

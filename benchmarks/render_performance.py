@@ -101,6 +101,14 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
                 f"({sel['pruned']['this']} pruned) against {sel['candidates']['baseline']}; "
                 f"same choices: {'yes' if sel['same_choices'] else 'no'}; other processes "
                 f"used {sel['other_cpus']:.2f} CPUs."]
+        sh = sel.get("short")
+        if sh:
+            out[-1] += (f" On the bundled sample's {sh['tables']} columns (1,999 accesses "
+                        f"each, whole): this code {sh['per_table_s']['this'] * 1e3:.1f} ms "
+                        f"per table, baseline {sh['per_table_s']['baseline'] * 1e3:.1f} ms, "
+                        f"ratio {sh['ratio_median']:.2f}; same choices: "
+                        f"{'yes' if sh['same_choices'] else 'no'}, same records: "
+                        f"{'yes' if sh['same_records'] else 'no'}.")
     return out
 
 

@@ -38,3 +38,82 @@ def test_a_long_streams_selection_is_measured_on_windows_of_its_length(monkeypat
     assert seen == [(2_000, 4)]                  # 32 x 2,000 / 16,000
     assert sel["measured_on_accesses"] == 2_000
     assert prof.tail_cold.shape == (32,)         # the chosen model has the stream's windows
+
+
+def _stream(seed: int, n: int = 6_000) -> np.ndarray:
+    return _reuse.dense_ids(np.asarray(workloads.drifting_zipf(n, 900, 0.9, 0.5, seed=seed),
+                                       dtype=np.int64))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_selection_figures_are_the_fidelity_records_own(seed):
+    from dlrmprof.tracegen import fidelity as fid
+    from dlrmprof.tracegen.profile import build_profile
+    from dlrmprof.tracegen.synth import synthesize_bags
+
+    ids = _stream(seed, 3_000)
+    for hot in (0, 16):
+        prof = build_profile("t", ids, None, rows=int(ids.max()) + 1, windows=8, hot=hot)
+        prof.extra["source_extras"] = fid.source_extras(ids, None, prof.distinct)
+        syn, offs, _ = synthesize_bags(prof, seed=seed)
+        full = fid.fidelity(prof, syn, offsets=offs, policies=())
+        lean = fid.selection_figures(prof, syn, offs)
+        assert lean["batches"]
+        assert lean == {k: full[k] for k in lean}          # the same values, bit for bit
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_best_first_keeps_the_same_best_candidates_as_the_order(monkeypatch, seed):
+    ids = _stream(seed)
+    monkeypatch.setattr(selection, "SCREEN_MIN", 1 << 40)
+    runs = []
+    for first_min in (1 << 40, 0):                         # in order, then best first
+        monkeypatch.setattr(selection, "BEST_FIRST_MIN", first_min)
+        runs.append(selection.select_hot("t", ids, None, int(ids.max()) + 1, 8, None)[1])
+    a, b = runs
+    assert (a["chosen"], a["placement"]) == (b["chosen"], b["placement"])
+    win = min(c["objective"] for c in b["candidates"])
+    for ca, cb in zip(a["candidates"], b["candidates"], strict=True):
+        assert (ca["hot"], ca["placement"]) == (cb["hot"], cb["placement"])
+        assert cb["syntheses"] <= ca["syntheses"]
+        if cb["syntheses"] < ca["syntheses"]:             # a finalist stopped early: it
+            assert cb["objective"] > win                  # could not win
+            continue
+        assert ca["mrc_mae"] == cb["mrc_mae"]               # the same syntheses
+        if not ca.get("pruned") and not cb.get("pruned"):
+            assert ca["objective"] == cb["objective"]
+        elif not ca.get("pruned"):                        # a pruned one's is a lower bound
+            assert cb["objective"] <= ca["objective"]
+    pruned = [sum(bool(c.get("pruned")) for c in s["candidates"]) for s in runs]
+    assert pruned[1] >= pruned[0]
+    syntheses = [sum(c["syntheses"] for c in s["candidates"]) for s in runs]
+    assert syntheses[1] <= syntheses[0]
+
+
+def test_a_long_prefix_is_screened_on_its_head(monkeypatch):
+    ids = _stream(4, 8_000)
+    rows = int(ids.max()) + 1
+    monkeypatch.setattr(selection, "BEST_FIRST_MIN", 0)
+    monkeypatch.setattr(selection, "SCREEN_MIN", 1 << 40)
+    whole = selection.select_hot("t", ids, None, rows, 8, None)[1]
+    assert "screened_out" not in whole
+    monkeypatch.setattr(selection, "SCREEN_MIN", 4_000)
+    monkeypatch.setattr(selection, "SCREEN", 2_000)
+    monkeypatch.setattr(selection, "SCREENED", 2)
+    sel = selection.select_hot("t", ids, None, rows, 8, None)[1]
+    dropped = {tuple(c) for c in sel["screened_out"]["candidates"]}
+    assert sel["screened_out"]["accesses"] == 2_000
+    kept = [(c["hot"], c["placement"]) for c in sel["candidates"]]
+    assert "naive" in {p for _, p in kept} and "naive" not in {p for _, p in dropped}
+    assert len(kept) == len(whole["candidates"]) - len(dropped)
+    # on the head the stream has fewer ids: its hot-set sizes stop earlier (at most two
+    # sizes unseen, each with two placements)
+    assert len(dropped) >= len(whole["candidates"]) - 2 - 1 - 4
+    assert (sel["chosen"], sel["placement"]) in kept
+    # a kept candidate is measured as without the screen (same profile, seeds, syntheses)
+    by = {(c["hot"], c["placement"]): c for c in whole["candidates"]}
+    same = [c for c in sel["candidates"]
+            if c["syntheses"] == by[(c["hot"], c["placement"])]["syntheses"]]
+    assert same
+    for c in same:
+        assert c["mrc_mae"] == by[(c["hot"], c["placement"])]["mrc_mae"]

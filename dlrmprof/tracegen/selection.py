@@ -18,8 +18,8 @@ from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGET_PLACEMENTS
 from dlrmprof.tracegen.budgets import budget_profile, with_budgets
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
-from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.fidelity import POLICIES, errors, policy_figures, source_extras
+from dlrmprof.tracegen.fidelity import (POLICIES, errors, policy_figures, selection_figures,
+                                        source_extras)
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
@@ -42,6 +42,16 @@ BUDGET_HOT_MAX = 16
 # the selection simulates only LFU of the other caches: FIFO and set-associative LRU follow
 # the LRU curve closely, LFU follows popularity
 SELECTION_POLICIES = ("lfu",)
+# streams of at least this many accesses (a long stream's prefix) measure their candidates
+# best first (`_measure_best_first`): the same choice with fewer other-cache simulations;
+# shorter ones in the candidates' order, so that their recorded selections (the trace
+# file's bytes, e.g. the bundled sample's) stay as they were
+BEST_FIRST_MIN = CLASS_MIN
+# a prefix of at least SCREEN_MIN accesses is first screened on its first SCREEN (`_screen`):
+# the SCREENED best candidates there (and the naive one) are measured on the whole prefix
+SCREEN_MIN = HOT_PREFIX
+SCREEN = 1 << 14
+SCREENED = 4
 
 # The selection objective: each error in units of its goal, summed; the smallest wins.
 MAE_UNIT = 0.004              # LRU MRC MAE
@@ -111,17 +121,33 @@ def _measure_candidate(t: dict, seed: int, above: tuple | None = None) -> None:
     reached): the other caches are not simulated when the figures without them already put
     the candidate at or above it (they only add to the objective); its objective is then
     that lower bound, marked 'pruned'."""
-    prof = t["_prof"]
-    syn, offs, _ = synthesize_bags(prof, seed=seed)
-    f = _fidelity(prof, syn, offsets=offs, policies=())
-    if above is not None and (objective(f) + _hinge_units(f["mrc_mae"], above[0])
-                              >= above[1]):
+    syn, f = _synthesis(t, seed)
+    if above is not None and _lower_bound(f, above[0]) >= above[1]:
         t["pruned"] = True
     else:
-        f.update(policy_figures(prof, syn, SELECTION_POLICIES))
+        f.update(policy_figures(t["_prof"], syn, SELECTION_POLICIES))
+    _record(t, f)
+
+
+def _synthesis(t: dict, seed: int) -> tuple[np.ndarray, dict]:
+    """A synthesis of candidate `t` and its figures without the other caches."""
+    prof = t["_prof"]
+    syn, offs, _ = synthesize_bags(prof, seed=seed)
+    return syn, selection_figures(prof, syn, offs)
+
+
+def _lower_bound(f: dict, naive_mae: float | None) -> float:
+    """The objective of figures `f` (hinge included) without the other caches: a lower
+    bound of the objective with them."""
+    return objective(f) + _hinge_units(f["mrc_mae"], naive_mae)
+
+
+def _record(t: dict, f: dict) -> None:
+    """Add one synthesis' figures `f` to candidate `t`: its figures are the means so far."""
     t["_f"].append(f)
     fs = t["_f"]
-    t["_base"] = t["objective"] = float(np.mean([objective(f) for f in fs]))
+    f["_objective"] = objective(f)
+    t["_base"] = t["objective"] = float(np.mean([f["_objective"] for f in fs]))
     t["mrc_mae"] = float(np.mean([f["mrc_mae"] for f in fs]))
     t["top10_share_error"] = float(np.mean(
         [f["top10_share_synthetic"] - f["top10_share_source"] for f in fs]))
@@ -135,6 +161,31 @@ def _hinge_units(mae: float, naive_mae: float | None) -> float:
     return NAIVE_HINGE * max(0.0, mae - naive_mae) / MAE_UNIT
 
 
+def _naive_mae(tried: list[dict]) -> float | None:
+    """The naive candidate's LRU error (the hinge's reference), None without one."""
+    naive = [t for t in tried if t["placement"] == NAIVE]
+    return naive[0]["mrc_mae"] if naive else None
+
+
+def _reseed_best_first(pool: list[dict], seed: int, seeds: int, naive_mae) -> None:
+    """The finalists' further syntheses (up to `seeds` each), in the order of `pool` (their
+    first objectives): a finalist stops once its objective cannot come under the best
+    finished one's, counting the syntheses it has left at objective 0 and LRU error 0 (a
+    lower bound of its mean); its record is then the mean of the syntheses made, which is
+    above that bound.  The same winner as all syntheses made."""
+    bar = np.inf
+    for t in pool:
+        for s in range(t["syntheses"], seeds):
+            fs = t["_f"]
+            bound = (sum(f["_objective"] for f in fs) / seeds
+                     + _hinge_units(sum(f["mrc_mae"] for f in fs) / seeds, naive_mae))
+            if bound > bar:
+                break
+            _measure_candidate(t, seed + s)
+        else:
+            bar = min(bar, t["_base"] + _hinge_units(t["mrc_mae"], naive_mae))
+
+
 def _hinge(tried: list[dict]) -> None:
     """The goal 'no worse than the naive baseline' in the objective: a candidate whose LRU
     error exceeds the naive candidate's pays NAIVE_HINGE units per MAE_UNIT of excess."""
@@ -142,6 +193,50 @@ def _hinge(tried: list[dict]) -> None:
     for t in tried:
         t["objective"] = t["_base"] + _hinge_units(t["mrc_mae"],
                                                    naive[0]["mrc_mae"] if naive else None)
+
+
+def _measure_in_order(tried: list[dict], seed: int, seeds: int, keep: int) -> None:
+    """The first round in the candidates' order: the naive candidate, the hinge's reference,
+    as many syntheses as a finalist; a candidate measured after it that cannot reach the
+    best `keep` so far does not simulate the other caches (`_measure_candidate`)."""
+    bar, naive_mae = np.inf, None
+    for t in tried:
+        prune = naive_mae is not None and t["placement"] != NAIVE
+        _measure_candidate(t, seed, (naive_mae, bar) if prune else None)
+        for s in range(1, seeds if t["placement"] == NAIVE else 1):
+            _measure_candidate(t, seed + s)
+        if t["placement"] == NAIVE:
+            naive_mae = t["mrc_mae"]
+        if naive_mae is not None:
+            done = sorted(u["_base"] + _hinge_units(u["mrc_mae"], naive_mae)
+                          for u in tried if u["_f"])
+            bar = done[keep - 1] if len(done) >= keep else np.inf
+
+
+def _measure_best_first(tried: list[dict], seed: int, seeds: int, keep: int) -> None:
+    """The first round best first: the naive candidate (all its syntheses), then every other
+    candidate synthesized and scored without the other caches (a lower bound of its
+    objective), then the other caches simulated in the order of those bounds, until a bound
+    reaches the best `keep` objectives so far; the rest are 'pruned' at their bound.  The
+    same syntheses and seeds as `_measure_in_order`, and the same `keep` best: a pruned
+    candidate's objective is at least theirs; fewer simulations where the good candidates
+    come last in the candidates' order (the large hot sets)."""
+    naive = [t for t in tried if t["placement"] == NAIVE]
+    for t in naive:
+        for s in range(seeds):
+            _measure_candidate(t, seed + s)
+    naive_mae = naive[0]["mrc_mae"] if naive else None
+    done = sorted(t["_base"] for t in naive)
+    first = [(t,) + _synthesis(t, seed) for t in tried if t["placement"] != NAIVE]
+    first.sort(key=lambda x: _lower_bound(x[2], naive_mae))       # stable: ties in order
+    for t, syn, f in first:
+        bar = done[keep - 1] if len(done) >= keep else np.inf
+        if _lower_bound(f, naive_mae) >= bar:
+            t["pruned"] = True
+        else:
+            f.update(policy_figures(t["_prof"], syn, SELECTION_POLICIES))
+        _record(t, f)
+        done = sorted(done + [t["_base"] + _hinge_units(t["mrc_mae"], naive_mae)])
 
 
 def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CANDIDATES,
@@ -200,6 +295,53 @@ def with_placement(prof: LocalityProfile, placement: str, ids=None,
     return prof
 
 
+def _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates,
+                dropped: set = frozenset()) -> list[dict]:
+    """The candidates of a selection on `sub` (unmeasured): each hot-set size with its
+    variants (`_variants`); "_key" (the candidate's K as asked, its placement) names it.
+    Those in `dropped` are left out."""
+    distinct = int(sub_hc[1])
+    # the source's curves of the caches the objective compares (`choose_hot`'s caller
+    # measures the whole stream's own)
+    extras = source_extras(sub, sub_lengths, distinct, policies=SELECTION_POLICIES)
+    # the class model, where it has the data (CLASS_MIN) and where no candidate hot set
+    # holds every id (one that does keeps each id's own per-window counts: finer than classes)
+    class_candidates = sub.shape[0] >= CLASS_MIN and distinct > max(candidates)
+    tried, last = [], None
+    for asked in candidates:
+        if last is not None and asked and last >= distinct:
+            break                      # the previous candidate already held every id
+        last = k = min(asked, distinct)
+        base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
+                             hist_cold=sub_hc)
+        base.extra["source_extras"] = extras
+        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub,
+                                         classes=class_candidates):
+            if (asked, placement) not in dropped:
+                tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": [],
+                              "_key": (asked, placement)})
+    return tried
+
+
+def _screen(name, sub, sub_lengths, rows, windows, candidates, seed) -> set:
+    """The candidates not worth measuring on a long prefix `sub` (at least SCREEN_MIN
+    accesses, one per bag), as their "_key"s: each candidate measured once on the first
+    SCREEN accesses (windows of the same length, `prefix_windows`); all but the SCREENED
+    best and the naive candidate are dropped (a candidate the screen did not have, a hot-set
+    size past its distinct count or a model past its length, is not).  Empty on a shorter
+    stream."""
+    n = int(sub.shape[0])
+    if n < SCREEN_MIN or sub_lengths is not None:
+        return set()
+    head = sub[:SCREEN]
+    cand = _candidates(name, head, None, rows, prefix_windows(windows, n, SCREEN),
+                       stream_histogram(head), candidates)
+    _measure_best_first(cand, seed, 1, SCREENED)
+    _hinge(cand)
+    ranked = sorted(cand, key=lambda t: t["objective"])
+    return {t["_key"] for t in ranked[SCREENED:] if t["placement"] != NAIVE}
+
+
 def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CANDIDATES,
                seed: int = 12345) -> tuple[LocalityProfile, dict]:
     """The selection of `choose_hot` on the stream `sub` (the whole stream or its prefix;
@@ -209,51 +351,34 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
-    # the source's curves of the caches the objective compares (`choose_hot`'s caller
-    # measures the whole stream's own)
-    extras = source_extras(sub, sub_lengths, distinct, policies=SELECTION_POLICIES)
-    # the class model, where it has the data (CLASS_MIN) and where no candidate hot set
-    # holds every id (one that does keeps each id's own per-window counts: finer than classes)
-    class_candidates = sub.shape[0] >= CLASS_MIN and distinct > max(candidates)
-    tried = []
-    for k in candidates:
-        if tried and k and tried[-1]["hot"] >= distinct:
-            break                      # the previous candidate already held every id
-        k = min(k, distinct)
-        base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
-                             hist_cold=sub_hc)
-        base.extra["source_extras"] = extras
-        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub,
-                                         classes=class_candidates):
-            tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": []})
+    dropped = _screen(name, sub, sub_lengths, rows, windows, candidates, seed)
+    tried = _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates, dropped)
     # successive halving: one synthesis each, then more for the best few; the naive
-    # candidate, the hinge's reference, always as many as a finalist.  A candidate measured
-    # after the naive one that cannot reach the best `keep` so far (the finalists, or the
-    # winner) does not simulate the other caches (`_measure_candidate`): the same choice
+    # candidate, the hinge's reference, always as many as a finalist.  A candidate that
+    # cannot reach the best `keep` (the finalists, or the winner) does not simulate the
+    # other caches: the same choice
     keep = FINALISTS if seeds > 1 else 1
-    bar, naive_mae = np.inf, None
-    for t in tried:
-        prune = naive_mae is not None and t["placement"] != NAIVE
-        _measure_candidate(t, seed, (naive_mae, bar) if prune else None)
-        for s in range(1, seeds if t["placement"] == NAIVE else 1):
-            _measure_candidate(t, seed + s)
-        if t["placement"] == NAIVE:
-            naive_mae = t["mrc_mae"]
-        if naive_mae is not None:
-            done = sorted(u["_base"] + _hinge_units(u["mrc_mae"], naive_mae)
-                          for u in tried if u["_f"])
-            bar = done[keep - 1] if len(done) >= keep else np.inf
+    if sub.shape[0] >= BEST_FIRST_MIN:
+        _measure_best_first(tried, seed, seeds, keep)
+    else:
+        _measure_in_order(tried, seed, seeds, keep)
     _hinge(tried)
     pool = tried
     if seeds > 1:
         pool = sorted(tried, key=lambda t: t["objective"])[:FINALISTS]
-        for t in pool:
-            for s in range(t["syntheses"], seeds):
-                _measure_candidate(t, seed + s)
+        if sub.shape[0] >= BEST_FIRST_MIN:
+            _reseed_best_first(pool, seed, seeds, _naive_mae(tried))
+        else:
+            for t in pool:
+                for s in range(t["syntheses"], seeds):
+                    _measure_candidate(t, seed + s)
         _hinge(tried)
     best = min(pool, key=lambda t: t["objective"])
     prof = best["_prof"]
     for t in tried:
-        del t["_prof"], t["_f"], t["_base"]
-    return prof, {"chosen": best["hot"], "placement": best["placement"],
-                  "measured_on_accesses": int(sub.shape[0]), "candidates": tried}
+        del t["_prof"], t["_f"], t["_base"], t["_key"]
+    out = {"chosen": best["hot"], "placement": best["placement"],
+           "measured_on_accesses": int(sub.shape[0]), "candidates": tried}
+    if dropped:
+        out["screened_out"] = {"accesses": SCREEN, "candidates": sorted(map(list, dropped))}
+    return prof, out
