@@ -200,10 +200,10 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
         block = self.block_bytes
         # rows per block: a well-formed row has 39 tabs, a label and a newline (>= 41 bytes)
         cap_rows = block // 40 + 1
-        labels = np.empty(cap_rows, dtype=np.float32)
-        dense = np.empty((cap_rows, cp.N_DENSE), dtype=np.float32)
-        cats = np.empty((cap_rows, cp.N_SPARSE), dtype=np.int64)
-        err_line, err_code, err_field = np.empty((3, self.MAX_EXAMPLES), dtype=np.int64)
+        scratch = (np.empty(cap_rows, dtype=np.float32),
+                   np.empty((cap_rows, cp.N_DENSE), dtype=np.float32),
+                   np.empty((cap_rows, cp.N_SPARSE), dtype=np.int64),
+                   np.empty((3, self.MAX_EXAMPLES), dtype=np.int64))
         line_no = 1                     # 1-based number of the next line to parse
         carry = b""
         par = self._parallel_buffers(block) if self.threads > 1 else None
@@ -248,37 +248,47 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                         pos = last_nl + 1
                         carry = raw[pos:]
                         continue
-                while True:
-                    left = None if self.max_rows is None else self.max_rows - self.rows_read
-                    if left is not None and left <= 0:
-                        return
-                    max_rows = cap_rows if left is None else min(cap_rows, left)
-                    new_pos, rows, lines, nerr, first_idx = cp.parse_block(
-                        buf, pos, len(buf), labels, dense, cats, max_rows, err_line, err_code,
-                        err_field, self.strict)
-                    if nerr:
-                        self._record_errors(path, buf, pos, line_no, nerr, err_line, err_code,
-                                            err_field)
-                    if rows:
-                        self.rows_read += rows
-                        first = line_no + int(first_idx)
-                        if self.raw:            # views: see the class docstring
-                            yield CriteoChunk(labels=labels[:rows], dense=dense[:rows],
-                                              sparse=self._map(cats[:rows]), first_line=first,
-                                              file=str(path))
-                        else:
-                            yield CriteoChunk(labels=labels[:rows].copy(),
-                                              dense=dense[:rows].copy(),
-                                              sparse=self._map(cats[:rows]), first_line=first,
-                                              file=str(path))
-                    line_no += lines
-                    pos = new_pos
-                    if rows < max_rows or pos >= len(buf):
-                        break
+                pos, line_no, done = yield from self._parse_lines(path, buf, pos, line_no,
+                                                                  scratch)
+                if done:
+                    return
                 carry = bytes(buf[pos:])
                 if len(carry) > 1 << 26:
                     raise input_error(path, "lines shorter than 64 MiB", line=line_no,
                                       got="a longer line (is this a Criteo TSV file?)")
+
+    def _parse_lines(self, path: Path, buf, pos: int, line_no: int, scratch):
+        """Parse the whole lines of `buf` from `pos` into chunks (yielded; views of `scratch`'s
+        arrays when raw), up to max_rows.  Returns (position after the last whole line, the
+        number of the next line, True once max_rows rows are read)."""
+        labels, dense, cats, (err_line, err_code, err_field) = scratch
+        cap_rows = labels.shape[0]
+        while True:
+            left = None if self.max_rows is None else self.max_rows - self.rows_read
+            if left is not None and left <= 0:
+                return pos, line_no, True
+            max_rows = cap_rows if left is None else min(cap_rows, left)
+            new_pos, rows, lines, nerr, first_idx = cp.parse_block(
+                buf, pos, len(buf), labels, dense, cats, max_rows, err_line, err_code,
+                err_field, self.strict)
+            if nerr:
+                self._record_errors(path, buf, pos, line_no, nerr, err_line, err_code,
+                                    err_field)
+            if rows:
+                self.rows_read += rows
+                first = line_no + int(first_idx)
+                if self.raw:            # views: see the class docstring
+                    yield CriteoChunk(labels=labels[:rows], dense=dense[:rows],
+                                      sparse=self._map(cats[:rows]), first_line=first,
+                                      file=str(path))
+                else:
+                    yield CriteoChunk(labels=labels[:rows].copy(), dense=dense[:rows].copy(),
+                                      sparse=self._map(cats[:rows]), first_line=first,
+                                      file=str(path))
+            line_no += lines
+            pos = new_pos
+            if rows < max_rows or pos >= len(buf):
+                return pos, line_no, False
 
     def _open_span(self, path, mode):
         return _Span(path, *self.span)
