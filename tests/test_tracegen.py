@@ -213,7 +213,7 @@ def test_shards_estimate_error_is_small_and_measured(tmp_path):
 
 
 def test_length_and_rows_scaling():
-    from dlrmprof.tracegen.synth import planned_distinct
+    from dlrmprof.tracegen.windows import planned_distinct
     r = read_criteo(BUNDLED_SAMPLE)
     col = np.concatenate([c.sparse for c in r])[:, 2]         # C3
     prof = build_profile("C3", col)

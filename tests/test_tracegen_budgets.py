@@ -12,8 +12,9 @@ from dlrmprof.tracegen import budgets, selection, workloads
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
 from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile, gap_row
-from dlrmprof.tracegen.synth import (_below, _draw_bin, _uniform, planned_distinct,
-                                     synthesize_bags, synthesize_naive, synthesize_stream)
+from dlrmprof.tracegen.synth import (_below, _draw_bin, _uniform, synthesize_bags,
+                                     synthesize_naive, synthesize_stream)
+from dlrmprof.tracegen.windows import planned_distinct
 from dlrmprof.tracegen.tracefile import Trace
 from tracegen_helpers import round_trip
 

@@ -21,8 +21,8 @@ from dlrmprof.tracegen.generate import _profile, synthesize_trace
 from dlrmprof.tracegen.selection import choose_hot, objective
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.reuse import dense_ids
-from dlrmprof.tracegen.synth import (distinct_growth, planned_distinct, synthesize_naive,
-                                     synthesize_naive_hist, synthesize_stream, tail_cap)
+from dlrmprof.tracegen.synth import synthesize_naive, synthesize_naive_hist, synthesize_stream
+from dlrmprof.tracegen.windows import distinct_growth, planned_distinct, tail_cap
 
 AVAZU = Path(__file__).parent / "data" / "streams" / "avazu_train_head8k.csv"
 

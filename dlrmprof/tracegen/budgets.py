@@ -43,12 +43,12 @@ from dataclasses import replace
 import numpy as np
 from numba import njit
 
-from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, remove_slot, slot_at
 from dlrmprof.tracegen.profile import BUDGET_MODEL, _chunks, count_ids
 from dlrmprof.tracegen.reuse import fenwick_add
 from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers, _place_hot,
-                                     _window_setup, plan_windows)
+                                     _window_setup)
+from dlrmprof.tracegen.windows import window_tables
 
 MODEL = BUDGET_MODEL
 BUDGET_RUNS = "budget runs"
@@ -307,22 +307,15 @@ def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
 
 def synthesize_budgets(prof, n: int, rows: int, rng: np.random.Generator):
     """(item numbers in [0, items), facts) of n accesses by the budget model: the windows and
-    first touches of `synth.plan_windows`, each window's reuse histogram, the budgets."""
-    bounds, hot, cold, src_w = plan_windows(prof, n)
-    th = np.asarray(prof.tail_hist, dtype=np.int64)[src_w]
-    nb = th.shape[1]
-    cdf = np.cumsum(th, axis=1) if nb else np.zeros((len(src_w), 0), dtype=np.int64)
-    fallback = cdf.sum(axis=0) if nb else np.zeros(0, dtype=np.int64)
-    gap = np.asarray(prof.hot_gap, dtype=np.int64)
-    gap_cdf = np.cumsum(gap, axis=1) if gap.size else np.zeros((0, 0), dtype=np.int64)
+    first touches of `windows.window_tables`, each window's reuse histogram, the budgets."""
+    wt = window_tables(prof, n)
     exact = int(prof.extra.get("budget_exact", 0))
     per_octave = int(prof.extra.get("budget_per_octave", 2))
     run_depth = int(prof.extra.get("budget_run_depth", 0))
     stream, items, extra, clamped = _budget_core(
-        int(n), bounds, np.ascontiguousarray(hot), np.ascontiguousarray(gap_cdf),
-        _reuse.bin_edges(gap_cdf.shape[1]), np.ascontiguousarray(cold), np.ascontiguousarray(cdf),
-        _reuse.bin_edges(nb), np.ascontiguousarray(fallback), int(rng.integers(0, 2 ** 63)),
-        int(rows), np.ascontiguousarray(prof.count_values, dtype=np.int64),
+        int(n), wt.bounds, wt.hot, wt.gap_cdf, wt.gap_edges, wt.cold, wt.cdf, wt.edges,
+        wt.fallback, int(rng.integers(0, 2 ** 63)), int(rows),
+        np.ascontiguousarray(prof.count_values, dtype=np.int64),
         np.ascontiguousarray(prof.count_ids, dtype=np.int64),
         float(n) / max(prof.accesses, 1), exact, per_octave, run_depth)
     return stream, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}

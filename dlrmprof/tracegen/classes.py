@@ -138,10 +138,10 @@ def _apportion(weights: np.ndarray, totals: np.ndarray) -> np.ndarray:
 
 def plan_classes(prof, n: int):
     """(window bounds, accesses [W', C], first touches [W', C], cap per class, source window of
-    each) of a synthesis of n accesses: the windows and first touches of `synth.plan_windows`,
+    each) of a synthesis of n accesses: the windows and first touches of `windows.plan_windows`,
     each split over the classes as the source window's; caps scaled by the length like
-    `synth.tail_cap`."""
-    from dlrmprof.tracegen.synth import plan_windows
+    `windows.tail_cap`."""
+    from dlrmprof.tracegen.windows import plan_windows
 
     bounds, _, cold, src_w = plan_windows(prof, n)
     W, C = prof.class_cold.shape

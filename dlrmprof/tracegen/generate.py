@@ -29,10 +29,10 @@ from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, TOP_COUNTS, LocalityProf
 from dlrmprof.tracegen.readers import TableStream
 from dlrmprof.tracegen.selection import (HOT_CANDIDATES, SELECTION_SEEDS, SHORT_STREAM,
                                          choose_hot, objective)
-from dlrmprof.tracegen.synth import (default_rows, distinct_growth, planned_distinct,
-                                     synthesize_bags, synthesize_naive_hist)
+from dlrmprof.tracegen.synth import synthesize_bags, synthesize_naive_hist
 from dlrmprof.tracegen.tracefile import (PackedWriter, TableMeta, Trace, header_for,
                                          index_dtype)
+from dlrmprof.tracegen.windows import default_rows, distinct_growth, planned_distinct
 
 MODEL = "hot-ids-spaced+tail-lru-stack/windowed"
 KEPT = ("per window: exact access counts of the K hottest ids, spaced by their normalised "

@@ -348,7 +348,6 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     `sub_hc` its reuse histogram, None to measure it): (the winning candidate's profile of
     `sub`, what was measured)."""
     sub_hc = stream_histogram(sub) if sub_hc is None else sub_hc
-    distinct = int(sub_hc[1])
     # short streams: one synthesis is a noisy measurement; average a few
     seeds = SELECTION_SEEDS if sub.shape[0] <= SHORT_STREAM else 1
     dropped = _screen(name, sub, sub_lengths, rows, windows, candidates, seed)
