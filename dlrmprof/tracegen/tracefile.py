@@ -209,10 +209,14 @@ def _narrowest(top: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def _bags_entry(dt: np.dtype, lens: np.ndarray) -> tuple[dict, np.ndarray | None]:
+def _bags_entry(dt: np.dtype, lens: np.ndarray | int) -> tuple[dict, np.ndarray | None]:
     """A table's header.storage entry and its stored bag lengths (None when they are all
-    equal: the entry's pooling holds the one length)."""
+    equal: the entry's pooling holds the one length).  `lens` an int: every bag is known to
+    hold that many (no array of B lengths to compare)."""
     entry = {"index_dtype": dt.name}
+    if isinstance(lens, int):
+        entry["pooling"] = lens
+        return entry, None
     if lens.size and (lens == lens[0]).all():
         entry["pooling"] = int(lens[0])
         return entry, None
@@ -264,7 +268,7 @@ class PackedWriter:
         if offsets is None:
             if ids.size % B:
                 raise ValueError(f"table {t}: {ids.size} ids in {B} equal bags")
-            lens = None             # equal bags: the pooling factor, no array of B lengths
+            lens = ids.size // B    # equal bags: the pooling factor
         else:
             lens = np.diff(offsets)
             if offsets.shape != (B + 1,) or offsets[0] != 0 or offsets[-1] != ids.size \
@@ -274,8 +278,7 @@ class PackedWriter:
         self._hash.update(memoryview(np.ascontiguousarray(ids, dtype="<i8")).cast("B"))
         dt = index_dtype(rows)
         self.arrays[f"i{t}"] = ids.astype(dt, copy=False)
-        entry, stored = (({"index_dtype": dt.name, "pooling": ids.size // B}, None)
-                         if lens is None else _bags_entry(dt, lens))
+        entry, stored = _bags_entry(dt, lens)
         if stored is not None:
             self.arrays[f"l{t}"] = stored
         self.tables.append(entry)
