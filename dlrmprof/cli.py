@@ -33,7 +33,26 @@ class Terminated(KeyboardInterrupt):
 _received: list[int] = []
 
 
+def _in_native_callback(frame) -> bool:
+    """Whether `frame` runs inside llvmlite's object-cache callbacks (a ctypes callback numba's
+    compiles go through): an exception raised there is printed and dropped by ctypes, so the
+    signal would be lost and the command would run on to exit 0."""
+    while frame is not None:
+        code = frame.f_code
+        if (code.co_name.startswith("_raw_object_cache")
+                and code.co_filename.replace("\\", "/").endswith(
+                    "llvmlite/binding/executionengine.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_signal(signum, frame) -> None:
+    if _in_native_callback(frame):
+        # deliver it again once the callback has returned (SIGALRM: a 20 ms one-shot timer)
+        signal.signal(signal.SIGALRM, lambda _s, f: _on_signal(signum, f))
+        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        return
     _received.append(signum)
     # a second signal while the first unwinds must not cut the cleanup short
     for s in (signal.SIGINT, signal.SIGTERM):

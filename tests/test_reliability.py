@@ -526,3 +526,28 @@ def test_dash_is_stdout_for_text_exports_only(tmp_path, tiny_trace):
     assert set(doc) == {"C1", "C2", "C3", "C4"} and len(doc["C1"]["mrc_hist_counts"]) == 100
     one_line_error(run("export-trace", tiny_trace, "--to", "tbe", "--out", "-"), "stdout")
     assert not Path("-").exists()
+
+
+def test_a_signal_inside_a_native_callback_is_delivered_after_it():
+    """A signal that lands inside llvmlite's object-cache callback (ctypes drops an exception
+    raised there) is delivered again once the callback has returned, not lost."""
+    from dlrmprof import cli
+
+    ns: dict = {}
+    exec(compile("import sys\ndef _raw_object_cache_notify():\n    return sys._getframe()\n",
+                 "/site/llvmlite/binding/executionengine.py", "exec"), ns)
+    inside = ns["_raw_object_cache_notify"]()
+    assert cli._in_native_callback(inside)
+    assert not cli._in_native_callback(sys._getframe())
+    saved = {s: signal.getsignal(s) for s in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM)}
+    try:
+        cli._on_signal(signal.SIGTERM, inside)          # deferred: no exception here
+        assert cli._received == []
+        with pytest.raises(cli.Terminated):
+            time.sleep(2)                               # the timer delivers it
+        assert cli._received == [signal.SIGTERM]
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, h in saved.items():
+            signal.signal(s, h)
+        cli._received.clear()
