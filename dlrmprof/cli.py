@@ -47,11 +47,16 @@ def _in_native_callback(frame) -> bool:
     return False
 
 
+def _deliver_later(signum: int) -> None:
+    """Deliver `signum` to `_on_signal` again in 20 ms (a one-shot SIGALRM timer), once the code
+    that swallowed its exception has returned."""
+    signal.signal(signal.SIGALRM, lambda _s, f: _on_signal(signum, f))
+    signal.setitimer(signal.ITIMER_REAL, 0.02)
+
+
 def _on_signal(signum, frame) -> None:
     if _in_native_callback(frame):
-        # deliver it again once the callback has returned (SIGALRM: a 20 ms one-shot timer)
-        signal.signal(signal.SIGALRM, lambda _s, f: _on_signal(signum, f))
-        signal.setitimer(signal.ITIMER_REAL, 0.02)
+        _deliver_later(signum)
         return
     _received.append(signum)
     # a second signal while the first unwinds must not cut the cleanup short
@@ -60,11 +65,27 @@ def _on_signal(signum, frame) -> None:
     raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated()
 
 
+def _unraisable(hook):
+    """A sys.unraisablehook that re-delivers an interrupt Python had to drop: the handler's
+    exception raised inside a __del__, a weakref or gc callback, or a ctypes callback is only
+    printed there, and the command would run on to exit 0.  Anything else goes to `hook`."""
+    def unraisable(u) -> None:
+        if isinstance(u.exc_value, KeyboardInterrupt) and _received:
+            _deliver_later(_received.pop())
+            return
+        hook(u)
+    unraisable.redelivers = True
+    return unraisable
+
+
 def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise in the main thread (unless the parent ignores SIGINT)."""
+    """SIGINT and SIGTERM raise in the main thread (unless the parent ignores SIGINT); an
+    interrupt raised where Python cannot propagate it is delivered again afterwards."""
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
+    if not getattr(sys.unraisablehook, "redelivers", False):
+        sys.unraisablehook = _unraisable(sys.unraisablehook)
 
 
 def interrupt_signal(exc: BaseException) -> int | None:

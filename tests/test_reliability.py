@@ -551,3 +551,37 @@ def test_a_signal_inside_a_native_callback_is_delivered_after_it():
         for s, h in saved.items():
             signal.signal(s, h)
         cli._received.clear()
+
+
+def test_an_interrupt_python_drops_is_delivered_again():
+    """The handler's exception raised inside a __del__ (or a gc, weakref or ctypes callback) is
+    only printed by Python and dropped; the unraisable hook delivers the signal again after."""
+    from dlrmprof import cli
+
+    class Dropper:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):       # the handler runs at one of these bytecode boundaries
+                pass
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGALRM, signal.SIGINT, signal.SIGTERM)}
+    saved_hook = sys.unraisablehook
+    dropped: list = []
+    sys.unraisablehook = lambda u: dropped.append(u)
+    try:
+        cli.install_signal_handlers()
+        cli.install_signal_handlers()                   # installed once, not nested
+        assert sys.unraisablehook.redelivers
+        d = Dropper()
+        del d                                           # the Terminated is raised in __del__
+        with pytest.raises(cli.Terminated):
+            time.sleep(2)                               # and delivered again here
+        assert cli._received == [signal.SIGTERM] and dropped == []
+        sys.unraisablehook(type("U", (), {"exc_value": ValueError("x")})())
+        assert len(dropped) == 1                        # anything else goes to the old hook
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for s, h in saved.items():
+            signal.signal(s, h)
+        sys.unraisablehook = saved_hook
+        cli._received.clear()
