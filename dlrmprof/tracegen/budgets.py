@@ -30,7 +30,18 @@ each id also carries a budget, its target access count:
   per-window counts exact, spaced by their gap histograms), off the stack; the other ids
   carry the budgets (the source's counts less the K largest).  The most popular ids' counts
   are then exact in every window (a budget drawn in a depth's bucket cannot pace them),
-  which LFU caches see.
+  which LFU caches see;
+* with a short band (`short_band`, the placement BUDGET_MODEL on a session stream) the
+  weights follow the source's measured hazard: an id's chance, per access, of being the one
+  reused at a depth grows with its count as count^slope, the slope measured per half-octave
+  depth bucket (0.1-0.2 within a session stream's sessions, 1 past them).  Under the band's
+  depth (the first bucket whose slope reaches BAND_SLOPE) an id weighs its count class's
+  measured hazard while it has budget left, not its budget; the top HEAD depths (one id
+  each, where a bucket chooses nothing) are drawn among as one; a reuse whose drawn depth
+  is past the stack becomes one of the window's first touches (the source's reuses never
+  are: without it a stream's first reuses crowd onto its first few ids, which an LFU cache
+  keeps for good).  A popular id then comes back within a session about as often as any
+  active one, and after a gap as often as its count says, as in the source.
 
 The selection (`selection.select_hot`) measures it beside the other candidates; it is kept
 only where it wins the objective.
@@ -298,6 +309,16 @@ def _bucket(d, exact, per_octave):
 
 
 @njit(cache=True)
+def _count_pool(vals):
+    """An empty pool for `_draw_count` (a Fenwick tree over the counts' weights, its size a
+    power of two plus one) and its ids left per count."""
+    P = 1
+    while P < vals.shape[0]:
+        P *= 2
+    return np.zeros(P + 1, dtype=np.int64), np.zeros(vals.shape[0], dtype=np.int64)
+
+
+@njit(cache=True)
 def _draw_count(pool, vals, num, left, state):
     """A count drawn by size-biased sampling without replacement: weight the count times
     the ids left with it (`left`, a Fenwick tree `pool` over those weights); the pool is
@@ -415,18 +436,12 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     the windowed LRU stack of `synth._synth_core` (its hot ids, hot_cnt [K, W], placed in
     each window by `synth._place_hot`, off the stack), each stack id with a budget
     (`_draw_count`, times `scale`) that weighs the draws from depth `exact` on
-    (`_pick_weighted`), times one more than its run under `run_depth` (when > 0); draws
-    under `short_depth` (when > 0) weigh their class's short_weights entry instead
-    (`_short_class` of the count drawn, times `unit`; the second tree) while they have
-    budget, a draw under HEAD takes one of the HEAD top ids (`_pick_head`), and a first touch
-    comes early (`_early`)."""
+    (`_pick_weighted`), times one more than its run under `run_depth` (when > 0); under
+    `short_depth` (when > 0) the weight is the class's short_weights entry (`_short_class`,
+    the second tree) while budget is left, with `_pick_head` under HEAD and `_early`."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
-    P = 1
-    while P < vals.shape[0]:
-        P *= 2
-    pool = np.zeros(P + 1, dtype=np.int64)
-    left_ids = np.zeros(vals.shape[0], dtype=np.int64)
+    pool, left_ids = _count_pool(vals)
     cap = 1 << 14
     owner, nw, bits, tree = new_stack(cap)
     tw = np.zeros((2, cap + 1), dtype=np.int64)      # deep-band and short-band weights
