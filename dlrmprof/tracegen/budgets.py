@@ -77,7 +77,7 @@ PLACEMENTS = {BUDGET_MODEL: (0, 2, 0, True), BUDGET_RUNS: (0, 2, 4096, False),
 # selection's prefix of a session stream by its noise and lost on the whole stream (LFU
 # and LRU; docs/performance.md, issue 16 sixth pass)
 NO_HOT = (BUDGET_MODEL, BUDGET_RUNS)
-# no short band: (its depth, the exponent of the budget in its weights)
+# no short band: (its depth, its weight per count class, its weight per head depth)
 NO_BAND = (0, (), ())
 WITH_HOT = {BUDGET_HOT: 1, BUDGET_HOT_RUNS: 8}
 
@@ -92,7 +92,7 @@ def count_distribution(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def with_budgets(prof, counts: np.ndarray, placement: str = BUDGET_MODEL, band=NO_BAND):
     """`prof` as the budget model of a stream whose per-id access counts are `counts`: with a
     hot set (K ids, the K largest counts), the budgets are the other ids' counts; `band`
-    (`short_band`'s depth and exponent) where the placement takes one."""
+    (`short_band`'s depth, class weights and head weights) where the placement takes one."""
     c = np.asarray(counts, dtype=np.int64)
     if prof.hot_k:
         c = np.sort(c[c > 0])[: -prof.hot_k]
@@ -119,7 +119,7 @@ def budget_profile(prof, ids, placement: str = BUDGET_MODEL, band=None):
     return with_budgets(prof, counts, placement, band)
 
 
-def band_of(prof) -> tuple[int, float]:
+def band_of(prof) -> tuple:
     """The short band a budget profile carries (NO_BAND for none)."""
     return (int(prof.extra.get("budget_short_depth", 0)),
             tuple(int(x) for x in prof.extra.get("budget_short_weights", ())),
@@ -197,9 +197,8 @@ def _slope(reuses: np.ndarray, residents: np.ndarray) -> float:
 def band_slopes(reuses: np.ndarray, residents: np.ndarray) -> np.ndarray:
     """Per depth bucket (rows of `_band_counts`' arrays), the hazard's slope (`_slope`) from
     bucket 1 on while a bucket has BAND_MIN_REUSES reuses (empty ones skipped); at the first
-    that has fewer, the
-    slope of the buckets from there on pooled (where they have that many together), and NaN
-    past it."""
+    that has fewer, the slope of the buckets from there on pooled (where they have that many
+    together), and NaN past it."""
     out = np.full(reuses.shape[0], np.nan)
     for b in range(1, reuses.shape[0]):
         if reuses[b].sum() == 0:
@@ -213,12 +212,14 @@ def band_slopes(reuses: np.ndarray, residents: np.ndarray) -> np.ndarray:
     return out
 
 
-def short_band(ids: np.ndarray) -> tuple[int, float]:
-    """(depth, exponent) of the short band of the stream `ids` (its first BAND_PREFIX
-    accesses): the depths before the first bucket whose hazard slope (`band_slopes`) reaches
-    BAND_SLOPE, and the reuse-weighted mean slope there, in [0, 1] to an eighth.  NO_BAND
-    where the first measured bucket already reaches it (an independent-reference stream:
-    the hazard is the count) or the band would be under BAND_MIN_DEPTH."""
+def short_band(ids: np.ndarray) -> tuple:
+    """(depth, class weights, head weights) of the short band of the stream `ids` (its first
+    BAND_PREFIX accesses): the depths before the first bucket whose hazard slope
+    (`band_slopes`) reaches BAND_SLOPE; per count class (`rate_class`), its hazard over those
+    depths, scaled to integers (the largest 2^16); per head depth, its share of the reuses
+    over the class weights found there.  NO_BAND where the first measured bucket already
+    reaches the slope (an independent-reference stream: the hazard is the count) or the band
+    would be under BAND_MIN_DEPTH."""
     ids = _reuse_dense(ids[:BAND_PREFIX])
     counts = np.bincount(ids)
     cls = rate_class(counts, RATE_UNIT / ids.shape[0])
