@@ -13,6 +13,9 @@ its fidelity averaged (`tracegen.fidelity`, the same figures as gen-trace's repo
 * model: gen-trace's own choice (`generate._profile`, the measured selection);
 * no hot set: the same model with K = 0 (every id on the windowed LRU stack);
 * hot K=256: the same model with 256 hot ids (spaced by their gaps);
+* budgets, no short band / hot K=4 and budgets / budgets with the short band: the budget
+  model (`tracegen/budgets.py`) without its short band (the model before it), with 4 hot
+  ids (no band), and with the band measured on the stream (`budgets.short_band`);
 * counts as budgets: one LRU stack, no hot set; every id enters with a target count drawn
   (without replacement) from the counts of the source's ids first seen in that window; a
   drawn depth whose id has used its count takes the nearest id on the stack with budget left;
@@ -53,6 +56,7 @@ import numpy as np
 from numba import njit
 
 from dlrmprof.profile.harness import write_results
+from dlrmprof.tracegen import budgets
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen import workloads
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
@@ -345,6 +349,15 @@ def variants(src: Source, ids: np.ndarray, seed: int):
                chosen, seed=seed + s)[:2],
            "no hot set": lambda s: synthesize_bags(src.prof, seed=seed + s)[:2],
            "hot K=256": lambda s: synthesize_bags(k256, seed=seed + s)[:2]}
+    # the budget model without the short band, with no hot set and with 4 hot ids
+    k4 = build_profile("s", ids, None, rows=int(ids.max()) + 1, windows=WINDOWS, hot=4)
+    for name, base, placement in (("budgets, no short band", src.prof, budgets.BUDGET_MODEL),
+                                  ("hot K=4 and budgets", k4, budgets.BUDGET_HOT),
+                                  ("budgets with the short band", src.prof,
+                                   budgets.BUDGET_MODEL)):
+        prof = budgets.budget_profile(base, ids, placement,
+                                      budgets.NO_BAND if "no short" in name else None)
+        out[name] = lambda s, prof=prof: synthesize_bags(prof, seed=seed + s)[:2]
     nc, off = src.new_counts()
     th = np.cumsum(np.asarray(src.prof.tail_hist, np.int64), axis=1)
     edges = _reuse.bin_edges(th.shape[1])

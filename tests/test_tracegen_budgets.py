@@ -74,12 +74,36 @@ def _ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges):
     return sched
 
 
+def _ref_short(b, unit, weights):
+    """An id's short-band weight: its class floor(log2(b x unit)) (0 under 1)'s entry."""
+    x = b * unit
+    return int(weights[min(math.floor(math.log2(x)) if x >= 1 else 0, len(weights) - 1)])
+
+
+def _ref_pick(state, stack, d, D, exact, per_octave, weigh):
+    """The stack index a reuse at drawn depth d takes: among d's bucket, by `weigh`."""
+    if d < exact or d == 0:
+        return d
+    lo, hi = _ref_bucket(d, exact, per_octave)
+    order = list(range(min(hi, D) - 1, lo - 1, -1))        # oldest first
+    weights = [weigh(stack[e]) for e in order]
+    if sum(weights) == 0:
+        return d
+    u = _below(state, sum(weights))
+    return order[int(np.searchsorted(np.cumsum(weights), u, side="right"))]
+
+
 def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, seed, max_ids,
-               vals, num, scale, exact, per_octave, run_depth):
+               vals, num, scale, exact, per_octave, run_depth, band=None):
     """The budget model from its definition: a Python list as the LRU stack (most recent
-    first), the hot ids off it, the same random draws in the same order as the kernel."""
+    first), the hot ids off it, the same random draws in the same order as the kernel.
+    `band`: (short depth, class weights, head weights, unit) or None."""
+    short, sweights, head, unit = band if band else (0, [1], [1] * budgets.HEAD, 1.0)
     state = np.full(1, seed, dtype=np.uint64)
     out, stack, left, budget_left, run, hot_gid = [], [], {}, [0] * len(vals), {}, {}
+    sw = {}
+    short_w = lambda g: sw[g] if left[g] > 0 else 0       # noqa: E731
+    deep_w = lambda g: max(left[g], 0) * (1 + run[g])      # noqa: E731
     items = extra = clamped = 0
     for w in range(len(cold_cnt)):
         L = int(bounds[w + 1] - bounds[w])
@@ -101,6 +125,9 @@ def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, see
             cold = _below(state, rc + rw) < rc
             rc, rw = (rc - 1, rw) if cold else (rc, rw - 1)
             D = len(stack)
+            if (not cold and short and rc > 0 and D > 0 and wtot > 0 and items < max_ids
+                    and _draw_bin(state, wcdf, wtot, edges) >= D):
+                cold, rc, rw = True, rc - 1, rw + 1        # a first touch comes early
             if not cold and (D == 0 or wtot == 0):
                 cold, extra = True, extra + 1
             if cold and items >= max_ids:
@@ -124,17 +151,17 @@ def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, see
                 budget_left[i] -= 1
                 left[g] = max(1, int(vals[i] * scale + _below(state, 1 << 20) / (1 << 20)))
                 run[g] = 0
+                sw[g] = _ref_short(int(vals[i]), unit, sweights) if short else 0
             else:
-                pick = d
-                if d >= exact and d > 0:
-                    lo, hi = _ref_bucket(d, exact, per_octave)
-                    hi = min(hi, D)
-                    order = list(range(hi - 1, lo - 1, -1))        # oldest first
-                    weights = [max(left[stack[e]], 0) * (1 + run[stack[e]]) for e in order]
-                    if sum(weights) > 0:
-                        u = _below(state, sum(weights))
-                        pick = order[int(np.searchsorted(np.cumsum(weights), u,
-                                                         side="right"))]
+                pick = -1
+                if short and d < budgets.HEAD:             # the head: one of the top ids
+                    hw = [int(head[j]) * short_w(stack[j]) for j in range(min(budgets.HEAD, D))]
+                    if sum(hw):
+                        u = _below(state, sum(hw))
+                        pick = int(np.searchsorted(np.cumsum(hw), u, side="right"))
+                if pick < 0:
+                    pick = _ref_pick(state, stack, d, D, exact, per_octave,
+                                     short_w if d < short else deep_w)
                 g = stack.pop(pick)
                 run[g] = run[g] + 1 if d < run_depth else 0
             left[g] -= 1
@@ -156,7 +183,8 @@ def _hot_schedule(rng, case, bounds):
     return hot, np.cumsum(gap, axis=1).astype(np.int64), _reuse.bin_edges(nbg)
 
 
-@pytest.mark.parametrize("case", range(8))      # runs under 0 (none), 16 and 300 depths
+@pytest.mark.parametrize("case", range(8))      # runs under 0 (none), 16 and 300 depths;
+#                                                 a short band in cases 1, 2, 5, 6
 def test_kernel_matches_the_reference_on_random_inputs(case):
     rng = np.random.default_rng(100 + case)
     n = int(rng.integers(2_000, 25_000))       # the longer ones compact the time axis
@@ -179,8 +207,18 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
     args = (n, bounds, hot, gap_cdf, gap_edges, cold_cnt, cdf, _reuse.bin_edges(nb),
             12345 + case, max_ids, vals, num, float(rng.uniform(0.5, 2.0)),
             [0, 4, 64][case % 3], 1 + case % 2, [0, 16, 300][case // 3])
-    got = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)), *args[8:])
-    want = _reference(*args)
+    band = (int(rng.integers(4, 80)), rng.integers(1, 1000, int(rng.integers(1, 9))),
+            rng.integers(0, 100, budgets.HEAD), float(rng.uniform(0.01, 1.0)))
+    band = band if case % 4 in (1, 2) else (0, np.ones(1, np.int64), np.ones(budgets.HEAD,
+                                                                             np.int64), 1.0)
+    got = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)), *args[8:],
+                               band[0], band[1].astype(np.int64), band[2].astype(np.int64),
+                               band[3])
+    want = _reference(*args, band if band[0] else None)
+    if band[0]:                                     # the band is not a no-op
+        plain = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)),
+                                     *args[8:], 0, band[1], band[2], band[3])
+        assert not np.array_equal(got[0], plain[0])
     assert np.array_equal(got[0], want[0])
     assert tuple(int(x) for x in got[1:]) == tuple(want[1:])
 
@@ -280,6 +318,11 @@ def test_budget_profiles_round_trip_through_the_trace_file(tmp_path):
     (lambda p: {"extra": dict(p.extra, budget_per_octave=0)}, "budget_per_octave one in"),
     (lambda p: {"extra": dict(p.extra, budget_exact=-1)}, "budget_exact an integer"),
     (lambda p: {"extra": dict(p.extra, budget_run_depth=1.5)}, "budget_run_depth an integer"),
+    (lambda p: {"extra": dict(p.extra, budget_short_depth=-4)}, "budget_short_depth an integer"),
+    (lambda p: {"extra": dict(p.extra, budget_short_depth=46, budget_short_weights=[3, 0],
+                              budget_short_head=[1, 1, 1])}, "budget_short_weights a list"),
+    (lambda p: {"extra": dict(p.extra, budget_short_depth=46, budget_short_weights=[3],
+                              budget_short_head=[1, 1])}, "budget_short_head a list of 3"),
 ])
 def test_inconsistent_budget_arrays_are_refused(break_it, what):
     ids, prof = _sessions(3_000)
@@ -373,3 +416,62 @@ def test_a_hot_set_with_budgets_keeps_counts_and_the_hot_ids_exact(tmp_path):
     assert np.array_equal(syn, synthesize_bags(bp, seed=7)[0])
     _, back, _ = round_trip(tmp_path, bp, prof.accesses, needs=4)
     assert back.profiles[0].hot_k == 8 and back.profiles[0].extra["model"] == BUDGET_MODEL
+
+
+def _ref_band_counts(ids, cls, C, every):
+    """`budgets._band_counts` from its definition: reuse distances by a list LRU stack, the
+    stack's composition listed every `every` accesses."""
+    reuses = np.zeros((budgets.BAND_BUCKETS, C))
+    residents = np.zeros((budgets.BAND_BUCKETS, C))
+    key = lambda d: 0 if d == 0 else 1 + math.floor(2 * math.log2(d) + 1e-9)   # noqa: E731
+    stack = []
+    for t, g in enumerate(ids):
+        if t % every == 0:
+            for r, h in enumerate(stack):
+                residents[key(r), cls[h]] += every
+        if g in stack:
+            d = stack.index(g)
+            reuses[key(d), cls[g]] += 1
+            stack.pop(d)
+        stack.insert(0, g)
+    return reuses, residents
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_band_counts_match_a_plain_reference(seed):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, int(rng.integers(2, 300)), int(rng.integers(50, 3_000)))
+    ids = np.where(rng.random(ids.shape[0]) < 0.3, np.roll(ids, 1), ids).astype(np.int64)
+    C = int(rng.integers(1, 6))
+    cls = rng.integers(0, C, int(ids.max()) + 1).astype(np.int64)
+    every = int(rng.integers(1, 40))
+    got = budgets._band_counts(ids, _reuse.reuse_distances(ids), cls, C, every)
+    want = _ref_band_counts(ids.tolist(), cls, C, every)
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_a_short_band_is_found_on_sessions_not_on_independent_references():
+    ids, _ = _sessions(60_000)
+    depth, weights, head = budgets.short_band(ids)
+    assert 16 <= depth <= 128            # the sessions' reuses: 32 concurrent, mean 8 each
+    assert weights[-1] > 2 * weights[2] and len(head) == budgets.HEAD
+    irm = _reuse.dense_ids(workloads.irm_zipf(60_000, 5_000, 1.0, seed=3))
+    assert budgets.short_band(irm) == budgets.NO_BAND
+    assert np.isnan(budgets.band_slopes(np.zeros((4, 3)), np.ones((4, 3)))).all()   # no reuses
+
+
+def test_the_short_band_lowers_lfu_error_on_sessions_and_keeps_lru():
+    ids, prof = _sessions(60_000)
+    banded = budgets.budget_profile(prof, ids)
+    plain = budgets.budget_profile(prof, ids, band=budgets.NO_BAND)
+    assert budgets.band_of(banded)[0] > 0 and budgets.band_of(plain) == budgets.NO_BAND
+    banded.validate()
+
+    def mean(p, synth):
+        return {k: float(np.mean([errors(fidelity(p, synth(p, s)))[k] for s in (5, 6)]))
+                for k in ("mrc_mae", "lfu_mae", "top10_share")}
+    fb = mean(banded, lambda p, s: synthesize_bags(p, seed=s)[0])
+    fp = mean(plain, lambda p, s: synthesize_bags(p, seed=s)[0])
+    fn = mean(prof, lambda p, s: synthesize_naive(p, length=p.accesses, seed=s))
+    assert fb["lfu_mae"] < 0.8 * fp["lfu_mae"]
+    assert fb["mrc_mae"] <= fn["mrc_mae"] and fb["top10_share"] < 0.2

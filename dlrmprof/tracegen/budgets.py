@@ -30,7 +30,18 @@ each id also carries a budget, its target access count:
   per-window counts exact, spaced by their gap histograms), off the stack; the other ids
   carry the budgets (the source's counts less the K largest).  The most popular ids' counts
   are then exact in every window (a budget drawn in a depth's bucket cannot pace them),
-  which LFU caches see.
+  which LFU caches see;
+* with a short band (`short_band`, the placement BUDGET_MODEL on a session stream) the
+  weights follow the source's measured hazard: an id's chance, per access, of being the one
+  reused at a depth grows with its count as count^slope, the slope measured per half-octave
+  depth bucket (0.1-0.2 within a session stream's sessions, 1 past them).  Under the band's
+  depth (the first bucket whose slope reaches BAND_SLOPE) an id weighs its count class's
+  measured hazard while it has budget left, not its budget; the top HEAD depths (one id
+  each, where a bucket chooses nothing) are drawn among as one; a reuse whose drawn depth
+  is past the stack becomes one of the window's first touches (the source's reuses never
+  are: without it a stream's first reuses crowd onto its first few ids, which an LFU cache
+  keeps for good).  A popular id then comes back within a session about as often as any
+  active one, and after a gap as often as its count says, as in the source.
 
 The selection (`selection.select_hot`) measures it beside the other candidates; it is kept
 only where it wins the objective.
@@ -44,8 +55,9 @@ import numpy as np
 from numba import njit
 
 from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, remove_slot, slot_at
-from dlrmprof.tracegen.profile import BUDGET_MODEL, _chunks, count_ids
-from dlrmprof.tracegen.reuse import fenwick_add
+from dlrmprof.tracegen.profile import BUDGET_HEAD, BUDGET_MODEL, _chunks, count_ids
+from dlrmprof.tracegen.reuse import dense_ids as _reuse_dense
+from dlrmprof.tracegen.reuse import fenwick_add, reuse_distances
 from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers, _place_hot,
                                      _window_setup)
 from dlrmprof.tracegen.windows import window_tables
@@ -55,15 +67,18 @@ BUDGET_RUNS = "budget runs"
 BUDGET_HOT = "hot set and budgets"
 BUDGET_HOT_RUNS = "hot set and budget runs"
 # the selection's placements of this model: (depths below which the id at the drawn depth is
-# taken whatever its budget, depth buckets per octave, the run depth: 0 for no runs)
-PLACEMENTS = {BUDGET_MODEL: (0, 2, 0), BUDGET_RUNS: (0, 2, 4096), BUDGET_HOT: (0, 2, 0),
-              BUDGET_HOT_RUNS: (0, 2, 4096)}
+# taken whatever its budget, depth buckets per octave, the run depth: 0 for no runs, whether
+# the stream's short band (`short_band`) weighs its draws there)
+PLACEMENTS = {BUDGET_MODEL: (0, 2, 0, True), BUDGET_RUNS: (0, 2, 4096, False),
+              BUDGET_HOT: (0, 2, 0, False), BUDGET_HOT_RUNS: (0, 2, 4096, False)}
 # the placements of a profile without a hot set, and those of a profile with one (its hot
 # ids spaced in each window as the windowed model places them, budgets for the stack's ids),
 # each with the smallest hot set it is measured with: runs with a hot set of 4 won the
 # selection's prefix of a session stream by its noise and lost on the whole stream (LFU
 # and LRU; docs/performance.md, issue 16 sixth pass)
 NO_HOT = (BUDGET_MODEL, BUDGET_RUNS)
+# no short band: (its depth, its weight per count class, its weight per head depth)
+NO_BAND = (0, (), ())
 WITH_HOT = {BUDGET_HOT: 1, BUDGET_HOT_RUNS: 8}
 
 
@@ -74,26 +89,169 @@ def count_distribution(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vals.astype(np.int64), num.astype(np.int64)
 
 
-def with_budgets(prof, counts: np.ndarray, placement: str = BUDGET_MODEL):
+def with_budgets(prof, counts: np.ndarray, placement: str = BUDGET_MODEL, band=NO_BAND):
     """`prof` as the budget model of a stream whose per-id access counts are `counts`: with a
-    hot set (K ids, the K largest counts), the budgets are the other ids' counts."""
+    hot set (K ids, the K largest counts), the budgets are the other ids' counts; `band`
+    (`short_band`'s depth, class weights and head weights) where the placement takes one."""
     c = np.asarray(counts, dtype=np.int64)
     if prof.hot_k:
         c = np.sort(c[c > 0])[: -prof.hot_k]
     vals, num = count_distribution(c)
-    exact, per_octave, run_depth = PLACEMENTS[placement]
+    exact, per_octave, run_depth, banded = PLACEMENTS[placement]
     extra = dict(prof.extra, model=MODEL, budget_exact=exact, budget_per_octave=per_octave)
     if run_depth:
         extra["budget_run_depth"] = run_depth
+    if banded and band[0] > 0:
+        extra["budget_short_depth"] = int(band[0])
+        extra["budget_short_weights"] = [int(x) for x in band[1]]
+        extra["budget_short_head"] = [int(x) for x in band[2]]
     return replace(prof, count_values=vals, count_ids=num, extra=extra)
 
 
-def budget_profile(prof, ids, placement: str = BUDGET_MODEL):
-    """The budget model of the stream `ids` whose profile (no hot set) is `prof`."""
+def budget_profile(prof, ids, placement: str = BUDGET_MODEL, band=None):
+    """The budget model of the stream `ids` whose profile (no hot set) is `prof`; its short
+    band measured (`short_band`) where the placement takes one and `band` is None."""
     counts = np.zeros(max(prof.rows, int(ids.max()) + 1 if ids.shape[0] else 1), np.int64)
     for c in _chunks(ids):
         count_ids(c, counts)
-    return with_budgets(prof, counts, placement)
+    if band is None:
+        band = short_band(ids) if PLACEMENTS[placement][3] else NO_BAND
+    return with_budgets(prof, counts, placement, band)
+
+
+def band_of(prof) -> tuple:
+    """The short band a budget profile carries (NO_BAND for none)."""
+    return (int(prof.extra.get("budget_short_depth", 0)),
+            tuple(int(x) for x in prof.extra.get("budget_short_weights", ())),
+            tuple(int(x) for x in prof.extra.get("budget_short_head", ())))
+
+
+# ------------------------------------------------------------------ the short band
+# the hazard of an id at a depth (the chance that the next access is its reuse) grows with
+# the id's access count as count^slope, the slope measured per half-octave depth bucket:
+# the short band is the depths before the first bucket whose slope reaches BAND_SLOPE
+BAND_SLOPE = 0.5
+BAND_EVERY = 512        # the stack's composition is counted every BAND_EVERY accesses
+BAND_MIN_REUSES = 256   # a bucket's slope is measured where it has this many reuses
+BAND_BUCKETS = 48       # half-octave buckets: depths up to 2^23
+BAND_MIN_DEPTH = 4      # a shorter band holds only buckets of one depth: weights choose nothing
+BAND_PREFIX = 1 << 16   # the band is measured on a stream's first BAND_PREFIX accesses
+HEAD = BUDGET_HEAD      # depths 0..HEAD-1 (one id each) are drawn among as one bucket
+RATE_UNIT = 1 << 16     # an id's class: log2 of its accesses per RATE_UNIT accesses
+
+
+def rate_class(counts: np.ndarray, unit: float) -> np.ndarray:
+    """Per id, floor(log2(count x unit)), at least 0."""
+    return np.floor(np.log2(np.maximum(np.asarray(counts, dtype=np.float64) * unit, 1.0))
+                    ).astype(np.int64)
+
+
+@njit(cache=True)
+def _bkey(d):
+    """The half-octave bucket of depth d: 0 for depth 0, 1 + floor(2 log2 d) from 1."""
+    if d <= 0:
+        return 0
+    return min(BAND_BUCKETS - 1, 1 + np.int64(np.floor(2.0 * np.log2(np.float64(d)) + 1e-9)))
+
+
+@njit(cache=True)
+def _band_counts(ids, dist, cls, C, every):
+    """(reuses [B, C]: the reuses at each depth bucket of the ids of each count class,
+    residents [B, C]: the ids of each class at each bucket, counted every `every` accesses
+    and weighted by `every`): the stack's composition is walked from the top, over the
+    accesses that are their ids' last so far."""
+    reuses = np.zeros((BAND_BUCKETS, C), dtype=np.float64)
+    residents = np.zeros((BAND_BUCKETS, C), dtype=np.float64)
+    last = np.full(cls.shape[0], -1, dtype=np.int64)
+    at = np.full(ids.shape[0], -1, dtype=np.int64)    # at[u]: the id whose last access is u
+    for t in range(ids.shape[0]):
+        g = ids[t]
+        if dist[t] >= 0:
+            reuses[_bkey(dist[t]), cls[g]] += 1
+        if t % every == 0:
+            r = 0
+            for u in range(t - 1, -1, -1):
+                if at[u] >= 0:
+                    residents[_bkey(r), cls[at[u]]] += every
+                    r += 1
+        if last[g] >= 0:
+            at[last[g]] = -1
+        at[t] = g
+        last[g] = t
+    return reuses, residents
+
+
+def _slope(reuses: np.ndarray, residents: np.ndarray) -> float:
+    """The slope of log2 hazard (reuses / residents) against the count class, a
+    least-squares fit weighted by the reuses over the classes seen; NaN for fewer than two."""
+    m = (reuses > 0) & (residents > 0)
+    if m.sum() < 2:
+        return np.nan
+    w, x = reuses[m], np.flatnonzero(m).astype(np.float64)
+    y = np.log2(reuses[m] / residents[m])
+    xm, ym = np.average(x, weights=w), np.average(y, weights=w)
+    var = np.average((x - xm) ** 2, weights=w)
+    return float(np.average((x - xm) * (y - ym), weights=w) / var) if var > 0 else np.nan
+
+
+def band_slopes(reuses: np.ndarray, residents: np.ndarray) -> np.ndarray:
+    """Per depth bucket (rows of `_band_counts`' arrays), the hazard's slope (`_slope`) from
+    bucket 1 on while a bucket has BAND_MIN_REUSES reuses (empty ones skipped); at the first
+    that has fewer, the slope of the buckets from there on pooled (where they have that many
+    together), and NaN past it."""
+    out = np.full(reuses.shape[0], np.nan)
+    for b in range(1, reuses.shape[0]):
+        if reuses[b].sum() == 0:
+            continue                 # (bucket 2 holds no integer depth)
+        if reuses[b].sum() >= BAND_MIN_REUSES:
+            out[b] = _slope(reuses[b], residents[b])
+            continue
+        if reuses[b:].sum() >= BAND_MIN_REUSES:
+            out[b] = _slope(reuses[b:].sum(axis=0), residents[b:].sum(axis=0))
+        break
+    return out
+
+
+def short_band(ids: np.ndarray) -> tuple:
+    """(depth, class weights, head weights) of the short band of the stream `ids` (its first
+    BAND_PREFIX accesses): the depths before the first bucket whose hazard slope
+    (`band_slopes`) reaches BAND_SLOPE; per count class (`rate_class`), its hazard over those
+    depths, scaled to integers (the largest 2^16); per head depth, its share of the reuses
+    over the class weights found there.  NO_BAND where the first measured bucket already
+    reaches the slope (an independent-reference stream: the hazard is the count) or the band
+    would be under BAND_MIN_DEPTH."""
+    ids = _reuse_dense(ids[:BAND_PREFIX])
+    counts = np.bincount(ids)
+    cls = rate_class(counts, RATE_UNIT / ids.shape[0])
+    reuses, residents = _band_counts(ids, reuse_distances(ids), cls, int(cls.max()) + 1,
+                                     BAND_EVERY)
+    slopes = band_slopes(reuses, residents)
+    seen = np.flatnonzero(~np.isnan(slopes[1:])) + 1
+    cut = seen[slopes[seen] >= BAND_SLOPE]
+    depth = int(np.ceil(2.0 ** ((cut[0] - 1) / 2) - 1e-9)) if cut.size else 0
+    if not seen.size or depth < BAND_MIN_DEPTH or cut[0] == seen[0]:
+        return NO_BAND
+    r = reuses[1:cut[0]].sum(axis=0)
+    o = residents[1:cut[0]].sum(axis=0)
+    h = np.where(o > 0, r / np.maximum(o, 1), np.nan)
+    seen_c = np.flatnonzero(o > 0)
+    h = np.interp(np.arange(h.shape[0]), seen_c, h[seen_c])      # classes not seen there
+    # class 0 (one access in the measured prefix) is never reused there, by definition: it
+    # takes class 1's hazard (in the synthesis an id of one access is spent at its first)
+    h[0] = h[1] if h.shape[0] > 1 else h[0]
+    top = h.max()
+    if not top > 0:
+        return NO_BAND
+    w = np.maximum(1, np.round(h / top * (1 << 16)))
+    # the head's depths (one id each): the source's reuses at depth j over the class weights
+    # of the ids found there, so that a draw among them weighted by class keeps each depth's
+    # share where the synthesis's stack holds the source's mix of classes
+    rows = [_bkey(j) for j in range(HEAD)]
+    q = np.array([reuses[b].sum() / max((residents[b] * w).sum(), 1e-300) for b in rows])
+    if not q.max() > 0:
+        return NO_BAND
+    return (depth, tuple(int(x) for x in w),
+            tuple(int(max(1, round(x / q.max() * (1 << 16)))) for x in q))
 
 
 # ------------------------------------------------------------------ the kernel
@@ -152,6 +310,16 @@ def _bucket(d, exact, per_octave):
 
 
 @njit(cache=True)
+def _count_pool(vals):
+    """An empty pool for `_draw_count` (a Fenwick tree over the counts' weights, its size a
+    power of two plus one) and its ids left per count."""
+    P = 1
+    while P < vals.shape[0]:
+        P *= 2
+    return np.zeros(P + 1, dtype=np.int64), np.zeros(vals.shape[0], dtype=np.int64)
+
+
+@njit(cache=True)
 def _draw_count(pool, vals, num, left, state):
     """A count drawn by size-biased sampling without replacement: weight the count times
     the ids left with it (`left`, a Fenwick tree `pool` over those weights); the pool is
@@ -204,26 +372,82 @@ def _grow(a, g):
 
 
 @njit(cache=True)
+def _pick_head(owner, bits, tree, nw, t, D, weight, head, state):
+    """The slot a draw under HEAD takes: one of the top min(HEAD, D) ids, the id at depth j
+    with weight head[j] times its short-band weight; -1 when all weigh nothing."""
+    m = min(HEAD, D)
+    slots = np.empty(HEAD, dtype=np.int64)
+    tot = 0
+    for j in range(m):
+        slots[j] = slot_at(bits, tree, nw, t, j, D)
+        tot += head[j] * weight[1, owner[slots[j]]]
+    if tot == 0:
+        return -1
+    u = _below(state, tot)
+    for j in range(m):
+        u -= head[j] * weight[1, owner[slots[j]]]
+        if u < 0:
+            return slots[j]
+    return slots[m - 1]
+
+
+@njit(cache=True)
+def _short_class(b, unit, classes):
+    """The short band's class of an id of count b: floor(log2(b x unit)), in [0, classes)."""
+    x = np.float64(b) * unit
+    c = np.int64(np.floor(np.log2(x))) if x >= 1.0 else 0
+    return min(c, classes - 1)
+
+
+@njit(cache=True)
+def _early(state, rem_cold, D, wtot, wcdf, edges, items, max_ids):
+    """Whether a reuse becomes one of the window's first touches: a depth drawn for it is
+    past the stack (the source's reuses never are), the window has first touches left and
+    the table has ids left.  Without it a stream's first reuses crowd onto its first few
+    ids, which an LFU cache keeps for good."""
+    return (rem_cold > 0 and D > 0 and wtot > 0 and items < max_ids
+            and _draw_bin(state, wcdf, wtot, edges) >= D)
+
+
+@njit(cache=True)
+def _grow_ids(left, run, weight, g):
+    """The per-id arrays grown (zeros) to hold id g."""
+    if g < left.shape[0]:
+        return left, run, weight
+    w2 = np.zeros((3, max(2 * left.shape[0], g + 1)), dtype=np.int64)
+    for i in range(weight.shape[1]):
+        for r in range(3):
+            w2[r, i] = weight[r, i]
+    return _grow(left, g), _grow(run, g), w2
+
+
+@njit(cache=True)
+def _reweigh(weight, tw, g, s, cap, delta):
+    """Add (delta 1) or take (delta -1) id g's weights at slot s to / from both trees."""
+    for b in range(2):
+        if weight[b, g] > 0:
+            fenwick_add(tw[b], s, cap + 1, delta * weight[b, g])
+
+
+@njit(cache=True)
 def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
-                 fallback_cdf, seed, max_ids, vals, num, scale, exact, per_octave, run_depth):
+                 fallback_cdf, seed, max_ids, vals, num, scale, exact, per_octave, run_depth,
+                 short_depth, short_weights, head, unit):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped):
     the windowed LRU stack of `synth._synth_core` (its hot ids, hot_cnt [K, W], placed in
     each window by `synth._place_hot`, off the stack), each stack id with a budget
     (`_draw_count`, times `scale`) that weighs the draws from depth `exact` on
-    (`_pick_weighted`), times one more than its run under `run_depth` (when > 0)."""
+    (`_pick_weighted`), times one more than its run under `run_depth` (when > 0); under
+    `short_depth` (when > 0) the weight is the class's short_weights entry (`_short_class`,
+    the second tree) while budget is left, with `_pick_head` under HEAD and `_early`."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
-    P = 1
-    while P < vals.shape[0]:
-        P *= 2
-    pool = np.zeros(P + 1, dtype=np.int64)
-    left_ids = np.zeros(vals.shape[0], dtype=np.int64)
+    pool, left_ids = _count_pool(vals)
     cap = 1 << 14
     owner, nw, bits, tree = new_stack(cap)
-    tw = np.zeros(cap + 1, dtype=np.int64)
-    left = np.zeros(1024, dtype=np.int64)
-    run = np.zeros(1024, dtype=np.int64)
-    weight = np.zeros(1024, dtype=np.int64)
+    tw = np.zeros((2, cap + 1), dtype=np.int64)      # deep-band and short-band weights
+    left, run = np.zeros(1024, dtype=np.int64), np.zeros(1024, dtype=np.int64)
+    weight = np.zeros((3, 1024), dtype=np.int64)    # row 2: the id's short-band weight
     t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
     K = hot_cnt.shape[0]
     hot_gid = np.full(K, -1, dtype=np.int64)
@@ -239,16 +463,17 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
             if t >= cap:
                 owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
                 t = D + 1
-                tw = _weights(owner, D, weight, cap)
+                tw = np.stack((_weights(owner, D, weight[0], cap),
+                               _weights(owner, D, weight[1], cap)))
             k = sched[pos - lo] if K else -1
             if k >= 0:
                 out[pos], items = _hot_item(hot_gid, k, items, max_ids, state)
                 continue
             was = _below(state, rem_cold + rem_warm) < rem_cold
-            if was:
-                rem_cold -= 1
-            else:
-                rem_warm -= 1
+            rem_cold, rem_warm = (rem_cold - 1, rem_warm) if was else (rem_cold, rem_warm - 1)
+            if not was and short_depth > 0 and _early(state, rem_cold, D, wtot, wcdf, edges,
+                                                      items, max_ids):
+                was, rem_cold, rem_warm = True, rem_cold - 1, rem_warm + 1
             cold, d, x, y = _event(state, was, D, wtot, wcdf, edges, items, max_ids)
             extra_cold += x
             clamped += y
@@ -260,23 +485,27 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
                 items += 1
                 D += 1
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
-                left = _grow(left, g)
-                run = _grow(run, g)
-                weight = _grow(weight, g)
+                left, run, weight = _grow_ids(left, run, weight, g)
                 b = _draw_count(pool, vals, num, left_ids, state)
                 left[g] = max(1, np.int64(b * scale + _below(state, 1 << 20) / (1 << 20)))
+                if short_depth > 0:
+                    weight[2, g] = short_weights[_short_class(b, unit, short_weights.shape[0])]
             else:
-                s = _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state)
-                if weight[owner[s]] > 0:
-                    fenwick_add(tw, s, cap + 1, -weight[owner[s]])
+                s = _pick_head(owner, bits, tree, nw, t, D, weight, head, state) \
+                    if d < HEAD and short_depth > 0 else -1
+                if s < 0:
+                    s = _pick_weighted(owner, bits, tree, tw[1 if d < short_depth else 0], nw,
+                                       t, d, D, exact, per_octave, state)
+                _reweigh(weight, tw, owner[s], s, cap, -1)
                 g = remove_slot(owner, bits, tree, nw, t, s)
                 run[g] = run[g] + 1 if d < run_depth else 0
             left[g] -= 1
-            weight[g] = left[g] * (1 + run[g]) if left[g] > 0 else 0
+            weight[0, g] = left[g] * (1 + run[g]) if left[g] > 0 else 0
+            if short_depth > 0:
+                weight[1, g] = weight[2, g] if left[g] > 0 else 0
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             owner[t] = g
-            if weight[g] > 0:
-                fenwick_add(tw, t, cap + 1, weight[g])
+            _reweigh(weight, tw, g, t, cap, 1)
             t += 1
             out[pos] = g
     return out, items, extra_cold, clamped
@@ -312,10 +541,14 @@ def synthesize_budgets(prof, n: int, rows: int, rng: np.random.Generator):
     exact = int(prof.extra.get("budget_exact", 0))
     per_octave = int(prof.extra.get("budget_per_octave", 2))
     run_depth = int(prof.extra.get("budget_run_depth", 0))
+    short_depth = int(prof.extra.get("budget_short_depth", 0))
+    short_weights = np.asarray(prof.extra.get("budget_short_weights", [1]), dtype=np.int64)
+    head = np.asarray(prof.extra.get("budget_short_head", [1] * HEAD), dtype=np.int64)
     stream, items, extra, clamped = _budget_core(
         int(n), wt.bounds, wt.hot, wt.gap_cdf, wt.gap_edges, wt.cold, wt.cdf, wt.edges,
         wt.fallback, int(rng.integers(0, 2 ** 63)), int(rows),
         np.ascontiguousarray(prof.count_values, dtype=np.int64),
         np.ascontiguousarray(prof.count_ids, dtype=np.int64),
-        float(n) / max(prof.accesses, 1), exact, per_octave, run_depth)
+        float(n) / max(prof.accesses, 1), exact, per_octave, run_depth, short_depth,
+        short_weights, head, RATE_UNIT / max(prof.accesses, 1))
     return stream, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}

@@ -216,7 +216,8 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         prof = assemble(t.name, r, n, hist, cold, pooling, top, win)
         prof = (with_classes(prof, klass[i]) if i in klass
                 else selection.with_placement(prof, sel["placement"],
-                                              counts=t.counts[:max(t.bound, 1)]))
+                                              counts=t.counts[:max(t.bound, 1)],
+                                              band=sel.get("short_band")))
         prof.extra["hot_selection"] = sel
         prof.extra["source_extras"] = source_extras(t.head, None, prof.distinct,
                                                     batches=t.batches.result())

@@ -32,6 +32,7 @@ DEFAULT_HOT = 16
 TOP_COUNTS = 1024
 CLASS_MODEL = "classes"     # extra["model"] of a profile carrying the class model (classes.py)
 BUDGET_MODEL = "budgets"    # ... carrying the budget model's counts (budgets.py)
+BUDGET_HEAD = 3     # the budget model's short band draws among its top BUDGET_HEAD ids as one
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,6 +174,17 @@ class LocalityProfile:
              "extra.budget_exact an integer >= 0 and extra.budget_per_octave one in 1..16")
         run = self.extra.get("budget_run_depth", 0)
         need(type(run) is int and run >= 0, "extra.budget_run_depth an integer >= 0")
+        short = self.extra.get("budget_short_depth", 0)
+        need(type(short) is int and short >= 0, "extra.budget_short_depth an integer >= 0")
+        if short:
+            w = self.extra.get("budget_short_weights")
+            h = self.extra.get("budget_short_head")
+            need(isinstance(w, list) and len(w) >= 1
+                 and all(type(x) is int and x >= 1 for x in w),
+                 "extra.budget_short_weights a list of integers >= 1")
+            need(isinstance(h, list) and len(h) == BUDGET_HEAD
+                 and all(type(x) is int and x >= 0 for x in h),
+                 f"extra.budget_short_head a list of {BUDGET_HEAD} integers >= 0")
         need(int(k.sum()) + self.hot_k == self.distinct
              and int((v * k).sum()) + int(self.hot_win.sum()) == self.accesses,
              "count_ids summing to distinct and counts to accesses (less the hot ids')")

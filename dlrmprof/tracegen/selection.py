@@ -15,7 +15,7 @@ import numpy as np
 
 from dlrmprof.tracegen.budgets import NO_HOT, WITH_HOT
 from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGET_PLACEMENTS
-from dlrmprof.tracegen.budgets import budget_profile, with_budgets
+from dlrmprof.tracegen.budgets import NO_BAND, band_of, budget_profile, short_band, with_budgets
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import (POLICIES, errors, policy_figures, selection_figures,
@@ -63,15 +63,20 @@ BATCH_UNIT = 0.05             # per-batch unique count and overlap, relative
 # SECONDARY_CAP units each: a goal no candidate can reach must not outvote the LRU curve
 SECONDARY = 0.5
 SECONDARY_CAP = 4.0
+# the other caches' cap on streams of BUDGET_MIN accesses or more: there candidates differ in
+# LFU error well above SECONDARY_CAP units (0.02-0.04 on session streams), a difference of the
+# model, not of the draw; the LRU curve still weighs as much and its hinge still guards it
+LONG_CACHE_CAP = 8.0
 # 'no worse than the naive baseline': units per MAE_UNIT of LRU error above the naive one
 NAIVE_HINGE = 2.0
 
 
-def objective(f: dict) -> float:
+def objective(f: dict, cache_cap: float = SECONDARY_CAP) -> float:
     """One number per candidate: each fidelity error in units of its goal, summed: LRU MRC
     error, popularity (top-10 and top-1% share), distinct count, and where measured (at
-    SECONDARY weight, capped) the FIFO / LFU / set-associative errors and the per-batch
-    unique and overlap errors."""
+    SECONDARY weight, capped: the other caches at `cache_cap` units, the batch figures at
+    SECONDARY_CAP) the FIFO / LFU / set-associative errors and the per-batch unique and
+    overlap errors."""
     def rel(a, b):
         return abs(b / a - 1) if a > 0 else 0.0
     pop = max(rel(f["top10_share_source"], f["top10_share_synthetic"]),
@@ -81,35 +86,37 @@ def objective(f: dict) -> float:
     e = errors(f)
     caches = [e[p + "_mae"] for p in POLICIES if e[p + "_mae"] is not None]
     if caches:
-        total += SECONDARY * min(float(np.mean(caches)) / CACHE_UNIT, SECONDARY_CAP)
+        total += SECONDARY * min(float(np.mean(caches)) / CACHE_UNIT, cache_cap)
     batch = [x for x in (e["batch_unique"], e["batch_overlap"]) if x is not None]
     if batch:
         total += SECONDARY * min(max(batch) / BATCH_UNIT, SECONDARY_CAP)
     return total
 
 
-def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = False):
+def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = False,
+              band=NO_BAND):
     """The variants of a profile that are measured: hot ids spaced by their gaps, placed
     independently inside each window (the gap histogram dropped), and with `naive` the naive
     model itself (which uses only the whole-stream histogram), given the stream `ids` (at
     least BUDGET_MIN accesses) its budget model (`budgets.py`) and with `classes` its class
     model by octaves and by half octaves of counts (`classes.py`; `prof` has no hot set
     then); with a hot set of at most BUDGET_HOT_MAX ids, not every id, the budget model
-    with that hot set (`budgets.WITH_HOT`: with and without runs, from its smallest K)."""
+    with that hot set (`budgets.WITH_HOT`: with and without runs, from its smallest K); the
+    budget placements that take one get the stream's short `band` (`budgets.short_band`)."""
     yield ("spaced" if prof.hot_k else "none"), prof
     budgets = ids is not None and ids.shape[0] >= BUDGET_MIN
     if naive:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
         if budgets:
             for placement in NO_HOT:
-                yield placement, budget_profile(prof, ids, placement)
+                yield placement, budget_profile(prof, ids, placement, band)
         if ids is not None and classes:
             for placement, per_octave in CLASS_PLACEMENTS.items():
                 yield placement, class_profile(prof, ids, per_octave)
     if budgets and 0 < prof.hot_k <= BUDGET_HOT_MAX and prof.hot_k < prof.distinct:
         for placement, smallest in WITH_HOT.items():
             if prof.hot_k >= smallest:
-                yield placement, budget_profile(prof, ids, placement)
+                yield placement, budget_profile(prof, ids, placement, band)
     if prof.hot_k and prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
@@ -122,7 +129,7 @@ def _measure_candidate(t: dict, seed: int, above: tuple | None = None) -> None:
     the candidate at or above it (they only add to the objective); its objective is then
     that lower bound, marked 'pruned'."""
     syn, f = _synthesis(t, seed)
-    if above is not None and _lower_bound(f, above[0]) >= above[1]:
+    if above is not None and _lower_bound(f, above[0], t["_cap"]) >= above[1]:
         t["pruned"] = True
     else:
         f.update(policy_figures(t["_prof"], syn, SELECTION_POLICIES))
@@ -136,17 +143,17 @@ def _synthesis(t: dict, seed: int) -> tuple[np.ndarray, dict]:
     return syn, selection_figures(prof, syn, offs)
 
 
-def _lower_bound(f: dict, naive_mae: float | None) -> float:
+def _lower_bound(f: dict, naive_mae: float | None, cache_cap: float) -> float:
     """The objective of figures `f` (hinge included) without the other caches: a lower
     bound of the objective with them."""
-    return objective(f) + _hinge_units(f["mrc_mae"], naive_mae)
+    return objective(f, cache_cap) + _hinge_units(f["mrc_mae"], naive_mae)
 
 
 def _record(t: dict, f: dict) -> None:
     """Add one synthesis' figures `f` to candidate `t`: its figures are the means so far."""
     t["_f"].append(f)
     fs = t["_f"]
-    f["_objective"] = objective(f)
+    f["_objective"] = objective(f, t["_cap"])
     t["_base"] = t["objective"] = float(np.mean([f["_objective"] for f in fs]))
     t["mrc_mae"] = float(np.mean([f["mrc_mae"] for f in fs]))
     t["top10_share_error"] = float(np.mean(
@@ -228,10 +235,10 @@ def _measure_best_first(tried: list[dict], seed: int, seeds: int, keep: int) -> 
     naive_mae = naive[0]["mrc_mae"] if naive else None
     done = sorted(t["_base"] for t in naive)
     first = [(t,) + _synthesis(t, seed) for t in tried if t["placement"] != NAIVE]
-    first.sort(key=lambda x: _lower_bound(x[2], naive_mae))       # stable: ties in order
+    first.sort(key=lambda x: _lower_bound(x[2], naive_mae, x[0]["_cap"]))   # stable
     for t, syn, f in first:
         bar = done[keep - 1] if len(done) >= keep else np.inf
-        if _lower_bound(f, naive_mae) >= bar:
+        if _lower_bound(f, naive_mae, t["_cap"]) >= bar:
             t["pruned"] = True
         else:
             f.update(policy_figures(t["_prof"], syn, SELECTION_POLICIES))
@@ -257,7 +264,7 @@ def choose_hot(name, ids, lengths, rows, windows, hist_cold, candidates=HOT_CAND
                                   seed)
         prof = with_placement(build_profile(name, ids, lengths, rows=rows, windows=windows,
                                             hot=chosen["chosen"], hist_cold=hist_cold),
-                              chosen["placement"], ids)
+                              chosen["placement"], ids, band=band_of(prof))
     else:
         prof, chosen = select_hot(name, ids, lengths, rows, windows, hist_cold, candidates,
                                   seed)
@@ -276,18 +283,19 @@ def prefix_windows(windows: int, n: int, prefix: int) -> int:
     return max(1, min(windows, round(windows * prefix / n)))
 
 
-def with_placement(prof: LocalityProfile, placement: str, ids=None,
-                   counts=None) -> LocalityProfile:
+def with_placement(prof: LocalityProfile, placement: str, ids=None, counts=None,
+                   band=None) -> LocalityProfile:
     """`prof` (just built, with the chosen K) as the chosen variant: hot ids placed
     independently (no gap histogram), the naive model, the class model (of the stream
     `ids`; the one-pass capture adds it from its own pass instead) or the budget model (of
-    the stream `ids`, or of its per-id access `counts`)."""
+    the stream `ids`, or of its per-id access `counts`; with the short `band` the selection
+    measured, its record's "short_band", or None to measure it on `ids`)."""
     if placement in CLASS_PLACEMENTS and ids is not None:
         return class_profile(prof, ids, CLASS_PLACEMENTS[placement])
     if placement in BUDGET_PLACEMENTS:
         if counts is not None:
-            return with_budgets(prof, counts, placement)
-        return budget_profile(prof, ids, placement)
+            return with_budgets(prof, counts, placement, NO_BAND if band is None else band)
+        return budget_profile(prof, ids, placement, band)
     if placement == "independent":
         return replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64))
     if placement == NAIVE:
@@ -307,6 +315,8 @@ def _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates,
     # the class model, where it has the data (CLASS_MIN) and where no candidate hot set
     # holds every id (one that does keeps each id's own per-window counts: finer than classes)
     class_candidates = sub.shape[0] >= CLASS_MIN and distinct > max(candidates)
+    band = short_band(sub) if sub.shape[0] >= BUDGET_MIN else NO_BAND
+    cap = LONG_CACHE_CAP if sub.shape[0] >= BUDGET_MIN else SECONDARY_CAP
     tried, last = [], None
     for asked in candidates:
         if last is not None and asked and last >= distinct:
@@ -316,10 +326,10 @@ def _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates,
                              hist_cold=sub_hc)
         base.extra["source_extras"] = extras
         for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub,
-                                         classes=class_candidates):
+                                         classes=class_candidates, band=band):
             if (asked, placement) not in dropped:
                 tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": [],
-                              "_key": (asked, placement)})
+                              "_key": (asked, placement), "_cap": cap})
     return tried
 
 
@@ -375,9 +385,11 @@ def select_hot(name, sub, sub_lengths, rows, windows, sub_hc, candidates=HOT_CAN
     best = min(pool, key=lambda t: t["objective"])
     prof = best["_prof"]
     for t in tried:
-        del t["_prof"], t["_f"], t["_base"], t["_key"]
+        del t["_prof"], t["_f"], t["_base"], t["_key"], t["_cap"]
     out = {"chosen": best["hot"], "placement": best["placement"],
            "measured_on_accesses": int(sub.shape[0]), "candidates": tried}
+    if band_of(prof)[0]:
+        out["short_band"] = list(band_of(prof))
     if dropped:
         out["screened_out"] = {"accesses": SCREEN, "candidates": sorted(map(list, dropped))}
     return prof, out
