@@ -46,8 +46,10 @@ KEPT = ("per window: exact access counts of the K hottest ids, spaced by their n
         "class's largest source count.  Or (the budget model: 2^15 accesses or more) one "
         "windowed LRU stack, each id with a target count drawn from the source's counts, a "
         "reuse taking among the ids of its half-octave depth bucket one weighted by its "
-        "budget left (or by budget left times its run of short reuses), beside no hot set or "
-        "K of 4 to 16 spaced hot ids.  K (0, 4, 8, 16, 64, 256, 1024, 4096), the placement, "
+        "budget left (or by budget left times its run of short reuses; or, on a stream whose "
+        "short reuses do not follow the counts, below its measured short-band depth by the "
+        "reuse chance measured for its count class), beside no hot set or K of 4 to 16 "
+        "spaced hot ids.  K (0, 4, 8, 16, 64, 256, 1024, 4096), the placement, "
         "the class model and the budget model are chosen per table by measuring each against "
         "the source (LRU, LFU, popularity, distinct count, per-batch figures), the naive "
         "whole-stream stack model among the candidates, unless --hot is given")
