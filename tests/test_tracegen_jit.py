@@ -60,5 +60,15 @@ def test_synth_core_one_specialization_for_every_argument_form():
     np.testing.assert_array_equal(ids, ids2)
     # the depths recorded are the stream's reuse distances (ids are the stack's items)
     np.testing.assert_array_equal(dists, reuse.reuse_distances(ids))
-    synth.synth_core(*canon, 3, True)             # keep_capped
     assert len(synth._synth_core.signatures) == sigs == 1
+    # the other specialization (keep_capped, or a stream at least as long as the stack's
+    # first time axis): the same ids on a short stream as the short one's
+    synth.synth_core(*canon, 3, True)
+    ids, *_ = synth.synth_core(*_core_args(rng, synth.FIRST_CAP, True), 3, False)
+    assert len(synth._synth_core.signatures) == 2
+    with_compaction = synth._synth_core(*[np.ascontiguousarray(a, dtype=np.int64)
+                                          if isinstance(a, np.ndarray) else a for a in canon],
+                                        3, False, synth._NO_DISTS, True)
+    for a, b in zip(with_compaction, want):
+        np.testing.assert_array_equal(a, b)
+    assert len(synth._synth_core.signatures) == 2
