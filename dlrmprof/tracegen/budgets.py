@@ -97,7 +97,7 @@ def budget_profile(prof, ids, placement: str = BUDGET_MODEL):
 
 
 # ------------------------------------------------------------------ the kernel
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def fenwick_prefix(tw, s):
     """Sum of the weights of slots 1..s."""
     tot = 0
@@ -107,7 +107,7 @@ def fenwick_prefix(tw, s):
     return tot
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def fenwick_find(tw, target):
     """The smallest slot s with fenwick_prefix(tw, s) > target (0 <= target < the total);
     tw's size less one is a power of two."""
@@ -122,7 +122,7 @@ def fenwick_find(tw, target):
     return p + 1
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _weights(owner, used, weight, cap):
     """The Fenwick tree over slots 1..cap of each occupied slot's owner's weight (none
     where it is not positive)."""
@@ -137,7 +137,7 @@ def _weights(owner, used, weight, cap):
     return tw
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _bucket(d, exact, per_octave):
     """[lo, hi) of the depth bucket holding d >= max(exact, 1): 1 / per_octave octave wide, edges
     rounded up to integers (powers of two are edges), lo at least `exact`."""
@@ -151,7 +151,7 @@ def _bucket(d, exact, per_octave):
     return max(lo, exact), hi
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _draw_count(pool, vals, num, left, state):
     """A count drawn by size-biased sampling without replacement: weight the count times
     the ids left with it (`left`, a Fenwick tree `pool` over those weights); the pool is
@@ -169,7 +169,7 @@ def _draw_count(pool, vals, num, left, state):
     return vals[i]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state):
     """The slot an access at drawn depth d takes, budget model (see the module docstring)."""
     if d < exact or d == 0:               # (the bucket of depth 0 is the top item)
@@ -185,7 +185,7 @@ def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state)
     return fenwick_find(tw, wa + _below(state, wb - wa))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _hot_item(hot_gid, k, items, max_ids, state):
     """(hot rank k's item, given at its first access by `synth._first_hot`, items used)."""
     if hot_gid[k] < 0:
@@ -193,7 +193,7 @@ def _hot_item(hot_gid, k, items, max_ids, state):
     return hot_gid[k], items
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _grow(a, g):
     """`a` grown (zeros) to hold index g."""
     if g < a.shape[0]:
@@ -203,7 +203,7 @@ def _grow(a, g):
     return grown
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                  fallback_cdf, seed, max_ids, vals, num, scale, exact, per_octave, run_depth):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped):
@@ -282,7 +282,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     return out, items, extra_cold, clamped
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
     """The next event of a window given the schedule's choice `cold`: (1 a first touch / 0 a
     reuse / 2 a random id of a full table with an empty stack, its depth, 1 if a first
