@@ -37,11 +37,21 @@ def _core_args(rng, n, with_hot):
             cdf.sum(axis=0), 12345, 500, 8, False]
 
 
+def _forms() -> set:
+    """The specializations of `_synth_core` so far, as (keep_capped, compacts) types (other
+    tests of the session may have compiled some already)."""
+    return {(str(sig[-3]), str(sig[-1])) for sig in synth._synth_core.signatures}
+
+
+SHORT, LONG = ("none", "none"), ("bool", "bool")
+
+
 def test_synth_core_one_specialization_for_every_argument_form():
     rng = np.random.default_rng(7)
     canon = _core_args(rng, 300, True)
     want = synth.synth_core(*canon, 3, False, None)
     sigs = len(synth._synth_core.signatures)
+    assert SHORT in _forms() <= {SHORT, LONG}
     odd = list(canon)               # int32, Fortran order, strided, numpy scalars, Python bools
     odd[0] = np.int32(300)
     odd[1] = canon[1].astype(np.int32)
@@ -60,5 +70,15 @@ def test_synth_core_one_specialization_for_every_argument_form():
     np.testing.assert_array_equal(ids, ids2)
     # the depths recorded are the stream's reuse distances (ids are the stack's items)
     np.testing.assert_array_equal(dists, reuse.reuse_distances(ids))
-    synth.synth_core(*canon, 3, True)             # keep_capped
-    assert len(synth._synth_core.signatures) == sigs == 1
+    assert len(synth._synth_core.signatures) == sigs
+    # the other specialization (keep_capped, or a stream at least as long as the stack's
+    # first time axis): the same ids on a short stream as the short one's
+    synth.synth_core(*canon, 3, True)
+    ids, *_ = synth.synth_core(*_core_args(rng, synth.FIRST_CAP, True), 3, False)
+    assert _forms() == {SHORT, LONG} and len(synth._synth_core.signatures) == 2
+    with_compaction = synth._synth_core(*[np.ascontiguousarray(a, dtype=np.int64)
+                                          if isinstance(a, np.ndarray) else a for a in canon],
+                                        3, False, synth._NO_DISTS, True)
+    for a, b in zip(with_compaction, want):
+        np.testing.assert_array_equal(a, b)
+    assert len(synth._synth_core.signatures) == 2

@@ -146,7 +146,7 @@ def rate_class(counts: np.ndarray, unit: float) -> np.ndarray:
                     ).astype(np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _bkey(d):
     """The half-octave bucket of depth d: 0 for depth 0, 1 + floor(2 log2 d) from 1."""
     if d <= 0:
@@ -154,7 +154,7 @@ def _bkey(d):
     return min(BAND_BUCKETS - 1, 1 + np.int64(np.floor(2.0 * np.log2(np.float64(d)) + 1e-9)))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _band_counts(ids, dist, cls, C, every):
     """(reuses [B, C]: the reuses at each depth bucket of the ids of each count class,
     residents [B, C]: the ids of each class at each bucket, counted every `every` accesses
@@ -255,7 +255,7 @@ def short_band(ids: np.ndarray) -> tuple:
 
 
 # ------------------------------------------------------------------ the kernel
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def fenwick_prefix(tw, s):
     """Sum of the weights of slots 1..s."""
     tot = 0
@@ -265,7 +265,7 @@ def fenwick_prefix(tw, s):
     return tot
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def fenwick_find(tw, target):
     """The smallest slot s with fenwick_prefix(tw, s) > target (0 <= target < the total);
     tw's size less one is a power of two."""
@@ -280,7 +280,7 @@ def fenwick_find(tw, target):
     return p + 1
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _weights(owner, used, weight, cap):
     """The Fenwick tree over slots 1..cap of each occupied slot's owner's weight (none
     where it is not positive)."""
@@ -295,7 +295,7 @@ def _weights(owner, used, weight, cap):
     return tw
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _bucket(d, exact, per_octave):
     """[lo, hi) of the depth bucket holding d >= max(exact, 1): 1 / per_octave octave wide, edges
     rounded up to integers (powers of two are edges), lo at least `exact`."""
@@ -309,7 +309,7 @@ def _bucket(d, exact, per_octave):
     return max(lo, exact), hi
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _count_pool(vals):
     """An empty pool for `_draw_count` (a Fenwick tree over the counts' weights, its size a
     power of two plus one) and its ids left per count."""
@@ -319,7 +319,7 @@ def _count_pool(vals):
     return np.zeros(P + 1, dtype=np.int64), np.zeros(vals.shape[0], dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _draw_count(pool, vals, num, left, state):
     """A count drawn by size-biased sampling without replacement: weight the count times
     the ids left with it (`left`, a Fenwick tree `pool` over those weights); the pool is
@@ -337,7 +337,7 @@ def _draw_count(pool, vals, num, left, state):
     return vals[i]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state):
     """The slot an access at drawn depth d takes, budget model (see the module docstring)."""
     if d < exact or d == 0:               # (the bucket of depth 0 is the top item)
@@ -353,7 +353,7 @@ def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state)
     return fenwick_find(tw, wa + _below(state, wb - wa))
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _hot_item(hot_gid, k, items, max_ids, state):
     """(hot rank k's item, given at its first access by `synth._first_hot`, items used)."""
     if hot_gid[k] < 0:
@@ -361,7 +361,7 @@ def _hot_item(hot_gid, k, items, max_ids, state):
     return hot_gid[k], items
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _grow(a, g):
     """`a` grown (zeros) to hold index g."""
     if g < a.shape[0]:
@@ -371,7 +371,7 @@ def _grow(a, g):
     return grown
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _pick_head(owner, bits, tree, nw, t, D, weight, head, state):
     """The slot a draw under HEAD takes: one of the top min(HEAD, D) ids, the id at depth j
     with weight head[j] times its short-band weight; -1 when all weigh nothing."""
@@ -391,7 +391,7 @@ def _pick_head(owner, bits, tree, nw, t, D, weight, head, state):
     return slots[m - 1]
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _short_class(b, unit, classes):
     """The short band's class of an id of count b: floor(log2(b x unit)), in [0, classes)."""
     x = np.float64(b) * unit
@@ -399,7 +399,7 @@ def _short_class(b, unit, classes):
     return min(c, classes - 1)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _early(state, rem_cold, D, wtot, wcdf, edges, items, max_ids):
     """Whether a reuse becomes one of the window's first touches: a depth drawn for it is
     past the stack (the source's reuses never are), the window has first touches left and
@@ -409,7 +409,7 @@ def _early(state, rem_cold, D, wtot, wcdf, edges, items, max_ids):
             and _draw_bin(state, wcdf, wtot, edges) >= D)
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _grow_ids(left, run, weight, g):
     """The per-id arrays grown (zeros) to hold id g."""
     if g < left.shape[0]:
@@ -421,7 +421,7 @@ def _grow_ids(left, run, weight, g):
     return _grow(left, g), _grow(run, g), w2
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _reweigh(weight, tw, g, s, cap, delta):
     """Add (delta 1) or take (delta -1) id g's weights at slot s to / from both trees."""
     for b in range(2):
@@ -429,7 +429,7 @@ def _reweigh(weight, tw, g, s, cap, delta):
             fenwick_add(tw[b], s, cap + 1, delta * weight[b, g])
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                  fallback_cdf, seed, max_ids, vals, num, scale, exact, per_octave, run_depth,
                  short_depth, short_weights, head, unit):
@@ -511,7 +511,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     return out, items, extra_cold, clamped
 
 
-@njit(cache=True)
+@njit(cache=True, no_cfunc_wrapper=True)
 def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
     """The next event of a window given the schedule's choice `cold`: (1 a first touch / 0 a
     reuse / 2 a random id of a full table with an empty stack, its depth, 1 if a first

@@ -235,8 +235,9 @@ def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
     leaves the stack for good and the item now at that depth is taken instead, or
     (keep_capped) it stays where it is, still counted in every depth below it as the
     source's spent ids are, and the nearest item within NEAREST depths (shallower first)
-    under its cap is taken.  Returns (item, new D)."""
-    if keep_capped and max_uses > 0:
+    under its cap is taken.  Returns (item, new D).  keep_capped None: False, and the
+    nearest-under search is not compiled in (numba prunes the branch on the argument's type)."""
+    if keep_capped is not None and keep_capped and max_uses > 0:
         return _pop_nearest_under(owner, bits, tree, nw, t, d, D, uses, max_uses), D
     while True:      # one call site of the inlined pop_depth (each site is JIT time)
         g = pop_depth(owner, bits, tree, nw, t, d, D)
@@ -266,36 +267,45 @@ def _count_use(uses, g, max_uses):
 def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
                keep_capped=False, dists=None):
-    """`_synth_core` with each argument in the one type it is compiled for (any other
-    combination, an omitted default or None included, is one more specialization to compile
-    cold and load warm).  Every caller goes through here.  dists, when given, is written."""
+    """`_synth_core` with its arguments in one of the two type combinations it is compiled
+    for (any other, an omitted default or None included, is one more specialization to
+    compile cold and load warm).  Every caller goes through here.  dists, when given, is
+    written.  The two: a stream shorter than the stack's first time axis (`FIRST_CAP`)
+    without keep_capped (the bundled sample's tables, short streams) gets the one without
+    the stack's compaction and the nearest-under search, which it never runs (their code is
+    about a second of a cold start's JIT); every other stream the one with them."""
     a = functools.partial(np.ascontiguousarray, dtype=np.int64)
+    short = int(n_out) < FIRST_CAP and not keep_capped
     return _synth_core(int(n_out), a(bounds), a(hot_cnt), a(gap_cdf), a(gap_edges),
                        a(cold_cnt), a(cdf), a(edges), a(fallback_cdf), int(seed), int(max_ids),
-                       int(redraws), bool(deep_is_cold), int(max_uses), bool(keep_capped),
-                       _NO_DISTS if dists is None else dists)
+                       int(redraws), bool(deep_is_cold), int(max_uses),
+                       None if short else bool(keep_capped),
+                       _NO_DISTS if dists is None else dists, None if short else True)
 
 
 _NO_DISTS = np.empty(0, dtype=np.int64)     # synth_core's "no dists": an empty array, not None
+FIRST_CAP = 1 << 14     # the stack's first time axis: a shorter stream never compacts it
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                 fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses, keep_capped,
-                dists):
+                dists, compacts):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped).
 
     redraws: tail draws deeper than the stack so far are redrawn this many times, then
     clamped to its bottom, or (deep_is_cold) turned into a first touch (the naive model).
     max_uses > 0: no tail item is used more than max_uses times (`_pop_capped`, keep_capped).
     dists (an array of n_out, the naive model only: no hot set, no cap; empty for none): each
-    access's stack depth, -1 for a first touch -- its reuse distance, known as it is drawn."""
+    access's stack depth, -1 for a first touch -- its reuse distance, known as it is drawn.
+    compacts None (n_out < FIRST_CAP) or True: the stack's compaction left out or compiled
+    in (a branch on an argument's type, which numba prunes); keep_capped None is False."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
     hot_gid = np.full(K, -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, K)
-    cap = np.int64(1 << 14)      # int64 (as t, D, items): a literal compiles callees twice
+    cap = np.int64(FIRST_CAP)      # int64 (as t, D, items): a literal compiles callees twice
     owner, nw, bits, tree = new_stack(cap)
     t, D, items, extra_cold, clamped = np.int64(1), np.int64(0), np.int64(0), 0, 0
     uses = np.zeros(1024 if max_uses > 0 else 1, dtype=np.int64)
@@ -307,7 +317,7 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
         rem_cold, rem_warm, wcdf, wtot, guide = _window_setup(w, bounds, hot_cnt, cold_cnt,
                                                               cdf, fallback_cdf)
         for pos in range(lo, bounds[w + 1]):
-            if t >= cap:
+            if compacts is not None and t >= cap:
                 owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
                 t = D + 1
             if K and sched[pos - lo] >= 0:
