@@ -82,8 +82,10 @@ def _exchange_entry(ex, seed):
     span sizes all-gathered, then everything gathered on rank 0 for the check."""
     rng = np.random.default_rng(seed + ex.rank)
     rows = [70_000, 3, 0][ex.rank % 3]
-    own = [rng.integers(0, 1 << 40, size=(rows, len(range(o, 5, ex.world))))
-           for o in range(ex.world)]
+    own = ex.row_blocks([(rows + 2, len(range(o, 5, ex.world))) for o in range(ex.world)])
+    for o in range(ex.world):
+        own[o][:] = rng.integers(0, 1 << 40, size=own[o].shape)
+        own[o] = own[o][:rows]               # fewer rows used than allocated, as a span's
     stats = ex.all_gather(rows)
     blocks = ex.exchange_rows(own, stats)
     return ex.gather((own, blocks))
@@ -96,14 +98,19 @@ def _exchange_on_torch(seed):
         return _exchange_entry(ex, seed)
 
 
-@pytest.mark.parametrize("engine", ["pipes-2", "pipes-3", "torch-2"])
-def test_exchange_engines_deliver_every_block_to_its_owner(engine):
+@pytest.mark.parametrize("engine", ["pipes-2", "pipes-3", "bytes-3", "torch-2"])
+def test_exchange_engines_deliver_every_block_to_its_owner(engine, monkeypatch):
+    """Socket pairs with shared row blocks (memfd) or with the blocks sent as bytes (where the
+    OS has no memfd), and torch.distributed: every rank gets every peer's block for it."""
+    from dlrmprof.session import exchange
     from dlrmprof.session.exchange import run_local
     from dlrmprof.session.launch import DistOptions, launch
 
     kind, world = engine.split("-")
     world = int(world)
-    if kind == "pipes":
+    if kind == "bytes":
+        monkeypatch.setattr(exchange, "_SHARED", False)
+    if kind != "torch":
         got = run_local(world, _exchange_entry, (11,))
     else:
         got = launch(None, DistOptions(nproc=world, backend="gloo"), entry=_exchange_on_torch,

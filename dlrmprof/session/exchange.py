@@ -5,14 +5,17 @@
 - `all_gather(obj)`: every rank's object, in rank order (the span statistics, the profiles);
 - `gather(obj)`: the same on rank 0 only (the synthesized tables), None on the others;
 - `exchange_rows(own, rows)`: a row block from every rank to every other (the span parse's
-  raw values: rank o's span of this rank's tables), in rank order.
+  raw values: rank o's span of this rank's tables), in rank order; `row_blocks(shapes)`
+  allocates the blocks a rank fills for its peers (the engine may share them).
 
 Two engines implement it:
 
 - `TorchExchange`: torch.distributed (gloo).  The torchrun form (`torchrun ... -m dlrmprof
   gen-trace`), whose ranks may be on several hosts, uses it.
 - `PipeExchange`: ranks on this host started by `run_local`, joined by a socket pair between
-  every two of them; rank 0 is the calling process.  `gen-trace --nproc N` uses it: it needs
+  every two of them; rank 0 is the calling process.  Row blocks are shared memory (a memfd
+  whose descriptor goes to the peer over the socket) where the OS has it: the peer maps the
+  block its owner parsed into instead of receiving a copy.  `gen-trace --nproc N` uses it: it needs
   no torch import (about a second, and serial: the ranks could not start before it), no
   elastic agent or rendezvous, and no hand-back of rank 0's tables to a launching process.
   A rank that fails sends its error to every peer before it exits; a rank that dies closes
@@ -22,10 +25,13 @@ Two engines implement it:
 
 from __future__ import annotations
 
+import mmap
+import os
 import threading
 import time
 import traceback
 from collections import deque
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any, Callable
 
 import numpy as np
@@ -34,6 +40,8 @@ from dlrmprof.errors import UserError
 from dlrmprof.session.ranks import RankFailed
 
 __all__ = ["PipeExchange", "TorchExchange", "run_local"]
+
+_SHARED = hasattr(os, "memfd_create")  # row blocks as shared memory (else sent as bytes)
 
 
 class TorchExchange:
@@ -71,6 +79,9 @@ class TorchExchange:
         out = [None] * self.world if self.rank == 0 else None
         self._dist.gather_object(obj, out, dst=0)
         return out
+
+    def row_blocks(self, shapes: list) -> list:
+        return [np.empty(shape, dtype=np.int64) for shape in shapes]
 
     def exchange_rows(self, own: list, rows: list) -> list:
         import torch
@@ -120,6 +131,7 @@ class PipeExchange:
         self._conns = conns                   # {peer: Connection}
         self._queued = {p: deque() for p in conns}
         self._closed: set = set()             # peers whose socket closed
+        self._shared: dict = {}               # {peer: (memfd, shape)} of row_blocks
 
     # -- the interface
     def all_gather(self, obj) -> list:
@@ -133,6 +145,21 @@ class PipeExchange:
             self._send(0, ("obj", obj))
             return None
         return [obj if p == 0 else self._recv(p)[1] for p in range(self.world)]
+
+    def row_blocks(self, shapes: list) -> list:
+        """int64 blocks of `shapes`, one per rank: shared memory for the peers where the OS
+        has memfd (pages never written are never resident), private for this rank."""
+        out = []
+        for p, shape in enumerate(shapes):
+            nbytes = int(np.prod(shape)) * 8
+            if p == self.rank or not nbytes or not _SHARED:
+                out.append(np.empty(shape, dtype=np.int64))
+                continue
+            fd = os.memfd_create("dlrmprof-rows")
+            os.ftruncate(fd, nbytes)
+            out.append(np.frombuffer(mmap.mmap(fd, nbytes), dtype=np.int64).reshape(shape))
+            self._shared[p] = (fd, tuple(shape))
+        return out
 
     def exchange_rows(self, own: list, rows: list) -> list:
         width = own[self.rank].shape[1]
@@ -149,6 +176,9 @@ class PipeExchange:
                                        f"{(rows[p], width)}")
                 blocks.append(msg[1])
         sender.join()
+        for fd, _ in self._shared.values():  # blocks with no rows: not sent
+            os.close(fd)
+        self._shared.clear()
         return blocks
 
     # -- failures
@@ -167,7 +197,12 @@ class PipeExchange:
     # -- messages
     def _send(self, peer: int, item) -> None:
         conn = self._conns[peer]
-        if isinstance(item, np.ndarray):
+        if isinstance(item, np.ndarray) and peer in self._shared:
+            fd, shape = self._shared.pop(peer)
+            conn.send(("shm", shape, item.shape[0]))
+            send_handle(conn, fd, None)
+            os.close(fd)
+        elif isinstance(item, np.ndarray):
             conn.send(("rows", item.shape, item.dtype.str))
             conn.send_bytes(_bytes(item))
         else:
@@ -190,7 +225,13 @@ class PipeExchange:
         conn = self._conns[peer]
         try:
             msg = conn.recv()
-            if msg[0] == "rows":
+            if msg[0] == "shm":               # the owner's block, mapped: no copy
+                fd = recv_handle(conn)
+                shape, used = msg[1], msg[2]
+                mem = mmap.mmap(fd, int(np.prod(shape)) * 8)
+                os.close(fd)
+                msg = ("rows", np.frombuffer(mem, dtype=np.int64).reshape(shape)[:used])
+            elif msg[0] == "rows":
                 arr = np.empty(msg[1], dtype=np.dtype(msg[2]))
                 conn.recv_bytes_into(_bytes(arr))
                 msg = ("rows", arr)
@@ -233,7 +274,6 @@ _PEER_GONE = 75         # a rank's exit status when it stopped because a peer fa
 def _child(rank: int, world: int, conns: dict, others: list, entry, args) -> None:
     """A rank other than 0: its entry's return value is not kept (results go to rank 0
     through the exchange); errors go to the peers, then exit 1."""
-    import os
     import sys
 
     for conn in others:                       # a fork's copies of the other ranks' ends:

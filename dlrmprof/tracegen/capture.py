@@ -203,7 +203,7 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     span = criteo.line_spans(path, world)[rank]
     reader = criteo.read_criteo(path, tables=names, table_rows=spec.table_rows,
                                 span=span, raw=True)
-    own = _split_by_owner(reader, span, len(names), world)
+    own = _split_by_owner(reader, span, len(names), world, exchange)
     stats = exchange.all_gather((reader.rows_read, reader.malformed, reader.malformed_examples))
     blocks = exchange.exchange_rows(own, [s[0] for s in stats])
     del own
@@ -224,12 +224,13 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     return _criteo_captured(spec, info, notes, path, profiles)
 
 
-def _split_by_owner(reader, span: tuple, tables: int, world: int) -> list:
-    """The span's raw values, one [rows, tables owned] block per rank, copied straight from
-    each parsed block (one copy).  The blocks are allocated for the most rows the span can
-    hold (a row takes at least 41 bytes); pages never written are never resident."""
+def _split_by_owner(reader, span: tuple, tables: int, world: int, exchange) -> list:
+    """The span's raw values, one [rows, tables owned] block per rank (`exchange.row_blocks`:
+    the peers' may be memory they share), copied straight from each parsed block (one copy).
+    The blocks are allocated for the most rows the span can hold (a row takes at least 41
+    bytes); pages never written are never resident."""
     cap = (span[1] - span[0]) // 40 + 1
-    own = [np.empty((cap, len(range(o, tables, world))), dtype=np.int64) for o in range(world)]
+    own = exchange.row_blocks([(cap, len(range(o, tables, world))) for o in range(world)])
     at = 0
     for chunk in reader:
         n = chunk.sparse.shape[0]
