@@ -246,3 +246,76 @@ def test_ranks_fork_only_from_a_single_threaded_process():
                             "rank_start_method as m; print(m())"],
                            capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == "fork"
+
+
+def _criteo_copies(path: Path, copies: int) -> Path:
+    from dlrmprof.tracegen.readers import BUNDLED_SAMPLE
+
+    data = BUNDLED_SAMPLE.read_bytes()
+    path.write_bytes(data * copies)
+    return path
+
+
+def _ranks_started(copies, tmp_path, **popen):
+    """A `gen-trace --nproc 2` process on a Criteo file of `copies` bundled samples, once its
+    rank 1 runs: (process, psutil view of rank 1, output path)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src = _criteo_copies(tmp_path / "train.txt", copies)
+    out = tmp_path / "t.npz"
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    proc = subprocess.Popen([sys.executable, "-m", "dlrmprof", "gen-trace", "--from", "kaggle",
+                             "--input", str(src), "--out", str(out), "--nproc", "2"],
+                            text=True, **popen)
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 60
+    while not parent.children() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert proc.poll() is None and len(parent.children()) == 1
+    return proc, parent.children()[0], out
+
+
+def test_ctrl_c_stops_every_rank_and_writes_nothing(tmp_path):
+    """A terminal's Ctrl-C reaches every rank: rank 1 leaves it to rank 0, which stops it,
+    says so in one line and writes nothing."""
+    import os
+    import signal
+
+    proc, child, out = _ranks_started(60, tmp_path, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1:] == ["dlrmprof: interrupted (SIGINT); partial output "
+                                             "and temporary files removed"], err
+    assert "Traceback" not in err and not out.exists()
+    assert not child.is_running() or child.status() == "zombie"
+
+
+def test_killed_rank_0_takes_its_ranks_with_it(tmp_path):
+    import signal
+
+    import psutil
+
+    import time
+
+    import subprocess
+
+    # no pipes: a reader of rank 0's output would wait for rank 1, which holds them too
+    proc, child, out = _ranks_started(150, tmp_path, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60                 # past the span exchange: profiling, which
+    while sum(child.cpu_times()[:2]) < 1.5 and time.time() < deadline:   # takes seconds
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    try:
+        child.wait(timeout=2)
+    except psutil.TimeoutExpired:
+        child.kill()
+        raise AssertionError("rank 1 kept running after rank 0 was killed") from None
+    assert not out.exists()

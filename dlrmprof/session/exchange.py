@@ -268,6 +268,24 @@ def _pipes(ctx, world: int) -> dict:
     return ends
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when rank 0 ends (a `kill -9` of gen-trace must not
+    leave ranks computing); elsewhere the next receive from rank 0 ends it."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:                # rank 0 ended before the call
+        os._exit(_PEER_GONE)
+
+
 _PEER_GONE = 75         # a rank's exit status when it stopped because a peer failed
 
 
@@ -276,6 +294,7 @@ def _child(rank: int, world: int, conns: dict, others: list, entry, args) -> Non
     through the exchange); errors go to the peers, then exit 1."""
     import sys
 
+    _die_with_parent()
     for conn in others:                       # a fork's copies of the other ranks' ends:
         conn.close()                          # closed, so a dead peer reads as end of file
     ex = PipeExchange(rank, world, conns)
