@@ -319,3 +319,33 @@ def test_killed_rank_0_takes_its_ranks_with_it(tmp_path):
         child.kill()
         raise AssertionError("rank 1 kept running after rank 0 was killed") from None
     assert not out.exists()
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+def test_synthesis_owners_balance_the_ranks_with_rank_0s_writing(world):
+    """Every table has one owner; counting rank 0's work after the gather (writing the kept
+    ids), no rank's estimated work exceeds another's by more than one table's; without ids to
+    keep, rank 0 takes its full share."""
+    from types import SimpleNamespace
+
+    from dlrmprof.tracegen import capture as C
+
+    rng = np.random.default_rng(world)
+    for keep in (True, False):
+        profs = [SimpleNamespace(accesses=int(a), num_bags=int(b), distinct=int(d))
+                 for a, b, d in zip(rng.integers(1, 10**6, 26), rng.integers(1, 10**5, 26),
+                                    rng.integers(1, 10**5, 26))]
+        tasks = [(p, 2000, None, None, True, keep) for p in profs]
+        owners = C.synthesis_owners(tasks, world)
+        assert len(owners) == 26 and set(owners) <= set(range(world))
+
+        def cost(t):
+            p = profs[t]
+            n = p.accesses * 2000 / p.num_bags
+            return n * (C._SYNTH_NS[0] + C._SYNTH_NS[1] * np.log2(p.distinct + 2))
+
+        load = [sum(cost(t) for t in range(26) if owners[t] == r) for r in range(world)]
+        if keep:
+            load[0] += sum(C._WRITE_NS * p.accesses * 2000 / p.num_bags for p in profs)
+        assert max(load) - min(load) <= max(cost(t) for t in range(26)) + 1e-6
+        assert owners == C.synthesis_owners(tasks, world)          # the same on every rank
