@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 
 from dlrmprof.errors import UserError
-from dlrmprof.session.ranks import RankFailed
+from dlrmprof.session.ranks import exit_failure, user_failure
 
 __all__ = ["PipeExchange", "TorchExchange", "run_local"]
 
@@ -120,7 +120,8 @@ class PipeExchange:
     """The interface over socket pairs (`multiprocessing.Pipe`), one to each peer.
 
     Every message is a pickled tuple: ("obj", value), ("rows", shape, dtype) followed by the
-    array's bytes, or ("fail", kind, text, traceback).  A receive waits on every peer at
+    array's bytes, ("shm", shape, rows used) followed by a memfd's descriptor (a shared row
+    block), or ("fail", kind, text, traceback).  A receive waits on every peer at
     once and queues what others sent meanwhile (each pair's messages stay in order, and all
     ranks run the same collectives in the same order), so a failure anywhere ends the wait.
     Sends run in a thread while this rank receives: two ranks sending each other more than a
@@ -336,9 +337,7 @@ def _failure(gone: _PeerGone, procs: dict, ex: PipeExchange) -> Exception:
     if fails:
         rank, (kind, text, tb) = min(fails.items(), key=lambda kv: (kv[1][0] != "user", kv[0]))
         if kind == "user":
-            err = RankFailed(f"rank {rank}: {text}; all ranks stopped")
-            err.exit_code = 2
-            return err
+            return user_failure(rank, text)
         return RuntimeError(f"rank {rank} failed: {text}\n{tb}")
     for proc in procs.values():               # those stopped by the failure exit at once
         proc.join(2)
@@ -346,18 +345,7 @@ def _failure(gone: _PeerGone, procs: dict, ex: PipeExchange) -> Exception:
     rank = min(dead, key=lambda r: (procs[r].exitcode >= 0, r)) if dead else gone.peer
     proc = procs[rank]
     proc.join(5)
-    code = proc.exitcode
-    if code is not None and code < 0:
-        import signal
-
-        try:
-            sig = signal.Signals(-code).name
-        except ValueError:
-            sig = f"signal {-code}"
-        return RankFailed(f"rank {rank} (pid {proc.pid}) died ({sig}) mid-run; the other "
-                          f"ranks were stopped and no trace was written")
-    return RankFailed(f"rank {rank} (pid {proc.pid}) exited with code {code}; the other "
-                      f"ranks were stopped and no trace was written")
+    return exit_failure(rank, proc.pid, proc.exitcode, "trace")
 
 
 def run_local(nproc: int, entry: Callable, args: tuple = (),
