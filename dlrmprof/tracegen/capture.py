@@ -257,8 +257,8 @@ def _span_info(info, stats: list) -> None:
 
 def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured | None:
     """One rank of a table-parallel capture: profile this rank's tables, exchange every rank's
-    profiles and, with `synth`, synthesize this rank's tables (and measure their fidelity);
-    rank 0 gathers it all in table order.  Returns the whole capture on rank 0 (with
+    profiles and, with `synth`, synthesize this rank's share of the tables (`synthesis_owners`)
+    and measure their fidelity; rank 0 gathers it all in table order.  Returns the whole capture on rank 0 (with
     `synthesized` for `generate.synthesize_trace(done=...)`), None on the others.
     `exchange`: the ranks' `session.exchange` interface (its rank and world size)."""
     rank, world = exchange.rank, exchange.world
@@ -283,9 +283,9 @@ def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None) ->
 
 def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
                       world: int) -> dict:
-    """This rank's tables of the whole synthesis plan, their ids narrowed to the width the
-    trace file stores (`tracefile.index_dtype`: at most half the int64 bytes sent to the
-    writing process and kept there until written)."""
+    """This rank's tables of the whole synthesis plan (`synthesis_owners`), their ids
+    narrowed to the width the trace file stores (`tracefile.index_dtype`: at most half the
+    int64 bytes sent to rank 0 and kept there until written)."""
     from dlrmprof.tracegen import generate
     from dlrmprof.tracegen.tracefile import index_dtype
 
