@@ -258,9 +258,10 @@ def _span_info(info, stats: list) -> None:
 def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured | None:
     """One rank of a table-parallel capture: profile this rank's tables, exchange every rank's
     profiles and, with `synth`, synthesize this rank's share of the tables (`synthesis_owners`)
-    and measure their fidelity; rank 0 gathers it all in table order.  Returns the whole capture on rank 0 (with
-    `synthesized` for `generate.synthesize_trace(done=...)`), None on the others.
-    `exchange`: the ranks' `session.exchange` interface (its rank and world size)."""
+    and measure their fidelity; rank 0 gathers it all in table order.  Returns the whole
+    capture on rank 0 (with `synthesized` for `generate.synthesize_trace(done=...)`), None on
+    the others.  `exchange`: the ranks' `session.exchange` interface (its rank and world
+    size)."""
     rank, world = exchange.rank, exchange.world
     part = capture(replace(spec, part=(rank, world)), exchange=exchange)
     got = exchange.all_gather(part.profiles)
