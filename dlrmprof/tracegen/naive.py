@@ -16,7 +16,9 @@ the naive stream, fidelity reads only:
 
 `naive_figures` runs the same draws as `synth.synthesize_naive` (the same RNG calls in the same
 order, so the same items, the same injection) and keeps only these: no stream of ids, no
-depth array, no reuse or batch pass over them.  Tested against `synthesize_naive` measured by
+depth array, no reuse or batch pass over them.  A stack that never holds more than MTF_ITEMS
+items is a move-to-front array: a few items spread over the time axis of `_lru_stack`'s
+Fenwick stack cost it a scan back over many bitmap words on most accesses.  Tested against `synthesize_naive` measured by
 `fidelity.stream_figures` on random profiles.
 """
 
@@ -71,12 +73,26 @@ def _batch_state(bsize, offsets, nfull):
             next_end)
 
 
+MTF_ITEMS = 1024    # stacks of at most this many items: a move-to-front array
+
+
+@njit(cache=True, inline="always")
+def _to_front(mtf, j, g):
+    """mtf[0..j-1] move down one place and g takes the front (mtf 1-D)."""
+    for i in range(j, 0, -1):
+        mtf[i] = mtf[i - 1]
+    mtf[0] = g
+
+
 @njit(cache=True, no_cfunc_wrapper=True)
-def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offsets, nfull):
+def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offsets, nfull,
+                mtf, kind):
     """The naive draws of `synth._synth_core` (one window, no hot set, one draw, a draw deeper
-    than the stack a first touch) with their figures kept instead of their stream.  Returns
-    (first head_len items, each item's count, binned warm histogram, cold count, items,
-    extra cold, clamped, per batch size [unique sum, overlap-ratio sum, ratios])."""
+    than the stack a first touch) with their figures kept instead of their stream.  The
+    stack: a move-to-front array `mtf` when kind is 1-D, else the Fenwick stack (kind's ndim
+    is known when compiling: one specialization each).  Returns (first head_len items, each
+    item's count, binned warm histogram, items (= first touches), per batch size [unique
+    sum, overlap-ratio sum, ratios])."""
     bounds = np.array([0, n], dtype=np.int64)
     no_hot = np.zeros((0, 1), dtype=np.int64)
     rem_cold, rem_warm, wcdf, wtot, guide = _window_setup(
@@ -87,7 +103,7 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
     state = np.full(1, seed, dtype=np.uint64)
     cap = np.int64(1 << 14)
     owner, nw, bits, tree = new_stack(cap)
-    t, D, items, extra_cold, clamped, cold_seen = np.int64(1), np.int64(0), np.int64(0), 0, 0, 0
+    t, D, items = np.int64(1), np.int64(0), np.int64(0)
     nb = bsize.shape[0]
     ends, nbat, cur, prev, seen, sums, next_end = _batch_state(bsize, offsets, nfull)
     for pos in range(n):
@@ -102,9 +118,7 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
             rem_cold -= 1
         else:
             rem_warm -= 1
-        if not fresh and (D == 0 or wtot == 0):
-            fresh = True
-            extra_cold += 1
+        fresh = fresh or D == 0 or wtot == 0
         d = D - 1                           # the table-full reuse of the bottom item
         if not fresh:
             uf = _uniform(state)
@@ -116,20 +130,22 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
                 a += 1
             width = edges[a + 1] - edges[a]
             d = edges[a] + (_below(state, width) if width > 1 else 0)
-            if d >= D and items < max_ids:
-                fresh = True
-                extra_cold += 1
-            elif d >= D:
-                d = D - 1
-                clamped += 1
+            fresh = d >= D and items < max_ids
+            d = min(d, D - 1)               # too deep on a full table: the bottom item
         elif items >= max_ids:
             fresh = False                   # table full: d stays at the bottom
         if fresh:
             g = items
             items += 1
+            if kind.ndim == 1:               # a compile-time choice: two specializations
+                _to_front(mtf, D, g)
+            else:
+                fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             D += 1
-            fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
-            cold_seen += 1
+        elif kind.ndim == 1:
+            g = mtf[d]
+            _to_front(mtf, d, g)
+            hist[dist_bin(d)] += 1
         else:
             g = pop_depth(owner, bits, tree, nw, t, d, D)
             hist[dist_bin(d)] += 1
@@ -139,14 +155,15 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
                     seen[i] += 1
                 cur[i] += 1
         counts[g] += 1
-        owner[t] = g
-        bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
-        t += 1
+        if kind.ndim != 1:
+            owner[t] = g
+            bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
+            t += 1
         if pos < head_len:
             head[pos] = g
     if n == next_end:
         _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen, sums, n)
-    return head, counts[:items], hist, cold_seen, items, extra_cold, clamped, sums
+    return head, counts[:items], hist, items, sums
 
 
 def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int | None = None,
@@ -176,13 +193,17 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
         return StreamFigures(n, h, c, np.array([n] if n else [], dtype=np.int64), ids,
                              batch_stats(np.zeros(n, dtype=np.int64), off,
                                          tuple(int(b) for b in bs)))
-    hd, counts, hist, cold, items, _, _, sums = _naive_pass(
+    # the stack never holds more than min(n, rows) items
+    small = min(n, rows) <= MTF_ITEMS
+    mtf = np.empty(min(n, rows) if small else 1, dtype=np.int64)
+    kind = np.zeros(1 if small else (1, 1), dtype=np.uint8)     # its ndim: the compiled kind
+    hd, counts, hist, items, sums = _naive_pass(
         n, setup.cold, setup.cdf, _reuse.bin_edges(setup.cdf.shape[0]), setup.core_seed, rows,
-        min(int(head), n), bs, off, nfull)
+        min(int(head), n), bs, off, nfull, mtf, kind)
     mapping = rng.choice(rows, size=max(int(items), 1), replace=False)
     nz = np.flatnonzero(hist)
     hist = hist[: int(nz[-1]) + 1 if nz.size else 0].copy()
     batches = tuple(BatchStats(int(b), int(f), float(s[0]) / int(f),
                                float(s[1]) / s[2] if s[2] else 0.0)
                     for b, f, s in zip(bs, nfull, sums) if f >= 2)
-    return StreamFigures(n, hist, int(cold), counts, mapping[hd], batches)
+    return StreamFigures(n, hist, int(items), counts, mapping[hd], batches)
