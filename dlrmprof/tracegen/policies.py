@@ -193,6 +193,42 @@ def _batch_pass(ids, offsets, bsize, b0, nbatches, lastb, uniq, ratio_sum, nrati
     return uniq, ratio_sum, nratio
 
 
+@njit(cache=True, no_cfunc_wrapper=True)
+def _previous_use(ids, nid):
+    """Each access's previous access to its id (-1: none); ids dense in [0, nid)."""
+    last = np.full(nid, -1, dtype=np.int64)
+    prev = np.empty(ids.shape[0], dtype=np.int64)
+    for j in range(ids.shape[0]):
+        x = ids[j]
+        prev[j] = last[x]
+        last[x] = j
+    return prev
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _batch_sums(prev, offsets, bsize, nbatches):
+    """`_batch_pass`'s sums over batches 0 .. nbatches - 1 from each access's previous use
+    (`_previous_use`): an access is new in its batch when its id's previous use came before
+    the batch, and was in the previous batch when that use is at or after its start.  No
+    per-id state: a branch-free count over each batch's accesses."""
+    uniq, ratio_sum, nratio = 0, 0.0, 0
+    for b in range(nbatches):
+        lo = offsets[b * bsize]
+        plo = offsets[(b - 1) * bsize] if b > 0 else lo
+        width = np.uint64(lo - plo)
+        seg = prev[lo:offsets[(b + 1) * bsize]]
+        u = 0
+        ov = 0
+        for j in range(seg.shape[0]):       # compares and adds only: vectorized
+            u += np.int64(seg[j] < lo)
+            ov += np.int64(np.uint64(seg[j] - plo) < width)     # plo <= prev < lo
+        uniq += u
+        if b > 0 and u > 0:
+            ratio_sum += ov / u
+            nratio += 1
+    return uniq, ratio_sum, nratio
+
+
 def mix64(ids: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser of each id (uint64): the fixed set-index hash."""
     z = np.asarray(ids, dtype=np.int64).astype(np.uint64)
@@ -477,8 +513,7 @@ def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats,
     arr = _check_ids(ids)
     off = _check_offsets(offsets, arr.size)
     nbags = off.size - 1
-    dense = dense_ids(arr)
-    nid = int(dense.max()) + 1 if dense.size else 1
+    prev = None
     out = []
     for bs in batch_sizes:
         bs = int(bs)
@@ -487,8 +522,10 @@ def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats,
         nb = nbags // bs
         if nb < 2:
             continue
-        lastb = np.full(nid, -2, dtype=np.int64)
-        uniq, rsum, nr = _batch_pass(dense, off, bs, 0, nb, lastb, 0, 0.0, 0)
+        if prev is None:            # one pass over the ids for every batch size
+            dense = dense_ids(arr)
+            prev = _previous_use(dense, int(dense.max()) + 1 if dense.size else 1)
+        uniq, rsum, nr = _batch_sums(prev, off, bs, nb)
         out.append(BatchStats(bs, nb, uniq / nb, rsum / nr if nr else 0.0))
     return tuple(out)
 
