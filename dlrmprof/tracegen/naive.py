@@ -37,7 +37,7 @@ from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, naive_setup
 @njit(cache=True, no_cfunc_wrapper=True)
 def _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen, sums, pos):
     """Close every batch size's batch that ends at access pos (its unique count and overlap
-    ratio summed as `policies._batch_pass` sums them); returns the next access at which a
+    ratio summed as `policies._batch_sums` sums them); returns the next access at which a
     batch ends."""
     nxt = np.int64(1) << 62
     for i in range(ends.shape[0]):
