@@ -73,7 +73,7 @@ def _batch_state(bsize, offsets, nfull):
             next_end)
 
 
-MTF_ITEMS = 1024    # stacks of at most this many items: a move-to-front array
+MTF_ITEMS = 2048    # stacks of at most this many items: a move-to-front array
 
 
 @njit(cache=True, inline="always")
@@ -195,7 +195,7 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
                                          tuple(int(b) for b in bs)))
     # the stack never holds more than min(n, rows) items
     small = min(n, rows) <= MTF_ITEMS
-    mtf = np.empty(min(n, rows) if small else 1, dtype=np.int64)
+    mtf = np.empty(min(n, rows) if small else 1, dtype=np.int32)
     kind = np.zeros(1 if small else (1, 1), dtype=np.uint8)     # its ndim: the compiled kind
     hd, counts, hist, items, sums = _naive_pass(
         n, setup.cold, setup.cdf, _reuse.bin_edges(setup.cdf.shape[0]), setup.core_seed, rows,
