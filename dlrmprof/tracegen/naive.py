@@ -86,13 +86,13 @@ def _to_front(mtf, j, g):
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offsets, nfull,
-                mtf, kind):
+                mtf, use_mtf):
     """The naive draws of `synth._synth_core` (one window, no hot set, one draw, a draw deeper
     than the stack a first touch) with their figures kept instead of their stream.  The
-    stack: a move-to-front array `mtf` when kind is 1-D, else the Fenwick stack (kind's ndim
-    is known when compiling: one specialization each).  Returns (first head_len items, each
-    item's count, binned warm histogram, items (= first touches), per batch size [unique
-    sum, overlap-ratio sum, ratios])."""
+    stack: the int32 move-to-front array `mtf` (use_mtf), else the Fenwick stack, in one
+    compiled specialization (tests/test_tracegen_jit.py).  Returns (first head_len items,
+    each item's count, binned warm histogram, items (= first touches), per batch size
+    [unique sum, overlap-ratio sum, ratios])."""
     bounds = np.array([0, n], dtype=np.int64)
     no_hot = np.zeros((0, 1), dtype=np.int64)
     rem_cold, rem_warm, wcdf, wtot, guide = _window_setup(
@@ -137,12 +137,12 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
         if fresh:
             g = items
             items += 1
-            if kind.ndim == 1:               # a compile-time choice: two specializations
+            if use_mtf:
                 _to_front(mtf, D, g)
             else:
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             D += 1
-        elif kind.ndim == 1:
+        elif use_mtf:
             g = mtf[d]
             _to_front(mtf, d, g)
             hist[dist_bin(d)] += 1
@@ -155,7 +155,7 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
                     seen[i] += 1
                 cur[i] += 1
         counts[g] += 1
-        if kind.ndim != 1:
+        if not use_mtf:
             owner[t] = g
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             t += 1
@@ -196,10 +196,9 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
     # the stack never holds more than min(n, rows) items
     small = min(n, rows) <= MTF_ITEMS
     mtf = np.empty(min(n, rows) if small else 1, dtype=np.int32)
-    kind = np.zeros(1 if small else (1, 1), dtype=np.uint8)     # its ndim: the compiled kind
     hd, counts, hist, items, sums = _naive_pass(
         n, setup.cold, setup.cdf, _reuse.bin_edges(setup.cdf.shape[0]), setup.core_seed, rows,
-        min(int(head), n), bs, off, nfull, mtf, kind)
+        min(int(head), n), bs, off, nfull, mtf, bool(small))
     mapping = rng.choice(rows, size=max(int(items), 1), replace=False)
     nz = np.flatnonzero(hist)
     hist = hist[: int(nz[-1]) + 1 if nz.size else 0].copy()
