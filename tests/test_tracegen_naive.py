@@ -70,7 +70,9 @@ def test_naive_fidelity_from_its_draws_is_its_streams(trial):
     assert POLICY_PREFIX >= prof.extra["source_extras"]["policies"]["accesses"]
 
 
-def test_naive_figures_refuse_bags_of_another_length():
+def test_naive_figures_refuse_bags_of_another_length_and_no_rows():
     _, prof, _ = _source(0, with_bags=False)
     with pytest.raises(ValueError, match="offsets"):
         naive_figures(prof, offsets=np.array([0, 1, 2]), batch_sizes=(1,))
+    with pytest.raises(ValueError, match="rows"):
+        naive_figures(prof, rows=0)

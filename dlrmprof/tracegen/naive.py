@@ -18,8 +18,8 @@ the naive stream, fidelity reads only:
 order, so the same items, the same injection) and keeps only these: no stream of ids, no
 depth array, no reuse or batch pass over them.  A stack that never holds more than MTF_ITEMS
 items is a move-to-front array: a few items spread over the time axis of `_lru_stack`'s
-Fenwick stack cost it a scan back over many bitmap words on most accesses.  Tested against `synthesize_naive` measured by
-`fidelity.stream_figures` on random profiles.
+Fenwick stack cost it a scan back over many bitmap words on most accesses.  Tested against
+`synthesize_naive` measured by `fidelity.stream_figures` on random profiles.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
+from dlrmprof.tracegen.fidelity import StreamFigures
+from dlrmprof.tracegen.policies import BatchStats, batch_stats
 from dlrmprof.tracegen.profile import LocalityProfile
 from dlrmprof.tracegen.reuse import dist_bin, fenwick_add
 from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, naive_setup
@@ -173,11 +175,10 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
     rows, seed)`, from its draws: a `fidelity.StreamFigures` with its first `head` ids and
     its per-batch figures at `batch_sizes` (bags `offsets`, None: one id per bag; sizes with
     fewer than 2 full batches left out, as `policies.batch_stats` does)."""
-    from dlrmprof.tracegen.fidelity import StreamFigures
-    from dlrmprof.tracegen.policies import BatchStats
-
     setup = naive_setup(profile, length, rows, seed)
     n, rows, rng = setup.n, setup.rows, setup.rng
+    if rows < 1:
+        raise ValueError(f"rows: expected >= 1, got {rows}")
     off = (np.arange(n + 1, dtype=np.int64) if offsets is None
            else np.ascontiguousarray(offsets, dtype=np.int64))
     if off.shape[0] < 1 or int(off[-1]) != n:
@@ -188,8 +189,6 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
     if setup.empty:                     # all id 0: one first touch, then depth 0
         h, c = _reuse.histogram(np.minimum(np.arange(n, dtype=np.int64) - 1, 0))
         ids = np.zeros(min(head, n), dtype=np.int64)
-        from dlrmprof.tracegen.policies import batch_stats
-
         return StreamFigures(n, h, c, np.array([n] if n else [], dtype=np.int64), ids,
                              batch_stats(np.zeros(n, dtype=np.int64), off,
                                          tuple(int(b) for b in bs)))
