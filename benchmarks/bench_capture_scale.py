@@ -8,12 +8,14 @@ code of a baseline commit run in the same session (interleaved rounds).
 The input is a Criteo Kaggle-format file made by resampling the bundled real rows
 (dlrmprof/data/criteo_kaggle_train_head2k.txt; 45,840,617 rows is the size of Kaggle's
 train.txt, about 10.5 GB), written under --workdir and deleted afterwards (also on failure).
-Each run is `python -m dlrmprof gen-trace --from kaggle --input FILE` (with --profile-only
-from --profile-only-from rows: the in-memory trace of 45.8M samples would be 19 GB of int64
-indices and offsets, whatever the capture does) in a child process
+Each run is `python -m dlrmprof gen-trace --from kaggle --input FILE` writing its trace (with
+--profile-only only from --profile-only-from rows, when that is given) in a child process
 with its own TMPDIR; while it runs the benchmark polls the process tree's summed RSS and the
 bytes under that TMPDIR every 0.1 s (peaks recorded), and records the CPU time other
-processes used (profile/noise.py).  The baseline is `git archive BASELINE` unpacked into a
+processes used (profile/noise.py).  Temporary disk is what gen-trace puts under its TMPDIR:
+the trace (and the temporary name it is written under, beside it) lies in the work directory
+outside that TMPDIR, so the output is not counted as temporary disk; its size is recorded
+as trace_mb.  The baseline is `git archive BASELINE` unpacked into a
 temporary directory and run with the same interpreter; it runs for sizes up to
 --baseline-max-rows (at 45.8M rows it would spill 4.8 GB and take many minutes).  --previous
 COMMIT adds the code before a change the same way (`previous`, also up to
@@ -110,6 +112,7 @@ def run_once(code: Path, src: Path, out: Path, tmp: Path, nproc: int,
     return {"s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
             "peak_rss_mb": peak_rss / 2**20, "peak_tmp_mb": peak_tmp / 2**20,
             "tmp_left_mb": left / 2**20, "digest": doc["digest"],
+            "trace_mb": out.stat().st_size / 2**20,
             "other_cpus": oc.cpus, "fidelity": _fidelity_summary(doc),
             "phases_s": doc.get("phases_s")}
 
@@ -162,14 +165,13 @@ def bench_size(rows: int, args, work: Path, codes: dict, on_run=None) -> dict:
                     continue
                 code, nproc = codes[name]
                 out = work / f"{name}.npz"
-                extra = ("--profile-only",) if rows >= args.profile_only_from else ()
+                extra = ("--profile-only",) if _profile_only(rows, args) else ()
                 res = run_once(code, src, out, work / "tmp", nproc, extra)
                 _check(out, code)
                 out.unlink()
                 runs.setdefault(name, []).append(res)
                 if on_run is not None:         # keep what is measured if a later run fails
-                    on_run(_summarize(rows, size_mb, made_s, runs,
-                                      rows >= args.profile_only_from))
+                    on_run(_summarize(rows, size_mb, made_s, runs, _profile_only(rows, args)))
                 print(f"[{rows} rows] {name} round {r}: {res['s']:.1f} s "
                       f"(CPU {res['cpu_s']:.1f} s), "
                       f"{rows / res['s'] / 1e3:.0f} k rows/s, peak RSS "
@@ -177,7 +179,11 @@ def bench_size(rows: int, args, work: Path, codes: dict, on_run=None) -> dict:
                       f"other CPUs {res['other_cpus']:.2f}", flush=True)
     finally:
         src.unlink(missing_ok=True)
-    return _summarize(rows, size_mb, made_s, runs, rows >= args.profile_only_from)
+    return _summarize(rows, size_mb, made_s, runs, _profile_only(rows, args))
+
+
+def _profile_only(rows: int, args) -> bool:
+    return args.profile_only_from is not None and rows >= args.profile_only_from
 
 
 def _summarize(rows: int, size_mb: float, made_s: float, runs: dict, profile_only: bool) -> dict:
@@ -200,6 +206,7 @@ def _summarize(rows: int, size_mb: float, made_s: float, runs: dict, profile_onl
                       "peak_rss_mb": max(r["peak_rss_mb"] for r in rs),
                       "peak_tmp_mb": max(r["peak_tmp_mb"] for r in rs),
                       "tmp_over_input": max(r["peak_tmp_mb"] for r in rs) / size_mb,
+                      "trace_mb": best.get("trace_mb"),
                       "digest": best["digest"], "fidelity": best["fidelity"],
                       "phases_s": best.get("phases_s"), "runs": rs}
     for ref in ("baseline", "previous"):
@@ -223,9 +230,9 @@ def main() -> None:
     ap.add_argument("--ours", default=str(ROOT),
                     help="source tree timed as ours (default: this checkout)")
     ap.add_argument("--baseline-max-rows", type=int, default=2_000_000)
-    ap.add_argument("--profile-only-from", type=int, default=10_000_000,
-                    help="sizes from this many rows run with --profile-only (a trace of that "
-                         "many samples holds 26 int64 indices and offsets per sample)")
+    ap.add_argument("--profile-only-from", type=int, default=None,
+                    help="sizes from this many rows run with --profile-only (default: every "
+                         "size writes its trace)")
     ap.add_argument("--workdir", default=None, help="where the input is made (default: TMPDIR)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "capture_scale.json"))
     args = ap.parse_args()
@@ -276,7 +283,9 @@ def _write(args, results: list) -> None:
                      "cpu_s: its user + system CPU seconds with its ranks' (os.wait4), "
                      "steadier than wall time when other processes share the cores; peak "
                      "RSS of its process tree and peak bytes under its TMPDIR polled every "
-                     "0.1 s (psutil, os.walk); other processes' CPU use from profile/noise.py; "
+                     "0.1 s (psutil, os.walk; the trace lies outside that TMPDIR and is not "
+                     "counted: trace_mb is its size on disk); other processes' CPU use from "
+                     "profile/noise.py; "
                      "phases_s: gen-trace's own phase times (its --json phases_s: capture = "
                      "read and profile, and with --nproc the ranks' start and their share of "
                      "the synthesis; synthesis = synthesis and fidelity in the writing "

@@ -281,7 +281,7 @@ def render_capture_scale(doc: dict) -> list[str]:
             if prev else "") +
            f"best of {doc['rounds']} interleaved round(s). A --nproc 2 row is kept only "
            "when its digest equals 1 process's.", "",
-           "| rows | input MiB | code | trace | best s | rows/s | peak RSS MiB | peak temp MiB "
+           "| rows | input MiB | code | trace (file size) | best s | rows/s | peak RSS MiB | peak temp MiB "
            "| temp / input | MRC MAE mean | ratio | runs: s [/ CPU s] (other CPUs) |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for size in doc["sizes"]:
@@ -299,8 +299,10 @@ def render_capture_scale(doc: dict) -> list[str]:
             mae = r.get("fidelity", {}).get("mrc_mae_mean")
             runs = ", ".join(f"{x['s']:.1f}" + (f" / {x['cpu_s']:.1f}" if "cpu_s" in x else "")
                              + f" ({x['other_cpus']:.2f})" for x in r["runs"])
-            out.append(f"| {size['rows']:,} | {size['input_mb']:.0f} | {name} | "
-                       f"{'profile-only' if size.get('profile_only') else 'full'} | "
+            kind = "profile-only" if size.get("profile_only") else "full"
+            if r.get("trace_mb") is not None:
+                kind += f", {r['trace_mb']:.0f} MiB"
+            out.append(f"| {size['rows']:,} | {size['input_mb']:.0f} | {name} | {kind} | "
                        f"{r['best_s']:.1f} | {r['rows_per_s'] / 1e3:.0f}k | "
                        f"{r['peak_rss_mb']:.0f} | {r['peak_tmp_mb']:.0f} | "
                        f"{100 * r['tmp_over_input']:.1f}% | "
@@ -311,7 +313,9 @@ def render_capture_scale(doc: dict) -> list[str]:
     if phases:
         out += ["", "gen-trace's own phase times in the best run (capture: read and profile, "
                 "with --nproc also starting the ranks and their synthesis; synthesis: "
-                "synthesis and fidelity in the writing process; write): " + "; ".join(phases)
+                "synthesis and fidelity in the writing process, which writes each table's "
+                "indices into the trace as it comes; write: the rest of the file): "
+                + "; ".join(phases)
                 + "."]
     return out
 

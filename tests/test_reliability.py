@@ -204,6 +204,33 @@ def test_signal_during_gen_trace_cleans_up(tmp_path, sig, code):
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_while_the_trace_is_written_cleans_up(tmp_path, sig, code):
+    """gen-trace writes each table into a temporary file beside --out as it is synthesized
+    (tracefile.PackedWriter): a signal while that file exists removes it and leaves an
+    existing --out as it was."""
+    src = _criteo_input(tmp_path / "train.txt", 40)
+    out = tmp_path / "out" / "t.npz"
+    out.parent.mkdir()
+    out.write_bytes(b"previous trace")
+    proc = subprocess.Popen([sys.executable, "-m", "dlrmprof", "gen-trace", "--from", "kaggle",
+                             "--input", str(src), "--out", str(out), "--hot", "16"],
+                            env=dict(os.environ, TMPDIR=str(tmp_path)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    temp = []
+    while not temp and proc.poll() is None and time.time() < deadline:
+        temp = [p for p in out.parent.iterdir() if p.name.startswith(".t.npz.dlrmprof-")]
+        time.sleep(0.005)
+    assert temp and proc.poll() is None, proc.communicate()
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip().splitlines() == [f"dlrmprof: interrupted ({signal.Signals(sig).name}); "
+                                        "partial output and temporary files removed"]
+    assert sorted(out.parent.iterdir()) == [out] and out.read_bytes() == b"previous trace"
+
+
 def test_ctrl_c_to_the_process_group_with_worker_processes(tmp_path):
     """A terminal's Ctrl-C reaches every process of the group: the --jobs workers leave it to
     the parent (no worker traceback), which stops them and cleans up."""

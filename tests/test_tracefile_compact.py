@@ -157,35 +157,39 @@ def test_packed_writer_writes_the_bytes_of_the_in_memory_trace(monkeypatch, tmp_
              build_profile("big", rng.integers(0, 70_000, 600), rows=70_000)]
     ref = synthesize_trace(profs, source={"k": 1}, seed=5)
     digest = ref.save(tmp_path / "ref.npz")
-    view, writer = generate.synthesize_packed(profs, source={"k": 1}, seed=5)
-    assert view.indices is None and view.header["fidelity"] == ref.header["fidelity"]
-    assert writer.save(tmp_path / "packed.npz", view) == digest
-    with pytest.raises(ValueError, match="written its file already"):
-        writer.save(tmp_path / "again.npz", view)
+    with tracefile.PackedWriter(tmp_path / "packed.npz") as writer:
+        view = generate.synthesize_packed(profs, source={"k": 1}, writer=writer, seed=5)
+        assert view.indices is None and view.header["fidelity"] == ref.header["fidelity"]
+        assert writer.finish(view) == digest
+        with pytest.raises(ValueError, match="written its file already"):
+            writer.finish(view)
     assert (tmp_path / "packed.npz").read_bytes() == (tmp_path / "ref.npz").read_bytes()
     B, tasks = generate.plan_synthesis(profs, seed=5)
     done = {}
     for t in (0, 2):                                  # as capture._synthesize_share sends them
         ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
         done[t] = (ids.astype(tracefile.index_dtype(tasks[t][2])), offs, fid, distinct)
-    view, writer = generate.synthesize_packed(profs, source={"k": 1}, seed=5, done=done)
-    assert writer.save(tmp_path / "ranks.npz", view) == digest
+    with tracefile.PackedWriter(tmp_path / "ranks.npz") as writer:
+        view = generate.synthesize_packed(profs, source={"k": 1}, writer=writer, seed=5,
+                                          done=done)
+        assert writer.finish(view) == digest
     assert (tmp_path / "ranks.npz").read_bytes() == (tmp_path / "ref.npz").read_bytes()
     back = Trace.load(tmp_path / "ranks.npz")
     np.testing.assert_array_equal(back.indices, ref.indices)
     np.testing.assert_array_equal(back.offsets, ref.offsets)
 
 
-def test_packed_writer_refuses_what_the_layout_check_refuses():
+def test_packed_writer_refuses_what_the_layout_check_refuses(tmp_path):
     from dlrmprof.tracegen.tracefile import PackedWriter
 
-    w = PackedWriter(3)
-    with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
-        w.add(np.array([0, 5, 1]), None, 5)
-    with pytest.raises(ValueError, match="non-decreasing"):
-        w.add(np.array([0, 1, 1]), np.array([0, 2, 1, 3]), 5)
-    with pytest.raises(ValueError, match="equal bags"):
-        w.add(np.array([0, 1]), None, 5)
+    with PackedWriter(tmp_path / "t.npz", 3) as w:
+        with pytest.raises(ValueError, match=r"outside \[0, 5\)"):
+            w.add(np.array([0, 5, 1]), None, 5)
+        with pytest.raises(ValueError, match="non-decreasing"):
+            w.add(np.array([0, 1, 1]), np.array([0, 2, 1, 3]), 5)
+        with pytest.raises(ValueError, match="equal bags"):
+            w.add(np.array([0, 1]), None, 5)
+    assert list(tmp_path.iterdir()) == []            # left without finish: nothing written
 
 
 def test_memory_check_counts_the_packed_width(monkeypatch):
@@ -209,3 +213,62 @@ def test_memory_check_counts_the_packed_width(monkeypatch):
     assert [seen[0][k] for k in idx] == [8 * k + 8 * 500 for k in n]
     # widths of the rows bound the check uses (max of the source rows and the accesses)
     assert [seen[1][k] for k in idx] == [2 * n[0], 4 * n[1], 2 * n[2] + 4 * 500]
+
+
+def test_packed_writer_streams_tables_into_the_file(tmp_path):
+    """Each table goes into the (temporary) file as it is added: the writer holds no table
+    after `add` (traced memory back near zero, its peak a few copies of one table), the
+    entries lie in table order with the profiles after them and the header last, and the
+    file reads back to the trace."""
+    import tracemalloc
+
+    from dlrmprof.tracegen.tracefile import PackedWriter
+
+    rng = np.random.default_rng(6)
+    B, n_tab = 200_000, 4
+    profs = [build_profile(f"t{t}", rng.integers(0, 60_000, 2000)) for t in range(n_tab)]
+    ref = synthesize_trace(profs, source={}, num_samples=B, compute_fidelity=False)
+    tables = [ref.table_bags(t) for t in range(n_tab)]
+    out = tmp_path / "t.npz"
+    tracemalloc.start()
+    try:
+        with PackedWriter(out, B) as w:
+            base = tracemalloc.get_traced_memory()[0]
+            tracemalloc.reset_peak()
+            for t, (ids, off) in enumerate(tables):
+                w.add(ids, off, ref.tables[t].rows)
+            held, peak = (x - base for x in tracemalloc.get_traced_memory())
+            temp = [p for p in tmp_path.iterdir() if p.name.startswith(".t.npz.dlrmprof-")]
+            assert len(temp) == 1 and temp[0].stat().st_size > n_tab * B * 2
+            digest = w.finish(ref)
+    finally:
+        tracemalloc.stop()
+    # all tables held at their width would be n_tab * B * 2 bytes; one table's working
+    # copies (its bag lengths as int64, the narrowed ids, a write buffer) about 3 * B * 8
+    assert held < 64 * 1024 and peak < 3 * B * 8
+    with zipfile.ZipFile(out) as z:
+        names = [i.filename[:-4] for i in z.infolist()]
+    assert names[:n_tab] == [f"i{t}" for t in range(n_tab)] and names[-1] == "header"
+    assert all(n.startswith("p") for n in names[n_tab:-1])
+    assert digest == ref.digest and out.read_bytes() == _saved(ref, tmp_path / "r.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.npz", "t.npz"]
+
+
+def _saved(trace, path) -> bytes:
+    trace.save(path)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_packed_writer_interrupted_leaves_the_old_file(tmp_path, exc):
+    """An exception (Ctrl-C included) between two tables removes the temporary file; a file
+    already at the path is left as it was."""
+    from dlrmprof.tracegen.tracefile import PackedWriter
+
+    out = tmp_path / "t.npz"
+    out.write_bytes(b"old")
+    with pytest.raises(exc):
+        with PackedWriter(out, 4) as w:
+            w.add(np.arange(4), None, 10)
+            raise exc()
+    assert out.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [out]

@@ -248,11 +248,14 @@ def rank_start_method() -> str:
     return "fork" if now <= (_THREADS_AT_IMPORT or set()) else "spawn"
 
 
-PHASE_LABELS = {"capture": "read and profile", "synthesis": "synthesize and measure fidelity",
+PHASE_LABELS = {"capture": "read and profile",
+                "synthesis": "synthesize, measure fidelity (and write the indices)",
                 "write": "write"}
 PHASES_SOURCE = ("measured: time.perf_counter around each phase in the process that writes "
                  "the trace (profile.timers.OpTimer); with --nproc, 'capture' includes "
-                 "starting the ranks and their synthesis of their own tables")
+                 "starting the ranks and their synthesis of their own tables; "
+                 "'synthesis' includes writing each table's indices into the file as it "
+                 "comes, 'write' the profiles and header")
 
 
 def _prefix_notes(trace) -> list[str]:
@@ -346,6 +349,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     from dlrmprof.profile.timers import OpTimer
     from dlrmprof.tracegen import generate, profile as _prof
     from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan
+    from dlrmprof.tracegen.tracefile import PackedWriter
 
     prepare_output(out)
     if plot:
@@ -368,19 +372,20 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                      "against the exact pass stored per table")
     info.notes = notes
     B = generate.samples_for(length, profiles)
-    with timer.op("synthesis"):
-        if profile_only:
-            trace, writer = generate.synthesize_trace(
-                profiles, source=info.to_json(), num_samples=B, table_rows=table_rows_synth,
-                seed=seed, jobs=jobs, keep_indices=False, done=got.synthesized), None
-        else:       # the file's arrays, table by table: no int64 layout in memory
-            trace, writer = generate.synthesize_packed(
-                profiles, source=info.to_json(), num_samples=B, table_rows=table_rows_synth,
-                seed=seed, jobs=jobs, done=got.synthesized)
+    kw = dict(source=info.to_json(), num_samples=B, table_rows=table_rows_synth, seed=seed,
+              jobs=jobs, done=got.synthesized)
+    if profile_only:
+        with timer.op("synthesis"):
+            trace = generate.synthesize_trace(profiles, keep_indices=False, **kw)
+        with timer.op("write"):
+            digest = trace.save(out)
+    else:       # each table into the file as it comes: memory O(one table), no int64 layout
+        with PackedWriter(out) as writer:        # an error or a signal removes the file
+            with timer.op("synthesis"):
+                trace = generate.synthesize_packed(profiles, writer=writer, **kw)
+            with timer.op("write"):
+                digest = writer.finish(trace)
     notes += _prefix_notes(trace)
-    with timer.op("write"):
-        digest = trace.save(out) if writer is None else writer.save(out, trace)
-        del writer
     phases = {k: float(timer.samples(k)[0]) for k in timer.names}
     if plot:
         _plot(trace, plot)

@@ -7,8 +7,8 @@ torch.distributed ranks.  Each table's model variant is chosen by measurement
 (`selection.choose_hot`), and its fidelity is stored beside the naive baseline's
 (`_measured`; on the first FIDELITY_PREFIX accesses of longer tables, `_measured_prefix`).  `plan_synthesis` and
 `synthesize_table` let the ranks of a table-parallel capture synthesize their own tables for
-`synthesize_trace(done=...)`.  gen-trace writes through `synthesize_packed`: each table packed
-to the file's width as it comes, the in-memory int64 layout never built.
+`synthesize_trace(done=...)`.  gen-trace writes through `synthesize_packed`: each table written
+into the file at its width as it comes, the in-memory int64 layout never built.
 """
 
 from __future__ import annotations
@@ -384,23 +384,22 @@ def synthesize_trace(profiles: list[LocalityProfile], source: dict, num_samples:
                  indices=indices, offsets=offsets)
 
 
-def synthesize_packed(profiles: list[LocalityProfile], source: dict,
+def synthesize_packed(profiles: list[LocalityProfile], source: dict, writer: PackedWriter,
                       num_samples: int | None = None, table_rows: int | None = None,
                       seed: int = 0, jobs: int = 1,
                       memory_hint: str = "lower --length or --table-rows",
-                      done: dict | None = None) -> tuple[Trace, PackedWriter]:
+                      done: dict | None = None) -> Trace:
     """What gen-trace writes: the trace of `synthesize_trace` (with fidelity) as its header
-    and profiles (a `Trace` without the in-memory layout) and a `PackedWriter` holding its
-    file's arrays, made table by table as the syntheses come: the int64 TBE layout is never
-    built.  `writer.save(path, trace)` writes the bytes (and returns the digest) that
-    `synthesize_trace(...).save(path)` would."""
+    and profiles (a `Trace` without the in-memory layout), its tables added to `writer` (an
+    open `PackedWriter`, which writes them into its file) as the syntheses come: the int64
+    TBE layout is never built.  `writer.finish(trace)` then writes the bytes (and returns
+    the digest) that `synthesize_trace(...).save(path)` would."""
     B, tasks, profiles, generator = _plan_trace(profiles, num_samples, table_rows, seed,
                                                 True, True, memory_hint, packed=True)
-    writer = PackedWriter(B)
+    writer.start(B)
     metas, fids = _collect(profiles, tasks, _results(tasks, jobs, done or {}), writer.add)
     header = header_for(metas, profiles, B, source, int(seed), generator, fids, True)
-    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles),
-                 header=header), writer
+    return Trace(num_samples=B, tables=tuple(metas), profiles=tuple(profiles), header=header)
 
 
 def _plan_trace(profiles, num_samples, table_rows, seed, compute_fidelity, keep_indices,

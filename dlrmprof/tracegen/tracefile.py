@@ -21,14 +21,17 @@ arrays; they still load.)
                t0b0 t0b1 t0b2 t1b0 t1b1 t1b2
 
 Arrays are written without pickle, into a zip whose member timestamps are fixed, so the same
-content gives the same bytes; the file is written under a temporary name and renamed.
+content gives the same bytes: the tables' arrays in table order as they come, then the
+profiles, the header last (readers go by name); under a temporary name, renamed at the end.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,17 +118,18 @@ class Trace:
             raise ValueError(f"trace format version {version} cannot hold the budget model's "
                              "profile arrays (version 4 can)")
         self.validate()
-        arrays = {}
-        for t, p in enumerate(self.profiles):
-            arr, _ = p.to_arrays(f"p{t}_")
-            arrays.update(arr)
+        if version > 1:
+            with PackedWriter(path, self.num_samples, version) as writer:
+                for t, meta in enumerate(self.tables if self.has_indices else ()):
+                    ids, off = self.table_bags(t)
+                    writer.add(ids, off, meta.rows)
+                return writer.finish(self)
         header = {k: v for k, v in self.header.items() if k not in UNHASHED}
-        header["version"] = version
-        if self.has_indices and version == 1:
+        header["version"] = 1
+        arrays = {k: v for t, p in enumerate(self.profiles)
+                  for k, v in p.to_arrays(f"p{t}_")[0].items()}
+        if self.has_indices:
             arrays["indices"], arrays["offsets"] = self.indices, self.offsets
-        elif self.has_indices:
-            stored, header["storage"] = _pack(self)
-            arrays.update(stored)
         header["digest"] = content_digest(header, self.indices, self.offsets)
         with atomic_path(path) as tmp:
             _write_npz(tmp, header, arrays)
@@ -224,44 +228,77 @@ def _bags_entry(dt: np.dtype, lens: np.ndarray | int) -> tuple[dict, np.ndarray 
     return entry, lens.astype(_narrowest(int(lens.max()) if lens.size else 0))
 
 
-def _pack(trace: "Trace") -> tuple[dict, dict]:
-    """Per-table arrays of the compact layout and the header's `storage` entry.  The narrow
-    index arrays are made one at a time as they are written (an array's value is a function
-    giving it): the whole set of copies would add a quarter of the trace to the writer's
-    peak memory."""
-    B = trace.num_samples
-    arrays, tables = {}, []
-    for t, meta in enumerate(trace.tables):
-        off = trace.offsets[t * B:(t + 1) * B + 1]
-        dt = index_dtype(meta.rows)
-        arrays[f"i{t}"] = (lambda lo=int(off[0]), hi=int(off[-1]), dt=dt:
-                           trace.indices[lo:hi].astype(dt))
-        entry, lens = _bags_entry(dt, np.diff(off))
-        if lens is not None:
-            arrays[f"l{t}"] = lens
-        tables.append(entry)
-    return arrays, {"layout": "per-table", "tables": tables}
-
-
 class PackedWriter:
-    """A format-2 file's arrays and content digest built table by table, in table order,
-    without the int64 TBE layout in memory (gen-trace's path, `generate.synthesize_packed`).
-    Each table's ids are hashed as the layout's int64 bytes as they come and kept at the
-    file's width; the offsets (arithmetic for a constant pooling factor, else from the
-    stored bag lengths) are hashed a piece at a time at the end, as the digest's definition
-    orders them.  `save` writes the bytes `Trace.save` writes for the same trace."""
+    """A trace file written as its tables come, in table order, without the int64 TBE layout
+    in memory (gen-trace's path, `generate.synthesize_packed`; `Trace.save` writes through
+    it too, so both give the same bytes).  Each table's ids go into the file at its width
+    as they are added, hashed as the layout's int64 bytes a piece at a time; `finish` then
+    hashes the offsets (arithmetic for a constant pooling factor, else from the bag lengths
+    read back from the file, one table at a time), as the digest's definition orders them,
+    and writes the profiles and the header (with the digest) last.  Memory: one table.
 
-    def __init__(self, num_samples: int):
-        self.num_samples = int(num_samples)
-        self.arrays: dict = {}
+    The file is written under a temporary name beside `path` (`fsutil.atomic_path`) and
+    renamed by `finish`; leaving the `with` block by an exception (KeyboardInterrupt, the
+    CLI's SIGTERM) or without `finish` removes it::
+
+        with PackedWriter(path, num_samples) as w:
+            for ...: w.add(ids, offsets, rows)
+            digest = w.finish(trace)
+    """
+
+    def __init__(self, path, num_samples: int | None = None, version: int = SCHEMA_VERSION):
+        self.path = path
+        self.num_samples = None if num_samples is None else int(num_samples)
+        self.version = version
         self.tables: list = []             # header.storage entries
         self._hash = hashlib.sha256()
         self._nnz = 0
+        self._zip: zipfile.ZipFile | None = None
+        self._stack: contextlib.ExitStack | None = None
+
+    def __enter__(self) -> "PackedWriter":
+        stack = contextlib.ExitStack()
+        tmp = stack.enter_context(atomic_path(self.path))
+        try:
+            self._zip = zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED,
+                                        allowZip64=True)
+        except BaseException:
+            stack.__exit__(*sys.exc_info())
+            raise
+        self._stack = stack
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._stack is not None:         # an error, or left without finish: no file
+            self._close(exc if exc[0] is not None else
+                        (_Unfinished, _Unfinished(), None))
+        return False
+
+    def _close(self, exc) -> None:
+        zf, stack, self._zip, self._stack = self._zip, self._stack, None, None
+        try:
+            zf.close()
+        except BaseException:               # noqa: BLE001  an entry left open: removed anyway
+            if exc[0] is None:
+                raise
+            with contextlib.suppress(OSError):
+                zf.fp.close()
+        finally:
+            stack.__exit__(*exc)            # renames, or removes the temporary file
+
+    def start(self, num_samples: int) -> None:
+        """Fix the bags per table (B) before the first `add`, when not given at creation."""
+        if self.num_samples not in (None, int(num_samples)):
+            raise ValueError(f"this writer holds {self.num_samples} samples, "
+                             f"not {num_samples}")
+        self.num_samples = int(num_samples)
 
     def add(self, ids: np.ndarray, offsets: np.ndarray | None, rows: int) -> None:
         """The next table: its ids (any integer dtype), its offsets [B+1] from 0 or None
         when every bag holds ids.size / B of them, its rows (ids must lie in [0, rows))."""
         t, B = len(self.tables), self.num_samples
+        if self._zip is None or B is None:
+            raise ValueError("PackedWriter.add outside its with block or before start()")
         ids = np.asarray(ids)
         if ids.ndim != 1 or (ids.size and (int(ids.min()) < 0 or int(ids.max()) >= rows)):
             raise ValueError(f"table {t}: ids outside [0, {rows}) or not 1-D")
@@ -275,19 +312,24 @@ class PackedWriter:
                     or (lens.size and lens.min() < 0):
                 raise ValueError(f"table {t}: offsets are not {B + 1} non-decreasing "
                                  f"values from 0 to {ids.size}")
-        self._hash.update(memoryview(np.ascontiguousarray(ids, dtype="<i8")).cast("B"))
+        for lo in range(0, ids.size, _CHECK_STEP):      # no int64 copy of a whole table
+            part = np.ascontiguousarray(ids[lo:lo + _CHECK_STEP], dtype="<i8")
+            self._hash.update(memoryview(part).cast("B"))
         dt = index_dtype(rows)
-        self.arrays[f"i{t}"] = ids.astype(dt, copy=False)
+        _put(self._zip, f"i{t}", ids.astype(dt, copy=False))
         entry, stored = _bags_entry(dt, lens)
         if stored is not None:
-            self.arrays[f"l{t}"] = stored
+            _put(self._zip, f"l{t}", stored)
         self.tables.append(entry)
         self._nnz += int(ids.size)
 
     def _hash_offsets(self) -> None:
         B, base = self.num_samples, 0
         for t, entry in enumerate(self.tables):
-            pool, lens = entry["pooling"], self.arrays.get(f"l{t}")
+            pool = entry["pooling"]
+            if pool is None:                # written already: read back, one table's worth
+                with self._zip.open(f"l{t}.npy") as fh:
+                    lens = np.lib.format.read_array(fh, allow_pickle=False)
             for lo in range(0, B, _CHECK_STEP):
                 hi = min(lo + _CHECK_STEP, B)
                 if pool is not None:
@@ -303,28 +345,35 @@ class PackedWriter:
                 base += pool * B
         self._hash.update(np.array([self._nnz], dtype="<i8").tobytes())
 
-    def save(self, path, trace: "Trace") -> str:
-        """Write `trace`'s header and profiles with the added tables' arrays (atomically);
-        returns the content digest.  Once only (the digest's state is consumed)."""
-        if self._hash is None:
-            raise ValueError("this PackedWriter has written its file already")
-        if len(self.tables) != len(trace.tables) or trace.num_samples != self.num_samples:
-            raise ValueError(f"{len(self.tables)} tables added for a trace of "
-                             f"{len(trace.tables)}")
+    def finish(self, trace: "Trace") -> str:
+        """Write `trace`'s profiles and header (its tables' arrays added already, or none for
+        a profile-only trace), close and rename the file; returns the content digest."""
+        if self._zip is None:
+            raise ValueError("this PackedWriter has written its file already (or was "
+                             "not entered)")
+        if self.tables and (len(self.tables) != len(trace.tables)
+                            or trace.num_samples != self.num_samples):
+            raise ValueError(f"{len(self.tables)} tables of {self.num_samples} samples added "
+                             f"for a trace of {len(trace.tables)} of {trace.num_samples}")
         _validate_profiles(trace, trace.path or "<trace>")
-        arrays = dict(self.arrays)
         for t, p in enumerate(trace.profiles):
-            arrays.update(p.to_arrays(f"p{t}_")[0])
+            for name, arr in sorted(p.to_arrays(f"p{t}_")[0].items()):
+                _put(self._zip, name, arr)
         header = {k: v for k, v in trace.header.items() if k not in UNHASHED}
-        header["version"] = SCHEMA_VERSION
-        header["storage"] = {"layout": "per-table", "tables": self.tables}
-        self._hash_offsets()
-        self._hash.update(_canonical({k: v for k, v in header.items() if k not in UNHASHED}))
+        header["version"] = self.version
+        if self.tables:
+            self._hash_offsets()
+        self._hash.update(_canonical(header))
+        if self.tables:
+            header["storage"] = {"layout": "per-table", "tables": self.tables}
         header["digest"] = self._hash.hexdigest()
-        self._hash = None
-        with atomic_path(path) as tmp:
-            _write_npz(tmp, header, arrays)
+        _put(self._zip, "header", np.array(json.dumps(header, sort_keys=True)))
+        self._close((None, None, None))
         return header["digest"]
+
+
+class _Unfinished(Exception):
+    """Thrown into the temporary file's context when a PackedWriter is left unfinished."""
 
 
 def _unpack(path, header: dict, arrays: dict, metas: list, B: int):
@@ -382,17 +431,21 @@ def _unpack(path, header: dict, arrays: dict, metas: list, B: int):
 
 
 def _write_npz(path: Path, header: dict, arrays: dict) -> None:
+    """A whole file at once, the arrays in name order and the header last (the format-1
+    layout; tests write damaged files with it)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-        items = [("header", np.array(json.dumps(header, sort_keys=True)))]
-        items += sorted(arrays.items())
-        for name, arr in items:
-            arr = arr() if callable(arr) else arr
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            # profiles are small and mostly zeros: deflate them; indices stay stored (fast)
-            info.compress_type = (zipfile.ZIP_STORED if _BULK.fullmatch(name)
-                                  else zipfile.ZIP_DEFLATED)
-            with zf.open(info, "w", force_zip64=True) as fh:
-                np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
+        for name, arr in sorted(arrays.items()):
+            _put(zf, name, arr)
+        _put(zf, "header", np.array(json.dumps(header, sort_keys=True)))
+
+
+def _put(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> None:
+    """One `.npy` entry, its timestamp fixed (the same content gives the same bytes)."""
+    info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
+    # profiles are small and mostly zeros: deflate them; indices stay stored (fast)
+    info.compress_type = zipfile.ZIP_STORED if _BULK.fullmatch(name) else zipfile.ZIP_DEFLATED
+    with zf.open(info, "w", force_zip64=True) as fh:
+        np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
 
 
 def _parse_header(path: Path, arr: np.ndarray) -> dict:
