@@ -193,8 +193,9 @@ def test_packed_writer_refuses_what_the_layout_check_refuses(tmp_path):
 
 
 def test_memory_check_counts_the_packed_width(monkeypatch):
-    """gen-trace's packed path keeps each table's ids at the file's width (and no offsets at a
-    constant pooling factor): its memory check counts those bytes, not 8 + 8 per sample."""
+    """gen-trace's packed path writes each table to the file as it is made: its memory check
+    counts one table's ids at the file's width (and no offsets at a constant pooling factor)
+    inside that table's working set, not every table's 8 + 8 bytes per sample."""
     from dlrmprof import memcheck
     from dlrmprof.tracegen import generate
 
@@ -210,9 +211,16 @@ def test_memory_check_counts_the_packed_width(monkeypatch):
         generate.check_memory(profs, 500, None, True, "hint", packed=packed)
     n = [int(round(p.accesses * 500 / p.num_bags)) for p in profs]
     idx = [f"table {p.name} ({k} synthetic indices)" for p, k in zip(profs, n)]
-    assert [seen[0][k] for k in idx] == [8 * k + 8 * 500 for k in n]
-    # widths of the rows bound the check uses (max of the source rows and the accesses)
-    assert [seen[1][k] for k in idx] == [2 * n[0], 4 * n[1], 2 * n[2] + 4 * 500]
+    # the working sets: rows bound by max(source rows, accesses); packed, one table's ids at
+    # the file's width (uint16, uint32, uint16 with its 500 bag lengths) join its own
+    work = {f"table {p.name} (synthesizing {k} accesses over {max(p.rows, k)} rows)":
+            32 * k + 4 * max(p.rows, k) for p, k in zip(profs, n)}
+    held = dict(zip(work, [2 * n[0], 4 * n[1], 2 * n[2] + 4 * 500]))
+    big = max(work, key=work.get)
+    assert seen[0] == {**{k: 8 * m + 8 * 500 for k, m in zip(idx, n)}, big: work[big]}
+    packed = {k: work[k] + held[k] for k in work}
+    big = max(packed, key=packed.get)
+    assert seen[1] == {big: packed[big]}
 
 
 def test_packed_writer_streams_tables_into_the_file(tmp_path):

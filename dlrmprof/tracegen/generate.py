@@ -300,10 +300,11 @@ def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: 
                  keep_indices: bool, hint: str, fidelity: bool = True,
                  available: int | None = None, packed: bool = False) -> None:
     """Refuse, before allocating, a synthesis whose arrays exceed the memory available now:
-    the trace's indices and offsets (8 B each, kept; `packed`: the file's index width and
-    narrow bag lengths, `synthesize_packed`) plus the largest table's working set (its
-    stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
-    access, and the fidelity pass's int32 array over the table's rows)."""
+    the trace's indices and offsets (8 B each, kept) plus the largest table's working set
+    (its stream and the synthesizer's and fidelity pass's per-access arrays, about 32 B an
+    access, and the fidelity pass's int32 array over the table's rows).  `packed`
+    (`synthesize_packed`): each table goes to the file as it is made, so only the largest
+    table's ids at the file's width and its bag lengths join its working set."""
     from dlrmprof import memcheck
 
     B = int(num_samples)
@@ -311,12 +312,13 @@ def check_memory(profiles: list[LocalityProfile], num_samples: int, table_rows: 
     for p in profiles:
         n = int(round(p.accesses * B / p.num_bags)) if p.num_bags else 0
         rows = int(table_rows) if table_rows is not None else max(int(p.rows), n)
-        if keep_indices:
-            width = index_dtype(rows).itemsize if packed else 8
-            bags = 8 * B if not packed else (0 if len(p.bag_len_values) == 1 else 4 * B)
-            items.append((f"table {p.name} ({n} synthetic indices)", width * n + bags))
+        held = 0
+        if keep_indices and packed:
+            held = index_dtype(rows).itemsize * n + (0 if len(p.bag_len_values) == 1 else 4 * B)
+        elif keep_indices:
+            items.append((f"table {p.name} ({n} synthetic indices)", 8 * n + 8 * B))
         work.append((f"table {p.name} (synthesizing {n} accesses over {rows} rows)",
-                     32 * n + (4 * rows if fidelity else 0)))
+                     32 * n + (4 * rows if fidelity else 0) + held))
     items.append(max(work, key=lambda it: it[1]))
     memcheck.check_fits(items, what="the synthetic trace", hint=hint, available=available)
 
