@@ -265,9 +265,12 @@ def synthesize_table(args) -> tuple:
             fid["measured_on"] = "a same-length synthetic stream (the trace's length differs)"
     if not keep:
         return None, None, fid, 0
-    lens = np.diff(offs)
-    if lens.size and (lens == lens[0]).all():
+    if len(prof.bag_len_values) == 1:
         offs = None                     # constant pooling factor: offsets are arithmetic
+    else:
+        lens = np.diff(offs)
+        if lens.size and (lens == lens[0]).all():
+            offs = None
     if ids.size and rows <= 4 * ids.size:
         distinct = int(np.count_nonzero(np.bincount(ids, minlength=rows)))
     else:

@@ -423,7 +423,8 @@ def _fresh_ids(stream: np.ndarray, items: int, rows: int, rng) -> np.ndarray:
     """Fresh ids: a seeded random injection of the item numbers into the table's rows."""
     if items > rows:      # cannot happen: items are capped at rows
         raise AssertionError("more synthetic ids than rows")
-    return rng.choice(rows, size=max(items, 1), replace=False)[stream]
+    perm = rng.choice(rows, size=max(items, 1), replace=False)
+    return np.take(perm, stream, out=stream, mode="clip")     # in place: no second stream
 
 
 NAIVE = "naive"      # profile.extra["model"] of a table synthesized by the naive model
@@ -502,15 +503,20 @@ def synthesize_bags(profile: LocalityProfile, num_samples: int | None = None,
     bag_ss, stream_ss = ss.spawn(2)
     B = profile.num_bags if num_samples is None else int(num_samples)
     vals, counts = profile.bag_len_values, profile.bag_len_counts
-    if len(vals) == 1:
-        lengths = np.full(B, int(vals[0]), dtype=np.int64)
-    elif B == profile.num_bags:
-        lengths = np.repeat(vals, counts)
-        np.random.default_rng(bag_ss).shuffle(lengths)
-    else:
-        p = counts / counts.sum()
-        lengths = np.random.default_rng(bag_ss).choice(vals, size=B, p=p).astype(np.int64)
     offsets = np.zeros(B + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    ids, facts = synthesize_stream(profile, length=int(offsets[-1]), rows=rows, seed=stream_ss)
+    if len(vals) == 1:      # offsets made after the stream: one per-access array at a time
+        total = B * int(vals[0])
+    else:
+        if B == profile.num_bags:
+            lengths = np.repeat(vals, counts)
+            np.random.default_rng(bag_ss).shuffle(lengths)
+        else:
+            p = counts / counts.sum()
+            lengths = np.random.default_rng(bag_ss).choice(vals, size=B, p=p).astype(np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        total = int(offsets[-1])
+        del lengths
+    ids, facts = synthesize_stream(profile, length=total, rows=rows, seed=stream_ss)
+    if len(vals) == 1:
+        np.cumsum(np.broadcast_to(np.int64(vals[0]), B), out=offsets[1:])
     return ids, offsets, facts
