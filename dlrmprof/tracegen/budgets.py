@@ -443,7 +443,7 @@ def _reweigh(weight, tw, g, s, cap, delta):
 @njit(cache=True, no_cfunc_wrapper=True)
 def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                  fallback_cdf, seed, max_ids, vals, num, scale, exact, per_octave, run_depth,
-                 short_depth, short_weights, head, unit, fine_from):
+                 short_depth, short_weights, head, unit, fine_depth):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped):
     the windowed LRU stack of `synth._synth_core` (its hot ids, hot_cnt [K, W], placed in
     each window by `synth._place_hot`, off the stack), each stack id with a budget
@@ -451,7 +451,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     (`_pick_weighted`), times one more than its run under `run_depth` (when > 0); under
     `short_depth` (when > 0) the weight is the class's short_weights entry (`_short_class`,
     the second tree) while budget is left, with `_pick_head` under HEAD and `_early`; from
-    depth `fine_from` (when > 0) the buckets are FINE_PER_OCTAVE octave wide."""
+    depth `fine_depth` (when > 0, `fine_from`) the buckets are FINE_PER_OCTAVE octave wide."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     pool, left_ids = _count_pool(vals)
@@ -507,7 +507,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
                     if d < HEAD and short_depth > 0 else -1
                 if s < 0:
                     s = _pick_weighted(owner, bits, tree, tw[1 if d < short_depth else 0], nw,
-                                       t, d, D, exact, (per_octave, fine_from), state)
+                                       t, d, D, exact, (per_octave, fine_depth), state)
                 _reweigh(weight, tw, owner[s], s, cap, -1)
                 g = remove_slot(owner, bits, tree, nw, t, s)
                 run[g] = run[g] + 1 if d < run_depth else 0
