@@ -93,6 +93,14 @@ def _ref_pick(state, stack, d, D, exact, per_octave, weigh):
     return order[int(np.searchsorted(np.cumsum(weights), u, side="right"))]
 
 
+def _ref_fine_from(short):
+    """The lower edge of the half-octave bucket ([ceil(2^(j/2)), ceil(2^((j+1)/2))))
+    before the one holding the band's depth `short`."""
+    edges = [math.ceil(2 ** (j / 2) - 1e-9) for j in range(64)]
+    j = max(i for i, e in enumerate(edges) if e <= short)
+    return edges[j - 1]
+
+
 def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, seed, max_ids,
                vals, num, scale, exact, per_octave, run_depth, band=None):
     """The budget model from its definition: a Python list as the LRU stack (most recent
@@ -160,7 +168,9 @@ def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, see
                         u = _below(state, sum(hw))
                         pick = int(np.searchsorted(np.cumsum(hw), u, side="right"))
                 if pick < 0:
-                    pick = _ref_pick(state, stack, d, D, exact, per_octave,
+                    fine = short and d >= _ref_fine_from(short)
+                    pick = _ref_pick(state, stack, d, D, exact,
+                                     budgets.FINE_PER_OCTAVE if fine else per_octave,
                                      short_w if d < short else deep_w)
                 g = stack.pop(pick)
                 run[g] = run[g] + 1 if d < run_depth else 0
@@ -213,12 +223,15 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
                                                                              np.int64), 1.0)
     got = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)), *args[8:],
                                band[0], band[1].astype(np.int64), band[2].astype(np.int64),
-                               band[3])
+                               band[3], budgets.fine_from(band[0]))
     want = _reference(*args, band if band[0] else None)
     if band[0]:                                     # the band is not a no-op
         plain = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)),
-                                     *args[8:], 0, band[1], band[2], band[3])
+                                     *args[8:], 0, band[1], band[2], band[3], 0)
         assert not np.array_equal(got[0], plain[0])
+        coarse = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)),
+                                      *args[8:], *band, 0)     # no finer buckets past it
+        assert args[13] or not np.array_equal(got[0], coarse[0])   # (exact 0, as shipped)
     assert np.array_equal(got[0], want[0])
     assert tuple(int(x) for x in got[1:]) == tuple(want[1:])
 

@@ -41,7 +41,11 @@ each id also carries a budget, its target access count:
   is past the stack becomes one of the window's first touches (the source's reuses never
   are: without it a stream's first reuses crowd onto its first few ids, which an LFU cache
   keeps for good).  A popular id then comes back within a session about as often as any
-  active one, and after a gap as often as its count says, as in the source.
+  active one, and after a gap as often as its count says, as in the source.  From the band's
+  last half-octave bucket on (`fine_from`) the buckets are FINE_PER_OCTAVE octave wide: a
+  reuse's id is then nearer its drawn depth, and its time gap nearer the source's (the
+  batch-to-batch overlap at 2,048 of a session stream; docs/performance.md, issue 16 eighth
+  pass).
 
 The selection (`selection.select_hot`) measures it beside the other candidates; it is kept
 only where it wins the objective.
@@ -137,6 +141,11 @@ BAND_BUCKETS = 48       # half-octave buckets: depths up to 2^23
 BAND_MIN_DEPTH = 4      # a shorter band holds only buckets of one depth: weights choose nothing
 BAND_PREFIX = 1 << 16   # the band is measured on a stream's first BAND_PREFIX accesses
 HEAD = BUDGET_HEAD      # depths 0..HEAD-1 (one id each) are drawn among as one bucket
+# with a band, the buckets from its last half-octave bucket on (`fine_from`) are this many per
+# octave: a reuse's id is then nearer its drawn depth, so its time gap follows the source's
+# (the batch-to-batch overlap at 2,048 on the user-item log), while the band's short depths
+# and the head keep their half octaves (wider ones there are what keeps the top-10 share)
+FINE_PER_OCTAVE = 3
 RATE_UNIT = 1 << 16     # an id's class: log2 of its accesses per RATE_UNIT accesses
 
 
@@ -339,10 +348,12 @@ def _draw_count(pool, vals, num, left, state):
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state):
-    """The slot an access at drawn depth d takes, budget model (see the module docstring)."""
+    """The slot an access at drawn depth d takes, budget model (see the module docstring);
+    `per_octave` is (buckets per octave, the depth from which they are FINE_PER_OCTAVE)."""
     if d < exact or d == 0:               # (the bucket of depth 0 is the top item)
         return slot_at(bits, tree, nw, t, d, D)
-    lo, hi = _bucket(d, exact, per_octave)
+    fine = per_octave[1] > 0 and d >= per_octave[1]
+    lo, hi = _bucket(d, exact, FINE_PER_OCTAVE if fine else per_octave[0])
     hi = min(hi, D)
     s_old = slot_at(bits, tree, nw, t, hi - 1, D)       # the bucket's deepest (oldest)
     s_new = slot_at(bits, tree, nw, t, lo, D)           # ... and its shallowest
@@ -432,14 +443,15 @@ def _reweigh(weight, tw, g, s, cap, delta):
 @njit(cache=True, no_cfunc_wrapper=True)
 def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                  fallback_cdf, seed, max_ids, vals, num, scale, exact, per_octave, run_depth,
-                 short_depth, short_weights, head, unit):
+                 short_depth, short_weights, head, unit, fine_depth):
     """Returns (stream of item numbers in first-touch order, items used, extra cold, clamped):
     the windowed LRU stack of `synth._synth_core` (its hot ids, hot_cnt [K, W], placed in
     each window by `synth._place_hot`, off the stack), each stack id with a budget
     (`_draw_count`, times `scale`) that weighs the draws from depth `exact` on
     (`_pick_weighted`), times one more than its run under `run_depth` (when > 0); under
     `short_depth` (when > 0) the weight is the class's short_weights entry (`_short_class`,
-    the second tree) while budget is left, with `_pick_head` under HEAD and `_early`."""
+    the second tree) while budget is left, with `_pick_head` under HEAD and `_early`; from
+    depth `fine_depth` (when > 0, `fine_from`) the buckets are FINE_PER_OCTAVE octave wide."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     pool, left_ids = _count_pool(vals)
@@ -495,7 +507,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
                     if d < HEAD and short_depth > 0 else -1
                 if s < 0:
                     s = _pick_weighted(owner, bits, tree, tw[1 if d < short_depth else 0], nw,
-                                       t, d, D, exact, per_octave, state)
+                                       t, d, D, exact, (per_octave, fine_depth), state)
                 _reweigh(weight, tw, owner[s], s, cap, -1)
                 g = remove_slot(owner, bits, tree, nw, t, s)
                 run[g] = run[g] + 1 if d < run_depth else 0
@@ -534,6 +546,14 @@ def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
     return 0, D - 1, x, 1
 
 
+def fine_from(short_depth: int) -> int:
+    """The depth from which a banded profile's buckets are FINE_PER_OCTAVE octave wide: the
+    lower edge of the half-octave bucket under the band's depth (0: none, for no band)."""
+    if short_depth <= 1:
+        return 0
+    return int(np.ceil(2.0 ** ((_bkey(short_depth) - 2) / 2) - 1e-9))
+
+
 def synthesize_budgets(prof, n: int, rows: int, rng: np.random.Generator):
     """(item numbers in [0, items), facts) of n accesses by the budget model: the windows and
     first touches of `windows.window_tables`, each window's reuse histogram, the budgets."""
@@ -550,5 +570,5 @@ def synthesize_budgets(prof, n: int, rows: int, rng: np.random.Generator):
         np.ascontiguousarray(prof.count_values, dtype=np.int64),
         np.ascontiguousarray(prof.count_ids, dtype=np.int64),
         float(n) / max(prof.accesses, 1), exact, per_octave, run_depth, short_depth,
-        short_weights, head, RATE_UNIT / max(prof.accesses, 1))
+        short_weights, head, RATE_UNIT / max(prof.accesses, 1), fine_from(short_depth))
     return stream, {"extra_cold": int(extra), "clamped": int(clamped), "items": int(items)}
