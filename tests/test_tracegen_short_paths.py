@@ -67,3 +67,16 @@ def test_window_tables_source_length_path_matches_scaled_path():
         np.testing.assert_array_equal(cold, p.tail_cold)
         assert hot is not p.hot_win and cold is not p.tail_cold     # copies
         assert bounds[-1] == p.accesses and np.all(np.diff(bounds) <= p.window_size)
+
+
+def test_selection_mean_is_numpy_mean():
+    """The selection's record averages its figures as `np.mean` does, to the bit (its
+    records are part of the trace file's bytes)."""
+    from dlrmprof.tracegen.selection import _mean
+
+    rng = np.random.default_rng(5)
+    for n in range(1, 11):
+        for _ in range(2000):
+            x = (rng.standard_normal(n) * 10.0 ** rng.integers(-6, 6, n)).tolist()
+            assert _mean(x) == float(np.mean(x))
+    assert str(_mean([-0.0])) == str(float(np.mean([-0.0])))
