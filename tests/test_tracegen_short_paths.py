@@ -79,4 +79,5 @@ def test_selection_mean_is_numpy_mean():
         for _ in range(2000):
             x = (rng.standard_normal(n) * 10.0 ** rng.integers(-6, 6, n)).tolist()
             assert _mean(x) == float(np.mean(x))
-    assert str(_mean([-0.0])) == str(float(np.mean([-0.0])))
+    for x in ([-0.0], [-0.0, -0.0], [0.0, -0.0], [-0.0, 1e-300, -1e-300], [1e300, -1e300, 1.0]):
+        assert str(_mean(x)) == str(float(np.mean(x)))
