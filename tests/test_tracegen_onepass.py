@@ -225,7 +225,7 @@ def test_pass_one_state_is_o_distinct_not_o_rows():
         for c in np.array_split(ids, 50):
             t.feed(c)
         arrays = [t.counts, t.probe, t.hist, t.state.last, t.state.bits, t.state.tree,
-                  *t.batches.lastb, *t.batches.rest]
+                  t.batches.last, t.batches.pending]
         return sum(a.nbytes for a in arrays)
 
     small, large = state_bytes(20_000), state_bytes(200_000)

@@ -1,9 +1,10 @@
-"""gen-trace --nproc N: tables profiled, synthesized and measured in N real torch.distributed
-(gloo) processes, gathered on rank 0; the trace is byte-for-byte the one a single process
-writes."""
+"""gen-trace --nproc N: tables profiled, synthesized and measured in N processes of this host
+(socket pairs) or, in the torchrun form, in real torch.distributed (gloo) processes, gathered on
+rank 0; the trace is byte-for-byte the one a single process writes."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -48,29 +49,125 @@ def test_parallel_capture_bad_input_is_one_line(tmp_path):
     assert not out.exists()
 
 
-def test_ranks_returning_their_shares_equal_the_gather_on_rank_0():
-    """gather=False (gen-trace --nproc: each rank's share goes to the launching process) and
-    gather=True (torchrun: rank 0 gathers) give the same capture, table for table."""
-    import numpy as np
-
+def test_torchrun_form_and_local_ranks_give_the_same_capture():
+    """The torchrun form (2 real gloo processes, started by session.launch as torchrun would,
+    each running `capture_on_torch`) and the local engine (`run_local`: this process as rank 0,
+    forked or spawned ranks, socket pairs) give the same capture, table for table."""
+    from dlrmprof.commands.trace import capture_on_torch
+    from dlrmprof.session.exchange import run_local
     from dlrmprof.session.launch import DistOptions, launch
-    from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan, capture_rank, merge_shares
+    from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan, capture_rank
 
     spec = CaptureSpec(source="kaggle", tables="C1,C3,C9")
     synth = SynthPlan(seed=3)
-    runs = {}
-    for gather, method in ((True, "spawn"), (False, "fork")):
-        got = launch(None, DistOptions(nproc=2, backend="gloo"), entry=capture_rank,
-                     args=(spec, synth, gather), fingerprint=False, start_method=method)
-        runs[gather] = got[0] if gather else merge_shares(got)
-    a, b = runs[True], runs[False]
-    assert sorted(a.synthesized) == sorted(b.synthesized) == [0, 1, 2]
-    assert [p.name for p in a.profiles] == [p.name for p in b.profiles] == ["C1", "C3", "C9"]
-    for t in range(3):
-        ids_a, offs_a, fid_a, n_a = a.synthesized[t]
-        ids_b, offs_b, fid_b, n_b = b.synthesized[t]
-        assert np.array_equal(ids_a, ids_b) and n_a == n_b and fid_a == fid_b
-        assert (offs_a is None) == (offs_b is None)
+    runs = {"torch": launch(None, DistOptions(nproc=2, backend="gloo"), entry=capture_on_torch,
+                            args=(spec, synth), fingerprint=False, start_method="spawn")[0]}
+    for method in ("fork", "spawn"):
+        runs[method] = run_local(2, capture_rank, (spec, synth), start_method=method)
+    a = runs["torch"]
+    assert sorted(a.synthesized) == [0, 1, 2]
+    for b in (runs["fork"], runs["spawn"]):
+        assert sorted(b.synthesized) == [0, 1, 2]
+        assert [p.name for p in a.profiles] == [p.name for p in b.profiles] == ["C1", "C3", "C9"]
+        assert a.info.rows_read == b.info.rows_read
+        for t in range(3):
+            ids_a, offs_a, fid_a, n_a = a.synthesized[t]
+            ids_b, offs_b, fid_b, n_b = b.synthesized[t]
+            assert np.array_equal(ids_a, ids_b) and n_a == n_b and fid_a == fid_b
+            assert (offs_a is None) == (offs_b is None)
+
+
+def _exchange_entry(ex, seed):
+    """Each rank's row blocks for every rank (some past a socket's buffer, one empty), the
+    span sizes all-gathered, then everything gathered on rank 0 for the check."""
+    rng = np.random.default_rng(seed + ex.rank)
+    rows = [70_000, 3, 0][ex.rank % 3]
+    own = ex.row_blocks([(rows + 2, len(range(o, 5, ex.world))) for o in range(ex.world)])
+    for o in range(ex.world):
+        own[o][:] = rng.integers(0, 1 << 40, size=own[o].shape)
+        own[o] = own[o][:rows]               # fewer rows used than allocated, as a span's
+    stats = ex.all_gather(rows)
+    blocks = ex.exchange_rows(own, stats)
+    return ex.gather((own, blocks))
+
+
+def _exchange_on_torch(seed):
+    from dlrmprof.session.exchange import TorchExchange
+
+    with TorchExchange() as ex:
+        return _exchange_entry(ex, seed)
+
+
+@pytest.mark.parametrize("engine", ["pipes-2", "pipes-3", "bytes-3", "torch-2"])
+def test_exchange_engines_deliver_every_block_to_its_owner(engine, monkeypatch):
+    """Socket pairs with shared row blocks (memfd) or with the blocks sent as bytes (where the
+    OS has no memfd), and torch.distributed: every rank gets every peer's block for it."""
+    from dlrmprof.session import exchange
+    from dlrmprof.session.exchange import run_local
+    from dlrmprof.session.launch import DistOptions, launch
+
+    kind, world = engine.split("-")
+    world = int(world)
+    if kind == "bytes":
+        monkeypatch.setattr(exchange, "_SHARED", False)
+    if kind != "torch":
+        got = run_local(world, _exchange_entry, (11,))
+    else:
+        got = launch(None, DistOptions(nproc=world, backend="gloo"), entry=_exchange_on_torch,
+                     args=(11,), fingerprint=False, start_method="spawn")[0]
+    assert len(got) == world
+    for r, (_, blocks) in enumerate(got):
+        # rank o's block for rank r, in rank order; empty ones are not sent
+        sent = [got[o][0][r] for o in range(world) if o == r or got[o][0][r].size]
+        assert len(blocks) == len(sent) and len(sent) > 1
+        assert all(np.array_equal(b, s) for b, s in zip(blocks, sent))
+
+
+def _failing_entry(ex, how):
+    import os
+    import signal
+
+    from dlrmprof.errors import UserError
+
+    ex.all_gather(ex.rank)
+    if ex.rank == (0 if how == "rank0" else ex.world - 1):
+        if how in ("user", "rank0"):
+            raise UserError("bad.txt:3: expected 40 fields, got 3")
+        if how == "bug":
+            raise ValueError("boom")
+        if how == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        if how == "exit":
+            os._exit(3)
+    ex.all_gather(ex.rank)                   # the others wait here
+    return "done"
+
+
+@pytest.mark.parametrize("how, error, pattern", [
+    ("user", "RankFailed", r"^rank 2: bad\.txt:3: expected 40 fields, got 3; all ranks stopped$"),
+    ("kill", "RankFailed", r"^rank 2 \(pid \d+\) died \(SIGKILL\) mid-run; the other ranks"),
+    ("exit", "RankFailed", r"^rank 2 \(pid \d+\) exited with code 3; the other ranks"),
+    ("bug", "RuntimeError", r"^rank 2 failed: ValueError: boom\n.*Traceback"),
+    ("rank0", "UserError", r"^bad\.txt:3: expected 40 fields, got 3$"),
+])
+def test_local_rank_failure_stops_every_rank_with_one_line(how, error, pattern):
+    import multiprocessing
+    import re
+    import time
+
+    from dlrmprof.session.exchange import run_local
+
+    t0 = time.perf_counter()
+    with pytest.raises(Exception) as exc:
+        run_local(3, _failing_entry, (how,))
+    assert type(exc.value).__name__ == error
+    assert re.search(pattern, str(exc.value), re.S), str(exc.value)
+    if error != "RuntimeError":
+        assert "\n" not in str(exc.value)
+    if how == "user":
+        assert exc.value.exit_code == 2
+    assert not multiprocessing.active_children()
+    assert time.perf_counter() - t0 < 20
 
 
 def test_split_parse_keeps_malformed_lines_and_their_numbers(tmp_path):
@@ -149,3 +246,106 @@ def test_ranks_fork_only_from_a_single_threaded_process():
                             "rank_start_method as m; print(m())"],
                            capture_output=True, text=True, check=True)
     assert fresh.stdout.strip() == "fork"
+
+
+def _criteo_copies(path: Path, copies: int) -> Path:
+    from dlrmprof.tracegen.readers import BUNDLED_SAMPLE
+
+    data = BUNDLED_SAMPLE.read_bytes()
+    path.write_bytes(data * copies)
+    return path
+
+
+def _ranks_started(copies, tmp_path, **popen):
+    """A `gen-trace --nproc 2` process on a Criteo file of `copies` bundled samples, once its
+    rank 1 runs: (process, psutil view of rank 1, output path)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    src = _criteo_copies(tmp_path / "train.txt", copies)
+    out = tmp_path / "t.npz"
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    proc = subprocess.Popen([sys.executable, "-m", "dlrmprof", "gen-trace", "--from", "kaggle",
+                             "--input", str(src), "--out", str(out), "--nproc", "2"],
+                            text=True, **popen)
+    parent = psutil.Process(proc.pid)
+    deadline = time.time() + 60
+    while not parent.children() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert proc.poll() is None and len(parent.children()) == 1
+    return proc, parent.children()[0], out
+
+
+def test_ctrl_c_stops_every_rank_and_writes_nothing(tmp_path):
+    """A terminal's Ctrl-C reaches every rank: rank 1 leaves it to rank 0, which stops it,
+    says so in one line and writes nothing."""
+    import os
+    import signal
+
+    proc, child, out = _ranks_started(60, tmp_path, start_new_session=True)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1:] == ["dlrmprof: interrupted (SIGINT); partial output "
+                                             "and temporary files removed"], err
+    assert "Traceback" not in err and not out.exists()
+    assert not child.is_running() or child.status() == "zombie"
+
+
+def test_killed_rank_0_takes_its_ranks_with_it(tmp_path):
+    import signal
+
+    import psutil
+
+    import time
+
+    import subprocess
+
+    # no pipes: a reader of rank 0's output would wait for rank 1, which holds them too
+    proc, child, out = _ranks_started(150, tmp_path, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60                 # past the span exchange: profiling, which
+    while sum(child.cpu_times()[:2]) < 1.5 and time.time() < deadline:   # takes seconds
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    try:
+        child.wait(timeout=2)
+    except psutil.TimeoutExpired:
+        child.kill()
+        raise AssertionError("rank 1 kept running after rank 0 was killed") from None
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+def test_synthesis_owners_balance_the_ranks_with_rank_0s_writing(world):
+    """Every table has one owner; counting rank 0's work after the gather (writing the kept
+    ids), no rank's estimated work exceeds another's by more than one table's; without ids to
+    keep, rank 0 takes its full share."""
+    from types import SimpleNamespace
+
+    from dlrmprof.tracegen import capture as C
+
+    rng = np.random.default_rng(world)
+    for keep in (True, False):
+        profs = [SimpleNamespace(accesses=int(a), num_bags=int(b), distinct=int(d))
+                 for a, b, d in zip(rng.integers(1, 10**6, 26), rng.integers(1, 10**5, 26),
+                                    rng.integers(1, 10**5, 26))]
+        tasks = [(p, 2000, None, None, True, keep) for p in profs]
+        owners = C.synthesis_owners(tasks, world)
+        assert len(owners) == 26 and set(owners) <= set(range(world))
+
+        def cost(t):
+            p = profs[t]
+            n = p.accesses * 2000 / p.num_bags
+            return n * (C._SYNTH_NS[0] + C._SYNTH_NS[1] * np.log2(p.distinct + 2))
+
+        load = [sum(cost(t) for t in range(26) if owners[t] == r) for r in range(world)]
+        if keep:
+            load[0] += sum(C._WRITE_NS * p.accesses * 2000 / p.num_bags for p in profs)
+        assert max(load) - min(load) <= max(cost(t) for t in range(26)) + 1e-6
+        assert owners == C.synthesis_owners(tasks, world)          # the same on every rank

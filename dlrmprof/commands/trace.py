@@ -187,31 +187,36 @@ class _Length(click.ParamType):
 
 
 def _capture(spec, nproc, synth):
-    """The profiles of every table: in this process, in `nproc` ranks it starts (by fork
-    where the OS has it), or as one rank of a torchrun job (None on ranks other than 0,
-    which have nothing more to do).  Ranks also synthesize their tables as `synth` (a
-    capture.SynthPlan) says."""
-    import os
-
-    from dlrmprof.tracegen.capture import capture, capture_rank, merge_shares
-
-    if "RANK" not in os.environ and nproc in (None, 1):      # no torch import on this path
-        return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
-    from dlrmprof.session.launch import DistOptions, launch
+    """The profiles of every table: in this process, in `nproc` ranks on this host (this
+    process is rank 0; the others are forked where that is safe, see `rank_start_method`,
+    and talk through socket pairs), or as one rank of a torchrun job (None on ranks other
+    than 0, which have nothing more to do).  Ranks also synthesize their tables as `synth`
+    (a capture.SynthPlan) says."""
     from dlrmprof.session.ranks import under_torchrun
+    from dlrmprof.tracegen.capture import capture, capture_rank
 
     if under_torchrun():
         if nproc is not None:
             raise UserError("--nproc starts the ranks; under torchrun they are already "
                             "started (drop --nproc)")
-        return capture_rank(spec, synth)
+        return capture_on_torch(spec, synth)
     if nproc is None or nproc == 1:
         return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
-    click.echo(f"profiling the tables in {nproc} ranks (gloo, tables split round-robin)",
+    from dlrmprof.session.exchange import run_local
+
+    click.echo(f"profiling the tables in {nproc} processes (tables split round-robin)",
                err=True)
-    return merge_shares(launch(None, DistOptions(nproc=nproc, backend="gloo"),
-                               entry=capture_rank, args=(spec, synth, False),
-                               fingerprint=False, start_method=rank_start_method()))
+    return run_local(nproc, capture_rank, (spec, synth), start_method=rank_start_method())
+
+
+def capture_on_torch(spec, synth):
+    """One rank of the torchrun form: `capture_rank` over torch.distributed (gloo; the ranks
+    may be on several hosts).  Module level: `session.launch` can start it too."""
+    from dlrmprof.session.exchange import TorchExchange
+    from dlrmprof.tracegen.capture import capture_rank
+
+    with TorchExchange() as exchange:
+        return capture_rank(exchange, spec, synth)
 
 
 def _threads() -> set[str] | None:
@@ -310,9 +315,9 @@ def _prefix_notes(trace) -> list[str]:
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
               help="Tables processed in parallel processes.")
 @click.option("--nproc", type=click.IntRange(min=1), default=None,
-              help="Profile the tables in N torch.distributed processes (gloo; tables split "
-                   "round-robin; one uncompressed file is parsed in N spans, one per rank); "
-                   "the same trace as one process. Under torchrun this is implied.")
+              help="Profile the tables in N processes of this host (tables split round-robin; "
+                   "one uncompressed file is parsed in N spans, one per rank); the same trace "
+                   "as one process. Under torchrun (torch.distributed, gloo) this is implied.")
 @click.option("--read-threads", type=click.IntRange(min=1, max=64), default=1, show_default=True,
               help="Criteo input: threads parsing each block (helps on an idle multi-core host).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -4,6 +4,8 @@
     single.py    execute(prepared): the model run in this process, its report written
     ranks.py     run_rank(opts, dopts): one rank of a hybrid-parallel run and its report
     launch.py    launch(opts, dopts): start the ranks (torchrun's machinery), one-line errors
+    exchange.py  what gen-trace's ranks exchange: torch.distributed (torchrun) or socket
+                 pairs between processes of this host (`run_local`, gen-trace --nproc)
     merge.py     rank 0: the ranks' reports merged and every report written
     rows.py      op rows (measured time + counted work) from a timer, for all of the above
     sections.py  the end-to-end, noise and config sections, built once for all of the above

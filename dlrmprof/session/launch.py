@@ -20,7 +20,8 @@ from typing import Any, Callable
 from dlrmprof.dlrm.distributed import check_global_batch, resolve_backend
 from dlrmprof.errors import UserError
 from dlrmprof.session.prepare import prepare
-from dlrmprof.session.ranks import DistOptions, RankFailed, make_plan, run_rank
+from dlrmprof.session.ranks import (DistOptions, RankFailed, exit_failure, make_plan,
+                                    run_rank, user_failure)
 
 __all__ = ["DistOptions", "RankFailed", "launch", "precheck", "translate_failure"]
 
@@ -87,25 +88,10 @@ def translate_failure(exc, log_dir: str | None = None) -> Exception:
         if found:
             msg = found[0]
     if _is_user(msg):
-        text = msg.split(": ", 1)[1]
-        if not text.startswith("rank "):
-            text = f"rank {rank}: {text}"
-        err = RankFailed(text + "; all ranks stopped")
-        err.exit_code = 2
-        return err
-    if failure.exitcode is not None and failure.exitcode < 0:
-        import signal
-
-        try:
-            sig = signal.Signals(-failure.exitcode).name
-        except ValueError:
-            sig = f"signal {-failure.exitcode}"
-        return RankFailed(f"rank {rank} (pid {failure.pid}) died ({sig}) mid-run; the other "
-                          f"ranks were stopped and no report was written")
-    if not msg or msg.startswith("To enable traceback") or msg == "<N/A>":
-        return RankFailed(f"rank {rank} (pid {failure.pid}) exited with code "
-                          f"{failure.exitcode}; the other ranks were stopped and no report "
-                          f"was written")
+        return user_failure(rank, msg.split(": ", 1)[1])
+    if (failure.exitcode is not None and failure.exitcode < 0) or not msg \
+            or msg.startswith("To enable traceback") or msg == "<N/A>":
+        return exit_failure(rank, failure.pid, failure.exitcode)
     return RuntimeError(f"rank {rank} failed: {msg}\n{tb}")
 
 

@@ -36,6 +36,31 @@ class RankFailed(UserError):
     exit_code = 1
 
 
+def user_failure(rank: int, text: str) -> RankFailed:
+    """One line for a rank's user error (bad input: exit code 2, as in one process)."""
+    if not text.startswith("rank "):
+        text = f"rank {rank}: {text}"
+    err = RankFailed(text + "; all ranks stopped")
+    err.exit_code = 2
+    return err
+
+
+def exit_failure(rank: int, pid, exitcode, written: str = "report") -> RankFailed:
+    """One line for a rank that died by a signal (negative `exitcode`) or exited with an error
+    code: which rank, its pid, and that the others were stopped with nothing `written`."""
+    if exitcode is not None and exitcode < 0:
+        import signal
+
+        try:
+            how = f"died ({signal.Signals(-exitcode).name}) mid-run"
+        except ValueError:
+            how = f"died (signal {-exitcode}) mid-run"
+    else:
+        how = f"exited with code {exitcode}"
+    return RankFailed(f"rank {rank} (pid {pid}) {how}; the other ranks were stopped and no "
+                      f"{written} was written")
+
+
 @dataclass(frozen=True)
 class DistOptions:
     """How to start and run the ranks (the `run --nproc` options)."""

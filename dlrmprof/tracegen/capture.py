@@ -1,14 +1,14 @@
 """Reading an input and profiling its tables: the first half of `gen-trace`, in one process or
-split by tables over the ranks of a `torch.distributed` job.
+split by tables over ranks.
 
 `capture(spec)` reads the input named by a `CaptureSpec` and returns one locality profile per
 table.  With `spec.part = (rank, world)` it profiles only the tables rank, rank + world, ...;
-`capture_rank(spec, synth)` is what each rank of `gen-trace --nproc N` (or of `torchrun -m
-dlrmprof gen-trace ...`) runs: its share of the tables, every rank's profiles exchanged (so
-each knows the whole plan), then, with a `SynthPlan`, its share of the synthesis and fidelity
-measurement too; rank 0 gathers the profiles and the synthesized tables in table order (or,
-when the ranks were started by `launch`, each returns its share to the launching process and
-`merge_shares` joins them there).
+`capture_rank(exchange, spec, synth)` is what each rank of `gen-trace --nproc N` (or of
+`torchrun -m dlrmprof gen-trace ...`) runs: its share of the tables, every rank's profiles
+exchanged (so each knows the whole plan), then, with a `SynthPlan`, its share of the synthesis
+and fidelity measurement too; rank 0 gathers the profiles and the synthesized tables in table
+order.  The ranks talk through `exchange` (`session.exchange`: socket pairs between processes
+of this host for --nproc, torch.distributed under torchrun); this module imports neither.
 Profiles and syntheses do not depend on which process made them (a table's synthesis depends
 on its profile, the sample count and the seed), so the trace (and its digest) is the same as
 one process writes.  One uncompressed Criteo file up to SPLIT_MAX_BYTES is parsed in spans,
@@ -74,8 +74,9 @@ def _mine(names: list, part) -> list[int]:
     return list(range(rank, len(names), world))
 
 
-def capture(spec: CaptureSpec, progress_bar=None) -> Captured:
-    """Read `spec`'s input and profile its tables (this process's share with `spec.part`)."""
+def capture(spec: CaptureSpec, progress_bar=None, exchange=None) -> Captured:
+    """Read `spec`'s input and profile its tables (this process's share with `spec.part`;
+    `exchange`: the ranks' `session.exchange` interface, for the span parse)."""
     from dlrmprof.tracegen import generate, readers
 
     info = readers.SourceInfo(kind=spec.source, files=[str(p) for p in spec.inputs],
@@ -86,7 +87,7 @@ def capture(spec: CaptureSpec, progress_bar=None) -> Captured:
     if spec.source != "csv" and (spec.sep is not None or spec.header != "auto"):
         raise UserError(f"--sep and --header apply to --from csv, not --from {spec.source}")
     if spec.source in ("kaggle", "terabyte"):
-        return _capture_criteo(spec, info, notes, progress_bar)
+        return _capture_criteo(spec, info, notes, progress_bar, exchange)
     if len(spec.inputs) != 1:
         raise UserError(f"--from {spec.source}: expected exactly one --input file, "
                         f"got {len(spec.inputs)}")
@@ -127,7 +128,8 @@ def _read_streams(spec: CaptureSpec, info, notes: list) -> tuple[list, int]:
     return streams, int(sum(len(s.ids) for s in streams))
 
 
-def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captured:
+def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar,
+                    exchange=None) -> Captured:
     from dlrmprof.tracegen import generate, readers
 
     paths = list(spec.inputs)
@@ -141,8 +143,8 @@ def _capture_criteo(spec: CaptureSpec, info, notes: list, progress_bar) -> Captu
                      "(first 1,999 rows of train.txt; see dlrmprof/data/NOTICE)")
     names = readers.parse_tables(spec.tables) or list(readers.CRITEO_TABLES)
     mine = [names[i] for i in _mine(names, spec.part)]
-    if _split_parse_applies(spec, paths):
-        return _capture_criteo_split(spec, info, notes, paths[0], names)
+    if _split_parse_applies(spec, paths, exchange):
+        return _capture_criteo_split(spec, info, notes, paths[0], names, exchange)
     reader = readers.read_criteo(paths, max_rows=spec.max_rows, tables=mine or names[:1],
                                  table_rows=spec.table_rows, strict=spec.strict,
                                  threads=spec.read_threads)
@@ -178,28 +180,22 @@ SPLIT_MAX_BYTES = 1 << 30     # inputs parsed by spans up to this size (each ran
 _SPLIT_CHUNK = 1 << 16        # rows per block handed to the profile pass
 
 
-def _split_parse_applies(spec: CaptureSpec, paths: list) -> bool:
+def _split_parse_applies(spec: CaptureSpec, paths: list, exchange) -> bool:
     """Ranks parse a span of the input each (instead of all of it) for one uncompressed file
-    read whole and leniently, up to SPLIT_MAX_BYTES, inside a torch.distributed job."""
+    read whole and leniently, up to SPLIT_MAX_BYTES, when they have an exchange."""
     from dlrmprof.tracegen.criteo import _is_gzip
 
-    if spec.part is None or spec.part[1] < 2 or len(paths) != 1 or spec.max_rows is not None \
-            or spec.strict or _is_gzip(Path(paths[0])) \
-            or Path(paths[0]).stat().st_size > SPLIT_MAX_BYTES:
-        return False
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
+    return not (exchange is None or spec.part is None or spec.part[1] < 2 or len(paths) != 1
+                or spec.max_rows is not None or spec.strict or _is_gzip(Path(paths[0]))
+                or Path(paths[0]).stat().st_size > SPLIT_MAX_BYTES)
 
 
 def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
-                          names: list) -> Captured:
+                          names: list, exchange) -> Captured:
     """This rank's tables, with each rank parsing one span of the input (`line_spans`) and
     sending every other rank the raw values of that rank's tables from its span; each rank
     then maps its tables' values to dense ids in file order (rank 0's span first), so the ids,
     and the profiles, are those of one reader of the whole file."""
-    import torch.distributed as dist
-
     from dlrmprof.tracegen import criteo
     from dlrmprof.tracegen.onepass import profiles_from_rows
 
@@ -207,10 +203,9 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     span = criteo.line_spans(path, world)[rank]
     reader = criteo.read_criteo(path, tables=names, table_rows=spec.table_rows,
                                 span=span, raw=True)
-    own = _split_by_owner(reader, span, len(names), world)
-    stats = [None] * world
-    dist.all_gather_object(stats, (reader.rows_read, reader.malformed, reader.malformed_examples))
-    blocks = _exchange(own, rank, world, [s[0] for s in stats])
+    own = _split_by_owner(reader, span, len(names), world, exchange)
+    stats = exchange.all_gather((reader.rows_read, reader.malformed, reader.malformed_examples))
+    blocks = exchange.exchange_rows(own, [s[0] for s in stats])
     del own
     mine = [names[i] for i in _mine(names, spec.part)]
     mapper = criteo.read_criteo(path, tables=mine or names[:1], table_rows=spec.table_rows)
@@ -229,12 +224,13 @@ def _capture_criteo_split(spec: CaptureSpec, info, notes: list, path: str,
     return _criteo_captured(spec, info, notes, path, profiles)
 
 
-def _split_by_owner(reader, span: tuple, tables: int, world: int) -> list:
-    """The span's raw values, one [rows, tables owned] block per rank, copied straight from
-    each parsed block (one copy).  The blocks are allocated for the most rows the span can
-    hold (a row takes at least 41 bytes); pages never written are never resident."""
+def _split_by_owner(reader, span: tuple, tables: int, world: int, exchange) -> list:
+    """The span's raw values, one [rows, tables owned] block per rank (`exchange.row_blocks`:
+    the peers' may be memory they share), copied straight from each parsed block (one copy).
+    The blocks are allocated for the most rows the span can hold (a row takes at least 41
+    bytes); pages never written are never resident."""
     cap = (span[1] - span[0]) // 40 + 1
-    own = [np.empty((cap, len(range(o, tables, world))), dtype=np.int64) for o in range(world)]
+    own = exchange.row_blocks([(cap, len(range(o, tables, world))) for o in range(world)])
     at = 0
     for chunk in reader:
         n = chunk.sparse.shape[0]
@@ -243,30 +239,6 @@ def _split_by_owner(reader, span: tuple, tables: int, world: int) -> list:
         at += n
         del chunk
     return [block[:at] for block in own]
-
-
-def _exchange(own: list, rank: int, world: int, rows: list) -> list:
-    """Every rank's span of this rank's tables' raw values, in rank order: this rank's from
-    `own` (its span's raw values by owning rank), the others' received (torch.distributed
-    point-to-point; nothing sent when empty)."""
-    import torch
-    import torch.distributed as dist
-
-    n_mine = own[rank].shape[1]
-    reqs, blocks = [], []
-    for o in range(world):
-        if o != rank and own[o].size:
-            reqs.append(dist.isend(torch.from_numpy(own[o]), o))
-    for o in range(world):
-        if o == rank:
-            blocks.append(own[rank])
-        elif rows[o] and n_mine:
-            buf = torch.empty((rows[o], n_mine), dtype=torch.int64)
-            reqs.append(dist.irecv(buf, o))
-            blocks.append(buf.numpy())
-    for req in reqs:
-        req.wait()
-    return blocks
 
 
 def _span_info(info, stats: list) -> None:
@@ -283,78 +255,79 @@ def _span_info(info, stats: list) -> None:
     info.malformed_examples = [str(m) for m in examples[:read_criteo.MAX_EXAMPLES]]
 
 
-def capture_rank(spec: CaptureSpec, synth: SynthPlan | None = None,
-                 gather: bool = True) -> Captured | dict | None:
+def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured | None:
     """One rank of a table-parallel capture: profile this rank's tables, exchange every rank's
-    profiles and, with `synth`, synthesize this rank's tables (and measure their fidelity);
-    rank 0 gathers it all in table order.  Returns the whole capture on rank 0 (with
-    `synthesized` for `generate.synthesize_trace(done=...)`), None on the others.  Needs the
-    torch.distributed environment (RANK, WORLD_SIZE, MASTER_ADDR, ...).
-
-    `gather=False` (ranks started by `launch`, whose parent collects every rank's return
-    value): no gather to rank 0; rank 0 returns the capture with its own share in
-    `synthesized`, the others their share ({table: result}), and `merge_shares` joins them
-    in the parent -- each share crosses one process boundary instead of two."""
-    import datetime
-
-    import torch.distributed as dist
-
-    own_group = not dist.is_initialized()
-    if own_group:
-        dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=3600))
-    try:
-        rank, world = dist.get_rank(), dist.get_world_size()
-        part = capture(replace(spec, part=(rank, world)))
-        got = [None] * world
-        dist.all_gather_object(got, (rank, part.profiles))
-        profiles: list = [None] * sum(len(p) for _, p in got)
-        for r, profs in got:
-            for j, prof in enumerate(profs):
-                profiles[r + j * world] = prof
-        del got
-        done = None
-        if synth is not None and profiles:
-            done = _synthesize_share(profiles, part.table_rows_synth, synth, rank, world)
-            if gather:
-                shares = [None] * world if rank == 0 else None
-                dist.gather_object(done, shares, dst=0)
-                done = {t: res for share in (shares or []) for t, res in share.items()}
-        if rank != 0:
-            return None if gather else (done or {})
-        part.profiles = profiles
-        part.synthesized = done
-        return part
-    finally:
-        if own_group:
-            dist.destroy_process_group()
-
-
-def merge_shares(results: dict) -> Captured:
-    """The capture of a `capture_rank(gather=False)` job from {rank: return value}: rank 0's
-    capture with every rank's synthesized tables."""
-    got = results[0]
-    if got.synthesized is not None:
-        for rank, share in results.items():
-            if rank != 0:
-                got.synthesized.update(share)
-    return got
+    profiles and, with `synth`, synthesize this rank's share of the tables (`synthesis_owners`)
+    and measure their fidelity; rank 0 gathers it all in table order.  Returns the whole
+    capture on rank 0 (with `synthesized` for `generate.synthesize_trace(done=...)`), None on
+    the others.  `exchange`: the ranks' `session.exchange` interface (its rank and world
+    size)."""
+    rank, world = exchange.rank, exchange.world
+    part = capture(replace(spec, part=(rank, world)), exchange=exchange)
+    got = exchange.all_gather(part.profiles)
+    profiles: list = [None] * sum(len(p) for p in got)
+    for r, profs in enumerate(got):
+        for j, prof in enumerate(profs):
+            profiles[r + j * world] = prof
+    del got
+    done = None
+    if synth is not None and profiles:
+        done = _synthesize_share(profiles, part.table_rows_synth, synth, rank, world)
+        shares = exchange.gather(done)
+        done = {t: res for share in (shares or []) for t, res in share.items()}
+    if rank != 0:
+        return None
+    part.profiles = profiles
+    part.synthesized = done
+    return part
 
 
 def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
                       world: int) -> dict:
-    """This rank's tables of the whole synthesis plan, their ids narrowed to the width the
-    trace file stores (`tracefile.index_dtype`: at most half the int64 bytes sent to the
-    writing process and kept there until written)."""
+    """This rank's tables of the whole synthesis plan (`synthesis_owners`), their ids
+    narrowed to the width the trace file stores (`tracefile.index_dtype`: at most half the
+    int64 bytes sent to rank 0 and kept there until written)."""
     from dlrmprof.tracegen import generate
     from dlrmprof.tracegen.tracefile import index_dtype
 
     B, tasks = generate.plan_synthesis(
         profiles, generate.samples_for(synth.length, profiles), table_rows, synth.seed,
         synth.compute_fidelity, synth.keep_indices, packed=True)
+    owners = synthesis_owners(tasks, world)
     out = {}
-    for t in _mine(profiles, (rank, world)):
+    for t in (t for t, r in enumerate(owners) if r == rank):
         ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
         if ids is not None:
             ids = ids.astype(index_dtype(tasks[t][2]))
         out[t] = (ids, offs, fid, distinct)
     return out
+
+
+# Rough costs on this project's 2-core test host (the 2M-row Criteo file's 26 tables, process
+# time per table: 0.18-0.43 s of synthesis and fidelity for 2M accesses over 2-1,300 ids; 0.8 s
+# for rank 0 to pack, hash and write the 52M ids after the ranks).  Only the balance of the
+# ranks depends on them, never the trace.
+_SYNTH_NS = (90.0, 10.0)    # per access: base, plus this per doubling of the table's ids
+_WRITE_NS = 16.0            # per synthetic id kept: rank 0's work after the gather
+
+
+def synthesis_owners(tasks: list, world: int) -> list[int]:
+    """The rank that synthesizes each table of `generate.plan_synthesis`'s tasks: the most
+    costly first, each onto the rank with the least work so far, where rank 0 starts with
+    the work it does alone after the gather (packing, hashing and writing every kept id), so
+    that the other ranks take more of the tables instead of waiting for it at the end."""
+    def accesses(task):
+        prof, B = task[0], task[1]
+        return prof.accesses * B / prof.num_bags if prof.num_bags else 0.0
+
+    def cost(task):
+        return accesses(task) * (_SYNTH_NS[0] + _SYNTH_NS[1] * np.log2(task[0].distinct + 2))
+
+    load = [0.0] * world
+    load[0] = sum(_WRITE_NS * accesses(task) for task in tasks if task[5])   # keep_indices
+    owners = [0] * len(tasks)
+    for t in sorted(range(len(tasks)), key=lambda t: (-cost(tasks[t]), t)):
+        rank = min(range(world), key=lambda r: (load[r], r))
+        owners[t] = rank
+        load[rank] += cost(tasks[t])
+    return owners

@@ -19,6 +19,8 @@ Per table:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from dlrmprof.tracegen import policies as _pol
@@ -33,22 +35,65 @@ def top_share(ids: np.ndarray, n: int) -> float:
     return top_shares(ids, (n,))[0]
 
 
+def id_counts(ids: np.ndarray) -> np.ndarray:
+    """Each id's access count (in some order; zeros for ids absent below the largest)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) == 0:
+        return np.zeros(0, dtype=np.int64)
+    # ids of a short stream drawn from many rows: count the ids present, not every row
+    return (np.unique(ids, return_counts=True)[1] if int(ids.max()) > 4 * ids.size
+            else np.bincount(ids))
+
+
 def top_shares(ids: np.ndarray, ns) -> list[float]:
     """Share of the accesses that go to the n most accessed ids, for each n in ns (one count
     of the ids for all)."""
-    if len(ids) == 0:
+    return shares_of_counts(id_counts(ids), len(ids), ns)
+
+
+def shares_of_counts(counts: np.ndarray, total: int, ns) -> list[float]:
+    """`top_shares` from the ids' access counts (any order) and the number of accesses."""
+    if total == 0:
         return [0.0] * len(ns)
-    ids = np.asarray(ids, dtype=np.int64)
-    top_id = int(ids.max())
-    # ids of a short stream drawn from many rows: count the ids present, not every row
-    counts = (np.unique(ids, return_counts=True)[1] if top_id > 4 * ids.size
-              else np.bincount(ids))
     m = min(max(ns), counts.size)
     # a full sort, not np.partition: counts are mostly ties (ids seen once or twice), where
     # partition's introselect is many times slower than numpy's sort (docs/performance.md)
     top = np.sort(counts)[::-1][:m]
     cum = np.cumsum(top)
-    return [float(cum[min(n, m) - 1]) / len(ids) if n > 0 else 0.0 for n in ns]
+    return [float(cum[min(n, m) - 1]) / total if n > 0 else 0.0 for n in ns]
+
+
+@dataclass(frozen=True)
+class StreamFigures:
+    """What `fidelity` reads of a synthetic stream: measured from its ids (`stream_figures`)
+    or kept while it is drawn (`naive.naive_figures`, the naive baseline: no stream)."""
+    accesses: int
+    hist: np.ndarray            # binned warm reuse-distance histogram
+    cold: int                   # first touches (= distinct ids)
+    counts: np.ndarray          # each id's access count, any order (top shares)
+    head: np.ndarray            # ids of its first accesses (>= POLICY_PREFIX, or all)
+    batches: tuple | None       # policies.BatchStats at the source's batch sizes, or None
+
+
+def stream_figures(profile: LocalityProfile, ids: np.ndarray, offsets: np.ndarray | None = None,
+                   dist: np.ndarray | None = None, hist: tuple | None = None) -> StreamFigures:
+    """`StreamFigures` of `ids` (offsets [bags + 1]: its bags, None = one id per bag): the
+    reuse histogram from `hist` ((binned, cold)) or `dist` (reuse distances) when known, else
+    a reuse pass; per-batch figures at the sizes of the profile's source (`source_extras`)
+    when the stream has the source's length."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if hist is not None:
+        h, cold = hist
+    elif dist is not None:
+        h, cold = _reuse.histogram(dist)
+    else:
+        h, cold = stream_histogram(ids)
+    extras = profile.extra.get("source_extras")
+    batches = None
+    if extras and len(ids) == profile.accesses:
+        sizes = tuple(b["batch_size"] for b in extras["batches"])
+        batches = _pol.batch_stats(ids, offsets, sizes) if sizes else ()
+    return StreamFigures(len(ids), h, int(cold), id_counts(ids), ids, batches)
 
 
 def _offsets(lengths: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -112,9 +157,10 @@ def _policy_errors(extras: dict, ids: np.ndarray, policies=POLICIES) -> dict:
     return out
 
 
-def _batch_errors(extras: dict, ids: np.ndarray, offsets) -> list[dict]:
+def _batch_errors(extras: dict, syn: tuple) -> list[dict]:
+    """Per-batch relative errors of the synthetic stream's `syn` (`policies.BatchStats` at
+    the source's batch sizes, those with >= 2 full batches)."""
     src = {b["batch_size"]: b for b in extras["batches"]}
-    syn = _pol.batch_stats(ids, offsets, tuple(src)) if src else ()
     rows = []
     for s in syn:
         b = src[s.batch_size]
@@ -142,21 +188,20 @@ def _source_curve(profile: LocalityProfile, sizes: np.ndarray) -> np.ndarray:
     return last[2][key]
 
 
-def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
+def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray | None,
              synthetic_dist: np.ndarray | None = None, offsets: np.ndarray | None = None,
-             policies: tuple = POLICIES, synthetic_hist: tuple | None = None) -> dict:
+             policies: tuple = POLICIES, synthetic_hist: tuple | None = None,
+             figures: StreamFigures | None = None) -> dict:
     """Fidelity of `synthetic_ids` (same length as the source for the comparison to mean
     anything; `offsets` [bags + 1] its bags, None = one id per bag); `policies`: which of
     the other caches to simulate (when the profile carries the source's curves).  The
     stream's reuse distances (`synthetic_dist`) or their histogram (`synthetic_hist`:
-    (binned warm histogram, cold count)) when known, else measured here."""
-    ids = np.asarray(synthetic_ids, dtype=np.int64)
-    if synthetic_hist is not None:
-        hist, cold = synthetic_hist
-    elif synthetic_dist is not None:
-        hist, cold = _reuse.histogram(synthetic_dist)
-    else:
-        hist, cold = stream_histogram(ids)
+    (binned warm histogram, cold count)) when known, else measured here; or, instead of the
+    ids, what is read of them (`figures`)."""
+    if figures is None:
+        figures = stream_figures(profile, synthetic_ids, offsets, synthetic_dist,
+                                 synthetic_hist)
+    hist, cold, n = figures.hist, figures.cold, figures.accesses
     distinct_syn = int(cold)
     sizes = _reuse.mrc_sizes(max(profile.distinct, distinct_syn))
     src = _source_curve(profile, sizes)
@@ -170,7 +215,7 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
     b[nb] = cold
     tv = 0.5 * float(np.abs(a / max(a.sum(), 1) - b / max(b.sum(), 1)).sum())
     n1 = max(1, profile.distinct // 100)
-    syn_top = top_shares(ids, (10, n1))
+    syn_top = shares_of_counts(figures.counts, n, (10, n1))
     out = {
         "sizes": sizes.tolist(),
         "source_hit_rate": src.tolist(),
@@ -185,12 +230,12 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray,
         "top1pct_share_source": profile.top_share(n1),
         "top1pct_share_synthetic": syn_top[1],
         "hist_tv_distance": tv,
-        "accesses_synthetic": int(len(ids)),
+        "accesses_synthetic": int(n),
     }
     extras = profile.extra.get("source_extras")
-    if extras and len(ids) == profile.accesses:
-        out.update(policy_figures(profile, ids, policies))
-        out["batches"] = _batch_errors(extras, ids, offsets)
+    if extras and n == profile.accesses:
+        out.update(_policy_errors(extras, figures.head, policies))
+        out["batches"] = _batch_errors(extras, figures.batches)
     return out
 
 
@@ -214,7 +259,9 @@ def selection_figures(profile: LocalityProfile, synthetic_ids: np.ndarray,
            "top1pct_share_source": profile.top_share(n1), "top1pct_share_synthetic": syn_top[1]}
     extras = profile.extra.get("source_extras")
     if extras and len(ids) == profile.accesses:
-        out["batches"] = _batch_errors(extras, ids, offsets)
+        sizes = tuple(b["batch_size"] for b in extras["batches"])
+        out["batches"] = _batch_errors(extras, _pol.batch_stats(ids, offsets, sizes)
+                                       if sizes else ())
     return out
 
 

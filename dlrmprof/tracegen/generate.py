@@ -23,13 +23,14 @@ import numpy as np
 from dlrmprof.tracegen import policies as _pol
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
-from dlrmprof.tracegen.fidelity import source_extras, with_naive
+from dlrmprof.tracegen.fidelity import POLICY_PREFIX, source_extras, with_naive
 from dlrmprof.tracegen.profile import (DEFAULT_WINDOWS, TOP_COUNTS, LocalityProfile,
                                        stream_histogram)
 from dlrmprof.tracegen.readers import TableStream
 from dlrmprof.tracegen.selection import (HOT_CANDIDATES, SELECTION_SEEDS, SHORT_STREAM,
                                          choose_hot, objective)
-from dlrmprof.tracegen.synth import synthesize_bags, synthesize_naive_hist
+from dlrmprof.tracegen.naive import naive_figures
+from dlrmprof.tracegen.synth import synthesize_bags
 from dlrmprof.tracegen.tracefile import (PackedWriter, TableMeta, Trace, header_for,
                                          index_dtype)
 from dlrmprof.tracegen.windows import default_rows, distinct_growth, planned_distinct
@@ -208,11 +209,19 @@ def _measured(prof, B, rows, ss):
                 ids, offs, fid = ids2, offs2, fid2
     fid["realizations"] = SELECTION_SEEDS if short else 1
     naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
-    naives = [_fidelity(prof, n_ids, offsets=offs, synthetic_hist=n_hist)
-              for n_ids, n_hist in (synthesize_naive_hist(prof, length=prof.accesses, rows=rows,
-                                                          seed=s)
-                                    for s in naive_seed.spawn(fid["realizations"]))]
+    naives = [_naive_fidelity(prof, rows, s, offs)
+              for s in naive_seed.spawn(fid["realizations"])]
     return ids, offs, with_naive(fid, naives)
+
+
+def _naive_fidelity(prof: LocalityProfile, rows: int, seed, offsets) -> dict:
+    """Fidelity of the naive baseline (`synth.synthesize_naive` at the source's length, bags
+    `offsets`), from what its draws keep (`naive.naive_figures`): its stream is not made."""
+    extras = prof.extra.get("source_extras") or {}
+    sizes = tuple(int(b["batch_size"]) for b in extras.get("batches", ()))
+    figs = naive_figures(prof, length=prof.accesses, rows=rows, seed=seed, head=POLICY_PREFIX,
+                         offsets=offsets, batch_sizes=sizes)
+    return _fidelity(prof, None, figures=figs)
 
 
 def _measured_prefix(prof, rows, ss) -> dict:
@@ -225,9 +234,7 @@ def _measured_prefix(prof, rows, ss) -> dict:
     del ids
     fid["realizations"] = 1
     naive_seed = np.random.SeedSequence([int(ss.generate_state(1)[0]), NAIVE_SALT])
-    naive, n_hist = synthesize_naive_hist(src, length=src.accesses, rows=rows,
-                                          seed=naive_seed.spawn(1)[0])
-    fid = with_naive(fid, [_fidelity(src, naive, offsets=offs, synthetic_hist=n_hist)])
+    fid = with_naive(fid, [_naive_fidelity(src, rows, naive_seed.spawn(1)[0], offs)])
     fid["prefix_accesses"] = src.accesses
     fid["measured_on"] = (f"the source's first {src.accesses} accesses against a synthesis "
                           f"of that length (the stream has {prof.accesses}; above "

@@ -170,27 +170,39 @@ def _lfu_hits(ids, caps, node, head, tail):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _batch_pass(ids, offsets, bsize, b0, nbatches, lastb, uniq, ratio_sum, nratio):
-    """Batches b0 .. b0 + nbatches - 1 (batch b0 + i = bags offsets[i * bsize] ..
-    offsets[(i + 1) * bsize] of `ids`), carrying (sum of unique ids per batch, sum of overlap
-    ratios over batches 1.., their count) and `lastb` (each id's last batch) across calls, so
-    a stream fed batch by batch sums in the same order as one call over all of it."""
-    for i in range(nbatches):
-        b = b0 + i
+def _previous_use(ids, last, base):
+    """Each access's previous access to its id, as a stream position (-1: none); the chunk
+    starts at stream position `base`, last[x]: id x's last position so far (updated)."""
+    prev = np.empty(ids.shape[0], dtype=np.int64)
+    for j in range(ids.shape[0]):
+        x = ids[j]
+        prev[j] = last[x]
+        last[x] = base + j
+    return prev
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _batch_sums(prev, base, starts, plo, b0, uniq, ratio_sum, nratio):
+    """Batches b0 .. b0 + len(starts) - 2 (batch b0 + i: stream positions starts[i] ..
+    starts[i + 1] - 1, whose previous uses are prev[position - base]; plo: where batch b0 - 1
+    starts, starts[0] for b0 = 0), carrying (sum of unique ids per batch, sum of overlap
+    ratios over batches 1.., their count).  An access is new in its batch when its previous
+    use came before the batch, and was in the previous batch when that use is at or after
+    plo: no per-id state, a branch-free count over each batch."""
+    for i in range(starts.shape[0] - 1):
+        lo = starts[i]
+        width = np.uint64(lo - plo)
+        seg = prev[lo - base:starts[i + 1] - base]
         u = 0
         ov = 0
-        for j in range(offsets[i * bsize], offsets[(i + 1) * bsize]):
-            x = ids[j]
-            lb = lastb[x]
-            if lb != b:
-                u += 1
-                if b > 0 and lb == b - 1:
-                    ov += 1
-                lastb[x] = b
+        for j in range(seg.shape[0]):       # compares and adds only: vectorized
+            u += np.int64(seg[j] < lo)
+            ov += np.int64(np.uint64(seg[j] - plo) < width)     # plo <= prev < lo
         uniq += u
-        if b > 0 and u > 0:
+        if b0 + i > 0 and u > 0:
             ratio_sum += ov / u
             nratio += 1
+        plo = lo
     return uniq, ratio_sum, nratio
 
 
@@ -490,8 +502,7 @@ def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats,
     arr = _check_ids(ids)
     off = _check_offsets(offsets, arr.size)
     nbags = off.size - 1
-    dense = dense_ids(arr)
-    nid = int(dense.max()) + 1 if dense.size else 1
+    prev = None
     out = []
     for bs in batch_sizes:
         bs = int(bs)
@@ -500,8 +511,12 @@ def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats,
         nb = nbags // bs
         if nb < 2:
             continue
-        lastb = np.full(nid, -2, dtype=np.int64)
-        uniq, rsum, nr = _batch_pass(dense, off, bs, 0, nb, lastb, 0, 0.0, 0)
+        if prev is None:            # one pass over the ids for every batch size
+            dense = dense_ids(arr)
+            last = np.full(int(dense.max()) + 1 if dense.size else 1, -1, dtype=np.int64)
+            prev = _previous_use(dense, last, 0)
+        starts = np.ascontiguousarray(off[: nb * bs + 1: bs])
+        uniq, rsum, nr = _batch_sums(prev, 0, starts, starts[0], 0, 0, 0.0, 0)
         out.append(BatchStats(bs, nb, uniq / nb, rsum / nr if nr else 0.0))
     return tuple(out)
 
@@ -512,27 +527,36 @@ class BatchStream:
 
     def __init__(self, batch_sizes=BATCH_SIZES):
         self.sizes = tuple(int(b) for b in batch_sizes)
-        self.lastb = [np.full(1024, -2, dtype=np.int64) for _ in self.sizes]
+        self.last = np.full(1024, -1, dtype=np.int64)         # each id's last position
         self.state = [(0, 0.0, 0) for _ in self.sizes]
         self.done = [0 for _ in self.sizes]                  # full batches so far
-        self.rest = [np.zeros(0, dtype=np.int64) for _ in self.sizes]
+        self.pos = 0                                         # accesses fed
+        self.base = 0                    # stream position of pending[0]
+        self.pending = np.zeros(0, dtype=np.int64)    # previous uses of the open batches
 
     def feed(self, ids: np.ndarray) -> None:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
-        top = int(ids.max()) + 1 if ids.size else 0
+        if not ids.size:
+            return
+        top = int(ids.max()) + 1
+        if top > self.last.shape[0]:
+            grown = np.full(max(top, 2 * self.last.shape[0]), -1, dtype=np.int64)
+            grown[: self.last.shape[0]] = self.last
+            self.last = grown
+        prev = _previous_use(ids, self.last, self.pos)
+        self.pending = np.concatenate([self.pending, prev]) if self.pending.size else prev
+        self.pos += ids.shape[0]
         for i, bs in enumerate(self.sizes):
-            if top > self.lastb[i].shape[0]:
-                grown = np.full(max(top, 2 * self.lastb[i].shape[0]), -2, dtype=np.int64)
-                grown[: self.lastb[i].shape[0]] = self.lastb[i]
-                self.lastb[i] = grown
-            buf = np.concatenate([self.rest[i], ids]) if self.rest[i].size else ids
-            nb = buf.shape[0] // bs
+            b0 = self.done[i]
+            nb = self.pos // bs - b0
             if nb:
-                off = np.arange(nb * bs + 1, dtype=np.int64)
-                self.state[i] = _batch_pass(buf, off, bs, self.done[i], nb, self.lastb[i],
-                                            *self.state[i])
+                starts = np.arange(b0 * bs, (b0 + nb) * bs + 1, bs, dtype=np.int64)
+                self.state[i] = _batch_sums(self.pending, self.base, starts,
+                                            max(b0 - 1, 0) * bs, b0, *self.state[i])
                 self.done[i] += nb
-            self.rest[i] = buf[nb * bs:].copy()
+        base = min(d * bs for d, bs in zip(self.done, self.sizes)) if self.sizes else self.pos
+        self.pending = self.pending[base - self.base:].copy()
+        self.base = base
 
     def result(self) -> tuple[BatchStats, ...]:
         out = []

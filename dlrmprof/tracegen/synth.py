@@ -26,6 +26,7 @@ Model (see profile.py for what is stored):
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -450,25 +451,44 @@ def synthesize_naive_hist(profile: LocalityProfile, length: int | None = None,
     return ids, _reuse.histogram(dists)
 
 
-def _naive(profile, length, rows, seed, with_dists=False):
+class NaiveSetup(NamedTuple):
+    """The naive baseline's draws before its kernel runs (`naive_setup`)."""
+    n: int                      # accesses
+    rows: int                   # ids are drawn from [0, rows)
+    rng: np.random.Generator    # after the draws below: next, the injection of the items
+    empty: bool                 # no accesses, or a source without any: all id 0
+    cold: np.ndarray | None     # [first touches to place]
+    cdf: np.ndarray | None      # cumulative warm histogram (the source's bins)
+    core_seed: int              # the kernel's RNG seed
+
+
+def naive_setup(profile: LocalityProfile, length, rows, seed) -> NaiveSetup:
+    """The naive baseline's RNG draws before its kernel, in their order: every user of the
+    naive draws (`_naive`, `naive.naive_figures`) starts here, so they draw the same."""
     n = profile.accesses if length is None else int(length)
     rows = default_rows(profile, n) if rows is None else int(rows)
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
     rng = np.random.default_rng(ss)
     if n == 0 or profile.accesses == 0:
+        return NaiveSetup(n, rows, rng, True, None, None, 0)
+    hist = np.asarray(profile.hist, dtype=np.int64)
+    cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
+    cdf = np.cumsum(hist) if hist.size else np.zeros(0, dtype=np.int64)
+    return NaiveSetup(n, rows, rng, False, cold, cdf, int(rng.integers(0, 2 ** 63)))
+
+
+def _naive(profile, length, rows, seed, with_dists=False):
+    n, rows, rng, empty, cold, cdf, core_seed = naive_setup(profile, length, rows, seed)
+    if empty:
         dists = np.zeros(n, dtype=np.int64)        # all id 0: one first touch, then depth 0
         dists[:1] = -1
         return np.zeros(n, dtype=np.int64), {"extra_cold": 0, "clamped": 0, "items": 0}, dists
-    hist = np.asarray(profile.hist, dtype=np.int64)
-    cold = np.array([rng.binomial(n, profile.cold / profile.accesses)], dtype=np.int64)
-    cdf = np.cumsum(hist)[None, :] if hist.size else np.zeros((1, 0), dtype=np.int64)
     dists = np.empty(n, dtype=np.int64) if with_dists else None
     stream, items, extra, clamped = synth_core(
         n, np.array([0, n], dtype=np.int64), np.zeros((0, 1), dtype=np.int64),
         np.zeros((0, 0), dtype=np.int64), _reuse.bin_edges(0),
-        cold, np.ascontiguousarray(cdf), _reuse.bin_edges(hist.size),
-        np.ascontiguousarray(cdf[0]), int(rng.integers(0, 2 ** 63)), rows, 1, True, 0,
-        False, dists)
+        cold, np.ascontiguousarray(cdf[None, :]), _reuse.bin_edges(cdf.size),
+        cdf, core_seed, rows, 1, True, 0, False, dists)
     mapping = rng.choice(rows, size=max(items, 1), replace=False)
     return mapping[stream], {"extra_cold": int(extra), "clamped": int(clamped),
                              "items": int(items)}, dists
