@@ -4,30 +4,9 @@ what the general path gives."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from dlrmprof.tracegen import reuse, windows
+from dlrmprof.tracegen import windows
 from dlrmprof.tracegen.profile import build_profile
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_short_histogram_matches_bin_counts_kernel(seed):
-    """`reuse.histogram` below SHORT_HISTOGRAM (a search of the bin edges) gives the
-    kernel's bins and cold count: exact bins, sub-bins, first touches, the top of int64."""
-    rng = np.random.default_rng(seed)
-    for _ in range(50):
-        n = int(rng.integers(0, 3000))
-        d = rng.integers(-1, 2 ** int(rng.integers(1, 63)), n)
-        d[rng.random(n) < 0.3] = -1
-        d[: min(n, 300)] = np.arange(min(n, 300)) - 1
-        if n and seed == 3:
-            d[-1] = 2 ** 63 - 1
-        assert d.shape[0] < reuse.SHORT_HISTOGRAM
-        hist, cold = reuse.histogram(d)
-        want, want_cold = reuse._bin_counts(d, reuse.MAX_BINS)
-        nz = np.flatnonzero(want)
-        np.testing.assert_array_equal(hist, want[: int(nz[-1]) + 1 if nz.size else 0])
-        assert cold == want_cold and hist.dtype == np.int64
 
 
 def _profile(seed: int, n: int = 3000, hot: int = 16):

@@ -365,12 +365,15 @@ def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
     return int(np.unique(sets, return_counts=True)[1].max())    # sets far above the ids
 
 
+SHORT_DEPTHS = 1 << 16      # `_depths` takes the reuse pass below this many accesses
+
+
 def _depths(st: _Stream, depth: int) -> np.ndarray:
     """Accesses at each LRU stack distance 0 .. depth-1 (`_lru_depths`'s): on a short stream
     and up to the reuse histogram's exact bins, from the reuse-distance pass every capture
     and fidelity record compiles anyway (one kernel less to compile cold on a short sample);
     else by `_lru_depths` (about half the reuse pass' time on 2^18 accesses)."""
-    if depth > 1 << _reuse.EXACT_BITS or st.n >= _reuse.SHORT_HISTOGRAM:
+    if depth > 1 << _reuse.EXACT_BITS or st.n >= SHORT_DEPTHS:
         return _lru_depths(st.ids, depth, st.nid)
     hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
     _reuse.ReuseState(st.nid).feed_hist(st.ids, hist)

@@ -71,8 +71,6 @@ def _all_edges() -> np.ndarray:
 
 
 _ALL_EDGES = _all_edges()
-# the bin of the largest int64 (the edges above it are clamped to it)
-_TOP_BIN = int(np.searchsorted(_ALL_EDGES, 2 ** 63 - 1, side="left")) - 1
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -88,21 +86,10 @@ def _bin_counts(dist, nbins):
     return hist, cold
 
 
-SHORT_HISTOGRAM = 1 << 16    # `histogram` bins fewer distances by a search of the bin edges
-
-
 def histogram(dist: np.ndarray) -> tuple[np.ndarray, int]:
-    """(binned histogram of warm distances, trimmed; cold count).  Fewer than SHORT_HISTOGRAM
-    distances (a short stream's) are binned by searching the edges (`bin_edges`): the same
-    bins, and no `_bin_counts` to compile for them (a cold start on a short sample)."""
+    """(binned histogram of warm distances, trimmed; cold count)."""
     dist = np.asarray(dist, dtype=np.int64)
-    if dist.shape[0] < SHORT_HISTOGRAM:
-        warm = dist[dist >= 0]
-        at = np.minimum(np.searchsorted(_ALL_EDGES, warm, side="right") - 1, _TOP_BIN)
-        hist = np.bincount(at, minlength=MAX_BINS)
-        cold = dist.shape[0] - warm.shape[0]
-    else:
-        hist, cold = _bin_counts(dist, MAX_BINS)
+    hist, cold = _bin_counts(dist, MAX_BINS)
     nz = np.flatnonzero(hist)
     n = int(nz[-1]) + 1 if nz.size else 0
     return hist[:n].copy(), int(cold)
