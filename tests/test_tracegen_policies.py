@@ -236,3 +236,17 @@ def test_lru_depths_match_exact_reuse_distances(seed):
     sizes = [1, 3, 16, 32, 40, 64, 100]
     np.testing.assert_allclose(policies.setassoc_hit_rates(ids, sizes),
                                [ref_setassoc(ids.tolist(), c) for c in sizes], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_depths_from_reuse_histogram_match_lru_depths(seed):
+    """`_depths` (the reuse histogram's exact bins up to 256, `_lru_depths` past them) gives
+    `_lru_depths`'s counts: the fully associative set sizes' hits do not depend on which."""
+    rng = np.random.default_rng(100 + seed)
+    n, nid = int(rng.integers(1, 6000)), int(rng.integers(1, 2000))
+    ids = (rng.zipf(1.05 + 0.2 * seed, n) % nid if seed % 2 else
+           rng.integers(0, nid, n)).astype(np.int64)
+    st = policies._Stream(ids)
+    for depth in (1, 2, 17, 32, 256, 257, 300):
+        np.testing.assert_array_equal(policies._depths(st, depth),
+                                      policies._lru_depths(st.ids, depth, st.nid))

@@ -19,7 +19,6 @@ Per table:
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +56,9 @@ def shares_of_counts(counts: np.ndarray, total: int, ns) -> list[float]:
     if total == 0:
         return [0.0] * len(ns)
     m = min(max(ns), counts.size)
-    top = np.sort(np.partition(counts, counts.size - m)[counts.size - m:])[::-1]
+    # a full sort, not np.partition: counts are mostly ties (ids seen once or twice), where
+    # partition's introselect is many times slower than numpy's sort (docs/performance.md)
+    top = np.sort(counts)[::-1][:m]
     cum = np.cumsum(top)
     return [float(cum[min(n, m) - 1]) / total if n > 0 else 0.0 for n in ns]
 
@@ -171,17 +172,20 @@ def _batch_errors(extras: dict, syn: tuple) -> list[dict]:
     return rows
 
 
-_SOURCE_CURVES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# the last source histogram's LRU hit rates: (its hist array, cold count, {largest size: rates})
+_LAST_SOURCE: list = [None]
 
 
 def _source_curve(profile: LocalityProfile, sizes: np.ndarray) -> np.ndarray:
-    """The source's LRU hit rates at `sizes`, kept per profile (a selection measures each
-    candidate's profile several times)."""
-    per = _SOURCE_CURVES.setdefault(profile, {})
+    """The source's LRU hit rates at `sizes`, kept for the last source histogram (the same
+    array in every candidate profile of a selection, each measured several times)."""
+    last = _LAST_SOURCE[0]
+    if last is None or last[0] is not profile.hist or last[1] != profile.cold:
+        last = _LAST_SOURCE[0] = (profile.hist, profile.cold, {})
     key = int(sizes[-1])
-    if key not in per:
-        per[key] = _reuse.hit_rates(profile.hist, profile.cold, sizes)
-    return per[key]
+    if key not in last[2]:
+        last[2][key] = _reuse.hit_rates(profile.hist, profile.cold, sizes)
+    return last[2][key]
 
 
 def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray | None,

@@ -6,6 +6,7 @@ stack synthesis draws from (shared by `synth.py`'s model and `budgets.py`).
 from __future__ import annotations
 
 import functools
+import weakref
 from typing import NamedTuple
 
 import numpy as np
@@ -48,11 +49,16 @@ def plan_windows(profile: LocalityProfile, length: int):
     n_src, n = profile.accesses, int(length)
     wsize = profile.window_size
     W = profile.num_windows
-    src_len = np.diff(np.minimum(np.arange(W + 1, dtype=np.int64) * wsize, n_src))
     Wn = max(1, -(-n // wsize))
     bounds = np.minimum(np.arange(Wn + 1, dtype=np.int64) * wsize, n)
     bounds[-1] = n
     win_len = np.diff(bounds)
+    if n == n_src and Wn == W:      # the source's own length (a selection's): its windows
+        hot = profile.hot_win.astype(np.int64)            # a copy, as below
+        cold = profile.tail_cold.astype(np.int64)
+        _fit(hot, cold, win_len)
+        return bounds, hot, cold, np.arange(W)
+    src_len = np.diff(np.minimum(np.arange(W + 1, dtype=np.int64) * wsize, n_src))
     last_full = W - 1 if src_len[-1] == wsize or W == 1 else W - 2
     src_w = np.minimum(np.arange(Wn), W - 1)
     src_w[np.arange(Wn) >= W] = last_full
@@ -76,8 +82,15 @@ def plan_windows(profile: LocalityProfile, length: int):
         if squeeze.any():                             # in place: no [K, W'] temporaries
             hot *= np.where(squeeze, room, 1)[None, :]
             hot //= np.maximum(np.where(squeeze, hsum, 1), 1)[None, :]
+    _fit(hot, cold, win_len)
+    return bounds, hot, cold, src_w
+
+
+def _fit(hot: np.ndarray, cold: np.ndarray, win_len: np.ndarray) -> None:
+    """Counts that must fit their windows after rounding: a window's excess taken from its
+    first touches, then from its largest hot count (in place)."""
     over_all = hot.sum(axis=0) + cold - win_len
-    for w in np.flatnonzero(over_all > 0):        # rounding: counts must fit the window
+    for w in np.flatnonzero(over_all > 0):
         over = int(over_all[w])
         while over > 0:
             if cold[w] > 0:
@@ -85,7 +98,6 @@ def plan_windows(profile: LocalityProfile, length: int):
             else:
                 hot[int(np.argmax(hot[:, w])), w] -= 1
             over -= 1
-    return bounds, hot, cold, src_w
 
 
 @functools.lru_cache(maxsize=64)
@@ -127,10 +139,28 @@ class WindowTables(NamedTuple):
     gap_edges: np.ndarray   # [ng + 1] their bins' edges
 
 
+# the last small tables `window_tables` built, (weak reference to their profile, n, tables):
+# a selection synthesizes each finalist several times in a row (seeds), from the same tables
+_LAST_TABLES: list = [None]
+CACHED_TABLE_BYTES = 1 << 22      # larger tables (long syntheses) are not kept
+
+
 def window_tables(profile: LocalityProfile, n: int) -> WindowTables:
     """The tables of a windowed stack synthesis of `n` accesses of `profile`: its windows
     and counts (`plan_windows`), each source window's tail-distance cdf, and the hot ids'
-    gap cdfs, contiguous int64 (shared by this module's model and `budgets.py`)."""
+    gap cdfs, contiguous int64 (shared by this module's model and `budgets.py`, whose
+    kernels only read them).  The last small tables are kept and returned again for the
+    same profile and length (`_LAST_TABLES`)."""
+    last = _LAST_TABLES[0]
+    if last is not None and last[0]() is profile and last[1] == n:
+        return last[2]
+    wt = _build_tables(profile, n)
+    size = sum(a.nbytes for a in (wt.bounds, wt.hot, wt.cold, wt.cdf, wt.fallback, wt.gap_cdf))
+    _LAST_TABLES[0] = (weakref.ref(profile), int(n), wt) if size <= CACHED_TABLE_BYTES else None
+    return wt
+
+
+def _build_tables(profile: LocalityProfile, n: int) -> WindowTables:
     bounds, hot, cold, src_w = plan_windows(profile, n)
     th = np.asarray(profile.tail_hist, dtype=np.int64)[src_w]
     nb = th.shape[1]
