@@ -88,17 +88,18 @@ def _to_front(mtf, j, g):
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offsets, nfull,
-                mtf, use_mtf):
+                mtf, fenwick):
     """The naive draws of `synth._synth_core` (one window, no hot set, one draw, a draw deeper
     than the stack a first touch) with their figures kept instead of their stream.  The
-    stack: the int32 move-to-front array `mtf` (use_mtf), else the Fenwick stack, in one
-    compiled specialization (tests/test_tracegen_jit.py).  Returns (first head_len items,
+    stack: the int32 move-to-front array `mtf` (fenwick None), else (fenwick True) the Fenwick
+    stack.  fenwick's type picks the specialization: None compiles without the Fenwick stack's
+    pop and compaction (a cold start on small tables never compiles them), True with them.  Returns (first head_len items,
     each item's count, binned warm histogram, items (= first touches), per batch size
     [unique sum, overlap-ratio sum, ratios])."""
     bounds = np.array([0, n], dtype=np.int64)
     no_hot = np.zeros((0, 1), dtype=np.int64)
     rem_cold, rem_warm, wcdf, wtot, guide = _window_setup(
-        0, bounds, no_hot, cold_total, cdf.reshape((1, cdf.shape[0])), cdf)
+        np.int64(0), bounds, no_hot, cold_total, cdf.reshape((1, cdf.shape[0])), cdf)
     head = np.empty(head_len, dtype=np.int64)
     counts = np.zeros(max(min(n, max_ids), 1), dtype=np.int64)
     hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
@@ -112,7 +113,7 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
         if pos == next_end:
             next_end = _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen,
                                       sums, pos)
-        if t >= cap:
+        if fenwick is not None and t >= cap:
             owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
             t = D + 1
         fresh = _below(state, rem_cold + rem_warm) < rem_cold
@@ -139,12 +140,12 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
         if fresh:
             g = items
             items += 1
-            if use_mtf:
+            if fenwick is None:
                 _to_front(mtf, D, g)
             else:
                 fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
             D += 1
-        elif use_mtf:
+        elif fenwick is None:
             g = mtf[d]
             _to_front(mtf, d, g)
             hist[dist_bin(d)] += 1
@@ -157,7 +158,7 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
                     seen[i] += 1
                 cur[i] += 1
         counts[g] += 1
-        if not use_mtf:
+        if fenwick is not None:
             owner[t] = g
             bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
             t += 1
@@ -197,7 +198,7 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
     mtf = np.empty(min(n, rows) if small else 1, dtype=np.int32)
     hd, counts, hist, items, sums = _naive_pass(
         n, setup.cold, setup.cdf, _reuse.bin_edges(setup.cdf.shape[0]), setup.core_seed, rows,
-        min(int(head), n), bs, off, nfull, mtf, bool(small))
+        min(int(head), n), bs, off, nfull, mtf, None if small else True)
     mapping = rng.choice(rows, size=max(int(items), 1), replace=False)
     nz = np.flatnonzero(hist)
     hist = hist[: int(nz[-1]) + 1 if nz.size else 0].copy()
