@@ -11,7 +11,7 @@ import pytest
 from dlrmprof.tracegen import generate, onepass, selection
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.csvlog import read_csv
-from dlrmprof.tracegen.policies import batch_stats
+from dlrmprof.tracegen.batches import batch_stats
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo
 
 AVAZU = Path(__file__).parent / "data" / "streams" / "avazu_train_head8k.csv"

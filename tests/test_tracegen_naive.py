@@ -10,7 +10,7 @@ from dlrmprof.tracegen.fidelity import (POLICY_PREFIX, fidelity, id_counts, sour
                                         stream_figures)
 from dlrmprof.tracegen.generate import _naive_fidelity
 from dlrmprof.tracegen.naive import MTF_ITEMS, naive_figures
-from dlrmprof.tracegen.policies import batch_stats
+from dlrmprof.tracegen.batches import batch_stats
 from dlrmprof.tracegen.profile import build_profile, stream_histogram
 from dlrmprof.tracegen.synth import synthesize_naive
 

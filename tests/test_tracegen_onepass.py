@@ -9,7 +9,7 @@ import pytest
 
 from dlrmprof.tracegen import generate, onepass, selection
 from dlrmprof.tracegen import reuse as _reuse
-from dlrmprof.tracegen.policies import BatchStream, batch_stats
+from dlrmprof.tracegen.batches import BatchStream, batch_stats
 from dlrmprof.tracegen.profile import (GAP_SCALE, LocalityProfile, WindowState, build_profile,
                                        gap_row, hot_ranks)
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo

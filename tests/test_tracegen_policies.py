@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dlrmprof.tracegen import policies, reuse
+from dlrmprof.tracegen import batches, policies, reuse
 
 # ---------------------------------------------------------------- plain references
 # (policies.reference_hit_rate: set-per-way OrderedDicts, a FIFO list, an LFU dict scanned
@@ -161,22 +161,22 @@ def test_batch_stats_match_reference(seed):
     lengths[rng.integers(0, 3000, 300)] = 0          # empty bags occur
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     ids = rng.integers(0, 2 ** 40, 500)[rng.zipf(1.2, int(offsets[-1])) % 500]
-    got = policies.batch_stats(ids, offsets, (1, 7, 128, 1000, 2048))
+    got = batches.batch_stats(ids, offsets, (1, 7, 128, 1000, 2048))
     assert [g.batch_size for g in got] == [1, 7, 128, 1000]   # 2048: one full batch, left out
     for g in got:
         nb, u, ov = ref_batch(ids.tolist(), offsets.tolist(), g.batch_size)
         assert g.batches == nb
         assert g.unique_mean == pytest.approx(u, rel=1e-12)
         assert g.overlap_mean == pytest.approx(ov, rel=1e-12)
-        assert policies.BatchStats.from_json(g.to_json()) == g
+        assert batches.BatchStats.from_json(g.to_json()) == g
 
 
 def test_batch_stats_one_id_per_bag():
     ids = np.array([0, 1, 1, 2, 2, 3, 9, 9, 9])
-    got = policies.batch_stats(ids, None, (3,))
+    got = batches.batch_stats(ids, None, (3,))
     # batches {0,1}, {2}, {3,9}: unique 2, 1, 2; overlaps 0/1, 0/2
-    assert got == (policies.BatchStats(3, 3, 5 / 3, 0.0),)
-    got = policies.batch_stats(np.array([4, 5, 4, 5, 4, 6]), None, (2,))
+    assert got == (batches.BatchStats(3, 3, 5 / 3, 0.0),)
+    got = batches.batch_stats(np.array([4, 5, 4, 5, 4, 6]), None, (2,))
     assert got[0].overlap_mean == pytest.approx((1.0 + 0.5) / 2)
 
 
@@ -185,11 +185,11 @@ def test_batch_stats_bad_offsets():
     for off in ([0, 5, 9], [1, 5, 10], [0, 6, 4, 10], np.zeros((2, 2), dtype=int),
                 [0.0, 10.0]):
         with pytest.raises(ValueError, match="offsets"):
-            policies.batch_stats(ids, np.asarray(off), (1,))
+            batches.batch_stats(ids, np.asarray(off), (1,))
     with pytest.raises(ValueError, match="ids"):
-        policies.batch_stats(np.array([0, -1]), None, (1,))
+        batches.batch_stats(np.array([0, -1]), None, (1,))
     with pytest.raises(ValueError, match="batch_sizes"):
-        policies.batch_stats(ids, None, (0,))
+        batches.batch_stats(ids, None, (0,))
 
 
 def _setassoc_by_lru_pass(ids, sizes, ways):

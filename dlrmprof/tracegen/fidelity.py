@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dlrmprof.tracegen import batches as _bat
 from dlrmprof.tracegen import policies as _pol
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.profile import LocalityProfile, stream_histogram
@@ -72,7 +73,7 @@ class StreamFigures:
     cold: int                   # first touches (= distinct ids)
     counts: np.ndarray          # each id's access count, any order (top shares)
     head: np.ndarray            # ids of its first accesses (>= POLICY_PREFIX, or all)
-    batches: tuple | None       # policies.BatchStats at the source's batch sizes, or None
+    batches: tuple | None       # batches.BatchStats at the source's batch sizes, or None
 
 
 def stream_figures(profile: LocalityProfile, ids: np.ndarray, offsets: np.ndarray | None = None,
@@ -92,7 +93,7 @@ def stream_figures(profile: LocalityProfile, ids: np.ndarray, offsets: np.ndarra
     batches = None
     if extras and len(ids) == profile.accesses:
         sizes = tuple(b["batch_size"] for b in extras["batches"])
-        batches = _pol.batch_stats(ids, offsets, sizes) if sizes else ()
+        batches = _bat.batch_stats(ids, offsets, sizes) if sizes else ()
     return StreamFigures(len(ids), h, int(cold), id_counts(ids), ids, batches)
 
 
@@ -126,7 +127,7 @@ def source_extras(ids, lengths: np.ndarray | None, distinct: int,
         curves = {p: _POLICY_FNS[p](head, sizes).tolist() for p in policies}
     if batches is None:
         arr = np.ascontiguousarray(ids, dtype=np.int64)
-        batches = _pol.batch_stats(arr, _offsets(lengths, n)) if n else ()
+        batches = _bat.batch_stats(arr, _offsets(lengths, n)) if n else ()
     return {"policies": {"sizes": sizes.tolist(), "accesses": m, **curves},
             "batches": [s.to_json() for s in batches]}
 
@@ -158,7 +159,7 @@ def _policy_errors(extras: dict, ids: np.ndarray, policies=POLICIES) -> dict:
 
 
 def _batch_errors(extras: dict, syn: tuple) -> list[dict]:
-    """Per-batch relative errors of the synthetic stream's `syn` (`policies.BatchStats` at
+    """Per-batch relative errors of the synthetic stream's `syn` (`batches.BatchStats` at
     the source's batch sizes, those with >= 2 full batches)."""
     src = {b["batch_size"]: b for b in extras["batches"]}
     rows = []
@@ -260,7 +261,7 @@ def selection_figures(profile: LocalityProfile, synthetic_ids: np.ndarray,
     extras = profile.extra.get("source_extras")
     if extras and len(ids) == profile.accesses:
         sizes = tuple(b["batch_size"] for b in extras["batches"])
-        out["batches"] = _batch_errors(extras, _pol.batch_stats(ids, offsets, sizes)
+        out["batches"] = _batch_errors(extras, _bat.batch_stats(ids, offsets, sizes)
                                        if sizes else ())
     return out
 

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from dlrmprof.tracegen import policies as _pol
+from dlrmprof.tracegen import batches as _bat
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import fidelity as _fidelity
 from dlrmprof.tracegen.fidelity import POLICY_PREFIX, source_extras, with_naive
@@ -78,7 +78,7 @@ def _profile(name, ids, lengths, rows, windows, hot, sample_rate) -> LocalityPro
         head = _reuse.dense_ids(np.asarray(ids[:FIDELITY_PREFIX], dtype=np.int64))
         h, c = stream_histogram(head)
         prof.extra["source_prefix"] = prefix_record(h, c, np.bincount(head),
-                                                    _pol.batch_stats(head, None))
+                                                    _bat.batch_stats(head, None))
     if sample_rate is not None:
         prof.extra["shards"] = shards_error(np.asarray(ids, dtype=np.int64), sample_rate, prof)
     return prof
@@ -88,7 +88,7 @@ def prefix_record(hist: np.ndarray, cold: int, counts: np.ndarray, batches) -> d
     """What fidelity needs of the source's first accesses (kept in profile.extra
     ["source_prefix"] while the trace is made, not written to the file): their reuse
     histogram, first touches, the TOP_COUNTS largest access counts and the per-batch figures
-    (`policies.batch_stats`).  JSON-able."""
+    (`batches.batch_stats`).  JSON-able."""
     n = int(np.asarray(hist).sum()) + int(cold)
     c = np.asarray(counts, dtype=np.int64)
     k = min(TOP_COUNTS, c.shape[0])

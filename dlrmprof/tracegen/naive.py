@@ -30,7 +30,7 @@ from numba import njit
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
 from dlrmprof.tracegen.fidelity import StreamFigures
-from dlrmprof.tracegen.policies import BatchStats, batch_stats
+from dlrmprof.tracegen.batches import BatchStats, batch_stats
 from dlrmprof.tracegen.profile import LocalityProfile
 from dlrmprof.tracegen.reuse import dist_bin, fenwick_add
 from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, naive_setup
@@ -39,7 +39,7 @@ from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, naive_setup
 @njit(cache=True, no_cfunc_wrapper=True)
 def _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen, sums, pos):
     """Close every batch size's batch that ends at access pos (its unique count and overlap
-    ratio summed as `policies._batch_sums` sums them); returns the next access at which a
+    ratio summed as `batches._batch_sums` sums them); returns the next access at which a
     batch ends."""
     nxt = np.int64(1) << 62
     for i in range(ends.shape[0]):
@@ -175,7 +175,7 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
     """What `fidelity.stream_figures` measures of `synth.synthesize_naive(profile, length,
     rows, seed)`, from its draws: a `fidelity.StreamFigures` with its first `head` ids and
     its per-batch figures at `batch_sizes` (bags `offsets`, None: one id per bag; sizes with
-    fewer than 2 full batches left out, as `policies.batch_stats` does)."""
+    fewer than 2 full batches left out, as `batches.batch_stats` does)."""
     setup = naive_setup(profile, length, rows, seed)
     n, rows, rng = setup.n, setup.rows, setup.rng
     if rows < 1:

@@ -39,7 +39,7 @@ from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import ClassState, with_classes
 from dlrmprof.tracegen.fidelity import POLICY_PREFIX, source_extras
-from dlrmprof.tracegen.policies import BatchStream
+from dlrmprof.tracegen.batches import BatchStream
 from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, count_ids,
                                        hot_ranks)
 
