@@ -62,6 +62,52 @@ def test_selection_figures_are_the_fidelity_records_own(seed):
         assert lean == {k: full[k] for k in lean}          # the same values, bit for bit
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_naive_candidates_figures_from_its_draws_are_its_streams(seed):
+    """The naive candidate's figures kept from its draws (`naive.naive_bags_figures`) equal
+    those measured on `synthesize_bags`' stream, bit for bit: LRU, shares, per-batch and LFU
+    figures; with more ids than the move-to-front array holds; None for bags of varying
+    length."""
+    from dlrmprof.tracegen import fidelity as fid
+    from dlrmprof.tracegen.naive import MTF_ITEMS, naive_bags_figures
+    from dlrmprof.tracegen.profile import build_profile
+    from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
+
+    for n, nid in ((3_000, 900), (20_000, 2 * MTF_ITEMS)):
+        ids = _reuse.dense_ids(np.asarray(workloads.drifting_zipf(n, nid, 0.9, 0.5, seed=seed),
+                                          dtype=np.int64))
+        prof = build_profile("t", ids, None, rows=int(ids.max()) + 1, windows=8, hot=0)
+        prof.extra.update(model=NAIVE, source_extras=fid.source_extras(ids, None, prof.distinct))
+        syn, offs, _ = synthesize_bags(prof, seed=seed)
+        figs = naive_bags_figures(prof, seed)
+        got = fid.selection_figures(prof, None, figures=figs)
+        assert got["batches"]
+        assert got == fid.selection_figures(prof, syn, offs)
+        assert np.array_equal(figs.head, syn)
+        assert fid.policy_figures(prof, figs.head, ("lfu",)) == fid.policy_figures(
+            prof, syn, ("lfu",))
+    lengths = np.random.default_rng(seed).integers(1, 4, size=1_000)
+    bags = build_profile("t", _stream(seed, int(lengths.sum())), lengths, windows=8, hot=0)
+    assert naive_bags_figures(bags, seed) is None
+
+
+def test_the_selections_records_are_the_same_with_the_naive_stream(monkeypatch):
+    """The selection (screen, best first, finalists) records the same with the naive
+    candidate measured from its draws as with its stream synthesized."""
+    monkeypatch.setattr(selection, "SCREEN_MIN", 1 << 13)
+    monkeypatch.setattr(selection, "SCREEN", 1 << 12)
+    monkeypatch.setattr(selection, "BEST_FIRST_MIN", 1 << 13)
+    monkeypatch.setattr(selection, "BUDGET_MIN", 1 << 13)
+    ids = _stream(5, 12_000)
+    runs = []
+    for draws in (True, False):
+        if not draws:
+            monkeypatch.setattr(selection, "naive_bags_figures", lambda prof, seed: None)
+        runs.append(selection.select_hot("t", ids, None, int(ids.max()) + 1, 8, None)[1])
+    assert any(c["placement"] == "naive" for c in runs[0]["candidates"])
+    assert runs[0] == runs[1]
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_best_first_keeps_the_same_best_candidates_as_the_order(monkeypatch, seed):
     ids = _stream(seed)

@@ -240,29 +240,38 @@ def fidelity(profile: LocalityProfile, synthetic_ids: np.ndarray | None,
     return out
 
 
-def selection_figures(profile: LocalityProfile, synthetic_ids: np.ndarray,
-                      offsets: np.ndarray | None = None) -> dict:
+def selection_figures(profile: LocalityProfile, synthetic_ids: np.ndarray | None,
+                      offsets: np.ndarray | None = None,
+                      figures: StreamFigures | None = None) -> dict:
     """The figures of `fidelity(..., policies=())` that a selection's objective reads (LRU
     MRC error, distinct ratio, top-10 / top-1% shares, per-batch errors), with the same
     values: without the curves, the histogram distance and the lists a report stores, and
-    with one count of the ids for the distinct count and the shares.  A selection measures
-    hundreds of candidates; this is its per-candidate cost."""
-    ids = np.asarray(synthetic_ids, dtype=np.int64)
-    hist, cold = stream_histogram(ids)
+    with one count of the ids for the distinct count and the shares; or, instead of the ids,
+    what is read of them (`figures`, per-batch figures at the source's batch sizes).  A
+    selection measures hundreds of candidates; this is its per-candidate cost."""
+    if figures is None:
+        ids = np.asarray(synthetic_ids, dtype=np.int64)
+        hist, cold = stream_histogram(ids)
+        n, counts = len(ids), id_counts(ids)
+    else:
+        hist, cold, n, counts = figures.hist, figures.cold, figures.accesses, figures.counts
     sizes = _reuse.mrc_sizes(max(profile.distinct, int(cold)))
     src = _source_curve(profile, sizes)
     syn = _reuse.hit_rates(hist, cold, sizes)
     n1 = max(1, profile.distinct // 100)
-    syn_top = top_shares(ids, (10, n1))
+    syn_top = shares_of_counts(counts, n, (10, n1))
     out = {"mrc_mae": float(np.abs(src - syn).mean()),
            "distinct_ratio": int(cold) / profile.distinct if profile.distinct else 1.0,
            "top10_share_source": profile.top_share(10), "top10_share_synthetic": syn_top[0],
            "top1pct_share_source": profile.top_share(n1), "top1pct_share_synthetic": syn_top[1]}
     extras = profile.extra.get("source_extras")
-    if extras and len(ids) == profile.accesses:
-        sizes = tuple(b["batch_size"] for b in extras["batches"])
-        out["batches"] = _batch_errors(extras, _bat.batch_stats(ids, offsets, sizes)
-                                       if sizes else ())
+    if extras and n == profile.accesses:
+        if figures is None:
+            sizes = tuple(b["batch_size"] for b in extras["batches"])
+            batches = _bat.batch_stats(ids, offsets, sizes) if sizes else ()
+        else:
+            batches = figures.batches
+        out["batches"] = _batch_errors(extras, batches)
     return out
 
 

@@ -206,3 +206,23 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
                                float(s[1]) / s[2] if s[2] else 0.0)
                     for b, f, s in zip(bs, nfull, sums) if f >= 2)
     return StreamFigures(n, hist, int(items), counts, mapping[hd], batches)
+
+
+def naive_bags_figures(profile: LocalityProfile, seed) -> StreamFigures | None:
+    """`naive_figures` of `synth.synthesize_bags(profile, seed=seed)` for a profile of the
+    naive model (its stream is `synthesize_naive`'s from the seed's second spawn, cut into
+    bags of the source's one length): the same ids (all of them, the head) and per-batch
+    figures at the source's batch sizes (`fidelity.source_extras`), without the stream's
+    reuse and batch passes.  None where the bags' lengths vary (their draw is not
+    repeated here): synthesize the stream then."""
+    if len(profile.bag_len_values) != 1:
+        return None
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    stream_ss = ss.spawn(2)[1]
+    length = int(profile.bag_len_values[0])
+    bags = profile.num_bags
+    extras = profile.extra.get("source_extras") or {}
+    sizes = tuple(int(b["batch_size"]) for b in extras.get("batches", ()))
+    return naive_figures(profile, length=bags * length, seed=stream_ss, head=bags * length,
+                         offsets=np.arange(bags + 1, dtype=np.int64) * length,
+                         batch_sizes=sizes if bags * length == profile.accesses else ())

@@ -20,6 +20,7 @@ from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import (POLICIES, errors, policy_figures, selection_figures,
                                         source_extras)
+from dlrmprof.tracegen.naive import naive_bags_figures
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
@@ -139,6 +140,9 @@ def _measure_candidate(t: dict, seed: int, above: tuple | None = None) -> None:
 def _synthesis(t: dict, seed: int) -> tuple[np.ndarray, dict]:
     """A synthesis of candidate `t` and its figures without the other caches."""
     prof = t["_prof"]
+    figs = naive_bags_figures(prof, seed) if prof.extra.get("model") == NAIVE else None
+    if figs is not None:        # the naive model: its figures from its draws, no reuse pass
+        return figs.head, selection_figures(prof, None, figures=figs)
     syn, offs, _ = synthesize_bags(prof, seed=seed)
     return syn, selection_figures(prof, syn, offs)
 
