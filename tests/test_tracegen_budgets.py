@@ -34,6 +34,16 @@ def test_fenwick_helpers_match_prefix_sums():
         for target in range(int(pref[-1])):
             assert budgets.fenwick_find(tw, target) == int(np.searchsorted(pref, target,
                                                                            side="right"))
+        # the kernel's row forms, on row 1 of two trees (row 0 other weights), and an add
+        two = np.stack((budgets._weights(owner, size, left[::-1].copy(), size), tw))
+        s, delta = int(rng.integers(1, size + 1)), int(rng.integers(1, 4))
+        budgets._row_add(two, 1, s, size + 1, delta)
+        pref[s:] += delta
+        for s in range(size + 1):
+            assert budgets._row_prefix(two, 1, s) == pref[s]
+        for target in range(int(pref[-1])):
+            assert budgets._row_find(two, 1, target) == int(np.searchsorted(pref, target,
+                                                                           side="right"))
 
 
 def _ref_bucket(d, exact, per_octave):

@@ -290,6 +290,39 @@ def fenwick_find(tw, target):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
+def _row_prefix(tw, b, s):
+    """`fenwick_prefix` of row b of the trees `tw` (no row view: none per draw)."""
+    tot = 0
+    while s > 0:
+        tot += tw[b, s]
+        s -= s & (-s)
+    return tot
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _row_find(tw, b, target):
+    """`fenwick_find` of row b of the trees `tw`."""
+    p = 0
+    size = tw.shape[1]
+    step = size - 1
+    while step > 0:
+        q = p + step
+        if q < size and tw[b, q] <= target:
+            p = q
+            target -= tw[b, q]
+        step >>= 1
+    return p + 1
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _row_add(tw, b, j, stop, delta):
+    """`reuse.fenwick_add` on row b of the trees `tw`."""
+    while j < stop:
+        tw[b, j] += delta
+        j += j & (-j)
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
 def _weights(owner, used, weight, cap):
     """The Fenwick tree over slots 1..cap of each occupied slot's owner's weight (none
     where it is not positive)."""
@@ -347,7 +380,7 @@ def _draw_count(pool, vals, num, left, state):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state):
+def _pick_weighted(owner, bits, tree, tw, b, nw, t, d, D, exact, per_octave, state):
     """The slot an access at drawn depth d takes, budget model (see the module docstring);
     `per_octave` is (buckets per octave, the depth from which they are FINE_PER_OCTAVE)."""
     if d < exact or d == 0:               # (the bucket of depth 0 is the top item)
@@ -357,11 +390,11 @@ def _pick_weighted(owner, bits, tree, tw, nw, t, d, D, exact, per_octave, state)
     hi = min(hi, D)
     s_old = slot_at(bits, tree, nw, t, hi - 1, D)       # the bucket's deepest (oldest)
     s_new = slot_at(bits, tree, nw, t, lo, D)           # ... and its shallowest
-    wa = fenwick_prefix(tw, s_old - 1)
-    wb = fenwick_prefix(tw, s_new)
+    wa = _row_prefix(tw, b, s_old - 1)
+    wb = _row_prefix(tw, b, s_new)
     if wb <= wa:
         return slot_at(bits, tree, nw, t, d, D)
-    return fenwick_find(tw, wa + _below(state, wb - wa))
+    return _row_find(tw, b, wa + _below(state, wb - wa))
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -437,7 +470,7 @@ def _reweigh(weight, tw, g, s, cap, delta):
     """Add (delta 1) or take (delta -1) id g's weights at slot s to / from both trees."""
     for b in range(2):
         if weight[b, g] > 0:
-            fenwick_add(tw[b], s, cap + 1, delta * weight[b, g])
+            _row_add(tw, b, s, cap + 1, delta * weight[b, g])
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -506,7 +539,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
                 s = _pick_head(owner, bits, tree, nw, t, D, weight, head, state) \
                     if d < HEAD and short_depth > 0 else -1
                 if s < 0:
-                    s = _pick_weighted(owner, bits, tree, tw[1 if d < short_depth else 0], nw,
+                    s = _pick_weighted(owner, bits, tree, tw, 1 if d < short_depth else 0, nw,
                                        t, d, D, exact, (per_octave, fine_depth), state)
                 _reweigh(weight, tw, owner[s], s, cap, -1)
                 g = remove_slot(owner, bits, tree, nw, t, s)
