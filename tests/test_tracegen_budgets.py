@@ -29,21 +29,16 @@ def test_fenwick_helpers_match_prefix_sums():
         left = rng.integers(-2, 5, size + 1)              # spent items (<= 0) weigh nothing
         tw = budgets._weights(owner, size, left, size)
         pref = np.cumsum(np.where(owner >= 0, np.maximum(left, 0), 0))
-        for s in range(size + 1):
-            assert budgets.fenwick_prefix(tw, s) == pref[s]
-        for target in range(int(pref[-1])):
-            assert budgets.fenwick_find(tw, target) == int(np.searchsorted(pref, target,
-                                                                           side="right"))
-        # the kernel's row forms, on row 1 of two trees (row 0 other weights), and an add
+        # row 1 of two trees (row 0 other weights), after an add
         two = np.stack((budgets._weights(owner, size, left[::-1].copy(), size), tw))
         s, delta = int(rng.integers(1, size + 1)), int(rng.integers(1, 4))
-        budgets._row_add(two, 1, s, size + 1, delta)
+        budgets.fenwick_add_row(two, 1, s, size + 1, delta)
         pref[s:] += delta
         for s in range(size + 1):
-            assert budgets._row_prefix(two, 1, s) == pref[s]
+            assert budgets.fenwick_prefix(two, 1, s) == pref[s]
         for target in range(int(pref[-1])):
-            assert budgets._row_find(two, 1, target) == int(np.searchsorted(pref, target,
-                                                                           side="right"))
+            assert budgets.fenwick_find(two, 1, target) == int(np.searchsorted(pref, target,
+                                                                             side="right"))
 
 
 def _ref_bucket(d, exact, per_octave):

@@ -265,33 +265,9 @@ def short_band(ids: np.ndarray) -> tuple:
 
 # ------------------------------------------------------------------ the kernel
 @njit(cache=True, no_cfunc_wrapper=True)
-def fenwick_prefix(tw, s):
-    """Sum of the weights of slots 1..s."""
-    tot = 0
-    while s > 0:
-        tot += tw[s]
-        s -= s & (-s)
-    return tot
-
-
-@njit(cache=True, no_cfunc_wrapper=True)
-def fenwick_find(tw, target):
-    """The smallest slot s with fenwick_prefix(tw, s) > target (0 <= target < the total);
-    tw's size less one is a power of two."""
-    p = 0
-    step = tw.shape[0] - 1
-    while step > 0:
-        q = p + step
-        if q < tw.shape[0] and tw[q] <= target:
-            p = q
-            target -= tw[q]
-        step >>= 1
-    return p + 1
-
-
-@njit(cache=True, no_cfunc_wrapper=True)
-def _row_prefix(tw, b, s):
-    """`fenwick_prefix` of row b of the trees `tw` (no row view: none per draw)."""
+def fenwick_prefix(tw, b, s):
+    """Sum of the weights of slots 1..s in row b of the Fenwick trees `tw` [rows, size]
+    (indexed by row: no row view, none per draw)."""
     tot = 0
     while s > 0:
         tot += tw[b, s]
@@ -300,8 +276,9 @@ def _row_prefix(tw, b, s):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _row_find(tw, b, target):
-    """`fenwick_find` of row b of the trees `tw`."""
+def fenwick_find(tw, b, target):
+    """The smallest slot s with fenwick_prefix(tw, b, s) > target (0 <= target < the row's
+    total); tw's row size less one is a power of two."""
     p = 0
     size = tw.shape[1]
     step = size - 1
@@ -315,7 +292,7 @@ def _row_find(tw, b, target):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _row_add(tw, b, j, stop, delta):
+def fenwick_add_row(tw, b, j, stop, delta):
     """`reuse.fenwick_add` on row b of the trees `tw`."""
     while j < stop:
         tw[b, j] += delta
@@ -353,12 +330,12 @@ def _bucket(d, exact, per_octave):
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _count_pool(vals):
-    """An empty pool for `_draw_count` (a Fenwick tree over the counts' weights, its size a
-    power of two plus one) and its ids left per count."""
+    """An empty pool for `_draw_count` (one row: a Fenwick tree over the counts' weights, its
+    size a power of two plus one) and its ids left per count."""
     P = 1
     while P < vals.shape[0]:
         P *= 2
-    return np.zeros(P + 1, dtype=np.int64), np.zeros(vals.shape[0], dtype=np.int64)
+    return np.zeros((1, P + 1), dtype=np.int64), np.zeros(vals.shape[0], dtype=np.int64)
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -366,16 +343,16 @@ def _draw_count(pool, vals, num, left, state):
     """A count drawn by size-biased sampling without replacement: weight the count times
     the ids left with it (`left`, a Fenwick tree `pool` over those weights); the pool is
     refilled with `num` when spent."""
-    top = pool.shape[0] - 1
-    tot = fenwick_prefix(pool, top)
+    top = pool.shape[1] - 1
+    tot = fenwick_prefix(pool, 0, top)
     if tot == 0:
         for i in range(vals.shape[0]):
             left[i] = num[i]
-            fenwick_add(pool, i + 1, top + 1, vals[i] * num[i])
-        tot = fenwick_prefix(pool, top)
-    i = fenwick_find(pool, _below(state, tot)) - 1
+            fenwick_add_row(pool, 0, i + 1, top + 1, vals[i] * num[i])
+        tot = fenwick_prefix(pool, 0, top)
+    i = fenwick_find(pool, 0, _below(state, tot)) - 1
     left[i] -= 1
-    fenwick_add(pool, i + 1, top + 1, -vals[i])
+    fenwick_add_row(pool, 0, i + 1, top + 1, -vals[i])
     return vals[i]
 
 
@@ -390,11 +367,11 @@ def _pick_weighted(owner, bits, tree, tw, b, nw, t, d, D, exact, per_octave, sta
     hi = min(hi, D)
     s_old = slot_at(bits, tree, nw, t, hi - 1, D)       # the bucket's deepest (oldest)
     s_new = slot_at(bits, tree, nw, t, lo, D)           # ... and its shallowest
-    wa = _row_prefix(tw, b, s_old - 1)
-    wb = _row_prefix(tw, b, s_new)
+    wa = fenwick_prefix(tw, b, s_old - 1)
+    wb = fenwick_prefix(tw, b, s_new)
     if wb <= wa:
         return slot_at(bits, tree, nw, t, d, D)
-    return _row_find(tw, b, wa + _below(state, wb - wa))
+    return fenwick_find(tw, b, wa + _below(state, wb - wa))
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -470,7 +447,7 @@ def _reweigh(weight, tw, g, s, cap, delta):
     """Add (delta 1) or take (delta -1) id g's weights at slot s to / from both trees."""
     for b in range(2):
         if weight[b, g] > 0:
-            _row_add(tw, b, s, cap + 1, delta * weight[b, g])
+            fenwick_add_row(tw, b, s, cap + 1, delta * weight[b, g])
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
