@@ -16,9 +16,9 @@ Two engines implement it:
   every two of them; rank 0 is the calling process.  Row blocks are shared memory (a memfd
   whose descriptor goes to the peer over the socket) where the OS has it: the peer maps the
   block its owner parsed into instead of receiving a copy.  `gen-trace --nproc N` uses it:
-  it needs no torch import (about a second, and serial: the ranks could not start before
-  it), no elastic agent or rendezvous, and no hand-back of rank 0's tables to a launching
-  process.
+  it needs no torch import (the largest part of starting the ranks, and serial: they could
+  not start before it), no elastic agent or rendezvous, and no hand-back of rank 0's tables
+  to a launching process.
   A rank that fails sends its error to every peer before it exits; a rank that dies closes
   its sockets; either way the others learn it at their next receive, and `run_local` stops
   them all and raises one line (`RankFailed`), as `session.launch` does for `run`.

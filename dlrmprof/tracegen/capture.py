@@ -303,10 +303,9 @@ def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
     return out
 
 
-# Rough costs on this project's 2-core test host (the 2M-row Criteo file's 26 tables, process
-# time per table: 0.18-0.43 s of synthesis and fidelity for 2M accesses over 2-1,300 ids; 0.8 s
-# for rank 0 to pack, hash and write the 52M ids after the ranks).  Only the balance of the
-# ranks depends on them, never the trace.
+# A rough cost model of a table's synthesis and of rank 0's work after the gather, fitted to
+# per-table process times (docs/performance.md, issue 17 eighth round): only the balance of
+# the ranks depends on it, never the trace.
 _SYNTH_NS = (90.0, 10.0)    # per access: base, plus this per doubling of the table's ids
 _WRITE_NS = 16.0            # per synthetic id kept: rank 0's work after the gather
 

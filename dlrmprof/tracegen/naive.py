@@ -33,7 +33,7 @@ from dlrmprof.tracegen.fidelity import StreamFigures
 from dlrmprof.tracegen.batches import BatchStats, batch_stats
 from dlrmprof.tracegen.profile import LocalityProfile
 from dlrmprof.tracegen.reuse import dist_bin, fenwick_add
-from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, naive_setup
+from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, bag_seeds, naive_setup
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -217,8 +217,7 @@ def naive_bags_figures(profile: LocalityProfile, seed) -> StreamFigures | None:
     repeated here): synthesize the stream then."""
     if len(profile.bag_len_values) != 1:
         return None
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
-    stream_ss = ss.spawn(2)[1]
+    stream_ss = bag_seeds(seed)[1]
     length = int(profile.bag_len_values[0])
     bags = profile.num_bags
     extras = profile.extra.get("source_extras") or {}

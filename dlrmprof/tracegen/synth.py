@@ -274,7 +274,7 @@ def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
     written.  The two: a stream shorter than the stack's first time axis (`FIRST_CAP`)
     without keep_capped (the bundled sample's tables, short streams) gets the one without
     the stack's compaction and the nearest-under search, which it never runs (their code is
-    about a second of a cold start's JIT); every other stream the one with them."""
+    a large share of a cold start's JIT); every other stream the one with them."""
     a = functools.partial(np.ascontiguousarray, dtype=np.int64)
     short = int(n_out) < FIRST_CAP and not keep_capped
     return _synth_core(int(n_out), a(bounds), a(hot_cnt), a(gap_cdf), a(gap_edges),
@@ -495,12 +495,17 @@ def _naive(profile, length, rows, seed, with_dists=False):
                              "items": int(items)}, dists
 
 
+def bag_seeds(seed) -> tuple:
+    """(the bag lengths' seed, the stream's seed) that `synthesize_bags` draws from `seed`."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
+    return tuple(ss.spawn(2))
+
+
 def synthesize_bags(profile: LocalityProfile, num_samples: int | None = None,
                     rows: int | None = None, seed=0) -> tuple[np.ndarray, np.ndarray, dict]:
     """(indices, offsets [B+1], facts) for one table: bag lengths drawn from the pooling
     histogram (all equal when the source's were), then the access stream cut into bags."""
-    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(int(seed))
-    bag_ss, stream_ss = ss.spawn(2)
+    bag_ss, stream_ss = bag_seeds(seed)
     B = profile.num_bags if num_samples is None else int(num_samples)
     vals, counts = profile.bag_len_values, profile.bag_len_counts
     offsets = np.zeros(B + 1, dtype=np.int64)
