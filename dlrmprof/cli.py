@@ -88,6 +88,16 @@ def install_signal_handlers() -> None:
         sys.unraisablehook = _unraisable(sys.unraisablehook)
 
 
+def _forget_python_interrupt_exit() -> None:
+    """Clear CPython's "uncaught KeyboardInterrupt" flag before exiting with 128 + signal.
+
+    An interrupt raised inside `exec` or `eval` of a string (dataclasses and namedtuple build
+    methods so; numba compiles glue code so) sets that flag even when the exception is caught
+    further up, and under `python -m` the interpreter then ends by killing itself with SIGINT
+    instead of returning our exit code.  Running a string through `exec` resets the flag."""
+    exec("")
+
+
 def interrupt_signal(exc: BaseException) -> int | None:
     """The signal an exception stands for: SIGINT/SIGTERM for KeyboardInterrupt/Terminated, or
     for a SystemError that wraps one (numba's dispatcher turns an interrupt that arrives inside
@@ -135,6 +145,7 @@ class _Group(click.Group):
             name = signal.Signals(signum).name
             click.echo(f"dlrmprof: interrupted ({name}); partial output and temporary files "
                        "removed", err=True)
+            _forget_python_interrupt_exit()
             ctx.exit(128 + signum)
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True,
@@ -154,6 +165,7 @@ class _Group(click.Group):
             sys.exit(exc.exit_code)
         except click.Abort:          # click turns a Ctrl-C at a prompt into Abort
             click.echo("dlrmprof: interrupted (SIGINT)", err=True)
+            _forget_python_interrupt_exit()
             sys.exit(128 + signal.SIGINT)
         sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
 

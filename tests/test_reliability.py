@@ -612,3 +612,24 @@ def test_an_interrupt_python_drops_is_delivered_again():
             signal.signal(s, h)
         sys.unraisablehook = saved_hook
         cli._received.clear()
+
+
+def test_an_interrupt_raised_in_exec_still_exits_130(tmp_path):
+    """An interrupt raised inside exec/eval of a string (dataclasses, namedtuple and numba build
+    code so) makes CPython's `python -m` end by killing itself with SIGINT, even when the
+    exception was caught; the command clears that and exits 130 with its one line."""
+    (tmp_path / "exec_interrupt.py").write_text(
+        "from dlrmprof import cli as dcli\n\n"
+        "@dcli.cli.command('exec-interrupt')\n"
+        "def _cmd():\n"
+        "    exec('import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\n'\n"
+        "         'for _ in range(1000):\\n    pass\\n')\n\n"
+        "dcli.main(['exec-interrupt'])\n")
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(root)]))
+    p = subprocess.run([sys.executable, "-m", "exec_interrupt"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert p.returncode == 130, (p.returncode, p.stderr)
+    assert p.stderr.strip().splitlines() == [
+        "dlrmprof: interrupted (SIGINT); partial output and temporary files removed"]
