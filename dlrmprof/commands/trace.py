@@ -347,9 +347,9 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     """
     from dlrmprof.fsutil import prepare_output
     from dlrmprof.profile.timers import OpTimer
-    from dlrmprof.tracegen import generate, profile as _prof
-    from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan
-    from dlrmprof.tracegen.tracefile import PackedWriter
+    from dlrmprof.session.ranks import under_torchrun
+    from dlrmprof.tracegen import profile as _prof, warmup
+    from dlrmprof.tracegen.capture import CaptureSpec
 
     prepare_output(out)
     if plot:
@@ -360,11 +360,41 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                        windows=windows or _prof.DEFAULT_WINDOWS, hot=hot, jobs=jobs,
                        sample_rate=sample_rate)
     timer = OpTimer("cpu", noise=False)      # one sample per phase
+    # a cold numba cache: a second CPU compiles the kernels from the pipeline's other end
+    # (one process only: ranks and --jobs workers have the other CPUs)
+    with warmup.compiling_ahead(enabled=jobs == 1 and nproc in (None, 1)
+                                and not under_torchrun(),
+                                long=bool(inputs) or length is not None):
+        made = _make_trace(spec, nproc, length, seed, profile_only, sample_rate, out, jobs,
+                           timer)
+    if made is None:
+        return                               # a rank other than 0 under torchrun
+    trace, info, notes, digest = made
+    phases = {k: float(timer.samples(k)[0]) for k in timer.names}
+    if plot:
+        _plot(trace, plot)
+    if as_json:
+        doc = _json_doc(trace, out, digest)
+        doc["notes"] = notes
+        doc["phases_s"] = phases
+        doc["phases_source"] = PHASES_SOURCE
+        click.echo(json.dumps(doc, indent=1))
+        return
+    _print_summary(trace, info, notes, phases, out, digest, profile_only, plot)
+
+
+def _make_trace(spec, nproc, length, seed, profile_only, sample_rate, out, jobs, timer):
+    """gen-trace's work: capture, synthesis, the file written.  (trace, source info, notes,
+    digest), or None on a torchrun rank other than 0."""
+    from dlrmprof.tracegen import generate
+    from dlrmprof.tracegen.capture import SynthPlan
+    from dlrmprof.tracegen.tracefile import PackedWriter
+
     with timer.op("capture"):
         got = _capture(spec, nproc, SynthPlan(length=length, seed=seed,
                                               keep_indices=not profile_only))
     if got is None:
-        return                               # a rank other than 0 under torchrun
+        return None
     profiles, info, notes = got.profiles, got.info, got.notes
     table_rows_synth = got.table_rows_synth
     if sample_rate is not None:
@@ -386,17 +416,7 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
             with timer.op("write"):
                 digest = writer.finish(trace)
     notes += _prefix_notes(trace)
-    phases = {k: float(timer.samples(k)[0]) for k in timer.names}
-    if plot:
-        _plot(trace, plot)
-    if as_json:
-        doc = _json_doc(trace, out, digest)
-        doc["notes"] = notes
-        doc["phases_s"] = phases
-        doc["phases_source"] = PHASES_SOURCE
-        click.echo(json.dumps(doc, indent=1))
-        return
-    _print_summary(trace, info, notes, phases, out, digest, profile_only, plot)
+    return trace, info, notes, digest
 
 
 def _print_summary(trace, info, notes, phases, out, digest, profile_only, plot) -> None:

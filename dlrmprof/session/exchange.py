@@ -273,18 +273,9 @@ def _pipes(ctx, world: int) -> dict:
 def _die_with_parent() -> None:
     """Linux: this process gets SIGKILL when rank 0 ends (a `kill -9` of gen-trace must not
     leave ranks computing); elsewhere the next receive from rank 0 ends it."""
-    import ctypes
-    import signal
-    import sys
+    from dlrmprof.procutil import die_with_parent
 
-    if not sys.platform.startswith("linux"):
-        return
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))   # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:                # rank 0 ended before the call
+    if not die_with_parent():                 # rank 0 ended before the call
         os._exit(_PEER_GONE)
 
 
