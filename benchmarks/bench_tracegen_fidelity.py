@@ -121,9 +121,11 @@ def _fmt(a, digits=4):
     return "-" if a is None else f"{a['mean']:.{digits}f} / {a['worst']:.{digits}f}"
 
 
-def _gen_trace(cwd: Path, python: str, cache: str | None) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds of the gen-trace process, other processes' CPUs)."""
-    env = dict(os.environ, PYTHONPATH=str(cwd))
+def _gen_trace(cwd: Path, python: str, cache: str | None,
+               **env_extra) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds of the gen-trace process and of the processes it waited
+    for, e.g. its compile helper; other processes' CPUs)."""
+    env = dict(os.environ, PYTHONPATH=str(cwd), **env_extra)
     if cache:
         env["NUMBA_CACHE_DIR"] = cache
     with tempfile.TemporaryDirectory() as tmp, OtherCpu() as oc:
@@ -151,19 +153,25 @@ def timing(ref: str, rounds: int) -> dict:
                 out[kind] = {"this": [], "baseline": [], "cpu_this": [], "cpu_baseline": []}
             for who, cwd in (("this", ROOT), ("baseline", base)):   # fill the caches
                 _gen_trace(cwd, sys.executable, None)
+            # cold_one_cpu: this code with the compile helper off (tracegen/warmup.py), against
+            # the same rounds' cold baseline
+            out["cold_one_cpu"] = {"this": [], "cpu_this": []}
             for _ in range(rounds):
                 for who, cwd in (("this", ROOT), ("baseline", base)):
-                    for kind in ("warm", "cold"):
+                    for kind in ("warm", "cold", "cold_one_cpu")[: 3 if who == "this" else 2]:
+                        off = {"DLRMPROF_COMPILE_AHEAD": "0"} if kind == "cold_one_cpu" else {}
                         with tempfile.TemporaryDirectory() as cache:
                             dt, cpu, oc = _gen_trace(cwd, sys.executable,
-                                                     cache if kind == "cold" else None)
+                                                     None if kind == "warm" else cache, **off)
                         out[kind][who].append(dt)
                         out[kind]["cpu_" + who].append(cpu)
                         out["other_cpus"].append(oc)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)],
                            check=False)
-    for kind in ("warm", "cold"):
+    out["cold_one_cpu"] |= {"baseline": out["cold"]["baseline"],
+                            "cpu_baseline": out["cold"]["cpu_baseline"]}
+    for kind in ("warm", "cold", "cold_one_cpu"):
         t = out[kind]
         t["ratio_median"] = float(np.median(t["this"]) / np.median(t["baseline"]))
         t["cpu_ratio_median"] = float(np.median(t["cpu_this"]) / np.median(t["cpu_baseline"]))
@@ -415,7 +423,7 @@ def main() -> None:
         doc["timing"] = timing(args.timing_baseline, args.rounds) | {
             "command": "python benchmarks/bench_tracegen_fidelity.py --timing-only "
                        f"--timing-baseline {args.timing_baseline} --rounds {args.rounds}"}
-        for kind in ("warm", "cold"):
+        for kind in ("warm", "cold", "cold_one_cpu"):
             t = doc["timing"][kind]
             print(f"gen-trace --from kaggle, {kind}: this {np.median(t['this']):.2f} s, "
                   f"{args.timing_baseline} {np.median(t['baseline']):.2f} s, ratio "
