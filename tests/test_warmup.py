@@ -96,7 +96,7 @@ def test_the_helper_fills_a_cold_cache(tmp_path):
 
 @pytest.mark.parametrize("fail", [False, True])
 def test_the_command_stops_the_helper_however_it_ends(monkeypatch, fail):
-    monkeypatch.setattr(warmup, "_worth_starting", lambda: warmup.load_record())
+    monkeypatch.setattr(warmup, "_worth_starting", lambda long: warmup.load_record())
     procs = []
     with pytest.raises(KeyboardInterrupt) if fail else _nothing():
         with warmup.compiling_ahead(long=False) as proc:
@@ -114,7 +114,7 @@ def test_no_helper_when_turned_off_or_warm(monkeypatch):
     monkeypatch.setenv(warmup.ENV, "0")
     assert warmup._worth_starting() is None
     monkeypatch.setenv(warmup.ENV, "1")
-    monkeypatch.setattr(warmup, "cache_is_cold", lambda doc: False)
+    monkeypatch.setattr(warmup, "cache_is_cold", lambda doc, long: False)
     assert warmup._worth_starting() is None
 
 

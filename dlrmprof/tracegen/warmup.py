@@ -36,7 +36,8 @@ def load_record(path: Path = RECORD) -> dict:
     """{"numba": version, "kernels": [{"function", "signature", "compile_s", "phase"}, ...]}:
     one specialization each, in first compile order; compile_s: the CPU seconds of its
     compile (0 for a callee: its time is its caller's); phase "bundled" (a gen-trace on the
-    bundled sample) or "long" (what a stream of 2^15 accesses or more compiles besides)."""
+    bundled sample) or "long" (one on 80,000 rows, streams of 2^15 accesses and more), each
+    recorded from a cold cache."""
     doc = json.loads(path.read_text())
     if doc.get("schema") != SCHEMA:
         raise ValueError(f"{path}: schema {doc.get('schema')!r}, expected {SCHEMA!r}")
@@ -110,13 +111,11 @@ def _index_path(disp) -> Path | None:
     return Path(index) if index else None
 
 
-def cache_is_cold(doc: dict) -> bool:
-    """Whether some kernel of the bundled sample's run has no cache index yet (then this run
-    compiles).  False where the dispatchers do not cache or numba's layout is not the one
-    read here: nothing to gain, or nothing known."""
-    for k in doc["kernels"]:
-        if k["phase"] != "bundled" or not k["compile_s"]:
-            continue
+def cache_is_cold(doc: dict, long: bool = False) -> bool:
+    """Whether some kernel the run compiles (the "long" record's or the "bundled" one's) has
+    no cache index yet.  False where the dispatchers do not cache or numba's layout is not
+    the one read here: nothing to gain, or nothing known."""
+    for k in _specs(doc, "long" if long else "bundled"):
         try:
             index = _index_path(dispatcher(k["function"]))
         except (ImportError, AttributeError):
@@ -128,7 +127,7 @@ def cache_is_cold(doc: dict) -> bool:
     return False
 
 
-def _worth_starting() -> dict | None:
+def _worth_starting(long: bool = False) -> dict | None:
     """The record, where a helper can shorten this run: not turned off, a second CPU, numba
     JIT on and its cache cold.  (A record made with another numba version still serves: a
     signature this numba does not parse is skipped.)"""
@@ -144,7 +143,7 @@ def _worth_starting() -> dict | None:
         doc = load_record()
     except (OSError, ValueError):
         return None
-    return doc if cache_is_cold(doc) else None
+    return doc if cache_is_cold(doc, long) else None
 
 
 @contextlib.contextmanager
@@ -154,7 +153,7 @@ def compiling_ahead(enabled: bool = True, long: bool = True):
     the input is long (streams of 2^15 accesses or more).  The helper is stopped at the
     end, whatever ends the body.  Yields the helper process or None."""
     proc = None
-    doc = _worth_starting() if enabled else None
+    doc = _worth_starting(long) if enabled else None
     if doc is not None:
         proc = subprocess.Popen([sys.executable, "-m", "dlrmprof.tracegen.warmup",
                                  "--long" if long else "--short"],
