@@ -15,6 +15,7 @@ from dlrmprof.cli import cli
 from dlrmprof.tracegen import Trace, materialize
 from dlrmprof.tracegen.export import ORACLE_DTYPE
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo, read_index, read_tbe
+from dlrmprof.tracegen.criteo import line_spans
 from dlrmprof.tracegen.reuse import reuse_distances
 
 SAMPLE_LINES = BUNDLED_SAMPLE.read_text().splitlines(keepends=True)
@@ -409,3 +410,31 @@ def test_gen_trace_reports_its_phase_times(tmp_path):
     assert doc["phases_source"].startswith("measured")
     res = run("gen-trace", "--from", "kaggle", "--tables", "C1", "--out", tmp_path / "b.npz")
     assert "time (measured, perf_counter): read and profile " in res.output
+
+
+@pytest.mark.parametrize("block", [97, 4096])
+def test_criteo_reader_blocks_of_any_size_read_the_same_rows(tmp_path, block):
+    """The reader keeps one buffer, a block's unparsed tail moved to its start: blocks
+    shorter than a line, a line longer than the buffer's slack (150 kB), a byte-order mark and a last line without a newline read as with the
+    default 8 MiB blocks; a span reader (the ranks' form) too."""
+    lines = BUNDLED_SAMPLE.read_bytes().splitlines(keepends=True)[:300]
+    lines.insert(120, b"1\t" + b"7" * 150_000 + b"\n")
+    p = tmp_path / "t.txt"
+    p.write_bytes(b"\xef\xbb\xbf" + b"".join(lines).rstrip(b"\n"))
+
+    def rows(**kw):
+        r = read_criteo(p, **kw)
+        chunks = list((c.labels.copy(), c.sparse.copy(), c.first_line) for c in r)
+        return (np.concatenate([c[0] for c in chunks]), np.concatenate([c[1] for c in chunks]),
+                r.rows_read, r.malformed, r.bytes_read)
+
+    ref, got = rows(), rows(block_bytes=block)
+    assert ref[2] + ref[3] == 301 and ref[4] == p.stat().st_size
+    for a, b in zip(ref, got):
+        np.testing.assert_array_equal(a, b)
+    lo, hi = line_spans(p, 2)[1]
+    span_ref = rows(span=(lo, hi))
+    span_got = rows(span=(lo, hi), block_bytes=block)
+    assert 0 < span_ref[2] < ref[2]
+    for a, b in zip(span_ref, span_got):
+        np.testing.assert_array_equal(a, b)

@@ -205,55 +205,68 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
                    np.empty((cap_rows, cp.N_SPARSE), dtype=np.int64),
                    np.empty((3, self.MAX_EXAMPLES), dtype=np.int64))
         line_no = 1                     # 1-based number of the next line to parse
-        carry = b""
+        # one buffer for every block: the unparsed tail of the last block (`clen` bytes) at
+        # its start, the next block read in after it (a fresh block of bytes per read, and
+        # the tail joined to it, cost a copy and fresh pages each)
+        store = bytearray(block + (1 << 16))
+        clen = 0
         par = self._parallel_buffers(block) if self.threads > 1 else None
         disk_pos = 0
         with opener(path, "rb") as fh:
             eof = False
             first_block = self.span is None or self.span[0] == 0
             while not eof:
+                if len(store) < clen + block:           # a tail longer than the slack
+                    bigger = bytearray(clen + block + (1 << 16))
+                    bigger[:clen] = store[:clen]
+                    store = bigger
                 try:
-                    data = fh.read(block)
+                    got = _read_into(fh, store, clen, block)
                 except (EOFError, OSError, zlib.error) as exc:
                     raise input_error(path, "a complete gzip stream",
                                       got=f"a damaged or truncated file ({exc})") from None
-                if first_block and data.startswith(_BOM):
-                    data = data[len(_BOM):]          # a UTF-8 byte-order mark is not row text
+                if first_block and got >= len(_BOM) and store[:len(_BOM)] == _BOM:
+                    # a UTF-8 byte-order mark is not row text
+                    store[:got - len(_BOM)] = store[len(_BOM):got]
+                    got -= len(_BOM)
                     self.bytes_read += len(_BOM)
                     first_block = False
-                    if not data:
+                    if not got:
                         continue
                 first_block = False
-                if not data:
+                if not got:
                     eof = True
-                    if not carry:
+                    if not clen:
                         break
-                    data = b"\n"                       # last line without a newline
+                    store[clen] = 0x0A                  # last line without a newline
+                    end = clen + 1
                 else:
-                    self.bytes_read += len(data)
+                    end = clen + got
+                    self.bytes_read += got
                     if self.progress:
-                        disk = fh.fileobj.tell() if is_gz else disk_pos + len(data)
+                        disk = fh.fileobj.tell() if is_gz else disk_pos + got
                         self.progress(disk - disk_pos)
                         disk_pos = disk
-                raw = carry + data
-                buf = np.frombuffer(raw, dtype=np.uint8)
+                buf = np.frombuffer(store, dtype=np.uint8, count=end)
                 pos = 0
-                if par is not None and self.max_rows is None and len(raw) > (1 << 20):
+                if par is not None and self.max_rows is None and end > (1 << 20):
                     # whole lines of this block parsed by `threads` threads, in order after
-                    last_nl = raw.rfind(b"\n")
-                    cuts = self._cuts(raw, last_nl + 1, par) if last_nl > 0 else None
+                    last_nl = store.rfind(b"\n", 0, end)
+                    cuts = self._cuts(store, last_nl + 1, par) if last_nl > 0 else None
                     if cuts is not None:
                         yield from self._parallel_block(path, buf, cuts, par, line_no)
                         line_no = self._line_no
                         pos = last_nl + 1
-                        carry = raw[pos:]
+                        clen = end - pos
+                        store[:clen] = store[pos:end]
                         continue
                 pos, line_no, done = yield from self._parse_lines(path, buf, pos, line_no,
                                                                   scratch)
                 if done:
                     return
-                carry = bytes(buf[pos:])
-                if len(carry) > 1 << 26:
+                clen = end - pos
+                store[:clen] = store[pos:end]
+                if clen > 1 << 26:
                     raise input_error(path, "lines shorter than 64 MiB", line=line_no,
                                       got="a longer line (is this a Criteo TSV file?)")
 
@@ -377,18 +390,25 @@ def _field_text(buf: np.ndarray, start: int, line_index: int, field_idx: int, co
 _BOM = b"\xef\xbb\xbf"
 
 
+def _read_into(fh, store: bytearray, at: int, n: int) -> int:
+    """Read up to `n` bytes of `fh` into `store` from offset `at`; the count (0: end)."""
+    with memoryview(store) as whole, whole[at:at + n] as part:
+        return fh.readinto(part)
+
+
 class _Span:
-    """Bytes [lo, hi) of a file, read like the file itself (`read(n)`, a context manager)."""
+    """Bytes [lo, hi) of a file, read like the file itself (`readinto`, a context manager)."""
 
     def __init__(self, path, lo: int, hi: int):
         self._fh = open(path, "rb")
         self._fh.seek(lo)
         self._left = max(hi - lo, 0)
 
-    def read(self, n: int) -> bytes:
-        data = self._fh.read(min(n, self._left))
-        self._left -= len(data)
-        return data
+    def readinto(self, b) -> int:
+        with memoryview(b) as whole, whole[:min(len(whole), self._left)] as part:
+            got = self._fh.readinto(part)
+        self._left -= got
+        return got
 
     def __enter__(self):
         return self
