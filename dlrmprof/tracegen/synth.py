@@ -67,14 +67,12 @@ def _draw_bin(state, cdf, tot, edges):
     """A value drawn from a binned histogram (cdf over bins, total tot): a bin by its count,
     then uniformly inside the bin's [edges[a], edges[a + 1])."""
     u = _below(state, tot)
-    lo = 0
-    hi = cdf.shape[0] - 1
-    while lo < hi:                      # first bin whose cdf exceeds u
-        mid = (lo + hi) >> 1
-        if cdf[mid] <= u:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = 0                              # the first bin whose cdf exceeds u (the last if none)
+    span = cdf.shape[0]                 # is in [lo, lo + span): halved, one load a step
+    while span > 1:
+        half = span >> 1
+        lo += half * (cdf[lo + half - 1] <= u)
+        span -= half
     width = edges[lo + 1] - edges[lo]
     return edges[lo] + (_below(state, width) if width > 1 else 0)
 
