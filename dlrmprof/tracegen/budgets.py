@@ -467,16 +467,17 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     return out, sc[2], sc[3], sc[4]
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, no_cfunc_wrapper=True, _nrt=False)
 def _budget_span(pos, lo, end, sc, sched, hot_gid, out, state, pool, vals, num, left_ids,
                  owner, bits, tree, tw, cap, left, run, weight, slots, wcdf, wtot, edges,
                  max_ids, scale, exact, per_octave, run_depth, short_depth, short_weights,
                  head, unit, fine_depth):
     """`_budget_core`'s accesses pos.. of the window [lo, end) until its end, the stack's
     time axis is full or the per-id arrays are (returns the next access; sc: the counters).
-    Its arrays are arguments that stay bound and its per-access helpers are inlined: the
-    atomic reference counts numba puts around a call or a rebound array were about a third
-    of the kernel's time in one loop (docs/performance.md)."""
+    It allocates nothing (every array an argument, its per-access helpers inlined), so it
+    is compiled without numba's reference counting (`_nrt=False`): the atomic counts numba
+    puts around a call, an inlined helper's arrays or a rebound array were about a third of
+    the kernel's time in one loop (docs/performance.md, issue 17)."""
     t, D, items, extra_cold, clamped, rem_cold, rem_warm = sc[0], sc[1], sc[2], sc[3], \
         sc[4], sc[5], sc[6]
     nw = bits.shape[0]

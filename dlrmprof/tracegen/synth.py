@@ -334,14 +334,15 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     return out, sc[2], sc[3], sc[4]
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, no_cfunc_wrapper=True, _nrt=False)
 def _synth_span(pos, lo, end, sc, sched, hot_gid, out, state, owner, bits, tree, cap, uses,
                 wcdf, wtot, guide, edges, max_ids, redraws, deep_is_cold, max_uses,
                 keep_capped, dists):
     """`_synth_core`'s accesses pos.. of the window [lo, end) until its end, the stack's
     time axis is full or (capping) the use counts are (returns the next access; sc: the
-    counters).  Its arrays are arguments that stay bound: numba counts no references to
-    them per access (docs/performance.md, issue 17 `_budget_span`)."""
+    counters).  It allocates nothing, so it is compiled without numba's reference counting
+    (`_nrt=False`, as `budgets._budget_span`): about a fifth of the kernel's time was
+    atomic reference counts around its calls and rebound arrays (docs/performance.md)."""
     t, D, items, extra_cold, clamped, rem_cold, rem_warm = sc[0], sc[1], sc[2], sc[3], \
         sc[4], sc[5], sc[6]
     nw = bits.shape[0]
