@@ -11,12 +11,12 @@ import pytest
 from dlrmprof.tracegen import budgets, selection, workloads
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
-from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile, gap_row
-from dlrmprof.tracegen.synth import (_below, _draw_bin, _uniform, synthesize_bags,
+from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile
+from dlrmprof.tracegen.synth import (_below, _draw_bin, synthesize_bags,
                                      synthesize_naive, synthesize_stream)
 from dlrmprof.tracegen.windows import planned_distinct
 from dlrmprof.tracegen.tracefile import Trace
-from tracegen_helpers import round_trip
+from tracegen_helpers import hot_schedule, ref_place_hot, round_trip
 
 
 def test_fenwick_helpers_match_prefix_sums():
@@ -46,37 +46,6 @@ def _ref_bucket(d, exact, per_octave):
     lo = math.ceil(2.0 ** (j / per_octave) - 1e-9)
     hi = math.ceil(2.0 ** ((j + 1) / per_octave) - 1e-9)
     return max(min(lo, d), exact), max(hi, d + 1)
-
-
-def _ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges):
-    """A window's schedule (hot rank, or -1 for a stack event) from `synth._place_hot`'s
-    definition: a hot id's accesses spaced by its class's gaps from a uniform start, a taken
-    slot moving an access to the next free one (cyclically), then the other events shuffled
-    into the free slots."""
-    sched, rest = [None] * L, []
-    for k in range(hot_cnt.shape[0]):
-        c = int(hot_cnt[k, w])
-        cl = gap_row(c) if c else 0
-        tot = int(gap_cdf[cl, -1]) if c >= 2 and cl < gap_cdf.shape[0] else 0
-        if c and not tot:
-            rest += [k] * c
-            continue
-        gaps = [_draw_bin(state, gap_cdf[cl], tot, gap_edges) + _uniform(state)
-                for _ in range(c)]
-        start, acc = _below(state, L), 0.0
-        for g in gaps:
-            p = (start + int(L * acc / sum(gaps))) % L
-            while sched[p] is not None:
-                p = (p + 1) % L
-            sched[p], acc = k, acc + g
-    free = [i for i in range(L) if sched[i] is None]
-    rest += [-1] * (len(free) - len(rest))
-    for i in range(len(free) - 1, 0, -1):
-        j = _below(state, i + 1)
-        rest[i], rest[j] = rest[j], rest[i]
-    for i, r in zip(free, rest):
-        sched[i] = r
-    return sched
 
 
 def _ref_short(b, unit, weights):
@@ -120,7 +89,7 @@ def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, see
     items = extra = clamped = 0
     for w in range(len(cold_cnt)):
         L = int(bounds[w + 1] - bounds[w])
-        sched = _ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges) if len(hot_cnt) else []
+        sched = ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges) if len(hot_cnt) else []
         rc = int(cold_cnt[w])
         rw = L - rc - int(hot_cnt[:, w].sum())
         wcdf = cdf[w] if cdf[w, -1] else cdf.sum(axis=0)
@@ -185,19 +154,6 @@ def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, see
     return np.array(out), items, extra, clamped
 
 
-def _hot_schedule(rng, case, bounds):
-    """Hot counts [K, W] (K = 0 in even cases; a few ids with up to a fifth of each window)
-    and their gap histograms by count class (one class without gaps: placed independently)."""
-    W = bounds.shape[0] - 1
-    K = 0 if case % 2 == 0 else int(rng.integers(1, 6))
-    hot = np.array([[int(rng.integers(0, (bounds[w + 1] - bounds[w]) // (5 * K) + 1))
-                     for w in range(W)] for k in range(K)], dtype=np.int64).reshape(K, W)
-    C, nbg = gap_row(int(hot.max()) if hot.size else 1) + 1, int(rng.integers(2, 30))
-    gap = rng.integers(0, 9, (C, nbg)) * (rng.random((C, nbg)) < 0.6)
-    gap[C // 2] = 0
-    return hot, np.cumsum(gap, axis=1).astype(np.int64), _reuse.bin_edges(nbg)
-
-
 @pytest.mark.parametrize("case", range(8))      # runs under 0 (none), 16 and 300 depths;
 #                                                 a short band in cases 1, 2, 5, 6
 def test_kernel_matches_the_reference_on_random_inputs(case):
@@ -205,7 +161,7 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
     n = int(rng.integers(2_000, 25_000))       # the longer ones compact the time axis
     W = int(rng.integers(1, 6))
     bounds = np.linspace(0, n, W + 1).astype(np.int64)
-    hot, gap_cdf, gap_edges = _hot_schedule(rng, case, bounds)
+    hot, gap_cdf, gap_edges = hot_schedule(rng, case, bounds)
     cold_cnt = np.array([int(rng.integers(0, (bounds[w + 1] - bounds[w]) // 3 + 1))
                          for w in range(W)], dtype=np.int64)
     cold_cnt[0] = max(cold_cnt[0], 1)

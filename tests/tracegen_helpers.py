@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from dlrmprof.tracegen.profile import LocalityProfile, build_profile
-from dlrmprof.tracegen.synth import synthesize_bags
+from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen.profile import LocalityProfile, build_profile, gap_row
+from dlrmprof.tracegen.synth import _below, _draw_bin, _uniform, synthesize_bags
 from dlrmprof.tracegen.tracefile import Trace
 
 
@@ -33,3 +34,47 @@ def round_trip(tmp_path, prof: LocalityProfile, num_samples: int, needs: int):
             tr.save(tmp_path / f"v{version}.npz", version=version)
         assert not (tmp_path / f"v{version}.npz").exists()
     return tr, back, plain
+
+
+def ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges):
+    """A window's schedule (hot rank, or -1 for a stack event) from `synth._place_hot`'s
+    definition: a hot id's accesses spaced by its class's gaps from a uniform start, a taken
+    slot moving an access to the next free one (cyclically), then the other events shuffled
+    into the free slots."""
+    sched, rest = [None] * L, []
+    for k in range(hot_cnt.shape[0]):
+        c = int(hot_cnt[k, w])
+        cl = gap_row(c) if c else 0
+        tot = int(gap_cdf[cl, -1]) if c >= 2 and cl < gap_cdf.shape[0] else 0
+        if c and not tot:
+            rest += [k] * c
+            continue
+        gaps = [_draw_bin(state, gap_cdf[cl], tot, gap_edges) + _uniform(state)
+                for _ in range(c)]
+        start, acc = _below(state, L), 0.0
+        for g in gaps:
+            p = (start + int(L * acc / sum(gaps))) % L
+            while sched[p] is not None:
+                p = (p + 1) % L
+            sched[p], acc = k, acc + g
+    free = [i for i in range(L) if sched[i] is None]
+    rest += [-1] * (len(free) - len(rest))
+    for i in range(len(free) - 1, 0, -1):
+        j = _below(state, i + 1)
+        rest[i], rest[j] = rest[j], rest[i]
+    for i, r in zip(free, rest):
+        sched[i] = r
+    return sched
+
+
+def hot_schedule(rng, case, bounds):
+    """Hot counts [K, W] (K = 0 in even cases; a few ids with up to a fifth of each window)
+    and their gap histograms by count class (one class without gaps: placed independently)."""
+    W = bounds.shape[0] - 1
+    K = 0 if case % 2 == 0 else int(rng.integers(1, 6))
+    hot = np.array([[int(rng.integers(0, (bounds[w + 1] - bounds[w]) // (5 * K) + 1))
+                     for w in range(W)] for k in range(K)], dtype=np.int64).reshape(K, W)
+    C, nbg = gap_row(int(hot.max()) if hot.size else 1) + 1, int(rng.integers(2, 30))
+    gap = rng.integers(0, 9, (C, nbg)) * (rng.random((C, nbg)) < 0.6)
+    gap[C // 2] = 0
+    return hot, np.cumsum(gap, axis=1).astype(np.int64), _reuse.bin_edges(nbg)
