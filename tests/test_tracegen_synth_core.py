@@ -9,7 +9,7 @@ import pytest
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen import synth
 from dlrmprof.tracegen.synth import _below, _draw_bin
-from tracegen_helpers import hot_schedule, ref_place_hot
+from tracegen_helpers import RefWalk, hot_schedule
 
 
 def _ref_take(stack, d, uses, max_uses, keep_capped):
@@ -34,58 +34,41 @@ def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, see
                redraws, deep_is_cold, max_uses, keep_capped):
     """`_synth_core` from its definition: a Python list as the LRU stack, the hot ids off
     it, the same random draws in the same order (a tail depth is `_draw_bin`'s draw)."""
-    state = np.full(1, seed, dtype=np.uint64)
-    out, stack, uses, hot_gid = [], [], {}, {}
-    items = extra = clamped = 0
-    for w in range(len(cold_cnt)):
-        L = int(bounds[w + 1] - bounds[w])
-        sched = ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges) if len(hot_cnt) else []
-        rc = int(cold_cnt[w])
-        rw = L - rc - int(hot_cnt[:, w].sum())
-        wcdf = cdf[w] if cdf[w, -1] else cdf.sum(axis=0)
-        wtot = int(wcdf[-1])
-        for pos in range(L):
-            if sched and sched[pos] >= 0:
-                k = sched[pos]
-                if k not in hot_gid:
-                    if items < max_ids:
-                        hot_gid[k], items = items, items + 1
-                    else:
-                        hot_gid[k] = _below(state, max_ids)
-                out.append(hot_gid[k])
+    walk = RefWalk(seed, max_ids)
+    state = walk.state
+    stack, uses = [], {}
+    extra = clamped = 0
+    for cold in walk.tail_events(bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf):
+        wcdf, wtot, D = walk.wcdf, walk.wtot, len(stack)
+        if not cold and (D == 0 or wtot == 0):
+            cold, extra = True, extra + 1
+        if cold and walk.items >= max_ids:
+            if D == 0:
+                walk.out.append(_below(state, max_ids))
                 continue
-            cold = _below(state, rc + rw) < rc
-            rc, rw = (rc - 1, rw) if cold else (rc, rw - 1)
-            D = len(stack)
-            if not cold and (D == 0 or wtot == 0):
-                cold, extra = True, extra + 1
-            if cold and items >= max_ids:
-                if D == 0:
-                    out.append(_below(state, max_ids))
-                    continue
-                cold, d = False, D - 1
-            elif not cold:
-                d = D
-                for _try in range(redraws):
-                    d = _draw_bin(state, wcdf, wtot, edges)
-                    if d < D:
-                        break
-                if d >= D:
-                    if deep_is_cold and items < max_ids:
-                        cold, extra = True, extra + 1
-                    else:
-                        d, clamped = D - 1, clamped + 1
-            if cold:
-                g, items = items, items + 1
-            elif max_uses > 0:
-                g = _ref_take(stack, d, uses, max_uses, keep_capped)
-            else:
-                g = stack.pop(d)
-            if max_uses > 0:
-                uses[g] = uses.get(g, 0) + 1
-            stack.insert(0, g)
-            out.append(g)
-    return np.array(out, dtype=np.int64), items, extra, clamped
+            cold, d = False, D - 1
+        elif not cold:
+            d = D
+            for _try in range(redraws):
+                d = _draw_bin(state, wcdf, wtot, edges)
+                if d < D:
+                    break
+            if d >= D:
+                if deep_is_cold and walk.items < max_ids:
+                    cold, extra = True, extra + 1
+                else:
+                    d, clamped = D - 1, clamped + 1
+        if cold:
+            g = walk.new_item()
+        elif max_uses > 0:
+            g = _ref_take(stack, d, uses, max_uses, keep_capped)
+        else:
+            g = stack.pop(d)
+        if max_uses > 0:
+            uses[g] = uses.get(g, 0) + 1
+        stack.insert(0, g)
+        walk.out.append(g)
+    return np.array(walk.out, dtype=np.int64), walk.items, extra, clamped
 
 
 @pytest.mark.parametrize("case", range(8))     # odd cases: a hot set; 2, 6: a full table

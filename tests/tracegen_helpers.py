@@ -78,3 +78,42 @@ def hot_schedule(rng, case, bounds):
     gap = rng.integers(0, 9, (C, nbg)) * (rng.random((C, nbg)) < 0.6)
     gap[C // 2] = 0
     return hot, np.cumsum(gap, axis=1).astype(np.int64), _reuse.bin_edges(nbg)
+
+
+class RefWalk:
+    """The windows of `synth._synth_core` and `budgets._budget_core` walked in plain Python as
+    their kernels walk them: each window's hot schedule (`ref_place_hot`) and hot accesses (an
+    item at a hot id's first access, a random id once the table is full), and for each tail
+    event the schedule's first-touch draw, yielded; the caller handles the event (its item
+    appended to `out`, `new_item` for a first touch) and may move the window's first touches
+    and reuses left (`rc`, `rw`)."""
+
+    def __init__(self, seed, max_ids):
+        self.state = np.full(1, seed, dtype=np.uint64)
+        self.max_ids = max_ids
+        self.out, self.hot_gid, self.items = [], {}, 0
+
+    def new_item(self) -> int:
+        self.items += 1
+        return self.items - 1
+
+    def tail_events(self, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf):
+        for w in range(len(cold_cnt)):
+            L = int(bounds[w + 1] - bounds[w])
+            sched = (ref_place_hot(self.state, L, hot_cnt, w, gap_cdf, gap_edges)
+                     if len(hot_cnt) else [])
+            self.rc = int(cold_cnt[w])
+            self.rw = L - self.rc - int(hot_cnt[:, w].sum())
+            self.wcdf = cdf[w] if cdf[w, -1] else cdf.sum(axis=0)
+            self.wtot = int(self.wcdf[-1])
+            for pos in range(L):
+                if sched and sched[pos] >= 0:
+                    k = sched[pos]
+                    if k not in self.hot_gid:
+                        self.hot_gid[k] = (self.new_item() if self.items < self.max_ids
+                                           else _below(self.state, self.max_ids))
+                    self.out.append(self.hot_gid[k])
+                    continue
+                cold = _below(self.state, self.rc + self.rw) < self.rc
+                self.rc, self.rw = (self.rc - 1, self.rw) if cold else (self.rc, self.rw - 1)
+                yield cold

@@ -63,8 +63,7 @@ from dlrmprof.tracegen._lru_stack import (compact_stack, fenwick_add_row, fenwic
 from dlrmprof.tracegen.profile import BUDGET_HEAD, BUDGET_MODEL, _chunks, count_ids
 from dlrmprof.tracegen.reuse import dense_ids as _reuse_dense
 from dlrmprof.tracegen.reuse import fenwick_add, reuse_distances
-from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers, _place_hot,
-                                     _window_setup)
+from dlrmprof.tracegen.synth import _below, _draw_bin, _first_hot, _hot_buffers, open_window
 from dlrmprof.tracegen.windows import window_tables
 
 MODEL = BUDGET_MODEL
@@ -444,11 +443,8 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     hot_gid = np.full(hot_cnt.shape[0], -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, hot_cnt.shape[0])
     for w in range(cold_cnt.shape[0]):
-        if hot_cnt.shape[0]:
-            _place_hot(sched, parent, bounds[w + 1] - bounds[w], hot_cnt, w, gap_cdf,
-                       gap_edges, state, gaps, rest)
-        sc[5], sc[6], wcdf, wtot, _ = _window_setup(w, bounds, hot_cnt, cold_cnt, cdf,
-                                                    fallback_cdf)
+        wcdf, wtot, _ = open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf,
+                                    fallback_cdf, state, sched, parent, gaps, rest, sc)
         pos = bounds[w]
         while True:
             pos = _budget_span(pos, bounds[w], bounds[w + 1], sc, sched, hot_gid, out, state,

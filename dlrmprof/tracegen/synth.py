@@ -195,6 +195,20 @@ def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
+def open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, fallback_cdf, state,
+                sched, parent, gaps, rest, sc):
+    """Window w of a windowed stack kernel (`_synth_core`, `budgets._budget_core`): its hot
+    ids placed (`_place_hot`, when there are any), its first touches and reuses left in
+    sc[5] and sc[6]; returns its tail draws' (cdf, total, guide) (`_window_setup`)."""
+    if hot_cnt.shape[0]:
+        _place_hot(sched, parent, bounds[w + 1] - bounds[w], hot_cnt, w, gap_cdf, gap_edges,
+                   state, gaps, rest)
+    sc[5], sc[6], wcdf, wtot, guide = _window_setup(w, bounds, hot_cnt, cold_cnt, cdf,
+                                                    fallback_cdf)
+    return wcdf, wtot, guide
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
 def _first_hot(hot_gid, k, items, max_ids, state):
     """Give hot rank k its item at its first access (any id once the table is full); returns
     the items used.  Rare (once per hot rank), so an ordinary call."""
@@ -314,11 +328,8 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     sc = np.array([1, 0, 0, 0, 0, 0, 0], dtype=np.int64)
     uses = np.zeros(1024 if max_uses > 0 else 1, dtype=np.int64)
     for w in range(cold_cnt.shape[0]):
-        if K:
-            _place_hot(sched, parent, bounds[w + 1] - bounds[w], hot_cnt, w, gap_cdf,
-                       gap_edges, state, gaps, rest)
-        sc[5], sc[6], wcdf, wtot, guide = _window_setup(w, bounds, hot_cnt, cold_cnt, cdf,
-                                                        fallback_cdf)
+        wcdf, wtot, guide = open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf,
+                                        fallback_cdf, state, sched, parent, gaps, rest, sc)
         pos = bounds[w]
         while True:
             pos = _synth_span(pos, bounds[w], bounds[w + 1], sc, sched, hot_gid, out, state,
