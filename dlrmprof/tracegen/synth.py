@@ -268,13 +268,6 @@ def _grow_uses(uses, g):
     for i in range(uses.shape[0]):      # not a slice copy (see compact_stack)
         grown[i] = uses[i]
     return grown
-    if g >= uses.shape[0]:
-        grown = np.zeros(max(2 * uses.shape[0], g + 1), dtype=np.int64)
-        for i in range(uses.shape[0]):      # not a slice copy (see compact_stack)
-            grown[i] = uses[i]
-        uses = grown
-    uses[g] += 1
-    return uses
 
 
 # The per-event decisions and the depth draw stay inline in _synth_span's loop: as helpers
