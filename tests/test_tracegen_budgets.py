@@ -11,12 +11,12 @@ import pytest
 from dlrmprof.tracegen import budgets, selection, workloads
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
-from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile, gap_row
-from dlrmprof.tracegen.synth import (_below, _draw_bin, _uniform, synthesize_bags,
+from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile
+from dlrmprof.tracegen.synth import (_below, _draw_bin, synthesize_bags,
                                      synthesize_naive, synthesize_stream)
 from dlrmprof.tracegen.windows import planned_distinct
 from dlrmprof.tracegen.tracefile import Trace
-from tracegen_helpers import round_trip
+from tracegen_helpers import RefWalk, hot_schedule, round_trip
 
 
 def test_fenwick_helpers_match_prefix_sums():
@@ -46,37 +46,6 @@ def _ref_bucket(d, exact, per_octave):
     lo = math.ceil(2.0 ** (j / per_octave) - 1e-9)
     hi = math.ceil(2.0 ** ((j + 1) / per_octave) - 1e-9)
     return max(min(lo, d), exact), max(hi, d + 1)
-
-
-def _ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges):
-    """A window's schedule (hot rank, or -1 for a stack event) from `synth._place_hot`'s
-    definition: a hot id's accesses spaced by its class's gaps from a uniform start, a taken
-    slot moving an access to the next free one (cyclically), then the other events shuffled
-    into the free slots."""
-    sched, rest = [None] * L, []
-    for k in range(hot_cnt.shape[0]):
-        c = int(hot_cnt[k, w])
-        cl = gap_row(c) if c else 0
-        tot = int(gap_cdf[cl, -1]) if c >= 2 and cl < gap_cdf.shape[0] else 0
-        if c and not tot:
-            rest += [k] * c
-            continue
-        gaps = [_draw_bin(state, gap_cdf[cl], tot, gap_edges) + _uniform(state)
-                for _ in range(c)]
-        start, acc = _below(state, L), 0.0
-        for g in gaps:
-            p = (start + int(L * acc / sum(gaps))) % L
-            while sched[p] is not None:
-                p = (p + 1) % L
-            sched[p], acc = k, acc + g
-    free = [i for i in range(L) if sched[i] is None]
-    rest += [-1] * (len(free) - len(rest))
-    for i in range(len(free) - 1, 0, -1):
-        j = _below(state, i + 1)
-        rest[i], rest[j] = rest[j], rest[i]
-    for i, r in zip(free, rest):
-        sched[i] = r
-    return sched
 
 
 def _ref_short(b, unit, weights):
@@ -112,90 +81,59 @@ def _reference(n, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges, see
     first), the hot ids off it, the same random draws in the same order as the kernel.
     `band`: (short depth, class weights, head weights, unit) or None."""
     short, sweights, head, unit = band if band else (0, [1], [1] * budgets.HEAD, 1.0)
-    state = np.full(1, seed, dtype=np.uint64)
-    out, stack, left, budget_left, run, hot_gid = [], [], {}, [0] * len(vals), {}, {}
-    sw = {}
+    walk = RefWalk(seed, max_ids)
+    state = walk.state
+    stack, left, budget_left, run, sw = [], {}, [0] * len(vals), {}, {}
     short_w = lambda g: sw[g] if left[g] > 0 else 0       # noqa: E731
     deep_w = lambda g: max(left[g], 0) * (1 + run[g])      # noqa: E731
-    items = extra = clamped = 0
-    for w in range(len(cold_cnt)):
-        L = int(bounds[w + 1] - bounds[w])
-        sched = _ref_place_hot(state, L, hot_cnt, w, gap_cdf, gap_edges) if len(hot_cnt) else []
-        rc = int(cold_cnt[w])
-        rw = L - rc - int(hot_cnt[:, w].sum())
-        wcdf = cdf[w] if cdf[w, -1] else cdf.sum(axis=0)
-        wtot = int(wcdf[-1])
-        for pos in range(L):
-            if sched and sched[pos] >= 0:
-                k = sched[pos]
-                if k not in hot_gid:
-                    if items < max_ids:
-                        hot_gid[k], items = items, items + 1
-                    else:
-                        hot_gid[k] = _below(state, max_ids)
-                out.append(hot_gid[k])
-                continue
-            cold = _below(state, rc + rw) < rc
-            rc, rw = (rc - 1, rw) if cold else (rc, rw - 1)
-            D = len(stack)
-            if (not cold and short and rc > 0 and D > 0 and wtot > 0 and items < max_ids
-                    and _draw_bin(state, wcdf, wtot, edges) >= D):
-                cold, rc, rw = True, rc - 1, rw + 1        # a first touch comes early
-            if not cold and (D == 0 or wtot == 0):
-                cold, extra = True, extra + 1
-            if cold and items >= max_ids:
-                assert D > 0
-                cold, d = False, D - 1
-            elif not cold:
-                for _try in range(8):
-                    d = _draw_bin(state, wcdf, wtot, edges)
-                    if d < D:
-                        break
-                if d >= D:
-                    d, clamped = D - 1, clamped + 1
-            if cold:
-                g, items = items, items + 1
+    extra = clamped = 0
+    for cold in walk.tail_events(bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf):
+        wcdf, wtot, D = walk.wcdf, walk.wtot, len(stack)
+        if (not cold and short and walk.rc > 0 and D > 0 and wtot > 0
+                and walk.items < max_ids and _draw_bin(state, wcdf, wtot, edges) >= D):
+            cold, walk.rc, walk.rw = True, walk.rc - 1, walk.rw + 1   # a first touch, early
+        if not cold and (D == 0 or wtot == 0):
+            cold, extra = True, extra + 1
+        if cold and walk.items >= max_ids:
+            assert D > 0
+            cold, d = False, D - 1
+        elif not cold:
+            for _try in range(8):
+                d = _draw_bin(state, wcdf, wtot, edges)
+                if d < D:
+                    break
+            if d >= D:
+                d, clamped = D - 1, clamped + 1
+        if cold:
+            g = walk.new_item()
+            weights = [v * k for v, k in zip(vals, budget_left)]
+            if sum(weights) == 0:
+                budget_left = list(num)
                 weights = [v * k for v, k in zip(vals, budget_left)]
-                if sum(weights) == 0:
-                    budget_left = list(num)
-                    weights = [v * k for v, k in zip(vals, budget_left)]
-                u = _below(state, sum(weights))
-                i = int(np.searchsorted(np.cumsum(weights), u, side="right"))
-                budget_left[i] -= 1
-                left[g] = max(1, int(vals[i] * scale + _below(state, 1 << 20) / (1 << 20)))
-                run[g] = 0
-                sw[g] = _ref_short(int(vals[i]), unit, sweights) if short else 0
-            else:
-                pick = -1
-                if short and d < budgets.HEAD:             # the head: one of the top ids
-                    hw = [int(head[j]) * short_w(stack[j]) for j in range(min(budgets.HEAD, D))]
-                    if sum(hw):
-                        u = _below(state, sum(hw))
-                        pick = int(np.searchsorted(np.cumsum(hw), u, side="right"))
-                if pick < 0:
-                    fine = short and d >= _ref_fine_from(short)
-                    pick = _ref_pick(state, stack, d, D, exact,
-                                     budgets.FINE_PER_OCTAVE if fine else per_octave,
-                                     short_w if d < short else deep_w)
-                g = stack.pop(pick)
-                run[g] = run[g] + 1 if d < run_depth else 0
-            left[g] -= 1
-            stack.insert(0, g)
-            out.append(g)
-    return np.array(out), items, extra, clamped
-
-
-def _hot_schedule(rng, case, bounds):
-    """Hot counts [K, W] (K = 0 in even cases; a few ids with up to a fifth of each window)
-    and their gap histograms by count class (one class without gaps: placed independently)."""
-    W = bounds.shape[0] - 1
-    K = 0 if case % 2 == 0 else int(rng.integers(1, 6))
-    hot = np.array([[int(rng.integers(0, (bounds[w + 1] - bounds[w]) // (5 * K) + 1))
-                     for w in range(W)] for k in range(K)], dtype=np.int64).reshape(K, W)
-    C, nbg = gap_row(int(hot.max()) if hot.size else 1) + 1, int(rng.integers(2, 30))
-    gap = rng.integers(0, 9, (C, nbg)) * (rng.random((C, nbg)) < 0.6)
-    gap[C // 2] = 0
-    return hot, np.cumsum(gap, axis=1).astype(np.int64), _reuse.bin_edges(nbg)
+            u = _below(state, sum(weights))
+            i = int(np.searchsorted(np.cumsum(weights), u, side="right"))
+            budget_left[i] -= 1
+            left[g] = max(1, int(vals[i] * scale + _below(state, 1 << 20) / (1 << 20)))
+            run[g] = 0
+            sw[g] = _ref_short(int(vals[i]), unit, sweights) if short else 0
+        else:
+            pick = -1
+            if short and d < budgets.HEAD:             # the head: one of the top ids
+                hw = [int(head[j]) * short_w(stack[j]) for j in range(min(budgets.HEAD, D))]
+                if sum(hw):
+                    u = _below(state, sum(hw))
+                    pick = int(np.searchsorted(np.cumsum(hw), u, side="right"))
+            if pick < 0:
+                fine = short and d >= _ref_fine_from(short)
+                pick = _ref_pick(state, stack, d, D, exact,
+                                 budgets.FINE_PER_OCTAVE if fine else per_octave,
+                                 short_w if d < short else deep_w)
+            g = stack.pop(pick)
+            run[g] = run[g] + 1 if d < run_depth else 0
+        left[g] -= 1
+        stack.insert(0, g)
+        walk.out.append(g)
+    return np.array(walk.out), walk.items, extra, clamped
 
 
 @pytest.mark.parametrize("case", range(8))      # runs under 0 (none), 16 and 300 depths;
@@ -205,7 +143,7 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
     n = int(rng.integers(2_000, 25_000))       # the longer ones compact the time axis
     W = int(rng.integers(1, 6))
     bounds = np.linspace(0, n, W + 1).astype(np.int64)
-    hot, gap_cdf, gap_edges = _hot_schedule(rng, case, bounds)
+    hot, gap_cdf, gap_edges = hot_schedule(rng, case, bounds)
     cold_cnt = np.array([int(rng.integers(0, (bounds[w + 1] - bounds[w]) // 3 + 1))
                          for w in range(W)], dtype=np.int64)
     cold_cnt[0] = max(cold_cnt[0], 1)

@@ -207,7 +207,7 @@ def _setassoc_by_lru_pass(ids, sizes, ways):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_setassoc_one_pass_kernel_matches_lru_pass(seed):
-    """`_setassoc_all` (O(1) hits through each id's way) against `_lru_pass` on random
+    """`_setassoc_all` (each id's way, each set's recency list) against `_lru_pass` on random
     streams: skewed and uniform, power-of-two and other set counts, 1 to 32 ways."""
     rng = np.random.default_rng(seed)
     n, nid = int(rng.integers(2000, 20000)), int(rng.integers(5, 3000))

@@ -188,3 +188,41 @@ def remove_slot(owner, bits, tree, nw, t, s):
         stop = fenwick_add(tree, ws + 1, wt + 1, -1)
         fenwick_add(tree, wt + 1, min(stop, nw + 1), 1)
     return g
+
+
+# ---------------------------------------------------------------- Fenwick trees by row
+# (the budget model's weight trees: inlined, so that its kernel counts no array references
+# per access)
+@njit(cache=True, inline="always")
+def fenwick_prefix(tw, b, s):
+    """Sum of the weights of slots 1..s in row b of the Fenwick trees `tw` [rows, size]
+    (indexed by row: no row view, none per draw)."""
+    tot = 0
+    while s > 0:
+        tot += tw[b, s]
+        s -= s & (-s)
+    return tot
+
+
+@njit(cache=True, inline="always")
+def fenwick_find(tw, b, target):
+    """The smallest slot s with fenwick_prefix(tw, b, s) > target (0 <= target < the row's
+    total); tw's row size less one is a power of two."""
+    p = 0
+    size = tw.shape[1]
+    step = size - 1
+    while step > 0:
+        q = p + step
+        if q < size and tw[b, q] <= target:
+            p = q
+            target -= tw[b, q]
+        step >>= 1
+    return p + 1
+
+
+@njit(cache=True, inline="always")
+def fenwick_add_row(tw, b, j, stop, delta):
+    """`reuse.fenwick_add` on row b of the trees `tw`."""
+    while j < stop:
+        tw[b, j] += delta
+        j += j & (-j)

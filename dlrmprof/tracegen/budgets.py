@@ -58,12 +58,12 @@ from dataclasses import replace
 import numpy as np
 from numba import njit
 
-from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, remove_slot, slot_at
+from dlrmprof.tracegen._lru_stack import (compact_stack, fenwick_add_row, fenwick_find,
+                                          fenwick_prefix, new_stack, remove_slot, slot_at)
 from dlrmprof.tracegen.profile import BUDGET_HEAD, BUDGET_MODEL, _chunks, count_ids
 from dlrmprof.tracegen.reuse import dense_ids as _reuse_dense
 from dlrmprof.tracegen.reuse import fenwick_add, reuse_distances
-from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers, _place_hot,
-                                     _window_setup)
+from dlrmprof.tracegen.synth import _below, _draw_bin, _first_hot, _hot_buffers, open_window
 from dlrmprof.tracegen.windows import window_tables
 
 MODEL = BUDGET_MODEL
@@ -265,41 +265,6 @@ def short_band(ids: np.ndarray) -> tuple:
 
 # ------------------------------------------------------------------ the kernel
 @njit(cache=True, no_cfunc_wrapper=True)
-def fenwick_prefix(tw, b, s):
-    """Sum of the weights of slots 1..s in row b of the Fenwick trees `tw` [rows, size]
-    (indexed by row: no row view, none per draw)."""
-    tot = 0
-    while s > 0:
-        tot += tw[b, s]
-        s -= s & (-s)
-    return tot
-
-
-@njit(cache=True, no_cfunc_wrapper=True)
-def fenwick_find(tw, b, target):
-    """The smallest slot s with fenwick_prefix(tw, b, s) > target (0 <= target < the row's
-    total); tw's row size less one is a power of two."""
-    p = 0
-    size = tw.shape[1]
-    step = size - 1
-    while step > 0:
-        q = p + step
-        if q < size and tw[b, q] <= target:
-            p = q
-            target -= tw[b, q]
-        step >>= 1
-    return p + 1
-
-
-@njit(cache=True, no_cfunc_wrapper=True)
-def fenwick_add_row(tw, b, j, stop, delta):
-    """`reuse.fenwick_add` on row b of the trees `tw`."""
-    while j < stop:
-        tw[b, j] += delta
-        j += j & (-j)
-
-
-@njit(cache=True, no_cfunc_wrapper=True)
 def _weights(owner, used, weight, cap):
     """The Fenwick tree over slots 1..cap of each occupied slot's owner's weight (none
     where it is not positive)."""
@@ -356,7 +321,7 @@ def _draw_count(pool, vals, num, left, state):
     return vals[i]
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _pick_weighted(owner, bits, tree, tw, b, nw, t, d, D, exact, per_octave, state):
     """The slot an access at drawn depth d takes, budget model (see the module docstring);
     `per_octave` is (buckets per octave, the depth from which they are FINE_PER_OCTAVE)."""
@@ -374,7 +339,7 @@ def _pick_weighted(owner, bits, tree, tw, b, nw, t, d, D, exact, per_octave, sta
     return fenwick_find(tw, b, wa + _below(state, wb - wa))
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _hot_item(hot_gid, k, items, max_ids, state):
     """(hot rank k's item, given at its first access by `synth._first_hot`, items used)."""
     if hot_gid[k] < 0:
@@ -392,12 +357,12 @@ def _grow(a, g):
     return grown
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
-def _pick_head(owner, bits, tree, nw, t, D, weight, head, state):
+@njit(cache=True, inline="always")
+def _pick_head(owner, bits, tree, nw, t, D, weight, head, state, slots):
     """The slot a draw under HEAD takes: one of the top min(HEAD, D) ids, the id at depth j
-    with weight head[j] times its short-band weight; -1 when all weigh nothing."""
+    with weight head[j] times its short-band weight; -1 when all weigh nothing (slots: a
+    scratch array of HEAD)."""
     m = min(HEAD, D)
-    slots = np.empty(HEAD, dtype=np.int64)
     tot = 0
     for j in range(m):
         slots[j] = slot_at(bits, tree, nw, t, j, D)
@@ -420,7 +385,7 @@ def _short_class(b, unit, classes):
     return min(c, classes - 1)
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _early(state, rem_cold, D, wtot, wcdf, edges, items, max_ids):
     """Whether a reuse becomes one of the window's first touches: a depth drawn for it is
     past the stack (the source's reuses never are), the window has first touches left and
@@ -442,7 +407,7 @@ def _grow_ids(left, run, weight, g):
     return _grow(left, g), _grow(run, g), w2
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _reweigh(weight, tw, g, s, cap, delta):
     """Add (delta 1) or take (delta -1) id g's weights at slot s to / from both trees."""
     for b in range(2):
@@ -461,7 +426,9 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     (`_pick_weighted`), times one more than its run under `run_depth` (when > 0); under
     `short_depth` (when > 0) the weight is the class's short_weights entry (`_short_class`,
     the second tree) while budget is left, with `_pick_head` under HEAD and `_early`; from
-    depth `fine_depth` (when > 0, `fine_from`) the buckets are FINE_PER_OCTAVE octave wide."""
+    depth `fine_depth` (when > 0, `fine_from`) the buckets are FINE_PER_OCTAVE octave wide.
+    The accesses are drawn by `_budget_span`; here the arrays it cannot replace (the
+    stack's compaction, the per-id arrays' growth) between its spans."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     pool, left_ids = _count_pool(vals)
@@ -470,70 +437,98 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     tw = np.zeros((2, cap + 1), dtype=np.int64)      # deep-band and short-band weights
     left, run = np.zeros(1024, dtype=np.int64), np.zeros(1024, dtype=np.int64)
     weight = np.zeros((3, 1024), dtype=np.int64)    # row 2: the id's short-band weight
-    t, D, items, extra_cold, clamped = 1, 0, 0, 0, 0
-    K = hot_cnt.shape[0]
-    hot_gid = np.full(K, -1, dtype=np.int64)
-    sched, rest, parent, gaps = _hot_buffers(bounds, K)
+    # t, D, items, extra cold, clamped, then the window's first touches and reuses left
+    sc = np.array([1, 0, 0, 0, 0, 0, 0], dtype=np.int64)
+    slots = np.empty(HEAD, dtype=np.int64)          # `_pick_head`'s scratch
+    hot_gid = np.full(hot_cnt.shape[0], -1, dtype=np.int64)
+    sched, rest, parent, gaps = _hot_buffers(bounds, hot_cnt.shape[0])
     for w in range(cold_cnt.shape[0]):
-        lo = bounds[w]
-        if K:
-            _place_hot(sched, parent, bounds[w + 1] - lo, hot_cnt, w, gap_cdf, gap_edges,
-                       state, gaps, rest)
-        rem_cold, rem_warm, wcdf, wtot, _ = _window_setup(w, bounds, hot_cnt, cold_cnt, cdf,
-                                                          fallback_cdf)
-        for pos in range(lo, bounds[w + 1]):
-            if t >= cap:
-                owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
-                t = D + 1
-                tw = np.stack((_weights(owner, D, weight[0], cap),
-                               _weights(owner, D, weight[1], cap)))
-            k = sched[pos - lo] if K else -1
-            if k >= 0:
-                out[pos], items = _hot_item(hot_gid, k, items, max_ids, state)
-                continue
-            was = _below(state, rem_cold + rem_warm) < rem_cold
-            rem_cold, rem_warm = (rem_cold - 1, rem_warm) if was else (rem_cold, rem_warm - 1)
-            if not was and short_depth > 0 and _early(state, rem_cold, D, wtot, wcdf, edges,
-                                                      items, max_ids):
-                was, rem_cold, rem_warm = True, rem_cold - 1, rem_warm + 1
-            cold, d, x, y = _event(state, was, D, wtot, wcdf, edges, items, max_ids)
-            extra_cold += x
-            clamped += y
-            if cold == 2:
-                out[pos] = _below(state, max_ids)
-                continue
-            if cold:
-                g = items
-                items += 1
-                D += 1
-                fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
-                left, run, weight = _grow_ids(left, run, weight, g)
-                b = _draw_count(pool, vals, num, left_ids, state)
-                left[g] = max(1, np.int64(b * scale + _below(state, 1 << 20) / (1 << 20)))
-                if short_depth > 0:
-                    weight[2, g] = short_weights[_short_class(b, unit, short_weights.shape[0])]
-            else:
-                s = _pick_head(owner, bits, tree, nw, t, D, weight, head, state) \
-                    if d < HEAD and short_depth > 0 else -1
-                if s < 0:
-                    s = _pick_weighted(owner, bits, tree, tw, 1 if d < short_depth else 0, nw,
-                                       t, d, D, exact, (per_octave, fine_depth), state)
-                _reweigh(weight, tw, owner[s], s, cap, -1)
-                g = remove_slot(owner, bits, tree, nw, t, s)
-                run[g] = run[g] + 1 if d < run_depth else 0
-            left[g] -= 1
-            weight[0, g] = left[g] * (1 + run[g]) if left[g] > 0 else 0
+        wcdf, wtot, _ = open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf,
+                                    fallback_cdf, state, sched, parent, gaps, rest, sc)
+        pos = bounds[w]
+        while True:
+            pos = _budget_span(pos, bounds[w], bounds[w + 1], sc, sched, hot_gid, out, state,
+                               pool, vals, num, left_ids, owner, bits, tree, tw, cap, left,
+                               run, weight, slots, wcdf, wtot, edges, max_ids, scale, exact,
+                               per_octave, run_depth, short_depth, short_weights, head, unit,
+                               fine_depth)
+            if pos == bounds[w + 1]:
+                break
+            if sc[0] >= cap:
+                owner, cap, nw, sc[1], bits, tree = compact_stack(owner, sc[0] - 1, cap)
+                sc[0] = sc[1] + 1
+                tw = np.stack((_weights(owner, sc[1], weight[0], cap),
+                               _weights(owner, sc[1], weight[1], cap)))
+            left, run, weight = _grow_ids(left, run, weight, sc[2])
+    return out, sc[2], sc[3], sc[4]
+
+
+@njit(cache=True, no_cfunc_wrapper=True, _nrt=False)
+def _budget_span(pos, lo, end, sc, sched, hot_gid, out, state, pool, vals, num, left_ids,
+                 owner, bits, tree, tw, cap, left, run, weight, slots, wcdf, wtot, edges,
+                 max_ids, scale, exact, per_octave, run_depth, short_depth, short_weights,
+                 head, unit, fine_depth):
+    """`_budget_core`'s accesses pos.. of the window [lo, end) until its end, the stack's
+    time axis is full or the per-id arrays are (returns the next access; sc: the counters).
+    It allocates nothing (every array an argument, its per-access helpers inlined), so it
+    is compiled without numba's reference counting (`_nrt=False`): the atomic counts numba
+    puts around a call, an inlined helper's arrays or a rebound array were about a third of
+    the kernel's time in one loop (docs/performance.md, issue 17)."""
+    t, D, items, extra_cold, clamped, rem_cold, rem_warm = sc[0], sc[1], sc[2], sc[3], \
+        sc[4], sc[5], sc[6]
+    nw = bits.shape[0]
+    while pos < end and t < cap and items < left.shape[0]:
+        k = sched[pos - lo] if hot_gid.shape[0] else -1
+        if k >= 0:
+            out[pos], items = _hot_item(hot_gid, k, items, max_ids, state)
+            pos += 1
+            continue
+        was = _below(state, rem_cold + rem_warm) < rem_cold
+        rem_cold, rem_warm = (rem_cold - 1, rem_warm) if was else (rem_cold, rem_warm - 1)
+        if not was and short_depth > 0 and _early(state, rem_cold, D, wtot, wcdf, edges,
+                                                  items, max_ids):
+            was, rem_cold, rem_warm = True, rem_cold - 1, rem_warm + 1
+        cold, d, x, y = _event(state, was, D, wtot, wcdf, edges, items, max_ids)
+        extra_cold += x
+        clamped += y
+        if cold == 2:
+            out[pos] = _below(state, max_ids)
+            pos += 1
+            continue
+        if cold:
+            g = items
+            items += 1
+            D += 1
+            fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
+            b = _draw_count(pool, vals, num, left_ids, state)
+            left[g] = max(1, np.int64(b * scale + _below(state, 1 << 20) / (1 << 20)))
             if short_depth > 0:
-                weight[1, g] = weight[2, g] if left[g] > 0 else 0
-            bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
-            owner[t] = g
-            _reweigh(weight, tw, g, t, cap, 1)
-            t += 1
-            out[pos] = g
-    return out, items, extra_cold, clamped
+                weight[2, g] = short_weights[_short_class(b, unit, short_weights.shape[0])]
+        else:
+            s = _pick_head(owner, bits, tree, nw, t, D, weight, head, state, slots) \
+                if d < HEAD and short_depth > 0 else -1
+            if s < 0:
+                s = _pick_weighted(owner, bits, tree, tw, 1 if d < short_depth else 0, nw,
+                                   t, d, D, exact, (per_octave, fine_depth), state)
+            _reweigh(weight, tw, owner[s], s, cap, -1)
+            g = remove_slot(owner, bits, tree, nw, t, s)
+            run[g] = run[g] + 1 if d < run_depth else 0
+        left[g] -= 1
+        weight[0, g] = left[g] * (1 + run[g]) if left[g] > 0 else 0
+        if short_depth > 0:
+            weight[1, g] = weight[2, g] if left[g] > 0 else 0
+        bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
+        owner[t] = g
+        _reweigh(weight, tw, g, t, cap, 1)
+        t += 1
+        out[pos] = g
+        pos += 1
+    sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6] = t, D, items, extra_cold, clamped, \
+        rem_cold, rem_warm
+    return pos
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
     """The next event of a window given the schedule's choice `cold`: (1 a first touch / 0 a
     reuse / 2 a random id of a full table with an empty stack, its depth, 1 if a first

@@ -91,7 +91,7 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
                 mtf, fenwick):
     """The naive draws of `synth._synth_core` (one window, no hot set, one draw, a draw deeper
     than the stack a first touch) with their figures kept instead of their stream.  The
-    stack: the int32 move-to-front array `mtf` (fenwick None), else (fenwick True) the Fenwick
+    stack: the int16 move-to-front array `mtf` (fenwick None), else (fenwick True) the Fenwick
     stack.  fenwick's type picks the specialization: None compiles without the Fenwick stack's
     pop and compaction (a cold start on small tables never compiles them), True with them.  Returns (first head_len items,
     each item's count, binned warm histogram, items (= first touches), per batch size
@@ -195,7 +195,7 @@ def naive_figures(profile: LocalityProfile, length: int | None = None, rows: int
                                          tuple(int(b) for b in bs)))
     # the stack never holds more than min(n, rows) items
     small = min(n, rows) <= MTF_ITEMS
-    mtf = np.empty(min(n, rows) if small else 1, dtype=np.int32)
+    mtf = np.empty(min(n, rows) if small else 1, dtype=np.int16)
     hd, counts, hist, items, sums = _naive_pass(
         n, setup.cold, setup.cdf, _reuse.bin_edges(setup.cdf.shape[0]), setup.core_seed, rows,
         min(int(head), n), bs, off, nfull, mtf, None if small else True)

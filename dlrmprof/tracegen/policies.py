@@ -15,7 +15,8 @@ a larger cache can hit less, so one reuse-distance pass cannot give their curves
   finaliser) modulo the set count, not the raw id, so strided ids do not pile into one set.
   Sizes of one set (fully associative, C <= ways) all come from one pass keeping the top
   `ways` of the LRU stack (`_lru_depths`); the others are simulated with each id's way
-  recorded, so a hit is O(1) and only a miss scans its set (`_setassoc_all`).
+  recorded and each set's ways in a recency list, so a hit and a miss are O(1)
+  (`_setassoc_all`).
 
 A size at or above the stream's distinct count never evicts (for set-associative: when no set
 receives more distinct ids than it has ways), so its hit rate is (N - distinct) / N without a
@@ -236,38 +237,60 @@ class _Stream:
 @njit(cache=True, no_cfunc_wrapper=True)
 def _setassoc_all(ids, h, nsets, ways, nid):
     """Hits of set-associative LRU for each geometry (nsets[k], ways[k]) on dense ids (h: each
-    access's mix64 hash; its set h % sets).  `where`: each id's way (-1: not cached), so a hit
-    is O(1) and only a miss scans its set: `_lru_pass`'s hits on keys id * sets + set."""
+    access's mix64 hash; its set h % sets): `_lru_pass`'s hits on keys id * sets + set.
+    `where`: each id's way (-1: not cached); each set's ways in a recency list (`_lru_list`),
+    so a hit and a miss are O(1) (a miss does not scan its set for the oldest way)."""
     out = np.zeros(nsets.shape[0], dtype=np.int64)
     where = np.empty(nid, dtype=np.int64)
     for k in range(nsets.shape[0]):
         ns, w = nsets[k], ways[k]
         tags = np.full(ns * w, -1, dtype=np.int64)
-        stamp = np.zeros(ns * w, dtype=np.int64)
+        older, newer, lru, mru = _lru_list(ns, w)
         where[:] = -1
         mask, uns, pow2 = np.uint64(ns - 1), np.uint64(ns), (ns & (ns - 1)) == 0
         hits = 0
         for i in range(ids.shape[0]):
             x = ids[i]
-            slot = where[x]
-            if slot >= 0:
-                hits += 1
-                stamp[slot] = i + 1
-                continue
+            j = where[x]
             s = np.int64(h[i] & mask) if pow2 else np.int64(h[i] % uns)
-            victim = s * w
-            oldest = stamp[victim]
-            for j in range(s * w + 1, s * w + w):
-                if stamp[j] < oldest:
-                    oldest = stamp[j]
-                    victim = j
-            if tags[victim] >= 0:
-                where[tags[victim]] = -1
-            tags[victim] = x
-            stamp[victim] = i + 1
-            where[x] = victim
+            if j >= 0:
+                hits += 1
+            else:                               # the least recently used way
+                j = lru[s]
+                if tags[j] >= 0:
+                    where[tags[j]] = -1
+                tags[j] = x
+                where[x] = j
+            m = mru[s]
+            if m != j:                          # way j to the front of its set's list
+                o, n = older[j], newer[j]
+                if o >= 0:
+                    newer[o] = n
+                else:
+                    lru[s] = n
+                older[n] = o
+                older[j], newer[j], newer[m], mru[s] = m, -1, j, j
         out[k] = hits
     return out
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _lru_list(ns, w):
+    """Each of ns sets' w ways (global index set * w + way) in a doubly linked recency list:
+    (older, newer: the next way toward the LRU / MRU end, -1 none; each set's LRU and MRU
+    way).  At first in index order from the LRU end: the empty ways are filled lowest index
+    first, as the oldest-stamp scan (ties to the lowest way) of `_lru_pass` fills them."""
+    older = np.empty(ns * w, dtype=np.int64)
+    newer = np.empty(ns * w, dtype=np.int64)
+    lru = np.empty(ns, dtype=np.int64)
+    mru = np.empty(ns, dtype=np.int64)
+    for s in range(ns):
+        for j in range(w):
+            older[s * w + j] = s * w + j - 1 if j > 0 else -1
+            newer[s * w + j] = s * w + j + 1 if j < w - 1 else -1
+        lru[s] = s * w
+        mru[s] = s * w + w - 1
+    return older, newer, lru, mru
 
 
 @njit(cache=True, no_cfunc_wrapper=True)

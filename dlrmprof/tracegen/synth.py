@@ -67,14 +67,12 @@ def _draw_bin(state, cdf, tot, edges):
     """A value drawn from a binned histogram (cdf over bins, total tot): a bin by its count,
     then uniformly inside the bin's [edges[a], edges[a + 1])."""
     u = _below(state, tot)
-    lo = 0
-    hi = cdf.shape[0] - 1
-    while lo < hi:                      # first bin whose cdf exceeds u
-        mid = (lo + hi) >> 1
-        if cdf[mid] <= u:
-            lo = mid + 1
-        else:
-            hi = mid
+    lo = 0                              # the first bin whose cdf exceeds u (the last if none)
+    span = cdf.shape[0]                 # is in [lo, lo + span): halved, one load a step
+    while span > 1:
+        half = span >> 1
+        lo += half * (cdf[lo + half - 1] <= u)
+        span -= half
     width = edges[lo + 1] - edges[lo]
     return edges[lo] + (_below(state, width) if width > 1 else 0)
 
@@ -197,6 +195,20 @@ def _window_setup(w, bounds, hot_cnt, cold_cnt, cdf, fallback_cdf):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
+def open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, fallback_cdf, state,
+                sched, parent, gaps, rest, sc):
+    """Window w of a windowed stack kernel (`_synth_core`, `budgets._budget_core`): its hot
+    ids placed (`_place_hot`, when there are any), its first touches and reuses left in
+    sc[5] and sc[6]; returns its tail draws' (cdf, total, guide) (`_window_setup`)."""
+    if hot_cnt.shape[0]:
+        _place_hot(sched, parent, bounds[w + 1] - bounds[w], hot_cnt, w, gap_cdf, gap_edges,
+                   state, gaps, rest)
+    sc[5], sc[6], wcdf, wtot, guide = _window_setup(w, bounds, hot_cnt, cold_cnt, cdf,
+                                                    fallback_cdf)
+    return wcdf, wtot, guide
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
 def _first_hot(hot_gid, k, items, max_ids, state):
     """Give hot rank k its item at its first access (any id once the table is full); returns
     the items used.  Rare (once per hot rank), so an ordinary call."""
@@ -250,20 +262,15 @@ def _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _count_use(uses, g, max_uses):
-    """uses[g] += 1 when capping (max_uses > 0), the array grown to hold g; returns it."""
-    if max_uses <= 0:
-        return uses
-    if g >= uses.shape[0]:
-        grown = np.zeros(max(2 * uses.shape[0], g + 1), dtype=np.int64)
-        for i in range(uses.shape[0]):      # not a slice copy (see compact_stack)
-            grown[i] = uses[i]
-        uses = grown
-    uses[g] += 1
-    return uses
+def _grow_uses(uses, g):
+    """The use counts grown (zeros) to hold item g."""
+    grown = np.zeros(max(2 * uses.shape[0], g + 1), dtype=np.int64)
+    for i in range(uses.shape[0]):      # not a slice copy (see compact_stack)
+        grown[i] = uses[i]
+    return grown
 
 
-# The per-event decisions and the depth draw stay inline in _synth_core's loop: as helpers
+# The per-event decisions and the depth draw stay inline in _synth_span's loop: as helpers
 # (inlined by numba or called) they measured slower (docs/performance.md, issue 19 split).
 def synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges,
                fallback_cdf, seed, max_ids, redraws, deep_is_cold, max_uses=0,
@@ -300,7 +307,9 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     dists (an array of n_out, the naive model only: no hot set, no cap; empty for none): each
     access's stack depth, -1 for a first touch -- its reuse distance, known as it is drawn.
     compacts None (n_out < FIRST_CAP) or True: the stack's compaction left out or compiled
-    in (a branch on an argument's type, which numba prunes); keep_capped None is False."""
+    in (a branch on an argument's type, which numba prunes); keep_capped None is False.
+    The accesses are drawn by `_synth_span`; here, between its spans, what replaces an
+    array (the stack's compaction, the use counts' growth)."""
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     K = hot_cnt.shape[0]
@@ -308,76 +317,103 @@ def _synth_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edges
     sched, rest, parent, gaps = _hot_buffers(bounds, K)
     cap = np.int64(FIRST_CAP)      # int64 (as t, D, items): a literal compiles callees twice
     owner, nw, bits, tree = new_stack(cap)
-    t, D, items, extra_cold, clamped = np.int64(1), np.int64(0), np.int64(0), 0, 0
+    # t, D, items, extra cold, clamped, then the window's first touches and reuses left
+    sc = np.array([1, 0, 0, 0, 0, 0, 0], dtype=np.int64)
     uses = np.zeros(1024 if max_uses > 0 else 1, dtype=np.int64)
     for w in range(cold_cnt.shape[0]):
-        lo = bounds[w]
-        if K:
-            _place_hot(sched, parent, bounds[w + 1] - lo, hot_cnt, w, gap_cdf, gap_edges,
-                       state, gaps, rest)
-        rem_cold, rem_warm, wcdf, wtot, guide = _window_setup(w, bounds, hot_cnt, cold_cnt,
-                                                              cdf, fallback_cdf)
-        for pos in range(lo, bounds[w + 1]):
-            if compacts is not None and t >= cap:
-                owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
-                t = D + 1
-            if K and sched[pos - lo] >= 0:
-                k = sched[pos - lo]
-                if hot_gid[k] < 0:
-                    items = _first_hot(hot_gid, k, items, max_ids, state)
-                out[pos] = hot_gid[k]
+        wcdf, wtot, guide = open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf,
+                                        fallback_cdf, state, sched, parent, gaps, rest, sc)
+        pos = bounds[w]
+        while True:
+            pos = _synth_span(pos, bounds[w], bounds[w + 1], sc, sched, hot_gid, out, state,
+                              owner, bits, tree, cap, uses, wcdf, wtot, guide, edges,
+                              max_ids, redraws, deep_is_cold, max_uses, keep_capped, dists)
+            if pos == bounds[w + 1]:
+                break
+            if compacts is not None and sc[0] >= cap:
+                owner, cap, nw, sc[1], bits, tree = compact_stack(owner, sc[0] - 1, cap)
+                sc[0] = sc[1] + 1
+            if max_uses > 0 and sc[2] >= uses.shape[0]:
+                uses = _grow_uses(uses, sc[2])
+    return out, sc[2], sc[3], sc[4]
+
+
+@njit(cache=True, no_cfunc_wrapper=True, _nrt=False)
+def _synth_span(pos, lo, end, sc, sched, hot_gid, out, state, owner, bits, tree, cap, uses,
+                wcdf, wtot, guide, edges, max_ids, redraws, deep_is_cold, max_uses,
+                keep_capped, dists):
+    """`_synth_core`'s accesses pos.. of the window [lo, end) until its end, the stack's
+    time axis is full or (capping) the use counts are (returns the next access; sc: the
+    counters).  It allocates nothing, so it is compiled without numba's reference counting
+    (`_nrt=False`, as `budgets._budget_span`): about a fifth of the kernel's time was
+    atomic reference counts around its calls and rebound arrays (docs/performance.md)."""
+    t, D, items, extra_cold, clamped, rem_cold, rem_warm = sc[0], sc[1], sc[2], sc[3], \
+        sc[4], sc[5], sc[6]
+    nw = bits.shape[0]
+    K = hot_gid.shape[0]
+    while pos < end and t < cap and (max_uses <= 0 or items < uses.shape[0]):
+        if K and sched[pos - lo] >= 0:
+            k = sched[pos - lo]
+            if hot_gid[k] < 0:
+                items = _first_hot(hot_gid, k, items, max_ids, state)
+            out[pos] = hot_gid[k]
+            pos += 1
+            continue
+        cold = _below(state, rem_cold + rem_warm) < rem_cold
+        rem_cold, rem_warm = (rem_cold - 1, rem_warm) if cold else (rem_cold, rem_warm - 1)
+        if not cold and (D == 0 or wtot == 0):
+            cold = True
+            extra_cold += 1
+        if cold and items >= max_ids:
+            if D == 0:
+                out[pos] = _below(state, max_ids)
+                pos += 1
                 continue
-            cold = _below(state, rem_cold + rem_warm) < rem_cold
-            rem_cold, rem_warm = (rem_cold - 1, rem_warm) if cold else (rem_cold, rem_warm - 1)
-            if not cold and (D == 0 or wtot == 0):
-                cold = True
-                extra_cold += 1
-            if cold and items >= max_ids:
-                if D == 0:
-                    out[pos] = _below(state, max_ids)
-                    continue
-                cold = False           # table full: reuse the least recently used tail id
-                d = D - 1
-            elif not cold:
-                d = D                  # a tail reuse distance, redrawn if deeper than D
-                for _try in range(redraws):
-                    uf = _uniform(state)
-                    u = np.int64(uf * wtot)
-                    a = guide[np.int64(uf * (guide.shape[0] - 1))]
-                    while a > 0 and wcdf[a - 1] > u:      # float rounding guard
-                        a -= 1
-                    while wcdf[a] <= u:
-                        a += 1
-                    lo_e = edges[a]
-                    width = edges[a + 1] - lo_e
-                    d = lo_e + (_below(state, width) if width > 1 else 0)
-                    if d < D:
-                        break
-                if d >= D:
-                    if deep_is_cold and items < max_ids:
-                        cold = True
-                        extra_cold += 1
-                    else:
-                        d = D - 1
-                        clamped += 1
-            if cold:
-                g = items
-                items += 1
-                D += 1
-                fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
-            elif max_uses > 0:
-                g, D = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped)
-            else:
-                g = pop_depth(owner, bits, tree, nw, t, d, D)
-            if max_uses > 0:        # without a cap (the naive model) no call at all
-                uses = _count_use(uses, g, max_uses)
-            bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
-            owner[t] = g
-            t += 1
-            out[pos] = g
-            if dists.shape[0]:
-                dists[pos] = -1 if cold else d
-    return out, items, extra_cold, clamped
+            cold = False           # table full: reuse the least recently used tail id
+            d = D - 1
+        elif not cold:
+            d = D                  # a tail reuse distance, redrawn if deeper than D
+            for _try in range(redraws):
+                uf = _uniform(state)
+                u = np.int64(uf * wtot)
+                a = guide[np.int64(uf * (guide.shape[0] - 1))]
+                while a > 0 and wcdf[a - 1] > u:      # float rounding guard
+                    a -= 1
+                while wcdf[a] <= u:
+                    a += 1
+                lo_e = edges[a]
+                width = edges[a + 1] - lo_e
+                d = lo_e + (_below(state, width) if width > 1 else 0)
+                if d < D:
+                    break
+            if d >= D:
+                if deep_is_cold and items < max_ids:
+                    cold = True
+                    extra_cold += 1
+                else:
+                    d = D - 1
+                    clamped += 1
+        if cold:
+            g = items
+            items += 1
+            D += 1
+            fenwick_add(tree, (t >> 6) + 1, nw + 1, 1)
+        elif max_uses > 0:
+            g, D = _pop_capped(owner, bits, tree, nw, t, d, D, uses, max_uses, keep_capped)
+        else:
+            g = pop_depth(owner, bits, tree, nw, t, d, D)
+        if max_uses > 0:        # without a cap (the naive model) no count at all
+            uses[g] += 1
+        bits[t >> 6] |= np.uint64(1) << np.uint64(t & 63)
+        owner[t] = g
+        t += 1
+        out[pos] = g
+        pos += 1
+        if dists.shape[0]:
+            dists[pos - 1] = -1 if cold else d
+    sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6] = t, D, items, extra_cold, clamped, \
+        rem_cold, rem_warm
+    return pos
 
 
 def synthesize_stream(profile: LocalityProfile, length: int | None = None,
