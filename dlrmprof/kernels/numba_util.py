@@ -6,17 +6,18 @@ numba's on-disk cache (``cache=True``) keys compiled code on the content of the 
 defines a kernel alone, not on the files of the intrinsics and inlined helpers it compiles
 in: a kernel compiled with an older `_simd` stays in use after `_simd` changes.  So each
 kernel module carries ``_DEPS_SHA256``, the digest of the sources it compiles in
-(`deps_digest`); tests/test_kernels.py fails until it is updated, and the edit of the
-module itself makes numba recompile its kernels.
+(`deps_digest`, as `dlrmprof.jitdeps` says); tests/test_kernels.py fails until it is
+updated, and the edit of the module itself makes numba recompile its kernels.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numba
 import numpy as np
+
+from dlrmprof import jitdeps
 
 OPTS = dict(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 # reductions (dot products) only vectorize when LLVM may reassociate
@@ -59,6 +60,6 @@ def num_threads() -> int:
 
 
 def deps_digest(*names: str) -> str:
-    """16 hex digits of sha256 over the named files of this package, in order."""
-    here = Path(__file__).parent
-    return hashlib.sha256(b"".join((here / n).read_bytes() for n in names)).hexdigest()[:16]
+    """16 hex digits of sha256 over the named files of this package, in order
+    (`dlrmprof.jitdeps`)."""
+    return jitdeps.deps_digest(Path(__file__).parent, *names)

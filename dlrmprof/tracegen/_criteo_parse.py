@@ -7,6 +7,10 @@ from numba import njit, prange
 
 from dlrmprof.tracegen.hashmap import slot
 
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('hashmap.py',)
+_DEPS_SHA256 = '97d3eab76e531ae5'
+
 N_DENSE = 13
 N_SPARSE = 26
 N_FIELDS = 1 + N_DENSE + N_SPARSE

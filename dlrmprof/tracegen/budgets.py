@@ -66,6 +66,10 @@ from dlrmprof.tracegen.reuse import fenwick_add, reuse_distances
 from dlrmprof.tracegen.synth import _below, _draw_bin, _first_hot, _hot_buffers, open_window
 from dlrmprof.tracegen.windows import window_tables
 
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
+_DEPS_SHA256 = '2971187b53f529e4'
+
 MODEL = BUDGET_MODEL
 BUDGET_RUNS = "budget runs"
 BUDGET_HOT = "hot set and budgets"

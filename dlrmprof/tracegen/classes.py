@@ -27,6 +27,10 @@ from numba import njit
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.profile import CLASS_MODEL, _chunks, count_ids
 
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('hashmap.py', 'reuse.py')
+_DEPS_SHA256 = 'fdaca1b81c54e4a1'
+
 # classes span at most this many octaves of counts (the last class open): more than any
 # stream's counts (an open class would lump a long stream's most popular ids together)
 OCTAVES = 48

@@ -35,6 +35,10 @@ from dlrmprof.tracegen.profile import LocalityProfile
 from dlrmprof.tracegen.reuse import dist_bin, fenwick_add
 from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, bag_seeds, naive_setup
 
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
+_DEPS_SHA256 = '2971187b53f529e4'
+
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen, sums, pos):

@@ -27,6 +27,10 @@ from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
 
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('hashmap.py', 'reuse.py')
+_DEPS_SHA256 = 'fdaca1b81c54e4a1'
+
 DEFAULT_WINDOWS = 32
 DEFAULT_HOT = 16
 TOP_COUNTS = 1024

@@ -26,6 +26,10 @@ from numba.extending import intrinsic
 
 from dlrmprof.tracegen import hashmap as _hm
 
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('hashmap.py',)
+_DEPS_SHA256 = '97d3eab76e531ae5'
+
 # ---------------------------------------------------------------- distance histogram bins
 # Exact bins for distances < 2**EXACT_BITS, then SUB_BITS sub-bins per power of two.  Bin
 # boundaries fall on every power of two, so hit rates at cache sizes 2**j are exact.

@@ -38,6 +38,10 @@ from dlrmprof.tracegen.profile import BUDGET_MODEL, CLASS_MODEL, LocalityProfile
 from dlrmprof.tracegen.reuse import fenwick_add
 from dlrmprof.tracegen.windows import default_rows, tail_cap, window_tables
 
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py')
+_DEPS_SHA256 = 'cb8678dcf16ee163'
+
 
 @njit(cache=True, no_cfunc_wrapper=True)
 def _next(state):
