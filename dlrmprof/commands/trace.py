@@ -364,7 +364,8 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
     # (one process only: ranks and --jobs workers have the other CPUs)
     with warmup.compiling_ahead(enabled=jobs == 1 and nproc in (None, 1)
                                 and not under_torchrun(),
-                                long=bool(inputs) or length is not None):
+                                long=bool(inputs) or length is not None,
+                                fork=rank_start_method() == "fork"):
         made = _make_trace(spec, nproc, length, seed, profile_only, sample_rate, out, jobs,
                            timer)
     if made is None:

@@ -4,7 +4,8 @@ A cold gen-trace spends most of its time in numba compiles, one after another in
 the pipeline first calls its kernels (docs/performance.md).  On a host with a second CPU the
 work is split: on a short stream (the bundled sample) the command first compiles the
 costliest specializations itself (up to SHARE of the recorded compile time) while a helper
-process compiles the others into numba's on-disk cache in the pipeline's order; the pipeline
+process (a fork of the command where that is safe, else a new interpreter) compiles the
+others into numba's on-disk cache in the pipeline's order; the pipeline
 then loads them instead of compiling (numba looks in its cache at a specialization's first
 call; an entry read while it is being written is a miss, and the command compiles it
 itself).  On a long input the command compiles nothing ahead (its reading and capture come
@@ -146,19 +147,60 @@ def _worth_starting(long: bool = False) -> dict | None:
     return doc if cache_is_cold(doc, long) else None
 
 
+class _Forked:
+    """The helper as a fork of the command (its imports done: no start-up of its own), with
+    the part of `subprocess.Popen` the command uses: poll, terminate, wait, returncode."""
+
+    def __init__(self, long: bool):
+        self.returncode = None
+        self.pid = os.fork()
+        if self.pid == 0:                       # the helper: silent, never back in the command
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                helper_main(long)
+            finally:
+                os._exit(0)
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def wait(self):
+        if self.returncode is None:
+            self.returncode = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+
 @contextlib.contextmanager
-def compiling_ahead(enabled: bool = True, long: bool = True):
+def compiling_ahead(enabled: bool = True, long: bool = True, fork: bool = False):
     """Run the `with` body after `split`'s compiles (when `enabled` and `_worth_starting`):
     the helper process started first, then the command's own share compiled here.  `long`:
-    the input is long (streams of 2^15 accesses or more).  The helper is stopped at the
+    the input is long (streams of 2^15 accesses or more); `fork`: the helper is a fork of
+    this process (where that is safe: no threads but the import's, see
+    commands.trace.rank_start_method), else a new interpreter.  The helper is stopped at the
     end, whatever ends the body.  Yields the helper process or None."""
     proc = None
     doc = _worth_starting(long) if enabled else None
     if doc is not None:
-        proc = subprocess.Popen([sys.executable, "-m", "dlrmprof.tracegen.warmup",
-                                 "--long" if long else "--short"],
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, close_fds=True)
+        if fork:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            proc = _Forked(long)
+        else:
+            proc = subprocess.Popen([sys.executable, "-m", "dlrmprof.tracegen.warmup",
+                                     "--long" if long else "--short"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, close_fds=True)
     try:
         if doc is not None:
             compile_specs(split(doc, long)[0])
