@@ -307,7 +307,9 @@ def record(out: Path = RECORD) -> None:
         kernels += json.loads(res.stdout.strip().splitlines()[-1])
     doc = {"schema": SCHEMA, "numba": numba.__version__,
            "made_by": "python -m dlrmprof.tracegen.warmup --record", "kernels": kernels}
-    out.write_text(json.dumps(doc, indent=1) + "\n")
+    from dlrmprof.fsutil import atomic_write_text
+
+    atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
 
 
 if __name__ == "__main__":
