@@ -360,8 +360,8 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
                        windows=windows or _prof.DEFAULT_WINDOWS, hot=hot, jobs=jobs,
                        sample_rate=sample_rate)
     timer = OpTimer("cpu", noise=False)      # one sample per phase
-    # a cold numba cache: a second CPU compiles the kernels from the pipeline's other end
-    # (one process only: ranks and --jobs workers have the other CPUs)
+    # a cold numba cache: the compiles split between this process and a helper on a second
+    # CPU (tracegen/warmup.py; one process only: ranks and --jobs workers have the others)
     with warmup.compiling_ahead(enabled=jobs == 1 and nproc in (None, 1)
                                 and not under_torchrun(),
                                 long=bool(inputs) or length is not None,
