@@ -117,6 +117,21 @@ def test_the_command_stops_the_helper_however_it_ends(monkeypatch, fail, fork):
         assert proc is None
 
 
+@pytest.mark.parametrize("fork", [False, True])
+def test_a_helper_that_cannot_start_leaves_the_command_alone(monkeypatch, fork):
+    """The helper only saves time: a fork or spawn that fails (EAGAIN, ENOMEM) is no error."""
+    def refuse(*a, **k):
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(warmup, "_worth_starting", lambda long: warmup.load_record())
+    monkeypatch.setattr(os, "fork", refuse)
+    monkeypatch.setattr(warmup.subprocess, "Popen", refuse)
+    ran = []
+    with warmup.compiling_ahead(long=False, fork=fork) as proc:
+        ran.append(proc)
+    assert ran == [None]
+
+
 def test_no_helper_when_turned_off_or_warm(monkeypatch):
     monkeypatch.setenv(warmup.ENV, "0")
     assert warmup._worth_starting() is None

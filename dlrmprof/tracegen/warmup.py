@@ -181,26 +181,33 @@ class _Forked:
         return self.returncode
 
 
+def _start_helper(long: bool, fork: bool):
+    if fork:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return _Forked(long)
+    return subprocess.Popen([sys.executable, "-m", "dlrmprof.tracegen.warmup",
+                             "--long" if long else "--short"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, close_fds=True)
+
+
 @contextlib.contextmanager
 def compiling_ahead(enabled: bool = True, long: bool = True, fork: bool = False):
     """Run the `with` body after `split`'s compiles (when `enabled` and `_worth_starting`):
     the helper process started first, then the command's own share compiled here.  `long`:
     the input is long (streams of 2^15 accesses or more); `fork`: the helper is a fork of
     this process (where that is safe: no threads but the import's, see
-    commands.trace.rank_start_method), else a new interpreter.  The helper is stopped at the
-    end, whatever ends the body.  Yields the helper process or None."""
+    commands.trace.rank_start_method), else a new interpreter; where neither can start (out
+    of processes or memory), the body runs alone.  The helper is stopped at the end,
+    whatever ends the body.  Yields the helper process or None."""
     proc = None
     doc = _worth_starting(long) if enabled else None
     if doc is not None:
-        if fork:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            proc = _Forked(long)
-        else:
-            proc = subprocess.Popen([sys.executable, "-m", "dlrmprof.tracegen.warmup",
-                                     "--long" if long else "--short"],
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL, close_fds=True)
+        try:
+            proc = _start_helper(long, fork)
+        except OSError:             # no process to spare: the command compiles alone
+            proc = None
     try:
         if doc is not None:
             compile_specs(split(doc, long)[0])
