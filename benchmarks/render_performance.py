@@ -95,6 +95,7 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
                 "compiles; the largest own compile times (callees excluded): "
                 + ", ".join(f"`{f['name'].rsplit('.', 1)[1]}` {f['compile_s']:.2f} s"
                             for f in top) + "."]
+    out += _batch_noise(doc.get("batch_noise"))
     sel = doc.get("selection")
     if sel:
         out += ["", f"The model selection (`selection.select_hot`) on {sel['tables']} "
@@ -113,6 +114,28 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
                         f"ratio {sh['ratio_median']:.2f}; same choices: "
                         f"{'yes' if sh['same_choices'] else 'no'}, same records: "
                         f"{'yes' if sh['same_records'] else 'no'}.")
+    return out
+
+
+def _batch_noise(bn: dict | None) -> list[str]:
+    """bench_tracegen_fidelity.py --batch-noise: the real samples' worst batch figures at one
+    seed against their mean over several, beside the source's own standard error."""
+    if not bn:
+        return []
+    out = ["", f"The per-batch figures' floor on the real samples (`{bn['command']}`): the "
+           f"worst table at seed {bn['first_seed']}, its relative error there, its mean and "
+           f"largest over {bn['seeds']} seeds, and the source's relative standard error of "
+           "that table's mean (per-batch standard deviation / sqrt(batches) / mean):", "",
+           "| stream | figure | worst table (batches) | error at the seed | mean / largest "
+           "over seeds | source's rel. SE | tables over 5% on the mean |",
+           "|---|---|---|---|---|---|---|"]
+    for name, figs in bn["streams"].items():
+        for fig, r in figs.items():
+            se = r["source_rel_se"]
+            out.append(f"| {name} | {fig.replace('_', ' ')} | {r['worst_table']} "
+                       f"({r['batches']}) | {r['error_at_seed']:.1%} | {r['error_mean']:.1%} "
+                       f"/ {r['error_max']:.1%} | {'-' if se is None else f'{se:.1%}'} | "
+                       f"{', '.join(r['over_goal_on_mean']) or 'none'} |")
     return out
 
 
