@@ -58,12 +58,13 @@ from dataclasses import replace
 import numpy as np
 from numba import njit
 
-from dlrmprof.tracegen._lru_stack import (compact_stack, fenwick_add_row, fenwick_find,
+from dlrmprof.tracegen._lru_stack import (_cttz, compact_stack, fenwick_add_row, fenwick_find,
                                           fenwick_prefix, new_stack, remove_slot, slot_at)
 from dlrmprof.tracegen.profile import BUDGET_HEAD, BUDGET_MODEL, _chunks, count_ids
 from dlrmprof.tracegen.reuse import dense_ids as _reuse_dense
 from dlrmprof.tracegen.reuse import fenwick_add, reuse_distances
-from dlrmprof.tracegen.synth import _below, _draw_bin, _first_hot, _hot_buffers, open_window
+from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers, _uniform,
+                                     open_window)
 from dlrmprof.tracegen.windows import window_tables
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
@@ -325,16 +326,75 @@ def _draw_count(pool, vals, num, left, state):
     return vals[i]
 
 
+# a depth bucket of at most this many ids is drawn from by a walk over its slots (`_pick_small`),
+# a larger one by the weight trees (the same draw)
+SMALL_BUCKET = 16
+MEMO_DEPTHS = 1 << 16     # `_bucket` is kept for depths below this (`_bucket_memo`)
+
+
 @njit(cache=True, inline="always")
-def _pick_weighted(owner, bits, tree, tw, b, nw, t, d, D, exact, per_octave, state):
+def _bucket_memo(memo, d, exact, per_octave, fine):
+    """`_bucket(d, exact, ...)`, its two edges kept in `memo` (rows 0-1 for per_octave, 2-3
+    for FINE_PER_OCTAVE; 0: not yet computed, a bucket's lower edge is at least 1) for the
+    depths it has room for: the same values without their logarithm and powers per draw."""
+    r = 2 if fine else 0
+    if d < memo.shape[1] and memo[r, d] > 0:
+        return memo[r, d], memo[r + 1, d]
+    lo, hi = _bucket(d, exact, FINE_PER_OCTAVE if fine else per_octave)
+    if d < memo.shape[1]:
+        memo[r, d], memo[r + 1, d] = lo, hi
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _next_slot(bits, w, m):
+    """(the next occupied slot at or after the bits `m` of word `w`, its word, the bits left
+    above it)."""
+    while m == 0:
+        w += 1
+        m = bits[w]
+    return w * 64 + np.int64(_cttz(m)), w, m & (m - np.uint64(1))
+
+
+@njit(cache=True, inline="always")
+def _pick_small(owner, bits, weight, b, s_old, m_items, k_d, state):
+    """`_pick_weighted`'s draw in a bucket of `m_items` ids whose oldest is at slot s_old, by
+    a walk over their slots (oldest first, the weight trees' order): the same draw as the
+    trees' (one `_below` of the bucket's total weight, the slot where the running sum passes
+    it), or, when all weigh nothing, the slot of the k_d-th (the drawn depth)."""
+    first = bits[s_old >> 6] & ~((np.uint64(1) << np.uint64(s_old & 63)) - np.uint64(1))
+    tot, at_d, w, m = 0, s_old, s_old >> 6, first
+    for k in range(m_items):
+        s, w, m = _next_slot(bits, w, m)
+        tot += weight[b, owner[s]]
+        if k == k_d:
+            at_d = s
+    if tot <= 0:
+        return at_d
+    u = _below(state, tot)
+    w, m = s_old >> 6, first
+    while True:
+        s, w, m = _next_slot(bits, w, m)
+        u -= weight[b, owner[s]]
+        if u < 0:
+            return s
+
+
+@njit(cache=True, inline="always")
+def _pick_weighted(owner, bits, tree, tw, b, nw, t, d, D, exact, per_octave, state, memo,
+                   weight):
     """The slot an access at drawn depth d takes, budget model (see the module docstring);
-    `per_octave` is (buckets per octave, the depth from which they are FINE_PER_OCTAVE)."""
+    `per_octave` is (buckets per octave, the depth from which they are FINE_PER_OCTAVE); a
+    bucket of at most SMALL_BUCKET ids by `_pick_small`, a larger one by the weight trees
+    `tw` (row b; slot s there weighs weight[b, owner[s]], as `_reweigh` keeps it)."""
     if d < exact or d == 0:               # (the bucket of depth 0 is the top item)
         return slot_at(bits, tree, nw, t, d, D)
     fine = per_octave[1] > 0 and d >= per_octave[1]
-    lo, hi = _bucket(d, exact, FINE_PER_OCTAVE if fine else per_octave[0])
+    lo, hi = _bucket_memo(memo, d, exact, per_octave[0], fine)
     hi = min(hi, D)
     s_old = slot_at(bits, tree, nw, t, hi - 1, D)       # the bucket's deepest (oldest)
+    if hi - lo <= SMALL_BUCKET:
+        return _pick_small(owner, bits, weight, b, s_old, hi - lo, hi - 1 - d, state)
     s_new = slot_at(bits, tree, nw, t, lo, D)           # ... and its shallowest
     wa = fenwick_prefix(tw, b, s_old - 1)
     wb = fenwick_prefix(tw, b, s_new)
@@ -390,13 +450,13 @@ def _short_class(b, unit, classes):
 
 
 @njit(cache=True, inline="always")
-def _early(state, rem_cold, D, wtot, wcdf, edges, items, max_ids):
+def _early(state, rem_cold, D, wtot, wcdf, edges, items, max_ids, guide):
     """Whether a reuse becomes one of the window's first touches: a depth drawn for it is
     past the stack (the source's reuses never are), the window has first touches left and
     the table has ids left.  Without it a stream's first reuses crowd onto its first few
     ids, which an LFU cache keeps for good."""
     return (rem_cold > 0 and D > 0 and wtot > 0 and items < max_ids
-            and _draw_bin(state, wcdf, wtot, edges) >= D)
+            and _draw_guided(state, wcdf, wtot, edges, guide) >= D)
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -436,7 +496,9 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     out = np.empty(n_out, dtype=np.int64)
     state = np.full(1, seed, dtype=np.uint64)
     pool, left_ids = _count_pool(vals)
-    cap = 1 << 14
+    # the stack's first time axis: small, it grows as `compact_stack` needs (the draws do not
+    # depend on it); int64, as `synth._synth_core`'s, so the stack's callees compile once
+    cap = np.int64(1 << 10)
     owner, nw, bits, tree = new_stack(cap)
     tw = np.zeros((2, cap + 1), dtype=np.int64)      # deep-band and short-band weights
     left, run = np.zeros(1024, dtype=np.int64), np.zeros(1024, dtype=np.int64)
@@ -446,8 +508,9 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
     slots = np.empty(HEAD, dtype=np.int64)          # `_pick_head`'s scratch
     hot_gid = np.full(hot_cnt.shape[0], -1, dtype=np.int64)
     sched, rest, parent, gaps = _hot_buffers(bounds, hot_cnt.shape[0])
+    memo = np.zeros((4, min(max_ids, MEMO_DEPTHS) + 1), dtype=np.int64)    # `_bucket_memo`
     for w in range(cold_cnt.shape[0]):
-        wcdf, wtot, _ = open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf,
+        wcdf, wtot, guide = open_window(w, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf,
                                     fallback_cdf, state, sched, parent, gaps, rest, sc)
         pos = bounds[w]
         while True:
@@ -455,7 +518,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
                                pool, vals, num, left_ids, owner, bits, tree, tw, cap, left,
                                run, weight, slots, wcdf, wtot, edges, max_ids, scale, exact,
                                per_octave, run_depth, short_depth, short_weights, head, unit,
-                               fine_depth)
+                               fine_depth, memo, guide)
             if pos == bounds[w + 1]:
                 break
             if sc[0] >= cap:
@@ -471,7 +534,7 @@ def _budget_core(n_out, bounds, hot_cnt, gap_cdf, gap_edges, cold_cnt, cdf, edge
 def _budget_span(pos, lo, end, sc, sched, hot_gid, out, state, pool, vals, num, left_ids,
                  owner, bits, tree, tw, cap, left, run, weight, slots, wcdf, wtot, edges,
                  max_ids, scale, exact, per_octave, run_depth, short_depth, short_weights,
-                 head, unit, fine_depth):
+                 head, unit, fine_depth, memo, guide):
     """`_budget_core`'s accesses pos.. of the window [lo, end) until its end, the stack's
     time axis is full or the per-id arrays are (returns the next access; sc: the counters).
     It allocates nothing (every array an argument, its per-access helpers inlined), so it
@@ -490,9 +553,9 @@ def _budget_span(pos, lo, end, sc, sched, hot_gid, out, state, pool, vals, num, 
         was = _below(state, rem_cold + rem_warm) < rem_cold
         rem_cold, rem_warm = (rem_cold - 1, rem_warm) if was else (rem_cold, rem_warm - 1)
         if not was and short_depth > 0 and _early(state, rem_cold, D, wtot, wcdf, edges,
-                                                  items, max_ids):
+                                                  items, max_ids, guide):
             was, rem_cold, rem_warm = True, rem_cold - 1, rem_warm + 1
-        cold, d, x, y = _event(state, was, D, wtot, wcdf, edges, items, max_ids)
+        cold, d, x, y = _event(state, was, D, wtot, wcdf, edges, items, max_ids, guide)
         extra_cold += x
         clamped += y
         if cold == 2:
@@ -513,7 +576,8 @@ def _budget_span(pos, lo, end, sc, sched, hot_gid, out, state, pool, vals, num, 
                 if d < HEAD and short_depth > 0 else -1
             if s < 0:
                 s = _pick_weighted(owner, bits, tree, tw, 1 if d < short_depth else 0, nw,
-                                   t, d, D, exact, (per_octave, fine_depth), state)
+                                   t, d, D, exact, (per_octave, fine_depth), state, memo,
+                                   weight)
             _reweigh(weight, tw, owner[s], s, cap, -1)
             g = remove_slot(owner, bits, tree, nw, t, s)
             run[g] = run[g] + 1 if d < run_depth else 0
@@ -532,8 +596,29 @@ def _budget_span(pos, lo, end, sc, sched, hot_gid, out, state, pool, vals, num, 
     return pos
 
 
+GUIDED_BINS = 32      # `_draw_guided` searches fewer bins by halving, as `_draw_bin`
+
+
 @njit(cache=True, inline="always")
-def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
+def _draw_guided(state, cdf, tot, edges, guide):
+    """`synth._draw_bin`: the same draws, the same value; past a few bins, its bin found from
+    the window's guide table (`synth._window_setup`: guide[j] is the first bin whose cdf
+    exceeds j * tot / G), as `synth._synth_span` finds its own."""
+    if cdf.shape[0] <= GUIDED_BINS:
+        return _draw_bin(state, cdf, tot, edges)
+    uf = _uniform(state)
+    u = np.int64(uf * tot)                          # `_below(state, tot)`
+    a = guide[np.int64(uf * (guide.shape[0] - 1))]
+    while a > 0 and cdf[a - 1] > u:                 # float rounding guard
+        a -= 1
+    while cdf[a] <= u:
+        a += 1
+    width = edges[a + 1] - edges[a]
+    return edges[a] + (_below(state, width) if width > 1 else 0)
+
+
+@njit(cache=True, inline="always")
+def _event(state, cold, D, wtot, wcdf, edges, items, max_ids, guide):
     """The next event of a window given the schedule's choice `cold`: (1 a first touch / 0 a
     reuse / 2 a random id of a full table with an empty stack, its depth, 1 if a first
     touch was added, 1 if a deep draw was clamped): as `synth._synth_core` without a hot
@@ -549,7 +634,7 @@ def _event(state, cold, D, wtot, wcdf, edges, items, max_ids):
         return 1, 0, x, 0
     d = D
     for _try in range(8):
-        d = _draw_bin(state, wcdf, wtot, edges)
+        d = _draw_guided(state, wcdf, wtot, edges, guide)
         if d < D:
             return 0, d, x, 0
     return 0, D - 1, x, 1
