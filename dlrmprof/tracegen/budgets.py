@@ -62,7 +62,7 @@ from dlrmprof.tracegen._lru_stack import (_cttz, compact_stack, fenwick_add_row,
                                           fenwick_prefix, new_stack, remove_slot, slot_at)
 from dlrmprof.tracegen.profile import BUDGET_HEAD, BUDGET_MODEL, _chunks, count_ids
 from dlrmprof.tracegen.reuse import dense_ids as _reuse_dense
-from dlrmprof.tracegen.reuse import fenwick_add, reuse_distances
+from dlrmprof.tracegen.reuse import _pc, fenwick_add, reuse_distances
 from dlrmprof.tracegen.synth import (_below, _draw_bin, _first_hot, _hot_buffers, _uniform,
                                      open_window)
 from dlrmprof.tracegen.windows import window_tables
@@ -173,24 +173,37 @@ def _band_counts(ids, dist, cls, C, every):
     """(reuses [B, C]: the reuses at each depth bucket of the ids of each count class,
     residents [B, C]: the ids of each class at each bucket, counted every `every` accesses
     and weighted by `every`): the stack's composition is walked from the top, over the
-    accesses that are their ids' last so far."""
+    accesses that are their ids' last so far (`ids` dense: `cls` has one entry per id).
+    Those accesses are the set bits of a bitmap over the stream (a word's bits counted at
+    once, so a walk costs O(accesses / 64 + ids)); the buckets of depths 0..ids are computed
+    once (`_bkey`).  The counts are whole numbers: the same floats in any order."""
+    G = cls.shape[0]
+    bk = np.empty(G + 1, dtype=np.int64)
+    for r in range(G + 1):
+        bk[r] = _bkey(r)
     reuses = np.zeros((BAND_BUCKETS, C), dtype=np.float64)
     residents = np.zeros((BAND_BUCKETS, C), dtype=np.float64)
-    last = np.full(cls.shape[0], -1, dtype=np.int64)
-    at = np.full(ids.shape[0], -1, dtype=np.int64)    # at[u]: the id whose last access is u
+    last = np.full(G, -1, dtype=np.int64)
+    live = np.zeros((ids.shape[0] >> 6) + 1, dtype=np.uint64)   # bit u: ids[u] is last at u
+    one = np.uint64(1)
     for t in range(ids.shape[0]):
         g = ids[t]
         if dist[t] >= 0:
-            reuses[_bkey(dist[t]), cls[g]] += 1
-        if t % every == 0:
+            reuses[bk[dist[t]], cls[g]] += 1
+        if t % every == 0 and t > 0:
             r = 0
-            for u in range(t - 1, -1, -1):
-                if at[u] >= 0:
-                    residents[_bkey(r), cls[at[u]]] += every
-                    r += 1
+            for wi in range((t - 1) >> 6, -1, -1):
+                x = live[wi]
+                c = _pc(x)           # the word's accesses, depths r..r + c - 1 from its top
+                k = r + c - 1
+                while x:
+                    residents[bk[k], cls[ids[wi * 64 + np.int64(_cttz(x))]]] += every
+                    k -= 1
+                    x &= x - one
+                r += c
         if last[g] >= 0:
-            at[last[g]] = -1
-        at[t] = g
+            live[last[g] >> 6] &= ~(one << np.uint64(last[g] & 63))
+        live[t >> 6] |= one << np.uint64(t & 63)
         last[g] = t
     return reuses, residents
 
