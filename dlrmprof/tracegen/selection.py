@@ -94,31 +94,51 @@ def objective(f: dict, cache_cap: float = SECONDARY_CAP) -> float:
     return total
 
 
-def _variants(prof: LocalityProfile, naive: bool, ids=None, classes: bool = False,
-              band=NO_BAND):
-    """The variants of a profile that are measured: hot ids spaced by their gaps, placed
-    independently inside each window (the gap histogram dropped), and with `naive` the naive
-    model itself (which uses only the whole-stream histogram), given the stream `ids` (at
-    least BUDGET_MIN accesses) its budget model (`budgets.py`) and with `classes` its class
-    model by octaves and by half octaves of counts (`classes.py`; `prof` has no hot set
-    then); with a hot set of at most BUDGET_HOT_MAX ids, not every id, the budget model
-    with that hot set (`budgets.WITH_HOT`: with and without runs, from its smallest K); the
-    budget placements that take one get the stream's short `band` (`budgets.short_band`)."""
-    yield ("spaced" if prof.hot_k else "none"), prof
+def _variants(base, k: int, distinct: int, naive: bool, ids=None, classes: bool = False,
+              band=NO_BAND, keep=lambda placement: True):
+    """The variants of the profile with K = `k` hot ids (`base()` builds it, once, when a
+    variant kept is measured; `distinct`: its distinct count) that are measured: hot ids spaced
+    by their gaps, placed independently inside each window (the gap histogram dropped), and
+    with `naive` the naive model itself (which uses only the whole-stream histogram), given
+    the stream `ids` (at least BUDGET_MIN accesses) its budget model (`budgets.py`) and with
+    `classes` its class model by octaves and by half octaves of counts (`classes.py`; the
+    profile has no hot set then); with a hot set of at most BUDGET_HOT_MAX ids, not every id,
+    the budget model with that hot set (`budgets.WITH_HOT`: with and without runs, from its
+    smallest K); the budget placements that take one get the stream's short `band`
+    (`budgets.short_band`).  Only the placements `keep` accepts are yielded: a K whose
+    variants are all left out is not built."""
+    prof = None
+
+    def built():
+        nonlocal prof
+        prof = base() if prof is None else prof
+        return prof
+
+    placements = ["spaced" if k else "none"]
     budgets = ids is not None and ids.shape[0] >= BUDGET_MIN
     if naive:
+        placements.append(NAIVE)
+        placements += list(NO_HOT) if budgets else []
+        placements += list(CLASS_PLACEMENTS) if ids is not None and classes else []
+    if budgets and 0 < k <= BUDGET_HOT_MAX and k < distinct:
+        placements += [p for p, smallest in WITH_HOT.items() if k >= smallest]
+    placements += ["independent"] if k else []
+    for placement in filter(keep, placements):
+        yield from _variant(built(), placement, ids, band)
+
+
+def _variant(prof: LocalityProfile, placement: str, ids, band):
+    """(placement, profile) of `_variants`' placement of `prof` (none for "independent"
+    without a gap histogram: it would be "spaced" again)."""
+    if placement in ("spaced", "none"):
+        yield placement, prof
+    elif placement == NAIVE:
         yield NAIVE, replace(prof, extra=dict(prof.extra, model=NAIVE))
-        if budgets:
-            for placement in NO_HOT:
-                yield placement, budget_profile(prof, ids, placement, band)
-        if ids is not None and classes:
-            for placement, per_octave in CLASS_PLACEMENTS.items():
-                yield placement, class_profile(prof, ids, per_octave)
-    if budgets and 0 < prof.hot_k <= BUDGET_HOT_MAX and prof.hot_k < prof.distinct:
-        for placement, smallest in WITH_HOT.items():
-            if prof.hot_k >= smallest:
-                yield placement, budget_profile(prof, ids, placement, band)
-    if prof.hot_k and prof.hot_gap.size:
+    elif placement in BUDGET_PLACEMENTS:
+        yield placement, budget_profile(prof, ids, placement, band)
+    elif placement in CLASS_PLACEMENTS:
+        yield placement, class_profile(prof, ids, CLASS_PLACEMENTS[placement])
+    elif prof.hot_gap.size:
         yield "independent", replace(prof, hot_gap=np.zeros((0, 0), dtype=np.int64),
                                      extra=dict(prof.extra))
 
@@ -337,14 +357,18 @@ def _candidates(name, sub, sub_lengths, rows, windows, sub_hc, candidates,
         if last is not None and asked and last >= distinct:
             break                      # the previous candidate already held every id
         last = k = min(asked, distinct)
-        base = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
-                             hist_cold=sub_hc)
-        base.extra["source_extras"] = extras
-        for placement, prof in _variants(base, naive=k == 0 and 0 in candidates, ids=sub,
-                                         classes=class_candidates, band=band):
-            if (asked, placement) not in dropped:
-                tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": [],
-                              "_key": (asked, placement), "_cap": cap})
+
+        def base(k=k):
+            prof = build_profile(name, sub, sub_lengths, rows=rows, windows=windows, hot=k,
+                                 hist_cold=sub_hc)
+            prof.extra["source_extras"] = extras
+            return prof
+
+        for placement, prof in _variants(base, k, distinct, naive=k == 0 and 0 in candidates,
+                                         ids=sub, classes=class_candidates, band=band,
+                                         keep=lambda p, a=asked: (a, p) not in dropped):
+            tried.append({"hot": k, "placement": placement, "_prof": prof, "_f": [],
+                          "_key": (asked, placement), "_cap": cap})
     return tried
 
 
