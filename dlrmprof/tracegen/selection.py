@@ -164,6 +164,8 @@ def _synthesis(t: dict, seed: int) -> tuple[np.ndarray, dict]:
     if figs is not None:        # the naive model: its figures from its draws, no reuse pass
         return figs.head, selection_figures(prof, None, figures=figs)
     syn, offs, _ = synthesize_bags(prof, seed=seed)
+    if prof.bag_len_values.shape == (1,) and int(prof.bag_len_values[0]) == 1:
+        offs = None     # one id per bag (a prefix's bags): the same figures, no offsets check
     return syn, selection_figures(prof, syn, offs)
 
 
