@@ -366,6 +366,7 @@ def _selection_child() -> None:
                                 "choices": [[s["chosen"], s["placement"]] for s in sel_short],
                                 "records": [s["candidates"] for s in sel_short]},
                       "choices": [[s["chosen"], s["placement"]] for s in sel],
+                      "records": [s["candidates"] for s in sel],
                       "candidates": sum(len(s["candidates"]) for s in sel),
                       "pruned": sum(bool(c.get("pruned")) for s in sel
                                     for c in s["candidates"])}))
@@ -409,6 +410,7 @@ def selection_cost(ref: str, rounds: int) -> dict:
             "per_table_s": {w: med[w] / this["tables"] for w in med},
             "ratio_median": med["this"] / med["baseline"],
             "same_choices": this["choices"] == base_["choices"],
+            "same_records": this["records"] == base_["records"],
             "candidates": {"this": this["candidates"], "baseline": base_["candidates"]},
             "pruned": {"this": this["pruned"], "baseline": base_["pruned"]},
             "short": short, "other_cpus": oc.cpus}
@@ -475,7 +477,8 @@ def main() -> None:
         doc["selection"] = sel = selection_cost(args.selection_baseline, args.rounds)
         print(f"selection on {sel['tables']} prefixes: {sel['per_table_s']['this']:.3f} s "
               f"per table, {args.selection_baseline} {sel['per_table_s']['baseline']:.3f} s, "
-              f"ratio {sel['ratio_median']:.2f}; same choices: {sel['same_choices']}")
+              f"ratio {sel['ratio_median']:.2f}; same choices: {sel['same_choices']}, "
+              f"same records: {sel['same_records']}")
     if args.batch_noise:
         doc["batch_noise"] = {"seeds": args.batch_noise, "first_seed": args.seed,
                               "command": "python benchmarks/bench_tracegen_fidelity.py "

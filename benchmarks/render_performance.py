@@ -104,8 +104,10 @@ def render_tracegen_fidelity(doc: dict) -> list[str]:
                 f"baseline {sel['per_table_s']['baseline']:.3f}, ratio "
                 f"{sel['ratio_median']:.2f}; candidates {sel['candidates']['this']} "
                 f"({sel['pruned']['this']} pruned) against {sel['candidates']['baseline']}; "
-                f"same choices: {'yes' if sel['same_choices'] else 'no'}; other processes "
-                f"used {sel['other_cpus']:.2f} CPUs."]
+                f"same choices: {'yes' if sel['same_choices'] else 'no'}"
+                + ("" if "same_records" not in sel else
+                   f", same records: {'yes' if sel['same_records'] else 'no'}")
+                + f"; other processes used {sel['other_cpus']:.2f} CPUs."]
         sh = sel.get("short")
         if sh:
             out[-1] += (f" On the bundled sample's {sh['tables']} columns (1,999 accesses "
