@@ -179,6 +179,29 @@ def test_kernel_matches_the_reference_on_random_inputs(case):
     assert tuple(int(x) for x in got[1:]) == tuple(want[1:])
 
 
+
+@pytest.mark.parametrize("case", range(4))
+def test_kernel_matches_the_reference_where_every_budget_is_spent(case):
+    """Every id's budget is one access (count 1, scaled down): spent at its first touch, so
+    every depth bucket weighs nothing and each reuse takes the id at its drawn depth, in the
+    small buckets walked over their slots (`_pick_small`) and in the large ones alike."""
+    rng = np.random.default_rng(200 + case)
+    n = int(rng.integers(5_000, 20_000))
+    W = 1 + case % 2
+    bounds = np.linspace(0, n, W + 1).astype(np.int64)
+    hot, gap_cdf, gap_edges = hot_schedule(rng, case, bounds)
+    cold_cnt = np.array([(bounds[w + 1] - bounds[w]) // 4 for w in range(W)], dtype=np.int64)
+    nb = [24, 300][case // 2]                       # halving and guided draws
+    cdf = np.cumsum(rng.integers(1, 30, (W, nb)), axis=1).astype(np.int64)
+    args = (n, bounds, hot, gap_cdf, gap_edges, cold_cnt, cdf, _reuse.bin_edges(nb),
+            777 + case, 10 ** 6, np.array([1], np.int64), np.array([n], np.int64), 0.5, 0,
+            2, 0)
+    got = budgets._budget_core(*args[:8], np.ascontiguousarray(cdf.sum(axis=0)), *args[8:],
+                               0, np.ones(1, np.int64), np.ones(budgets.HEAD, np.int64), 1.0, 0)
+    want = _reference(*args, None)
+    assert np.array_equal(got[0], want[0])
+    assert tuple(int(x) for x in got[1:]) == tuple(want[1:])
+
 def _profiled(ids, name):
     """(dense ids, their profile without a hot set, with the source's figures)."""
     ids = _reuse.dense_ids(np.asarray(ids, dtype=np.int64))
