@@ -466,7 +466,9 @@ def main() -> None:
     if args.timing_only and not results:      # the file holds only what this command timed
         doc["command"] = "python benchmarks/bench_tracegen_fidelity.py " + shlex.join(
             sys.argv[1:])
-        doc["source"] = "measured: gen-trace's wall and CPU seconds against the baseline's"
+        doc["source"] = ("measured: gen-trace's wall and CPU seconds against the baseline's"
+                         if args.timing_baseline else "measured: the selection's CPU seconds "
+                         "(process_time, child processes) against the baseline's")
     if args.timing_only and Path(args.out).exists():
         # a timing rerun (e.g. on a quieter host) keeps the file's fidelity figures
         prev = json.loads(Path(args.out).read_text())

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from dlrmprof.tracegen import budgets, selection, workloads
+from dlrmprof.tracegen import budgets, selection, shortband, workloads
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen.fidelity import errors, fidelity, source_extras
 from dlrmprof.tracegen.profile import BUDGET_MODEL, LocalityProfile, build_profile
@@ -398,10 +398,10 @@ def test_a_hot_set_with_budgets_keeps_counts_and_the_hot_ids_exact(tmp_path):
 
 
 def _ref_band_counts(ids, cls, C, every):
-    """`budgets._band_counts` from its definition: reuse distances by a list LRU stack, the
+    """`shortband._band_counts` from its definition: reuse distances by a list LRU stack, the
     stack's composition listed every `every` accesses."""
-    reuses = np.zeros((budgets.BAND_BUCKETS, C))
-    residents = np.zeros((budgets.BAND_BUCKETS, C))
+    reuses = np.zeros((shortband.BAND_BUCKETS, C))
+    residents = np.zeros((shortband.BAND_BUCKETS, C))
     key = lambda d: 0 if d == 0 else 1 + math.floor(2 * math.log2(d) + 1e-9)   # noqa: E731
     stack = []
     for t, g in enumerate(ids):
@@ -424,19 +424,19 @@ def test_band_counts_match_a_plain_reference(seed):
     C = int(rng.integers(1, 6))
     cls = rng.integers(0, C, int(ids.max()) + 1).astype(np.int64)
     every = int(rng.integers(1, 40))
-    got = budgets._band_counts(ids, _reuse.reuse_distances(ids), cls, C, every)
+    got = shortband._band_counts(ids, _reuse.reuse_distances(ids), cls, C, every)
     want = _ref_band_counts(ids.tolist(), cls, C, every)
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
 def test_a_short_band_is_found_on_sessions_not_on_independent_references():
     ids, _ = _sessions(60_000)
-    depth, weights, head = budgets.short_band(ids)
+    depth, weights, head = shortband.short_band(ids)
     assert 16 <= depth <= 128            # the sessions' reuses: 32 concurrent, mean 8 each
     assert weights[-1] > 2 * weights[2] and len(head) == budgets.HEAD
     irm = _reuse.dense_ids(workloads.irm_zipf(60_000, 5_000, 1.0, seed=3))
-    assert budgets.short_band(irm) == budgets.NO_BAND
-    assert np.isnan(budgets.band_slopes(np.zeros((4, 3)), np.ones((4, 3)))).all()   # no reuses
+    assert shortband.short_band(irm) == budgets.NO_BAND
+    assert np.isnan(shortband.band_slopes(np.zeros((4, 3)), np.ones((4, 3)))).all()   # no reuses
 
 
 def test_the_short_band_lowers_lfu_error_on_sessions_and_keeps_lru():

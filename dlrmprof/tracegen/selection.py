@@ -15,13 +15,14 @@ import numpy as np
 
 from dlrmprof.tracegen.budgets import NO_HOT, WITH_HOT
 from dlrmprof.tracegen.budgets import PLACEMENTS as BUDGET_PLACEMENTS
-from dlrmprof.tracegen.budgets import NO_BAND, band_of, budget_profile, short_band, with_budgets
+from dlrmprof.tracegen.budgets import band_of, budget_profile, with_budgets
 from dlrmprof.tracegen.classes import PLACEMENTS as CLASS_PLACEMENTS
 from dlrmprof.tracegen.classes import class_profile
 from dlrmprof.tracegen.fidelity import (POLICIES, errors, policy_figures, selection_figures,
                                         source_extras)
 from dlrmprof.tracegen.naive import naive_bags_figures
 from dlrmprof.tracegen.profile import LocalityProfile, build_profile, stream_histogram
+from dlrmprof.tracegen.shortband import NO_BAND, short_band
 from dlrmprof.tracegen.synth import NAIVE, synthesize_bags
 
 HOT_CANDIDATES = (0, 4, 8, 16, 64, 256, 1024, 4096)
@@ -105,7 +106,7 @@ def _variants(base, k: int, distinct: int, naive: bool, ids=None, classes: bool 
     profile has no hot set then); with a hot set of at most BUDGET_HOT_MAX ids, not every id,
     the budget model with that hot set (`budgets.WITH_HOT`: with and without runs, from its
     smallest K); the budget placements that take one get the stream's short `band`
-    (`budgets.short_band`).  Only the placements `keep` accepts are yielded: a K whose
+    (`shortband.short_band`).  Only the placements `keep` accepts are yielded: a K whose
     variants are all left out is not built."""
     prof = None
 
