@@ -25,7 +25,10 @@ Fenwick stack cost it a scan back over many bitmap words on most accesses.  Test
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from dlrmprof.tracegen import reuse as _reuse
 from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
@@ -82,11 +85,26 @@ def _batch_state(bsize, offsets, nfull):
 MTF_ITEMS = 2048    # stacks of at most this many items: a move-to-front array
 
 
+@intrinsic
+def _shift_down(typingctx, arr, j):
+    """arr[1..j] = arr[0..j-1] (arr 1-D, C-contiguous; 0 <= j < len(arr)): one memmove, which
+    moves a few items by overlapping vector loads and stores where a loop runs its scalar
+    remainder."""
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        dst = builder.gep(ary.data, [ir.Constant(ir.IntType(64), 1)])
+        size = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+        cgutils.raw_memmove(builder, dst, ary.data, args[1], size)
+        return context.get_dummy_value()
+
+    return types.void(arr, types.int64), codegen
+
+
 @njit(cache=True, inline="always")
 def _to_front(mtf, j, g):
-    """mtf[0..j-1] move down one place and g takes the front (mtf 1-D)."""
-    for i in range(j, 0, -1):
-        mtf[i] = mtf[i - 1]
+    """mtf[0..j-1] move down one place and g takes the front (mtf 1-D, C-contiguous)."""
+    _shift_down(mtf, j)
     mtf[0] = g
 
 
@@ -113,10 +131,12 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
     t, D, items = np.int64(1), np.int64(0), np.int64(0)
     nb = bsize.shape[0]
     ends, nbat, cur, prev, seen, sums, next_end = _batch_state(bsize, offsets, nfull)
+    lo = np.int64(0)                    # min(cur): a depth below it changes no batch's figures
     for pos in range(n):
         if pos == next_end:
             next_end = _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen,
                                       sums, pos)
+            lo = np.int64(0)
         if fenwick is not None and t >= cap:
             owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
             t = D + 1
@@ -156,11 +176,14 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
         else:
             g = pop_depth(owner, bits, tree, nw, t, d, D)
             hist[dist_bin(d)] += 1
-        for i in range(nb):
-            if fresh or d >= cur[i]:
-                if not fresh and d - cur[i] < prev[i] - seen[i]:
-                    seen[i] += 1
-                cur[i] += 1
+        if fresh or d >= lo:            # else within every batch's touched ids: no change
+            lo = np.int64(1) << 62
+            for i in range(nb):
+                if fresh or d >= cur[i]:
+                    if not fresh and d - cur[i] < prev[i] - seen[i]:
+                        seen[i] += 1
+                    cur[i] += 1
+                lo = min(lo, cur[i])
         counts[g] += 1
         if fenwick is not None:
             owner[t] = g
