@@ -19,7 +19,7 @@ from dlrmprof.tracegen.reuse import _pc, fenwick_add, fenwick_build
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('hashmap.py', 'reuse.py')
-_DEPS_SHA256 = 'fdaca1b81c54e4a1'
+_DEPS_SHA256 = 'd80456446d1b32a7'
 
 
 def _host_features() -> str:

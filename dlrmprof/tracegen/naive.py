@@ -40,7 +40,7 @@ from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, bag_seeds, 
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
-_DEPS_SHA256 = '2971187b53f529e4'
+_DEPS_SHA256 = '0b4e2ca08333a8a4'
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
