@@ -20,7 +20,10 @@ a larger cache can hit less, so one reuse-distance pass cannot give their curves
 
 A size at or above the stream's distinct count never evicts (for set-associative: when no set
 receives more distinct ids than it has ways), so its hit rate is (N - distinct) / N without a
-pass.  ``policy_mrcs`` runs the three at the same sizes (per-batch figures: ``batches``).
+pass.  A cache of one entry holds the id of the access before (each miss replaces it, in each
+policy): FIFO's and LFU's hits there are the stream's repeats, without a pass (set-associative
+sizes of one set come from `_lru_depths`' one pass).  ``policy_mrcs`` runs the three at the same
+sizes (per-batch figures: ``batches``).
 
 ``_lru_pass`` is the one set-associative LRU kernel of the project: ``profile.cachesim`` uses
 it for the host's L1/L2/L3 too.
@@ -217,6 +220,24 @@ class _Stream:
         self.counts = np.bincount(self.ids, minlength=self.nid)
         self.distinct = int(np.count_nonzero(self.counts))
 
+    @property
+    def repeats(self) -> int:
+        """Accesses to the id of the access before: a cache of one entry holds that id (every
+        miss replaces it, in each policy), so they are its hits."""
+        if not hasattr(self, "_repeats"):
+            self._repeats = int(np.count_nonzero(self.ids[1:] == self.ids[:-1]))
+        return self._repeats
+
+    def hits(self, caps: np.ndarray, kernel) -> np.ndarray:
+        """Hits at the `evicting` sizes `caps`: one entry's from the repeats, the others from
+        `kernel(sizes)` (one pass per size)."""
+        out = np.empty(caps.size, dtype=np.int64)
+        one = caps == 1
+        out[one] = self.repeats
+        if not one.all():
+            out[~one] = kernel(np.ascontiguousarray(caps[~one]))
+        return out
+
     def evicting(self, sizes: np.ndarray) -> np.ndarray:
         """The sizes below the distinct count (int64): at or above it nothing is evicted."""
         return np.ascontiguousarray(sizes[sizes < self.distinct], dtype=np.int64)
@@ -325,19 +346,21 @@ def _lru_depths(ids, depth, nid):
 
 def _fifo(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     caps = st.evicting(sizes)
-    return st.rates(sizes, _fifo_hits(st.ids, caps, st.nid) if caps.size else ())
+    return st.rates(sizes, st.hits(caps, lambda c: _fifo_hits(st.ids, c, st.nid)))
 
 
 def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     caps = st.evicting(sizes)
-    if not caps.size:
-        return st.rates(sizes, ())
+    return st.rates(sizes, st.hits(caps, lambda c: _lfu_pass(st, c)))
+
+
+def _lfu_pass(st: _Stream, caps: np.ndarray) -> np.ndarray:
     maxf = int(st.counts.max())
     dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
     node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
     head = np.full(maxf + 2, -1, dtype=dt)
     tail = np.full(maxf + 2, -1, dtype=dt)
-    return st.rates(sizes, _lfu_hits(st.ids, caps, node, head, tail))
+    return _lfu_hits(st.ids, caps, node, head, tail)
 
 
 def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
