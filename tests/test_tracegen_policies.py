@@ -232,7 +232,7 @@ def test_lru_depths_match_exact_reuse_distances(seed):
     depth = int(rng.integers(1, 40))
     d = reuse.reuse_distances(ids)
     want = np.bincount(d[(d >= 0) & (d < depth)], minlength=depth)
-    np.testing.assert_array_equal(policies._lru_depths(dense, depth, int(dense.max()) + 1), want)
+    np.testing.assert_array_equal(policies.lru_depths(dense, depth, int(dense.max()) + 1), want)
     sizes = [1, 3, 16, 32, 40, 64, 100]
     np.testing.assert_allclose(policies.setassoc_hit_rates(ids, sizes),
                                [ref_setassoc(ids.tolist(), c) for c in sizes], rtol=0, atol=1e-12)
@@ -249,7 +249,7 @@ def test_depths_from_reuse_histogram_match_lru_depths(seed):
     st = policies._Stream(ids)
     for depth in (1, 2, 17, 32, 256, 257, 300):
         np.testing.assert_array_equal(policies._depths(st, depth),
-                                      policies._lru_depths(st.ids, depth, st.nid))
+                                      policies.lru_depths(st.ids, depth, st.nid))
 
 
 def bursty(rng, n, nid, mean_run):

@@ -32,6 +32,22 @@ def _host_features() -> str:
 
 
 @intrinsic
+def shift_down(typingctx, arr, j):
+    """arr[1..j] = arr[0..j-1] (arr 1-D, C-contiguous; 0 <= j < len(arr)): one memmove, which
+    moves a few items by overlapping vector loads and stores where a loop runs its scalar
+    remainder."""
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        dst = builder.gep(ary.data, [ir.Constant(ir.IntType(64), 1)])
+        size = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+        cgutils.raw_memmove(builder, dst, ary.data, args[1], size)
+        return context.get_dummy_value()
+
+    return types.void(arr, types.int64), codegen
+
+
+@intrinsic
 def _pdep(typingctx, src, mask):
     sig = types.uint64(types.uint64, types.uint64)
 

@@ -68,7 +68,7 @@ from dlrmprof.tracegen.windows import window_tables
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
-_DEPS_SHA256 = '0b4e2ca08333a8a4'
+_DEPS_SHA256 = '8dcbec2fa8e440d8'
 
 MODEL = BUDGET_MODEL
 BUDGET_RUNS = "budget runs"

@@ -25,13 +25,10 @@ Fenwick stack cost it a scan back over many bitmap words on most accesses.  Test
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
-from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
+from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth, shift_down
 from dlrmprof.tracegen.fidelity import StreamFigures
 from dlrmprof.tracegen.batches import BatchStats, batch_stats
 from dlrmprof.tracegen.profile import LocalityProfile
@@ -40,7 +37,7 @@ from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, bag_seeds, 
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
-_DEPS_SHA256 = '0b4e2ca08333a8a4'
+_DEPS_SHA256 = '8dcbec2fa8e440d8'
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -85,26 +82,10 @@ def _batch_state(bsize, offsets, nfull):
 MTF_ITEMS = 2048    # stacks of at most this many items: a move-to-front array
 
 
-@intrinsic
-def _shift_down(typingctx, arr, j):
-    """arr[1..j] = arr[0..j-1] (arr 1-D, C-contiguous; 0 <= j < len(arr)): one memmove, which
-    moves a few items by overlapping vector loads and stores where a loop runs its scalar
-    remainder."""
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        dst = builder.gep(ary.data, [ir.Constant(ir.IntType(64), 1)])
-        size = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
-        cgutils.raw_memmove(builder, dst, ary.data, args[1], size)
-        return context.get_dummy_value()
-
-    return types.void(arr, types.int64), codegen
-
-
 @njit(cache=True, inline="always")
 def _to_front(mtf, j, g):
     """mtf[0..j-1] move down one place and g takes the front (mtf 1-D, C-contiguous)."""
-    _shift_down(mtf, j)
+    shift_down(mtf, j)
     mtf[0] = g
 
 

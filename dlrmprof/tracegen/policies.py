@@ -37,7 +37,12 @@ import numpy as np
 from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen._lru_stack import shift_down
 from dlrmprof.tracegen.reuse import dense_ids
+
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('_lru_stack.py', 'hashmap.py', 'reuse.py')
+_DEPS_SHA256 = 'ca4f9454587f5b45'
 
 SETASSOC_WAYS = 32
 
@@ -315,12 +320,14 @@ def _lru_list(ns, w):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _lru_depths(ids, depth, nid):
+def _lru_depths(ids, depth, nid, top):
     """Accesses at each LRU stack distance 0 .. depth-1 (int64 [depth]): the top `depth`
-    ids of the stack, most recent first, and an in-list flag per id.  A fully associative
-    LRU cache of c <= depth entries hits sum(out[:c]) times: one pass for every such size."""
+    ids of the stack, most recent first (`top`: scratch of at least `depth` entries, int32
+    when the ids fit, each move one memmove), and an in-list flag per id.  A fully
+    associative LRU cache of c <= depth entries hits sum(out[:c]) times: one pass for every
+    such size."""
     out = np.zeros(depth, dtype=np.int64)
-    top = np.full(depth, -1, dtype=np.int64)
+    top[:] = -1
     inlist = np.zeros(nid, dtype=np.uint8)
     filled = 0
     for i in range(ids.shape[0]):
@@ -336,12 +343,16 @@ def _lru_depths(ids, depth, nid):
         else:
             j = filled
             filled += 1
-        while j > 0:
-            top[j] = top[j - 1]
-            j -= 1
+        shift_down(top, j)
         top[0] = x
         inlist[x] = 1
     return out
+
+
+def lru_depths(ids: np.ndarray, depth: int, nid: int) -> np.ndarray:
+    """`_lru_depths` of dense ids below `nid`, its scratch made here."""
+    top = np.empty(depth, dtype=np.int32 if nid < 2 ** 31 else np.int64)
+    return _lru_depths(ids, depth, nid, top)
 
 
 def _fifo(st: _Stream, sizes: np.ndarray) -> np.ndarray:
@@ -379,7 +390,7 @@ def _depths(st: _Stream, depth: int) -> np.ndarray:
     and fidelity record compiles anyway (one kernel less to compile cold on a short sample);
     else by `_lru_depths` (about half the reuse pass' time on 2^18 accesses)."""
     if depth > 1 << _reuse.EXACT_BITS or st.n >= SHORT_DEPTHS:
-        return _lru_depths(st.ids, depth, st.nid)
+        return lru_depths(st.ids, depth, st.nid)
     hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
     _reuse.ReuseState(st.nid).feed_hist(st.ids, hist)
     return hist[:depth]
