@@ -40,7 +40,7 @@ _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
 _DEPS_SHA256 = '8dcbec2fa8e440d8'
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen, sums, pos):
     """Close every batch size's batch that ends at access pos (its unique count and overlap
     ratio summed as `batches._batch_sums` sums them); returns the next access at which a
