@@ -32,6 +32,7 @@ The profiles equal `generate._profile`'s on the whole stream (tests check it).
 
 from __future__ import annotations
 
+import mmap
 from typing import Callable, Iterable
 
 import numpy as np
@@ -162,7 +163,10 @@ class _Kept:
     def _block(self) -> list:
         row_bytes = sum(d.itemsize for d in self.dtypes)
         rows = max(1 << 12, _BLOCK_BYTES // row_bytes) // 8 * 8     # each column 8-byte aligned
-        buf = np.empty(rows * row_bytes, dtype=np.uint8)
+        # an anonymous mapping of its own: numpy would ask for transparent huge pages
+        # (madvise), which a host with fragmented memory compacts for at the first write of
+        # each 2 MiB; the copy is written once and read once, so small pages cost less
+        buf = np.frombuffer(mmap.mmap(-1, rows * row_bytes), dtype=np.uint8)
         cols, at = [], 0
         for dt in self.dtypes:
             cols.append(buf[at:at + rows * dt.itemsize].view(dt))
