@@ -36,6 +36,9 @@ def shift_down(typingctx, arr, j):
     """arr[1..j] = arr[0..j-1] (arr 1-D, C-contiguous; 0 <= j < len(arr)): one memmove, which
     moves a few items by overlapping vector loads and stores where a loop runs its scalar
     remainder."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
+        return None                     # a strided array: no such signature
+
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])

@@ -68,7 +68,7 @@ from dlrmprof.tracegen.windows import window_tables
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
-_DEPS_SHA256 = '8dcbec2fa8e440d8'
+_DEPS_SHA256 = '0e7fd0656646300a'
 
 MODEL = BUDGET_MODEL
 BUDGET_RUNS = "budget runs"

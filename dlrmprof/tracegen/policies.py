@@ -42,7 +42,7 @@ from dlrmprof.tracegen.reuse import dense_ids
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'reuse.py')
-_DEPS_SHA256 = 'ca4f9454587f5b45'
+_DEPS_SHA256 = 'b9b06b69bdc07d84'
 
 SETASSOC_WAYS = 32
 
