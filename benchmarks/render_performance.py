@@ -349,6 +349,19 @@ def render_capture_scale(doc: dict) -> list[str]:
     return out
 
 
+def render_kernel_replay(doc: dict) -> list[str]:
+    out = [f"Input `{doc['input']}`, replayed against `{doc['previous']}`; per round: previous "
+           f"{_fmt(doc['summary']['previous_s'])} s, ours {_fmt(doc['summary']['ours_s'])} s "
+           f"(CPU summed over the replayed calls), other processes "
+           f"{_fmt([r['other_cpus'] for r in doc['rounds']])} CPUs.  Last round:", "",
+           "| kernel | calls | previous (CPU s) | ours (CPU s) | previous / ours |",
+           "|---|---|---|---|---|"]
+    for name, k in doc["rounds"][-1]["kernels"].items():
+        out.append(f"| {name} | {k['calls']} | {k['previous_s']:.3f} | {k['ours_s']:.3f} | "
+                   f"{_fmt(k['ratio'])} |")
+    return out
+
+
 def render_generic(doc: dict, nested: bool = False) -> list[str]:
     """Top-level scalar fields and a 'summary' mapping, if any."""
     rows = [(k, v) for k, v in doc.items()
@@ -398,7 +411,8 @@ RENDERERS = {"dlrmprof.bench.tracegen_fidelity": render_tracegen_fidelity,
              "dlrmprof.bench.policies": render_policies,
              "dlrmprof-bench-serving": render_serving,
              "dlrmprof.bench.serving": render_serving,
-             "dlrmprof.bench.kernel_load": render_kernel_load}
+             "dlrmprof.bench.kernel_load": render_kernel_load,
+             "dlrmprof.bench.kernel_replay": render_kernel_replay}
 
 
 def _renderer(doc: dict):

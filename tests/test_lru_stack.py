@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from numba import njit
+from numba.core.errors import TypingError
 
 from dlrmprof.tracegen import _lru_stack as ls
 from dlrmprof.tracegen.reuse import fenwick_add
@@ -109,3 +111,27 @@ def test_capped_pop_keeping_spent_items_takes_the_nearest_under_the_cap():
     assert skipped > 100
     occupied = owner[1:t][owner[1:t] >= 0]
     assert list(occupied) == ref
+
+
+@njit(cache=False)
+def _shift_then_front(arr, j, g):
+    ls.shift_down(arr, j)
+    arr[0] = g
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.int32, np.int64])
+def test_shift_down_moves_the_first_j_items_down_one(dtype):
+    """shift_down (one memmove) against the plain move: arr[1..j] = arr[0..j-1] for every j
+    from 0 (nothing moves) to len - 1 (the whole array but its last item), the rest
+    untouched; a strided array has no signature."""
+    rng = np.random.default_rng()
+    n = int(rng.integers(1, 3000))
+    for j in sorted({0, n - 1, *rng.integers(0, n, 20).tolist()}):
+        a = rng.integers(-1000, 1000, n).astype(dtype)
+        want = a.copy()
+        want[1:j + 1] = a[:j].copy()
+        want[0] = 7
+        _shift_then_front(a, j, 7)
+        np.testing.assert_array_equal(a, want)
+    with pytest.raises(TypingError):
+        _shift_then_front(np.zeros(10, dtype=dtype)[::2], 2, 7)

@@ -10,7 +10,8 @@ from dlrmprof.tracegen.fidelity import fidelity
 from dlrmprof.tracegen.selection import choose_hot
 from dlrmprof.tracegen.profile import build_profile, stream_histogram
 from dlrmprof.tracegen.readers import BUNDLED_SAMPLE, read_criteo
-from dlrmprof.tracegen.reuse import ReuseState, hit_rates, histogram, mrc_sizes
+from dlrmprof.tracegen.reuse import (PREFETCH_IDS, ReuseState, hit_rates, histogram,
+                                     mrc_sizes)
 
 
 def brute_force_distances(ids):
@@ -57,6 +58,14 @@ def _random_streams(rng, count):
 def test_reuse_distances_match_brute_force_stack():
     rng = np.random.default_rng()          # fresh inputs every run
     for ids in _random_streams(rng, 40):
+        np.testing.assert_array_equal(reuse_distances(ids), brute_force_distances(list(ids)))
+    # a few ids spread below 2^16 (used as they are): an id table past reuse.PREFETCH_IDS,
+    # the pass that prefetches each id's entry ahead
+    for _ in range(3):
+        pool = np.append(rng.integers(0, 60_000, int(rng.integers(0, 400))), 59_999)
+        ids = rng.choice(pool, 3000)
+        ids[int(rng.integers(0, 3000))] = 59_999
+        assert int(ids.max()) + 1 > PREFETCH_IDS
         np.testing.assert_array_equal(reuse_distances(ids), brute_force_distances(list(ids)))
 
 

@@ -36,13 +36,15 @@ def test_naive_figures_are_the_naive_streams(trial):
     of one id, or of 0-3 ids with empty batches; batch sizes with fewer than two full batches
     left out) equal those measured on `synthesize_naive`'s ids, for shorter and longer
     streams, fewer rows than distinct ids and one row (the table-full reuse); stacks on the
-    move-to-front array and (more than MTF_ITEMS rows and accesses) on the Fenwick stack."""
+    move-to-front array (up to its MTF_ITEMS items) and (more than MTF_ITEMS rows and
+    accesses) on the Fenwick stack; batch sizes from 1 (every depth changes its figures) to
+    past the stream."""
     rng, prof, off = _source(trial, with_bags=trial % 2 == 1)
     n = prof.accesses
     sizes = (1, 3, 16, 128, 5000, 2 * n + 1)
     for length, rows in ((None, None), (n // 2 + 1, None), (2 * n, None),
                          (n, max(1, prof.distinct // 50)), (n, 1), (0, None),
-                         (n, MTF_ITEMS + 1 + trial)):
+                         (n, MTF_ITEMS + 1 + trial), (n, MTF_ITEMS)):
         m = n if length is None else length
         bags = off if (off is not None and m == n) else None
         head = int(rng.integers(0, m + 2))

@@ -166,12 +166,17 @@ def test_kept_copy_over_budget_is_dropped_and_the_input_read_again(monkeypatch):
     rng = np.random.default_rng()
     monkeypatch.setattr(selection, "HOT_PREFIX", 700)
     columns = [_stream(rng, 3000) for _ in range(2)]
-    profs, rows, reads = _capture(columns, rng, prefix=700, keep_bytes=8 * 3000 - 4)
+    width = sum(1 if c.max() < 256 else 2 for c in columns)    # bytes a row of the copy
+    profs, rows, reads = _capture(columns, rng, prefix=700, keep_bytes=width * 3000 - 1)
     assert reads == 2
-    kept = onepass._Kept(2, 8 * 100)
+    kept = onepass._Kept(2, 2 * 100)
     kept.add(np.zeros((60, 2), dtype=np.int64))
     kept.add(np.zeros((41, 2), dtype=np.int64))           # 101 rows > the budget: dropped
     assert not kept.ok and kept.blocks == []
+    wide = onepass._Kept(2, 2 * 100 + 60)
+    wide.add(np.zeros((60, 2), dtype=np.int64))
+    wide.add(np.full((40, 2), 300, dtype=np.int64))       # two bytes an id from here: dropped
+    assert not wide.ok
     big = onepass._Kept(1, 1 << 20)
     big.add(np.array([[2**31]], dtype=np.int64))         # not an int32: dropped
     assert not big.ok
@@ -322,12 +327,35 @@ def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkey
         got.validate()
 
 
-def test_kept_copy_gives_back_its_columns_across_blocks():
-    rng = np.random.default_rng()
-    rows = rng.integers(0, 1 << 20, (19, 3))
-    kept = onepass._Kept(3, 1 << 20)
-    kept.block_rows = 5                                    # chunks straddle the blocks
-    for lo, hi in ((0, 7), (7, 10), (10, 19)):
+def _width(top: int) -> int:
+    return 1 if top < 1 << 8 else 2 if top < 1 << 16 else 4
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_kept_copy_gives_back_its_columns_across_blocks(monkeypatch, seed):
+    """Random chunks straddling blocks of 4096 rows, each table's ids growing past one and two
+    bytes at random rows (the block then takes no more rows and the next is wider), one table
+    constant: the columns come back equal, each at the narrowest width that held its ids,
+    and the bytes counted against the budget are those widths'."""
+    rng = np.random.default_rng(seed)
+    monkeypatch.setattr(onepass, "_BLOCK_BYTES", 1)            # the smallest blocks
+    n, tables = int(rng.integers(1, 20_000)), int(rng.integers(1, 5))
+    rows = np.zeros((n, tables), dtype=np.int64)
+    for t in range(tables - 1):
+        for top in sorted(rng.choice([1 << 8, 1 << 16, 1 << 31], int(rng.integers(0, 3)))):
+            at = int(rng.integers(0, n))
+            rows[at:, t] = rng.integers(0, top, n - at)
+    rows[:, -1] = 7
+    kept = onepass._Kept(tables, 1 << 30)
+    lo, used = 0, 0
+    while lo < n:
+        hi = min(n, lo + int(rng.integers(1, 3000)))
         kept.add(rows[lo:hi])
-    got = np.concatenate(list(kept.columns()), axis=1)
-    assert got.dtype == np.int32 and np.array_equal(got, rows.T)
+        used += (hi - lo) * sum(_width(int(m)) for m in rows[:hi].max(axis=0))
+        lo = hi
+    assert kept.ok and kept.used == used
+    blocks = list(kept.columns())
+    got = np.concatenate([np.stack([c.astype(np.int64) for c in blk]) for blk in blocks], axis=1)
+    assert np.array_equal(got, rows.T)
+    assert [c.dtype.itemsize for c in blocks[-1]] == [_width(int(m)) for m in rows.max(axis=0)]
+    assert all(c.dtype.kind in "ui" for blk in blocks for c in blk) and not kept.blocks

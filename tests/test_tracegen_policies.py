@@ -232,7 +232,7 @@ def test_lru_depths_match_exact_reuse_distances(seed):
     depth = int(rng.integers(1, 40))
     d = reuse.reuse_distances(ids)
     want = np.bincount(d[(d >= 0) & (d < depth)], minlength=depth)
-    np.testing.assert_array_equal(policies._lru_depths(dense, depth, int(dense.max()) + 1), want)
+    np.testing.assert_array_equal(policies.lru_depths(dense, depth, int(dense.max()) + 1), want)
     sizes = [1, 3, 16, 32, 40, 64, 100]
     np.testing.assert_allclose(policies.setassoc_hit_rates(ids, sizes),
                                [ref_setassoc(ids.tolist(), c) for c in sizes], rtol=0, atol=1e-12)
@@ -249,4 +249,38 @@ def test_depths_from_reuse_histogram_match_lru_depths(seed):
     st = policies._Stream(ids)
     for depth in (1, 2, 17, 32, 256, 257, 300):
         np.testing.assert_array_equal(policies._depths(st, depth),
-                                      policies._lru_depths(st.ids, depth, st.nid))
+                                      policies.lru_depths(st.ids, depth, st.nid))
+
+
+def bursty(rng, n, nid, mean_run):
+    """Runs of one id (geometric lengths of mean `mean_run`) over a skewed id draw."""
+    runs = rng.geometric(1 / mean_run, n)
+    ids = np.repeat(rng.zipf(1.3, n) % nid, runs)[:n]
+    return ids.astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_policies_on_bursty_streams_match_reference(seed):
+    """FIFO, LFU (counts left with gaps between them: long runs of one id) and set-associative
+    LRU against the plain references on bursty streams, one id, a full table (sizes at and
+    above the distinct count)."""
+    rng = np.random.default_rng(seed)
+    nid = int(rng.choice([1, 2, 3, 8, 40]))
+    ids = bursty(rng, int(rng.integers(300, 1500)), nid, float(rng.choice([1.5, 4.0, 30.0])))
+    if seed == 5:                       # one long run then short ones: gaps between counts
+        ids = np.concatenate([np.full(50, 7), np.arange(8, 14), ids, np.full(40, 9)])
+    lst = ids.tolist()
+    distinct = len(set(lst))
+    sizes = sorted({1, 2, 3, max(distinct - 1, 1), distinct, distinct + 1, 2 * distinct + 5})
+    st = policies._Stream(ids)
+    for pol, got in (("fifo", policies.fifo_hit_rates(ids, sizes)),
+                     ("lfu", policies.lfu_hit_rates(ids, sizes))):
+        want = [policies.reference_hit_rate(pol, lst, c) for c in sizes]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=pol)
+    for ways in (1, 4, 32):
+        got = policies.setassoc_hit_rates(ids, sizes, ways=ways)
+        want = [ref_setassoc(lst, c, ways) for c in sizes]
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"ways {ways}")
+    np.testing.assert_array_equal(policies._depths(st, 300),
+                                  np.bincount(np.clip(reuse.reuse_distances(ids), -1, 300) + 1,
+                                              minlength=302)[1:301])

@@ -19,7 +19,7 @@ from dlrmprof.tracegen.reuse import _pc, fenwick_add, fenwick_build
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('hashmap.py', 'reuse.py')
-_DEPS_SHA256 = 'fdaca1b81c54e4a1'
+_DEPS_SHA256 = 'd80456446d1b32a7'
 
 
 def _host_features() -> str:
@@ -29,6 +29,25 @@ def _host_features() -> str:
         return binding.get_host_cpu_features().flatten()
     except Exception:   # pragma: no cover - feature query unavailable: portable path
         return ""
+
+
+@intrinsic
+def shift_down(typingctx, arr, j):
+    """arr[1..j] = arr[0..j-1] (arr 1-D, C-contiguous; 0 <= j < len(arr)): one memmove, which
+    moves a few items by overlapping vector loads and stores where a loop runs its scalar
+    remainder."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.layout == "C"):
+        return None                     # a strided array: no such signature
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        dst = builder.gep(ary.data, [ir.Constant(ir.IntType(64), 1)])
+        size = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+        cgutils.raw_memmove(builder, dst, ary.data, args[1], size)
+        return context.get_dummy_value()
+
+    return types.void(arr, types.int64), codegen
 
 
 @intrinsic

@@ -87,8 +87,9 @@ def _check_offsets(offsets, n: int) -> np.ndarray:
     if int(off[0]) != 0 or int(off[-1]) != n:
         raise ValueError(f"offsets: expected offsets[0] == 0 and offsets[-1] == len(ids) == {n}"
                          f", got {int(off[0])} and {int(off[-1])}")
-    if off.size > 1 and int(np.diff(off).min()) < 0:
-        i = int(np.argmax(np.diff(off) < 0))
+    down = off[1:] < off[:-1]               # one byte per bag, not a difference array
+    if down.any():
+        i = int(np.argmax(down))
         raise ValueError(f"offsets: expected non-decreasing offsets, offsets[{i + 1}] = "
                          f"{int(off[i + 1])} < offsets[{i}] = {int(off[i])}")
     return off

@@ -29,7 +29,7 @@ from dlrmprof.tracegen.profile import CLASS_MODEL, _chunks, count_ids
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('hashmap.py', 'reuse.py')
-_DEPS_SHA256 = 'fdaca1b81c54e4a1'
+_DEPS_SHA256 = 'd80456446d1b32a7'
 
 # classes span at most this many octaves of counts (the last class open): more than any
 # stream's counts (an open class would lump a long stream's most popular ids together)

@@ -28,7 +28,7 @@ import numpy as np
 from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
-from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth
+from dlrmprof.tracegen._lru_stack import compact_stack, new_stack, pop_depth, shift_down
 from dlrmprof.tracegen.fidelity import StreamFigures
 from dlrmprof.tracegen.batches import BatchStats, batch_stats
 from dlrmprof.tracegen.profile import LocalityProfile
@@ -37,10 +37,10 @@ from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, bag_seeds, 
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
-_DEPS_SHA256 = '2971187b53f529e4'
+_DEPS_SHA256 = '0e7fd0656646300a'
 
 
-@njit(cache=True, no_cfunc_wrapper=True)
+@njit(cache=True, inline="always")
 def _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen, sums, pos):
     """Close every batch size's batch that ends at access pos (its unique count and overlap
     ratio summed as `batches._batch_sums` sums them); returns the next access at which a
@@ -84,9 +84,8 @@ MTF_ITEMS = 2048    # stacks of at most this many items: a move-to-front array
 
 @njit(cache=True, inline="always")
 def _to_front(mtf, j, g):
-    """mtf[0..j-1] move down one place and g takes the front (mtf 1-D)."""
-    for i in range(j, 0, -1):
-        mtf[i] = mtf[i - 1]
+    """mtf[0..j-1] move down one place and g takes the front (mtf 1-D, C-contiguous)."""
+    shift_down(mtf, j)
     mtf[0] = g
 
 
@@ -113,10 +112,12 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
     t, D, items = np.int64(1), np.int64(0), np.int64(0)
     nb = bsize.shape[0]
     ends, nbat, cur, prev, seen, sums, next_end = _batch_state(bsize, offsets, nfull)
+    lo = np.int64(0)                    # min(cur): a depth below it changes no batch's figures
     for pos in range(n):
         if pos == next_end:
             next_end = _close_batches(ends, bsize, offsets, nfull, nbat, cur, prev, seen,
                                       sums, pos)
+            lo = np.int64(0)
         if fenwick is not None and t >= cap:
             owner, cap, nw, D, bits, tree = compact_stack(owner, t - 1, cap)
             t = D + 1
@@ -156,11 +157,14 @@ def _naive_pass(n, cold_total, cdf, edges, seed, max_ids, head_len, bsize, offse
         else:
             g = pop_depth(owner, bits, tree, nw, t, d, D)
             hist[dist_bin(d)] += 1
-        for i in range(nb):
-            if fresh or d >= cur[i]:
-                if not fresh and d - cur[i] < prev[i] - seen[i]:
-                    seen[i] += 1
-                cur[i] += 1
+        if fresh or d >= lo:            # else within every batch's touched ids: no change
+            lo = np.int64(1) << 62
+            for i in range(nb):
+                if fresh or d >= cur[i]:
+                    if not fresh and d - cur[i] < prev[i] - seen[i]:
+                        seen[i] += 1
+                    cur[i] += 1
+                lo = min(lo, cur[i])
         counts[g] += 1
         if fenwick is not None:
             owner[t] = g

@@ -22,15 +22,17 @@ written to disk.
   costs a second parse and no disk, where spilling the stream costs disk O(rows).
 
 A stream of at most IN_MEMORY (= POLICY_PREFIX) accesses is kept whole by pass 1 and profiled
-in memory, read once.  A longer one whose ids fit in KEEP_BYTES as int32 (about 5M rows of the
-26 Criteo tables) is kept too, column by column (`_Kept`), and pass 2 runs over that copy: a
-second parse of the input costs more than the copy, and the copy is freed before synthesis.
+in memory, read once.  A longer one whose copy fits in KEEP_BYTES (each table's ids at 1, 2
+or 4 bytes by its id count: about 5M rows of the 26 Criteo tables at 4 bytes) is kept too,
+column by column (`_Kept`), and pass 2 runs over that copy: a second parse of the input costs
+more than the copy, and the copy is freed before synthesis.
 Above KEEP_BYTES the copy is dropped as soon as it overflows and the input is read again.
 The profiles equal `generate._profile`'s on the whole stream (tests check it).
 """
 
 from __future__ import annotations
 
+import mmap
 from typing import Callable, Iterable
 
 import numpy as np
@@ -44,7 +46,7 @@ from dlrmprof.tracegen.profile import (LocalityProfile, WindowState, assemble, c
                                        hot_ranks)
 
 IN_MEMORY = POLICY_PREFIX       # streams up to this many accesses are kept whole and read once
-KEEP_BYTES = 512 << 20          # longer ones are kept as int32 columns up to this size, read once
+KEEP_BYTES = 512 << 20          # longer ones are kept as narrow columns up to this size, read once
 _BLOCK_BYTES = 64 << 20         # the copy's blocks: above glibc's largest mmap threshold (32 MiB),
                                 # so each block goes back to the system when freed
 
@@ -108,46 +110,80 @@ class TablePass:
 
 
 class _Kept:
-    """A copy of the row stream as int32 columns, in blocks of [tables, rows]; gives up (and
-    frees everything) once it would exceed `budget` bytes or an id does not fit in int32."""
+    """A copy of the row stream, column by column, each table's ids at the narrowest width that
+    holds them so far (uint8, uint16, else int32), in blocks of rows; gives up (and frees
+    everything) once it would exceed `budget` bytes or an id does not fit in int32.
+
+    Narrow columns are fewer pages for the kernel to fault in and zero (most of the copy's cost:
+    on a 2M-row Kaggle-format file, 26 tables of at most 1,293 ids, 1-2 bytes an id instead of
+    4) and more rows under the budget.  A block is one allocation of about _BLOCK_BYTES holding
+    each table's column at its width; when a table's ids outgrow their width the block takes
+    no more rows (its unused tail is never touched) and the next block is wider."""
+
+    _WIDTHS = ((1 << 8, np.dtype(np.uint8)), (1 << 16, np.dtype(np.uint16)),
+               (1 << 31, np.dtype(np.int32)))
 
     def __init__(self, tables: int, budget: int):
         self.tables = max(int(tables), 1)
         self.budget = int(budget)
-        self.block_rows = max(1 << 12, _BLOCK_BYTES // (4 * self.tables))
-        self.blocks: list[np.ndarray] = []
-        self.fill = 0                        # rows used in the last block
+        self.dtypes = [self._WIDTHS[0][1]] * self.tables
+        self.blocks: list[list] = []         # [columns, rows used, rows it holds]
+        self.used = 0                        # bytes of the rows kept
         self.ok = self.budget > 0
 
     def add(self, sp: np.ndarray) -> None:
-        if not self.ok:
+        if not self.ok or not sp.shape[0]:
             return
         rows = int(sp.shape[0])
-        used = (max(len(self.blocks) - 1, 0) * self.block_rows + self.fill) * 4 * self.tables
-        if rows and (used + 4 * self.tables * rows > self.budget
-                     or int(sp.max(initial=0)) > np.iinfo(np.int32).max):
+        top = sp.max(axis=0)
+        if int(top.max()) >= self._WIDTHS[-1][0]:
+            self.drop()                      # not an int32
+            return
+        dtypes = [max(dt, next(w for bound, w in self._WIDTHS if int(m) < bound),
+                      key=lambda d: d.itemsize) for dt, m in zip(self.dtypes, top)]
+        row_bytes = sum(d.itemsize for d in dtypes)
+        if self.used + rows * row_bytes > self.budget:
             self.drop()
             return
+        if dtypes != self.dtypes and self.blocks:
+            self.blocks[-1][2] = self.blocks[-1][1]     # the next rows go to a wider block
+        self.dtypes = dtypes
         lo = 0
         while lo < rows:
-            if not self.blocks or self.fill == self.block_rows:
-                self.blocks.append(np.empty((self.tables, self.block_rows), dtype=np.int32))
-                self.fill = 0
-            m = min(rows - lo, self.block_rows - self.fill)
-            self.blocks[-1][:, self.fill:self.fill + m] = sp[lo:lo + m].T
-            self.fill += m
+            if not self.blocks or self.blocks[-1][1] == self.blocks[-1][2]:
+                self.blocks.append(self._block())
+            blk = self.blocks[-1]
+            m = min(rows - lo, blk[2] - blk[1])
+            for t, col in enumerate(blk[0]):
+                col[blk[1]:blk[1] + m] = sp[lo:lo + m, t]
+            blk[1] += m
             lo += m
+        self.used += rows * row_bytes
+
+    def _block(self) -> list:
+        row_bytes = sum(d.itemsize for d in self.dtypes)
+        rows = max(1 << 12, _BLOCK_BYTES // row_bytes) // 8 * 8     # each column 8-byte aligned
+        # an anonymous mapping of its own: numpy would ask for transparent huge pages
+        # (madvise), which a host with fragmented memory compacts for at the first write of
+        # each 2 MiB; the copy is written once and read once, so small pages cost less
+        buf = np.frombuffer(mmap.mmap(-1, rows * row_bytes), dtype=np.uint8)
+        cols, at = [], 0
+        for dt in self.dtypes:
+            cols.append(buf[at:at + rows * dt.itemsize].view(dt))
+            at += rows * dt.itemsize
+        return [cols, 0, rows]
 
     def drop(self) -> None:
         self.ok = False
         self.blocks = []
 
     def columns(self):
-        """The kept stream again, as [tables, rows] int32 blocks, each freed once read."""
+        """The kept stream again, block by block: each block's columns (one array per table,
+        its rows in order), each block freed once read."""
         while self.blocks:
-            blk = self.blocks.pop(0)
-            yield blk if self.blocks else blk[:, :self.fill]
-            del blk
+            cols, used, _ = self.blocks.pop(0)
+            yield [c[:used] for c in cols]
+            del cols
 
 
 def _grown(a: np.ndarray, bound: int) -> np.ndarray:

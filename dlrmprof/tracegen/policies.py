@@ -20,7 +20,10 @@ a larger cache can hit less, so one reuse-distance pass cannot give their curves
 
 A size at or above the stream's distinct count never evicts (for set-associative: when no set
 receives more distinct ids than it has ways), so its hit rate is (N - distinct) / N without a
-pass.  ``policy_mrcs`` runs the three at the same sizes (per-batch figures: ``batches``).
+pass.  A cache of one entry holds the id of the access before (each miss replaces it, in each
+policy): FIFO's and LFU's hits there are the stream's repeats, without a pass (set-associative
+sizes of one set come from `_lru_depths`' one pass).  ``policy_mrcs`` runs the three at the same
+sizes (per-batch figures: ``batches``).
 
 ``_lru_pass`` is the one set-associative LRU kernel of the project: ``profile.cachesim`` uses
 it for the host's L1/L2/L3 too.
@@ -34,7 +37,12 @@ import numpy as np
 from numba import njit
 
 from dlrmprof.tracegen import reuse as _reuse
+from dlrmprof.tracegen._lru_stack import shift_down
 from dlrmprof.tracegen.reuse import dense_ids
+
+# numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
+_DEPS = ('_lru_stack.py', 'hashmap.py', 'reuse.py')
+_DEPS_SHA256 = 'b9b06b69bdc07d84'
 
 SETASSOC_WAYS = 32
 
@@ -217,6 +225,24 @@ class _Stream:
         self.counts = np.bincount(self.ids, minlength=self.nid)
         self.distinct = int(np.count_nonzero(self.counts))
 
+    @property
+    def repeats(self) -> int:
+        """Accesses to the id of the access before: a cache of one entry holds that id (every
+        miss replaces it, in each policy), so they are its hits."""
+        if not hasattr(self, "_repeats"):
+            self._repeats = int(np.count_nonzero(self.ids[1:] == self.ids[:-1]))
+        return self._repeats
+
+    def hits(self, caps: np.ndarray, kernel) -> np.ndarray:
+        """Hits at the `evicting` sizes `caps`: one entry's from the repeats, the others from
+        `kernel(sizes)` (one pass per size)."""
+        out = np.empty(caps.size, dtype=np.int64)
+        one = caps == 1
+        out[one] = self.repeats
+        if not one.all():
+            out[~one] = kernel(np.ascontiguousarray(caps[~one]))
+        return out
+
     def evicting(self, sizes: np.ndarray) -> np.ndarray:
         """The sizes below the distinct count (int64): at or above it nothing is evicted."""
         return np.ascontiguousarray(sizes[sizes < self.distinct], dtype=np.int64)
@@ -294,12 +320,14 @@ def _lru_list(ns, w):
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _lru_depths(ids, depth, nid):
+def _lru_depths(ids, depth, nid, top):
     """Accesses at each LRU stack distance 0 .. depth-1 (int64 [depth]): the top `depth`
-    ids of the stack, most recent first, and an in-list flag per id.  A fully associative
-    LRU cache of c <= depth entries hits sum(out[:c]) times: one pass for every such size."""
+    ids of the stack, most recent first (`top`: scratch of at least `depth` entries, int32
+    when the ids fit, each move one memmove), and an in-list flag per id.  A fully
+    associative LRU cache of c <= depth entries hits sum(out[:c]) times: one pass for every
+    such size."""
     out = np.zeros(depth, dtype=np.int64)
-    top = np.full(depth, -1, dtype=np.int64)
+    top[:] = -1
     inlist = np.zeros(nid, dtype=np.uint8)
     filled = 0
     for i in range(ids.shape[0]):
@@ -315,29 +343,35 @@ def _lru_depths(ids, depth, nid):
         else:
             j = filled
             filled += 1
-        while j > 0:
-            top[j] = top[j - 1]
-            j -= 1
+        shift_down(top, j)
         top[0] = x
         inlist[x] = 1
     return out
 
 
+def lru_depths(ids: np.ndarray, depth: int, nid: int) -> np.ndarray:
+    """`_lru_depths` of dense ids below `nid`, its scratch made here."""
+    top = np.empty(depth, dtype=np.int32 if nid < 2 ** 31 else np.int64)
+    return _lru_depths(ids, depth, nid, top)
+
+
 def _fifo(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     caps = st.evicting(sizes)
-    return st.rates(sizes, _fifo_hits(st.ids, caps, st.nid) if caps.size else ())
+    return st.rates(sizes, st.hits(caps, lambda c: _fifo_hits(st.ids, c, st.nid)))
 
 
 def _lfu(st: _Stream, sizes: np.ndarray) -> np.ndarray:
     caps = st.evicting(sizes)
-    if not caps.size:
-        return st.rates(sizes, ())
+    return st.rates(sizes, st.hits(caps, lambda c: _lfu_pass(st, c)))
+
+
+def _lfu_pass(st: _Stream, caps: np.ndarray) -> np.ndarray:
     maxf = int(st.counts.max())
     dt = np.int32 if max(st.nid, maxf + 2) < 2 ** 31 else np.int64
     node = np.zeros((st.nid, 4), dtype=dt)        # 16-byte rows when int32
     head = np.full(maxf + 2, -1, dtype=dt)
     tail = np.full(maxf + 2, -1, dtype=dt)
-    return st.rates(sizes, _lfu_hits(st.ids, caps, node, head, tail))
+    return _lfu_hits(st.ids, caps, node, head, tail)
 
 
 def _max_per_set(h_distinct: np.ndarray, nsets: int) -> int:
@@ -356,7 +390,7 @@ def _depths(st: _Stream, depth: int) -> np.ndarray:
     and fidelity record compiles anyway (one kernel less to compile cold on a short sample);
     else by `_lru_depths` (about half the reuse pass' time on 2^18 accesses)."""
     if depth > 1 << _reuse.EXACT_BITS or st.n >= SHORT_DEPTHS:
-        return _lru_depths(st.ids, depth, st.nid)
+        return lru_depths(st.ids, depth, st.nid)
     hist = np.zeros(_reuse.MAX_BINS, dtype=np.int64)
     _reuse.ReuseState(st.nid).feed_hist(st.ids, hist)
     return hist[:depth]

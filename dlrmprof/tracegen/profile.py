@@ -29,7 +29,7 @@ from dlrmprof.tracegen import reuse as _reuse
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('hashmap.py', 'reuse.py')
-_DEPS_SHA256 = 'fdaca1b81c54e4a1'
+_DEPS_SHA256 = 'd80456446d1b32a7'
 
 DEFAULT_WINDOWS = 32
 DEFAULT_HOT = 16

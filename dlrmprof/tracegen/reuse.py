@@ -130,6 +130,7 @@ def _prefetch(typingctx, arr, idx):
 
 
 PREFETCH_AHEAD = 32
+PREFETCH_IDS = 1 << 15      # an id table this small (128 KiB of int32) stays in cache: no prefetch
 
 
 @njit(cache=True, inline="always")
@@ -209,11 +210,12 @@ def _rd_run(ids, start, out, last, bits, tree, cap, t, d, hist):
     nw = bits.shape[0]
     one = np.uint64(1)
     binned = hist.shape[0] > 0
+    far = last.shape[0] > PREFETCH_IDS
     i = start
     while i < n:
         if t >= cap:
             break
-        if i + PREFETCH_AHEAD < n:
+        if far and i + PREFETCH_AHEAD < n:
             _prefetch(last, ids[i + PREFETCH_AHEAD])
         x = ids[i]
         s = np.int64(last[x])

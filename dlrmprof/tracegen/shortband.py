@@ -22,7 +22,7 @@ from dlrmprof.tracegen.reuse import _pc, reuse_distances
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'reuse.py')
-_DEPS_SHA256 = '8b29dbe2f1d67557'
+_DEPS_SHA256 = 'b9b06b69bdc07d84'
 
 # no short band: (its depth, its weight per count class, its weight per head depth)
 NO_BAND = (0, (), ())
