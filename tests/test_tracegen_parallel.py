@@ -349,3 +349,115 @@ def test_synthesis_owners_balance_the_ranks_with_rank_0s_writing(world):
             load[0] += sum(C._WRITE_NS * p.accesses * 2000 / p.num_bags for p in profs)
         assert max(load) - min(load) <= max(cost(t) for t in range(26)) + 1e-6
         assert owners == C.synthesis_owners(tasks, world)          # the same on every rank
+
+
+def _p2p_entry(ex, sizes):
+    """Every rank but 0 sends rank 0 its objects (one past a socket's buffer) without waiting;
+    rank 0 polls the last rank before it has sent, then receives all in each rank's order."""
+    if ex.rank:
+        ex.all_gather(None)                   # rank 0 has polled: nothing sent yet
+        for k, n in enumerate(sizes):
+            ex.send(0, (ex.rank, k, np.full(n, ex.rank * 100 + k, dtype=np.int64)))
+        ex.flush()
+        ex.all_gather(None)
+        return None
+    early = ex.poll(ex.world - 1)
+    ex.all_gather(None)
+    got = {r: [ex.recv(r) for _ in sizes] for r in range(1, ex.world)}
+    ex.all_gather(None)
+    return early, got
+
+
+def _p2p_on_torch(sizes):
+    from dlrmprof.session.exchange import TorchExchange
+
+    with TorchExchange() as ex:
+        return _p2p_entry(ex, sizes)
+
+
+@pytest.mark.parametrize("engine", ["pipes-3", "torch-2"])
+def test_exchange_send_recv_keep_each_ranks_order(engine):
+    """`send` returns before the peer receives (a 4 MB object over a socket pair), `poll`
+    is False with nothing sent, and `recv` gives each rank's objects in the order sent."""
+    from dlrmprof.session.exchange import run_local
+    from dlrmprof.session.launch import DistOptions, launch
+
+    kind, world = engine.split("-")
+    sizes = (3, 500_000, 0, 7)
+    if kind == "pipes":
+        early, got = run_local(int(world), _p2p_entry, (sizes,))
+    else:
+        early, got = launch(None, DistOptions(nproc=int(world), backend="gloo"),
+                                  entry=_p2p_on_torch, args=(sizes,), fingerprint=False,
+                                  start_method="spawn")[0]
+    assert early is False
+    assert sorted(got) == list(range(1, int(world)))
+    for r, objs in got.items():
+        for k, (rank, kk, arr) in enumerate(objs):
+            assert (rank, kk) == (r, k) and arr.shape == (sizes[k],)
+            assert (arr == r * 100 + k).all()
+
+
+class _FakeExchange:
+    """A peer whose tables come in at given pops of rank 0 (poll False before)."""
+
+    def __init__(self, arrives: dict):
+        self.arrives, self.sent, self.pops = arrives, [], 0
+
+    def poll(self, peer):
+        return bool(self.sent) or self.pops >= self.arrives.get("all", 0)
+
+    def recv(self, peer):
+        if not self.sent:
+            self.sent = [(t, ("peer", t)) for t in self.arrives["order"]]
+        return self.sent.pop(0)
+
+
+def test_synthesis_stream_gives_tables_in_order_and_makes_its_own_ahead(monkeypatch):
+    """Rank 0 reads the tables in order; while a peer's next table has not come it makes its
+    own next ones ahead (each once), and waits only when it has none left to make."""
+    from dlrmprof.tracegen import capture as C
+
+    made = []
+    monkeypatch.setattr(C, "_synthesized", lambda task: made.append(task) or ("own", task))
+    owners = [0, 1, 0, 0, 1, 1, 0]
+    ex = _FakeExchange({"order": [1, 4, 5], "all": 99})      # the peer never ready early
+    stream = C.SynthesisStream(ex, list(range(7)), owners)
+    assert len(stream) == 7 and 6 in stream and 7 not in stream
+    out = [stream.pop(t) for t in range(7)]
+    assert out == [("own" if r == 0 else "peer", t) for t, r in enumerate(owners)]
+    assert made == [0, 2, 3, 6]            # 2, 3 and 6 made ahead while table 1 had not come
+    assert len(stream) == 0
+
+
+def _stream_failing_entry(ex, spec, synth):
+    """capture_rank with a rank that fails in its synthesis, after the profiles' exchange."""
+    from dlrmprof.tracegen import capture as C
+
+    if ex.rank == 1:
+        def boom(task):
+            from dlrmprof.errors import UserError
+            raise UserError("disk full while synthesizing")
+        C._synthesized = boom
+    return C.capture_rank(ex, spec, synth, stream=True)
+
+
+def test_rank_failing_while_rank_0_reads_its_tables_is_one_line():
+    """A rank that fails while rank 0 streams the tables (inside `then`) stops every rank
+    with one line naming it."""
+    import multiprocessing
+
+    from dlrmprof.session.exchange import run_local
+    from dlrmprof.tracegen.capture import CaptureSpec, SynthPlan
+
+    spec = CaptureSpec(source="kaggle", tables="C1,C3,C9")
+
+    def then(got):
+        return [got.synthesized.pop(t) for t in range(3)]
+
+    with pytest.raises(Exception) as exc:
+        run_local(2, _stream_failing_entry, (spec, SynthPlan(seed=3)), start_method="fork",
+                  then=then)
+    assert type(exc.value).__name__ == "RankFailed"
+    assert str(exc.value) == "rank 1: disk full while synthesizing; all ranks stopped"
+    assert not multiprocessing.active_children()

@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import sys
+import time
 
 import click
 
@@ -186,12 +187,13 @@ class _Length(click.ParamType):
                   param, ctx)
 
 
-def _capture(spec, nproc, synth):
-    """The profiles of every table: in this process, in `nproc` ranks on this host (this
-    process is rank 0; the others are forked where that is safe, see `rank_start_method`,
-    and talk through socket pairs), or as one rank of a torchrun job (None on ranks other
-    than 0, which have nothing more to do).  Ranks also synthesize their tables as `synth`
-    (a capture.SynthPlan) says."""
+def _capture(spec, nproc, synth, then):
+    """`then(capture)` of the profiles of every table: in this process, in `nproc` ranks on
+    this host (this process is rank 0; the others are forked where that is safe, see
+    `rank_start_method`, and talk through socket pairs), or as one rank of a torchrun job
+    (None on ranks other than 0, which have nothing more to do).  Ranks also synthesize
+    their tables as `synth` (a capture.SynthPlan) says and send them to rank 0, whose `then`
+    reads them as they come (`Captured.synthesized`, a capture.SynthesisStream)."""
     from dlrmprof.session.ranks import under_torchrun
     from dlrmprof.tracegen.capture import capture, capture_rank
 
@@ -199,24 +201,28 @@ def _capture(spec, nproc, synth):
         if nproc is not None:
             raise UserError("--nproc starts the ranks; under torchrun they are already "
                             "started (drop --nproc)")
-        return capture_on_torch(spec, synth)
+        return capture_on_torch(spec, synth, then)
     if nproc is None or nproc == 1:
-        return capture(spec, progress_bar=lambda total: _progress_bar(total, "reading"))
+        return then(capture(spec, progress_bar=lambda total: _progress_bar(total, "reading")))
     from dlrmprof.session.exchange import run_local
 
     click.echo(f"profiling the tables in {nproc} processes (tables split round-robin)",
                err=True)
-    return run_local(nproc, capture_rank, (spec, synth), start_method=rank_start_method())
+    return run_local(nproc, capture_rank, (spec, synth, True), start_method=rank_start_method(),
+                     then=then)
 
 
-def capture_on_torch(spec, synth):
+def capture_on_torch(spec, synth, then=None):
     """One rank of the torchrun form: `capture_rank` over torch.distributed (gloo; the ranks
-    may be on several hosts).  Module level: `session.launch` can start it too."""
+    may be on several hosts); rank 0 returns `then(capture)` where given (it reads the
+    ranks' tables as they come), else the capture.  Module level: `session.launch` can
+    start it too."""
     from dlrmprof.session.exchange import TorchExchange
     from dlrmprof.tracegen.capture import capture_rank
 
     with TorchExchange() as exchange:
-        return capture_rank(exchange, spec, synth)
+        got = capture_rank(exchange, spec, synth, stream=then is not None)
+        return then(got) if then is not None and got is not None else got
 
 
 def _threads() -> set[str] | None:
@@ -253,9 +259,9 @@ PHASE_LABELS = {"capture": "read and profile",
                 "write": "write"}
 PHASES_SOURCE = ("measured: time.perf_counter around each phase in the process that writes "
                  "the trace (profile.timers.OpTimer); with --nproc, 'capture' includes "
-                 "starting the ranks and their synthesis of their own tables; "
-                 "'synthesis' includes writing each table's indices into the file as it "
-                 "comes, 'write' the profiles and header")
+                 "starting the ranks, 'synthesis' rank 0's share of the tables and its wait "
+                 "for the others' as they come; 'synthesis' includes writing each table's "
+                 "indices into the file as it comes, 'write' the profiles and header")
 
 
 def _prefix_notes(trace) -> list[str]:
@@ -387,15 +393,23 @@ def gen_trace(source, inputs, out, length, table_rows, tables, columns, sep, hea
 def _make_trace(spec, nproc, length, seed, profile_only, sample_rate, out, jobs, timer):
     """gen-trace's work: capture, synthesis, the file written.  (trace, source info, notes,
     digest), or None on a torchrun rank other than 0."""
-    from dlrmprof.tracegen import generate
     from dlrmprof.tracegen.capture import SynthPlan
+
+    start = time.perf_counter()
+
+    def write(got):
+        timer.add("capture", time.perf_counter() - start)
+        return _write_trace(got, length, seed, profile_only, sample_rate, out, jobs, timer)
+
+    return _capture(spec, nproc, SynthPlan(length=length, seed=seed,
+                                           keep_indices=not profile_only), write)
+
+
+def _write_trace(got, length, seed, profile_only, sample_rate, out, jobs, timer):
+    """The synthesis (the ranks' tables taken as they come) and the file, from a capture."""
+    from dlrmprof.tracegen import generate
     from dlrmprof.tracegen.tracefile import PackedWriter
 
-    with timer.op("capture"):
-        got = _capture(spec, nproc, SynthPlan(length=length, seed=seed,
-                                              keep_indices=not profile_only))
-    if got is None:
-        return None
     profiles, info, notes = got.profiles, got.info, got.notes
     table_rows_synth = got.table_rows_synth
     if sample_rate is not None:

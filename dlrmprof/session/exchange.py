@@ -1,9 +1,13 @@
 """What the ranks of a table-parallel `gen-trace` exchange, behind one interface, two engines.
 
-`tracegen.capture.capture_rank(exchange, ...)` needs three things from its peers:
+`tracegen.capture.capture_rank(exchange, ...)` needs these from its peers:
 
 - `all_gather(obj)`: every rank's object, in rank order (the span statistics, the profiles);
-- `gather(obj)`: the same on rank 0 only (the synthesized tables), None on the others;
+- `gather(obj)`: the same on rank 0 only, None on the others;
+- `send(peer, obj)`, `recv(peer)`, `poll(peer)`, `flush()`: objects from one rank to another,
+  in order (each synthesized table to rank 0 as it is made): `send` does not wait for the
+  peer to receive, `poll` says whether `recv` would return at once, `flush` waits until
+  this rank's sends are through;
 - `exchange_rows(own, rows)`: a row block from every rank to every other (the span parse's
   raw values: rank o's span of this rank's tables), in rank order; `row_blocks(shapes)`
   allocates the blocks a rank fills for its peers (the engine may share them).
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import mmap
 import os
+import pickle
+import queue
 import threading
 import time
 import traceback
@@ -60,8 +66,11 @@ class TorchExchange:
         if self._own:
             dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout_s))
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
+        self._sends: list = []                  # (request, tensor) of `send`s not waited on
+        self._heads: dict = {}                  # {peer: (request, size tensor)} of `poll`
 
     def close(self) -> None:
+        self.flush()
         if self._own and self._dist.is_initialized():
             self._dist.destroy_process_group()
 
@@ -80,6 +89,39 @@ class TorchExchange:
         out = [None] * self.world if self.rank == 0 else None
         self._dist.gather_object(obj, out, dst=0)
         return out
+
+    def send(self, peer: int, obj) -> None:
+        import torch
+
+        data = bytearray(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+        size = torch.tensor([len(data)], dtype=torch.int64)
+        payload = torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0)
+        for t in (size, payload):
+            self._sends.append((self._dist.isend(t, peer), t))   # the tensor kept until sent
+
+    def flush(self) -> None:
+        for req, _ in self._sends:
+            req.wait()
+        self._sends = []
+
+    def poll(self, peer: int) -> bool:
+        import torch
+
+        if peer not in self._heads:             # the next object's size, received when it comes
+            head = torch.zeros(1, dtype=torch.int64)
+            self._heads[peer] = (self._dist.irecv(head, peer), head)
+        return self._heads[peer][0].is_completed()
+
+    def recv(self, peer: int):
+        import torch
+
+        self.poll(peer)
+        req, head = self._heads.pop(peer)
+        req.wait()
+        payload = torch.empty(int(head[0]), dtype=torch.uint8)
+        if payload.numel():
+            self._dist.recv(payload, peer)
+        return pickle.loads(payload.numpy().tobytes())
 
     def row_blocks(self, shapes: list) -> list:
         return [np.empty(shape, dtype=np.int64) for shape in shapes]
@@ -134,6 +176,8 @@ class PipeExchange:
         self._queued = {p: deque() for p in conns}
         self._closed: set = set()             # peers whose socket closed
         self._shared: dict = {}               # {peer: (memfd, shape)} of row_blocks
+        self._outbox: queue.SimpleQueue | None = None     # `send`'s, for its thread
+        self._sender: threading.Thread | None = None
 
     # -- the interface
     def all_gather(self, obj) -> list:
@@ -147,6 +191,44 @@ class PipeExchange:
             self._send(0, ("obj", obj))
             return None
         return [obj if p == 0 else self._recv(p)[1] for p in range(self.world)]
+
+    def send(self, peer: int, obj) -> None:
+        """`obj` to `peer`, after this rank's earlier sends: a thread sends it while this rank
+        goes on (a socket holds less than a table's ids)."""
+        if self._sender is None:
+            self._outbox = queue.SimpleQueue()
+            self._sender = threading.Thread(target=self._send_queued, daemon=True,
+                                            name="pipe-exchange-outbox")
+            self._sender.start()
+        self._outbox.put((peer, ("obj", obj)))
+
+    def _send_queued(self) -> None:
+        while (item := self._outbox.get()) is not None:
+            try:
+                self._send(*item)
+            except (OSError, ValueError):
+                return                        # a peer gone: the receives say so
+
+    def flush(self) -> None:
+        if self._sender is not None:
+            self._outbox.put(None)
+            self._sender.join()
+            self._sender = self._outbox = None
+
+    def poll(self, peer: int) -> bool:
+        """Whether `recv(peer)` returns at once (what has come is read; a peer that failed
+        or died raises, as at a receive)."""
+        conn = self._conns[peer]
+        if not self._queued[peer] and conn.poll(0):
+            self._read(peer)
+        return bool(self._queued[peer])
+
+    def recv(self, peer: int):
+        msg = self._recv(peer)
+        if msg[0] != "obj":
+            raise RuntimeError(f"rank {self.rank}: rank {peer} sent {msg[0]}, expected an "
+                               "object")
+        return msg[1]
 
     def row_blocks(self, shapes: list) -> list:
         """int64 blocks of `shapes`, one per rank: shared memory for the peers where the OS
@@ -185,7 +267,9 @@ class PipeExchange:
 
     # -- failures
     def tell_failure(self, kind: str, text: str, tb: str = "") -> None:
-        """Send this rank's error to every peer (those gone are skipped)."""
+        """Send this rank's error to every peer (those gone are skipped), after what `send`
+        queued (one writer per socket: a message is never cut by another)."""
+        self.flush()
         for conn in self._conns.values():
             try:
                 conn.send(("fail", kind, text, tb))
@@ -193,6 +277,7 @@ class PipeExchange:
                 pass
 
     def close(self) -> None:
+        self.flush()
         for conn in self._conns.values():
             conn.close()
 
@@ -341,11 +426,13 @@ def _failure(gone: _PeerGone, procs: dict, ex: PipeExchange) -> Exception:
 
 
 def run_local(nproc: int, entry: Callable, args: tuple = (),
-              start_method: str = "fork") -> Any:
-    """Run `entry(exchange, *args)` as `nproc` ranks on this host and return rank 0's value:
-    rank 0 is this process, ranks 1.. are started by `start_method` ("fork" only where the
-    caller runs no thread that a fork would leave holding a lock; "spawn" needs `entry` and
-    `args` picklable).  A rank's failure stops every rank and raises one line."""
+              start_method: str = "fork", then: Callable | None = None) -> Any:
+    """Run `entry(exchange, *args)` as `nproc` ranks on this host and return rank 0's value,
+    or `then(value)` where given (rank 0 only, with the ranks still up: it may receive what
+    they send after `entry`): rank 0 is this process, ranks 1.. are started by
+    `start_method` ("fork" only where the caller runs no thread that a fork would leave
+    holding a lock; "spawn" needs `entry` and `args` picklable).  A rank's failure stops
+    every rank and raises one line."""
     import multiprocessing
 
     if nproc < 1:
@@ -366,6 +453,8 @@ def run_local(nproc: int, entry: Callable, args: tuple = (),
                 conn.close()
         try:
             out = entry(ex, *args)
+            if then is not None:
+                out = then(out)
         except _PeerGone as gone:
             raise _failure(gone, procs, ex) from None
         ok = True

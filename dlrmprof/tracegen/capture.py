@@ -6,9 +6,10 @@ table.  With `spec.part = (rank, world)` it profiles only the tables rank, rank 
 `capture_rank(exchange, spec, synth)` is what each rank of `gen-trace --nproc N` (or of
 `torchrun -m dlrmprof gen-trace ...`) runs: its share of the tables, every rank's profiles
 exchanged (so each knows the whole plan), then, with a `SynthPlan`, its share of the synthesis
-and fidelity measurement too; rank 0 gathers the profiles and the synthesized tables in table
-order.  The ranks talk through `exchange` (`session.exchange`: socket pairs between processes
-of this host for --nproc, torch.distributed under torchrun); this module imports neither.
+and fidelity measurement too, each table sent to rank 0 as it is made; rank 0 writes them
+in table order as they come (`SynthesisStream`).  The ranks talk through `exchange`
+(`session.exchange`: socket pairs between processes of this host for --nproc,
+torch.distributed under torchrun); this module imports neither.
 Profiles and syntheses do not depend on which process made them (a table's synthesis depends
 on its profile, the sample count and the seed), so the trace (and its digest) is the same as
 one process writes.  One uncompressed Criteo file up to SPLIT_MAX_BYTES is parsed in spans,
@@ -54,7 +55,7 @@ class Captured:
     info: object                         # readers.SourceInfo
     notes: list = field(default_factory=list)
     table_rows_synth: int | None = None  # rows of synthetic tables (non-Criteo --table-rows)
-    synthesized: dict | None = None      # {table: generate.synthesize_table result} (ranks)
+    synthesized: object = None           # by table: synthesize_table results (capture_rank)
 
 
 @dataclass(frozen=True)
@@ -255,13 +256,16 @@ def _span_info(info, stats: list) -> None:
     info.malformed_examples = [str(m) for m in examples[:read_criteo.MAX_EXAMPLES]]
 
 
-def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None) -> Captured | None:
+def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None,
+                 stream: bool = False) -> Captured | None:
     """One rank of a table-parallel capture: profile this rank's tables, exchange every rank's
     profiles and, with `synth`, synthesize this rank's share of the tables (`synthesis_owners`)
-    and measure their fidelity; rank 0 gathers it all in table order.  Returns the whole
-    capture on rank 0 (with `synthesized` for `generate.synthesize_trace(done=...)`), None on
-    the others.  `exchange`: the ranks' `session.exchange` interface (its rank and world
-    size)."""
+    and measure their fidelity; each rank sends rank 0 its tables as it makes them.  Returns
+    the whole capture on rank 0, None on the others.  Its `synthesized`: every table's
+    `generate.synthesize_table` result, by table; with `stream`, a `SynthesisStream` that
+    rank 0 reads in table order while the ranks are still up (making its own share as it
+    goes: what `generate.synthesize_packed(done=...)` takes), else a dict of them all.
+    `exchange`: the ranks' `session.exchange` interface (its rank and world size)."""
     rank, world = exchange.rank, exchange.world
     part = capture(replace(spec, part=(rank, world)), exchange=exchange)
     got = exchange.all_gather(part.profiles)
@@ -272,9 +276,16 @@ def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None) ->
     del got
     done = None
     if synth is not None and profiles:
-        done = _synthesize_share(profiles, part.table_rows_synth, synth, rank, world)
-        shares = exchange.gather(done)
-        done = {t: res for share in (shares or []) for t, res in share.items()}
+        tasks = _synthesis_plan(profiles, part.table_rows_synth, synth)
+        owners = synthesis_owners(tasks, world)
+        if rank != 0:
+            for t in (t for t, r in enumerate(owners) if r == rank):
+                exchange.send(0, (t, _synthesized(tasks[t])))
+            exchange.flush()
+            return None
+        done = SynthesisStream(exchange, tasks, owners)
+        if not stream:
+            done = {t: done.pop(t) for t in range(len(tasks))}
     if rank != 0:
         return None
     part.profiles = profiles
@@ -282,39 +293,73 @@ def capture_rank(exchange, spec: CaptureSpec, synth: SynthPlan | None = None) ->
     return part
 
 
-def _synthesize_share(profiles: list, table_rows, synth: SynthPlan, rank: int,
-                      world: int) -> dict:
-    """This rank's tables of the whole synthesis plan (`synthesis_owners`), their ids
-    narrowed to the width the trace file stores (`tracefile.index_dtype`: at most half the
-    int64 bytes sent to rank 0 and kept there until written)."""
+def _synthesis_plan(profiles: list, table_rows, synth: SynthPlan) -> list:
+    """The tasks of the whole synthesis (`generate.plan_synthesis`), as every rank makes them."""
+    from dlrmprof.tracegen import generate
+
+    return generate.plan_synthesis(
+        profiles, generate.samples_for(synth.length, profiles), table_rows, synth.seed,
+        synth.compute_fidelity, synth.keep_indices, packed=True)[1]
+
+
+def _synthesized(task) -> tuple:
+    """`generate.synthesize_table(task)`, its ids narrowed to the width the trace file stores
+    (`tracefile.index_dtype`: at most half the int64 bytes sent and held until written)."""
     from dlrmprof.tracegen import generate
     from dlrmprof.tracegen.tracefile import index_dtype
 
-    B, tasks = generate.plan_synthesis(
-        profiles, generate.samples_for(synth.length, profiles), table_rows, synth.seed,
-        synth.compute_fidelity, synth.keep_indices, packed=True)
-    owners = synthesis_owners(tasks, world)
-    out = {}
-    for t in (t for t, r in enumerate(owners) if r == rank):
-        ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
-        if ids is not None:
-            ids = ids.astype(index_dtype(tasks[t][2]))
-        out[t] = (ids, offs, fid, distinct)
-    return out
+    ids, offs, fid, distinct = generate.synthesize_table(task)
+    if ids is not None:
+        ids = ids.astype(index_dtype(task[2]))
+    return ids, offs, fid, distinct
 
 
-# A rough cost model of a table's synthesis and of rank 0's work after the gather, fitted to
+class SynthesisStream:
+    """Rank 0's view of the tables' syntheses, read in table order (`pop(t)`): its own share
+    made here, the other ranks' received as they send them (each rank sends its tables in
+    table order).  While the next table is a peer's that has not come, rank 0 makes its own
+    next tables ahead instead of waiting; so it packs, hashes and writes the tables as they
+    come while the others still synthesize (`synthesis_owners` gives it less to synthesize
+    for that), and holds only the tables made ahead or received ahead of the writer."""
+
+    def __init__(self, exchange, tasks: list, owners: list):
+        self._ex, self._tasks, self._owners = exchange, tasks, owners
+        self._own = [t for t, r in enumerate(owners) if r == 0][::-1]    # still to make
+        self._ready: dict = {}
+        self._left = len(tasks)
+
+    def __contains__(self, t) -> bool:
+        return isinstance(t, int) and 0 <= t < len(self._tasks)
+
+    def __len__(self) -> int:
+        return self._left
+
+    def pop(self, t: int) -> tuple:
+        """Table t's result (each table once, in table order)."""
+        while t not in self._ready:
+            peer = self._owners[t]
+            if peer == 0 or (self._own and not self._ex.poll(peer)):
+                u = self._own.pop()           # this rank's next table (t itself, or ahead)
+                self._ready[u] = _synthesized(self._tasks[u])
+            else:
+                u, res = self._ex.recv(peer)
+                self._ready[u] = res
+        self._left -= 1
+        return self._ready.pop(t)
+
+
+# A rough cost model of a table's synthesis and of rank 0's writing of the tables, fitted to
 # per-table process times (docs/performance.md, issue 17 eighth round): only the balance of
 # the ranks depends on it, never the trace.
 _SYNTH_NS = (90.0, 10.0)    # per access: base, plus this per doubling of the table's ids
-_WRITE_NS = 16.0            # per synthetic id kept: rank 0's work after the gather
+_WRITE_NS = 16.0            # per synthetic id kept: rank 0's packing, hashing, writing
 
 
 def synthesis_owners(tasks: list, world: int) -> list[int]:
     """The rank that synthesizes each table of `generate.plan_synthesis`'s tasks: the most
     costly first, each onto the rank with the least work so far, where rank 0 starts with
-    the work it does alone after the gather (packing, hashing and writing every kept id), so
-    that the other ranks take more of the tables instead of waiting for it at the end."""
+    the work only it does (packing, hashing and writing every kept id, as the tables come:
+    `SynthesisStream`), so that the other ranks take more of the tables."""
     def accesses(task):
         prof, B = task[0], task[1]
         return prof.accesses * B / prof.num_bags if prof.num_bags else 0.0
