@@ -168,6 +168,7 @@ def test_packed_writer_writes_the_bytes_of_the_in_memory_trace(monkeypatch, tmp_
     done = {}
     for t in (0, 2):                                  # as capture._synthesize_share sends them
         ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
+        assert distinct == np.unique(ids).size          # from the fidelity's reuse pass
         done[t] = (ids.astype(tracefile.index_dtype(tasks[t][2])), offs, fid, distinct)
     with tracefile.PackedWriter(tmp_path / "ranks.npz") as writer:
         view = generate.synthesize_packed(profs, source={"k": 1}, writer=writer, seed=5,

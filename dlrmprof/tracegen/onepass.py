@@ -87,7 +87,7 @@ class TablePass:
         count_ids(ids, self.counts)
         if self.probe is not None:
             count_ids(ids[(-self.n) % 64::64], self.probe)
-        self.batches.feed(ids)
+        self.batches.feed(ids, top)
         m = min(ids.shape[0], self.prefix.shape[0] - self.n)
         if m > 0:
             self.prefix[self.n:self.n + m] = ids[:m]
