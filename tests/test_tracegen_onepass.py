@@ -292,6 +292,22 @@ def test_window_state_with_every_id_hot_matches_the_plain_reference():
         got_gaps = {(int(r), int(b)): int(hot_gap[r, b]) for r, b in zip(*np.nonzero(hot_gap))}
         assert got_gaps == r_gaps
 
+
+def test_pass_two_widens_kept_columns_as_numpy_does():
+    """onepass._int64 (a narrow kept column widened into one reused buffer) against numpy's
+    int64 copy, over columns of every kept width, growing and shrinking lengths, and int64
+    columns (used as they are when contiguous)."""
+    rng = np.random.default_rng()
+    buf = np.empty(0, dtype=np.int64)
+    for _ in range(40):
+        dt = rng.choice([np.uint8, np.uint16, np.int32, np.int64])
+        col = rng.integers(0, np.iinfo(dt).max, int(rng.integers(0, 3000))).astype(dt)
+        if rng.random() < 0.3:
+            col = col[::2]
+        got, buf = onepass._int64(col, buf)
+        assert got.dtype == np.int64 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, np.ascontiguousarray(col, dtype=np.int64))
+
 def test_batch_stream_equals_batch_stats():
     rng = np.random.default_rng()
     for _ in range(10):
