@@ -119,3 +119,32 @@ def test_parser_edge_lines():
                  + b"\n", good + b"\n" + good[:50], b"9" * 30 + good[1:] + b"\n"):
         for stop in (False, True):
             assert numba_block(data, 5, stop) == ref_block(data, 5, stop), data
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dense_ids_match_a_plain_map(seed):
+    """`read_criteo.dense_ids` (map_tables writing each table's ids contiguously, resumed
+    after each growth of the shared map) against a dict per table: ids in order of first
+    appearance, with and without --table-rows, a subset of the columns in another order."""
+    from dlrmprof.tracegen import hashmap
+    from dlrmprof.tracegen.readers import read_criteo
+
+    rng = np.random.default_rng(seed)
+    rows, distinct = int(rng.integers(1, 3000)), int(rng.choice([3, 50, 5000]))
+    cats = rng.integers(0, distinct, (rows, cp.N_SPARSE)).astype(np.int64)
+    cats[rng.random((rows, cp.N_SPARSE)) < 0.05] = cp.MISSING
+    table_rows = [None, 7][seed % 2]
+    tables = ["C3", "C1", "C26"] if seed >= 2 else None
+    reader = read_criteo(BUNDLED_SAMPLE, tables=tables, table_rows=table_rows)
+    reader._keys, reader._vals = hashmap.empty(64)          # grown (and resumed) many times
+    cols = reader._cols
+    maps = [dict() for _ in cols]
+    want = np.empty((rows, len(cols)), dtype=np.int64)
+    for r in range(rows):
+        for j, c in enumerate(cols):
+            v = int(cats[r, c]) % table_rows if table_rows else int(cats[r, c])
+            want[r, j] = maps[j].setdefault(v, len(maps[j]))
+    got = np.concatenate([reader.dense_ids(part, cols) for part in
+                          np.array_split(cats, int(rng.integers(1, 4)))])
+    np.testing.assert_array_equal(got, want)
+    assert reader.table_distinct == [len(m) for m in maps]

@@ -168,6 +168,7 @@ def test_packed_writer_writes_the_bytes_of_the_in_memory_trace(monkeypatch, tmp_
     done = {}
     for t in (0, 2):                                  # as capture._synthesize_share sends them
         ids, offs, fid, distinct = generate.synthesize_table(tasks[t])
+        assert distinct == np.unique(ids).size          # from the fidelity's reuse pass
         done[t] = (ids.astype(tracefile.index_dtype(tasks[t][2])), offs, fid, distinct)
     with tracefile.PackedWriter(tmp_path / "ranks.npz") as writer:
         view = generate.synthesize_packed(profs, source={"k": 1}, writer=writer, seed=5,
@@ -280,3 +281,25 @@ def test_packed_writer_interrupted_leaves_the_old_file(tmp_path, exc):
             w.add(np.arange(4), None, 10)
             raise exc()
     assert out.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [out]
+
+
+@pytest.mark.parametrize("step", [3, 7, 1 << 22])
+def test_arithmetic_offsets_hash_as_the_plain_offsets(monkeypatch, tmp_path, step):
+    """PackedWriter._hash_offsets on tables of a constant pooling factor (0 included: empty
+    bags) hashes the bytes of the plain TBE offsets, in pieces of _CHECK_STEP bags."""
+    import hashlib
+
+    from dlrmprof.tracegen import tracefile
+
+    monkeypatch.setattr(tracefile, "_CHECK_STEP", step)
+    B, pools = 11, [2, 0, 3, 1, 0, 5]
+    w = tracefile.PackedWriter(tmp_path / "t.npz", B)
+    w.tables = [{"pooling": p} for p in pools]
+    w._nnz = B * sum(pools)
+    w._hash_offsets()
+    plain, base = [], 0
+    for p in pools:
+        plain.append(base + p * np.arange(B, dtype=np.int64))
+        base += p * B
+    want = np.concatenate(plain + [np.array([base])]).astype("<i8").tobytes()
+    assert w._hash.hexdigest() == hashlib.sha256(want).hexdigest()

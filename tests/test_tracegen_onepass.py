@@ -254,6 +254,60 @@ def test_dist_bin_equals_its_definition():
     np.testing.assert_array_equal(hist, np.bincount(ref)[:hist.size])
 
 
+
+def test_gap_bin_equals_dist_bin():
+    """The window pass's branch-free bin of a normalised gap against reuse.dist_bin, on 0,
+    every power of two and its neighbours, and random values of every size."""
+    from dlrmprof.tracegen.profile import _gap_bin
+
+    rng = np.random.default_rng()
+    p = 2 ** np.arange(63, dtype=np.int64)
+    qs = np.concatenate([np.arange(4096), p, p - 1, p[1:] + 1, rng.integers(0, 2 ** 62, 5000),
+                         rng.integers(0, 1 << 20, 5000)])
+    for q in qs:
+        assert _gap_bin(np.int64(q)) == _reuse.dist_bin(np.int64(q)), q
+
+
+def test_window_state_with_every_id_hot_matches_the_plain_reference():
+    """Every id hot (as on Criteo columns of a few hundred ids): many accesses per id and
+    window, so each gap row and the wrap gaps are exercised; windows spanning many chunks
+    (the open window's hot accesses carried across feeds) and chunks spanning windows."""
+    rng = np.random.default_rng()
+    for _ in range(12):
+        u = int(rng.choice([1, 2, 7, 60, 400]))
+        ids = _stream(rng, int(rng.integers(1, 20_000))) % u
+        windows = int(rng.choice([1, 3, 7, 40]))
+        counts = np.bincount(ids)
+        distinct = int((counts > 0).sum())
+        hot = int(rng.choice([distinct, distinct - 1, 4096]))
+        _, hot_rank, k = hot_ranks(counts, distinct, hot)
+        win = WindowState(hot_rank, k, len(ids), windows, len(counts))
+        for c in _chunks(ids, rng, int(rng.choice([30, 700, 9000]))):
+            win.feed(c)
+        hot_win, tail_cold, tail_hist, hot_gap = win.arrays()
+        r_hot, r_cold, r_dist, r_gaps, _ = _reference_windows(ids, hot, windows)
+        np.testing.assert_array_equal(hot_win, r_hot)
+        np.testing.assert_array_equal(tail_cold, r_cold)
+        assert tail_hist.sum() == sum(len(v) for v in r_dist.values())
+        got_gaps = {(int(r), int(b)): int(hot_gap[r, b]) for r, b in zip(*np.nonzero(hot_gap))}
+        assert got_gaps == r_gaps
+
+
+def test_pass_two_widens_kept_columns_as_numpy_does():
+    """onepass._int64 (a narrow kept column widened into one reused buffer) against numpy's
+    int64 copy, over columns of every kept width, growing and shrinking lengths, and int64
+    columns (used as they are when contiguous)."""
+    rng = np.random.default_rng()
+    buf = np.empty(0, dtype=np.int64)
+    for _ in range(40):
+        dt = rng.choice([np.uint8, np.uint16, np.int32, np.int64])
+        col = rng.integers(0, np.iinfo(dt).max, int(rng.integers(0, 3000))).astype(dt)
+        if rng.random() < 0.3:
+            col = col[::2]
+        got, buf = onepass._int64(col, buf)
+        assert got.dtype == np.int64 and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, np.ascontiguousarray(col, dtype=np.int64))
+
 def test_batch_stream_equals_batch_stats():
     rng = np.random.default_rng()
     for _ in range(10):

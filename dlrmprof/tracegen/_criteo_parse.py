@@ -148,11 +148,14 @@ def parse_block(buf, start, end, labels, dense, cats, max_rows, err_line, err_co
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def map_tables(cats, cols, modulo, keys, vals, counts, out):
-    """Map raw categorical values of the chosen columns to dense per-table ids.
+def map_tables(cats, r0, cols, modulo, keys, vals, counts, out):
+    """Map raw categorical values of the chosen columns to dense per-table ids, rows r0.. of
+    `cats` into out[table, row]: each table's ids contiguous, as the capture reads them
+    (column by column), so it takes no strided copy of each column.
 
     keys/vals: one `hashmap` for all tables, key = table << 34 | value.
-    Returns the number of rows done (stops early when the map is half full: grow, resume).
+    Returns the rows done, counted from 0 (stops early when the map is half full: grow,
+    resume from there).
     """
     mask = keys.shape[0] - 1
     limit = keys.shape[0] // 2
@@ -160,7 +163,7 @@ def map_tables(cats, cols, modulo, keys, vals, counts, out):
     for t in range(counts.shape[0]):
         total += counts[t]
     n = cats.shape[0]
-    for r in range(n):
+    for r in range(r0, n):
         if total + cols.shape[0] > limit:
             return r
         for j in range(cols.shape[0]):
@@ -173,11 +176,11 @@ def map_tables(cats, cols, modulo, keys, vals, counts, out):
             if cur < 0:
                 keys[p] = k
                 vals[p] = counts[j]
-                out[r, j] = counts[j]
+                out[j, r] = counts[j]
                 counts[j] += 1
                 total += 1
             else:
-                out[r, j] = cur
+                out[j, r] = cur
     return n
 
 

@@ -19,15 +19,14 @@ BATCH_SIZES = (128, 2048, 16384)
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
-def _previous_use(ids, last, base):
-    """Each access's previous access to its id, as a stream position (-1: none); the chunk
-    starts at stream position `base`, last[x]: id x's last position so far (updated)."""
-    prev = np.empty(ids.shape[0], dtype=np.int64)
+def _previous_use(ids, last, base, prev):
+    """prev[j]: access j's previous access to its id, as a stream position (-1: none); the
+    chunk starts at stream position `base`, last[x]: id x's last position so far (updated).
+    The caller's `prev` (as long as ids): the chunk's stream may go right after earlier ones."""
     for j in range(ids.shape[0]):
         x = ids[j]
         prev[j] = last[x]
         last[x] = base + j
-    return prev
 
 
 @njit(cache=True, no_cfunc_wrapper=True)
@@ -116,7 +115,8 @@ def batch_stats(ids, offsets=None, batch_sizes=BATCH_SIZES) -> tuple[BatchStats,
         if prev is None:            # one pass over the ids for every batch size
             dense = dense_ids(arr)
             last = np.full(int(dense.max()) + 1 if dense.size else 1, -1, dtype=np.int64)
-            prev = _previous_use(dense, last, 0)
+            prev = np.empty(dense.shape[0], dtype=np.int64)
+            _previous_use(dense, last, 0, prev)
         starts = np.ascontiguousarray(off[: nb * bs + 1: bs])
         uniq, rsum, nr = _batch_sums(prev, 0, starts, starts[0], 0, 0, 0.0, 0)
         out.append(BatchStats(bs, nb, uniq / nb, rsum / nr if nr else 0.0))
@@ -136,17 +136,21 @@ class BatchStream:
         self.base = 0                    # stream position of pending[0]
         self.pending = np.zeros(0, dtype=np.int64)    # previous uses of the open batches
 
-    def feed(self, ids: np.ndarray) -> None:
+    def feed(self, ids: np.ndarray, top: int | None = None) -> None:
+        """The next accesses; `top`: 1 + their largest id when the caller knows it."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         if not ids.size:
             return
-        top = int(ids.max()) + 1
+        top = int(ids.max()) + 1 if top is None else int(top)
         if top > self.last.shape[0]:
             grown = np.full(max(top, 2 * self.last.shape[0]), -1, dtype=np.int64)
             grown[: self.last.shape[0]] = self.last
             self.last = grown
-        prev = _previous_use(ids, self.last, self.pos)
-        self.pending = np.concatenate([self.pending, prev]) if self.pending.size else prev
+        held = self.pending.shape[0]            # the open batches' previous uses, then these
+        pending = np.empty(held + ids.shape[0], dtype=np.int64)
+        pending[:held] = self.pending
+        _previous_use(ids, self.last, self.pos, pending[held:])
+        self.pending = pending
         self.pos += ids.shape[0]
         for i, bs in enumerate(self.sizes):
             b0 = self.done[i]

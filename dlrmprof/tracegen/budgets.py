@@ -69,7 +69,7 @@ from dlrmprof.tracegen.windows import window_tables
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'shortband.py', 'synth.py')
-_DEPS_SHA256 = '656bedfc61964bc6'
+_DEPS_SHA256 = 'f86229cff0f23968'
 
 MODEL = BUDGET_MODEL
 BUDGET_RUNS = "budget runs"

@@ -177,16 +177,18 @@ class read_criteo:  # noqa: N801  (used like a function: `for chunk in read_crit
     def dense_ids(self, cats: np.ndarray, cols: np.ndarray | None = None) -> np.ndarray:
         """Raw values -> this reader's dense ids, [rows, tables] (the map iteration uses,
         extended in order of first appearance); `cols`: the tables' columns in `cats`
-        (default: one column per table, in table order)."""
+        (default: one column per table, in table order).  The result is the transpose of a
+        [tables, rows] array: each table's column is contiguous (the capture reads the
+        tables column by column)."""
         cols = np.arange(len(self._cols), dtype=np.int64) if cols is None else cols
-        out = np.empty((cats.shape[0], len(self._cols)), dtype=np.int64)
+        out = np.empty((len(self._cols), cats.shape[0]), dtype=np.int64)
         done = 0
         while done < cats.shape[0]:
-            done += cp.map_tables(cats[done:], cols, self.table_rows or 0, self._keys,
-                                  self._vals, self._counts, out[done:])
+            done = cp.map_tables(cats, done, cols, self.table_rows or 0, self._keys,
+                                 self._vals, self._counts, out)
             if done < cats.shape[0]:
                 self._keys, self._vals = hashmap.doubled(self._keys, self._vals)
-        return out
+        return out.T
 
     # ------------------------------------------------------------------ internals
     def _map(self, cats: np.ndarray) -> np.ndarray:

@@ -246,7 +246,7 @@ def synthesize_table(args) -> tuple:
     """One task of `plan_synthesis`: (ids int64 or None, offsets or None when the pooling
     factor is constant, fidelity or None, distinct ids)."""
     prof, B, rows, ss, with_fidelity, keep = args
-    fid = None
+    fid = distinct = None
     if with_fidelity and "source_prefix" in prof.extra:
         ids = offs = None
         if keep:                    # first: the same draws as the whole-stream path makes
@@ -256,6 +256,7 @@ def synthesize_table(args) -> tuple:
             return None, None, fid, 0
     elif with_fidelity and B == prof.num_bags:
         ids, offs, fid = _measured(prof, B, rows, ss)
+        distinct = fid["distinct_synthetic"]     # measured on these ids: no second count
     else:
         ids, offs, _ = synthesize_bags(prof, num_samples=B, rows=rows, seed=ss)
         if with_fidelity:
@@ -271,11 +272,14 @@ def synthesize_table(args) -> tuple:
         lens = np.diff(offs)
         if lens.size and (lens == lens[0]).all():
             offs = None
+    return ids, offs, fid, _distinct(ids, rows) if distinct is None else distinct
+
+
+def _distinct(ids: np.ndarray, rows: int) -> int:
+    """Distinct ids of a stream of ids in [0, rows)."""
     if ids.size and rows <= 4 * ids.size:
-        distinct = int(np.count_nonzero(np.bincount(ids, minlength=rows)))
-    else:
-        distinct = int(np.unique(ids).size) if ids.size else 0
-    return ids, offs, fid, distinct
+        return int(np.count_nonzero(np.bincount(ids, minlength=rows)))
+    return int(np.unique(ids).size) if ids.size else 0
 
 
 MODEL_NOTES = {

@@ -37,7 +37,7 @@ from dlrmprof.tracegen.synth import _below, _uniform, _window_setup, bag_seeds, 
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py', 'synth.py')
-_DEPS_SHA256 = '0e7fd0656646300a'
+_DEPS_SHA256 = '131ac8460316d293'
 
 
 @njit(cache=True, inline="always")

@@ -87,7 +87,7 @@ class TablePass:
         count_ids(ids, self.counts)
         if self.probe is not None:
             count_ids(ids[(-self.n) % 64::64], self.probe)
-        self.batches.feed(ids)
+        self.batches.feed(ids, top)
         m = min(ids.shape[0], self.prefix.shape[0] - self.n)
         if m > 0:
             self.prefix[self.n:self.n + m] = ids[:m]
@@ -186,6 +186,19 @@ class _Kept:
             del cols
 
 
+def _int64(col: np.ndarray, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(`col` as a contiguous int64 array, the buffer): a narrow kept column is widened into
+    `buf` (grown as needed), one buffer for every column of pass 2: a fresh int64 array per
+    column costs fresh pages, which the kernel zeroes, as often as not."""
+    if col.dtype == np.int64 and col.flags.c_contiguous:
+        return col, buf
+    if buf.shape[0] < col.shape[0]:
+        buf = np.empty(col.shape[0], dtype=np.int64)
+    out = buf[:col.shape[0]]
+    out[:] = col
+    return out, buf
+
+
 def _grown(a: np.ndarray, bound: int) -> np.ndarray:
     out = np.zeros(max(bound, 2 * a.shape[0]), dtype=a.dtype)
     out[: a.shape[0]] = a
@@ -236,9 +249,10 @@ def profiles_from_rows(read: Callable[[], Iterable[np.ndarray]], names: list[str
         if sample_rate is not None:
             shards.append(_reuse.ShardsStream(_reuse.shards_heavy(t.probe), sample_rate))
     # pass 2: over the kept copy, or the input read again
+    wide = np.empty(0, dtype=np.int64)
     for block in (kept.columns() if kept.ok else (sp.T for sp in read())):
         for i, (_, win) in enumerate(wins):
-            col = np.ascontiguousarray(block[i], dtype=np.int64)
+            col, wide = _int64(block[i], wide)
             win.feed(col)
             if i in klass:
                 klass[i].feed(col)

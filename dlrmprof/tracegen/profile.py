@@ -269,58 +269,127 @@ def count_ids(ids, counts):
         counts[ids[i]] += 1
 
 
+@njit(cache=True, inline="always")
+def _gap_bin(q):
+    """`reuse.dist_bin(q)` without its branch on q < 2^EXACT_BITS: a normalised gap falls on
+    either side of that edge about as often (its mean is GAP_SCALE), so the branch would
+    mispredict; both forms are computed and one is selected."""
+    k = 0                                  # the top set bit (0 for q = 0)
+    x = q
+    for step in (32, 16, 8, 4, 2, 1):
+        if x >> step:
+            k += step
+            x >>= step
+    sh = k - _reuse.SUB_BITS
+    sh = sh if sh > 0 else 0
+    big = ((1 << _reuse.EXACT_BITS) + (k - _reuse.EXACT_BITS) * (1 << _reuse.SUB_BITS)
+           + ((q >> sh) & ((1 << _reuse.SUB_BITS) - 1)))
+    return big + (q - big) * np.int64(q < (1 << _reuse.EXACT_BITS))
+
+
 @njit(cache=True, no_cfunc_wrapper=True)
-def _window_pass(dist, at, hpos, hr, start, gpos, gr, w0, w1, wsize, n, rows, cold, hot_win,
-                 gap_rows, first, last):
-    """A chunk's figures added to their windows: tail reuse distances (`dist`, at chunk
-    offsets `at`, the chunk starting at stream position `start`) to the window's histogram
-    row, first touches to its cold count; hot accesses (stream positions `hpos`, ranks `hr`)
-    to the window's count of their rank.  Then the hot gaps of each window w0 .. w1 - 1 (all
-    closed: their counts are complete), from their hot accesses `gpos` (increasing, ranks
-    `gr`): each hot id with c >= 2 accesses in a window of L has c gaps, the c - 1 between
-    its consecutive accesses and the wrap from its last round to its first (they add up to
-    L), each added to gap_rows[gap_row(c)] as floor(GAP_SCALE * gap * c / L), binned like
-    reuse distances.  Independent references give exponential normalised gaps, sessions many
-    small ones and a few large ones.  first/last: scratch arrays of K entries."""
+def _split_hot(ids, hot_rank, start, wsize, hot_win, tail_ids, tail_at):
+    """One pass over a chunk (stream positions start ..): each hot access (hot_rank >= 0)
+    counted in hot_win at its window, each tail access's id and chunk offset appended to
+    tail_ids / tail_at.  Returns the tail accesses.  The window by a running boundary, not
+    a division per access."""
+    w = start // wsize
+    end = (w + 1) * wsize - start          # chunk offset where window w ends
+    nt = 0
+    for i in range(ids.shape[0]):
+        if i == end:
+            w += 1
+            end += wsize
+        x = ids[i]
+        r = hot_rank[x]
+        if r >= 0:
+            hot_win[r, w] += 1
+        else:
+            tail_ids[nt] = x
+            tail_at[nt] = i
+            nt += 1
+    return nt
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _tail_pass(dist, at, start, wsize, rows, cold):
+    """A chunk's tail reuse distances (`dist`, at chunk offsets `at`, the chunk starting at
+    stream position `start`) added to their window's histogram row, first touches to its
+    cold count."""
+    w = start // wsize
+    end = (w + 1) * wsize - start
     for i in range(dist.shape[0]):
-        w = (start + at[i]) // wsize
+        while at[i] >= end:
+            w += 1
+            end += wsize
         if dist[i] < 0:
             cold[w] += 1
         else:
             rows[w, _reuse.dist_bin(dist[i])] += 1
-    for i in range(hpos.shape[0]):
-        hot_win[hr[i], hpos[i] // wsize] += 1
+
+
+@njit(cache=True, inline="always")
+def _wrap_gaps(state, ns, L, flat, nb):
+    """The wrap gap (from its last access round to its first) of each of the ns ranks seen
+    in a window of L accesses, for those seen twice or more."""
+    first, last, scale, row, seen = state[1], state[2], state[3], state[4], state[5]
+    for j in range(ns):
+        r = np.uint64(seen[j])
+        if last[r] != first[r]:
+            g = _gap_bin(scale[r] * (L - (last[r] - first[r])) // L)
+            if g < nb:
+                flat[np.uint64(row[r] + g)] += 1
+
+
+@njit(cache=True, no_cfunc_wrapper=True)
+def _hot_gaps(ids, p0, hot_rank, wsize, n, hot_win, gap_rows, state, nseen):
+    """The hot gaps of the accesses at stream positions p0 .. p0 + len(ids) - 1, whose
+    windows' counts hot_win holds whole; a window is closed (its wrap gaps added) when the
+    positions reach its end, so one window's accesses may come in two calls.  Each hot id
+    with c >= 2 accesses in a window of L has c gaps, the c - 1 between its consecutive
+    accesses and the wrap from its last round to its first (they add up to L), each added
+    to gap_rows[gap_row(c)] as floor(GAP_SCALE * gap * c / L), binned like reuse distances.
+    Independent references give exponential normalised gaps, sessions many small ones and a
+    few large ones.  state: int64 [6, K] (per rank: the window it was last seen in, its
+    first and last position there, GAP_SCALE * c, its row's offset in gap_rows; the ranks
+    seen in the open window, nseen[0] of them)."""
     nb = gap_rows.shape[1]
-    a = 0
-    for w in range(w0, w1):
-        lo = w * wsize
-        L = min(wsize, n - lo)
-        b = a
-        while b < gpos.shape[0] and gpos[b] < lo + wsize:
-            b += 1
-        for i in range(a, b):
-            first[gr[i]] = -1
-        for i in range(a, b):
-            r = gr[i]
+    flat = gap_rows.reshape(-1)
+    stamp, first, last, scale, row, seen = state[0], state[1], state[2], state[3], state[4], \
+        state[5]
+    w = p0 // wsize
+    wend = min((w + 1) * wsize, n)
+    L = wend - w * wsize
+    ns = nseen[0]
+    for i in range(ids.shape[0]):
+        p = p0 + i
+        if p == wend:                      # window w is whole: its wrap gaps, the next one
+            _wrap_gaps(state, ns, L, flat, nb)
+            ns = 0
+            w += 1
+            wend = min(wend + wsize, n)
+            L = wend - w * wsize
+        r = hot_rank[ids[i]]
+        if r < 0:
+            continue
+        r = np.uint64(r)                   # unsigned: no negative-index fix-up per access
+        if stamp[r] != w:                  # the id's first access in this window
+            stamp[r] = w
+            first[r] = p
+            seen[ns] = r
+            ns += 1
             c = hot_win[r, w]
-            if c < 2:
-                continue
-            if first[r] < 0:
-                first[r] = gpos[i]
-            else:
-                g = _reuse.dist_bin((GAP_SCALE * (gpos[i] - last[r]) * c) // L)
-                if g < nb:
-                    gap_rows[gap_row(c), g] += 1
-            last[r] = gpos[i]
-        for i in range(a, b):
-            r = gr[i]
-            c = hot_win[r, w]
-            if c >= 2 and first[r] >= 0:
-                g = _reuse.dist_bin((GAP_SCALE * (L - (last[r] - first[r])) * c) // L)
-                if g < nb:
-                    gap_rows[gap_row(c), g] += 1
-                first[r] = -2                  # the wrap gap of each id once
-        a = b
+            scale[r] = GAP_SCALE * c
+            row[r] = gap_row(c) * nb
+        else:
+            g = _gap_bin(scale[r] * (p - last[r]) // L)
+            if g < nb:
+                flat[np.uint64(row[r] + g)] += 1
+        last[r] = p
+    if p0 + ids.shape[0] == wend:
+        _wrap_gaps(state, ns, L, flat, nb)
+        ns = 0
+    nseen[0] = ns
 
 
 class WindowState:
@@ -328,8 +397,8 @@ class WindowState:
     access counts and normalised gaps, the tail's first touches and its reuse distances among
     tail ids only.  The hot ids (`hot_rank`: rank of each id, -1 for tail ids) and the window
     length come from the whole stream, so they are known before the first chunk.  Memory:
-    O(distinct ids) plus the chunk's hot positions and those of the window not closed yet.
-    A chunk may span any number of windows: it is one pass of the kernels below, with no
+    O(distinct ids) plus the chunk's tail accesses and the ids of the window not closed yet.
+    A chunk may span any number of windows: it is one pass of each kernel below, with no
     per-window Python step (short streams have windows of a few dozen accesses)."""
 
     def __init__(self, hot_rank: np.ndarray, k: int, n: int, windows: int, bound: int):
@@ -344,38 +413,41 @@ class WindowState:
         self.gap_rows = np.zeros((gap_row(max(self.wsize, 1)) + 1 if k else 0, _reuse.MAX_BINS),
                                  dtype=np.int64)
         self.tstate = _reuse.ReuseState(max(bound, 1))
-        self.scratch = np.zeros((2, max(k, 1)), dtype=np.int64)
+        self.state = np.full((6, max(k, 1)), -1, dtype=np.int64)     # _hot_gaps' scratch
+        self.nseen = np.zeros(1, dtype=np.int64)
         self.pos = 0                         # accesses fed so far
-        # hot accesses of the window not closed yet: (stream positions, ranks)
-        self.pending = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+        self.held = np.zeros(0, dtype=np.int64)   # ids of the open window fed so far (hot set)
 
     def feed(self, ids: np.ndarray) -> None:
-        """Feed the next accesses (any number of windows at once: a chunk is one pass, the
-        windows it covers are handled inside the kernels)."""
+        """Feed the next accesses (any number of windows at once: a chunk is a pass of each
+        kernel below, the windows it covers are handled inside them)."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         m = ids.shape[0]
         if m == 0:
             return
         start = self.pos
-        rk = self.hot_rank[ids]
-        hot = rk >= 0
-        tail_at = np.flatnonzero(~hot)
-        dist = self.tstate.feed(ids[tail_at]) if tail_at.size else tail_at
-        hpos = np.flatnonzero(hot) + start
-        hr = rk[hot]
+        # tail buffers as long as the chunk: pages a chunk of hot ids never writes are never
+        # touched
+        tail_ids = np.empty(m, dtype=np.int64)
+        tail_at = np.empty(m, dtype=np.int64)
+        nt = _split_hot(ids, self.hot_rank, start, self.wsize, self.hot_win, tail_ids, tail_at)
+        if nt:
+            _tail_pass(self.tstate.feed(tail_ids[:nt]), tail_at[:nt], start, self.wsize,
+                       self.tail_rows, self.tail_cold)
         self.pos = end = start + m
-        gpos, gr = hpos, hr
-        if self.pending[0].size:
-            gpos = np.concatenate([self.pending[0], hpos])
-            gr = np.concatenate([self.pending[1], hr])
+        if not self.k:
+            return
         done = end // self.wsize if end < self.n else self.W      # windows closed now
-        first = start // self.wsize
-        cut = int(np.searchsorted(gpos, done * self.wsize)) if done < self.W else gpos.size
-        _window_pass(dist, tail_at, hpos, hr, start, gpos[:cut], gr[:cut], first,
-                     max(first, done) if self.k else first, self.wsize, self.n,
-                     self.tail_rows, self.tail_cold, self.hot_win, self.gap_rows,
-                     self.scratch[0], self.scratch[1])
-        self.pending = (gpos[cut:].copy(), gr[cut:].copy())
+        if done * self.wsize <= start:                 # none: the chunk joins the open window
+            self.held = np.concatenate([self.held, ids]) if self.held.size else ids.copy()
+            return
+        cut = min(done * self.wsize, end) - start
+        if self.held.size:
+            _hot_gaps(self.held, start - self.held.shape[0], self.hot_rank, self.wsize, self.n,
+                      self.hot_win, self.gap_rows, self.state, self.nseen)
+        _hot_gaps(ids[:cut], start, self.hot_rank, self.wsize, self.n, self.hot_win,
+                  self.gap_rows, self.state, self.nseen)
+        self.held = ids[cut:].copy()
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(hot_win, tail_cold, tail_hist, hot_gap), histograms trimmed."""

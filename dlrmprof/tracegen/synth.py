@@ -40,7 +40,7 @@ from dlrmprof.tracegen.windows import default_rows, tail_cap, window_tables
 
 # numba's cache keys kernels on this file only: the files they compile in (dlrmprof.jitdeps)
 _DEPS = ('_lru_stack.py', 'hashmap.py', 'profile.py', 'reuse.py')
-_DEPS_SHA256 = '4941251930511e2e'
+_DEPS_SHA256 = 'bd2462119fdb131a'
 
 
 @njit(cache=True, no_cfunc_wrapper=True)

@@ -332,8 +332,9 @@ class PackedWriter:
                     lens = np.lib.format.read_array(fh, allow_pickle=False)
             for lo in range(0, B, _CHECK_STEP):
                 hi = min(lo + _CHECK_STEP, B)
-                if pool is not None:
-                    part = base + pool * np.arange(lo, hi, dtype=np.int64)
+                if pool is not None:        # one array, not arange and two temporaries
+                    part = (np.arange(base + pool * lo, base + pool * hi, pool, dtype=np.int64)
+                            if pool else np.full(hi - lo, base, dtype=np.int64))
                 else:
                     ends = np.cumsum(lens[lo:hi], dtype=np.int64)
                     part = base + ends - lens[lo:hi]
