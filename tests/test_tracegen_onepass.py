@@ -367,7 +367,11 @@ def test_two_pass_capture_of_the_class_model_equals_the_in_memory_profile(monkey
     monkeypatch.setattr(selection, "HOT_PREFIX", 700)
     rng = np.random.default_rng()
     n = int(rng.integers(1500, 6000))
-    columns = [_stream(rng, n) for _ in range(2)]
+    columns = []
+    while len(columns) < 2:     # the selection offers a hot set only below the distinct count
+        col = _stream(rng, n)
+        if np.unique(col).size > hot:
+            columns.append(col)
     profs, rows, reads = _capture(columns, rng, 700, keep_bytes=12 * n if keep else 0)
     assert reads == (1 if keep else 2)
     for col, r, got in zip(columns, rows, profs):
