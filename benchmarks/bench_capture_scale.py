@@ -287,9 +287,9 @@ def _write(args, results: list) -> None:
                      "counted: trace_mb is its size on disk); other processes' CPU use from "
                      "profile/noise.py; "
                      "phases_s: gen-trace's own phase times (its --json phases_s: capture = "
-                     "read and profile, and with --nproc the ranks' start and their share of "
-                     "the synthesis; synthesis = synthesis and fidelity in the writing "
-                     "process; write)",
+                     "read and profile, and with --nproc the ranks' start; synthesis = "
+                     "synthesis and fidelity in the writing process, with --nproc rank 0's "
+                     "share and the other ranks' tables taken as they come; write)",
            "baseline": args.baseline, "previous": args.previous, "rounds": args.rounds,
            "sizes": results}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")

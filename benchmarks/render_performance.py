@@ -341,9 +341,11 @@ def render_capture_scale(doc: dict) -> list[str]:
               if size.get(name, {}).get("phases_s")]
     if phases:
         out += ["", "gen-trace's own phase times in the best run (capture: read and profile, "
-                "with --nproc also starting the ranks and their synthesis; synthesis: "
-                "synthesis and fidelity in the writing process, which writes each table's "
-                "indices into the trace as it comes; write: the rest of the file): "
+                "with --nproc also starting the ranks; synthesis: synthesis and fidelity in "
+                "the writing process, which writes each table's indices into the trace as it "
+                "comes, with --nproc rank 0's share and the other ranks' tables as they come "
+                "(results made before the ranks streamed their tables count the ranks' "
+                "synthesis under capture); write: the rest of the file): "
                 + "; ".join(phases)
                 + "."]
     return out
